@@ -1,0 +1,22 @@
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "cli/commands.h"
+
+namespace recgpt::cli {
+
+int report_failure(const Status& status) {
+  std::fprintf(stderr, "recgpt: error: %s\n", status.to_string().c_str());
+  return status_code_exit_code(status.code());
+}
+
+}  // namespace recgpt::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"recgpt: disaggregated prefill/decode serving of RecGPT models"};
+  app.require_subcommand(1);
+  int exit_code = 0;
+  recgpt::cli::add_tokenize_command(app, exit_code);
+  CLI11_PARSE(app, argc, argv);
+  return exit_code;
+}
