@@ -1,0 +1,128 @@
+#include "engine/kv_cache.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <utility>
+
+namespace recgpt {
+namespace {
+
+constexpr size_t kArrayAlignmentBytes = 4096;
+
+Status require_positive(int64_t value, const char* field) {
+  if (value > 0) return Status::ok();
+  return invalid_argument(std::string("KV cache ") + field + " must be positive, got " + std::to_string(value));
+}
+
+// product = a * b; false when it overflows size_t.
+bool multiply(size_t a, size_t b, size_t& product) { return !__builtin_mul_overflow(a, b, &product); }
+
+}  // namespace
+
+size_t KvCacheConfig::block_bytes_per_layer() const {
+  return static_cast<size_t>(block_size) * static_cast<size_t>(num_kv_heads) * static_cast<size_t>(head_dim) *
+         dtype_size(dtype);
+}
+
+size_t KvCacheConfig::bytes_per_block() const { return 2 * static_cast<size_t>(num_layers) * block_bytes_per_layer(); }
+
+Status KvCacheConfig::validate() const {
+  RECGPT_RETURN_IF_ERROR(require_positive(num_layers, "num_layers"));
+  RECGPT_RETURN_IF_ERROR(require_positive(num_kv_heads, "num_kv_heads"));
+  RECGPT_RETURN_IF_ERROR(require_positive(head_dim, "head_dim"));
+  RECGPT_RETURN_IF_ERROR(require_positive(block_size, "block_size"));
+  RECGPT_RETURN_IF_ERROR(require_positive(num_blocks, "num_blocks"));
+  if (dtype != DType::kF32 && dtype != DType::kBF16) {
+    return invalid_argument("KV cache dtype must be f32 or bf16, got " + std::string(dtype_name(dtype)));
+  }
+  if (num_blocks > std::numeric_limits<int32_t>::max()) {
+    return invalid_argument("KV cache num_blocks " + std::to_string(num_blocks) + " exceeds the int32 block id range");
+  }
+  size_t total = 2 * static_cast<size_t>(num_layers) * dtype_size(dtype);
+  bool fits = multiply(total, static_cast<size_t>(block_size), total) &&
+              multiply(total, static_cast<size_t>(num_kv_heads), total) &&
+              multiply(total, static_cast<size_t>(head_dim), total) &&
+              multiply(total, static_cast<size_t>(num_blocks), total) && total <= (size_t{1} << 60);
+  if (!fits) {
+    return invalid_argument("KV cache of " + std::to_string(num_blocks) + " blocks overflows the address space");
+  }
+  return Status::ok();
+}
+
+int64_t KvCacheConfig::num_blocks_for_budget(int64_t budget_bytes) const {
+  if (num_layers <= 0 || num_kv_heads <= 0 || head_dim <= 0 || block_size <= 0 || budget_bytes <= 0) return 0;
+  size_t per_block = bytes_per_block();
+  if (per_block == 0 || per_block > static_cast<size_t>(budget_bytes)) return 0;
+  int64_t blocks = budget_bytes / static_cast<int64_t>(per_block);
+  return std::min<int64_t>(blocks, std::numeric_limits<int32_t>::max());
+}
+
+Result<KvCache> KvCache::create(const KvCacheConfig& config) {
+  RECGPT_RETURN_IF_ERROR(config.validate());
+  size_t layer_bytes = static_cast<size_t>(config.num_blocks) * config.block_bytes_per_layer();
+  size_t stride = (layer_bytes + kArrayAlignmentBytes - 1) / kArrayAlignmentBytes * kArrayAlignmentBytes;
+  size_t total = 0;
+  if (!multiply(stride, 2 * static_cast<size_t>(config.num_layers), total)) {
+    return invalid_argument("KV cache size overflows the address space");
+  }
+  void* address = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (address == MAP_FAILED) {
+    return resource_exhausted("cannot map " + std::to_string(total) + " bytes for " +
+                              std::to_string(config.num_blocks) + " KV blocks: " + std::strerror(errno));
+  }
+  return KvCache(config, static_cast<std::byte*>(address), total, stride);
+}
+
+KvCache::KvCache(const KvCacheConfig& config, std::byte* storage, size_t storage_bytes, size_t array_stride_bytes)
+    : config_(config),
+      storage_(storage),
+      storage_bytes_(storage_bytes),
+      array_stride_bytes_(array_stride_bytes),
+      blocks_(config.num_blocks) {}
+
+KvCache::KvCache(KvCache&& other) noexcept
+    : config_(other.config_),
+      storage_(std::exchange(other.storage_, nullptr)),
+      storage_bytes_(std::exchange(other.storage_bytes_, 0)),
+      array_stride_bytes_(other.array_stride_bytes_),
+      blocks_(std::move(other.blocks_)) {}
+
+KvCache& KvCache::operator=(KvCache&& other) noexcept {
+  if (this != &other) {
+    unmap();
+    config_ = other.config_;
+    storage_ = std::exchange(other.storage_, nullptr);
+    storage_bytes_ = std::exchange(other.storage_bytes_, 0);
+    array_stride_bytes_ = other.array_stride_bytes_;
+    blocks_ = std::move(other.blocks_);
+  }
+  return *this;
+}
+
+KvCache::~KvCache() { unmap(); }
+
+void KvCache::unmap() {
+  if (storage_ != nullptr) ::munmap(storage_, storage_bytes_);
+  storage_ = nullptr;
+  storage_bytes_ = 0;
+}
+
+void* KvCache::key_data(int layer) { return const_cast<void*>(std::as_const(*this).key_data(layer)); }
+void* KvCache::value_data(int layer) { return const_cast<void*>(std::as_const(*this).value_data(layer)); }
+
+const void* KvCache::key_data(int layer) const {
+  RECGPT_CHECK(storage_ != nullptr && layer >= 0 && layer < config_.num_layers);
+  return storage_ + (2 * static_cast<size_t>(layer)) * array_stride_bytes_;
+}
+
+const void* KvCache::value_data(int layer) const {
+  RECGPT_CHECK(storage_ != nullptr && layer >= 0 && layer < config_.num_layers);
+  return storage_ + (2 * static_cast<size_t>(layer) + 1) * array_stride_bytes_;
+}
+
+}  // namespace recgpt

@@ -1,0 +1,85 @@
+// The paged KV cache of one engine: KV memory in vLLM's layout plus the BlockManager that hands out its
+// blocks.
+//
+// Layout: for each layer, K and V are each one contiguous array [num_blocks, block_size, num_kv_heads,
+// head_dim] of `dtype`, so (layer, block) is one contiguous chunk of block_bytes_per_layer() bytes and runs
+// of adjacent blocks coalesce into one transfer. Every K and V array starts on a 4096-byte boundary (so at
+// least 64-byte aligned). Memory is anonymous mmap: pages are touched lazily, unused blocks cost no RSS.
+//
+// Threading: not thread-safe; owned by the engine step thread. Backends write KV through key_data() and
+// value_data() during forward(), on that same thread (or on a device stream it synchronizes).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/status.h"
+#include "engine/block_manager.h"
+#include "engine/dtype.h"
+
+namespace recgpt {
+
+struct KvCacheConfig {
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 16;        // tokens per block
+  DType dtype = DType::kF32;  // kF32 or kBF16
+  int64_t num_blocks = 0;
+
+  // kInvalidArgument naming the field when a size is not positive, dtype is unsupported, num_blocks
+  // exceeds INT32_MAX (block ids are int32), or the total size overflows.
+  Status validate() const;
+
+  // Bytes of one block in one layer's K (or V) array: block_size * num_kv_heads * head_dim * dtype size.
+  size_t block_bytes_per_layer() const;
+  // Bytes of one block over all layers, K and V: what one block of the pool costs.
+  size_t bytes_per_block() const;
+  // How many blocks fit in `budget_bytes` (all layers, K and V); 0 when the budget is below one block or
+  // the shape is invalid.
+  int64_t num_blocks_for_budget(int64_t budget_bytes) const;
+};
+
+class KvCache {
+ public:
+  // Validates `config` (kInvalidArgument) and maps its memory: kResourceExhausted naming the size when
+  // the operating system refuses it.
+  static Result<KvCache> create(const KvCacheConfig& config);
+
+  KvCache(KvCache&& other) noexcept;
+  KvCache& operator=(KvCache&& other) noexcept;
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+  ~KvCache();
+
+  const KvCacheConfig& config() const { return config_; }
+
+  // [num_blocks, block_size, num_kv_heads, head_dim] of config().dtype; layer in [0, num_layers)
+  // (RECGPT_CHECK). Owned by this cache, valid for its lifetime.
+  void* key_data(int layer);
+  void* value_data(int layer);
+  const void* key_data(int layer) const;
+  const void* value_data(int layer) const;
+
+  // Bytes of one layer's K (or V) array: num_blocks * block_bytes_per_layer().
+  size_t layer_bytes() const { return static_cast<size_t>(config_.num_blocks) * config_.block_bytes_per_layer(); }
+
+  // The whole mapping (every K and V array plus alignment padding), e.g. to register with a transfer engine.
+  void* storage_data() { return storage_; }
+  size_t storage_bytes() const { return storage_bytes_; }
+
+  BlockManager& blocks() { return blocks_; }
+  const BlockManager& blocks() const { return blocks_; }
+
+ private:
+  KvCache(const KvCacheConfig& config, std::byte* storage, size_t storage_bytes, size_t array_stride_bytes);
+  void unmap();
+
+  KvCacheConfig config_;
+  std::byte* storage_ = nullptr;
+  size_t storage_bytes_ = 0;
+  size_t array_stride_bytes_ = 0;  // layer_bytes() rounded up to 4096; K of layer l at 2l, V at 2l+1 strides
+  BlockManager blocks_;
+};
+
+}  // namespace recgpt
