@@ -9,9 +9,14 @@ namespace recgpt {
 namespace {
 
 // Most likely first; equal logits by lower token id, so every order is total and deterministic.
-bool more_likely(const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+// A lambda rather than a function, so that the standard algorithms inline it.
+constexpr auto more_likely = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
-}
+};
+
+// Less likely than any (logit, token): a draw bounded by it keeps every token.
+constexpr std::pair<float, int32_t> kKeepAll = {-std::numeric_limits<float>::infinity(),
+                                                std::numeric_limits<int32_t>::max()};
 
 int32_t argmax_lowest_id(std::span<const float> logits) {
   size_t best = 0;
@@ -48,14 +53,16 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> previo
 
   const float inverse_temperature = 1.0f / params_.temperature;
   for (float& logit : logits) logit *= inverse_temperature;
-  if (*std::max_element(logits.begin(), logits.end()) == -std::numeric_limits<float>::infinity()) {
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  if (max_logit == -std::numeric_limits<float>::infinity()) {
     return 0;  // everything masked: nothing is more likely than anything else
   }
+  // Unnormalized probabilities, computed once: selection and the draw only compare and add them.
+  weights_.resize(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) weights_[i] = std::exp(logits[i] - max_logit);
   const bool truncates =
       (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < logits.size()) || params_.top_p < 1.0f;
-  if (!truncates) return draw_from_all(logits);
-  select_candidates(logits);
-  return draw_from_candidates();
+  return draw(logits, truncates ? least_likely_kept(logits) : kKeepAll);
 }
 
 void Sampler::apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> previous_tokens) {
@@ -73,76 +80,74 @@ void Sampler::apply_repetition_penalty(std::span<float> logits, std::span<const 
   for (size_t i = 0; i < previous_tokens.size(); ++i) logits[previous_tokens[i]] = penalized_[i];
 }
 
-void Sampler::select_candidates(std::span<const float> logits) {
+Sampler::Candidate Sampler::least_likely_kept(std::span<const float> logits) {
   const size_t vocab = logits.size();
   candidates_.resize(vocab);
   for (size_t i = 0; i < vocab; ++i) candidates_[i] = {logits[i], static_cast<int32_t>(i)};
-
-  size_t kept = vocab;
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < vocab) {
-    kept = static_cast<size_t>(params_.top_k);
-    std::partial_sort(candidates_.begin(), candidates_.begin() + kept, candidates_.end(), more_likely);
-    candidates_.resize(kept);
+    auto kth = candidates_.begin() + (params_.top_k - 1);
+    std::nth_element(candidates_.begin(), kth, candidates_.end(), more_likely);
+    candidates_.resize(static_cast<size_t>(params_.top_k));
   }
-  if (params_.top_p >= 1.0f) return;
-
-  // Probabilities are relative to everything top-k kept.
-  float max_logit = -std::numeric_limits<float>::infinity();
-  for (const auto& candidate : candidates_) max_logit = std::max(max_logit, candidate.first);
-  double total = 0;
-  for (const auto& candidate : candidates_) total += std::exp(static_cast<double>(candidate.first - max_logit));
-  const double threshold = static_cast<double>(params_.top_p) * total;
-
-  // Sort a head of the candidates, growing it until it holds top_p of the mass: with a peaked
-  // distribution the whole vocabulary is never sorted.
-  size_t head = kept < vocab ? kept : std::min<size_t>(vocab, 64);
-  while (true) {
-    if (head < candidates_.size()) {
-      std::partial_sort(candidates_.begin(), candidates_.begin() + head, candidates_.end(), more_likely);
-    } else if (kept == vocab) {
-      std::sort(candidates_.begin(), candidates_.end(), more_likely);
-    }
-    double cumulative = 0;
-    for (size_t i = 0; i < head; ++i) {
-      cumulative += std::exp(static_cast<double>(candidates_[i].first - max_logit));
-      if (cumulative >= threshold) {
-        candidates_.resize(i + 1);
-        return;
-      }
-    }
-    if (head >= candidates_.size()) return;  // rounding: keep everything
-    head = std::min(candidates_.size(), head * 4);
-  }
+  if (params_.top_p < 1.0f) keep_nucleus();
+  return *std::max_element(candidates_.begin(), candidates_.end(), more_likely);  // the "largest" = least likely
 }
 
-int32_t Sampler::draw_from_candidates() {
-  float max_logit = candidates_.front().first;  // sorted, most likely first
+void Sampler::keep_nucleus() {
+  // Probabilities are relative to the candidates (what top-k kept).
+  auto weight = [this](const Candidate& candidate) { return static_cast<double>(weights_[candidate.second]); };
   double total = 0;
-  for (const auto& candidate : candidates_) total += std::exp(static_cast<double>(candidate.first - max_logit));
-  const double target = next_uniform() * total;
-  double cumulative = 0;
-  int32_t last_possible = candidates_.front().second;
-  for (const auto& candidate : candidates_) {
-    double weight = std::exp(static_cast<double>(candidate.first - max_logit));
-    if (weight <= 0) continue;
-    cumulative += weight;
-    last_possible = candidate.second;
-    if (cumulative > target) return candidate.second;
+  for (const Candidate& candidate : candidates_) total += weight(candidate);
+
+  // A token lighter than (1 - top_p) * total / n cannot be in the nucleus: all such tokens together weigh
+  // at most (1 - top_p) of the mass, so the heavier ones alone already reach top_p. Cheap, and with a
+  // peaked distribution it leaves only a handful of candidates.
+  const double lightest_possible = (1.0 - params_.top_p) * total / static_cast<double>(candidates_.size());
+  std::erase_if(candidates_, [&](const Candidate& candidate) { return weight(candidate) < lightest_possible; });
+
+  // Quickselect by mass: candidates_[0, low) are the most likely and hold less than top_p of the mass;
+  // the boundary token lies in [low, high). Expected O(n), against O(n log n) for sorting.
+  double needed = static_cast<double>(params_.top_p) * total;
+  size_t low = 0;
+  size_t high = candidates_.size();
+  auto begin = candidates_.begin();
+  while (high - low > 64) {
+    size_t middle = low + (high - low) / 2;
+    std::nth_element(begin + low, begin + middle, begin + high, more_likely);
+    double upper_mass = 0;
+    for (size_t i = low; i <= middle; ++i) upper_mass += weight(candidates_[i]);
+    if (upper_mass >= needed) {
+      high = middle + 1;
+    } else {
+      needed -= upper_mass;
+      low = middle + 1;
+    }
   }
-  return last_possible;
+  std::sort(begin + low, begin + high, more_likely);
+  for (size_t i = low; i < high; ++i) {
+    needed -= weight(candidates_[i]);
+    if (needed <= 0) {
+      high = i + 1;
+      break;
+    }
+  }
+  candidates_.resize(std::max<size_t>(high, 1));  // rounding short of top_p keeps everything up to high
 }
 
-int32_t Sampler::draw_from_all(std::span<const float> logits) {
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
+int32_t Sampler::draw(std::span<const float> logits, Candidate least_likely) {
+  // Draws in token id order over every token at least as likely as `least_likely`, so the result does not
+  // depend on how selection arranged the candidates.
+  auto kept = [&](size_t token) { return !more_likely(least_likely, {logits[token], static_cast<int32_t>(token)}); };
   double total = 0;
-  for (float logit : logits) total += std::exp(static_cast<double>(logit - max_logit));
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (kept(i)) total += weights_[i];
+  }
   const double target = next_uniform() * total;
   double cumulative = 0;
   int32_t last_possible = argmax_lowest_id(logits);
   for (size_t i = 0; i < logits.size(); ++i) {
-    double weight = std::exp(static_cast<double>(logits[i] - max_logit));
-    if (weight <= 0) continue;
-    cumulative += weight;
+    if (weights_[i] <= 0 || !kept(i)) continue;
+    cumulative += weights_[i];
     last_possible = static_cast<int32_t>(i);
     if (cumulative > target) return last_possible;
   }

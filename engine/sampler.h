@@ -11,8 +11,8 @@
 //   6. draw from the softmax of what is left with the sampler's own random generator.
 // Logits of -inf (masked by a constraint) are never drawn unless nothing else is left.
 //
-// Cost for a vocabulary of V: O(V) per token, plus O(V log k) when top-k or top-p is on (top-p alone
-// partially sorts a growing head of the vocabulary, never all of it unless the distribution is that flat).
+// Cost for a vocabulary of V: expected O(V) per token in every mode. Top-k and top-p select with
+// nth_element (top-p by probability mass), never sorting the vocabulary.
 #pragma once
 
 #include <cstdint>
@@ -52,17 +52,22 @@ class Sampler {
   const SamplingParams& params() const { return params_; }
 
  private:
+  using Candidate = std::pair<float, int32_t>;  // (logit, token)
+
   void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> previous_tokens);
-  // Fills candidates_ with the top-k / top-p survivors, most likely first.
-  void select_candidates(std::span<const float> logits);
-  int32_t draw_from_candidates();
-  int32_t draw_from_all(std::span<const float> logits);
+  // The least likely token top-k and top-p keep: every token at least as likely is kept.
+  Candidate least_likely_kept(std::span<const float> logits);
+  // Shrinks candidates_ (any order) to the top-p nucleus of itself (any order).
+  void keep_nucleus();
+  // Draws from the softmax over the tokens at least as likely as `least_likely`.
+  int32_t draw(std::span<const float> logits, Candidate least_likely);
   double next_uniform();  // [0, 1), 53 random bits; portable, unlike std::uniform_real_distribution
 
   SamplingParams params_;
   std::mt19937_64 random_;
-  std::vector<std::pair<float, int32_t>> candidates_;  // (logit, token) scratch, reused across calls
-  std::vector<float> penalized_;                       // scratch for the repetition penalty
+  std::vector<Candidate> candidates_;  // scratch, reused across calls
+  std::vector<float> penalized_;       // scratch for the repetition penalty
+  std::vector<float> weights_;         // [vocab] exp(logit - max logit) of the current call
 };
 
 }  // namespace recgpt

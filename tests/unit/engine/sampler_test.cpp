@@ -1,0 +1,169 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <random>
+#include <vector>
+
+namespace recgpt {
+namespace {
+
+int32_t sample_once(const SamplingParams& params, std::vector<float> logits, std::vector<int32_t> previous = {}) {
+  Sampler sampler(params);
+  return sampler.sample(logits, previous);
+}
+
+std::vector<int32_t> draw(const SamplingParams& params, const std::vector<float>& logits, int count) {
+  Sampler sampler(params);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < count; ++i) {
+    std::vector<float> copy = logits;
+    tokens.push_back(sampler.sample(copy, {}));
+  }
+  return tokens;
+}
+
+std::vector<float> random_logits(size_t vocab, uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> logits(vocab);
+  for (float& logit : logits) logit = normal(random);
+  return logits;
+}
+
+TEST_CASE("invalid sampling params are kInvalidArgument naming the field") {
+  auto message_of = [](SamplingParams params) { return params.validate().message(); };
+  CHECK(SamplingParams{}.validate().is_ok());
+  CHECK_THAT(message_of({.temperature = -0.5f}), Catch::Contains("temperature"));
+  CHECK_THAT(message_of({.top_k = -1}), Catch::Contains("top_k"));
+  CHECK_THAT(message_of({.top_p = 0.0f}), Catch::Contains("top_p"));
+  CHECK_THAT(message_of({.top_p = 1.5f}), Catch::Contains("top_p"));
+  CHECK_THAT(message_of({.repetition_penalty = 0.0f}), Catch::Contains("repetition_penalty"));
+  CHECK(SamplingParams{.temperature = std::nanf("")}.validate().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("greedy sampling is the argmax, lowest id on ties") {
+  CHECK(sample_once({}, {0.1f, 2.0f, -1.0f, 1.9f}) == 1);
+  CHECK(sample_once({}, {3.0f, 1.0f, 3.0f}) == 0);
+  CHECK(sample_once({}, {-1.0f, 5.0f, 5.0f}) == 1);
+  std::vector<float> big = random_logits(152'000, 5);
+  int32_t expected = static_cast<int32_t>(std::max_element(big.begin(), big.end()) - big.begin());
+  CHECK(sample_once({}, big) == expected);
+}
+
+TEST_CASE("top_k = 1 is greedy whatever the temperature") {
+  std::vector<float> logits = random_logits(1000, 9);
+  int32_t argmax = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    CHECK(sample_once({.temperature = 5.0f, .top_k = 1, .seed = seed}, logits) == argmax);
+  }
+}
+
+TEST_CASE("the same seed gives the same tokens, another seed other tokens") {
+  std::vector<float> logits = random_logits(5000, 11);
+  SamplingParams params{.temperature = 1.0f, .top_k = 50, .top_p = 0.95f, .seed = 42};
+  std::vector<int32_t> first = draw(params, logits, 64);
+  CHECK(draw(params, logits, 64) == first);
+  params.seed = 43;
+  CHECK(draw(params, logits, 64) != first);
+}
+
+// Chi-square statistic of observed counts against expected probabilities.
+double chi_square(const std::vector<int>& counts, const std::vector<double>& probabilities, int total) {
+  double statistic = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    double expected = probabilities[i] * total;
+    statistic += (counts[i] - expected) * (counts[i] - expected) / expected;
+  }
+  return statistic;
+}
+
+std::vector<double> softmax(const std::vector<float>& logits, float temperature) {
+  std::vector<double> probabilities;
+  double total = 0;
+  for (float logit : logits) total += std::exp(logit / temperature);
+  for (float logit : logits) probabilities.push_back(std::exp(logit / temperature) / total);
+  return probabilities;
+}
+
+TEST_CASE("temperature sampling follows the softmax distribution") {
+  const std::vector<float> logits = {1.0f, 0.5f, 0.0f, -0.5f, 2.0f, -1.0f};
+  constexpr int kDraws = 60'000;
+  for (float temperature : {0.7f, 1.0f, 1.8f}) {
+    std::vector<int> counts(logits.size(), 0);
+    for (int32_t token : draw({.temperature = temperature, .seed = 17}, logits, kDraws)) ++counts[token];
+    // 5 degrees of freedom: P(chi2 > 20.5) = 0.001.
+    CHECK(chi_square(counts, softmax(logits, temperature), kDraws) < 20.5);
+  }
+}
+
+TEST_CASE("top-k renormalizes over the k most likely tokens") {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 2.5f, 0.0f};
+  constexpr int kDraws = 30'000;
+  std::vector<int> counts(logits.size(), 0);
+  for (int32_t token : draw({.temperature = 1.0f, .top_k = 3, .seed = 3}, logits, kDraws)) ++counts[token];
+  CHECK(counts[0] == 0);
+  CHECK(counts[4] == 0);
+  std::vector<double> kept = softmax({3.0f, 2.0f, 2.5f}, 1.0f);
+  CHECK(chi_square({counts[1], counts[2], counts[3]}, kept, kDraws) < 13.8);  // 2 dof, p = 0.001
+}
+
+TEST_CASE("top-p keeps the smallest head holding top_p of the mass and cuts the tail") {
+  // Probabilities 0.5, 0.25, 0.125, 0.0625, ...: top_p 0.7 keeps the first two only.
+  std::vector<float> logits;
+  for (int i = 0; i < 12; ++i) logits.push_back(-0.693147f * static_cast<float>(i));
+  std::vector<int> counts(logits.size(), 0);
+  for (int32_t token : draw({.temperature = 1.0f, .top_p = 0.7f, .seed = 5}, logits, 20'000)) ++counts[token];
+  CHECK(counts[0] > 0);
+  CHECK(counts[1] > 0);
+  for (size_t i = 2; i < counts.size(); ++i) CHECK(counts[i] == 0);
+  CHECK(std::abs(counts[0] / 20'000.0 - 2.0 / 3.0) < 0.02);
+
+  // A tiny top_p still keeps one token.
+  for (int32_t token : draw({.temperature = 1.0f, .top_p = 1e-6f, .seed = 5}, logits, 100)) CHECK(token == 0);
+}
+
+TEST_CASE("top-p over a large flat vocabulary never draws outside the nucleus") {
+  std::vector<float> logits = random_logits(152'000, 21);
+  SamplingParams params{.temperature = 1.0f, .top_p = 0.9f, .seed = 8};
+  std::vector<float> sorted = logits;
+  std::sort(sorted.begin(), sorted.end(), std::greater<>());
+  std::vector<double> probabilities = softmax(sorted, 1.0f);
+  double cumulative = 0;
+  size_t nucleus = 0;
+  while (cumulative < 0.9) cumulative += probabilities[nucleus++];
+  const float smallest_kept = sorted[nucleus - 1];
+  for (int32_t token : draw(params, logits, 200)) CHECK(logits[token] >= smallest_kept);
+}
+
+TEST_CASE("repetition penalty changes the argmax as Hugging Face does") {
+  // Positive logits are divided: token 0 (3.0 -> 1.5) loses to token 1 (2.0).
+  CHECK(sample_once({.repetition_penalty = 2.0f}, {3.0f, 2.0f, 0.5f}, {0}) == 1);
+  // Negative logits are multiplied: token 1 (-1 -> -2) loses to token 2 (-1.5).
+  CHECK(sample_once({.repetition_penalty = 2.0f}, {-3.0f, -1.0f, -1.5f}, {1}) == 2);
+  // A repeated token is penalized once, not once per occurrence: 3.0 / 2 = 1.5 still beats 1.4.
+  CHECK(sample_once({.repetition_penalty = 2.0f}, {3.0f, 1.4f}, {0, 0, 0}) == 0);
+
+  std::vector<float> logits = {3.0f, -1.0f, 0.5f};
+  std::vector<int32_t> previous = {0, 1, 0};
+  Sampler sampler({.repetition_penalty = 2.0f});
+  sampler.sample(logits, previous);
+  CHECK(logits == std::vector<float>{1.5f, -2.0f, 0.5f});
+}
+
+TEST_CASE("masked (-inf) tokens are never drawn") {
+  const float masked = -std::numeric_limits<float>::infinity();
+  std::vector<float> logits = {masked, 0.0f, masked, 0.1f, masked};
+  for (SamplingParams params :
+       {SamplingParams{.temperature = 2.0f, .seed = 1}, SamplingParams{.temperature = 2.0f, .top_k = 4, .seed = 1},
+        SamplingParams{.temperature = 2.0f, .top_p = 0.99f, .seed = 1}}) {
+    for (int32_t token : draw(params, logits, 500)) CHECK((token == 1 || token == 3));
+  }
+  CHECK(sample_once({.temperature = 1.0f}, {masked, masked}) == 0);
+}
+
+}  // namespace
+}  // namespace recgpt
