@@ -1,0 +1,198 @@
+// Microbenchmark of the CPU kernels on Qwen3-0.6B's shapes, as fractions of this machine's limits measured in
+// the same run. Not run by CI. Usage: recgpt_kernels_bench [threads]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "bench/machine_limits.h"
+#include "engine/cpu/attention.h"
+#include "engine/cpu/cpu_features.h"
+#include "engine/cpu/matmul.h"
+#include "engine/cpu/ops.h"
+
+namespace recgpt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Shape {
+  const char* name;
+  int64_t n;
+  int64_t k;
+};
+constexpr Shape kShapes[] = {{"q_proj", 2048, 1024},  {"k_proj", 1024, 1024},    {"o_proj", 1024, 2048},
+                             {"gate_up", 3072, 1024}, {"down_proj", 1024, 3072}, {"lm_head", 151936, 1024}};
+
+// Median seconds of `run` over at least 0.3 s (and 5 calls); `run(i)` gets the call index.
+double median_seconds(const std::function<void(int64_t)>& run) {
+  std::vector<double> times;
+  auto begin = Clock::now();
+  for (int64_t i = 0; i < 5 || std::chrono::duration<double>(Clock::now() - begin).count() < 0.3; ++i) {
+    auto start = Clock::now();
+    run(i);
+    times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+std::vector<float> random_floats(int64_t count, uint32_t seed) {
+  std::mt19937 random(seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> values(count);
+  for (float& value : values) value = uniform(random);
+  return values;
+}
+
+// Enough copies of a random weight matrix that cycling through them reads from memory, not from the L3 cache.
+struct WeightSet {
+  std::vector<std::vector<uint16_t>> storage;
+  std::vector<WeightMatrix> copies;
+};
+
+WeightSet make_weights(DType dtype, int64_t n, int64_t k, size_t min_total_bytes) {
+  WeightSet set;
+  size_t bytes = n * k * dtype_size(dtype);
+  size_t num_copies = std::max<size_t>(1, (min_total_bytes + bytes - 1) / bytes);
+  std::vector<float> values = random_floats(n * k, 1);
+  for (size_t c = 0; c < num_copies; ++c) {
+    std::vector<uint16_t> storage(bytes / sizeof(uint16_t));
+    if (dtype == DType::kBF16) {
+      for (int64_t i = 0; i < n * k; ++i) storage[i] = f32_to_bf16(values[i]);
+    } else {
+      std::copy(values.begin(), values.end(), reinterpret_cast<float*>(storage.data()));
+    }
+    set.storage.push_back(std::move(storage));
+  }
+  for (auto& storage : set.storage) set.copies.push_back({dtype, storage.data(), n, k});
+  return set;
+}
+
+void bench_matmuls(ThreadPool& pool, double bandwidth, double bf16_peak, double fma_peak) {
+  std::printf("\n%-10s %-5s %5s %10s %10s %9s %8s\n", "matmul", "dtype", "m", "us/call", "GB/s|GF/s", "of limit",
+              "limit");
+  for (DType dtype : {DType::kBF16, DType::kF32}) {
+    for (const Shape& shape : kShapes) {
+      WeightSet weights = make_weights(dtype, shape.n, shape.k, size_t{1} << 30);
+      for (int64_t m : {1, 4, 32, 512}) {
+        if (shape.n > 100000 && m > 32) continue;
+        std::vector<float> x = random_floats(m * shape.k, 2), y(m * shape.n);
+        double seconds = median_seconds(
+            [&](int64_t i) { matmul(pool, x.data(), m, weights.copies[i % weights.copies.size()], y.data()); });
+        bool memory_bound = m <= 4;
+        double rate =
+            memory_bound ? shape.n * shape.k * dtype_size(dtype) / seconds : 2.0 * m * shape.n * shape.k / seconds;
+        double limit = memory_bound ? bandwidth : (dtype == DType::kBF16 ? bf16_peak : fma_peak);
+        std::printf("%-10s %-5s %5ld %10.1f %10.1f %9.2f %8s\n", shape.name, dtype_name(dtype).data(), m, seconds * 1e6,
+                    rate / 1e9, rate / limit, memory_bound ? "read bw" : "peak");
+      }
+    }
+  }
+}
+
+// The matmuls of one decode token of Qwen3-0.6B (28 layers, distinct weights, then the LM head).
+void bench_decode_token(ThreadPool& pool, DType dtype, double bandwidth) {
+  std::vector<WeightSet> layers;
+  size_t bytes = 0;
+  for (int layer = 0; layer < 28; ++layer) {
+    for (const Shape& shape : kShapes) {
+      if (shape.n > 100000) continue;
+      int repeat = shape.name[0] == 'k' || shape.name[0] == 'g' ? 2 : 1;  // k and v; gate and up
+      for (int r = 0; r < repeat; ++r) {
+        layers.push_back(make_weights(dtype, shape.n, shape.k, 0));
+        bytes += shape.n * shape.k * dtype_size(dtype);
+      }
+    }
+  }
+  layers.push_back(make_weights(dtype, 151936, 1024, 0));
+  bytes += 151936 * 1024 * dtype_size(dtype);
+  std::vector<float> x = random_floats(3072, 3), y(151936);
+  double seconds = median_seconds([&](int64_t) {
+    for (const WeightSet& w : layers) matmul(pool, x.data(), 1, w.copies[0], y.data());
+  });
+  std::printf("\ndecode token matmuls %s: %.2f ms, %.2f GB read, %.1f GB/s = %.2f of read bandwidth (%.1f tokens/s)\n",
+              dtype_name(dtype).data(), seconds * 1e3, bytes / 1e9, bytes / seconds / 1e9, bytes / seconds / bandwidth,
+              1.0 / seconds);
+}
+
+void bench_attention(ThreadPool& pool, DType dtype, double bandwidth, double fma_peak) {
+  const int num_heads = 16, kv_heads = 8, head_dim = 128, block_size = 16;
+  const int num_blocks = 32 * 1024 / block_size + 64;
+  std::vector<uint16_t> key(num_blocks * block_size * kv_heads * head_dim * 2);
+  std::vector<uint16_t> value(key.size());
+  std::vector<float> fill = random_floats(kv_heads * head_dim, 4);
+  KvLayerView kv{key.data(), value.data(), dtype, block_size, kv_heads, head_dim};
+  for (int64_t slot = 0; slot < int64_t{num_blocks} * block_size; ++slot) {
+    store_kv(kv, &slot, fill.data(), fill.data(), 1);
+  }
+  std::vector<int32_t> table(num_blocks);
+  for (int b = 0; b < num_blocks; ++b) table[b] = (b * 7919) % num_blocks;  // scattered blocks
+
+  // Prefill: one sequence of 512 new tokens.
+  std::vector<float> queries = random_floats(512 * num_heads * head_dim, 5), output(queries.size());
+  AttentionSequence prefill{queries.data(), output.data(), 512, 0, table};
+  double seconds = median_seconds([&](int64_t) { paged_attention(pool, kv, {&prefill, 1}, num_heads, 0.088f); });
+  double flops = 4.0 * 512 * 513 / 2 * head_dim * num_heads;
+  std::printf("attention %s prefill 512: %.2f ms, %.1f GFLOP/s = %.2f of FMA peak\n", dtype_name(dtype).data(),
+              seconds * 1e3, flops / seconds / 1e9, flops / seconds / fma_peak);
+
+  // Decode: 32 sequences of 1024 cached tokens each.
+  std::vector<AttentionSequence> batch;
+  for (int s = 0; s < 32; ++s) {
+    std::span<const int32_t> blocks(table.data() + s * 64, 64);
+    batch.push_back(
+        {queries.data() + s * num_heads * head_dim, output.data() + s * num_heads * head_dim, 1, 1023, blocks});
+  }
+  seconds = median_seconds([&](int64_t) { paged_attention(pool, kv, batch, num_heads, 0.088f); });
+  double bytes = 32.0 * 1024 * kv_heads * head_dim * 2 * dtype_size(dtype);
+  std::printf("attention %s decode 32 x 1024: %.2f ms, %.1f GB/s KV = %.2f of read bandwidth\n",
+              dtype_name(dtype).data(), seconds * 1e3, bytes / seconds / 1e9, bytes / seconds / bandwidth);
+}
+
+void bench_ops(ThreadPool& pool) {
+  std::vector<float> x = random_floats(512 * 3072, 6), y = random_floats(512 * 3072, 7), weight(1024, 1.0f);
+  std::vector<int32_t> positions(512);
+  for (int i = 0; i < 512; ++i) positions[i] = i;
+  for (int64_t tokens : {1, 512}) {
+    double norm =
+        median_seconds([&](int64_t) { rms_norm(pool, x.data(), weight.data(), tokens, 1024, 1e-6f, y.data()); });
+    double rope =
+        median_seconds([&](int64_t) { rope_rotate_half(pool, x.data(), positions.data(), tokens, 16, 128, 1e6); });
+    double silu = median_seconds([&](int64_t) { silu_mul(pool, x.data(), y.data(), tokens * 3072, y.data()); });
+    double add = median_seconds([&](int64_t) { add_inplace(pool, x.data(), y.data(), tokens * 1024); });
+    std::printf("ops %3ld tokens: rms_norm %.1f us, rope(q) %.1f us, silu_mul %.1f us, add %.1f us\n", tokens,
+                norm * 1e6, rope * 1e6, silu * 1e6, add * 1e6);
+  }
+}
+
+int run(int argc, char** argv) {
+  int threads = argc > 1 ? std::atoi(argv[1]) : static_cast<int>(std::thread::hardware_concurrency());
+  ThreadPool pool(threads);
+  CpuFeatures features = cpu_features();
+  std::printf("threads %d, avx2 %d, avx512 %d, avx512_bf16 %d\n", threads, features.avx2_fma, features.avx512,
+              features.avx512_bf16);
+  double bandwidth = measure_read_bandwidth_bytes_per_second(pool);
+  double bf16_peak = bf16_dot_peak_flops(pool);
+  double fma_peak = fma_peak_flops(pool);
+  std::printf("limits: read bandwidth %.1f GB/s, VDPBF16PS peak %.0f GFLOP/s, FMA peak %.0f GFLOP/s\n", bandwidth / 1e9,
+              bf16_peak / 1e9, fma_peak / 1e9);
+  bench_matmuls(pool, bandwidth, bf16_peak, fma_peak);
+  bench_decode_token(pool, DType::kBF16, bandwidth);
+  bench_decode_token(pool, DType::kF32, bandwidth);
+  std::printf("\n");
+  bench_attention(pool, DType::kBF16, bandwidth, fma_peak);
+  bench_attention(pool, DType::kF32, bandwidth, fma_peak);
+  bench_ops(pool);
+  std::printf("limits after: read bandwidth %.1f GB/s\n", measure_read_bandwidth_bytes_per_second(pool) / 1e9);
+  return 0;
+}
+
+}  // namespace
+}  // namespace recgpt
+
+int main(int argc, char** argv) { return recgpt::run(argc, argv); }

@@ -1,0 +1,28 @@
+// This machine's limits, measured in the same run as a benchmark so that results can be reported as fractions
+// of them (shared VMs vary ±15% from run to run). Each call takes a fraction of a second to a few seconds.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/cpu/thread_pool.h"
+#include "engine/dtype.h"
+
+namespace recgpt {
+
+// Read bandwidth from memory in bytes/s: every thread sums its share of a `bytes` buffer with vector loads
+// (AVX-512, else AVX2); median of 5 passes.
+double measure_read_bandwidth_bytes_per_second(ThreadPool& pool, size_t bytes = size_t{1} << 30);
+
+// FLOP/s of matmul() (engine/cpu/matmul.h) with x [m, k] and weights [n, k] of `dtype` (f32 at m >= 16 is
+// OpenBLAS sgemm, bf16 is our kernel); the best of repeated runs over at least 0.3 s.
+double measure_gemm_flops(ThreadPool& pool, DType dtype, int64_t m, int64_t n, int64_t k);
+
+// Peak FLOP/s of VDPBF16PS (2 x 32 FLOP per 512-bit instruction) on all threads with independent accumulators;
+// 0 when the CPU lacks AVX512_BF16.
+double bf16_dot_peak_flops(ThreadPool& pool);
+
+// Peak FLOP/s of f32 FMA on all threads with independent accumulators (512-bit, or 256-bit without AVX-512).
+double fma_peak_flops(ThreadPool& pool);
+
+}  // namespace recgpt

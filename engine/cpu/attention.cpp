@@ -1,0 +1,71 @@
+#include "engine/cpu/attention.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/cpu/isa_kernels.h"
+#include "engine/cpu/ops.h"
+
+namespace recgpt {
+namespace {
+
+// Query rows (queries x heads of one group) per work item: enough to reuse each K/V row, few enough to keep
+// the accumulators in L1 and to split a prefill over the threads.
+constexpr int kRowsPerWorkItem = 32;
+
+void check_view(const KvLayerView& kv) {
+  RECGPT_CHECK_MSG(kv.dtype == DType::kF32 || kv.dtype == DType::kBF16, "KV cache must be f32 or bf16");
+  RECGPT_CHECK(kv.block_size > 0 && kv.num_kv_heads > 0);
+  RECGPT_CHECK_MSG(kv.head_dim > 0 && kv.head_dim % 16 == 0 && kv.head_dim <= kMaxAttentionHeadDim,
+                   "head_dim must be a multiple of 16, at most 256");
+}
+
+}  // namespace
+
+void store_kv(const KvLayerView& kv, const int64_t* slots, const float* k, const float* v, int64_t num_tokens) {
+  check_view(kv);
+  const int64_t row = static_cast<int64_t>(kv.num_kv_heads) * kv.head_dim;
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    RECGPT_CHECK(slots[t] >= 0);
+    if (kv.dtype == DType::kF32) {
+      std::memcpy(static_cast<float*>(kv.key) + slots[t] * row, k + t * row, row * sizeof(float));
+      std::memcpy(static_cast<float*>(kv.value) + slots[t] * row, v + t * row, row * sizeof(float));
+    } else {
+      convert_f32_to_bf16(k + t * row, row, static_cast<uint16_t*>(kv.key) + slots[t] * row);
+      convert_f32_to_bf16(v + t * row, row, static_cast<uint16_t*>(kv.value) + slots[t] * row);
+    }
+  }
+}
+
+void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const AttentionSequence> sequences,
+                     int num_heads, float scale) {
+  check_view(kv);
+  RECGPT_CHECK_MSG(num_heads % kv.num_kv_heads == 0, "num_heads must be a multiple of num_kv_heads");
+  const int group = num_heads / kv.num_kv_heads;
+  RECGPT_CHECK_MSG(group <= kMaxAttentionRows, "too many query heads per kv head");
+  const int32_t queries_per_item = std::max(1, kRowsPerWorkItem / group);
+
+  std::vector<AttentionWorkItem> items;
+  for (const AttentionSequence& sequence : sequences) {
+    RECGPT_CHECK(sequence.num_queries >= 0 && sequence.first_position >= 0);
+    if (sequence.num_queries == 0) continue;
+    int64_t last_position = int64_t{sequence.first_position} + sequence.num_queries - 1;
+    RECGPT_CHECK_MSG(last_position < static_cast<int64_t>(sequence.block_table.size()) * kv.block_size,
+                     "block table too short for the sequence's positions");
+    // Later query blocks see more keys: list them first so the longest items start early.
+    for (int32_t end = sequence.num_queries; end > 0; end -= queries_per_item) {
+      int32_t begin = std::max(0, end - queries_per_item);
+      for (int head = 0; head < kv.num_kv_heads; ++head) {
+        items.push_back({&kv, &sequence, num_heads, head, begin, end, scale});
+      }
+    }
+  }
+  const IsaKernels& kernels = isa_kernels();
+  pool.parallel_for(static_cast<int64_t>(items.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) kernels.attend(items[i]);
+  });
+}
+
+}  // namespace recgpt

@@ -1,0 +1,67 @@
+// Internal to engine/cpu: the kernels compiled once per instruction set, behind one table.
+//
+// isa_kernels_avx512.cpp and isa_kernels_avx2.cpp compile isa_kernels_impl.inc with their own Simd type and
+// target pragma; matmul_bf16_dot.cpp holds the AVX512_BF16 matmul tile. The public entry points (matmul.cpp,
+// ops.cpp, attention.cpp) pick a table with isa_kernels() and do the threading; every kernel here runs on the
+// calling thread only.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/cpu/attention.h"
+
+namespace recgpt {
+
+// One register tile of a matmul: y[i, j] = Σ_k x[i, k] · w_rows[j][k] for i < rows, j < cols.
+struct MatmulTile {
+  const void* x;  // [rows, k] with row stride x_stride elements; f32, or bf16 for the bf16-dot kernel
+  int64_t x_stride;
+  int rows;                   // 1..tile_rows
+  const void* const* w_rows;  // [tile_cols] pointers to weight rows of k elements; entries >= cols are ignored
+  int cols;                   // 1..tile_cols
+  int64_t k;
+  float* y;  // [rows, cols] with row stride y_stride
+  int64_t y_stride;
+};
+
+struct MatmulKernel {
+  int tile_rows;  // most rows of x per tile
+  int tile_cols;  // weight rows per tile (w_rows has this many entries)
+  void (*run)(const MatmulTile& tile);
+};
+
+// One work item of paged_attention: queries [query_begin, query_end) of one sequence, all query heads that read
+// kv head `kv_head`. (query_end - query_begin) * group size must not exceed kMaxAttentionRows.
+struct AttentionWorkItem {
+  const KvLayerView* kv;
+  const AttentionSequence* sequence;
+  int num_heads;
+  int kv_head;
+  int32_t query_begin;
+  int32_t query_end;
+  float scale;
+};
+inline constexpr int kMaxAttentionRows = 64;
+inline constexpr int kMaxAttentionHeadDim = 256;  // head_dim must also be a multiple of 16
+
+struct IsaKernels {
+  const char* name;
+  MatmulKernel matmul_f32_weights;   // x f32, W f32, FMA
+  MatmulKernel matmul_bf16_weights;  // x f32, W bf16 widened to f32, FMA
+  void (*rms_norm)(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out);
+  void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);
+  void (*add)(float* x, const float* y, int64_t n);
+  void (*f32_to_bf16)(const float* in, int64_t n, uint16_t* out);
+  void (*bf16_to_f32)(const uint16_t* in, int64_t n, float* out);
+  void (*attend)(const AttentionWorkItem& item);
+};
+
+const IsaKernels& avx512_kernels();  // needs cpu_features().avx512
+const IsaKernels& avx2_kernels();    // needs cpu_features().avx2_fma
+// The best table cpu_features() allows; aborts on a CPU without AVX2 + FMA.
+const IsaKernels& isa_kernels();
+
+// x bf16, W bf16, VDPBF16PS; needs cpu_features().avx512_bf16.
+MatmulKernel bf16_dot_matmul_kernel();
+
+}  // namespace recgpt

@@ -1,0 +1,31 @@
+// y = x · Wᵀ for a linear layer whose weights stay where they are (memory-mapped, Hugging Face layout).
+#pragma once
+
+#include <cstdint>
+
+#include "engine/cpu/thread_pool.h"
+#include "engine/dtype.h"
+
+namespace recgpt {
+
+// A row-major weight matrix in Hugging Face Linear layout [out features, in features], used in place: the
+// kernels never copy or repack it. The memory must stay valid and unchanged while matmul runs.
+struct WeightMatrix {
+  DType dtype;       // kF32 or kBF16
+  const void* data;  // [rows, cols]
+  int64_t rows;      // n: output features
+  int64_t cols;      // k: input features
+};
+
+// y[m, n] = x[m, k] · W[n, k]ᵀ with f32 accumulation. x and y must not overlap.
+//   kF32:  m >= kBlasMinRows through OpenBLAS sgemm (its own threads); smaller m through our kernel, streaming
+//          W at memory bandwidth over the pool.
+//   kBF16: x rounded to bf16 once, then VDPBF16PS over k (AVX512_BF16), parallel over n; without AVX512_BF16,
+//          W widened to f32 and multiplied with the f32 x by FMA (AVX-512F or AVX2).
+// Call from outside parallel_for (it uses the pool and OpenBLAS threads).
+void matmul(ThreadPool& pool, const float* x /* [m, k] */, int64_t m, const WeightMatrix& w, float* y /* [m, n] */);
+
+// Below this many rows, f32 weights go through our streaming kernel rather than OpenBLAS.
+inline constexpr int64_t kBlasMinRows = 16;
+
+}  // namespace recgpt

@@ -1,0 +1,58 @@
+// A fixed pool of threads for the CPU kernels' data-parallel loops.
+//
+// Built for many short parallel loops (decode calls parallel_for ~200 times per token): the calling thread takes
+// part in the work, idle workers spin for a short while (kSpinMicroseconds) before they sleep on a futex, and the
+// caller never waits for a worker that is asleep — it runs the remaining tasks itself.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <thread>
+#include <vector>
+
+namespace recgpt {
+
+class ThreadPool {
+ public:
+  // How long an idle worker polls for the next loop before it sleeps.
+  static constexpr int kSpinMicroseconds = 100;
+
+  // `num_threads` >= 1 counts the calling thread: the pool starts num_threads - 1 workers. Also sets OpenBLAS's
+  // thread count to num_threads (OpenBLAS is only ever called from outside parallel_for).
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+
+  // Calls body(begin, end) on disjoint ranges covering [0, num_tasks), on the calling thread and the workers, and
+  // returns when all have finished. Ranges are handed out dynamically in chunks of about num_tasks / (4 threads).
+  // `body` must not throw. Call from one thread at a time; a parallel_for called from inside a body runs serially
+  // on the calling thread.
+  void parallel_for(int64_t num_tasks, const std::function<void(int64_t begin, int64_t end)>& body);
+
+ private:
+  void worker_main();
+  // Claims and runs chunks of loop `generation` until none are left.
+  void run_chunks(uint32_t generation);
+
+  const int num_threads_;
+  std::vector<std::thread> workers_;
+
+  // The current loop. Written by the caller before it publishes the generation in cursor_; atomics only so that a
+  // worker arriving late from an older loop reads them without a data race (its claim then fails).
+  std::atomic<const std::function<void(int64_t, int64_t)>*> body_{nullptr};
+  std::atomic<int64_t> num_tasks_{0};
+  std::atomic<int64_t> chunk_size_{1};
+  // High 32 bits: generation of the current loop; low 32 bits: next unclaimed task.
+  alignas(64) std::atomic<uint64_t> cursor_{0};
+  // Tasks of the current loop that have finished.
+  alignas(64) std::atomic<int64_t> done_tasks_{0};
+  // Bumped to start a loop; workers wait on it.
+  alignas(64) std::atomic<uint32_t> generation_{0};
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace recgpt
