@@ -7,7 +7,7 @@
 // ids gives back the text (NFC-normalized, since the tokenizer normalizes). Exits 1 on any mismatch, 77 (ctest's
 // skip code) when the JS package is not installed.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 
@@ -15,6 +15,11 @@ const [tokenizerPath, recgptBinary, corpusPath] = process.argv.slice(2);
 if (!tokenizerPath || !recgptBinary || !corpusPath) {
   console.error("usage: node tokenizer_compare.mjs TOKENIZER_JSON RECGPT_BINARY CORPUS_JSONL");
   process.exit(2);
+}
+
+if (!existsSync(tokenizerPath)) {
+  console.error(`${tokenizerPath} does not exist (the tiny_model test fixture makes it with recgpt make-model)`);
+  process.exit(1);
 }
 
 let Tokenizer;
