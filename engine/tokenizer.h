@@ -6,8 +6,9 @@
 // normalization and pre-tokenization; normalizer null or NFC; pre_tokenizer ByteLevel, Split (Regex or String
 // pattern, behavior Isolated, invert false) or a Sequence of those, which must include a ByteLevel;
 // post_processor null or ByteLevel; decoder ByteLevel. Anything else is refused at load time with
-// kUnimplemented; malformed JSON or inconsistent content gives kDataLoss. Regexes run on PCRE2 (UTF, UCP),
-// whose syntax covers the Oniguruma patterns these tokenizers use.
+// kUnimplemented; malformed JSON or inconsistent content gives kDataLoss; a pattern that does not compile gives
+// kInvalidArgument. Regexes run on PCRE2 (UTF, UCP), whose syntax covers the Oniguruma patterns these
+// tokenizers use.
 //
 // Text that is not valid UTF-8 cannot reach HF tokenizers (it takes Rust strings); here each invalid subpart
 // is first replaced by U+FFFD (as Python's errors="replace" would), so encode() never fails.
