@@ -1,11 +1,12 @@
 // Microbenchmark of the CPU kernels on Qwen3-0.6B's shapes, as fractions of this machine's limits measured in
-// the same run. Not run by CI. Usage: recgpt_kernels_bench [threads]
+// the same run. Not run by CI. Usage: recgpt_kernels_bench [threads] [matmul|decode|attention|ops]...
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "engine/cpu/attention.h"
 #include "engine/cpu/cpu_features.h"
 #include "engine/cpu/matmul.h"
+#include "engine/cpu/openblas_setup.h"
 #include "engine/cpu/ops.h"
 
 namespace recgpt {
@@ -163,7 +165,8 @@ void bench_ops(ThreadPool& pool) {
         median_seconds([&](int64_t) { rms_norm(pool, x.data(), weight.data(), tokens, 1024, 1e-6f, y.data()); });
     double rope =
         median_seconds([&](int64_t) { rope_rotate_half(pool, x.data(), positions.data(), tokens, 16, 128, 1e6); });
-    double silu = median_seconds([&](int64_t) { silu_mul(pool, x.data(), y.data(), tokens * 3072, y.data()); });
+    std::vector<float> out(tokens * 3072);
+    double silu = median_seconds([&](int64_t) { silu_mul(pool, x.data(), y.data(), tokens * 3072, out.data()); });
     double add = median_seconds([&](int64_t) { add_inplace(pool, x.data(), y.data(), tokens * 1024); });
     std::printf("ops %3ld tokens: rms_norm %.1f us, rope(q) %.1f us, silu_mul %.1f us, add %.1f us\n", tokens,
                 norm * 1e6, rope * 1e6, silu * 1e6, add * 1e6);
@@ -174,20 +177,31 @@ int run(int argc, char** argv) {
   int threads = argc > 1 ? std::atoi(argv[1]) : static_cast<int>(std::thread::hardware_concurrency());
   ThreadPool pool(threads);
   CpuFeatures features = cpu_features();
-  std::printf("threads %d, avx2 %d, avx512 %d, avx512_bf16 %d\n", threads, features.avx2_fma, features.avx512,
-              features.avx512_bf16);
+  std::printf("threads %d, avx2 %d, avx512 %d, avx512_bf16 %d, OpenBLAS core %s\n", threads, features.avx2_fma,
+              features.avx512, features.avx512_bf16, openblas_core_name().c_str());
+  auto wanted = [&](std::string_view section) {
+    if (argc <= 2) return true;
+    for (int i = 2; i < argc; ++i) {
+      if (section == argv[i]) return true;
+    }
+    return false;
+  };
   double bandwidth = measure_read_bandwidth_bytes_per_second(pool);
   double bf16_peak = bf16_dot_peak_flops(pool);
   double fma_peak = fma_peak_flops(pool);
   std::printf("limits: read bandwidth %.1f GB/s, VDPBF16PS peak %.0f GFLOP/s, FMA peak %.0f GFLOP/s\n", bandwidth / 1e9,
               bf16_peak / 1e9, fma_peak / 1e9);
-  bench_matmuls(pool, bandwidth, bf16_peak, fma_peak);
-  bench_decode_token(pool, DType::kBF16, bandwidth);
-  bench_decode_token(pool, DType::kF32, bandwidth);
-  std::printf("\n");
-  bench_attention(pool, DType::kBF16, bandwidth, fma_peak);
-  bench_attention(pool, DType::kF32, bandwidth, fma_peak);
-  bench_ops(pool);
+  if (wanted("matmul")) bench_matmuls(pool, bandwidth, bf16_peak, fma_peak);
+  if (wanted("decode")) {
+    bench_decode_token(pool, DType::kBF16, bandwidth);
+    bench_decode_token(pool, DType::kF32, bandwidth);
+  }
+  if (wanted("attention")) {
+    std::printf("\n");
+    bench_attention(pool, DType::kBF16, bandwidth, fma_peak);
+    bench_attention(pool, DType::kF32, bandwidth, fma_peak);
+  }
+  if (wanted("ops")) bench_ops(pool);
   std::printf("limits after: read bandwidth %.1f GB/s\n", measure_read_bandwidth_bytes_per_second(pool) / 1e9);
   return 0;
 }

@@ -56,6 +56,7 @@ __attribute__((target("avx512f,avx512bf16"))) float bf16_dot_loop(int64_t iterat
   for (auto& a : acc) a = _mm512_setzero_ps();
   __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3c00);
   for (int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 16
     for (auto& c : acc) c = _mm512_dpbf16_ps(c, a, b);
     __asm__ volatile("" : "+v"(a), "+v"(b));  // keep the operands opaque so the loop is not folded
   }
@@ -68,6 +69,7 @@ __attribute__((target("avx512f"))) float fma_loop_avx512(int64_t iterations) {
   for (auto& a : acc) a = _mm512_setzero_ps();
   __m512 a = _mm512_set1_ps(1.0f), b = _mm512_set1_ps(1e-7f);
   for (int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 16
     for (auto& c : acc) c = _mm512_fmadd_ps(a, b, c);
     __asm__ volatile("" : "+v"(a), "+v"(b));
   }
@@ -80,6 +82,7 @@ __attribute__((target("avx2,fma"))) float fma_loop_avx2(int64_t iterations) {
   for (auto& a : acc) a = _mm256_setzero_ps();
   __m256 a = _mm256_set1_ps(1.0f), b = _mm256_set1_ps(1e-7f);
   for (int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 16
     for (auto& c : acc) c = _mm256_fmadd_ps(a, b, c);
     __asm__ volatile("" : "+x"(a), "+x"(b));
   }

@@ -17,6 +17,9 @@ using avx512::Simd;
 constexpr int kTileRows = 3;
 constexpr int kTileCols = 8;
 constexpr int kStep = 32;  // bf16 elements per vector
+// The weight rows of the next tile are prefetched while this one streams: with rows of only a few KiB the
+// hardware prefetchers alone leave decode (m = 1) ~25% below read bandwidth.
+constexpr int kPrefetchRows = kTileCols;
 
 inline __m512bh load_pairs(const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
 inline __m512bh load_pairs_partial(const uint16_t* p, int64_t count) {
@@ -43,6 +46,7 @@ void tile_rows(const MatmulTile& tile) {
     }
 #pragma GCC unroll 8
     for (int j = 0; j < kTileCols; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(w[j] + kPrefetchRows * tile.k + offset), _MM_HINT_T0);
       __m512bh wv = count == kStep ? load_pairs(w[j] + offset) : load_pairs_partial(w[j] + offset, count);
 #pragma GCC unroll 8
       for (int i = 0; i < kRows; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv[i], wv);

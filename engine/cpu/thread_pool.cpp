@@ -1,12 +1,12 @@
 #include "engine/cpu/thread_pool.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
 
 #include "common/status.h"
+#include "engine/cpu/openblas_setup.h"
 
 namespace recgpt {
 namespace {
@@ -35,7 +35,7 @@ uint32_t wait_for_change(const std::atomic<uint32_t>& value, uint32_t seen) {
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads) {
   RECGPT_CHECK(num_threads >= 1);
-  openblas_set_num_threads(num_threads);
+  configure_openblas(num_threads);
   workers_.reserve(num_threads - 1);
   for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this] { worker_main(); });
 }

@@ -18,8 +18,8 @@ class ThreadPool {
   // How long an idle worker polls for the next loop before it sleeps.
   static constexpr int kSpinMicroseconds = 100;
 
-  // `num_threads` >= 1 counts the calling thread: the pool starts num_threads - 1 workers. Also sets OpenBLAS's
-  // thread count to num_threads (OpenBLAS is only ever called from outside parallel_for).
+  // `num_threads` >= 1 counts the calling thread: the pool starts num_threads - 1 workers. Also configures
+  // OpenBLAS for num_threads threads (configure_openblas; OpenBLAS is only called from outside parallel_for).
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
