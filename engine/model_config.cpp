@@ -204,7 +204,9 @@ Result<ModelConfig> read_model_config(const json& root) {
   RECGPT_ASSIGN_OR_RETURN(config.vocab_size, read_positive_int(root, "vocab_size"));
   RECGPT_ASSIGN_OR_RETURN(double epsilon, read_positive_number(root, "rms_norm_eps", 1e-6));
   config.rms_norm_eps = static_cast<float>(epsilon);
-  if (!(config.rms_norm_eps > 0)) return invalid_argument("field 'rms_norm_eps' underflows float32");
+  if (!(config.rms_norm_eps > 0) || !std::isfinite(config.rms_norm_eps)) {
+    return invalid_argument("field 'rms_norm_eps' is outside the float32 range, got " + std::to_string(epsilon));
+  }
   RECGPT_ASSIGN_OR_RETURN(config.rope_theta, read_rope_theta(root));
   RECGPT_ASSIGN_OR_RETURN(config.tie_word_embeddings, read_bool(root, "tie_word_embeddings", false));
   RECGPT_ASSIGN_OR_RETURN(config.hidden_act, read_string(root, "hidden_act", "silu"));

@@ -43,8 +43,8 @@ Result<std::map<std::string, std::string>> read_weight_map(const std::string& in
     if (it == index.end() || !it->is_object()) return data_loss(index_path + ": missing object 'weight_map'");
     for (const auto& [tensor, shard] : it->items()) {
       if (!shard.is_string() || !is_plain_file_name(shard.get<std::string>())) {
-        return data_loss(index_path + ": weight_map entry of '" + tensor + "' is " + shard.dump() +
-                         ", not a shard file name");
+        std::string shown = shard.is_string() ? shard.get<std::string>() : std::string("a ") + shard.type_name();
+        return data_loss(index_path + ": weight_map entry of '" + tensor + "' is " + shown + ", not a shard file name");
       }
       weight_map[tensor] = shard.get<std::string>();
     }

@@ -62,7 +62,9 @@ Result<DType> read_dtype(std::string_view tensor, const json& entry) {
 
 Result<uint64_t> read_non_negative(std::string_view tensor, std::string_view field, const json& value) {
   if (value.is_number_unsigned() && value.get<uint64_t>() <= kMaxDimension) return value.get<uint64_t>();
-  std::string detail = std::string(field) + " holds " + value.dump() + ", not a non-negative 64-bit integer";
+  // Only numbers are echoed: dumping an arbitrarily nested value would recurse without bound.
+  std::string shown = value.is_number() ? value.dump() : std::string("a ") + value.type_name();
+  std::string detail = std::string(field) + " holds " + shown + ", not a non-negative 64-bit integer";
   return tensor_error(tensor, detail);
 }
 

@@ -126,6 +126,7 @@ TEST_CASE("a field of the wrong type or range is invalid_argument naming it") {
   CHECK(parse_status(patched(R"({"tie_word_embeddings": "yes"})")).code() == StatusCode::kInvalidArgument);
   CHECK(parse_status(patched(R"({"vocab_size": 1e3})")).code() == StatusCode::kInvalidArgument);
   CHECK(parse_status(patched(R"({"rms_norm_eps": -1})")).code() == StatusCode::kInvalidArgument);
+  CHECK(parse_status(patched(R"({"rms_norm_eps": 1e206})")).code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("attention heads that are not a multiple of key-value heads are invalid_argument") {

@@ -136,6 +136,14 @@ TEST_CASE("shapes whose byte count overflows or that have negative dimensions ar
   CHECK_THAT(status.message(), Catch::Contains("shape holds -1"));
 }
 
+TEST_CASE("a deeply nested value where a number belongs is data_loss, not a stack overflow") {
+  std::string nested = std::string(300000, '[') + std::string(300000, ']');
+  Status status =
+      parse_status(file_with_header(R"({"x":{"dtype":"F32","shape":[)" + nested + R"(],"data_offsets":[0,0]}})", 0));
+  CHECK(status.code() == StatusCode::kDataLoss);
+  CHECK_THAT(status.message(), Catch::Contains("shape holds a array"));
+}
+
 TEST_CASE("well-formed tensors of unsupported dtypes are unimplemented naming tensor and dtype") {
   for (std::string dtype : {"I8", "F64"}) {
     std::string header = R"({"ids":{"dtype":")" + dtype + R"(","shape":[1],"data_offsets":[0,8]}})";
