@@ -11,9 +11,11 @@
 namespace recgpt {
 namespace {
 
-// Query rows (queries x heads of one group) per work item: enough to reuse each K/V row, few enough to keep
-// the accumulators in L1 and to split a prefill over the threads.
-constexpr int kRowsPerWorkItem = 32;
+// Query rows (queries x query heads) per work item: enough to reuse each K/V row, few enough to keep the
+// accumulators in L1 and to split a prefill over the threads.
+constexpr int kRowsPerWorkItem = kMaxAttentionRows;
+// Heads are split across more items until each thread has at least this many.
+constexpr int kMinItemsPerThread = 4;
 
 void check_view(const KvLayerView& kv) {
   RECGPT_CHECK_MSG(kv.dtype == DType::kF32 || kv.dtype == DType::kBF16, "KV cache must be f32 or bf16");
@@ -45,20 +47,44 @@ void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const At
   RECGPT_CHECK_MSG(num_heads % kv.num_kv_heads == 0, "num_heads must be a multiple of num_kv_heads");
   const int group = num_heads / kv.num_kv_heads;
   RECGPT_CHECK_MSG(group <= kMaxAttentionRows, "too many query heads per kv head");
-  const int32_t queries_per_item = std::max(1, kRowsPerWorkItem / group);
+  for (const AttentionSequence& sequence : sequences) {
+    RECGPT_CHECK(sequence.num_queries >= 0 && sequence.first_position >= 0);
+    int64_t end_position = int64_t{sequence.first_position} + sequence.num_queries;
+    RECGPT_CHECK_MSG(end_position <= static_cast<int64_t>(sequence.block_table.size()) * kv.block_size,
+                     "block table too short for the sequence's positions");
+  }
+
+  // Items take up to kRowsPerWorkItem query rows: many queries of one kv head (prefill) or the few queries of
+  // a decode step over several kv heads, whose K/V rows lie side by side in each slot. Heads are split further
+  // while there are too few items to keep every thread busy.
+  auto queries_per_item = [&](const AttentionSequence& sequence) {
+    return std::min(sequence.num_queries, std::max(1, kRowsPerWorkItem / group));
+  };
+  auto count_items = [&](int max_heads_per_item) {
+    int64_t total = 0;
+    for (const AttentionSequence& sequence : sequences) {
+      if (sequence.num_queries == 0) continue;
+      int32_t queries = queries_per_item(sequence);
+      int heads = std::clamp(kRowsPerWorkItem / (queries * group), 1, max_heads_per_item);
+      total += int64_t{(sequence.num_queries + queries - 1) / queries} * ((kv.num_kv_heads + heads - 1) / heads);
+    }
+    return total;
+  };
+  int max_heads_per_item = kv.num_kv_heads;
+  while (max_heads_per_item > 1 && count_items(max_heads_per_item) < kMinItemsPerThread * pool.num_threads()) {
+    max_heads_per_item = (max_heads_per_item + 1) / 2;
+  }
 
   std::vector<AttentionWorkItem> items;
   for (const AttentionSequence& sequence : sequences) {
-    RECGPT_CHECK(sequence.num_queries >= 0 && sequence.first_position >= 0);
     if (sequence.num_queries == 0) continue;
-    int64_t last_position = int64_t{sequence.first_position} + sequence.num_queries - 1;
-    RECGPT_CHECK_MSG(last_position < static_cast<int64_t>(sequence.block_table.size()) * kv.block_size,
-                     "block table too short for the sequence's positions");
+    int32_t queries = queries_per_item(sequence);
+    int heads = std::clamp(kRowsPerWorkItem / (queries * group), 1, max_heads_per_item);
     // Later query blocks see more keys: list them first so the longest items start early.
-    for (int32_t end = sequence.num_queries; end > 0; end -= queries_per_item) {
-      int32_t begin = std::max(0, end - queries_per_item);
-      for (int head = 0; head < kv.num_kv_heads; ++head) {
-        items.push_back({&kv, &sequence, num_heads, head, begin, end, scale});
+    for (int32_t end = sequence.num_queries; end > 0; end -= queries) {
+      int32_t begin = std::max(0, end - queries);
+      for (int head = 0; head < kv.num_kv_heads; head += heads) {
+        items.push_back({&kv, &sequence, num_heads, head, std::min(kv.num_kv_heads, head + heads), begin, end, scale});
       }
     }
   }

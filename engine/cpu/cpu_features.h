@@ -12,6 +12,7 @@ struct CpuFeatures {
   bool avx2_fma = false;     // AVX2 and FMA3
   bool avx512 = false;       // AVX-512 F, BW, VL, DQ
   bool avx512_bf16 = false;  // AVX512_BF16 (VDPBF16PS, VCVTNE2PS2BF16), on top of `avx512`
+  bool amx_bf16 = false;     // AMX-TILE + AMX-BF16 with the kernel's permission to use tile data, on top of the above
 };
 
 // Features the kernels use: what the CPU has, narrowed by set_cpu_features_for_testing. Thread-safe to read.

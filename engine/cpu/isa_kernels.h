@@ -31,12 +31,13 @@ struct MatmulKernel {
 };
 
 // One work item of paged_attention: queries [query_begin, query_end) of one sequence, all query heads that read
-// kv head `kv_head`. (query_end - query_begin) * group size must not exceed kMaxAttentionRows.
+// kv heads [kv_head_begin, kv_head_end). Queries x heads x group size must not exceed kMaxAttentionRows.
 struct AttentionWorkItem {
   const KvLayerView* kv;
   const AttentionSequence* sequence;
   int num_heads;
-  int kv_head;
+  int kv_head_begin;
+  int kv_head_end;
   int32_t query_begin;
   int32_t query_end;
   float scale;
@@ -63,5 +64,14 @@ const IsaKernels& isa_kernels();
 
 // x bf16, W bf16, VDPBF16PS; needs cpu_features().avx512_bf16.
 MatmulKernel bf16_dot_matmul_kernel();
+
+// AMX (matmul_amx.cpp; needs cpu_features().amx_bf16, k % 32 == 0). x, already bf16, is packed per tile of 16
+// rows (rows past m are zero) into [ceil(m / 16), k / 32, 16 pairs, 16 rows, 2] for the B operand.
+void amx_pack_x(const uint16_t* x /* [m, k] */, int64_t m, int64_t k, int64_t tile_begin, int64_t tile_end,
+                uint16_t* packed /* [ceil(m / 16) * 16, k] */);
+// y[:, column_begin..column_end) = x · W[column_begin..column_end)ᵀ, columns in multiples of 32. Loads and
+// releases the calling thread's tile configuration.
+void amx_matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w /* [n, k] */, int64_t k,
+                        int64_t column_begin, int64_t column_end, float* y /* [m, n] */, int64_t n);
 
 }  // namespace recgpt

@@ -74,10 +74,32 @@ void run_tiled(ThreadPool& pool, const TiledProblem& problem) {
   });
 }
 
-// x rounded to bf16 for the bf16-dot kernel; grows to the largest call, owned by the calling thread.
-std::vector<uint16_t>& bf16_scratch() {
-  thread_local std::vector<uint16_t> scratch;
-  return scratch;
+// Scratch for x rounded to bf16 (and packed for AMX); grows to the largest call, owned by the calling thread.
+uint16_t* scratch(int index, int64_t elements) {
+  thread_local std::vector<uint16_t> buffers[2];
+  if (static_cast<int64_t>(buffers[index].size()) < elements) buffers[index].resize(elements);
+  return buffers[index].data();
+}
+
+bool amx_applies(int64_t m, int64_t n, int64_t k) {
+  return m >= kAmxMinRows && k % 32 == 0 && n % 32 == 0 && cpu_features().amx_bf16;
+}
+
+void matmul_amx(ThreadPool& pool, const float* x, int64_t m, const uint16_t* w, int64_t n, int64_t k, float* y) {
+  const int64_t row_tiles = (m + 15) / 16;
+  uint16_t* x_bf16 = scratch(0, m * k);
+  uint16_t* packed = scratch(1, row_tiles * 16 * k);
+  pool.parallel_for(row_tiles, [&](int64_t begin, int64_t end) {
+    int64_t rows = std::min(m, end * 16) - begin * 16;
+    convert_f32_to_bf16(x + begin * 16 * k, rows * k, x_bf16 + begin * 16 * k);
+    amx_pack_x(x_bf16, m, k, begin, end, packed);
+  });
+  int64_t by_cache = std::max<int64_t>(32, kWeightBlockBytes / (k * 2) / 32 * 32);
+  int64_t by_balance = std::max<int64_t>(32, n / (8 * pool.num_threads()) / 32 * 32);
+  int64_t columns = std::min(by_cache, by_balance);
+  pool.parallel_for((n + columns - 1) / columns, [&](int64_t begin, int64_t end) {
+    amx_matmul_columns(packed, m, w, k, begin * columns, std::min(n, end * columns), y, n);
+  });
 }
 
 }  // namespace
@@ -117,12 +139,15 @@ void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatrix& w, 
     run_tiled(pool, problem);
     return;
   }
+  if (amx_applies(m, n, k)) {
+    matmul_amx(pool, x, m, static_cast<const uint16_t*>(w.data), n, k, y);
+    return;
+  }
   static const MatmulKernel bf16_dot = bf16_dot_matmul_kernel();
-  std::vector<uint16_t>& x_bf16 = bf16_scratch();
-  if (static_cast<int64_t>(x_bf16.size()) < m * k) x_bf16.resize(m * k);
-  convert_f32_to_bf16(x, m * k, x_bf16.data());
+  uint16_t* x_bf16 = scratch(0, m * k);
+  convert_f32_to_bf16(x, m * k, x_bf16);
   problem.kernel = &bf16_dot;
-  problem.x = reinterpret_cast<const std::byte*>(x_bf16.data());
+  problem.x = reinterpret_cast<const std::byte*>(x_bf16);
   problem.x_element_bytes = sizeof(uint16_t);
   run_tiled(pool, problem);
 }

@@ -27,8 +27,8 @@ struct Simd {
   static F set1(float value) { return _mm512_set1_ps(value); }
   static F load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
-  static __mmask16 first_lanes(int64_t count) {
-    return count >= kLanes ? __mmask16(0xffff) : __mmask16((1u << count) - 1u);
+  static __mmask16 first_lanes(int64_t count) {  // count may lie outside [0, kLanes]
+    return count >= kLanes ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1u);
   }
   // Loads/stores of the first `count` < kLanes elements; the other lanes read as zero.
   static F load_partial(const float* p, int64_t count) { return _mm512_maskz_loadu_ps(first_lanes(count), p); }
@@ -80,6 +80,31 @@ struct Simd {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);  // p * 2^n, flushing to 0 below the normal range
+  }
+
+  // In-place transpose of a kLanes x kLanes matrix of 32-bit elements held as kLanes row vectors.
+  static void transpose(F* rows) {
+    F t[16];
+    for (int i = 0; i < 8; ++i) {  // interleave pairs of rows
+      t[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // 64-bit pairs of groups of four rows
+      rows[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      rows[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      rows[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      rows[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; ++i) {  // 128-bit quarters of groups of eight rows
+      t[i] = _mm512_shuffle_f32x4(rows[i], rows[4 + i], _MM_SHUFFLE(2, 0, 2, 0));
+      t[4 + i] = _mm512_shuffle_f32x4(rows[i], rows[4 + i], _MM_SHUFFLE(3, 1, 3, 1));
+      t[8 + i] = _mm512_shuffle_f32x4(rows[8 + i], rows[12 + i], _MM_SHUFFLE(2, 0, 2, 0));
+      t[12 + i] = _mm512_shuffle_f32x4(rows[8 + i], rows[12 + i], _MM_SHUFFLE(3, 1, 3, 1));
+    }
+    for (int i = 0; i < 8; ++i) {
+      rows[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], _MM_SHUFFLE(2, 0, 2, 0));
+      rows[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], _MM_SHUFFLE(3, 1, 3, 1));
+    }
   }
 
   // Sums of kLanes vectors: lane i of the result is the sum of v[i]'s lanes (a transposing tree, 46 instructions).

@@ -155,6 +155,15 @@ TEST_CASE("paged attention with Qwen3-0.6B heads: 16 query heads over 8 kv heads
   check_attention(DType::kBF16, 16, 16, 8, 128, {{33, 0}, {1, 150}, {5, 60}});
 }
 
+TEST_CASE("paged attention splits a single decode sequence's kv heads over the threads", "[cpu][attention]") {
+  for (const auto& path : kernel_paths()) {
+    ScopedCpuFeatures scoped(path.features);
+    INFO(path.name);
+    check_attention(DType::kF32, 16, 16, 8, 128, {{1, 300}});
+    check_attention(DType::kBF16, 32, 8, 8, 64, {{2, 77}});
+  }
+}
+
 TEST_CASE("store_kv writes each token's rows at its slot, rounding to bf16", "[cpu][attention]") {
   PagedCache cache(DType::kBF16, 4, 2, 16, 3);
   std::vector<float> k = random_floats(2 * 32, 1), v = random_floats(2 * 32, 2);

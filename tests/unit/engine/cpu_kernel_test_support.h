@@ -26,13 +26,14 @@ struct KernelPath {
   CpuFeatures features;
 };
 
-// Every dispatch path this CPU can run: avx512_bf16, avx512 (no bf16 dot), avx2.
+// Every dispatch path this CPU can run: amx, avx512_bf16 (no AMX), avx512 (no bf16 dot), avx2.
 inline std::vector<KernelPath> kernel_paths() {
   CpuFeatures detected = detected_cpu_features();
   std::vector<KernelPath> paths;
-  if (detected.avx512_bf16) paths.push_back({"avx512_bf16", {true, true, true}});
-  if (detected.avx512) paths.push_back({"avx512", {true, true, false}});
-  if (detected.avx2_fma) paths.push_back({"avx2", {true, false, false}});
+  if (detected.amx_bf16) paths.push_back({"amx", {true, true, true, true}});
+  if (detected.avx512_bf16) paths.push_back({"avx512_bf16", {true, true, true, false}});
+  if (detected.avx512) paths.push_back({"avx512", {true, true, false, false}});
+  if (detected.avx2_fma) paths.push_back({"avx2", {true, false, false, false}});
   return paths;
 }
 

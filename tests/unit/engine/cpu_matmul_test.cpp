@@ -59,13 +59,29 @@ TEST_CASE("matmul matches a double reference on odd shapes, every dtype and path
   }
 }
 
+TEST_CASE("matmul matches a double reference on tile-aligned shapes (the AMX path)", "[cpu][matmul]") {
+  ThreadPool pool(2);
+  for (const auto& path : kernel_paths()) {
+    ScopedCpuFeatures scoped(path.features);
+    INFO("path " << path.name);
+    for (int64_t m : {1, 2, 15, 16, 17, 33, 64}) {
+      for (int64_t n : {32, 96}) {
+        for (int64_t k : {32, 64, 1024}) check_matmul(pool, DType::kBF16, m, n, k, path.features.avx512_bf16);
+      }
+    }
+  }
+}
+
 TEST_CASE("matmul handles model-sized blocks split over threads", "[cpu][matmul]") {
   ThreadPool pool(2);
   for (const auto& path : kernel_paths()) {
     ScopedCpuFeatures scoped(path.features);
     for (DType dtype : {DType::kF32, DType::kBF16}) {
       INFO("path " << path.name << ", weights " << dtype_name(dtype));
-      for (int64_t m : {1, 5, 20}) check_matmul(pool, dtype, m, 523, 1024, path.features.avx512_bf16);
+      for (int64_t m : {1, 5, 20}) {
+        check_matmul(pool, dtype, m, 523, 1024, path.features.avx512_bf16);
+        check_matmul(pool, dtype, m, 1024, 256, path.features.avx512_bf16);
+      }
     }
   }
 }

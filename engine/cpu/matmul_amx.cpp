@@ -1,0 +1,135 @@
+// The AMX matmul: TDPBF16PS on 16 x 16 f32 tiles. The weights are the A operand, loaded in place (16 rows of
+// 32 bf16 with the row stride of W); x, rounded to bf16, is packed once per call into the B operand's pair
+// layout; each C tile holds yᵀ for 16 columns x 16 rows and is transposed on the way out.
+#include <algorithm>
+#include <cstdint>
+
+#include "engine/cpu/isa_kernels.h"
+#include "engine/cpu/simd_avx512.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c,amx-tile,amx-bf16")
+
+namespace recgpt::amx {
+namespace {
+
+using avx512::Simd;
+
+constexpr int kStep = 32;                   // k per TDPBF16PS
+constexpr int64_t kStepElements = 16 * 32;  // one packed B tile: 16 k pairs x 16 rows x 2
+
+// Palette 1 with all 8 tiles 16 rows x 64 bytes: tiles 0-3 accumulate C, 4-5 hold W, 6-7 hold x.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void load_tile_config() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  _tile_loadconfig(&config);
+}
+
+// A C tile, [16 columns][16 rows] of f32, into y[row][0..16) for row < valid_rows.
+void store_transposed(const float* tile, float* y, int64_t y_stride, int valid_rows) {
+  Simd::F rows[16];
+  for (int i = 0; i < 16; ++i) rows[i] = Simd::load(tile + 16 * i);
+  Simd::transpose(rows);
+  for (int r = 0; r < std::min(valid_rows, 16); ++r) Simd::store(y + r * y_stride, rows[r]);
+}
+
+// y[rows of kRowTiles m tiles][32 columns] = x · w[0..32)ᵀ.
+template <int kRowTiles>
+void tile_block(const uint16_t* w /* [32, k] */, int64_t k, const uint16_t* x_tiles, float* y, int64_t y_stride,
+                int valid_rows) {
+  const int64_t w_stride_bytes = k * 2;
+  const int64_t x_tile_elements = 16 * k;
+  _tile_zero(0);
+  _tile_zero(1);
+  if constexpr (kRowTiles == 2) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t step = 0; step < k / kStep; ++step) {
+    _tile_loadd(4, w + step * kStep, w_stride_bytes);
+    _tile_loadd(5, w + 16 * k + step * kStep, w_stride_bytes);
+    _tile_loadd(6, x_tiles + step * kStepElements, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 5, 6);
+    if constexpr (kRowTiles == 2) {
+      _tile_loadd(7, x_tiles + x_tile_elements + step * kStepElements, 64);
+      _tile_dpbf16ps(2, 4, 7);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  alignas(64) float tile[16 * 16];
+  _tile_stored(0, tile, 64);
+  store_transposed(tile, y, y_stride, valid_rows);
+  _tile_stored(1, tile, 64);
+  store_transposed(tile, y + 16, y_stride, valid_rows);
+  if constexpr (kRowTiles == 2) {
+    _tile_stored(2, tile, 64);
+    store_transposed(tile, y + 16 * y_stride, y_stride, valid_rows - 16);
+    _tile_stored(3, tile, 64);
+    store_transposed(tile, y + 16 * y_stride + 16, y_stride, valid_rows - 16);
+  }
+}
+
+}  // namespace
+
+void pack_x(const uint16_t* x, int64_t m, int64_t k, int64_t tile_begin, int64_t tile_end, uint16_t* packed) {
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    for (int64_t step = 0; step < k / kStep; ++step) {
+      Simd::F rows[16];  // row r: the 16 k pairs of x row 16 tile + r, as 32-bit words
+      for (int r = 0; r < 16; ++r) {
+        int64_t row = tile * 16 + r;
+        rows[r] = row < m ? _mm512_castsi512_ps(_mm512_loadu_si512(x + row * k + step * kStep)) : Simd::zero();
+      }
+      Simd::transpose(rows);  // row q: pair q of the 16 x rows
+      uint16_t* out = packed + tile * 16 * k + step * kStepElements;
+      for (int q = 0; q < 16; ++q) Simd::store(reinterpret_cast<float*>(out + q * 32), rows[q]);
+    }
+  }
+}
+
+void matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w, int64_t k, int64_t column_begin,
+                    int64_t column_end, float* y, int64_t n) {
+  load_tile_config();
+  const int64_t row_tiles = (m + 15) / 16;
+  for (int64_t tile = 0; tile < row_tiles; tile += 2) {
+    const uint16_t* x_tiles = packed_x + tile * 16 * k;
+    int valid_rows = static_cast<int>(std::min<int64_t>(32, m - tile * 16));
+    for (int64_t column = column_begin; column < column_end; column += 32) {
+      float* y_block = y + tile * 16 * n + column;
+      if (tile + 1 < row_tiles) {
+        tile_block<2>(w + column * k, k, x_tiles, y_block, n, valid_rows);
+      } else {
+        tile_block<1>(w + column * k, k, x_tiles, y_block, n, valid_rows);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace recgpt::amx
+
+#pragma GCC pop_options
+
+namespace recgpt {
+
+void amx_pack_x(const uint16_t* x, int64_t m, int64_t k, int64_t tile_begin, int64_t tile_end, uint16_t* packed) {
+  amx::pack_x(x, m, k, tile_begin, tile_end, packed);
+}
+
+void amx_matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w, int64_t k, int64_t column_begin,
+                        int64_t column_end, float* y, int64_t n) {
+  amx::matmul_columns(packed_x, m, w, k, column_begin, column_end, y, n);
+}
+
+}  // namespace recgpt
