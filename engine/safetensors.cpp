@@ -221,6 +221,7 @@ Status write_safetensors(const std::string& path, std::span<const SafetensorsTen
   bool written = std::fwrite(header.data(), 1, header.size(), file) == header.size();
   for (const SafetensorsTensor& tensor : tensors) {
     if (!written) break;
+    if (tensor.bytes.empty()) continue;  // an empty span may hold a null pointer, which fwrite must not get
     written = std::fwrite(tensor.bytes.data(), 1, tensor.bytes.size(), file) == tensor.bytes.size();
   }
   written = (std::fclose(file) == 0) && written;
