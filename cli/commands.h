@@ -11,7 +11,11 @@ class App;
 
 namespace recgpt::cli {
 
+void add_generate_command(CLI::App& app, int& exit_code);
+void add_logits_command(CLI::App& app, int& exit_code);
 void add_tokenize_command(CLI::App& app, int& exit_code);
+void add_make_model_command(CLI::App& app, int& exit_code);
+void add_bench_command(CLI::App& app, int& exit_code);
 
 // Prints "recgpt: error: <code name>: <message>" to stderr and returns the exit code for `status`.
 int report_failure(const Status& status);

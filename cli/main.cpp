@@ -16,7 +16,11 @@ int main(int argc, char** argv) {
   CLI::App app{"recgpt: disaggregated prefill/decode serving of RecGPT models"};
   app.require_subcommand(1);
   int exit_code = 0;
+  recgpt::cli::add_generate_command(app, exit_code);
+  recgpt::cli::add_logits_command(app, exit_code);
   recgpt::cli::add_tokenize_command(app, exit_code);
+  recgpt::cli::add_make_model_command(app, exit_code);
+  recgpt::cli::add_bench_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

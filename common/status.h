@@ -60,12 +60,8 @@ inline Status invalid_argument(std::string message) { return {StatusCode::kInval
 inline Status not_found(std::string message) { return {StatusCode::kNotFound, std::move(message)}; }
 inline Status data_loss(std::string message) { return {StatusCode::kDataLoss, std::move(message)}; }
 inline Status unimplemented(std::string message) { return {StatusCode::kUnimplemented, std::move(message)}; }
-inline Status resource_exhausted(std::string message) {
-  return {StatusCode::kResourceExhausted, std::move(message)};
-}
-inline Status failed_precondition(std::string message) {
-  return {StatusCode::kFailedPrecondition, std::move(message)};
-}
+inline Status resource_exhausted(std::string message) { return {StatusCode::kResourceExhausted, std::move(message)}; }
+inline Status failed_precondition(std::string message) { return {StatusCode::kFailedPrecondition, std::move(message)}; }
 inline Status io_error(std::string message) { return {StatusCode::kIoError, std::move(message)}; }
 inline Status internal_error(std::string message) { return {StatusCode::kInternal, std::move(message)}; }
 
@@ -73,7 +69,7 @@ inline Status internal_error(std::string message) { return {StatusCode::kInterna
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : storage_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : storage_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : storage_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     if (std::get<Status>(storage_).is_ok()) {
       std::fprintf(stderr, "%s:%d: Result constructed from an ok Status\n", __FILE__, __LINE__);
@@ -111,13 +107,13 @@ class [[nodiscard]] Result {
 }  // namespace recgpt
 
 // Aborts with file, line and condition when an invariant does not hold. Not for input validation.
-#define RECGPT_CHECK(condition)                                          \
-  do {                                                                   \
+#define RECGPT_CHECK(condition)                                                   \
+  do {                                                                            \
     if (!(condition)) ::recgpt::check_failed(__FILE__, __LINE__, #condition, {}); \
   } while (false)
 
-#define RECGPT_CHECK_MSG(condition, detail)                                   \
-  do {                                                                        \
+#define RECGPT_CHECK_MSG(condition, detail)                                           \
+  do {                                                                                \
     if (!(condition)) ::recgpt::check_failed(__FILE__, __LINE__, #condition, detail); \
   } while (false)
 
@@ -125,10 +121,10 @@ class [[nodiscard]] Result {
 #define RECGPT_CONCAT(a, b) RECGPT_CONCAT_INNER(a, b)
 
 // Returns the Status of `expression` from the enclosing function when it is not ok.
-#define RECGPT_RETURN_IF_ERROR(expression)                        \
-  do {                                                            \
-    ::recgpt::Status recgpt_status_ = (expression);               \
-    if (!recgpt_status_.is_ok()) return recgpt_status_;           \
+#define RECGPT_RETURN_IF_ERROR(expression)              \
+  do {                                                  \
+    ::recgpt::Status recgpt_status_ = (expression);     \
+    if (!recgpt_status_.is_ok()) return recgpt_status_; \
   } while (false)
 
 // `RECGPT_ASSIGN_OR_RETURN(auto x, f());` declares x from a Result or returns its Status.

@@ -53,7 +53,7 @@ CASES = [
     Case("f32_untied_gqa4", replace(_BASE, seed=2, num_heads=8, head_dim=32, num_layers=3, tie_word_embeddings=False,
                                     rope_theta=10000.0, rope_parameters_style=True)),
     Case("bf16_weights", replace(_BASE, seed=3, dtype="bf16", hidden_size=48, tie_word_embeddings=False)),
-    Case("f16_weights", replace(_BASE, seed=4, dtype="f16", num_kv_heads=4, head_dim=24)),
+    Case("f16_weights", replace(_BASE, seed=4, dtype="f16", num_kv_heads=4, head_dim=48)),
     Case("sharded", replace(_BASE, seed=5, num_shards=2, tie_word_embeddings=False, adaptor="main",
                             adaptor_activation="silu")),
     Case("entity_gelu", replace(_ENTITY, seed=6, adaptor="separate", adaptor_activation="gelu")),

@@ -1,0 +1,251 @@
+#include "bench/engine_benchmark.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "bench/machine_limits.h"
+#include "engine/backend.h"
+#include "engine/cpu/thread_pool.h"
+#include "engine/kv_cache.h"
+#include "engine/model_files.h"
+
+namespace recgpt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+double matrix_bytes(const TensorView& view) { return static_cast<double>(view.num_bytes()); }
+
+// Bytes a decode step must read whatever the batch: every projection matrix, the LM head and the norms.
+double weight_bytes_per_step(const ModelWeights& weights) {
+  double bytes = matrix_bytes(weights.lm_head) + matrix_bytes(weights.norm);
+  for (const LayerWeights& layer : weights.layers) {
+    for (const TensorView* view :
+         {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj, &layer.up_proj,
+          &layer.down_proj, &layer.q_norm, &layer.k_norm, &layer.input_layernorm, &layer.post_attention_layernorm}) {
+      bytes += matrix_bytes(*view);
+    }
+  }
+  return bytes;
+}
+
+// Multiply-adds x2 of one token through the projections, plus attention over `context` earlier tokens.
+double flops_per_token(const ModelConfig& config, double context) {
+  double hidden = config.hidden_size;
+  double q_width = static_cast<double>(config.num_attention_heads) * config.head_dim;
+  double kv_width = static_cast<double>(config.num_key_value_heads) * config.head_dim;
+  double projections = hidden * (q_width + 2 * kv_width) + q_width * hidden + 3 * hidden * config.intermediate_size;
+  double attention = 2 * q_width * context;  // QK^T and PV
+  return 2 * config.num_hidden_layers * (projections + attention);
+}
+
+std::vector<int32_t> random_prompt(const ModelConfig& config, int count, uint32_t seed) {
+  std::mt19937 random(seed);
+  std::uniform_int_distribution<int32_t> pick(0, config.vocab_size - 1);
+  std::vector<int32_t> tokens(count);
+  int32_t entity = config.entity_adaptor ? config.entity_adaptor->entity_token_id : -1;
+  for (int32_t& token : tokens) {
+    do token = pick(random);
+    while (token == entity);
+  }
+  return tokens;
+}
+
+class Bench {
+ public:
+  Bench(const EngineBenchOptions& options, const ModelFiles& model, std::unique_ptr<Backend> backend, KvCache cache)
+      : options_(options),
+        model_(model),
+        config_(model.config()),
+        backend_(std::move(backend)),
+        cache_(std::move(cache)) {}
+
+  Result<double> prefill_seconds() {
+    std::vector<int32_t> prompt = random_prompt(config_, options_.prefill_tokens, 1);
+    double best = 1e30;
+    for (int repetition = 0; repetition < options_.repetitions; ++repetition) {
+      RECGPT_ASSIGN_OR_RETURN(std::vector<int32_t> blocks, blocks_for(options_.prefill_tokens));
+      Batch batch;
+      batch.sequences.push_back({prompt, {}, 0, blocks, LogitsWanted::kLast});
+      auto start = Clock::now();
+      Status status = backend_->forward(batch, cache_, logits_);
+      best = std::min(best, seconds_since(start));
+      cache_.blocks().release(blocks);
+      RECGPT_RETURN_IF_ERROR(status);
+    }
+    return best;
+  }
+
+  Result<DecodeFigure> decode(int batch_size, double bandwidth) {
+    int context = options_.decode_context_tokens;
+    int steps = options_.decode_steps;
+    std::vector<std::vector<int32_t>> tokens(batch_size);
+    std::vector<std::vector<int32_t>> tables(batch_size);
+    Batch prefill;
+    for (int s = 0; s < batch_size; ++s) {
+      tokens[s] = random_prompt(config_, context + steps, 100 + s);
+      RECGPT_ASSIGN_OR_RETURN(tables[s], blocks_for(context + steps));
+      prefill.sequences.push_back({std::span(tokens[s]).first(context), {}, 0, tables[s], LogitsWanted::kNone});
+    }
+    RECGPT_RETURN_IF_ERROR(backend_->forward(prefill, cache_, logits_));
+    double best = 1e30;
+    for (int repetition = 0; repetition < options_.repetitions; ++repetition) {
+      auto start = Clock::now();
+      for (int step = 0; step < steps; ++step) {
+        Batch batch;
+        for (int s = 0; s < batch_size; ++s) {
+          batch.sequences.push_back(
+              {std::span(tokens[s]).subspan(context + step, 1), {}, context + step, tables[s], LogitsWanted::kLast});
+        }
+        RECGPT_RETURN_IF_ERROR(backend_->forward(batch, cache_, logits_));
+      }
+      best = std::min(best, seconds_since(start));
+    }
+    for (const auto& table : tables) cache_.blocks().release(table);
+
+    const KvCacheConfig& kv = cache_.config();
+    double kv_bytes_per_token = static_cast<double>(kv.bytes_per_block()) / kv.block_size;
+    double mean_context = context + (steps - 1) / 2.0;
+    DecodeFigure figure;
+    figure.batch_size = batch_size;
+    figure.tokens_per_second = static_cast<double>(batch_size) * steps / best;
+    figure.bytes_per_step = weight_bytes_per_step(model_.weights()) + batch_size * mean_context * kv_bytes_per_token;
+    figure.roofline_tokens_per_second = batch_size * bandwidth / figure.bytes_per_step;
+    figure.fraction_of_roofline = figure.tokens_per_second / figure.roofline_tokens_per_second;
+    return figure;
+  }
+
+  double kv_pool_bytes() const { return static_cast<double>(cache_.storage_bytes()); }
+
+ private:
+  Result<std::vector<int32_t>> blocks_for(int tokens) {
+    int block_size = cache_.config().block_size;
+    return cache_.blocks().allocate((tokens + block_size - 1) / block_size);
+  }
+
+  const EngineBenchOptions& options_;
+  const ModelFiles& model_;
+  const ModelConfig& config_;
+  std::unique_ptr<Backend> backend_;
+  KvCache cache_;
+  std::vector<float> logits_;
+};
+
+}  // namespace
+
+Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
+  RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::open(options.model_dir));
+  const ModelConfig& config = model->config();
+  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  DType weight_dtype = model->weights().layers.at(0).q_proj.dtype;
+
+  EngineBenchReport report;
+  report.model_dir = options.model_dir;
+  report.weight_dtype = std::string(dtype_name(weight_dtype));
+  report.threads = threads;
+  report.weight_bytes = static_cast<double>(model->weight_bytes());
+  report.prefill_tokens = options.prefill_tokens;
+  {
+    ThreadPool pool(threads);
+    report.read_bandwidth_bytes_per_second = measure_read_bandwidth_bytes_per_second(pool);
+    report.gemm_flops_per_second =
+        measure_gemm_flops(pool, weight_dtype, options.prefill_tokens, config.intermediate_size, config.hidden_size);
+  }
+
+  int max_batch = *std::max_element(options.decode_batch_sizes.begin(), options.decode_batch_sizes.end());
+  int64_t tokens_needed = std::max<int64_t>(
+      options.prefill_tokens, int64_t{max_batch} * (options.decode_context_tokens + options.decode_steps));
+  KvCacheConfig cache_config{config.num_hidden_layers,
+                             config.num_key_value_heads,
+                             config.head_dim,
+                             16,
+                             weight_dtype == DType::kBF16 ? DType::kBF16 : DType::kF32,
+                             0};
+  cache_config.num_blocks = tokens_needed / cache_config.block_size + max_batch + 1;
+  RECGPT_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(cache_config));
+  RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, create_backend("cpu", *model, {threads}));
+  Bench bench(options, *model, std::move(backend), std::move(cache));
+
+  RECGPT_ASSIGN_OR_RETURN(double prefill_seconds, bench.prefill_seconds());
+  report.prefill_tokens_per_second = options.prefill_tokens / prefill_seconds;
+  report.prefill_flops_per_token =
+      flops_per_token(config, (options.prefill_tokens - 1) / 2.0) +
+      2.0 * config.vocab_size * config.hidden_size / options.prefill_tokens;  // LM head of the last token
+  report.prefill_fraction_of_gemm =
+      report.prefill_tokens_per_second * report.prefill_flops_per_token / report.gemm_flops_per_second;
+  for (int batch_size : options.decode_batch_sizes) {
+    RECGPT_ASSIGN_OR_RETURN(DecodeFigure figure, bench.decode(batch_size, report.read_bandwidth_bytes_per_second));
+    report.decode.push_back(figure);
+  }
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  report.peak_rss_bytes = static_cast<double>(usage.ru_maxrss) * 1024.0;
+  report.kv_pool_bytes = bench.kv_pool_bytes();
+  return report;
+}
+
+std::string engine_bench_report_text(const EngineBenchReport& report) {
+  char line[512];
+  std::string text;
+  std::snprintf(line, sizeof(line), "model %s (%s weights, %.2f GB), %d threads\n", report.model_dir.c_str(),
+                report.weight_dtype.c_str(), report.weight_bytes / 1e9, report.threads);
+  text += line;
+  std::snprintf(line, sizeof(line), "limits: read bandwidth %.1f GB/s, engine GEMM %.1f GFLOP/s\n",
+                report.read_bandwidth_bytes_per_second / 1e9, report.gemm_flops_per_second / 1e9);
+  text += line;
+  std::snprintf(line, sizeof(line), "prefill %d tokens: %.1f tokens/s = %.2f of the GEMM rate\n", report.prefill_tokens,
+                report.prefill_tokens_per_second, report.prefill_fraction_of_gemm);
+  text += line;
+  for (const DecodeFigure& figure : report.decode) {
+    std::snprintf(line, sizeof(line),
+                  "decode batch %2d: %7.1f tokens/s = %.2f of the bandwidth roofline (%.1f tokens/s)%s\n",
+                  figure.batch_size, figure.tokens_per_second, figure.fraction_of_roofline,
+                  figure.roofline_tokens_per_second, "");
+    text += line;
+  }
+  if (!report.decode.empty()) {
+    std::snprintf(line, sizeof(line), "decode batch %d / prefill rate: %.2f\n", report.decode.back().batch_size,
+                  report.decode.back().tokens_per_second / report.prefill_tokens_per_second);
+    text += line;
+  }
+  std::snprintf(line, sizeof(line), "peak RSS %.2f GB = %.2f of weights + KV pool\n", report.peak_rss_bytes / 1e9,
+                report.peak_rss_bytes / (report.weight_bytes + report.kv_pool_bytes));
+  text += line;
+  return text;
+}
+
+std::string engine_bench_report_json(const EngineBenchReport& report) {
+  nlohmann::json json = {
+      {"model_dir", report.model_dir},
+      {"weight_dtype", report.weight_dtype},
+      {"threads", report.threads},
+      {"weight_bytes", report.weight_bytes},
+      {"read_bandwidth_bytes_per_second", report.read_bandwidth_bytes_per_second},
+      {"gemm_flops_per_second", report.gemm_flops_per_second},
+      {"prefill",
+       {{"tokens", report.prefill_tokens},
+        {"tokens_per_second", report.prefill_tokens_per_second},
+        {"flops_per_token", report.prefill_flops_per_token},
+        {"fraction_of_gemm", report.prefill_fraction_of_gemm}}},
+      {"peak_rss_bytes", report.peak_rss_bytes},
+      {"kv_pool_bytes", report.kv_pool_bytes},
+  };
+  for (const DecodeFigure& figure : report.decode) {
+    json["decode"].push_back({{"batch_size", figure.batch_size},
+                              {"tokens_per_second", figure.tokens_per_second},
+                              {"bytes_per_step", figure.bytes_per_step},
+                              {"roofline_tokens_per_second", figure.roofline_tokens_per_second},
+                              {"fraction_of_roofline", figure.fraction_of_roofline}});
+  }
+  return json.dump(2);
+}
+
+}  // namespace recgpt

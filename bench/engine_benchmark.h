@@ -1,0 +1,53 @@
+// `recgpt bench engine`: prefill and decode speed of one model on this machine, each reported as a fraction
+// of a limit measured in the same run (noisy shared machines make absolute figures meaningless alone):
+//   decode  against memory bandwidth / bytes read per step (weights once per step + the KV it attends over);
+//   prefill against the GEMM rate of this engine's own matmul on the model's largest projection shape.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace recgpt {
+
+struct EngineBenchOptions {
+  std::string model_dir;
+  int threads = 0;  // 0: all cores
+  int prefill_tokens = 512;
+  std::vector<int> decode_batch_sizes = {1, 8, 32};
+  int decode_context_tokens = 16;  // prompt of each decoding sequence
+  int decode_steps = 32;
+  int repetitions = 3;  // best of
+};
+
+struct DecodeFigure {
+  int batch_size = 0;
+  double tokens_per_second = 0;
+  double bytes_per_step = 0;
+  double roofline_tokens_per_second = 0;  // batch_size * bandwidth / bytes_per_step
+  double fraction_of_roofline = 0;
+};
+
+struct EngineBenchReport {
+  std::string model_dir;
+  std::string weight_dtype;
+  int threads = 0;
+  double read_bandwidth_bytes_per_second = 0;
+  double gemm_flops_per_second = 0;  // engine matmul on [prefill_tokens, k] x [n, k]
+  double weight_bytes = 0;
+  int prefill_tokens = 0;
+  double prefill_tokens_per_second = 0;
+  double prefill_flops_per_token = 0;
+  double prefill_fraction_of_gemm = 0;
+  std::vector<DecodeFigure> decode;
+  double peak_rss_bytes = 0;
+  double kv_pool_bytes = 0;
+};
+
+Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options);
+
+std::string engine_bench_report_text(const EngineBenchReport& report);
+std::string engine_bench_report_json(const EngineBenchReport& report);
+
+}  // namespace recgpt

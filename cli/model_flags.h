@@ -1,0 +1,34 @@
+// Flags shared by the subcommands that load one model and run it: the model folder, threads and KV pool.
+#pragma once
+
+#include <string>
+
+#include "engine/generator.h"
+
+namespace CLI {
+class App;
+}
+
+namespace recgpt {
+class ModelFiles;
+class KvCache;
+}  // namespace recgpt
+
+namespace recgpt::cli {
+
+struct ModelFlags {
+  std::string dir;
+  int threads = 0;  // 0: all cores
+  int64_t kv_cache_mib = 512;
+  std::string kv_dtype = "f32";
+  int block_size = 16;
+
+  void add_to(CLI::App& command);
+  GeneratorOptions generator_options() const;
+};
+
+// Prints peak RSS against weights + KV pool to stderr, as one JSON line (`recgpt: memory {...}`), so tests
+// and operators can check the serving footprint.
+void report_memory(const ModelFiles& model, const KvCache& kv_cache);
+
+}  // namespace recgpt::cli

@@ -1,0 +1,46 @@
+// The compute backend: runs the Qwen3 forward pass of one model over a Batch, reading and writing the paged KV
+// cache. Implementations are created by name through create_backend(); callers never #ifdef on backends.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/batch.h"
+
+namespace recgpt {
+
+class KvCache;
+class ModelFiles;
+
+struct BackendOptions {
+  int num_threads = 0;  // 0: one per available core
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string_view name() const = 0;
+
+  // Runs one step. Checks the batch first (validate_batch); a bad batch leaves the cache untouched.
+  // `logits` is resized to [batch.num_logit_rows(), vocab_size], rows in sequence order.
+  // Not thread-safe: one step at a time (the engine step thread owns the backend).
+  virtual Status forward(const Batch& batch, KvCache& kv_cache, std::vector<float>& logits) = 0;
+};
+
+// Names of the backends compiled into this binary, e.g. {"cpu"} or {"cpu", "cuda"}.
+std::vector<std::string> available_backends();
+
+// `model` must outlive the backend (its weights stay memory-mapped and are used in place).
+Result<std::unique_ptr<Backend>> create_backend(std::string_view name, const ModelFiles& model,
+                                                const BackendOptions& options);
+
+// Shared input checks of every backend: token ids within the vocabulary, one entity vector per entity token,
+// block tables covering every position, positions within max_position_embeddings, block ids within the pool.
+Status validate_batch(const Batch& batch, const ModelFiles& model, const KvCache& kv_cache);
+
+}  // namespace recgpt

@@ -1,0 +1,54 @@
+#include <algorithm>
+#include <string>
+
+#include "engine/backend.h"
+#include "engine/kv_cache.h"
+#include "engine/model_files.h"
+
+namespace recgpt {
+namespace {
+
+std::string sequence_label(size_t index) { return "sequence " + std::to_string(index); }
+
+Status validate_step(const SequenceStep& step, size_t index, const ModelConfig& config,
+                     const KvCacheConfig& cache_config) {
+  int64_t num_entities = 0;
+  for (int32_t token : step.tokens) {
+    if (token < 0 || token >= config.vocab_size) {
+      return invalid_argument(sequence_label(index) + ": token id " + std::to_string(token) +
+                              " outside the vocabulary [0, " + std::to_string(config.vocab_size) + ")");
+    }
+    if (config.entity_adaptor && token == config.entity_adaptor->entity_token_id) ++num_entities;
+  }
+  int64_t entity_dim = config.entity_adaptor ? config.entity_adaptor->entity_dim : 0;
+  if (static_cast<int64_t>(step.entity_vectors.size()) != num_entities * entity_dim) {
+    return invalid_argument(sequence_label(index) + ": " + std::to_string(num_entities) + " entity tokens need " +
+                            std::to_string(num_entities * entity_dim) + " entity vector values, got " +
+                            std::to_string(step.entity_vectors.size()));
+  }
+  int64_t end_position = static_cast<int64_t>(step.first_position) + static_cast<int64_t>(step.tokens.size());
+  if (step.first_position < 0 || end_position > config.max_position_embeddings) {
+    return invalid_argument(sequence_label(index) + ": positions up to " + std::to_string(end_position) +
+                            " exceed max_position_embeddings " + std::to_string(config.max_position_embeddings));
+  }
+  int64_t blocks_needed = (end_position + cache_config.block_size - 1) / cache_config.block_size;
+  if (static_cast<int64_t>(step.block_table.size()) < blocks_needed) {
+    return invalid_argument(sequence_label(index) + ": block table has " + std::to_string(step.block_table.size()) +
+                            " blocks, " + std::to_string(blocks_needed) + " needed");
+  }
+  bool blocks_in_pool = std::all_of(step.block_table.begin(), step.block_table.begin() + blocks_needed,
+                                    [&](int32_t block) { return block >= 0 && block < cache_config.num_blocks; });
+  if (!blocks_in_pool) return invalid_argument(sequence_label(index) + ": block id outside the KV pool");
+  return Status::ok();
+}
+
+}  // namespace
+
+Status validate_batch(const Batch& batch, const ModelFiles& model, const KvCache& kv_cache) {
+  for (size_t index = 0; index < batch.sequences.size(); ++index) {
+    RECGPT_RETURN_IF_ERROR(validate_step(batch.sequences[index], index, model.config(), kv_cache.config()));
+  }
+  return Status::ok();
+}
+
+}  // namespace recgpt

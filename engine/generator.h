@@ -1,0 +1,116 @@
+// Generator: runs many sequences through one model with continuous batching and a paged, prefix-shared KV
+// cache. Each step() builds one Batch: a decode token for every running sequence, then prompt chunks of
+// waiting sequences within a token budget (chunked prefill), samples one token per sequence that finished
+// its prompt, and returns the new tokens.
+//
+// Threading: not thread-safe; one owner thread (the engine step loop) calls everything.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/backend.h"
+#include "engine/kv_cache.h"
+#include "engine/sampler.h"
+
+namespace recgpt {
+
+class ModelFiles;
+
+struct GeneratorOptions {
+  int block_size = 16;
+  int64_t kv_cache_bytes = 512LL << 20;  // the KV pool, all layers, K and V
+  DType kv_dtype = DType::kF32;
+  int64_t max_batch_tokens = 2048;  // tokens per step: decode tokens first, then prompt chunks
+  bool prefix_caching = true;
+  BackendOptions backend;
+  std::string backend_name = "cpu";
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  std::vector<float> entity_vectors;  // [number of entity tokens in prompt, entity_dim], in prompt order
+  std::vector<uint64_t> entity_keys;  // optional, one per entity token (e.g. entity_key_from_id); default:
+                                      // keys from the vectors, so identical entities share cached blocks
+  SamplingParams sampling;
+  int32_t max_new_tokens = 16;
+  std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these
+};
+
+enum class FinishReason { kNone, kLength, kStopToken, kContextFull, kOutOfKvBlocks, kCancelled };
+
+struct StepToken {
+  int64_t sequence_id;
+  int32_t token;        // -1 when the sequence ended without a token (out of KV blocks, cancelled)
+  FinishReason finish;  // kNone while the sequence goes on
+};
+
+struct GeneratorStats {
+  int64_t prompt_tokens_computed = 0;
+  int64_t prompt_tokens_cached = 0;
+  int64_t generated_tokens = 0;
+};
+
+class Generator {
+ public:
+  static Result<std::unique_ptr<Generator>> create(const ModelFiles& model, const GeneratorOptions& options);
+  ~Generator();
+
+  // Queues a request; blocks for its prompt are reserved lazily (admission happens in step()).
+  // Invalid requests (empty prompt, bad token ids, entity count mismatch, too long) are rejected here.
+  Result<int64_t> add(GenerationRequest request);
+
+  // Ends a sequence and returns its blocks. Unknown ids are ignored.
+  void cancel(int64_t sequence_id);
+
+  // Runs one forward step. Returns the tokens produced (possibly none while prompts are being chunked).
+  Result<std::vector<StepToken>> step();
+
+  bool idle() const { return sequences_.empty(); }
+  int64_t num_running() const;
+  const GeneratorStats& stats() const { return stats_; }
+  const KvCache& kv_cache() const { return *kv_cache_; }
+  const ModelFiles& model() const { return model_; }
+  Backend& backend() { return *backend_; }
+
+  // Logits [prompt.size(), vocab] of every prompt position in one step, without caching or sampling.
+  Result<std::vector<float>> score(std::span<const int32_t> prompt, std::span<const float> entity_vectors);
+
+ private:
+  struct Sequence;
+
+  Generator(const ModelFiles& model, const GeneratorOptions& options, std::unique_ptr<KvCache> kv_cache,
+            std::unique_ptr<Backend> backend);
+
+  // What one step runs: the batch, the sequence of each batch entry, and the token budget left.
+  struct StepPlan {
+    Batch batch;
+    std::vector<Sequence*> sequences;
+    int64_t budget = 0;
+  };
+
+  void schedule_decodes(StepPlan& plan, std::vector<StepToken>& produced);
+  void schedule_prompts(StepPlan& plan, std::vector<StepToken>& produced);
+  void sample_next_tokens(const StepPlan& plan, std::vector<StepToken>& produced);
+  void finish(Sequence& sequence, int32_t token, FinishReason reason, std::vector<StepToken>& produced);
+  int64_t entity_dim() const;
+  Status admit(Sequence& sequence);
+  bool ensure_blocks(Sequence& sequence, int64_t end_position);
+  void register_full_blocks(Sequence& sequence);
+  void release(Sequence& sequence);
+
+  const ModelFiles& model_;
+  GeneratorOptions options_;
+  std::unique_ptr<KvCache> kv_cache_;
+  std::unique_ptr<Backend> backend_;
+  std::vector<std::unique_ptr<Sequence>> sequences_;  // in arrival order
+  int64_t next_sequence_id_ = 1;
+  GeneratorStats stats_;
+  std::vector<float> logits_;
+};
+
+}  // namespace recgpt
