@@ -1,6 +1,7 @@
 // Microbenchmark of the CPU kernels on Qwen3-0.6B's shapes, as fractions of this machine's limits measured in
-// the same run. Not run by CI. Usage: recgpt_kernels_bench [threads] [matmul|decode|attention|ops]...
+// the same run. Not run by CI. Usage: recgpt_kernels_bench [threads] [matmul|decode|attention|ops|pool]...
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -173,6 +174,17 @@ void bench_ops(ThreadPool& pool) {
   }
 }
 
+// Cost of one parallel_for with trivial tasks, back to back (decode issues ~200 of them per token).
+void bench_pool(ThreadPool& pool) {
+  std::atomic<int64_t> sink{0};
+  double seconds = median_seconds([&](int64_t) {
+    for (int i = 0; i < 1000; ++i) {
+      pool.parallel_for(pool.num_threads(), [&](int64_t begin, int64_t end) { sink.fetch_add(end - begin); });
+    }
+  });
+  std::printf("parallel_for of %d trivial tasks: %.2f us per call\n", pool.num_threads(), seconds / 1000 * 1e6);
+}
+
 int run(int argc, char** argv) {
   int threads = argc > 1 ? std::atoi(argv[1]) : static_cast<int>(std::thread::hardware_concurrency());
   ThreadPool pool(threads);
@@ -202,6 +214,7 @@ int run(int argc, char** argv) {
     bench_attention(pool, DType::kF32, bandwidth, fma_peak);
   }
   if (wanted("ops")) bench_ops(pool);
+  if (wanted("pool")) bench_pool(pool);
   std::printf("limits after: read bandwidth %.1f GB/s\n", measure_read_bandwidth_bytes_per_second(pool) / 1e9);
   return 0;
 }

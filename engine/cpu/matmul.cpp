@@ -81,6 +81,16 @@ uint16_t* scratch(int index, int64_t elements) {
   return buffers[index].data();
 }
 
+// x rounded to bf16, rows spread over the pool when there are many.
+void convert_rows(ThreadPool& pool, const float* x, int64_t m, int64_t k, uint16_t* x_bf16) {
+  constexpr int64_t kRowsPerTask = 16;
+  if (m * k < 256 * 1024) return convert_f32_to_bf16(x, m * k, x_bf16);
+  pool.parallel_for((m + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t begin, int64_t end) {
+    int64_t rows = std::min(m, end * kRowsPerTask) - begin * kRowsPerTask;
+    convert_f32_to_bf16(x + begin * kRowsPerTask * k, rows * k, x_bf16 + begin * kRowsPerTask * k);
+  });
+}
+
 bool amx_applies(int64_t m, int64_t n, int64_t k) {
   return m >= kAmxMinRows && k % 32 == 0 && n % 32 == 0 && cpu_features().amx_bf16;
 }
@@ -145,7 +155,7 @@ void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatrix& w, 
   }
   static const MatmulKernel bf16_dot = bf16_dot_matmul_kernel();
   uint16_t* x_bf16 = scratch(0, m * k);
-  convert_f32_to_bf16(x, m * k, x_bf16);
+  convert_rows(pool, x, m, k, x_bf16);
   problem.kernel = &bf16_dot;
   problem.x = reinterpret_cast<const std::byte*>(x_bf16);
   problem.x_element_bytes = sizeof(uint16_t);
