@@ -42,7 +42,7 @@ def drop_tensor(header):
 
 
 def transpose_shape(header):
-    entry = header["model.layers.0.self_attn.q_proj.weight"]
+    entry = header["model.layers.0.mlp.gate_proj.weight"]
     entry["shape"] = list(reversed(entry["shape"]))
 
 
@@ -93,7 +93,7 @@ def remove(name):
 CASES = [
     # name, breakage, expected code name, text the message must contain
     ("missing tensor", edit_header(drop_tensor), "not_found", "model.norm.weight"),
-    ("wrong shape", edit_header(transpose_shape), "data_loss", "q_proj"),
+    ("wrong shape", edit_header(transpose_shape), "data_loss", "gate_proj"),
     ("truncated file", truncate, "data_loss", "model.safetensors"),
     ("header offsets past the end", edit_header(offsets_past_end), "data_loss", "up_proj"),
     ("header length past the end", huge_header_length, "data_loss", "header"),
