@@ -43,19 +43,24 @@ void copy_row_as_f32(const TensorView& table, int64_t row, float* out) {
   }
 }
 
-// Hugging Face ACT2FN semantics; validated by the config parser.
+// Hugging Face ACT2FN semantics; the name was validated by the config parser.
+template <typename Activation>
+void apply_each(float* values, int64_t count, Activation activation) {
+  for (int64_t i = 0; i < count; ++i) values[i] = activation(values[i]);
+}
+
 void apply_activation(const std::string& name, float* values, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) {
-    float x = values[i];
-    if (name == "gelu") {
-      values[i] = 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
-    } else if (name == "gelu_pytorch_tanh") {
-      values[i] = 0.5f * x * (1.0f + std::tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-    } else if (name == "silu") {
-      values[i] = x / (1.0f + std::exp(-x));
-    } else {
-      values[i] = x > 0.0f ? x : 0.0f;  // relu
-    }
+  if (name == "gelu") {
+    apply_each(values, count, [](float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); });
+  } else if (name == "gelu_pytorch_tanh") {
+    apply_each(values, count, [](float x) {
+      return 0.5f * x * (1.0f + std::tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    });
+  } else if (name == "silu") {
+    apply_each(values, count, [](float x) { return x / (1.0f + std::exp(-x)); });
+  } else {
+    RECGPT_CHECK_MSG(name == "relu", name);
+    apply_each(values, count, [](float x) { return x > 0.0f ? x : 0.0f; });
   }
 }
 
