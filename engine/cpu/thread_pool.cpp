@@ -53,24 +53,24 @@ void ThreadPool::worker_main() {
   for (;;) {
     seen = wait_for_change(generation_, seen);
     if (stopping_.load(std::memory_order_acquire)) return;
-    run_chunks(seen);
+    run_chunks();
   }
 }
 
-void ThreadPool::run_chunks(uint32_t generation) {
+void ThreadPool::run_chunks() {
   for (;;) {
     uint64_t cursor = cursor_.load(std::memory_order_acquire);
     int64_t begin, end;
     for (;;) {
-      if (static_cast<uint32_t>(cursor >> 32) != generation) return;
+      int64_t num_tasks = static_cast<int64_t>(cursor >> 32);
       begin = static_cast<int64_t>(cursor & 0xffffffffu);
-      int64_t num_tasks = num_tasks_.load(std::memory_order_relaxed);
       if (begin >= num_tasks) return;
       end = std::min(num_tasks, begin + chunk_size_.load(std::memory_order_relaxed));
-      uint64_t claimed = (static_cast<uint64_t>(generation) << 32) | static_cast<uint64_t>(end);
+      uint64_t claimed = (static_cast<uint64_t>(num_tasks) << 32) | static_cast<uint64_t>(end);
       if (cursor_.compare_exchange_weak(cursor, claimed, std::memory_order_acq_rel)) break;
     }
-    // The claim succeeded, so the loop of `generation` is still running and body_ is its body.
+    // The claim read the word the caller published for the current loop (or a later claim of it), so body_ is
+    // that loop's body, and the loop cannot end before this chunk is counted.
     (*body_.load(std::memory_order_relaxed))(begin, end);
     done_tasks_.fetch_add(end - begin, std::memory_order_release);
   }
@@ -84,16 +84,14 @@ void ThreadPool::parallel_for(int64_t num_tasks, const std::function<void(int64_
   }
   RECGPT_CHECK(num_tasks < (int64_t{1} << 31));
   inside_parallel_for = true;
-  uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
   body_.store(&body, std::memory_order_relaxed);
-  num_tasks_.store(num_tasks, std::memory_order_relaxed);
   chunk_size_.store(std::max<int64_t>(1, num_tasks / (4 * num_threads_)), std::memory_order_relaxed);
   done_tasks_.store(0, std::memory_order_relaxed);
-  cursor_.store(static_cast<uint64_t>(generation) << 32, std::memory_order_release);
-  generation_.store(generation, std::memory_order_release);
+  cursor_.store(static_cast<uint64_t>(num_tasks) << 32, std::memory_order_release);  // publishes the loop
+  generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
 
-  run_chunks(generation);
+  run_chunks();
   for (int spins = 0; done_tasks_.load(std::memory_order_acquire) != num_tasks; ++spins) {
     if (spins < 4096) {
       _mm_pause();

@@ -35,18 +35,17 @@ class ThreadPool {
 
  private:
   void worker_main();
-  // Claims and runs chunks of loop `generation` until none are left.
-  void run_chunks(uint32_t generation);
+  // Claims and runs chunks of the current loop until none are left.
+  void run_chunks();
 
   const int num_threads_;
   std::vector<std::thread> workers_;
 
-  // The current loop. Written by the caller before it publishes the generation in cursor_; atomics only so that a
-  // worker arriving late from an older loop reads them without a data race (its claim then fails).
+  // The current loop. body_ and chunk_size_ are written by the caller before it publishes the loop in cursor_.
   std::atomic<const std::function<void(int64_t, int64_t)>*> body_{nullptr};
-  std::atomic<int64_t> num_tasks_{0};
   std::atomic<int64_t> chunk_size_{1};
-  // High 32 bits: generation of the current loop; low 32 bits: next unclaimed task.
+  // High 32 bits: the loop's number of tasks; low 32 bits: its next unclaimed task. Claims are compare-exchanges
+  // on this one word, so a worker that arrives late from an earlier loop can only claim tasks of the current one.
   alignas(64) std::atomic<uint64_t> cursor_{0};
   // Tasks of the current loop that have finished.
   alignas(64) std::atomic<int64_t> done_tasks_{0};

@@ -32,6 +32,20 @@ TEST_CASE("parallel_for survives many short loops back to back", "[cpu][thread_p
   REQUIRE(total.load() == 4 * 20000);
 }
 
+TEST_CASE("parallel_for runs each task once across loops of changing sizes back to back", "[cpu][thread_pool]") {
+  // Workers arriving late from one loop must neither run the next loop's tasks twice nor miscount them.
+  ThreadPool pool(2);
+  std::atomic<int64_t> runs{0};
+  int64_t wrong_loops = 0;
+  for (int loop = 0; loop < 200000; ++loop) {
+    int64_t num_tasks = 2 + loop % 37;
+    runs = 0;
+    pool.parallel_for(num_tasks, [&](int64_t begin, int64_t end) { runs.fetch_add(end - begin); });
+    if (runs.load() != num_tasks) ++wrong_loops;
+  }
+  REQUIRE(wrong_loops == 0);
+}
+
 TEST_CASE("parallel_for nested in a body runs serially on that thread", "[cpu][thread_pool]") {
   ThreadPool pool(2);
   std::atomic<int64_t> inner{0};
