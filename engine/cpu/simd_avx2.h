@@ -62,7 +62,11 @@ struct Simd {
   static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
-  static F div(F a, F b) { return _mm256_div_ps(a, b); }
+  // 1 / v to ~2 ulp: 12-bit estimate and one Newton step.
+  static F reciprocal(F v) {
+    F estimate = _mm256_rcp_ps(v);
+    return _mm256_mul_ps(estimate, _mm256_fnmadd_ps(v, estimate, _mm256_set1_ps(2.0f)));
+  }
   static F max(F a, F b) { return _mm256_max_ps(a, b); }
   static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }  // a * b + c
   static float reduce_add(F v) {
