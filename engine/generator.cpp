@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "engine/block_hash.h"
+#include "engine/entity_store.h"
 #include "engine/model_files.h"
 
 namespace recgpt {
@@ -38,6 +39,30 @@ constexpr float kMaskedLogit = -std::numeric_limits<float>::infinity();
 int64_t blocks_for(int64_t num_tokens, int block_size) { return (num_tokens + block_size - 1) / block_size; }
 
 }  // namespace
+
+Status attach_entities_by_id(GenerationRequest& request, const ModelConfig& config, const EntityStore& store,
+                             std::span<const std::string> entity_ids) {
+  if (!config.entity_adaptor) return invalid_argument("the model has no entity adaptor");
+  int32_t entity_token = config.entity_adaptor->entity_token_id;
+  auto expected = std::count(request.prompt.begin(), request.prompt.end(), entity_token);
+  if (static_cast<size_t>(expected) != entity_ids.size()) {
+    return invalid_argument("prompt has " + std::to_string(expected) + " entity tokens but " +
+                            std::to_string(entity_ids.size()) + " entity ids were given");
+  }
+  if (store.dim() != config.entity_adaptor->entity_dim) {
+    return invalid_argument("entity store '" + store.path() + "' holds vectors of dim " + std::to_string(store.dim()) +
+                            ", the model's adaptor takes " + std::to_string(config.entity_adaptor->entity_dim));
+  }
+  request.entity_vectors.clear();
+  request.entity_keys.clear();
+  for (const std::string& id : entity_ids) {
+    std::optional<std::span<const float>> vector = store.find(id);
+    if (!vector) return not_found("entity '" + id + "' is not in the entity store '" + store.path() + "'");
+    request.entity_vectors.insert(request.entity_vectors.end(), vector->begin(), vector->end());
+    request.entity_keys.push_back(entity_key_from_id(id));
+  }
+  return Status::ok();
+}
 
 Result<std::unique_ptr<Generator>> Generator::create(const ModelFiles& model, const GeneratorOptions& options) {
   const ModelConfig& config = model.config();

@@ -9,16 +9,19 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
 #include "engine/backend.h"
 #include "engine/kv_cache.h"
+#include "engine/model_config.h"
 #include "engine/sampler.h"
 
 namespace recgpt {
 
+class EntityStore;
 class ModelFiles;
 
 struct GeneratorOptions {
@@ -40,6 +43,12 @@ struct GenerationRequest {
   int32_t max_new_tokens = 16;
   std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these
 };
+
+// Fills request.entity_vectors and request.entity_keys for the prompt's entity tokens from `store`, one id per
+// entity token in prompt order; the key of each is entity_key_from_id, so the same entity shares cached blocks
+// across requests. kNotFound naming an unknown id; kInvalidArgument when the count or the store's dim is wrong.
+Status attach_entities_by_id(GenerationRequest& request, const ModelConfig& config, const EntityStore& store,
+                             std::span<const std::string> entity_ids);
 
 enum class FinishReason { kNone, kLength, kStopToken, kContextFull, kOutOfKvBlocks, kCancelled };
 

@@ -1,0 +1,148 @@
+// Generator behaviour at its edges: entities by id, running out of KV blocks, cancellation.
+#include "engine/generator.h"
+
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "engine/block_hash.h"
+#include "engine/entity_store.h"
+#include "engine/model_files.h"
+#include "engine/model_maker.h"
+
+namespace recgpt {
+namespace {
+
+class TinyModel {
+ public:
+  TinyModel() : dir_(std::filesystem::temp_directory_path() / ("recgpt_generator_" + std::to_string(::getpid()))) {
+    REQUIRE(make_model({"tiny", 3, DType::kF32, dir_.string()}).is_ok());
+    auto opened = ModelFiles::open(dir_.string());
+    REQUIRE(opened.is_ok());
+    model_ = std::move(opened).value();
+  }
+  ~TinyModel() { std::filesystem::remove_all(dir_); }
+
+  const ModelFiles& model() const { return *model_; }
+  const std::filesystem::path& dir() const { return dir_; }
+  int32_t entity_token() const { return model_->config().entity_adaptor->entity_token_id; }
+  int entity_dim() const { return model_->config().entity_adaptor->entity_dim; }
+
+ private:
+  std::filesystem::path dir_;
+  std::unique_ptr<ModelFiles> model_;
+};
+
+std::vector<int32_t> run_to_end(Generator& generator, int64_t id, FinishReason* finish = nullptr) {
+  std::vector<int32_t> tokens;
+  for (int step = 0; step < 200 && !generator.idle(); ++step) {
+    auto produced = generator.step();
+    REQUIRE(produced.is_ok());
+    for (const StepToken& token : *produced) {
+      if (token.sequence_id != id) continue;
+      if (token.token >= 0) tokens.push_back(token.token);
+      if (finish != nullptr && token.finish != FinishReason::kNone) *finish = token.finish;
+    }
+  }
+  REQUIRE(generator.idle());
+  return tokens;
+}
+
+TEST_CASE("entities looked up by id generate what the same vectors given inline generate") {
+  TinyModel tiny;
+  std::vector<std::string> ids = {"item:42", "query:red shoes"};
+  std::vector<float> vectors(2 * tiny.entity_dim());
+  for (size_t i = 0; i < vectors.size(); ++i) vectors[i] = std::sin(0.37f * static_cast<float>(i));
+  std::string store_path = (tiny.dir() / "entities.bin").string();
+  REQUIRE(write_entity_store(store_path, tiny.entity_dim(), ids, vectors).is_ok());
+  auto store = EntityStore::open(store_path);
+  REQUIRE(store.is_ok());
+
+  GenerationRequest by_id;
+  by_id.prompt = {10, tiny.entity_token(), 11, 12, tiny.entity_token(), 13};
+  by_id.max_new_tokens = 5;
+  GenerationRequest inline_vectors = by_id;
+  inline_vectors.entity_vectors = vectors;
+  REQUIRE(attach_entities_by_id(by_id, tiny.model().config(), *store, ids).is_ok());
+  CHECK(by_id.entity_keys == std::vector<uint64_t>{entity_key_from_id(ids[0]), entity_key_from_id(ids[1])});
+
+  auto generator = Generator::create(tiny.model(), {});
+  REQUIRE(generator.is_ok());
+  auto first = (*generator)->add(by_id);
+  REQUIRE(first.is_ok());
+  std::vector<int32_t> from_store = run_to_end(**generator, *first);
+  auto second = (*generator)->add(inline_vectors);
+  REQUIRE(second.is_ok());
+  CHECK(run_to_end(**generator, *second) == from_store);
+  CHECK(from_store.size() == 5);
+
+  std::vector<std::string> unknown = {"item:42", "item:missing"};
+  Status missing = attach_entities_by_id(by_id, tiny.model().config(), *store, unknown);
+  CHECK(missing.code() == StatusCode::kNotFound);
+  CHECK(missing.message().find("item:missing") != std::string::npos);
+  std::vector<std::string> too_few = {"item:42"};
+  CHECK(attach_entities_by_id(by_id, tiny.model().config(), *store, too_few).code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("a request with the wrong number of entity values is rejected before it runs") {
+  TinyModel tiny;
+  auto generator = Generator::create(tiny.model(), {});
+  REQUIRE(generator.is_ok());
+  GenerationRequest request;
+  request.prompt = {1, tiny.entity_token(), 2};
+  CHECK((*generator)->add(request).status().code() == StatusCode::kInvalidArgument);
+  request.prompt = {1, 99999999};
+  CHECK((*generator)->add(request).status().code() == StatusCode::kInvalidArgument);
+  request.prompt = {};
+  CHECK((*generator)->add(request).status().code() == StatusCode::kInvalidArgument);
+  CHECK((*generator)->idle());
+}
+
+TEST_CASE("a sequence that outgrows the KV pool ends with out-of-blocks and returns every block") {
+  TinyModel tiny;
+  GeneratorOptions options;
+  const ModelConfig& config = tiny.model().config();
+  KvCacheConfig shape{config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 16, DType::kF32, 0};
+  options.kv_cache_bytes = static_cast<int64_t>(shape.bytes_per_block()) * 2;  // 32 tokens in all
+  auto generator = Generator::create(tiny.model(), options);
+  REQUIRE(generator.is_ok());
+
+  GenerationRequest request;
+  request.prompt.assign(20, 7);
+  request.max_new_tokens = 100;
+  auto id = (*generator)->add(request);
+  REQUIRE(id.is_ok());
+  FinishReason finish = FinishReason::kNone;
+  std::vector<int32_t> tokens = run_to_end(**generator, *id, &finish);
+  CHECK(finish == FinishReason::kOutOfKvBlocks);
+  CHECK(tokens.size() == 32 - 20 + 1);  // the token at position 32 was sampled; its KV had no block
+  CHECK((*generator)->kv_cache().blocks().num_used_blocks() == 0);
+
+  request.prompt.assign(40, 7);  // can never fit
+  auto too_long = (*generator)->add(request);
+  REQUIRE(too_long.is_ok());
+  run_to_end(**generator, *too_long, &finish);
+  CHECK(finish == FinishReason::kOutOfKvBlocks);
+  CHECK((*generator)->kv_cache().blocks().num_used_blocks() == 0);
+}
+
+TEST_CASE("cancelling a running sequence returns its blocks") {
+  TinyModel tiny;
+  auto generator = Generator::create(tiny.model(), {});
+  REQUIRE(generator.is_ok());
+  GenerationRequest request;
+  request.prompt.assign(50, 9);
+  request.max_new_tokens = 100;
+  auto id = (*generator)->add(request);
+  REQUIRE(id.is_ok());
+  REQUIRE((*generator)->step().is_ok());
+  CHECK((*generator)->kv_cache().blocks().num_used_blocks() == 4);
+  (*generator)->cancel(*id);
+  CHECK((*generator)->idle());
+  CHECK((*generator)->kv_cache().blocks().num_used_blocks() == 0);
+  CHECK((*generator)->kv_cache().blocks().check_invariants().is_ok());
+}
+
+}  // namespace
+}  // namespace recgpt
