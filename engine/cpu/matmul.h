@@ -20,9 +20,10 @@ struct WeightMatrix {
 // y[m, n] = x[m, k] · W[n, k]ᵀ with f32 accumulation. x and y must not overlap.
 //   kF32:  m >= kBlasMinRows through OpenBLAS sgemm (its own threads); smaller m through our kernel, streaming
 //          W at memory bandwidth over the pool.
-//   kBF16: x rounded to bf16 once, then, parallel over n: AMX tiles (m >= kAmxMinRows, k and n multiples of
-//          32, CPUs with AMX-BF16), else VDPBF16PS over k (AVX512_BF16), else W widened to f32 and multiplied
-//          with the f32 x by FMA (AVX-512F or AVX2).
+//   kBF16: parallel over n: AMX tiles (m >= kAmxMinRows, k and n multiples of 32, CPUs with AMX-BF16) or
+//          VDPBF16PS over k (AVX512_BF16), both on x rounded to bf16 once per call; without AVX512_BF16, W
+//          widened to f32 and multiplied with the f32 x by FMA (AVX-512F or AVX2).
+// Besides y, the only memory used is a per-calling-thread scratch of up to 2·m·k bf16 (rounded, packed x).
 // Call from outside parallel_for (it uses the pool and OpenBLAS threads).
 void matmul(ThreadPool& pool, const float* x /* [m, k] */, int64_t m, const WeightMatrix& w, float* y /* [m, n] */);
 
