@@ -25,7 +25,8 @@ struct DecodeFigure {
   int batch_size = 0;
   double tokens_per_second = 0;
   double bytes_per_step = 0;
-  double roofline_tokens_per_second = 0;  // batch_size * bandwidth / bytes_per_step
+  double read_bandwidth_bytes_per_second = 0;  // mean of the measurements right before and after
+  double roofline_tokens_per_second = 0;       // batch_size * bandwidth / bytes_per_step
   double fraction_of_roofline = 0;
 };
 
@@ -33,16 +34,14 @@ struct EngineBenchReport {
   std::string model_dir;
   std::string weight_dtype;
   int threads = 0;
-  double read_bandwidth_bytes_per_second = 0;
-  double gemm_flops_per_second = 0;  // engine matmul on [prefill_tokens, k] x [n, k]
+  double read_bandwidth_bytes_per_second = 0;  // at the start; each decode figure has its own
+  double gemm_flops_per_second = 0;            // engine matmul on [prefill_tokens, k] x [n, k]
   double weight_bytes = 0;
   int prefill_tokens = 0;
   double prefill_tokens_per_second = 0;
   double prefill_flops_per_token = 0;
   double prefill_fraction_of_gemm = 0;
   std::vector<DecodeFigure> decode;
-  double peak_rss_bytes = 0;
-  double kv_pool_bytes = 0;
 };
 
 Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options);
