@@ -17,6 +17,7 @@ using avx512::Simd;
 
 constexpr int kStep = 32;                   // k per TDPBF16PS
 constexpr int64_t kStepElements = 16 * 32;  // one packed B tile: 16 k pairs x 16 rows x 2
+constexpr int64_t kPrefetchSteps = 8;       // how far ahead weight lines are prefetched
 
 // Palette 1 with all 8 tiles 16 rows x 64 bytes: tiles 0-3 accumulate C, 4-5 hold W, 6-7 hold x.
 struct alignas(64) TileConfig {
@@ -57,6 +58,13 @@ void tile_block(const uint16_t* w /* [32, k] */, int64_t k, const uint16_t* x_ti
     _tile_zero(3);
   }
   for (int64_t step = 0; step < k / kStep; ++step) {
+    // Each step takes the next cache line of 32 weight rows: too many streams for the hardware prefetcher,
+    // so the lines kPrefetchSteps ahead are requested here.
+    if (step + kPrefetchSteps < k / kStep) {
+      const uint16_t* ahead = w + (step + kPrefetchSteps) * kStep;
+#pragma GCC unroll 32
+      for (int row = 0; row < 32; ++row) _mm_prefetch(reinterpret_cast<const char*>(ahead + row * k), _MM_HINT_T0);
+    }
     _tile_loadd(4, w + step * kStep, w_stride_bytes);
     _tile_loadd(5, w + 16 * k + step * kStep, w_stride_bytes);
     _tile_loadd(6, x_tiles + step * kStepElements, 64);
