@@ -55,7 +55,7 @@ uint16_t f32_to_f16(float value) {
   }
   int exponent;
   float fraction = std::frexp(magnitude, &exponent);  // magnitude = fraction * 2^exponent, fraction in [0.5, 1)
-  float scaled = std::nearbyint(fraction * 2048.0f);   // 11 significant bits
+  float scaled = std::nearbyint(fraction * 2048.0f);  // 11 significant bits
   if (scaled >= 2048.0f) {
     scaled /= 2.0f;
     ++exponent;
