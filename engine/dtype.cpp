@@ -27,6 +27,24 @@ std::string_view dtype_name(DType dtype) {
   return "?";
 }
 
+std::string_view safetensors_dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return "F32";
+    case DType::kBF16: return "BF16";
+    case DType::kF16: return "F16";
+  }
+  return "F32";
+}
+
+std::string_view torch_dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return "float32";
+    case DType::kBF16: return "bfloat16";
+    case DType::kF16: return "float16";
+  }
+  return "float32";
+}
+
 float f16_to_f32(uint16_t value) {
   uint32_t sign = (value >> 15) & 1u;
   uint32_t exponent = (value >> 10) & 0x1fu;

@@ -17,7 +17,9 @@ constexpr size_t dtype_size(DType dtype) { return dtype == DType::kF32 ? 4 : 2; 
 // (torch_dtype). Unknown names give nullopt.
 std::optional<DType> dtype_from_safetensors_name(std::string_view name);
 std::optional<DType> dtype_from_torch_name(std::string_view name);
-std::string_view dtype_name(DType dtype);  // "f32", "bf16", "f16"
+std::string_view dtype_name(DType dtype);              // "f32", "bf16", "f16"
+std::string_view safetensors_dtype_name(DType dtype);  // inverse of dtype_from_safetensors_name
+std::string_view torch_dtype_name(DType dtype);        // inverse of dtype_from_torch_name
 
 inline float bf16_to_f32(uint16_t value) {
   uint32_t bits = static_cast<uint32_t>(value) << 16;

@@ -220,15 +220,6 @@ Result<ModelConfig> read_model_config(const json& root) {
   return config;
 }
 
-std::string_view torch_dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return "float32";
-    case DType::kBF16: return "bfloat16";
-    case DType::kF16: return "float16";
-  }
-  return "float32";
-}
-
 // The shortest decimal that reads back as `value` ("1e-06", not 9.99999997e-07).
 double shortest_decimal(float value) {
   char text[32];

@@ -18,15 +18,6 @@ using nlohmann::json;
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 constexpr uint64_t kMaxDimension = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 
-std::string_view safetensors_dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kBF16: return "BF16";
-    case DType::kF16: return "F16";
-  }
-  return "F32";
-}
-
 // Dtypes of the safetensors specification that this engine does not compute with.
 bool is_known_unsupported_dtype(std::string_view name) {
   static constexpr std::string_view kNames[] = {"BOOL",    "U8",  "I8",      "I16",     "U16",     "I32",
