@@ -39,6 +39,12 @@ std::vector<std::string> available_backends();
 Result<std::unique_ptr<Backend>> create_backend(std::string_view name, const ModelFiles& model,
                                                 const BackendOptions& options);
 
+struct ModelConfig;
+
+// Token ids within the vocabulary and exactly entity_dim values per entity token (kInvalidArgument naming
+// the first violation). Used by validate_batch and by request admission.
+Status validate_tokens(std::span<const int32_t> tokens, size_t num_entity_values, const ModelConfig& config);
+
 // Shared input checks of every backend: token ids within the vocabulary, one entity vector per entity token,
 // block tables covering every position, positions within max_position_embeddings, block ids within the pool.
 Status validate_batch(const Batch& batch, const ModelFiles& model, const KvCache& kv_cache);

@@ -12,20 +12,8 @@ std::string sequence_label(size_t index) { return "sequence " + std::to_string(i
 
 Status validate_step(const SequenceStep& step, size_t index, const ModelConfig& config,
                      const KvCacheConfig& cache_config) {
-  int64_t num_entities = 0;
-  for (int32_t token : step.tokens) {
-    if (token < 0 || token >= config.vocab_size) {
-      return invalid_argument(sequence_label(index) + ": token id " + std::to_string(token) +
-                              " outside the vocabulary [0, " + std::to_string(config.vocab_size) + ")");
-    }
-    if (config.entity_adaptor && token == config.entity_adaptor->entity_token_id) ++num_entities;
-  }
-  int64_t entity_dim = config.entity_adaptor ? config.entity_adaptor->entity_dim : 0;
-  if (static_cast<int64_t>(step.entity_vectors.size()) != num_entities * entity_dim) {
-    return invalid_argument(sequence_label(index) + ": " + std::to_string(num_entities) + " entity tokens need " +
-                            std::to_string(num_entities * entity_dim) + " entity vector values, got " +
-                            std::to_string(step.entity_vectors.size()));
-  }
+  RECGPT_RETURN_IF_ERROR(
+      validate_tokens(step.tokens, step.entity_vectors.size(), config).with_context(sequence_label(index)));
   int64_t end_position = static_cast<int64_t>(step.first_position) + static_cast<int64_t>(step.tokens.size());
   if (step.first_position < 0 || end_position > config.max_position_embeddings) {
     return invalid_argument(sequence_label(index) + ": positions up to " + std::to_string(end_position) +
@@ -43,6 +31,24 @@ Status validate_step(const SequenceStep& step, size_t index, const ModelConfig& 
 }
 
 }  // namespace
+
+Status validate_tokens(std::span<const int32_t> tokens, size_t num_entity_values, const ModelConfig& config) {
+  int64_t num_entities = 0;
+  for (int32_t token : tokens) {
+    if (token < 0 || token >= config.vocab_size) {
+      return invalid_argument("token id " + std::to_string(token) + " outside the vocabulary [0, " +
+                              std::to_string(config.vocab_size) + ")");
+    }
+    if (config.entity_adaptor && token == config.entity_adaptor->entity_token_id) ++num_entities;
+  }
+  int64_t entity_dim = config.entity_adaptor ? config.entity_adaptor->entity_dim : 0;
+  if (static_cast<int64_t>(num_entity_values) != num_entities * entity_dim) {
+    return invalid_argument(std::to_string(num_entities) + " entity tokens need " +
+                            std::to_string(num_entities * entity_dim) + " entity vector values, got " +
+                            std::to_string(num_entity_values));
+  }
+  return Status::ok();
+}
 
 Status validate_batch(const Batch& batch, const ModelFiles& model, const KvCache& kv_cache) {
   for (size_t index = 0; index < batch.sequences.size(); ++index) {

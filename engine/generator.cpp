@@ -112,21 +112,14 @@ Result<int64_t> Generator::add(GenerationRequest request) {
     return invalid_argument("prompt of " + std::to_string(request.prompt.size()) +
                             " tokens does not fit the context of " + std::to_string(config.max_position_embeddings));
   }
+  RECGPT_RETURN_IF_ERROR(validate_tokens(request.prompt, request.entity_vectors.size(), config));
   auto sequence = std::make_unique<Sequence>(request.sampling);
   int32_t entity_token = config.entity_adaptor ? config.entity_adaptor->entity_token_id : -1;
   int64_t entity_dim = config.entity_adaptor ? config.entity_adaptor->entity_dim : 0;
   int64_t entities = 0;
   for (int32_t token : request.prompt) {
-    if (token < 0 || token >= config.vocab_size) {
-      return invalid_argument("token id " + std::to_string(token) + " outside the vocabulary");
-    }
     sequence->entity_index.push_back(entities);
     if (token == entity_token) ++entities;
-  }
-  if (static_cast<int64_t>(request.entity_vectors.size()) != entities * entity_dim) {
-    return invalid_argument("prompt has " + std::to_string(entities) + " entity tokens, which need " +
-                            std::to_string(entities * entity_dim) + " entity vector values; got " +
-                            std::to_string(request.entity_vectors.size()));
   }
   if (!request.entity_keys.empty() && static_cast<int64_t>(request.entity_keys.size()) != entities) {
     return invalid_argument("entity_keys must have one key per entity token");
