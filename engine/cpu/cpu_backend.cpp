@@ -1,5 +1,6 @@
 #include "engine/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -233,15 +234,15 @@ class CpuBackend final : public Backend {
       auto count = static_cast<int64_t>(step.tokens.size());
       int64_t first = step.logits == LogitsWanted::kAll ? 0 : count - 1;
       if (step.logits != LogitsWanted::kNone && count > 0) {
-        for (int64_t i = first; i < count; ++i) {
-          rms_norm(pool_, scratch_.hidden.data() + (row + i) * hidden, final_norm_.data(), 1, hidden,
-                   config_.rms_norm_eps, selected.data() + logit_rows * hidden);
-          ++logit_rows;
-        }
+        std::copy(scratch_.hidden.begin() + (row + first) * hidden, scratch_.hidden.begin() + (row + count) * hidden,
+                  selected.begin() + logit_rows * hidden);
+        logit_rows += count - first;
       }
       row += count;
     }
-    if (logit_rows > 0) matmul(pool_, selected.data(), logit_rows, weight_matrix(weights_.lm_head), logits.data());
+    if (logit_rows == 0) return;
+    rms_norm(pool_, selected.data(), final_norm_.data(), logit_rows, hidden, config_.rms_norm_eps, selected.data());
+    matmul(pool_, selected.data(), logit_rows, weight_matrix(weights_.lm_head), logits.data());
   }
 
   const ModelFiles& model_;
