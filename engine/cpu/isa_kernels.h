@@ -74,4 +74,13 @@ void amx_pack_x(const uint16_t* x /* [m, k] */, int64_t m, int64_t k, int64_t ti
 void amx_matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w /* [n, k] */, int64_t k,
                         int64_t column_begin, int64_t column_end, float* y /* [m, n] */, int64_t n);
 
+// The f32 panel matmul (matmul_f32_panel.cpp; needs cpu_features().avx512). x is packed per panel of
+// kF32PanelRows rows (rows past m are zero) into [ceil(m / kF32PanelRows), k, kF32PanelRows]; one call packs
+// the k range [k_begin, k_end) of every panel.
+inline constexpr int kF32PanelRows = 32;
+void f32_pack_panels(const float* x /* [m, k] */, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, float* packed);
+// y[:, column_begin..column_end) = x · W[column_begin..column_end)ᵀ, W f32 [n, k] used in place.
+void f32_panel_matmul_columns(const float* packed_x, int64_t m, const float* w, int64_t k, int64_t column_begin,
+                              int64_t column_end, float* y /* [m, n] */, int64_t n);
+
 }  // namespace recgpt

@@ -73,13 +73,6 @@ void run_tiled(ThreadPool& pool, const TiledProblem& problem) {
   });
 }
 
-// Scratch for x rounded to bf16 (and packed for AMX); grows to the largest call, owned by the calling thread.
-uint16_t* scratch(int index, int64_t elements) {
-  thread_local std::vector<uint16_t> buffers[2];
-  if (static_cast<int64_t>(buffers[index].size()) < elements) buffers[index].resize(elements);
-  return buffers[index].data();
-}
-
 // x rounded to bf16, rows spread over the pool when there are many.
 void convert_rows(ThreadPool& pool, const float* x, int64_t m, int64_t k, uint16_t* x_bf16) {
   constexpr int64_t kRowsPerTask = 16;
@@ -92,6 +85,32 @@ void convert_rows(ThreadPool& pool, const float* x, int64_t m, int64_t k, uint16
 
 bool amx_applies(int64_t m, int64_t n, int64_t k) {
   return m >= kAmxMinRows && k % 32 == 0 && n % 32 == 0 && cpu_features().amx_bf16;
+}
+
+// Scratch for x rounded to bf16 (and packed for AMX); grows to the largest call, owned by the calling thread.
+uint16_t* scratch(int index, int64_t elements) {
+  thread_local std::vector<uint16_t> buffers[2];
+  if (static_cast<int64_t>(buffers[index].size()) < elements) buffers[index].resize(elements);
+  return buffers[index].data();
+}
+
+bool f32_panel_applies(int64_t m) { return m >= kF32PanelMinRows && m <= kF32PanelMaxRows && cpu_features().avx512; }
+
+void matmul_f32_panels(ThreadPool& pool, const float* x, int64_t m, const float* w, int64_t n, int64_t k, float* y) {
+  const int64_t num_panels = (m + kF32PanelRows - 1) / kF32PanelRows;
+  // Owned by the calling thread; the pool's threads see it through this pointer.
+  float* packed = reinterpret_cast<float*>(scratch(1, 2 * num_panels * kF32PanelRows * k));
+  constexpr int64_t kPackSlice = 256;  // k per packing task
+  pool.parallel_for((k + kPackSlice - 1) / kPackSlice, [&](int64_t begin, int64_t end) {
+    f32_pack_panels(x, m, k, begin * kPackSlice, std::min(k, end * kPackSlice), packed);
+  });
+  constexpr int64_t kTileColumns = 12;
+  int64_t by_cache = std::max<int64_t>(kTileColumns, kWeightBlockBytes / (k * 4) / kTileColumns * kTileColumns);
+  int64_t by_balance = std::max<int64_t>(kTileColumns, n / (8 * pool.num_threads()) / kTileColumns * kTileColumns);
+  int64_t columns = std::min(by_cache, by_balance);
+  pool.parallel_for((n + columns - 1) / columns, [&](int64_t begin, int64_t end) {
+    f32_panel_matmul_columns(packed, m, w, k, begin * columns, std::min(n, end * columns), y, n);
+  });
 }
 
 void matmul_amx(ThreadPool& pool, const float* x, int64_t m, const uint16_t* w, int64_t n, int64_t k, float* y) {
@@ -133,6 +152,10 @@ void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatrix& w, 
                        k,
                        y};
   if (w.dtype == DType::kF32) {
+    if (f32_panel_applies(m)) {
+      matmul_f32_panels(pool, x, m, static_cast<const float*>(w.data), n, k, y);
+      return;
+    }
     if (m >= kBlasMinRows) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
                   static_cast<int>(k), 1.0f, x, static_cast<int>(k), static_cast<const float*>(w.data),

@@ -18,17 +18,23 @@ struct WeightMatrix {
 };
 
 // y[m, n] = x[m, k] · W[n, k]ᵀ with f32 accumulation. x and y must not overlap.
-//   kF32:  m >= kBlasMinRows through OpenBLAS sgemm (its own threads); smaller m through our kernel, streaming
-//          W at memory bandwidth over the pool.
+//   kF32:  on AVX-512, kF32PanelMinRows <= m <= kF32PanelMaxRows through the panel kernel (outer products over
+//          the pool); otherwise m >= kBlasMinRows through OpenBLAS sgemm (its own threads, repacking W per call)
+//          and smaller m through the dot-form kernel, streaming W at memory bandwidth over the pool.
 //   kBF16: parallel over n: AMX tiles (m >= kAmxMinRows, k and n multiples of 32, CPUs with AMX-BF16) or
 //          VDPBF16PS over k (AVX512_BF16), both on x rounded to bf16 once per call; without AVX512_BF16, W
 //          widened to f32 and multiplied with the f32 x by FMA (AVX-512F or AVX2).
-// Besides y, the only memory used is a per-calling-thread scratch of up to 2·m·k bf16 (rounded, packed x).
+// Besides y, the only memory used is a per-calling-thread scratch of up to 2·m·k bf16 (rounded, packed x) or
+// 64·k f32 (packed x).
 // Call from outside parallel_for (it uses the pool and OpenBLAS threads).
 void matmul(ThreadPool& pool, const float* x /* [m, k] */, int64_t m, const WeightMatrix& w, float* y /* [m, n] */);
 
 // Below this many rows, f32 weights go through our streaming kernel rather than OpenBLAS.
 inline constexpr int64_t kBlasMinRows = 16;
+// Between these, f32 weights go through the AVX-512 panel kernel (outer products, W in place) where the CPU
+// has AVX-512.
+inline constexpr int64_t kF32PanelMinRows = 4;
+inline constexpr int64_t kF32PanelMaxRows = 64;
 // From this many rows on, bf16 weights go through AMX where the CPU has it.
 inline constexpr int64_t kAmxMinRows = 4;
 
