@@ -63,6 +63,8 @@ inline Status unimplemented(std::string message) { return {StatusCode::kUnimplem
 inline Status resource_exhausted(std::string message) { return {StatusCode::kResourceExhausted, std::move(message)}; }
 inline Status failed_precondition(std::string message) { return {StatusCode::kFailedPrecondition, std::move(message)}; }
 inline Status io_error(std::string message) { return {StatusCode::kIoError, std::move(message)}; }
+inline Status deadline_exceeded(std::string message) { return {StatusCode::kDeadlineExceeded, std::move(message)}; }
+inline Status unavailable(std::string message) { return {StatusCode::kUnavailable, std::move(message)}; }
 inline Status internal_error(std::string message) { return {StatusCode::kInternal, std::move(message)}; }
 
 // Either a value or a non-ok Status.

@@ -64,6 +64,9 @@ class KvCache {
   // Bytes of one layer's K (or V) array: num_blocks * block_bytes_per_layer().
   size_t layer_bytes() const { return static_cast<size_t>(config_.num_blocks) * config_.block_bytes_per_layer(); }
 
+  // Bytes from one K or V array to the next: K of layer l starts 2·l strides into storage_data(), V 2·l + 1.
+  size_t array_stride_bytes() const { return array_stride_bytes_; }
+
   // The whole mapping (every K and V array plus alignment padding), e.g. to register with a transfer engine.
   void* storage_data() { return storage_; }
   size_t storage_bytes() const { return storage_bytes_; }

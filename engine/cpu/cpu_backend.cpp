@@ -177,9 +177,10 @@ class CpuBackend final : public Backend {
     float* x = scratch_.hidden.data();
 
     rms_norm(pool_, x, vectors.input_norm.data(), num_tokens, hidden, config_.rms_norm_eps, scratch_.normed.data());
-    matmul(pool_, scratch_.normed.data(), num_tokens, weight_matrix(layer.q_proj), scratch_.query.data());
-    matmul(pool_, scratch_.normed.data(), num_tokens, weight_matrix(layer.k_proj), scratch_.key.data());
-    matmul(pool_, scratch_.normed.data(), num_tokens, weight_matrix(layer.v_proj), scratch_.value.data());
+    const MatmulTarget qkv[] = {{weight_matrix(layer.q_proj), scratch_.query.data()},
+                                {weight_matrix(layer.k_proj), scratch_.key.data()},
+                                {weight_matrix(layer.v_proj), scratch_.value.data()}};
+    matmul_shared_input(pool_, scratch_.normed.data(), num_tokens, qkv);
     rms_norm(pool_, scratch_.query.data(), vectors.q_norm.data(), num_tokens * heads, head_dim, config_.rms_norm_eps,
              scratch_.query.data());
     rms_norm(pool_, scratch_.key.data(), vectors.k_norm.data(), num_tokens * kv_heads, head_dim, config_.rms_norm_eps,
@@ -200,8 +201,9 @@ class CpuBackend final : public Backend {
 
     rms_norm(pool_, x, vectors.post_attention_norm.data(), num_tokens, hidden, config_.rms_norm_eps,
              scratch_.normed.data());
-    matmul(pool_, scratch_.normed.data(), num_tokens, weight_matrix(layer.gate_proj), scratch_.gate.data());
-    matmul(pool_, scratch_.normed.data(), num_tokens, weight_matrix(layer.up_proj), scratch_.up.data());
+    const MatmulTarget gate_up[] = {{weight_matrix(layer.gate_proj), scratch_.gate.data()},
+                                    {weight_matrix(layer.up_proj), scratch_.up.data()}};
+    matmul_shared_input(pool_, scratch_.normed.data(), num_tokens, gate_up);
     silu_mul(pool_, scratch_.gate.data(), scratch_.up.data(), num_tokens * config_.intermediate_size,
              scratch_.gate.data());
     matmul(pool_, scratch_.gate.data(), num_tokens, weight_matrix(layer.down_proj), scratch_.projected.data());

@@ -78,6 +78,7 @@ void amx_matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w /
 // kF32PanelRows rows (rows past m are zero) into [ceil(m / kF32PanelRows), k, kF32PanelRows]; one call packs
 // the k range [k_begin, k_end) of every panel.
 inline constexpr int kF32PanelRows = 32;
+inline constexpr int kF32PanelTileColumns = 12;  // weight rows per register tile
 void f32_pack_panels(const float* x /* [m, k] */, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, float* packed);
 // y[:, column_begin..column_end) = x · W[column_begin..column_end)ᵀ, W f32 [n, k] used in place.
 void f32_panel_matmul_columns(const float* packed_x, int64_t m, const float* w, int64_t k, int64_t column_begin,

@@ -17,171 +17,207 @@ namespace {
 // while every x tile passes over it.
 constexpr int64_t kWeightBlockBytes = 256 * 1024;
 
-struct TiledProblem {
-  const MatmulKernel* kernel;
-  const std::byte* x;  // [m, k] of x_element_bytes elements
-  size_t x_element_bytes;
-  int64_t m;
-  const std::byte* w;  // [n, k] of w_element_bytes elements
-  size_t w_element_bytes;
-  int64_t n;
-  int64_t k;
-  float* y;  // [m, n]
+// How the weights are multiplied; one path for every target of a call.
+enum class Path {
+  kBlas,      // f32, many rows: OpenBLAS sgemm per target (its own threads)
+  kF32Panel,  // f32, AVX-512, a few dozen rows: x packed into panels
+  kAmx,       // bf16 with AMX: x rounded and packed into B tiles
+  kBf16Dot,   // bf16 with AVX512_BF16: x rounded, VDPBF16PS tiles
+  kTiled,     // FMA tiles on f32 x (f32 weights, or bf16 widened)
 };
 
-// Output columns per parallel task: a multiple of the tile width, small enough that the weight block fits
-// kWeightBlockBytes and that every thread gets several tasks.
-int64_t columns_per_block(const TiledProblem& problem, int num_threads) {
-  int64_t tile_cols = problem.kernel->tile_cols;
-  int64_t by_cache = kWeightBlockBytes / (problem.k * static_cast<int64_t>(problem.w_element_bytes));
-  int64_t by_balance = problem.n / (8 * num_threads);
-  int64_t columns = std::min(by_cache, by_balance) / tile_cols * tile_cols;
-  return std::max(columns, tile_cols);
-}
-
-// Every x tile of the block's rows over the block's weight tiles.
-void run_block(const TiledProblem& problem, int64_t column_begin, int64_t column_end) {
-  const MatmulKernel& kernel = *problem.kernel;
-  const void* w_rows[16];
-  RECGPT_CHECK(kernel.tile_cols <= 16);
-  for (int64_t row = 0; row < problem.m; row += kernel.tile_rows) {
-    int rows = static_cast<int>(std::min<int64_t>(kernel.tile_rows, problem.m - row));
-    for (int64_t column = column_begin; column < column_end; column += kernel.tile_cols) {
-      int cols = static_cast<int>(std::min<int64_t>(kernel.tile_cols, column_end - column));
-      for (int j = 0; j < kernel.tile_cols; ++j) {
-        int64_t weight_row = column + std::min(j, cols - 1);  // past the edge: repeat the last row, ignored
-        w_rows[j] = problem.w + weight_row * problem.k * static_cast<int64_t>(problem.w_element_bytes);
-      }
-      MatmulTile tile{problem.x + row * problem.k * static_cast<int64_t>(problem.x_element_bytes),
-                      problem.k,
-                      rows,
-                      w_rows,
-                      cols,
-                      problem.k,
-                      problem.y + row * problem.n + column,
-                      problem.n};
-      kernel.run(tile);
-    }
+Path choose_path(DType dtype, int64_t m, int64_t k, std::span<const MatmulTarget> targets) {
+  const CpuFeatures features = cpu_features();
+  if (dtype == DType::kF32) {
+    if (m >= kF32PanelMinRows && m <= kF32PanelMaxRows && features.avx512) return Path::kF32Panel;
+    return m >= kBlasMinRows ? Path::kBlas : Path::kTiled;
   }
+  if (!features.avx512_bf16) return Path::kTiled;
+  bool columns_fit =
+      std::all_of(targets.begin(), targets.end(), [](const MatmulTarget& t) { return t.w.rows % 32 == 0; });
+  if (m >= kAmxMinRows && k % 32 == 0 && columns_fit && features.amx_bf16) return Path::kAmx;
+  return Path::kBf16Dot;
 }
 
-void run_tiled(ThreadPool& pool, const TiledProblem& problem) {
-  int64_t columns = columns_per_block(problem, pool.num_threads());
-  int64_t num_blocks = (problem.n + columns - 1) / columns;
-  pool.parallel_for(num_blocks, [&](int64_t begin, int64_t end) {
-    run_block(problem, begin * columns, std::min(problem.n, end * columns));
-  });
-}
-
-// x rounded to bf16, rows spread over the pool when there are many.
-void convert_rows(ThreadPool& pool, const float* x, int64_t m, int64_t k, uint16_t* x_bf16) {
-  constexpr int64_t kRowsPerTask = 16;
-  if (m * k < 256 * 1024) return convert_f32_to_bf16(x, m * k, x_bf16);
-  pool.parallel_for((m + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t begin, int64_t end) {
-    int64_t rows = std::min(m, end * kRowsPerTask) - begin * kRowsPerTask;
-    convert_f32_to_bf16(x + begin * kRowsPerTask * k, rows * k, x_bf16 + begin * kRowsPerTask * k);
-  });
-}
-
-bool amx_applies(int64_t m, int64_t n, int64_t k) {
-  return m >= kAmxMinRows && k % 32 == 0 && n % 32 == 0 && cpu_features().amx_bf16;
-}
-
-// Scratch for x rounded to bf16 (and packed for AMX); grows to the largest call, owned by the calling thread.
+// Scratch for x prepared for a path; grows to the largest call, owned by the calling thread (the pool's
+// threads read it through the pointer).
 uint16_t* scratch(int index, int64_t elements) {
   thread_local std::vector<uint16_t> buffers[2];
   if (static_cast<int64_t>(buffers[index].size()) < elements) buffers[index].resize(elements);
   return buffers[index].data();
 }
 
-bool f32_panel_applies(int64_t m) { return m >= kF32PanelMinRows && m <= kF32PanelMaxRows && cpu_features().avx512; }
+// x as the path reads it, prepared once for all targets.
+struct PreparedInput {
+  const void* x = nullptr;
+  const MatmulKernel* kernel = nullptr;  // kTiled and kBf16Dot
+  size_t x_element_bytes = sizeof(float);
+  int64_t tile_columns = 1;  // blocks of output columns are multiples of this
+};
 
-void matmul_f32_panels(ThreadPool& pool, const float* x, int64_t m, const float* w, int64_t n, int64_t k, float* y) {
-  const int64_t num_panels = (m + kF32PanelRows - 1) / kF32PanelRows;
-  // Owned by the calling thread; the pool's threads see it through this pointer.
-  float* packed = reinterpret_cast<float*>(scratch(1, 2 * num_panels * kF32PanelRows * k));
-  constexpr int64_t kPackSlice = 256;  // k per packing task
-  pool.parallel_for((k + kPackSlice - 1) / kPackSlice, [&](int64_t begin, int64_t end) {
-    f32_pack_panels(x, m, k, begin * kPackSlice, std::min(k, end * kPackSlice), packed);
-  });
-  constexpr int64_t kTileColumns = 12;
-  int64_t by_cache = std::max<int64_t>(kTileColumns, kWeightBlockBytes / (k * 4) / kTileColumns * kTileColumns);
-  int64_t by_balance = std::max<int64_t>(kTileColumns, n / (8 * pool.num_threads()) / kTileColumns * kTileColumns);
-  int64_t columns = std::min(by_cache, by_balance);
-  pool.parallel_for((n + columns - 1) / columns, [&](int64_t begin, int64_t end) {
-    f32_panel_matmul_columns(packed, m, w, k, begin * columns, std::min(n, end * columns), y, n);
-  });
+PreparedInput prepare_input(ThreadPool& pool, Path path, DType dtype, const float* x, int64_t m, int64_t k) {
+  PreparedInput input;
+  input.x = x;
+  switch (path) {
+    case Path::kBlas: break;
+    case Path::kTiled:
+      input.kernel = dtype == DType::kF32 ? &isa_kernels().matmul_f32_weights : &isa_kernels().matmul_bf16_weights;
+      input.tile_columns = input.kernel->tile_cols;
+      break;
+    case Path::kF32Panel: {
+      const int64_t num_panels = (m + kF32PanelRows - 1) / kF32PanelRows;
+      float* packed = reinterpret_cast<float*>(scratch(1, 2 * num_panels * kF32PanelRows * k));
+      constexpr int64_t kPackSlice = 256;  // k per packing task
+      pool.parallel_for((k + kPackSlice - 1) / kPackSlice, [&](int64_t begin, int64_t end) {
+        f32_pack_panels(x, m, k, begin * kPackSlice, std::min(k, end * kPackSlice), packed);
+      });
+      input.x = packed;
+      input.tile_columns = kF32PanelTileColumns;
+      break;
+    }
+    case Path::kAmx: {
+      const int64_t row_tiles = (m + 15) / 16;
+      uint16_t* x_bf16 = scratch(0, m * k);
+      uint16_t* packed = scratch(1, row_tiles * 16 * k);
+      pool.parallel_for(row_tiles, [&](int64_t begin, int64_t end) {
+        int64_t rows = std::min(m, end * 16) - begin * 16;
+        convert_f32_to_bf16(x + begin * 16 * k, rows * k, x_bf16 + begin * 16 * k);
+        amx_pack_x(x_bf16, m, k, begin, end, packed);
+      });
+      input.x = packed;
+      input.tile_columns = 32;
+      break;
+    }
+    case Path::kBf16Dot: {
+      static const MatmulKernel bf16_dot = bf16_dot_matmul_kernel();
+      uint16_t* x_bf16 = scratch(0, m * k);
+      constexpr int64_t kRowsPerTask = 16;
+      if (m * k < 256 * 1024) {
+        convert_f32_to_bf16(x, m * k, x_bf16);
+      } else {
+        pool.parallel_for((m + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t begin, int64_t end) {
+          int64_t rows = std::min(m, end * kRowsPerTask) - begin * kRowsPerTask;
+          convert_f32_to_bf16(x + begin * kRowsPerTask * k, rows * k, x_bf16 + begin * kRowsPerTask * k);
+        });
+      }
+      input.x = x_bf16;
+      input.kernel = &bf16_dot;
+      input.x_element_bytes = sizeof(uint16_t);
+      input.tile_columns = bf16_dot.tile_cols;
+      break;
+    }
+  }
+  return input;
 }
 
-void matmul_amx(ThreadPool& pool, const float* x, int64_t m, const uint16_t* w, int64_t n, int64_t k, float* y) {
-  const int64_t row_tiles = (m + 15) / 16;
-  uint16_t* x_bf16 = scratch(0, m * k);
-  uint16_t* packed = scratch(1, row_tiles * 16 * k);
-  pool.parallel_for(row_tiles, [&](int64_t begin, int64_t end) {
-    int64_t rows = std::min(m, end * 16) - begin * 16;
-    convert_f32_to_bf16(x + begin * 16 * k, rows * k, x_bf16 + begin * 16 * k);
-    amx_pack_x(x_bf16, m, k, begin, end, packed);
-  });
-  int64_t by_cache = std::max<int64_t>(32, kWeightBlockBytes / (k * 2) / 32 * 32);
-  int64_t by_balance = std::max<int64_t>(32, n / (8 * pool.num_threads()) / 32 * 32);
-  int64_t columns = std::min(by_cache, by_balance);
-  pool.parallel_for((n + columns - 1) / columns, [&](int64_t begin, int64_t end) {
-    amx_matmul_columns(packed, m, w, k, begin * columns, std::min(n, end * columns), y, n);
-  });
+// Every register tile of rows [0, m) x columns [column_begin, column_end) of one target.
+void run_tiles(const PreparedInput& input, int64_t m, int64_t k, const MatmulTarget& target, int64_t column_begin,
+               int64_t column_end) {
+  const MatmulKernel& kernel = *input.kernel;
+  const auto* weights = static_cast<const std::byte*>(target.w.data);
+  const int64_t weight_row_bytes = k * static_cast<int64_t>(dtype_size(target.w.dtype));
+  const auto* x = static_cast<const std::byte*>(input.x);
+  const void* w_rows[16];
+  RECGPT_CHECK(kernel.tile_cols <= 16);
+  const int64_t n = target.w.rows;
+  for (int64_t row = 0; row < m; row += kernel.tile_rows) {
+    int rows = static_cast<int>(std::min<int64_t>(kernel.tile_rows, m - row));
+    for (int64_t column = column_begin; column < column_end; column += kernel.tile_cols) {
+      int cols = static_cast<int>(std::min<int64_t>(kernel.tile_cols, column_end - column));
+      for (int j = 0; j < kernel.tile_cols; ++j) {
+        int64_t weight_row = column + std::min(j, cols - 1);  // past the edge: repeat the last row, ignored
+        w_rows[j] = weights + weight_row * weight_row_bytes;
+      }
+      MatmulTile tile{x + row * k * static_cast<int64_t>(input.x_element_bytes),
+                      k,
+                      rows,
+                      w_rows,
+                      cols,
+                      k,
+                      target.y + row * n + column,
+                      n};
+      kernel.run(tile);
+    }
+  }
+}
+
+void run_block(Path path, const PreparedInput& input, int64_t m, int64_t k, const MatmulTarget& target,
+               int64_t column_begin, int64_t column_end) {
+  switch (path) {
+    case Path::kF32Panel:
+      return f32_panel_matmul_columns(static_cast<const float*>(input.x), m, static_cast<const float*>(target.w.data),
+                                      k, column_begin, column_end, target.y, target.w.rows);
+    case Path::kAmx:
+      return amx_matmul_columns(static_cast<const uint16_t*>(input.x), m, static_cast<const uint16_t*>(target.w.data),
+                                k, column_begin, column_end, target.y, target.w.rows);
+    default: return run_tiles(input, m, k, target, column_begin, column_end);
+  }
+}
+
+// A block of output columns of one target: the unit of parallel work.
+struct ColumnBlock {
+  int target;
+  int64_t begin;
+  int64_t end;
+};
+
+// Blocks of every target: a multiple of the tile width, small enough that the weight block fits
+// kWeightBlockBytes and that every thread gets several blocks over the whole call.
+std::vector<ColumnBlock> column_blocks(std::span<const MatmulTarget> targets, int64_t k, int64_t tile_columns,
+                                       int num_threads) {
+  int64_t total_columns = 0;
+  for (const MatmulTarget& target : targets) total_columns += target.w.rows;
+  const int64_t weight_row_bytes = k * static_cast<int64_t>(dtype_size(targets[0].w.dtype));
+  int64_t by_cache = kWeightBlockBytes / weight_row_bytes;
+  int64_t by_balance = total_columns / (8 * num_threads);
+  int64_t columns = std::max(std::min(by_cache, by_balance) / tile_columns * tile_columns, tile_columns);
+  std::vector<ColumnBlock> blocks;
+  for (int t = 0; t < static_cast<int>(targets.size()); ++t) {
+    for (int64_t begin = 0; begin < targets[t].w.rows; begin += columns) {
+      blocks.push_back({t, begin, std::min(targets[t].w.rows, begin + columns)});
+    }
+  }
+  return blocks;
 }
 
 }  // namespace
 
 void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatrix& w, float* y) {
-  RECGPT_CHECK(m >= 0 && w.rows >= 0 && w.cols >= 0);
-  RECGPT_CHECK_MSG(w.dtype == DType::kF32 || w.dtype == DType::kBF16, "matmul weights must be f32 or bf16");
-  const int64_t n = w.rows;
-  const int64_t k = w.cols;
-  if (m == 0 || n == 0) return;
+  const MatmulTarget target{w, y};
+  matmul_shared_input(pool, x, m, std::span(&target, 1));
+}
+
+void matmul_shared_input(ThreadPool& pool, const float* x, int64_t m, std::span<const MatmulTarget> targets) {
+  RECGPT_CHECK(m >= 0 && !targets.empty());
+  const DType dtype = targets[0].w.dtype;
+  const int64_t k = targets[0].w.cols;
+  RECGPT_CHECK_MSG(dtype == DType::kF32 || dtype == DType::kBF16, "matmul weights must be f32 or bf16");
+  for (const MatmulTarget& target : targets) {
+    RECGPT_CHECK_MSG(target.w.dtype == dtype && target.w.cols == k, "matmul targets must share dtype and k");
+    RECGPT_CHECK(target.w.rows >= 0);
+  }
+  if (m == 0) return;
   if (k == 0) {
-    std::fill(y, y + m * n, 0.0f);
+    for (const MatmulTarget& target : targets) std::fill(target.y, target.y + m * target.w.rows, 0.0f);
     return;
   }
-  TiledProblem problem{nullptr,
-                       reinterpret_cast<const std::byte*>(x),
-                       sizeof(float),
-                       m,
-                       static_cast<const std::byte*>(w.data),
-                       dtype_size(w.dtype),
-                       n,
-                       k,
-                       y};
-  if (w.dtype == DType::kF32) {
-    if (f32_panel_applies(m)) {
-      matmul_f32_panels(pool, x, m, static_cast<const float*>(w.data), n, k, y);
-      return;
+  const Path path = choose_path(dtype, m, k, targets);
+  if (path == Path::kBlas) {
+    for (const MatmulTarget& target : targets) {
+      if (target.w.rows == 0) continue;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(target.w.rows),
+                  static_cast<int>(k), 1.0f, x, static_cast<int>(k), static_cast<const float*>(target.w.data),
+                  static_cast<int>(k), 0.0f, target.y, static_cast<int>(target.w.rows));
     }
-    if (m >= kBlasMinRows) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
-                  static_cast<int>(k), 1.0f, x, static_cast<int>(k), static_cast<const float*>(w.data),
-                  static_cast<int>(k), 0.0f, y, static_cast<int>(n));
-      return;
+    return;
+  }
+  const PreparedInput input = prepare_input(pool, path, dtype, x, m, k);
+  const std::vector<ColumnBlock> blocks = column_blocks(targets, k, input.tile_columns, pool.num_threads());
+  pool.parallel_for(static_cast<int64_t>(blocks.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      run_block(path, input, m, k, targets[blocks[b].target], blocks[b].begin, blocks[b].end);
     }
-    problem.kernel = &isa_kernels().matmul_f32_weights;
-    run_tiled(pool, problem);
-    return;
-  }
-  if (!cpu_features().avx512_bf16) {
-    problem.kernel = &isa_kernels().matmul_bf16_weights;
-    run_tiled(pool, problem);
-    return;
-  }
-  if (amx_applies(m, n, k)) {
-    matmul_amx(pool, x, m, static_cast<const uint16_t*>(w.data), n, k, y);
-    return;
-  }
-  static const MatmulKernel bf16_dot = bf16_dot_matmul_kernel();
-  uint16_t* x_bf16 = scratch(0, m * k);
-  convert_rows(pool, x, m, k, x_bf16);
-  problem.kernel = &bf16_dot;
-  problem.x = reinterpret_cast<const std::byte*>(x_bf16);
-  problem.x_element_bytes = sizeof(uint16_t);
-  run_tiled(pool, problem);
+  });
 }
 
 }  // namespace recgpt

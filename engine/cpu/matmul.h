@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "engine/cpu/thread_pool.h"
 #include "engine/dtype.h"
@@ -28,6 +29,17 @@ struct WeightMatrix {
 // 64·k f32 (packed x).
 // Call from outside parallel_for (it uses the pool and OpenBLAS threads).
 void matmul(ThreadPool& pool, const float* x /* [m, k] */, int64_t m, const WeightMatrix& w, float* y /* [m, n] */);
+
+// One weight matrix and its output, for several multiplied with the same x.
+struct MatmulTarget {
+  WeightMatrix w;
+  float* y;  // [m, w.rows]
+};
+
+// y_t = x · W_tᵀ for every target, as matmul() does each, with x prepared (rounded, packed) once and all
+// targets' column blocks spread over the pool in one dispatch (e.g. q, k and v projections). The targets must
+// share dtype and k; x must not overlap any y.
+void matmul_shared_input(ThreadPool& pool, const float* x, int64_t m, std::span<const MatmulTarget> targets);
 
 // Below this many rows, f32 weights go through our streaming kernel rather than OpenBLAS.
 inline constexpr int64_t kBlasMinRows = 16;

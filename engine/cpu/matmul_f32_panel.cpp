@@ -18,8 +18,8 @@ namespace {
 using avx512::Simd;
 using F = Simd::F;
 
-constexpr int kPanelRows = kF32PanelRows;  // x rows per panel: two vectors
-constexpr int kTileWeightRows = 12;        // 12 x 2 accumulators + 2 x vectors of the 32 registers
+constexpr int kPanelRows = kF32PanelRows;              // x rows per panel: two vectors
+constexpr int kTileWeightRows = kF32PanelTileColumns;  // 12 x 2 accumulators + 2 x vectors of 32 registers
 
 // y[panel rows][kTileWeightRows columns] = panel · w_rows[...]ᵀ over all k.
 void tile(const float* panel /* [k, 32] */, const float* const* w_rows, int64_t k, float* y, int64_t y_stride,

@@ -1,0 +1,14 @@
+// Internal to kv_transfer: the factories of the compiled-in backends. Only transfer_registry.cpp calls them.
+#pragma once
+
+#include <memory>
+
+#include "common/status.h"
+#include "kv_transfer/transfer_engine.h"
+
+namespace recgpt::kv {
+
+// In-process memcpy between engines of the same process (local_transfer_engine.cpp).
+Result<std::unique_ptr<TransferEngine>> create_local_transfer_engine(const TransferEngineOptions& options);
+
+}  // namespace recgpt::kv

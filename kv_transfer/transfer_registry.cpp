@@ -1,0 +1,39 @@
+// The only place that knows which transfer backends exist.
+#include <string>
+#include <vector>
+
+#include "kv_transfer/backends.h"
+#include "kv_transfer/transfer_engine.h"
+
+namespace recgpt::kv {
+namespace {
+
+struct BackendEntry {
+  const char* name;
+  Result<std::unique_ptr<TransferEngine>> (*create)(const TransferEngineOptions& options);
+};
+
+constexpr BackendEntry kBackends[] = {
+    {"local", &create_local_transfer_engine},
+};
+
+}  // namespace
+
+std::vector<std::string> transfer_backends() {
+  std::vector<std::string> names;
+  for (const BackendEntry& entry : kBackends) names.emplace_back(entry.name);
+  return names;
+}
+
+Result<std::unique_ptr<TransferEngine>> create_transfer_engine(std::string_view backend,
+                                                               const TransferEngineOptions& options) {
+  std::string available;
+  for (const BackendEntry& entry : kBackends) {
+    if (backend == entry.name) return entry.create(options);
+    available += available.empty() ? "" : ", ";
+    available += entry.name;
+  }
+  return not_found("unknown transfer backend '" + std::string(backend) + "' (available: " + available + ")");
+}
+
+}  // namespace recgpt::kv
