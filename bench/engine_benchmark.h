@@ -18,7 +18,7 @@ struct EngineBenchOptions {
   std::vector<int> decode_batch_sizes = {1, 8, 32};
   int decode_context_tokens = 16;  // prompt of each decoding sequence
   int decode_steps = 32;
-  int repetitions = 3;  // best of
+  int repetitions = 3;  // rounds of (prefill, each batch size) in turns; each figure keeps its best
 };
 
 struct DecodeFigure {

@@ -18,7 +18,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->check(CLI::PositiveNumber);
   engine->add_option("--batch-sizes", options->decode_batch_sizes, "Decode batch sizes")->delimiter(',');
   engine->add_option("--decode-steps", options->decode_steps, "Timed decode steps")->check(CLI::PositiveNumber);
-  engine->add_option("--repetitions", options->repetitions, "Runs per figure (best is kept)")
+  engine
+      ->add_option("--repetitions", options->repetitions,
+                   "Rounds of runs (a prefill, then each batch size, in turns); each figure keeps its best")
       ->check(CLI::PositiveNumber);
   engine->add_flag("--json", *json, "Print the figures as JSON");
   engine->callback([options, json, &exit_code] {

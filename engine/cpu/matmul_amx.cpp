@@ -47,9 +47,11 @@ void store_transposed(const float* tile, float* y, int64_t y_stride, int valid_r
 
 // y[rows of kRowTiles m tiles][16 columns] = x · w[0..16)ᵀ. One weight tile at a time: its 16 row streams
 // are as many as the prefetchers follow well (two tiles, 32 streams, measured 1.2-1.9x slower at m = 32).
+// With `next_tile`, the last steps prefetch the first lines of the 16 rows after these (the next call's), so
+// no call starts on a cold stream (measured 5-15% faster at m = 32).
 template <int kRowTiles>
 void tile_block(const uint16_t* w /* [16, k] */, int64_t k, const uint16_t* x_tiles, float* y, int64_t y_stride,
-                int valid_rows) {
+                int valid_rows, bool next_tile) {
   const int64_t w_stride_bytes = k * 2;
   const int64_t x_tile_elements = 16 * k;
   const int64_t steps = k / kStep;
@@ -57,8 +59,10 @@ void tile_block(const uint16_t* w /* [16, k] */, int64_t k, const uint16_t* x_ti
   if constexpr (kRowTiles == 2) _tile_zero(1);
   for (int64_t step = 0; step < steps; ++step) {
     // Each step takes the next cache line of 16 weight rows; the lines kPrefetchSteps ahead are requested here.
-    if (step + kPrefetchSteps < steps) {
-      const uint16_t* ahead = w + (step + kPrefetchSteps) * kStep;
+    if (step + kPrefetchSteps < steps || next_tile) {
+      // Past this tile's last step: the first steps of the next tile (its rows follow these in W).
+      const int64_t ahead_step = step + kPrefetchSteps;
+      const uint16_t* ahead = ahead_step < steps ? w + ahead_step * kStep : w + 16 * k + (ahead_step - steps) * kStep;
 #pragma GCC unroll 16
       for (int row = 0; row < 16; ++row) _mm_prefetch(reinterpret_cast<const char*>(ahead + row * k), _MM_HINT_T0);
     }
@@ -105,10 +109,11 @@ void matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w, int6
     int valid_rows = static_cast<int>(std::min<int64_t>(32, m - tile * 16));
     for (int64_t column = column_begin; column < column_end; column += 16) {
       float* y_block = y + tile * 16 * n + column;
+      const bool next_tile = column + 16 < column_end;
       if (tile + 1 < row_tiles) {
-        tile_block<2>(w + column * k, k, x_tiles, y_block, n, valid_rows);
+        tile_block<2>(w + column * k, k, x_tiles, y_block, n, valid_rows, next_tile);
       } else {
-        tile_block<1>(w + column * k, k, x_tiles, y_block, n, valid_rows);
+        tile_block<1>(w + column * k, k, x_tiles, y_block, n, valid_rows, next_tile);
       }
     }
   }
