@@ -110,6 +110,16 @@ PreparedInput prepare_input(ThreadPool& pool, Path path, DType dtype, const floa
   return input;
 }
 
+// How many times the kernel reads each weight: once per panel, per pair of AMX row tiles, per register
+// tile of rows.
+int64_t weight_passes(Path path, int64_t m) {
+  switch (path) {
+    case Path::kF32Panel: return (m + kF32PanelRows - 1) / kF32PanelRows;
+    case Path::kAmx: return (m + 31) / 32;
+    default: return m;  // at least: the tile kernels take a few rows at a time
+  }
+}
+
 // Every register tile of rows [0, m) x columns [column_begin, column_end) of one target.
 void run_tiles(const PreparedInput& input, int64_t m, int64_t k, const MatmulTarget& target, int64_t column_begin,
                int64_t column_end) {
@@ -161,14 +171,16 @@ struct ColumnBlock {
   int64_t end;
 };
 
-// Blocks of every target: a multiple of the tile width, small enough that the weight block fits
-// kWeightBlockBytes and that every thread gets several blocks over the whole call.
+// Blocks of every target: a multiple of the tile width, small enough that every thread gets several blocks
+// over the whole call and, when the kernel passes over the weights more than once (`weight_passes` > 1), that
+// the weight block fits kWeightBlockBytes. Single-pass blocks are as long as balance allows: a weight stream
+// is only warm within a block.
 std::vector<ColumnBlock> column_blocks(std::span<const MatmulTarget> targets, int64_t k, int64_t tile_columns,
-                                       int num_threads) {
+                                       int64_t weight_passes, int num_threads) {
   int64_t total_columns = 0;
   for (const MatmulTarget& target : targets) total_columns += target.w.rows;
   const int64_t weight_row_bytes = k * static_cast<int64_t>(dtype_size(targets[0].w.dtype));
-  int64_t by_cache = kWeightBlockBytes / weight_row_bytes;
+  int64_t by_cache = weight_passes > 1 ? kWeightBlockBytes / weight_row_bytes : total_columns;
   int64_t by_balance = total_columns / (8 * num_threads);
   int64_t columns = std::max(std::min(by_cache, by_balance) / tile_columns * tile_columns, tile_columns);
   std::vector<ColumnBlock> blocks;
@@ -212,7 +224,8 @@ void matmul_shared_input(ThreadPool& pool, const float* x, int64_t m, std::span<
     return;
   }
   const PreparedInput input = prepare_input(pool, path, dtype, x, m, k);
-  const std::vector<ColumnBlock> blocks = column_blocks(targets, k, input.tile_columns, pool.num_threads());
+  const std::vector<ColumnBlock> blocks =
+      column_blocks(targets, k, input.tile_columns, weight_passes(path, m), pool.num_threads());
   pool.parallel_for(static_cast<int64_t>(blocks.size()), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       run_block(path, input, m, k, targets[blocks[b].target], blocks[b].begin, blocks[b].end);
