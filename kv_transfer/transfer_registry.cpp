@@ -15,6 +15,7 @@ struct BackendEntry {
 
 constexpr BackendEntry kBackends[] = {
     {"local", &create_local_transfer_engine},
+    {"ucx", &create_ucx_transfer_engine},
 };
 
 }  // namespace

@@ -1,0 +1,896 @@
+// The `ucx` transfer backend: one UCP context and one worker per engine, one-sided writes with ucp_put_nbx into
+// regions mapped with ucp_mem_map and exported as packed rkeys, notifications as active messages.
+//
+// Threading: UCX workers are not thread-safe in the mode used here (UCS_THREAD_MODE_SERIALIZED), so every UCX
+// call and all engine state (regions, peers, pending notifications) sit under the one mutex of UcxWorker. A
+// progress thread per engine drives ucp_worker_progress under that mutex and sleeps on the worker's event fd
+// (bounded by kIdlePoll) when there is nothing to do. UCX callbacks therefore run with the mutex held.
+// Operations (a write batch, a flush, a notification) have their own small mutex, always taken after the
+// worker's, never before.
+//
+// Writes: ucp_put_nbx by default; with the setting write_op=am each op is an active message (region id +
+// offset header) that the receiver's handler copies (eager) or receives straight into the region (rendezvous).
+// A batch's handle completes with a ucp_ep_flush_nbx issued after its operations.
+//
+// Ordering of notify(): the notification is sent only once a ucp_ep_flush_nbx issued by notify() completed,
+// i.e. once every write submitted to that peer before it landed; a failed flush fails the notification unsent.
+//
+// Peer failure: endpoints use UCP_ERR_HANDLING_MODE_PEER; the error handler marks the peer dead, so its
+// pending requests complete with an error (kUnavailable on the handle) and later submissions are refused.
+// UCX 1.13's shared-memory transports (posix, cma) refuse that mode; over them the engine falls back to no
+// failure detection, and a dead peer shows only as kDeadlineExceeded on waits.
+#include <poll.h>
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "kv_transfer/backends.h"
+
+namespace recgpt::kv {
+namespace {
+
+constexpr uint32_t kEndpointMagic = 0x45435552;   // "RUCE": recgpt ucx endpoint
+constexpr uint32_t kRegionKeyMagic = 0x4b435552;  // "RUCK": recgpt ucx region key
+constexpr uint32_t kNotifyMagic = 0x4e435552;     // "RUCN": recgpt ucx notification
+constexpr uint32_t kWriteMagic = 0x57435552;      // "RUCW": recgpt ucx write (active-message path)
+constexpr unsigned kNotifyAmId = 1;
+constexpr unsigned kWriteAmId = 2;
+constexpr std::chrono::milliseconds kIdlePoll(5);
+constexpr std::chrono::milliseconds kCloseTimeout(1000);
+
+// Headers of the opaque bytes, each followed by `payload_bytes` of UCX data (a worker address, a packed rkey).
+// Native byte order: the ucx backend does not span machines of different endianness.
+struct EndpointWire {
+  uint32_t magic = kEndpointMagic;
+  uint32_t payload_bytes = 0;  // worker address
+  uint64_t engine_uuid = 0;
+};
+
+struct RegionKeyWire {
+  uint32_t magic = kRegionKeyMagic;
+  uint32_t payload_bytes = 0;  // packed rkey
+  uint64_t engine_uuid = 0;
+  uint64_t base_address = 0;
+  uint64_t bytes = 0;
+  LocalRegionId region = 0;  // the exporter's id, named by active-message writes
+  uint32_t reserved = 0;
+};
+
+// The active-message header of a write (setting write_op=am); the data is the bytes to write.
+struct WriteWire {
+  uint32_t magic = kWriteMagic;
+  LocalRegionId region = 0;  // the receiver's id
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+};
+
+// The active-message header of a notification; the data is the sender's endpoint bytes then the message.
+struct NotifyWire {
+  uint32_t magic = kNotifyMagic;
+  uint32_t endpoint_bytes = 0;
+  uint64_t sender_uuid = 0;
+};
+
+static_assert(std::has_unique_object_representations_v<EndpointWire>, "no padding on the wire");
+static_assert(std::has_unique_object_representations_v<RegionKeyWire>, "no padding on the wire");
+static_assert(std::has_unique_object_representations_v<NotifyWire>, "no padding on the wire");
+static_assert(std::has_unique_object_representations_v<WriteWire>, "no padding on the wire");
+
+// How submit_writes moves bytes. Over tcp UCX emulates RMA in software; active messages (eager, then
+// rendezvous for large ones) take the faster send path there, and the receiver's handler places the bytes.
+enum class WriteOperation { kPut, kActiveMessage };
+
+template <typename Wire>
+Bytes to_bytes(const Wire& wire, const void* payload, size_t payload_bytes) {
+  Bytes bytes(sizeof(Wire) + payload_bytes);
+  std::memcpy(bytes.data(), &wire, sizeof(Wire));
+  if (payload_bytes > 0) std::memcpy(bytes.data() + sizeof(Wire), payload, payload_bytes);
+  return bytes;
+}
+
+// The header of `bytes`; its payload follows it.
+template <typename Wire>
+Result<Wire> parse_wire(std::span<const std::byte> bytes, uint32_t magic, const std::string& what) {
+  if (bytes.size() <= sizeof(Wire)) {
+    return invalid_argument(what + " must be more than " + std::to_string(sizeof(Wire)) + " bytes, got " +
+                            std::to_string(bytes.size()));
+  }
+  Wire wire;
+  std::memcpy(&wire, bytes.data(), sizeof(Wire));
+  if (wire.magic != magic) return invalid_argument(what + " is not from the ucx transfer backend (bad magic)");
+  if (wire.payload_bytes != bytes.size() - sizeof(Wire)) {
+    return invalid_argument(what + " announces " + std::to_string(wire.payload_bytes) + " payload bytes but carries " +
+                            std::to_string(bytes.size() - sizeof(Wire)));
+  }
+  return wire;
+}
+
+std::string op_label(size_t index) { return "op " + std::to_string(index); }
+
+Status ucx_failure(const std::string& what, ucs_status_t status) {
+  return unavailable(what + ": " + ucs_status_string(status));
+}
+
+uint64_t random_uuid() {
+  std::random_device random;
+  return (static_cast<uint64_t>(random()) << 32) ^ random();
+}
+
+// The UCP context and worker, shared by the engine and the handles it issued (so that a handle outliving its
+// engine can still be cancelled safely). `mutex` serialises every UCX call and the engine's state.
+struct UcxWorker {
+  std::mutex mutex;
+  ucp_context_h context = nullptr;
+  ucp_worker_h worker = nullptr;
+
+  ~UcxWorker() {
+    if (worker != nullptr) ucp_worker_destroy(worker);
+    if (context != nullptr) ucp_cleanup(context);
+  }
+};
+
+// The completion of a set of UCX requests (a write batch, a flush, a notification). Thread-safe. An operation
+// is `open` while requests may still be added to it; it is done once closed with no request pending.
+class Operation {
+ public:
+  // Call with the worker's mutex held. `request` is the return value of a *_nbx call whose user_data is this.
+  void track(const std::shared_ptr<Operation>& self, ucs_status_ptr_t request, const std::string& what) {
+    if (request == nullptr) return;
+    if (UCS_PTR_IS_ERR(request)) {
+      fail(ucx_failure(what, UCS_PTR_STATUS(request)));
+      return;
+    }
+    std::lock_guard lock(mutex_);
+    requests_.insert(request);
+    if (self_while_pending_ == nullptr) self_while_pending_ = self;
+  }
+
+  // Keeps `buffers` (what UCX reads from) alive as long as this operation.
+  void attach(std::shared_ptr<const void> buffers) { attached_ = std::move(buffers); }
+
+  // Records the first error; `close` also says no request will be added any more.
+  void fail(Status error, bool close = false) {
+    {
+      std::lock_guard lock(mutex_);
+      if (error_.is_ok()) error_ = std::move(error);
+      if (close) open_ = false;
+    }
+    changed_.notify_all();
+  }
+
+  void close() {
+    {
+      std::lock_guard lock(mutex_);
+      open_ = false;
+    }
+    changed_.notify_all();
+  }
+
+  // The UCX completion callback of every tracked request (runs with the worker's mutex held).
+  static void on_request_done(void* request, ucs_status_t status, void* user_data) {
+    auto* operation = static_cast<Operation*>(user_data);
+    std::shared_ptr<Operation> keep_alive;
+    {
+      std::lock_guard lock(operation->mutex_);
+      operation->requests_.erase(request);
+      if (status != UCS_OK && operation->error_.is_ok()) {
+        operation->error_ =
+            status == UCS_ERR_CANCELED ? unavailable("cancelled") : ucx_failure("a request failed", status);
+      }
+      if (operation->requests_.empty()) keep_alive = std::move(operation->self_while_pending_);
+    }
+    ucp_request_free(request);
+    operation->changed_.notify_all();
+  }
+
+  TransferState state() {
+    std::lock_guard lock(mutex_);
+    return state_locked();
+  }
+
+  Status status() {
+    std::lock_guard lock(mutex_);
+    if (cancelled_) return unavailable("the transfer was cancelled");
+    return error_;
+  }
+
+  // Waits until nothing is pending (not only until failure: pending requests still touch memory).
+  Status wait(Deadline deadline) {
+    std::unique_lock lock(mutex_);
+    const bool settled = changed_.wait_until(lock, deadline, [this] { return !open_ && requests_.empty(); });
+    if (cancelled_) return unavailable("the transfer was cancelled");
+    if (!error_.is_ok()) return error_;
+    if (!settled) return deadline_exceeded("the transfer did not complete before its deadline");
+    return Status::ok();
+  }
+
+  // Call with the worker's mutex held: asks UCX to cancel every pending request.
+  void cancel_requests(ucp_worker_h worker) {
+    std::vector<void*> pending;
+    {
+      std::lock_guard lock(mutex_);
+      cancelled_ = true;
+      open_ = false;
+      pending.assign(requests_.begin(), requests_.end());
+    }
+    changed_.notify_all();
+    for (void* request : pending) {
+      bool still_pending = false;
+      {
+        std::lock_guard lock(mutex_);
+        still_pending = requests_.count(request) != 0;
+      }
+      if (still_pending) ucp_request_cancel(worker, request);
+    }
+  }
+
+  void wait_idle() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return requests_.empty(); });
+  }
+
+ private:
+  TransferState state_locked() const {
+    if (cancelled_) return TransferState::kCancelled;
+    if (!error_.is_ok()) return TransferState::kFailed;
+    return !open_ && requests_.empty() ? TransferState::kDone : TransferState::kPending;
+  }
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::unordered_set<void*> requests_;
+  std::shared_ptr<Operation> self_while_pending_;  // keeps user_data alive while UCX holds requests
+  std::shared_ptr<const void> attached_;
+  Status error_;
+  bool open_ = true;
+  bool cancelled_ = false;
+};
+
+ucp_request_param_t request_param(Operation* operation) {
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  param.cb.send = &Operation::on_request_done;
+  param.user_data = operation;
+  return param;
+}
+
+class UcxHandle final : public TransferHandle {
+ public:
+  UcxHandle(std::shared_ptr<UcxWorker> worker, std::shared_ptr<Operation> operation)
+      : worker_(std::move(worker)), operation_(std::move(operation)) {}
+
+  TransferState poll() override { return operation_->state(); }
+  Status wait(Deadline deadline) override { return operation_->wait(deadline); }
+  Status status() override { return operation_->status(); }
+
+  // Puts cannot always be cancelled by UCX; this then waits for them to finish or fail (peer error handling
+  // bounds that wait).
+  void cancel() override {
+    {
+      std::lock_guard lock(worker_->mutex);
+      operation_->cancel_requests(worker_->worker);
+    }
+    operation_->wait_idle();
+  }
+
+ private:
+  std::shared_ptr<UcxWorker> worker_;
+  std::shared_ptr<Operation> operation_;
+};
+
+struct Region {
+  std::byte* base = nullptr;
+  uint64_t bytes = 0;
+  ucp_mem_h memory = nullptr;
+};
+
+struct ImportedRegion {
+  uint64_t base_address = 0;
+  uint64_t bytes = 0;
+  ucp_rkey_h rkey = nullptr;
+  LocalRegionId region_at_peer = 0;
+};
+
+// The local and the remote region of each op of a batch.
+using ResolvedOps = std::vector<std::pair<const Region*, const ImportedRegion*>>;
+
+struct Peer {
+  uint64_t uuid = 0;
+  ucp_ep_h endpoint = nullptr;
+  bool connected = true;
+  Status failure;  // why it is no longer connected
+  std::unordered_map<RemoteRegionId, ImportedRegion> imported;
+};
+
+// What a notification's active message carries; UCX reads it until the send completes.
+struct NotificationPayload {
+  NotifyWire header;
+  Bytes data;  // the sender's endpoint then the message
+};
+
+// A notification waiting for the flush of its peer's earlier writes.
+struct PendingNotification {
+  PeerId peer = 0;
+  std::shared_ptr<Operation> flush;
+  std::shared_ptr<Operation> send;
+  NotificationPayload payload;
+};
+
+struct IncomingNotification {
+  uint64_t sender_uuid = 0;
+  Bytes sender_endpoint;
+  Bytes message;
+};
+
+class UcxTransferEngine final : public TransferEngine {
+ public:
+  UcxTransferEngine(std::string name, std::shared_ptr<UcxWorker> worker, uint64_t memory_types,
+                    WriteOperation write_operation)
+      : name_(std::move(name)),
+        worker_(std::move(worker)),
+        memory_types_(memory_types),
+        write_operation_(write_operation) {}
+
+  ~UcxTransferEngine() override {
+    stopping_ = true;
+    if (progress_thread_.joinable()) {
+      {
+        std::lock_guard lock(worker_->mutex);
+        ucp_worker_signal(worker_->worker);
+      }
+      progress_thread_.join();
+    }
+    std::lock_guard lock(worker_->mutex);
+    for (PendingNotification& pending : pending_notifications_) {
+      pending.send->fail(unavailable("the engine was destroyed"), /*close=*/true);
+    }
+    pending_notifications_.clear();
+    // Lets wire-up messages still queued (e.g. a reply to a peer's connection) leave first: UCX 1.13 aborts in
+    // ucp_worker_destroy when it has to purge a pending wire-up reply.
+    std::vector<ucs_status_ptr_t> closing;
+    ucp_request_param_t flush_param{};
+    ucs_status_ptr_t flushing = ucp_worker_flush_nbx(worker_->worker, &flush_param);
+    if (flushing != nullptr && UCS_PTR_IS_PTR(flushing)) closing.push_back(flushing);
+    drain_locked(closing);
+    for (auto& [id, peer] : peers_) close_peer_locked(peer, &closing);
+    drain_locked(closing);
+    for (auto& [id, region] : regions_) ucp_mem_unmap(worker_->context, region.memory);
+    // Handles may keep the worker alive after this engine: nothing of it may be called back any more.
+    (void)set_am_handlers(false);
+  }
+
+  Status start() {
+    RECGPT_RETURN_IF_ERROR(set_am_handlers(true));
+    ucp_address_t* address = nullptr;
+    size_t address_bytes = 0;
+    ucs_status_t status = ucp_worker_get_address(worker_->worker, &address, &address_bytes);
+    if (status != UCS_OK) return ucx_failure("ucp_worker_get_address", status);
+    endpoint_ =
+        to_bytes(EndpointWire{kEndpointMagic, static_cast<uint32_t>(address_bytes), uuid_}, address, address_bytes);
+    ucp_worker_release_address(worker_->worker, address);
+    status = ucp_worker_get_efd(worker_->worker, &event_fd_);
+    if (status != UCS_OK) return ucx_failure("ucp_worker_get_efd", status);
+    progress_thread_ = std::thread([this] { progress_loop(); });
+    return Status::ok();
+  }
+
+  std::string_view backend_name() const override { return "ucx"; }
+
+  Result<LocalRegionId> register_memory(const MemoryRegion& region) override {
+    if (region.base == nullptr) return invalid_argument("cannot register a region with a null base");
+    if (region.bytes == 0) return invalid_argument("cannot register an empty region");
+    const bool cuda = region.kind == MemoryKind::kCuda;
+    if (cuda && (memory_types_ & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) == 0) {
+      return invalid_argument("this UCX build has no CUDA transport (cuda_copy/cuda_ipc); cannot register device " +
+                              std::to_string(region.cuda_device) + " memory");
+    }
+    ucp_mem_map_params_t params{};
+    params.field_mask =
+        UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_MEMORY_TYPE;
+    params.address = region.base;
+    params.length = region.bytes;
+    params.memory_type = cuda ? UCS_MEMORY_TYPE_CUDA : UCS_MEMORY_TYPE_HOST;
+    std::lock_guard lock(worker_->mutex);
+    ucp_mem_h memory = nullptr;
+    ucs_status_t status = ucp_mem_map(worker_->context, &params, &memory);
+    if (status != UCS_OK)
+      return invalid_argument(std::string("ucp_mem_map refused the region: ") + ucs_status_string(status));
+    const LocalRegionId id = next_region_id_++;  // never reused: a stale key cannot name a newer region
+    regions_[id] = {static_cast<std::byte*>(region.base), region.bytes, memory};
+    return id;
+  }
+
+  Status deregister_memory(LocalRegionId region) override {
+    std::lock_guard lock(worker_->mutex);
+    auto it = regions_.find(region);
+    if (it == regions_.end()) return not_found("region " + std::to_string(region) + " is not registered");
+    ucp_mem_unmap(worker_->context, it->second.memory);
+    regions_.erase(it);
+    return Status::ok();
+  }
+
+  Result<Bytes> export_region(LocalRegionId region) override {
+    std::lock_guard lock(worker_->mutex);
+    auto it = regions_.find(region);
+    if (it == regions_.end()) return not_found("region " + std::to_string(region) + " is not registered");
+    void* packed = nullptr;
+    size_t packed_bytes = 0;
+    ucs_status_t status = ucp_rkey_pack(worker_->context, it->second.memory, &packed, &packed_bytes);
+    if (status != UCS_OK) return ucx_failure("ucp_rkey_pack", status);
+    RegionKeyWire key;
+    key.payload_bytes = static_cast<uint32_t>(packed_bytes);
+    key.engine_uuid = uuid_;
+    key.base_address = reinterpret_cast<uint64_t>(it->second.base);
+    key.bytes = it->second.bytes;
+    key.region = region;
+    Bytes bytes = to_bytes(key, packed, packed_bytes);
+    ucp_rkey_buffer_release(packed);
+    return bytes;
+  }
+
+  Result<Bytes> local_endpoint() override { return endpoint_; }
+
+  Result<PeerId> connect(std::span<const std::byte> endpoint, Deadline deadline) override {
+    RECGPT_ASSIGN_OR_RETURN(EndpointWire wire, parse_wire<EndpointWire>(endpoint, kEndpointMagic, "a ucx endpoint"));
+    PeerId id = 0;
+    auto flush = std::make_shared<Operation>();
+    {
+      std::lock_guard lock(worker_->mutex);
+      RECGPT_ASSIGN_OR_RETURN(id, peer_for_locked(wire.engine_uuid, endpoint));
+      // A flush completes once the endpoint's wire-up with the peer finished: that proves it reachable.
+      ucp_request_param_t param = request_param(flush.get());
+      flush->track(flush, ucp_ep_flush_nbx(peers_[id].endpoint, &param), "connecting (ucp_ep_flush_nbx)");
+      flush->close();
+      ucp_worker_signal(worker_->worker);
+    }
+    Status reached = flush->wait(deadline);
+    if (reached.is_ok()) return id;
+    {
+      std::lock_guard lock(worker_->mutex);
+      flush->cancel_requests(worker_->worker);
+    }
+    disconnect(id);
+    if (reached.code() == StatusCode::kDeadlineExceeded) {
+      return deadline_exceeded("connecting to the ucx endpoint did not finish before the deadline");
+    }
+    return unavailable("cannot reach the ucx endpoint: " + reached.message());
+  }
+
+  Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key) override {
+    std::lock_guard lock(worker_->mutex);
+    RECGPT_ASSIGN_OR_RETURN(Peer * found, connected_peer_locked(peer));
+    RECGPT_ASSIGN_OR_RETURN(RegionKeyWire wire, parse_wire<RegionKeyWire>(key, kRegionKeyMagic, "a ucx region key"));
+    if (wire.engine_uuid != found->uuid) {
+      return invalid_argument("the region key was exported by another engine than peer " + std::to_string(peer));
+    }
+    ImportedRegion imported{wire.base_address, wire.bytes, nullptr, wire.region};
+    ucs_status_t status = ucp_ep_rkey_unpack(found->endpoint, key.data() + sizeof(RegionKeyWire), &imported.rkey);
+    if (status != UCS_OK) {
+      return invalid_argument(std::string("ucp_ep_rkey_unpack refused the region key: ") + ucs_status_string(status));
+    }
+    const RemoteRegionId id = next_remote_region_id_++;
+    found->imported[id] = imported;
+    return id;
+  }
+
+  void disconnect(PeerId peer) override {
+    std::lock_guard lock(worker_->mutex);
+    auto it = peers_.find(peer);
+    if (it == peers_.end() || !it->second.connected) return;
+    std::vector<ucs_status_ptr_t> closing;
+    close_peer_locked(it->second, &closing);
+    it->second.failure = unavailable("peer " + std::to_string(peer) + " was disconnected");
+    drain_locked(closing);
+  }
+
+  Result<std::unique_ptr<TransferHandle>> submit_writes(PeerId peer, std::span<const WriteOp> ops) override {
+    std::lock_guard lock(worker_->mutex);
+    RECGPT_ASSIGN_OR_RETURN(Peer * found, connected_peer_locked(peer));
+    RECGPT_ASSIGN_OR_RETURN(ResolvedOps resolved, resolve_ops_locked(*found, peer, ops));
+    auto batch = std::make_shared<Operation>();
+    ucp_request_param_t param = request_param(batch.get());
+    auto headers = std::make_shared<std::vector<WriteWire>>(ops.size());  // read by UCX until completion
+    batch->attach(headers);
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (ops[i].length == 0) continue;
+      const auto [local, remote] = resolved[i];
+      const std::byte* source = local->base + ops[i].local_offset;
+      if (write_operation_ == WriteOperation::kPut) {
+        batch->track(batch,
+                     ucp_put_nbx(found->endpoint, source, ops[i].length, remote->base_address + ops[i].remote_offset,
+                                 remote->rkey, &param),
+                     op_label(i) + " (ucp_put_nbx)");
+        continue;
+      }
+      (*headers)[i] = {kWriteMagic, remote->region_at_peer, ops[i].remote_offset, ops[i].length};
+      batch->track(batch,
+                   ucp_am_send_nbx(found->endpoint, kWriteAmId, &(*headers)[i], sizeof(WriteWire), source,
+                                   ops[i].length, &param),
+                   op_label(i) + " (ucp_am_send_nbx)");
+    }
+    // Sends complete locally once their source may be reused; the flush completes once they landed remotely
+    // (a rendezvous send completes only after the receiver fetched its data).
+    batch->track(batch, ucp_ep_flush_nbx(found->endpoint, &param), "flushing the writes (ucp_ep_flush_nbx)");
+    batch->close();
+    ucp_worker_signal(worker_->worker);
+    return std::unique_ptr<TransferHandle>(std::make_unique<UcxHandle>(worker_, batch));
+  }
+
+  Result<std::unique_ptr<TransferHandle>> notify(PeerId peer, std::span<const std::byte> message) override {
+    std::lock_guard lock(worker_->mutex);
+    RECGPT_ASSIGN_OR_RETURN(Peer * found, connected_peer_locked(peer));
+    PendingNotification pending;
+    pending.peer = peer;
+    pending.flush = std::make_shared<Operation>();
+    pending.send = std::make_shared<Operation>();
+    pending.payload.header.endpoint_bytes = static_cast<uint32_t>(endpoint_.size());
+    pending.payload.header.sender_uuid = uuid_;
+    pending.payload.data = endpoint_;
+    pending.payload.data.insert(pending.payload.data.end(), message.begin(), message.end());
+    ucp_request_param_t param = request_param(pending.flush.get());
+    pending.flush->track(pending.flush, ucp_ep_flush_nbx(found->endpoint, &param), "flushing before a notification");
+    pending.flush->close();
+    auto handle = std::make_unique<UcxHandle>(worker_, pending.send);
+    pending_notifications_.push_back(std::move(pending));
+    ucp_worker_signal(worker_->worker);
+    return std::unique_ptr<TransferHandle>(std::move(handle));
+  }
+
+  Result<std::optional<Notification>> wait_notification(Deadline deadline) override {
+    IncomingNotification incoming;
+    {
+      std::unique_lock lock(inbox_mutex_);
+      if (!inbox_changed_.wait_until(lock, deadline, [this] { return !inbox_.empty(); })) {
+        return std::optional<Notification>();
+      }
+      incoming = std::move(inbox_.front());
+      inbox_.pop_front();
+    }
+    std::lock_guard lock(worker_->mutex);
+    // Connects back lazily so that the sender has a PeerId here (the one connect() to it returns too).
+    RECGPT_ASSIGN_OR_RETURN(PeerId sender, peer_for_locked(incoming.sender_uuid, incoming.sender_endpoint));
+    return std::optional<Notification>(Notification{sender, std::move(incoming.message)});
+  }
+
+  Status peer_status(PeerId peer) override {
+    std::lock_guard lock(worker_->mutex);
+    return connected_peer_locked(peer).status();
+  }
+
+ private:
+  // Installs (or, with enabled=false, removes) the handlers of incoming notifications and writes.
+  Status set_am_handlers(bool enabled) {
+    for (auto [id, handler] : {std::pair{kNotifyAmId, &UcxTransferEngine::on_notification},
+                               std::pair{kWriteAmId, &UcxTransferEngine::on_write}}) {
+      ucp_am_handler_param_t param{};
+      param.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+      param.id = id;
+      param.cb = enabled ? handler : nullptr;
+      param.arg = this;
+      ucs_status_t status = ucp_worker_set_am_recv_handler(worker_->worker, &param);
+      if (status != UCS_OK) return ucx_failure("ucp_worker_set_am_recv_handler", status);
+    }
+    return Status::ok();
+  }
+
+  // Runs on the progress thread with the worker's mutex held. The sender checked the range against the
+  // region's exported size; a write into a region deregistered since (a caller bug) is dropped.
+  static ucs_status_t on_write(void* arg, const void* header, size_t header_bytes, void* data, size_t data_bytes,
+                               const ucp_am_recv_param_t* param) {
+    auto* engine = static_cast<UcxTransferEngine*>(arg);
+    const bool rendezvous = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
+    WriteWire wire;
+    if (header_bytes == sizeof(WriteWire)) std::memcpy(&wire, header, sizeof(WriteWire));
+    auto region = engine->regions_.find(wire.region);
+    if (header_bytes != sizeof(WriteWire) || wire.magic != kWriteMagic || wire.bytes != data_bytes ||
+        region == engine->regions_.end() || data_bytes > region->second.bytes ||
+        wire.offset > region->second.bytes - data_bytes) {
+      if (rendezvous) ucp_am_data_release(engine->worker_->worker, data);
+      return UCS_OK;
+    }
+    std::byte* destination = region->second.base + wire.offset;
+    if (!rendezvous) {
+      std::memcpy(destination, data, data_bytes);
+      return UCS_OK;
+    }
+    // Rendezvous: UCX fetches the bytes straight into the region.
+    ucp_request_param_t receive{};
+    receive.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK;
+    receive.cb.recv_am = [](void* request, ucs_status_t, size_t, void*) { ucp_request_free(request); };
+    ucs_status_ptr_t request = ucp_am_recv_data_nbx(engine->worker_->worker, data, destination, data_bytes, &receive);
+    (void)request;  // completed inline (nullptr), an error, or freed by the callback
+    return UCS_INPROGRESS;
+  }
+
+  // Runs on the progress thread with the worker's mutex held. Notifications are sent eager, so data is here.
+  static ucs_status_t on_notification(void* arg, const void* header, size_t header_bytes, void* data, size_t data_bytes,
+                                      const ucp_am_recv_param_t* param) {
+    auto* engine = static_cast<UcxTransferEngine*>(arg);
+    NotifyWire wire;
+    if (header_bytes != sizeof(NotifyWire) || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0) return UCS_OK;
+    std::memcpy(&wire, header, sizeof(NotifyWire));
+    if (wire.magic != kNotifyMagic || wire.endpoint_bytes > data_bytes) return UCS_OK;
+    const auto* bytes = static_cast<const std::byte*>(data);
+    IncomingNotification incoming{wire.sender_uuid, Bytes(bytes, bytes + wire.endpoint_bytes),
+                                  Bytes(bytes + wire.endpoint_bytes, bytes + data_bytes)};
+    {
+      std::lock_guard lock(engine->inbox_mutex_);
+      engine->inbox_.push_back(std::move(incoming));
+    }
+    engine->inbox_changed_.notify_one();
+    return UCS_OK;
+  }
+
+  static void on_peer_error(void* arg, ucp_ep_h endpoint, ucs_status_t status) {
+    auto* engine = static_cast<UcxTransferEngine*>(arg);
+    for (auto& [id, peer] : engine->peers_) {
+      if (peer.endpoint != endpoint || !peer.connected) continue;
+      peer.connected = false;
+      peer.failure = ucx_failure("peer " + std::to_string(id) + " failed", status);
+    }
+  }
+
+  void progress_loop() {
+    while (!stopping_) {
+      bool armed = false;
+      {
+        std::lock_guard lock(worker_->mutex);
+        while (ucp_worker_progress(worker_->worker) != 0) {
+        }
+        send_flushed_notifications_locked();
+        armed = ucp_worker_arm(worker_->worker) == UCS_OK;
+      }
+      if (!armed) continue;
+      pollfd event{event_fd_, POLLIN, 0};
+      ::poll(&event, 1, static_cast<int>(kIdlePoll.count()));
+    }
+  }
+
+  // Sends, in submission order per peer, the notifications whose flush completed.
+  void send_flushed_notifications_locked() {
+    std::unordered_set<PeerId> blocked;
+    for (auto it = pending_notifications_.begin(); it != pending_notifications_.end();) {
+      const TransferState flushed = it->flush->state();
+      if (blocked.count(it->peer) != 0 || flushed == TransferState::kPending) {
+        blocked.insert(it->peer);
+        ++it;
+        continue;
+      }
+      if (flushed == TransferState::kDone) {
+        send_notification_locked(*it);
+      } else if (it->send->state() != TransferState::kCancelled) {
+        it->send->fail(unavailable("the writes before the notification failed, so it was not sent: " +
+                                   it->flush->status().message()),
+                       /*close=*/true);
+      }
+      it = pending_notifications_.erase(it);
+    }
+  }
+
+  void send_notification_locked(PendingNotification& pending) {
+    Result<Peer*> peer = connected_peer_locked(pending.peer);
+    if (!peer.is_ok()) return pending.send->fail(peer.status(), /*close=*/true);
+    if (pending.send->state() == TransferState::kCancelled) return;
+    auto payload = std::make_shared<NotificationPayload>(std::move(pending.payload));
+    const std::shared_ptr<Operation>& send = pending.send;
+    send->attach(payload);
+    ucp_request_param_t param = request_param(send.get());
+    param.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_AM_SEND_FLAG_EAGER;
+    send->track(send,
+                ucp_am_send_nbx((*peer)->endpoint, kNotifyAmId, &payload->header, sizeof(NotifyWire),
+                                payload->data.data(), payload->data.size(), &param),
+                "sending the notification (ucp_am_send_nbx)");
+    send->close();
+  }
+
+  // The peer for that engine, connecting to it when there is none: one PeerId per remote engine.
+  Result<PeerId> peer_for_locked(uint64_t uuid, std::span<const std::byte> endpoint) {
+    auto current = current_by_uuid_.find(uuid);
+    if (current != current_by_uuid_.end() && peers_[current->second].connected) return current->second;
+    const auto* address = reinterpret_cast<const ucp_address_t*>(endpoint.data() + sizeof(EndpointWire));
+    ucp_ep_h created = nullptr;
+    ucs_status_t status = UCS_ERR_UNREACHABLE;
+    if (peer_failure_detection_) {
+      status = create_endpoint_locked(address, UCP_ERR_HANDLING_MODE_PEER, &created);
+      // UCX 1.13's shared-memory transports cannot detect a peer's failure and refuse this mode; use them
+      // without it (a dead peer then shows as kDeadlineExceeded on handles, not as kUnavailable).
+      if (status == UCS_ERR_UNREACHABLE) peer_failure_detection_ = false;
+    }
+    if (!peer_failure_detection_) status = create_endpoint_locked(address, UCP_ERR_HANDLING_MODE_NONE, &created);
+    if (status != UCS_OK) return ucx_failure("ucp_ep_create for the ucx endpoint", status);
+    const PeerId id = next_peer_id_++;
+    peers_[id] = Peer{uuid, created, true, Status::ok(), {}};
+    current_by_uuid_[uuid] = id;
+    return id;
+  }
+
+  ucs_status_t create_endpoint_locked(const ucp_address_t* address, ucp_err_handling_mode_t mode, ucp_ep_h* created) {
+    ucp_ep_params_t params{};
+    params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    params.address = address;
+    params.err_mode = mode;
+    if (mode == UCP_ERR_HANDLING_MODE_PEER) {
+      params.field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER;
+      params.err_handler.cb = &UcxTransferEngine::on_peer_error;
+      params.err_handler.arg = this;
+    }
+    return ucp_ep_create(worker_->worker, &params, created);
+  }
+
+  Result<Peer*> connected_peer_locked(PeerId peer) {
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return not_found("unknown peer " + std::to_string(peer));
+    if (!it->second.connected) return it->second.failure;
+    return &it->second;
+  }
+
+  // Each op's local and remote region; kInvalidArgument naming the first op that is not inside its regions.
+  Result<ResolvedOps> resolve_ops_locked(const Peer& found, PeerId peer, std::span<const WriteOp> ops) const {
+    ResolvedOps resolved;
+    resolved.reserve(ops.size());
+    auto outside = [](uint64_t offset, uint64_t length, uint64_t bytes) {
+      return length > bytes || offset > bytes - length;
+    };
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const WriteOp& op = ops[i];
+      auto local = regions_.find(op.local_region);
+      if (local == regions_.end()) {
+        return invalid_argument(op_label(i) + ": local region " + std::to_string(op.local_region) +
+                                " is not registered");
+      }
+      auto remote = found.imported.find(op.remote_region);
+      if (remote == found.imported.end()) {
+        return invalid_argument(op_label(i) + ": remote region " + std::to_string(op.remote_region) +
+                                " was not imported from peer " + std::to_string(peer));
+      }
+      if (outside(op.local_offset, op.length, local->second.bytes)) {
+        return invalid_argument(op_label(i) + ": local range at offset " + std::to_string(op.local_offset) + " of " +
+                                std::to_string(op.length) + " bytes exceeds its region of " +
+                                std::to_string(local->second.bytes) + " bytes");
+      }
+      if (outside(op.remote_offset, op.length, remote->second.bytes)) {
+        return invalid_argument(op_label(i) + ": remote range at offset " + std::to_string(op.remote_offset) + " of " +
+                                std::to_string(op.length) + " bytes exceeds its region of " +
+                                std::to_string(remote->second.bytes) + " bytes");
+      }
+      resolved.emplace_back(&local->second, &remote->second);
+    }
+    return resolved;
+  }
+
+  void close_peer_locked(Peer& peer, std::vector<ucs_status_ptr_t>* closing) {
+    for (auto& [id, imported] : peer.imported) ucp_rkey_destroy(imported.rkey);
+    peer.imported.clear();
+    if (peer.endpoint != nullptr) {
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      ucs_status_ptr_t request = ucp_ep_close_nbx(peer.endpoint, &param);
+      if (request != nullptr && UCS_PTR_IS_PTR(request)) closing->push_back(request);
+      peer.endpoint = nullptr;
+    }
+    if (peer.connected) {
+      peer.connected = false;
+      peer.failure = unavailable("the peer was disconnected");
+    }
+    current_by_uuid_.erase(peer.uuid);
+  }
+
+  // Progresses until the endpoint closes finished (bounded: a forced close needs no answer from the peer).
+  void drain_locked(std::vector<ucs_status_ptr_t>& closing) {
+    const Deadline deadline = Clock::now() + kCloseTimeout;
+    for (ucs_status_ptr_t request : closing) {
+      while (ucp_request_check_status(request) == UCS_INPROGRESS && Clock::now() < deadline) {
+        ucp_worker_progress(worker_->worker);
+      }
+      ucp_request_free(request);
+    }
+    closing.clear();
+  }
+
+  const std::string name_;
+  const std::shared_ptr<UcxWorker> worker_;
+  const uint64_t memory_types_;
+  const WriteOperation write_operation_;
+  const uint64_t uuid_ = random_uuid();
+  Bytes endpoint_;
+  int event_fd_ = -1;
+  std::atomic<bool> stopping_{false};
+  std::thread progress_thread_;
+
+  // Guarded by worker_->mutex.
+  bool peer_failure_detection_ = true;  // false once UCX refused UCP_ERR_HANDLING_MODE_PEER for a peer
+  LocalRegionId next_region_id_ = 1;
+  PeerId next_peer_id_ = 1;
+  RemoteRegionId next_remote_region_id_ = 1;
+  std::unordered_map<LocalRegionId, Region> regions_;
+  std::unordered_map<PeerId, Peer> peers_;
+  std::unordered_map<uint64_t, PeerId> current_by_uuid_;  // engine uuid -> its connected PeerId
+  std::deque<PendingNotification> pending_notifications_;
+
+  std::mutex inbox_mutex_;
+  std::condition_variable inbox_changed_;
+  std::deque<IncomingNotification> inbox_;
+};
+
+struct UcxSettings {
+  std::string tls;
+  std::string devices;
+  WriteOperation write_operation = WriteOperation::kPut;
+};
+
+Result<UcxSettings> parse_settings(const TransferEngineOptions& options) {
+  UcxSettings settings;
+  for (const auto& [key, value] : options.settings) {
+    if (key == "tls") {
+      settings.tls = value;
+    } else if (key == "devices") {
+      settings.devices = value;
+    } else if (key == "write_op" && (value == "put" || value == "am")) {
+      settings.write_operation = value == "put" ? WriteOperation::kPut : WriteOperation::kActiveMessage;
+    } else if (key == "write_op") {
+      return invalid_argument("ucx setting write_op must be 'put' or 'am', got '" + value + "'");
+    } else {
+      return invalid_argument("unknown ucx transfer setting '" + key + "' (known: tls, devices, write_op)");
+    }
+  }
+  return settings;
+}
+
+Status open_worker(const UcxSettings& settings, const std::string& name, UcxWorker& worker, uint64_t* memory_types) {
+  ucp_config_t* config = nullptr;
+  ucs_status_t status = ucp_config_read(nullptr, nullptr, &config);
+  if (status != UCS_OK) return ucx_failure("ucp_config_read", status);
+  if (!settings.tls.empty()) status = ucp_config_modify(config, "TLS", settings.tls.c_str());
+  if (status == UCS_OK && !settings.devices.empty()) {
+    status = ucp_config_modify(config, "NET_DEVICES", settings.devices.c_str());
+  }
+  if (status != UCS_OK) {
+    ucp_config_release(config);
+    return invalid_argument("ucx refused the tls/devices settings: " + std::string(ucs_status_string(status)));
+  }
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
+  params.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  params.name = name.c_str();
+  status = ucp_init(&params, config, &worker.context);
+  ucp_config_release(config);
+  if (status != UCS_OK) return ucx_failure("ucp_init (tls '" + settings.tls + "')", status);
+
+  ucp_context_attr_t attributes{};
+  attributes.field_mask = UCP_ATTR_FIELD_MEMORY_TYPES;
+  status = ucp_context_query(worker.context, &attributes);
+  *memory_types = status == UCS_OK ? attributes.memory_types : UCS_BIT(UCS_MEMORY_TYPE_HOST);
+
+  ucp_worker_params_t worker_params{};
+  worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  worker_params.thread_mode = UCS_THREAD_MODE_SERIALIZED;
+  status = ucp_worker_create(worker.context, &worker_params, &worker.worker);
+  if (status != UCS_OK) return ucx_failure("ucp_worker_create (tls '" + settings.tls + "')", status);
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(const TransferEngineOptions& options) {
+  RECGPT_ASSIGN_OR_RETURN(UcxSettings settings, parse_settings(options));
+  const std::string name = options.name.empty() ? "ucx" : options.name;
+  auto worker = std::make_shared<UcxWorker>();
+  uint64_t memory_types = 0;
+  RECGPT_RETURN_IF_ERROR(open_worker(settings, name, *worker, &memory_types));
+  auto engine = std::make_unique<UcxTransferEngine>(name, std::move(worker), memory_types, settings.write_operation);
+  RECGPT_RETURN_IF_ERROR(engine->start());
+  return std::unique_ptr<TransferEngine>(std::move(engine));
+}
+
+}  // namespace recgpt::kv
