@@ -34,109 +34,23 @@
 #include <unordered_set>
 
 #include "kv_transfer/backends.h"
+#include "kv_transfer/ucx_wire.h"
+#include "kv_transfer/ucx_worker.h"
 
 namespace recgpt::kv {
 namespace {
 
-constexpr uint32_t kEndpointMagic = 0x45435552;   // "RUCE": recgpt ucx endpoint
-constexpr uint32_t kRegionKeyMagic = 0x4b435552;  // "RUCK": recgpt ucx region key
-constexpr uint32_t kNotifyMagic = 0x4e435552;     // "RUCN": recgpt ucx notification
-constexpr uint32_t kWriteMagic = 0x57435552;      // "RUCW": recgpt ucx write (active-message path)
 constexpr unsigned kNotifyAmId = 1;
 constexpr unsigned kWriteAmId = 2;
 constexpr std::chrono::milliseconds kIdlePoll(5);
 constexpr std::chrono::milliseconds kCloseTimeout(1000);
 
-// Headers of the opaque bytes, each followed by `payload_bytes` of UCX data (a worker address, a packed rkey).
-// Native byte order: the ucx backend does not span machines of different endianness.
-struct EndpointWire {
-  uint32_t magic = kEndpointMagic;
-  uint32_t payload_bytes = 0;  // worker address
-  uint64_t engine_uuid = 0;
-};
-
-struct RegionKeyWire {
-  uint32_t magic = kRegionKeyMagic;
-  uint32_t payload_bytes = 0;  // packed rkey
-  uint64_t engine_uuid = 0;
-  uint64_t base_address = 0;
-  uint64_t bytes = 0;
-  LocalRegionId region = 0;  // the exporter's id, named by active-message writes
-  uint32_t reserved = 0;
-};
-
-// The active-message header of a write (setting write_op=am); the data is the bytes to write.
-struct WriteWire {
-  uint32_t magic = kWriteMagic;
-  LocalRegionId region = 0;  // the receiver's id
-  uint64_t offset = 0;
-  uint64_t bytes = 0;
-};
-
-// The active-message header of a notification; the data is the sender's endpoint bytes then the message.
-struct NotifyWire {
-  uint32_t magic = kNotifyMagic;
-  uint32_t endpoint_bytes = 0;
-  uint64_t sender_uuid = 0;
-};
-
-static_assert(std::has_unique_object_representations_v<EndpointWire>, "no padding on the wire");
-static_assert(std::has_unique_object_representations_v<RegionKeyWire>, "no padding on the wire");
-static_assert(std::has_unique_object_representations_v<NotifyWire>, "no padding on the wire");
-static_assert(std::has_unique_object_representations_v<WriteWire>, "no padding on the wire");
-
-// How submit_writes moves bytes. Over tcp UCX emulates RMA in software; active messages (eager, then
-// rendezvous for large ones) take the faster send path there, and the receiver's handler places the bytes.
-enum class WriteOperation { kPut, kActiveMessage };
-
-template <typename Wire>
-Bytes to_bytes(const Wire& wire, const void* payload, size_t payload_bytes) {
-  Bytes bytes(sizeof(Wire) + payload_bytes);
-  std::memcpy(bytes.data(), &wire, sizeof(Wire));
-  if (payload_bytes > 0) std::memcpy(bytes.data() + sizeof(Wire), payload, payload_bytes);
-  return bytes;
-}
-
-// The header of `bytes`; its payload follows it.
-template <typename Wire>
-Result<Wire> parse_wire(std::span<const std::byte> bytes, uint32_t magic, const std::string& what) {
-  if (bytes.size() <= sizeof(Wire)) {
-    return invalid_argument(what + " must be more than " + std::to_string(sizeof(Wire)) + " bytes, got " +
-                            std::to_string(bytes.size()));
-  }
-  Wire wire;
-  std::memcpy(&wire, bytes.data(), sizeof(Wire));
-  if (wire.magic != magic) return invalid_argument(what + " is not from the ucx transfer backend (bad magic)");
-  if (wire.payload_bytes != bytes.size() - sizeof(Wire)) {
-    return invalid_argument(what + " announces " + std::to_string(wire.payload_bytes) + " payload bytes but carries " +
-                            std::to_string(bytes.size() - sizeof(Wire)));
-  }
-  return wire;
-}
-
 std::string op_label(size_t index) { return "op " + std::to_string(index); }
-
-Status ucx_failure(const std::string& what, ucs_status_t status) {
-  return unavailable(what + ": " + ucs_status_string(status));
-}
 
 uint64_t random_uuid() {
   std::random_device random;
   return (static_cast<uint64_t>(random()) << 32) ^ random();
 }
-
-// The UCP context and worker, shared by the engine and the handles it issued (so that a handle outliving its
-// engine can still be cancelled safely). `mutex` serialises every UCX call and the engine's state.
-struct UcxWorker {
-  std::mutex mutex;
-  ucp_context_h context = nullptr;
-  ucp_worker_h worker = nullptr;
-
-  ~UcxWorker() {
-    if (worker != nullptr) ucp_worker_destroy(worker);
-    if (context != nullptr) ucp_cleanup(context);
-  }
-};
 
 // The completion of a set of UCX requests (a write batch, a flush, a notification). Thread-safe. An operation
 // is `open` while requests may still be added to it; it is done once closed with no request pending.
@@ -823,71 +737,14 @@ class UcxTransferEngine final : public TransferEngine {
   std::deque<IncomingNotification> inbox_;
 };
 
-struct UcxSettings {
-  std::string tls;
-  std::string devices;
-  WriteOperation write_operation = WriteOperation::kPut;
-};
-
-Result<UcxSettings> parse_settings(const TransferEngineOptions& options) {
-  UcxSettings settings;
-  for (const auto& [key, value] : options.settings) {
-    if (key == "tls") {
-      settings.tls = value;
-    } else if (key == "devices") {
-      settings.devices = value;
-    } else if (key == "write_op" && (value == "put" || value == "am")) {
-      settings.write_operation = value == "put" ? WriteOperation::kPut : WriteOperation::kActiveMessage;
-    } else if (key == "write_op") {
-      return invalid_argument("ucx setting write_op must be 'put' or 'am', got '" + value + "'");
-    } else {
-      return invalid_argument("unknown ucx transfer setting '" + key + "' (known: tls, devices, write_op)");
-    }
-  }
-  return settings;
-}
-
-Status open_worker(const UcxSettings& settings, const std::string& name, UcxWorker& worker, uint64_t* memory_types) {
-  ucp_config_t* config = nullptr;
-  ucs_status_t status = ucp_config_read(nullptr, nullptr, &config);
-  if (status != UCS_OK) return ucx_failure("ucp_config_read", status);
-  if (!settings.tls.empty()) status = ucp_config_modify(config, "TLS", settings.tls.c_str());
-  if (status == UCS_OK && !settings.devices.empty()) {
-    status = ucp_config_modify(config, "NET_DEVICES", settings.devices.c_str());
-  }
-  if (status != UCS_OK) {
-    ucp_config_release(config);
-    return invalid_argument("ucx refused the tls/devices settings: " + std::string(ucs_status_string(status)));
-  }
-  ucp_params_t params{};
-  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
-  params.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
-  params.name = name.c_str();
-  status = ucp_init(&params, config, &worker.context);
-  ucp_config_release(config);
-  if (status != UCS_OK) return ucx_failure("ucp_init (tls '" + settings.tls + "')", status);
-
-  ucp_context_attr_t attributes{};
-  attributes.field_mask = UCP_ATTR_FIELD_MEMORY_TYPES;
-  status = ucp_context_query(worker.context, &attributes);
-  *memory_types = status == UCS_OK ? attributes.memory_types : UCS_BIT(UCS_MEMORY_TYPE_HOST);
-
-  ucp_worker_params_t worker_params{};
-  worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  worker_params.thread_mode = UCS_THREAD_MODE_SERIALIZED;
-  status = ucp_worker_create(worker.context, &worker_params, &worker.worker);
-  if (status != UCS_OK) return ucx_failure("ucp_worker_create (tls '" + settings.tls + "')", status);
-  return Status::ok();
-}
-
 }  // namespace
 
 Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(const TransferEngineOptions& options) {
-  RECGPT_ASSIGN_OR_RETURN(UcxSettings settings, parse_settings(options));
+  RECGPT_ASSIGN_OR_RETURN(UcxSettings settings, parse_ucx_settings(options));
   const std::string name = options.name.empty() ? "ucx" : options.name;
   auto worker = std::make_shared<UcxWorker>();
   uint64_t memory_types = 0;
-  RECGPT_RETURN_IF_ERROR(open_worker(settings, name, *worker, &memory_types));
+  RECGPT_RETURN_IF_ERROR(open_ucx_worker(settings, name, *worker, &memory_types));
   auto engine = std::make_unique<UcxTransferEngine>(name, std::move(worker), memory_types, settings.write_operation);
   RECGPT_RETURN_IF_ERROR(engine->start());
   return std::unique_ptr<TransferEngine>(std::move(engine));

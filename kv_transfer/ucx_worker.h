@@ -1,0 +1,49 @@
+// Internal to kv_transfer's ucx backend (included only by ucx_*.cpp, never by a public header): the UCP
+// context and worker an engine runs on, and the backend's settings.
+#pragma once
+
+#include <ucp/api/ucp.h>
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "common/status.h"
+#include "kv_transfer/transfer_engine.h"
+
+namespace recgpt::kv {
+
+// How submit_writes moves bytes. Over tcp UCX emulates RMA in software; active messages (eager, then
+// rendezvous for large ones) take the faster send path there, and the receiver's handler places the bytes.
+enum class WriteOperation { kPut, kActiveMessage };
+
+// The UCP context and worker, shared by the engine and the handles it issued (so that a handle outliving its
+// engine can still be cancelled safely). `mutex` serialises every UCX call and the engine's state.
+struct UcxWorker {
+  std::mutex mutex;
+  ucp_context_h context = nullptr;
+  ucp_worker_h worker = nullptr;
+
+  ~UcxWorker() {
+    if (worker != nullptr) ucp_worker_destroy(worker);
+    if (context != nullptr) ucp_cleanup(context);
+  }
+};
+
+struct UcxSettings {
+  std::string tls;
+  std::string devices;
+  WriteOperation write_operation = WriteOperation::kPut;
+};
+
+// kInvalidArgument for unknown keys or values (tls, devices, write_op).
+Result<UcxSettings> parse_ucx_settings(const TransferEngineOptions& options);
+
+// Creates the context (RMA, AM and wakeup features, the tls/devices settings) and a serialized-mode worker in
+// `worker`; `memory_types` receives the context's UCS_BIT(ucs_memory_type) mask.
+Status open_ucx_worker(const UcxSettings& settings, const std::string& name, UcxWorker& worker, uint64_t* memory_types);
+
+// kUnavailable "<what>: <UCX's status string>".
+Status ucx_failure(const std::string& what, ucs_status_t status);
+
+}  // namespace recgpt::kv
