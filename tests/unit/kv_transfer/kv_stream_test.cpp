@@ -14,15 +14,19 @@
 #include <vector>
 
 #include "kv_transfer/transfer_engine.h"
+#include "tests/unit/kv_transfer/transfer_test_support.h"
 
 namespace recgpt::kv {
 namespace {
 
+using testing::after;
+using testing::all_zero;
+using testing::as_bytes;
+using testing::random_bytes;
+
 using std::chrono::milliseconds;
 
 constexpr int kNumMapped = 20;  // blocks of a request
-
-Deadline after(milliseconds timeout) { return Clock::now() + timeout; }
 
 // bf16 KV of 4 layers, 512-byte blocks; `padding` bytes after each array so the two sides' strides differ.
 KvLayoutDescription stream_layout(int64_t num_blocks, uint64_t padding) {
@@ -37,12 +41,6 @@ std::unique_ptr<TransferEngine> make_engine(const std::string& name) {
   auto engine = create_transfer_engine("local", options);
   REQUIRE(engine.is_ok());
   return std::move(engine).value();
-}
-
-Bytes as_bytes(std::string_view text) {
-  Bytes bytes(text.size());
-  std::memcpy(bytes.data(), text.data(), text.size());
-  return bytes;
 }
 
 // `count` distinct ids of [0, num_blocks) in random order, the first half sorted so that some runs coalesce.

@@ -14,17 +14,21 @@
 #include <vector>
 
 #include "kv_transfer/transfer_engine.h"
+#include "tests/unit/kv_transfer/transfer_test_support.h"
 
 namespace recgpt::kv {
 namespace {
+
+using testing::after;
+using testing::all_zero;
+using testing::as_bytes;
+using testing::random_bytes;
 
 using std::chrono::milliseconds;
 
 constexpr size_t kBlockBytes = 4096;
 constexpr size_t kNumBlocks = 64;
 constexpr size_t kBufferBytes = kBlockBytes * kNumBlocks;
-
-Deadline after(milliseconds timeout) { return Clock::now() + timeout; }
 
 std::unique_ptr<TransferEngine> make_engine(const std::string& name) {
   TransferEngineOptions options;
@@ -38,23 +42,6 @@ LocalRegionId register_host(TransferEngine& engine, std::vector<std::byte>& buff
   auto region = engine.register_memory({buffer.data(), buffer.size(), MemoryKind::kHost, -1});
   REQUIRE(region.is_ok());
   return *region;
-}
-
-std::vector<std::byte> random_bytes(size_t bytes, uint32_t seed) {
-  std::mt19937 random(seed);
-  std::vector<std::byte> buffer(bytes);
-  for (std::byte& value : buffer) value = static_cast<std::byte>(random() & 0xff);
-  return buffer;
-}
-
-Bytes as_bytes(std::string_view text) {
-  Bytes bytes(text.size());
-  std::memcpy(bytes.data(), text.data(), text.size());
-  return bytes;
-}
-
-bool all_zero(const std::vector<std::byte>& buffer) {
-  return std::all_of(buffer.begin(), buffer.end(), [](std::byte value) { return value == std::byte{0}; });
 }
 
 // A writer connected to a reader, with a source buffer of random bytes and a zeroed destination imported.
@@ -85,30 +72,16 @@ struct ConnectedPair {
     return {source_region, source_block * kBlockBytes, remote_region, destination_block * kBlockBytes, kBlockBytes};
   }
 
-  // Source block i goes to destination block permutation[i].
   std::vector<WriteOp> block_ops(const std::vector<size_t>& permutation) const {
-    std::vector<WriteOp> ops;
-    for (size_t block = 0; block < permutation.size(); ++block) ops.push_back(block_op(block, permutation[block]));
-    return ops;
+    return testing::permuted_block_ops(source_region, remote_region, kBlockBytes, permutation);
   }
 
   bool destination_holds(const std::vector<size_t>& permutation) const {
-    for (size_t block = 0; block < permutation.size(); ++block) {
-      if (std::memcmp(destination.data() + permutation[block] * kBlockBytes, source.data() + block * kBlockBytes,
-                      kBlockBytes) != 0) {
-        return false;
-      }
-    }
-    return true;
+    return testing::permuted_blocks_landed(source, destination, kBlockBytes, permutation);
   }
 };
 
-std::vector<size_t> shuffled_blocks(uint32_t seed) {
-  std::vector<size_t> permutation(kNumBlocks);
-  std::iota(permutation.begin(), permutation.end(), size_t{0});
-  std::shuffle(permutation.begin(), permutation.end(), std::mt19937(seed));
-  return permutation;
-}
+std::vector<size_t> shuffled_blocks(uint32_t seed) { return testing::shuffled_block_order(kNumBlocks, seed); }
 
 TEST_CASE("local engines write permuted blocks and the notification arrives after them", "[kv_transfer][local]") {
   ConnectedPair pair;

@@ -11,9 +11,15 @@
 #include <vector>
 
 #include "kv_transfer/transfer_engine.h"
+#include "tests/unit/kv_transfer/transfer_test_support.h"
 
 namespace recgpt::kv {
 namespace {
+
+using testing::after;
+using testing::all_zero;
+using testing::as_bytes;
+using testing::random_bytes;
 
 using std::chrono::milliseconds;
 
@@ -21,8 +27,6 @@ constexpr size_t kBlockBytes = 16384;
 constexpr size_t kNumBlocks = 32;
 constexpr size_t kBufferBytes = kBlockBytes * kNumBlocks;
 constexpr milliseconds kWait(5000);
-
-Deadline after(milliseconds timeout) { return Clock::now() + timeout; }
 
 // nullptr (with a visible warning) when UCX cannot open this transport here.
 std::unique_ptr<TransferEngine> make_engine(const std::string& name, const std::string& tls,
@@ -36,23 +40,6 @@ std::unique_ptr<TransferEngine> make_engine(const std::string& name, const std::
     return nullptr;
   }
   return std::move(engine).value();
-}
-
-std::vector<std::byte> random_bytes(size_t bytes, uint32_t seed) {
-  std::mt19937 random(seed);
-  std::vector<std::byte> buffer(bytes);
-  for (std::byte& value : buffer) value = static_cast<std::byte>(random() & 0xff);
-  return buffer;
-}
-
-Bytes as_bytes(std::string_view text) {
-  Bytes bytes(text.size());
-  std::memcpy(bytes.data(), text.data(), text.size());
-  return bytes;
-}
-
-bool all_zero(const std::vector<std::byte>& buffer) {
-  return std::all_of(buffer.begin(), buffer.end(), [](std::byte value) { return value == std::byte{0}; });
 }
 
 // A writer connected to a reader, with a source buffer of random bytes and a zeroed destination imported.
@@ -99,30 +86,16 @@ struct ConnectedPair {
     return {source_region, source_block * kBlockBytes, remote_region, destination_block * kBlockBytes, kBlockBytes};
   }
 
-  // Source block i goes to destination block permutation[i].
   std::vector<WriteOp> block_ops(const std::vector<size_t>& permutation) const {
-    std::vector<WriteOp> ops;
-    for (size_t block = 0; block < permutation.size(); ++block) ops.push_back(block_op(block, permutation[block]));
-    return ops;
+    return testing::permuted_block_ops(source_region, remote_region, kBlockBytes, permutation);
   }
 
   bool destination_holds(const std::vector<size_t>& permutation) const {
-    for (size_t block = 0; block < permutation.size(); ++block) {
-      if (std::memcmp(destination.data() + permutation[block] * kBlockBytes, source.data() + block * kBlockBytes,
-                      kBlockBytes) != 0) {
-        return false;
-      }
-    }
-    return true;
+    return testing::permuted_blocks_landed(source, destination, kBlockBytes, permutation);
   }
 };
 
-std::vector<size_t> shuffled_blocks(uint32_t seed) {
-  std::vector<size_t> permutation(kNumBlocks);
-  std::iota(permutation.begin(), permutation.end(), size_t{0});
-  std::shuffle(permutation.begin(), permutation.end(), std::mt19937(seed));
-  return permutation;
-}
+std::vector<size_t> shuffled_blocks(uint32_t seed) { return testing::shuffled_block_order(kNumBlocks, seed); }
 
 // The transports every behaviour is checked on: loopback tcp and shared memory (posix + cma).
 std::string transport() { return GENERATE(as<std::string>{}, "tcp", "posix,cma,self"); }
