@@ -35,6 +35,10 @@ Result<MappedFile> MappedFile::open(const std::string& path) {
       return io_error("cannot mmap '" + path + "': " + std::strerror(error));
     }
     file.data_ = static_cast<const std::byte*>(address);
+    // Best effort: kernels whose page cache holds large folios (ext4 and XFS on Linux >= 6.16) then map
+    // weights with 2 MiB pages. The kernels stream gigabytes of weights per step; with 4 KiB pages every
+    // row of a weight matrix is its own TLB miss (measured: batch-32 f32 decode 1.3x faster in a VM).
+    (void)::madvise(address, file.size_, MADV_HUGEPAGE);
   }
   ::close(fd);
   return file;

@@ -4,7 +4,8 @@
 // Layout: for each layer, K and V are each one contiguous array [num_blocks, block_size, num_kv_heads,
 // head_dim] of `dtype`, so (layer, block) is one contiguous chunk of block_bytes_per_layer() bytes and runs
 // of adjacent blocks coalesce into one transfer. Every K and V array starts on a 4096-byte boundary (so at
-// least 64-byte aligned). Memory is anonymous mmap: pages are touched lazily, unused blocks cost no RSS.
+// least 64-byte aligned). Memory is anonymous mmap, asking for transparent huge pages: pages are touched
+// lazily, unused blocks cost no RSS (beyond the 2 MiB page around a used block).
 //
 // Threading: not thread-safe; owned by the engine step thread. Backends write KV through key_data() and
 // value_data() during forward(), on that same thread (or on a device stream it synchronizes).
