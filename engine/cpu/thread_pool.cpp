@@ -65,7 +65,7 @@ void ThreadPool::run_chunks() {
       int64_t num_tasks = static_cast<int64_t>(cursor >> 32);
       begin = static_cast<int64_t>(cursor & 0xffffffffu);
       if (begin >= num_tasks) return;
-      end = std::min(num_tasks, begin + chunk_size_.load(std::memory_order_relaxed));
+      end = begin + std::max<int64_t>(1, (num_tasks - begin) / (2 * num_threads_));
       uint64_t claimed = (static_cast<uint64_t>(num_tasks) << 32) | static_cast<uint64_t>(end);
       if (cursor_.compare_exchange_weak(cursor, claimed, std::memory_order_acq_rel)) break;
     }
@@ -85,7 +85,6 @@ void ThreadPool::parallel_for(int64_t num_tasks, const std::function<void(int64_
   RECGPT_CHECK(num_tasks < (int64_t{1} << 31));
   inside_parallel_for = true;
   body_.store(&body, std::memory_order_relaxed);
-  chunk_size_.store(std::max<int64_t>(1, num_tasks / (4 * num_threads_)), std::memory_order_relaxed);
   done_tasks_.store(0, std::memory_order_relaxed);
   cursor_.store(static_cast<uint64_t>(num_tasks) << 32, std::memory_order_release);  // publishes the loop
   generation_.fetch_add(1, std::memory_order_release);

@@ -28,7 +28,9 @@ class ThreadPool {
   int num_threads() const { return num_threads_; }
 
   // Calls body(begin, end) on disjoint ranges covering [0, num_tasks), on the calling thread and the workers, and
-  // returns when all have finished. Ranges are handed out dynamically in chunks of about num_tasks / (4 threads).
+  // returns when all have finished. Ranges are handed out dynamically, guided: each claim takes 1 / (2 threads)
+  // of the tasks still unclaimed (at least one), so early claims are long and the last ones short, and threads
+  // finish within about one task of each other.
   // `body` must not throw. Call from one thread at a time; a parallel_for called from inside a body runs serially
   // on the calling thread.
   void parallel_for(int64_t num_tasks, const std::function<void(int64_t begin, int64_t end)>& body);
@@ -41,9 +43,8 @@ class ThreadPool {
   const int num_threads_;
   std::vector<std::thread> workers_;
 
-  // The current loop. body_ and chunk_size_ are written by the caller before it publishes the loop in cursor_.
+  // The current loop's body, written by the caller before it publishes the loop in cursor_.
   std::atomic<const std::function<void(int64_t, int64_t)>*> body_{nullptr};
-  std::atomic<int64_t> chunk_size_{1};
   // High 32 bits: the loop's number of tasks; low 32 bits: its next unclaimed task. Claims are compare-exchanges
   // on this one word, so a worker that arrives late from an earlier loop can only claim tasks of the current one.
   alignas(64) std::atomic<uint64_t> cursor_{0};
