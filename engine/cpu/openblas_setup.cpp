@@ -20,14 +20,24 @@ extern "C" int blas_thread_init(void);
 namespace recgpt {
 namespace {
 
+// The kernel sets of OpenBLAS 0.3.21 that use AVX-512 for sgemm.
+bool has_avx512_kernels(const std::string& core) {
+  return core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+}
+
 void repair_core_detection() {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || openblas_core_name() != "Prescott") return;
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  const std::string detected = openblas_core_name();
   CpuFeatures features = detected_cpu_features();
   const char* core = features.avx512_bf16 ? "Cooperlake"
                      : features.avx512    ? "SkylakeX"
                      : features.avx2_fma  ? "Haswell"
                                           : nullptr;
   if (core == nullptr) return;  // a CPU where Prescott is right
+  // Unknown CPUs get Prescott; a CPU with AVX-512 on AVX2 kernels ("Zen", "Haswell") loses 1.7-1.8x at sgemm
+  // (measured on Zen 5 against SkylakeX's, 2 threads, Qwen3-0.6B's prefill shapes).
+  bool repair = detected == "Prescott" || (features.avx512 && !has_avx512_kernels(detected));
+  if (!repair) return;
   setenv("OPENBLAS_CORETYPE", core, 1);
   gotoblas_dynamic_quit();
   gotoblas_dynamic_init();
