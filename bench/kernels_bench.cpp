@@ -82,7 +82,7 @@ void bench_matmuls(ThreadPool& pool, double bandwidth, double bf16_peak, double 
   for (DType dtype : {DType::kBF16, DType::kF32}) {
     for (const Shape& shape : kShapes) {
       WeightSet weights = make_weights(dtype, shape.n, shape.k, size_t{1} << 30);
-      for (int64_t m : {1, 4, 8, 32, 512}) {
+      for (int64_t m : {1, 4, 8, 16, 32, 512}) {
         if (shape.n > 100000 && m > 32) continue;
         std::vector<float> x = random_floats(m * shape.k, 2), y(m * shape.n);
         double seconds = median_seconds(

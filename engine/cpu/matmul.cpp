@@ -13,17 +13,21 @@
 namespace recgpt {
 namespace {
 
+// k per task when x is packed over the pool (even, so that bf16 pairs are never split).
+constexpr int64_t kPackSlice = 256;
+
 // Bytes of weights one block of output columns should span, so that with many x rows the block stays in L2
 // while every x tile passes over it.
 constexpr int64_t kWeightBlockBytes = 256 * 1024;
 
 // How the weights are multiplied; one path for every target of a call.
 enum class Path {
-  kBlas,      // f32, many rows: OpenBLAS sgemm per target (its own threads)
-  kF32Panel,  // f32, AVX-512, a few dozen rows: x packed into panels
-  kAmx,       // bf16 with AMX: x rounded and packed into B tiles
-  kBf16Dot,   // bf16 with AVX512_BF16: x rounded, VDPBF16PS tiles
-  kTiled,     // FMA tiles on f32 x (f32 weights, or bf16 widened)
+  kBlas,       // f32, many rows: OpenBLAS sgemm per target (its own threads)
+  kF32Panel,   // f32, AVX-512, a few dozen rows: x packed into panels
+  kAmx,        // bf16 with AMX: x rounded and packed into B tiles
+  kBf16Panel,  // bf16 with AVX512_BF16, a few rows or more: x rounded and packed into panels of pairs
+  kBf16Dot,    // bf16 with AVX512_BF16, one to a few rows: x rounded, VDPBF16PS tiles
+  kTiled,      // FMA tiles on f32 x (f32 weights, or bf16 widened)
 };
 
 Path choose_path(DType dtype, int64_t m, int64_t k, std::span<const MatmulTarget> targets) {
@@ -36,6 +40,7 @@ Path choose_path(DType dtype, int64_t m, int64_t k, std::span<const MatmulTarget
   bool columns_fit =
       std::all_of(targets.begin(), targets.end(), [](const MatmulTarget& t) { return t.w.rows % 32 == 0; });
   if (m >= kAmxMinRows && k % 32 == 0 && columns_fit && features.amx_bf16) return Path::kAmx;
+  if (m >= kBf16PanelMinRows && k % 2 == 0) return Path::kBf16Panel;
   return Path::kBf16Dot;
 }
 
@@ -67,12 +72,26 @@ PreparedInput prepare_input(ThreadPool& pool, Path path, DType dtype, const floa
     case Path::kF32Panel: {
       const int64_t num_panels = (m + kF32PanelRows - 1) / kF32PanelRows;
       float* packed = reinterpret_cast<float*>(scratch(1, 2 * num_panels * kF32PanelRows * k));
-      constexpr int64_t kPackSlice = 256;  // k per packing task
       pool.parallel_for((k + kPackSlice - 1) / kPackSlice, [&](int64_t begin, int64_t end) {
         f32_pack_panels(x, m, k, begin * kPackSlice, std::min(k, end * kPackSlice), packed);
       });
       input.x = packed;
       input.tile_columns = kF32PanelTileColumns;
+      break;
+    }
+    case Path::kBf16Panel: {
+      const int64_t num_panels = (m + kBf16PanelRows - 1) / kBf16PanelRows;
+      uint16_t* x_bf16 = scratch(0, m * k);
+      uint16_t* packed = scratch(1, num_panels * kBf16PanelRows * k);
+      pool.parallel_for((k + kPackSlice - 1) / kPackSlice, [&](int64_t begin, int64_t end) {
+        const int64_t k_begin = begin * kPackSlice, k_end = std::min(k, end * kPackSlice);
+        for (int64_t row = 0; row < m; ++row) {
+          convert_f32_to_bf16(x + row * k + k_begin, k_end - k_begin, x_bf16 + row * k + k_begin);
+        }
+        bf16_pack_panels(x_bf16, m, k, k_begin, k_end, packed);
+      });
+      input.x = packed;
+      input.tile_columns = kBf16PanelTileColumns;
       break;
     }
     case Path::kAmx: {
@@ -115,6 +134,7 @@ PreparedInput prepare_input(ThreadPool& pool, Path path, DType dtype, const floa
 int64_t weight_passes(Path path, int64_t m) {
   switch (path) {
     case Path::kF32Panel: return (m + kF32PanelRows - 1) / kF32PanelRows;
+    case Path::kBf16Panel: return (m + kBf16PanelRows - 1) / kBf16PanelRows;
     case Path::kAmx: return (m + 31) / 32;
     default: return m;  // at least: the tile kernels take a few rows at a time
   }
@@ -157,6 +177,10 @@ void run_block(Path path, const PreparedInput& input, int64_t m, int64_t k, cons
     case Path::kF32Panel:
       return f32_panel_matmul_columns(static_cast<const float*>(input.x), m, static_cast<const float*>(target.w.data),
                                       k, column_begin, column_end, target.y, target.w.rows);
+    case Path::kBf16Panel:
+      return bf16_panel_matmul_columns(static_cast<const uint16_t*>(input.x), m,
+                                       static_cast<const uint16_t*>(target.w.data), k, column_begin, column_end,
+                                       target.y, target.w.rows);
     case Path::kAmx:
       return amx_matmul_columns(static_cast<const uint16_t*>(input.x), m, static_cast<const uint16_t*>(target.w.data),
                                 k, column_begin, column_end, target.y, target.w.rows);

@@ -22,11 +22,12 @@ struct WeightMatrix {
 //   kF32:  on AVX-512, kF32PanelMinRows <= m <= kF32PanelMaxRows through the panel kernel (outer products over
 //          the pool); otherwise m >= kBlasMinRows through OpenBLAS sgemm (its own threads, repacking W per call)
 //          and smaller m through the dot-form kernel, streaming W at memory bandwidth over the pool.
-//   kBF16: parallel over n: AMX tiles (m >= kAmxMinRows, k and n multiples of 32, CPUs with AMX-BF16) or
-//          VDPBF16PS over k (AVX512_BF16), both on x rounded to bf16 once per call; without AVX512_BF16, W
-//          widened to f32 and multiplied with the f32 x by FMA (AVX-512F or AVX2).
-// Besides y, the only memory used is a per-calling-thread scratch of up to 2·m·k bf16 (rounded, packed x) or
-// 64·k f32 (packed x).
+//   kBF16: parallel over n: AMX tiles (m >= kAmxMinRows, k and n multiples of 32, CPUs with AMX-BF16), else
+//          with AVX512_BF16 the VDPBF16PS panel kernel (m >= kBf16PanelMinRows, k even) or dot form over k,
+//          all on x rounded to bf16 once per call; without AVX512_BF16, W widened to f32 and multiplied with
+//          the f32 x by FMA (AVX-512F or AVX2).
+// Besides y, the only memory used is a per-calling-thread scratch of x rounded to bf16 and packed (up to
+// (2·m + 31)·k bf16) or packed in f32 ((m + 31)·k f32 for m <= 64).
 // Call from outside parallel_for (it uses the pool and OpenBLAS threads).
 void matmul(ThreadPool& pool, const float* x /* [m, k] */, int64_t m, const WeightMatrix& w, float* y /* [m, n] */);
 
@@ -49,5 +50,9 @@ inline constexpr int64_t kF32PanelMinRows = 4;
 inline constexpr int64_t kF32PanelMaxRows = 64;
 // From this many rows on, bf16 weights go through AMX where the CPU has it.
 inline constexpr int64_t kAmxMinRows = 4;
+// From this many rows on, bf16 weights go through the panel kernel on CPUs with AVX512_BF16 but no AMX (decode
+// batches and prefill alike). Below, the dot form is faster: a 32-row panel computes its padding rows too
+// (measured on Zen 5: equal at m = 16, dot 1.5x faster at m = 8).
+inline constexpr int64_t kBf16PanelMinRows = 16;
 
 }  // namespace recgpt

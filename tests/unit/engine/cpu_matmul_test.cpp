@@ -78,7 +78,7 @@ TEST_CASE("matmul handles model-sized blocks split over threads", "[cpu][matmul]
     ScopedCpuFeatures scoped(path.features);
     for (DType dtype : {DType::kF32, DType::kBF16}) {
       INFO("path " << path.name << ", weights " << dtype_name(dtype));
-      for (int64_t m : {1, 5, 20}) {
+      for (int64_t m : {1, 5, 20, 70}) {
         check_matmul(pool, dtype, m, 523, 1024, path.features.avx512_bf16);
         check_matmul(pool, dtype, m, 1024, 256, path.features.avx512_bf16);
       }
