@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "common/crash_report.h"
 
 namespace recgpt::cli {
 
@@ -13,6 +14,7 @@ int report_failure(const Status& status) {
 }  // namespace recgpt::cli
 
 int main(int argc, char** argv) {
+  recgpt::install_crash_report("recgpt");
   CLI::App app{"recgpt: disaggregated prefill/decode serving of RecGPT models"};
   app.require_subcommand(1);
   int exit_code = 0;

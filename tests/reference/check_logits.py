@@ -77,8 +77,10 @@ def run_command(command, what):
     except subprocess.TimeoutExpired:
         raise CaseFailure(f"{what} did not finish within {COMMAND_TIMEOUT_S} s")
     if result.returncode != 0:
-        output = (result.stderr.strip() or result.stdout.strip() or "(no output)").splitlines()[-3:]
-        raise CaseFailure(f"{what} exited with {result.returncode}: {' | '.join(output)}")
+        output = (result.stderr.strip() or result.stdout.strip() or "(no output)").splitlines()
+        if result.returncode > 0:  # an error message; a crash (negative: killed by a signal) keeps its backtrace
+            output = output[-3:]
+        raise CaseFailure(f"{what} exited with {result.returncode}: {' | '.join(output[-80:])}")
 
 
 def write_case_model(case, recgpt, model_dir):
