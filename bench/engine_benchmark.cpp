@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
 #include "bench/machine_limits.h"
 #include "engine/backend.h"
+#include "engine/cpu/cpu_features.h"
+#include "engine/cpu/openblas_setup.h"
 #include "engine/cpu/thread_pool.h"
 #include "engine/kv_cache.h"
 #include "engine/model_files.h"
@@ -55,6 +58,26 @@ std::vector<int32_t> random_prompt(const ModelConfig& config, int count, uint32_
     while (token == entity);
   }
   return tokens;
+}
+
+// Bytes of file-backed memory this process maps with PMD (2 MiB) pages: the weights, the only large file map.
+double file_bytes_on_huge_pages() {
+  std::ifstream rollup("/proc/self/smaps_rollup");
+  std::string key;
+  double kilobytes = 0;
+  while (rollup >> key) {
+    if (key == "FilePmdMapped:" && rollup >> kilobytes) return kilobytes * 1024;
+  }
+  return 0;
+}
+
+std::string cpu_description() {
+  CpuFeatures features = cpu_features();
+  std::string isa = features.amx_bf16      ? "amx_bf16"
+                    : features.avx512_bf16 ? "avx512_bf16"
+                    : features.avx512      ? "avx512"
+                                           : "avx2";
+  return isa + ", OpenBLAS " + openblas_core_name();  // after a ThreadPool configured OpenBLAS
 }
 
 class Bench {
@@ -147,6 +170,7 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
   // The machine's limits drift by tens of percent within a minute on shared hosts, so each figure is set
   // against the bandwidth measured right before and right after it (their mean).
   ThreadPool limits_pool(threads);
+  report.cpu = cpu_description();
   auto bandwidth = [&] { return measure_read_bandwidth_bytes_per_second(limits_pool, size_t{512} << 20); };
   report.read_bandwidth_bytes_per_second = bandwidth();
   auto gemm_rate = [&] {
@@ -188,6 +212,7 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
       if (figure.tokens_per_second > report.decode[i].tokens_per_second) report.decode[i] = figure;
     }
   }
+  report.weight_bytes_on_huge_pages = file_bytes_on_huge_pages();
   report.prefill_tokens_per_second = options.prefill_tokens / prefill_seconds;
   report.prefill_flops_per_token =
       flops_per_token(config, (options.prefill_tokens - 1) / 2.0) +
@@ -200,8 +225,11 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
 std::string engine_bench_report_text(const EngineBenchReport& report) {
   char line[512];
   std::string text;
-  std::snprintf(line, sizeof(line), "model %s (%s weights, %.2f GB), %d threads\n", report.model_dir.c_str(),
-                report.weight_dtype.c_str(), report.weight_bytes / 1e9, report.threads);
+  std::snprintf(line, sizeof(line), "model %s (%s weights, %.2f GB), %d threads, %s\n", report.model_dir.c_str(),
+                report.weight_dtype.c_str(), report.weight_bytes / 1e9, report.threads, report.cpu.c_str());
+  text += line;
+  std::snprintf(line, sizeof(line), "weights on 2 MiB pages: %.0f%%\n",
+                100 * std::min(1.0, report.weight_bytes_on_huge_pages / report.weight_bytes));
   text += line;
   std::snprintf(line, sizeof(line), "limits: read bandwidth %.1f GB/s, engine GEMM %.1f GFLOP/s\n",
                 report.read_bandwidth_bytes_per_second / 1e9, report.gemm_flops_per_second / 1e9);
@@ -229,7 +257,9 @@ std::string engine_bench_report_json(const EngineBenchReport& report) {
       {"model_dir", report.model_dir},
       {"weight_dtype", report.weight_dtype},
       {"threads", report.threads},
+      {"cpu", report.cpu},
       {"weight_bytes", report.weight_bytes},
+      {"weight_bytes_on_huge_pages", report.weight_bytes_on_huge_pages},
       {"read_bandwidth_bytes_per_second", report.read_bandwidth_bytes_per_second},
       {"gemm_flops_per_second", report.gemm_flops_per_second},
       {"prefill",

@@ -34,9 +34,11 @@ struct EngineBenchReport {
   std::string model_dir;
   std::string weight_dtype;
   int threads = 0;
+  std::string cpu;  // the kernels' instruction sets and OpenBLAS's kernel set, e.g. "avx512_bf16, OpenBLAS Cooperlake"
   double read_bandwidth_bytes_per_second = 0;  // at the start; each decode figure has its own
   double gemm_flops_per_second = 0;            // engine matmul on [prefill_tokens, k] x [n, k]
   double weight_bytes = 0;
+  double weight_bytes_on_huge_pages = 0;  // file-backed memory mapped with 2 MiB pages (the weights), at the end
   int prefill_tokens = 0;
   double prefill_tokens_per_second = 0;
   double prefill_flops_per_token = 0;

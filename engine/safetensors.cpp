@@ -1,5 +1,8 @@
 #include "engine/safetensors.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -203,6 +206,20 @@ Result<std::string> encode_safetensors_header(std::span<const SafetensorsTensor>
   return prefix + text;
 }
 
+namespace {
+
+// Readers map weights asking for 2 MiB pages (MappedFile), which the kernel can give only from large page-cache
+// folios; pages cached by these buffered writes are mostly small ones (measured: 20% of a fresh 1.2 GB model
+// mapped huge, 100% once re-read; decode matmuls ~12% faster). So the data is written out and dropped from the
+// cache, and the first reader reads it back into large folios. Best effort.
+void drop_from_page_cache(std::FILE* file) {
+  if (std::fflush(file) != 0) return;
+  int fd = fileno(file);
+  if (::fdatasync(fd) == 0) (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+}
+
+}  // namespace
+
 Status write_safetensors(const std::string& path, std::span<const SafetensorsTensor> tensors) {
   RECGPT_ASSIGN_OR_RETURN(std::string header, encode_safetensors_header(tensors));
   // Written beside the destination and renamed, so a failed write never leaves a truncated file at `path`.
@@ -215,6 +232,7 @@ Status write_safetensors(const std::string& path, std::span<const SafetensorsTen
     if (tensor.bytes.empty()) continue;  // an empty span may hold a null pointer, which fwrite must not get
     written = std::fwrite(tensor.bytes.data(), 1, tensor.bytes.size(), file) == tensor.bytes.size();
   }
+  if (written) drop_from_page_cache(file);
   written = (std::fclose(file) == 0) && written;
   if (!written || std::rename(temporary_path.c_str(), path.c_str()) != 0) {
     std::remove(temporary_path.c_str());

@@ -43,7 +43,8 @@ Result<std::vector<SafetensorsEntry>> parse_safetensors(std::span<const std::byt
 // not match its shape or two tensors share a name.
 Result<std::string> encode_safetensors_header(std::span<const SafetensorsTensor> tensors);
 
-// Writes a safetensors file (header, then each tensor's bytes in order).
+// Writes a safetensors file (header, then each tensor's bytes in order), then drops it from the page cache
+// (written out first) so that the first reader maps it in large folios.
 Status write_safetensors(const std::string& path, std::span<const SafetensorsTensor> tensors);
 
 // An opened safetensors file: the memory map and the entries pointing into it. Move-only; entries stay
