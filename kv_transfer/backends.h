@@ -12,7 +12,8 @@ namespace recgpt::kv {
 Result<std::unique_ptr<TransferEngine>> create_local_transfer_engine(const TransferEngineOptions& options);
 
 // UCP workers, put (or active-message) writes, flush-then-notify (ucx_transfer_engine.cpp). Settings: `tls`
-// (UCX_TLS, e.g. "tcp", "posix,cma,self"), `devices` (UCX_NET_DEVICES), `write_op` ("put" default, or "am").
+// (UCX_TLS, e.g. "tcp", "posix,cma,self"), `devices` (UCX_NET_DEVICES), `write_op` ("auto" default: puts over shared
+// memory, active messages over the network; or "put", "am").
 Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(const TransferEngineOptions& options);
 
 }  // namespace recgpt::kv

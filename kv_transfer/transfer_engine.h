@@ -68,7 +68,9 @@ class TransferHandle {
   // Blocks until the batch is done, failed or cancelled, or the deadline passes (kDeadlineExceeded; the batch
   // may still be in flight: cancel() it before reusing its memory).
   virtual Status wait(Deadline deadline) = 0;
-  // Stops writes not yet started; returns once none of this batch's writes can touch memory any more.
+  // Stops writes not yet started; returns once none of this batch's writes can touch memory any more. Bounded:
+  // a backend that cannot stop writes in flight to a silent peer abandons that peer (its connection closes,
+  // later submissions to it fail with kUnavailable) rather than wait for it.
   virtual void cancel() = 0;
   // ok while pending or done; the error once failed or cancelled.
   virtual Status status() = 0;

@@ -8,8 +8,10 @@
 // Operations (a write batch, a flush, a notification) have their own small mutex, always taken after the
 // worker's, never before.
 //
-// Writes: ucp_put_nbx by default; with the setting write_op=am each op is an active message (region id +
-// offset header) that the receiver's handler copies (eager) or receives straight into the region (rendezvous).
+// Writes: ucp_put_nbx, or an active message per op (region id + offset header) that the receiver's handler
+// copies (eager) or receives straight into the region (rendezvous). The setting write_op picks: auto (default)
+// puts to peers over shared memory and active messages to peers over the network (see uses_puts), put, or am.
+// Over RDMA networks (hardware puts) set write_op=put.
 // A batch's handle completes with a ucp_ep_flush_nbx issued after its operations.
 //
 // Ordering of notify(): the notification is sent only once a ucp_ep_flush_nbx issued by notify() completed,
@@ -44,6 +46,8 @@ constexpr unsigned kNotifyAmId = 1;
 constexpr unsigned kWriteAmId = 2;
 constexpr std::chrono::milliseconds kIdlePoll(5);
 constexpr std::chrono::milliseconds kCloseTimeout(1000);
+// How long cancel() waits for requests UCX could not cancel (puts in flight) before it abandons their peer.
+constexpr std::chrono::milliseconds kCancelGrace(200);
 
 std::string op_label(size_t index) { return "op " + std::to_string(index); }
 
@@ -147,9 +151,10 @@ class Operation {
     }
   }
 
-  void wait_idle() {
+  // Whether nothing is pending any more, waiting at most until `deadline`.
+  bool wait_idle(Deadline deadline) {
     std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return requests_.empty(); });
+    return changed_.wait_until(lock, deadline, [this] { return requests_.empty(); });
   }
 
  private:
@@ -177,28 +182,44 @@ ucp_request_param_t request_param(Operation* operation) {
   return param;
 }
 
+// Set by a handle whose cancelled requests did not stop: the progress thread then closes the peer's endpoint by
+// force, which completes every request on it with an error.
+using AbandonFlag = std::shared_ptr<std::atomic<bool>>;
+
 class UcxHandle final : public TransferHandle {
  public:
-  UcxHandle(std::shared_ptr<UcxWorker> worker, std::shared_ptr<Operation> operation)
-      : worker_(std::move(worker)), operation_(std::move(operation)) {}
+  UcxHandle(std::shared_ptr<UcxWorker> worker, std::shared_ptr<Operation> operation, AbandonFlag abandon_peer)
+      : worker_(std::move(worker)), operation_(std::move(operation)), abandon_peer_(std::move(abandon_peer)) {}
 
   TransferState poll() override { return operation_->state(); }
   Status wait(Deadline deadline) override { return operation_->wait(deadline); }
   Status status() override { return operation_->status(); }
 
-  // Puts cannot always be cancelled by UCX; this then waits for them to finish or fail (peer error handling
-  // bounds that wait).
+  // UCX cannot cancel puts in flight. When they do not finish within kCancelGrace (a peer that stopped answering,
+  // on a transport without failure detection), the peer is abandoned: its endpoint is closed by force, which
+  // ends them where the transport supports it, and this returns after at most kCloseTimeout more. Over UCX
+  // 1.13's shared-memory transports the requests to a dead peer may stay pending even then; they only read
+  // this engine's registered memory (which must stay registered, as the face requires) and are released with
+  // the worker.
   void cancel() override {
     {
       std::lock_guard lock(worker_->mutex);
       operation_->cancel_requests(worker_->worker);
     }
-    operation_->wait_idle();
+    if (abandon_peer_->load()) return;  // another handle gave up on this peer already
+    if (operation_->wait_idle(Clock::now() + kCancelGrace)) return;
+    abandon_peer_->store(true);
+    {
+      std::lock_guard lock(worker_->mutex);
+      ucp_worker_signal(worker_->worker);
+    }
+    (void)operation_->wait_idle(Clock::now() + kCloseTimeout);
   }
 
  private:
   std::shared_ptr<UcxWorker> worker_;
   std::shared_ptr<Operation> operation_;
+  AbandonFlag abandon_peer_;
 };
 
 struct Region {
@@ -223,6 +244,8 @@ struct Peer {
   bool connected = true;
   Status failure;  // why it is no longer connected
   std::unordered_map<RemoteRegionId, ImportedRegion> imported;
+  AbandonFlag abandon = std::make_shared<std::atomic<bool>>(false);  // shared with the handles of its writes
+  bool detects_failure = true;                                       // its endpoint uses UCP_ERR_HANDLING_MODE_PEER
 };
 
 // What a notification's active message carries; UCX reads it until the send completes.
@@ -418,7 +441,7 @@ class UcxTransferEngine final : public TransferEngine {
       if (ops[i].length == 0) continue;
       const auto [local, remote] = resolved[i];
       const std::byte* source = local->base + ops[i].local_offset;
-      if (write_operation_ == WriteOperation::kPut) {
+      if (uses_puts(*found)) {
         batch->track(batch,
                      ucp_put_nbx(found->endpoint, source, ops[i].length, remote->base_address + ops[i].remote_offset,
                                  remote->rkey, &param),
@@ -436,7 +459,7 @@ class UcxTransferEngine final : public TransferEngine {
     batch->track(batch, ucp_ep_flush_nbx(found->endpoint, &param), "flushing the writes (ucp_ep_flush_nbx)");
     batch->close();
     ucp_worker_signal(worker_->worker);
-    return std::unique_ptr<TransferHandle>(std::make_unique<UcxHandle>(worker_, batch));
+    return std::unique_ptr<TransferHandle>(std::make_unique<UcxHandle>(worker_, batch, found->abandon));
   }
 
   Result<std::unique_ptr<TransferHandle>> notify(PeerId peer, std::span<const std::byte> message) override {
@@ -453,7 +476,7 @@ class UcxTransferEngine final : public TransferEngine {
     ucp_request_param_t param = request_param(pending.flush.get());
     pending.flush->track(pending.flush, ucp_ep_flush_nbx(found->endpoint, &param), "flushing before a notification");
     pending.flush->close();
-    auto handle = std::make_unique<UcxHandle>(worker_, pending.send);
+    auto handle = std::make_unique<UcxHandle>(worker_, pending.send, found->abandon);
     pending_notifications_.push_back(std::move(pending));
     ucp_worker_signal(worker_->worker);
     return std::unique_ptr<TransferHandle>(std::move(handle));
@@ -561,12 +584,34 @@ class UcxTransferEngine final : public TransferEngine {
         while (ucp_worker_progress(worker_->worker) != 0) {
         }
         send_flushed_notifications_locked();
+        close_abandoned_peers_locked();
         armed = ucp_worker_arm(worker_->worker) == UCS_OK;
       }
       if (!armed) continue;
       pollfd event{event_fd_, POLLIN, 0};
       ::poll(&event, 1, static_cast<int>(kIdlePoll.count()));
     }
+  }
+
+  // WriteOperation::kAuto: puts over shared memory, where UCX has no failure detection and treats any transport
+  // error as fatal (an active message's rendezvous reads the writer's memory, and aborts this process when the
+  // writer died); active messages over the network, where UCX 1.13 emulates puts in software over tcp (slow,
+  // and its put handler aborts the receiver when the writer dies mid-put). Both seen in the two-process tests.
+  bool uses_puts(const Peer& peer) const {
+    return write_operation_ == WriteOperation::kPut ||
+           (write_operation_ == WriteOperation::kAuto && !peer.detects_failure);
+  }
+
+  void close_abandoned_peers_locked() {
+    std::vector<ucs_status_ptr_t> closing;
+    for (auto& [id, peer] : peers_) {
+      if (!peer.connected || !peer.abandon->load()) continue;
+      close_peer_locked(peer, &closing);
+      peer.failure =
+          unavailable("peer " + std::to_string(id) +
+                      " was abandoned: writes to it did not stop after a cancel (connect again to reuse it)");
+    }
+    drain_locked(closing);
   }
 
   // Sends, in submission order per peer, the notifications whose flush completed.
@@ -623,7 +668,8 @@ class UcxTransferEngine final : public TransferEngine {
     if (!peer_failure_detection_) status = create_endpoint_locked(address, UCP_ERR_HANDLING_MODE_NONE, &created);
     if (status != UCS_OK) return ucx_failure("ucp_ep_create for the ucx endpoint", status);
     const PeerId id = next_peer_id_++;
-    peers_[id] = Peer{uuid, created, true, Status::ok(), {}};
+    peers_[id] = Peer{
+        uuid, created, true, Status::ok(), {}, std::make_shared<std::atomic<bool>>(false), peer_failure_detection_};
     current_by_uuid_[uuid] = id;
     return id;
   }

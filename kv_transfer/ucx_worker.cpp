@@ -13,10 +13,12 @@ Result<UcxSettings> parse_ucx_settings(const TransferEngineOptions& options) {
       settings.tls = value;
     } else if (key == "devices") {
       settings.devices = value;
-    } else if (key == "write_op" && (value == "put" || value == "am")) {
-      settings.write_operation = value == "put" ? WriteOperation::kPut : WriteOperation::kActiveMessage;
+    } else if (key == "write_op" && (value == "auto" || value == "put" || value == "am")) {
+      settings.write_operation = value == "auto"  ? WriteOperation::kAuto
+                                 : value == "put" ? WriteOperation::kPut
+                                                  : WriteOperation::kActiveMessage;
     } else if (key == "write_op") {
-      return invalid_argument("ucx setting write_op must be 'put' or 'am', got '" + value + "'");
+      return invalid_argument("ucx setting write_op must be 'auto', 'put' or 'am', got '" + value + "'");
     } else {
       return invalid_argument("unknown ucx transfer setting '" + key + "' (known: tls, devices, write_op)");
     }

@@ -15,7 +15,8 @@ namespace recgpt::kv {
 
 // How submit_writes moves bytes. Over tcp UCX emulates RMA in software; active messages (eager, then
 // rendezvous for large ones) take the faster send path there, and the receiver's handler places the bytes.
-enum class WriteOperation { kPut, kActiveMessage };
+// kAuto chooses per peer (ucx_transfer_engine.cpp, uses_puts).
+enum class WriteOperation { kAuto, kPut, kActiveMessage };
 
 // The UCP context and worker, shared by the engine and the handles it issued (so that a handle outliving its
 // engine can still be cancelled safely). `mutex` serialises every UCX call and the engine's state.
@@ -33,7 +34,7 @@ struct UcxWorker {
 struct UcxSettings {
   std::string tls;
   std::string devices;
-  WriteOperation write_operation = WriteOperation::kPut;
+  WriteOperation write_operation = WriteOperation::kAuto;
 };
 
 // kInvalidArgument for unknown keys or values (tls, devices, write_op).

@@ -1,0 +1,242 @@
+// KV streams between two processes: this test process and a kv_transfer_peer child, over the ucx backend on
+// loopback tcp and on shared memory. The writer's cache holds a seeded pattern; the reader checks every byte of
+// the mapped blocks (and the writer's checksum) after the notification. Then the failures: a writer killed
+// mid-stream, and a reader killed mid-stream, each noticed within the waiting side's deadline.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/hex.h"
+#include "common/subprocess.h"
+#include "kv_transfer/kv_stream.h"
+#include "kv_transfer/transfer_engine.h"
+#include "tests/integration/kv_transfer/stream_scenario.h"
+
+namespace recgpt::kv::testing {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr milliseconds kStepTimeout(20000);     // generous: CI machines are shared and noisy
+constexpr milliseconds kFailureDeadline(5000);  // how long a side waits for a peer that died
+constexpr milliseconds kDeadlineSlack(2000);    // how late past its deadline a wait may return
+
+Deadline after(milliseconds timeout) { return Clock::now() + timeout; }
+
+struct Transport {
+  std::string tls;
+  bool detects_dead_peers;  // UCX's shared-memory transports refuse peer error handling
+};
+
+Transport transport() { return GENERATE(values<Transport>({{"tcp", true}, {"posix,cma,self", false}})); }
+
+// A kv_transfer_peer child: its lines as words, the first checked against the expected tag.
+class Peer {
+ public:
+  Peer(const std::string& role, const std::string& tls, uint64_t seed, int layers, int layer_delay_ms = 0) {
+    auto spawned = Subprocess::spawn({KV_TRANSFER_PEER_PATH, role, "--backend", "ucx", "--setting", "tls=" + tls,
+                                      "--seed", std::to_string(seed), "--layers", std::to_string(layers),
+                                      "--layer-delay-ms", std::to_string(layer_delay_ms)});
+    REQUIRE(spawned.is_ok());
+    process_ = std::move(spawned).value();
+  }
+
+  // The words of the next line tagged `tag`, skipping progress lines ("layer ...") before it.
+  std::vector<std::string> expect(const std::string& tag) {
+    const Deadline deadline = after(kStepTimeout);
+    for (;;) {
+      auto line = process_.read_line(deadline);
+      INFO("waiting for '" << tag << "' from the peer");
+      REQUIRE(line.is_ok());
+      std::istringstream stream(*line);
+      std::vector<std::string> words;
+      for (std::string word; stream >> word;) words.push_back(word);
+      INFO("peer said: " << *line);
+      REQUIRE(!words.empty());
+      if (words[0] == "layer" && tag != "layer") continue;
+      REQUIRE(words[0] == tag);
+      return words;
+    }
+  }
+
+  void say(const std::string& line) { REQUIRE(process_.write_line(line).is_ok()); }
+  Subprocess& process() { return process_; }
+
+ private:
+  Subprocess process_;
+};
+
+std::unique_ptr<TransferEngine> make_engine(const std::string& name, const std::string& tls) {
+  TransferEngineOptions options;
+  options.name = name;
+  options.settings = {{"tls", tls}};
+  auto engine = create_transfer_engine("ucx", options);
+  REQUIRE(engine.is_ok());
+  return std::move(engine).value();
+}
+
+std::vector<std::byte> bytes_of(const std::string& hex) {
+  auto bytes = from_hex(hex);
+  REQUIRE(bytes.is_ok());
+  return std::move(bytes).value();
+}
+
+// This process as the reader: a receiver over a zeroed destination cache.
+struct LocalReader {
+  StreamScenario scenario;
+  std::unique_ptr<TransferEngine> engine;
+  CacheMemory destination;
+  LocalRegionId region = 0;
+  std::unique_ptr<KvStreamReceiver> receiver;
+
+  LocalReader(uint64_t seed, int layers, const std::string& tls)
+      : scenario(StreamScenario::from_seed(seed, layers)),
+        engine(make_engine("reader", tls)),
+        destination(scenario.destination) {
+    destination.fill(std::byte{0});
+    auto registered = engine->register_memory(destination.region());
+    REQUIRE(registered.is_ok());
+    region = *registered;
+    receiver = std::make_unique<KvStreamReceiver>(*engine);
+  }
+
+  // Connects to a writer child that printed its endpoint, expects the request, and hands the child this
+  // reader's endpoint and region key.
+  void accept(Peer& writer) {
+    std::vector<std::string> endpoint = writer.expect("endpoint");
+    auto peer = engine->connect(bytes_of(endpoint.at(1)), after(kStepTimeout));
+    REQUIRE(peer.is_ok());
+    REQUIRE(receiver->expect(scenario.request_id, *peer, after(kStepTimeout), destination_view(scenario, destination))
+                .is_ok());
+    auto own_endpoint = engine->local_endpoint();
+    auto key = engine->export_region(region);
+    REQUIRE(own_endpoint.is_ok());
+    REQUIRE(key.is_ok());
+    writer.say("reader " + to_hex(*own_endpoint) + " " + to_hex(*key));
+  }
+
+  // Waits for the whole stream and checks every byte of the mapped blocks.
+  void require_complete_stream() {
+    auto completion = receiver->wait(scenario.request_id, after(kStepTimeout));
+    INFO("the stream ended with " << completion.status().to_string());
+    REQUIRE(completion.is_ok());
+    CHECK(completion->layers == all_layers(scenario));
+    CHECK(completion->checksum_verified);
+    Mismatches mismatches = count_mismatches(scenario, destination, all_layers(scenario));
+    CHECK(mismatches.checked == static_cast<uint64_t>(scenario.source.num_layers) * 2 * scenario.source_blocks.size() *
+                                    scenario.source.block_bytes());
+    CHECK(mismatches.differing == 0);
+  }
+};
+
+// This process as the writer: a source cache with the scenario's pattern, connected to a reader child.
+struct LocalWriter {
+  StreamScenario scenario;
+  std::unique_ptr<TransferEngine> engine;
+  CacheMemory source;
+  std::unique_ptr<KvStreamWriter> writer;
+
+  LocalWriter(uint64_t seed, int layers, const std::string& tls, Peer& reader)
+      : scenario(StreamScenario::from_seed(seed, layers)), engine(make_engine("writer", tls)), source(scenario.source) {
+    fill_source_pattern(source, scenario.seed);
+    auto source_region = engine->register_memory(source.region());
+    REQUIRE(source_region.is_ok());
+    std::vector<std::string> endpoint = reader.expect("endpoint");
+    auto peer = engine->connect(bytes_of(endpoint.at(1)), after(kStepTimeout));
+    REQUIRE(peer.is_ok());
+    auto destination = engine->import_region(*peer, bytes_of(endpoint.at(2)));
+    REQUIRE(destination.is_ok());
+    auto own_endpoint = engine->local_endpoint();
+    REQUIRE(own_endpoint.is_ok());
+    reader.say("writer " + to_hex(*own_endpoint));
+    reader.expect("expecting");
+    auto created =
+        KvStreamWriter::create(*engine, writer_config(scenario, *peer, *source_region, *destination, source));
+    REQUIRE(created.is_ok());
+    writer = std::move(created).value();
+  }
+};
+
+TEST_CASE("a writer process streams a random block mapping and this reader checks every byte",
+          "[kv_transfer][ucx][two_process]") {
+  const Transport via = transport();
+  INFO("tls=" << via.tls);
+  LocalReader reader(11, 6, via.tls);
+  Peer writer("writer", via.tls, 11, 6);
+  reader.accept(writer);
+  reader.require_complete_stream();
+  CHECK(writer.expect("finished").at(1) == "ok");
+  CHECK(writer.process().wait(after(kStepTimeout)).value() == 0);
+}
+
+TEST_CASE("this writer streams into a reader process, which checks every byte", "[kv_transfer][ucx][two_process]") {
+  const Transport via = transport();
+  INFO("tls=" << via.tls);
+  Peer reader("reader", via.tls, 23, 6);
+  LocalWriter writer(23, 6, via.tls, reader);
+  for (int layer = 0; layer < writer.scenario.source.num_layers; ++layer) {
+    REQUIRE(writer.writer->write_layer(layer).is_ok());
+  }
+  REQUIRE(writer.writer->finish(after(kStepTimeout)).is_ok());
+  std::vector<std::string> received = reader.expect("received");
+  CHECK(received.at(1) == "ok");
+  reader.process().close_stdin();
+  CHECK(reader.process().wait(after(kStepTimeout)).value() == 0);
+}
+
+TEST_CASE("a writer killed mid-stream fails the reader's wait within its deadline, and the blocks take a new stream",
+          "[kv_transfer][ucx][two_process]") {
+  const Transport via = transport();
+  INFO("tls=" << via.tls);
+  LocalReader reader(37, 8, via.tls);
+  {
+    Peer writer("writer", via.tls, 37, 8, /*layer_delay_ms=*/300);
+    reader.accept(writer);
+    writer.expect("layer");  // layer 0 submitted; 7 more to go, 300 ms apart
+    writer.process().kill(SIGKILL);
+    REQUIRE(writer.process().wait(after(kStepTimeout)).value() == -SIGKILL);
+  }
+  const auto start = Clock::now();
+  auto completion = reader.receiver->wait(reader.scenario.request_id, after(kFailureDeadline));
+  const auto waited = Clock::now() - start;
+  INFO("wait returned " << completion.status().to_string());
+  REQUIRE_FALSE(completion.is_ok());
+  CHECK(waited <= kFailureDeadline + kDeadlineSlack);
+  CHECK(completion.status().code() ==
+        (via.detects_dead_peers ? StatusCode::kUnavailable : StatusCode::kDeadlineExceeded));
+
+  // The dead writer can no longer touch the blocks: overwrite them and stream the request again into them.
+  reader.receiver->forget(reader.scenario.request_id);  // a deadline leaves the expectation to its owner
+  reader.destination.fill(std::byte{0xee});
+  Peer second_writer("writer", via.tls, 37, 8);
+  reader.accept(second_writer);
+  reader.require_complete_stream();
+  CHECK(second_writer.expect("finished").at(1) == "ok");
+}
+
+TEST_CASE("a reader killed mid-stream fails the writer within its deadline", "[kv_transfer][ucx][two_process]") {
+  const Transport via = transport();
+  INFO("tls=" << via.tls);
+  Peer reader("reader", via.tls, 41, 8);
+  LocalWriter writer(41, 8, via.tls, reader);
+  REQUIRE(writer.writer->write_layer(0).is_ok());
+  reader.process().kill(SIGKILL);
+  REQUIRE(reader.process().wait(after(kStepTimeout)).value() == -SIGKILL);
+
+  const auto start = Clock::now();
+  Status status = Status::ok();
+  for (int layer = 1; layer < writer.scenario.source.num_layers && status.is_ok(); ++layer) {
+    status = writer.writer->write_layer(layer);
+  }
+  Status finished = writer.writer->finish(after(kFailureDeadline));
+  const auto waited = Clock::now() - start;
+  INFO("write_layer: " << status.to_string() << "; finish: " << finished.to_string());
+  REQUIRE_FALSE(finished.is_ok());
+  CHECK(waited <= kFailureDeadline + kDeadlineSlack);
+}
+
+}  // namespace
+}  // namespace recgpt::kv::testing
