@@ -28,6 +28,10 @@
 
 #include "common/status.h"
 
+namespace prometheus {
+class Registry;
+}
+
 namespace recgpt::kv {
 
 using Clock = std::chrono::steady_clock;
@@ -119,9 +123,11 @@ class TransferEngine {
 };
 
 struct TransferEngineOptions {
-  std::string name;  // shows in endpoints, metrics and errors
+  std::string name;  // shows in endpoints, metrics (label node) and errors
   // Backend settings as key=value (ucx: "tls=tcp", "devices=lo"); unknown keys are kInvalidArgument.
   std::vector<std::pair<std::string, std::string>> settings;
+  // When set, operations, bytes and durations are counted there (recgpt_kv_transfer_*, transfer_metrics.h).
+  std::shared_ptr<prometheus::Registry> metrics;
 };
 
 // The backends compiled into this binary, e.g. {"local", "ucx"}.

@@ -4,6 +4,7 @@
 
 #include "kv_transfer/backends.h"
 #include "kv_transfer/transfer_engine.h"
+#include "kv_transfer/transfer_metrics.h"
 
 namespace recgpt::kv {
 namespace {
@@ -30,9 +31,14 @@ Result<std::unique_ptr<TransferEngine>> create_transfer_engine(std::string_view 
                                                                const TransferEngineOptions& options) {
   std::string available;
   for (const BackendEntry& entry : kBackends) {
-    if (backend == entry.name) return entry.create(options);
-    available += available.empty() ? "" : ", ";
-    available += entry.name;
+    if (backend != entry.name) {
+      available += available.empty() ? "" : ", ";
+      available += entry.name;
+      continue;
+    }
+    RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<TransferEngine> engine, entry.create(options));
+    if (options.metrics != nullptr) engine = with_metrics(std::move(engine), *options.metrics, options.name);
+    return engine;
   }
   return not_found("unknown transfer backend '" + std::string(backend) + "' (available: " + available + ")");
 }

@@ -8,7 +8,7 @@ debian_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   clang-format clang-tidy
   libboost1.81-dev libprotobuf-dev protobuf-compiler nlohmann-json3-dev
-  catch2 libucx-dev ucx-utils libpcre2-dev libopenblas-dev
+  catch2 libucx-dev ucx-utils libpcre2-dev libopenblas-dev prometheus-cpp-dev
   libcli11-dev libicu-dev
   python3-numpy
 )

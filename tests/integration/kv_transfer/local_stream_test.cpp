@@ -16,7 +16,9 @@ using std::chrono::milliseconds;
 Deadline after(milliseconds timeout) { return Clock::now() + timeout; }
 
 std::unique_ptr<TransferEngine> make_local_engine(const std::string& name) {
-  auto engine = create_transfer_engine("local", {name, {}});
+  TransferEngineOptions options;
+  options.name = name;
+  auto engine = create_transfer_engine("local", options);
   REQUIRE(engine.is_ok());
   return std::move(engine).value();
 }
