@@ -1,10 +1,60 @@
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "bench/engine_benchmark.h"
+#include "bench/transfer_benchmark.h"
 #include "cli/commands.h"
 
 namespace recgpt::cli {
+
+namespace {
+
+std::string this_binary() {
+  char path[4096];
+  ssize_t length = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+  return length > 0 ? std::string(path, static_cast<size_t>(length)) : std::string("recgpt");
+}
+
+void add_transfer_command(CLI::App& bench_app, int& exit_code) {
+  auto options = std::make_shared<TransferBenchOptions>();
+  auto json = std::make_shared<bool>(false);
+  auto serve = std::make_shared<bool>(false);
+  CLI::App* transfer = bench_app.add_subcommand(
+      "transfer", "KV block writes between two processes (bench/transfer_bench.py adds ucx_perftest)");
+  transfer->add_option("--backend", options->backend, "Transfer backend");
+  transfer->add_option("--tls", options->tls, "UCX transports (UCX_TLS), e.g. tcp or sm");
+  transfer->add_option("--block-bytes", options->block_bytes, "Block sizes")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  transfer->add_option("--bytes-per-run", options->bytes_per_run, "Bytes written per timed run")
+      ->check(CLI::Range(int64_t{1} << 20, int64_t{16} << 30));
+  transfer->add_option("--blocks-per-run", options->blocks_per_run, "Adjacent blocks per run of the block mapping")
+      ->check(CLI::Range(1, 1 << 20));
+  transfer->add_option("--repetitions", options->repetitions, "Timed runs per figure (best kept)")
+      ->check(CLI::PositiveNumber);
+  transfer->add_option("--writer-cpu", options->writer_cpu, "Pin this process to a CPU (-1: no pinning)");
+  transfer->add_option("--peer-cpu", options->peer_cpu, "Pin the peer process to a CPU (-1: no pinning)");
+  transfer->add_flag("--json", *json, "Print the figures as JSON");
+  transfer->add_flag("--serve", *serve, "Run as the receiving peer (started by the benchmark itself)")->group("");
+  transfer->callback([options, json, serve, &exit_code] {
+    if (*serve) {
+      exit_code = serve_transfer_bench_peer(*options);
+      return;
+    }
+    options->self_path = this_binary();
+    auto report = run_transfer_bench(*options);
+    if (!report.is_ok()) {
+      exit_code = report_failure(report.status());
+      return;
+    }
+    std::string text = *json ? transfer_bench_report_json(*report) + "\n" : transfer_bench_report_text(*report);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  });
+}
+
+}  // namespace
 
 void add_bench_command(CLI::App& app, int& exit_code) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks, reported as fractions of limits measured in the same run");
@@ -32,6 +82,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     std::string text = *json ? engine_bench_report_json(*report) + "\n" : engine_bench_report_text(*report);
     std::fwrite(text.data(), 1, text.size(), stdout);
   });
+  add_transfer_command(*bench, exit_code);
 }
 
 }  // namespace recgpt::cli

@@ -12,7 +12,9 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <random>
 #include <shared_mutex>
 #include <type_traits>
@@ -81,15 +83,16 @@ struct ByteRange {
 struct HostRange {
   std::byte* base = nullptr;
   uint64_t bytes = 0;
+  std::shared_ptr<std::byte[]> owned;  // memory from allocate_memory, freed with the registration
 };
 
 // The registered regions of one engine, written by its peers. Thread-safe.
 class RegionTable {
  public:
-  Result<LocalRegionId> add(const MemoryRegion& region) {
+  Result<LocalRegionId> add(const MemoryRegion& region, std::shared_ptr<std::byte[]> owned = nullptr) {
     std::unique_lock lock(mutex_);
     const LocalRegionId id = next_id_++;  // never reused: a stale key cannot name a newer region
-    regions_[id] = {static_cast<std::byte*>(region.base), region.bytes};
+    regions_[id] = {static_cast<std::byte*>(region.base), region.bytes, std::move(owned)};
     return id;
   }
 
@@ -363,6 +366,15 @@ class LocalTransferEngine final : public TransferEngine {
     if (region.base == nullptr) return invalid_argument("cannot register a region with a null base");
     if (region.bytes == 0) return invalid_argument("cannot register an empty region");
     return core_->regions.add(region);
+  }
+
+  Result<AllocatedRegion> allocate_memory(size_t bytes) override {
+    if (bytes == 0) return invalid_argument("cannot allocate an empty region");
+    std::shared_ptr<std::byte[]> owned(new (std::nothrow) std::byte[bytes]());
+    if (owned == nullptr) return resource_exhausted("cannot allocate " + std::to_string(bytes) + " bytes");
+    RECGPT_ASSIGN_OR_RETURN(LocalRegionId id,
+                            core_->regions.add({owned.get(), bytes, MemoryKind::kHost, -1}, owned));
+    return AllocatedRegion{id, owned.get()};
   }
 
   Status deregister_memory(LocalRegionId region) override { return core_->regions.remove(region); }

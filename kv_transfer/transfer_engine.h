@@ -52,6 +52,11 @@ using LocalRegionId = uint32_t;   // from register_memory
 using PeerId = uint32_t;          // from connect, or from an incoming connection (notifications)
 using RemoteRegionId = uint32_t;  // from import_region, valid with its peer
 
+struct AllocatedRegion {
+  LocalRegionId id = 0;
+  std::byte* base = nullptr;  // valid until deregister_memory(id)
+};
+
 // One contiguous write: `length` bytes from a local registered region to a region of the peer.
 struct WriteOp {
   LocalRegionId local_region = 0;
@@ -94,7 +99,12 @@ class TransferEngine {
   // Registers memory for transfers in either direction; the memory must outlive the registration.
   // kInvalidArgument for an empty region or a memory kind this backend cannot reach.
   virtual Result<LocalRegionId> register_memory(const MemoryRegion& region) = 0;
+  // Allocates `bytes` of host memory through the backend, zeroed, and registers it: memory the backend can share
+  // with peers of the same host (ucx: a shared-memory segment that peers map, so a write to it is a plain copy in
+  // the writer, not a system call per op). deregister_memory frees it. kResourceExhausted when it cannot.
+  virtual Result<AllocatedRegion> allocate_memory(size_t bytes) = 0;
   // Deregister only after the handles of writes using the region completed (anything else is a caller bug).
+  // Memory from allocate_memory is freed.
   virtual Status deregister_memory(LocalRegionId region) = 0;
   // Opaque bytes that let a peer write into the region (UCX: a packed rkey plus base and size).
   virtual Result<Bytes> export_region(LocalRegionId region) = 0;

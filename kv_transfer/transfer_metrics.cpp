@@ -120,6 +120,7 @@ class MeteredEngine final : public TransferEngine {
 
   std::string_view backend_name() const override { return inner_->backend_name(); }
   Result<LocalRegionId> register_memory(const MemoryRegion& region) override { return inner_->register_memory(region); }
+  Result<AllocatedRegion> allocate_memory(size_t bytes) override { return inner_->allocate_memory(bytes); }
   Status deregister_memory(LocalRegionId region) override { return inner_->deregister_memory(region); }
   Result<Bytes> export_region(LocalRegionId region) override { return inner_->export_region(region); }
   Result<Bytes> local_endpoint() override { return inner_->local_endpoint(); }

@@ -346,6 +346,34 @@ class UcxTransferEngine final : public TransferEngine {
     return id;
   }
 
+  Result<AllocatedRegion> allocate_memory(size_t bytes) override {
+    if (bytes == 0) return invalid_argument("cannot allocate an empty region");
+    ucp_mem_map_params_t params{};
+    params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                        UCP_MEM_MAP_PARAM_FIELD_FLAGS | UCP_MEM_MAP_PARAM_FIELD_MEMORY_TYPE;
+    params.address = nullptr;
+    params.length = bytes;
+    params.flags = UCP_MEM_MAP_ALLOCATE;
+    params.memory_type = UCS_MEMORY_TYPE_HOST;
+    std::lock_guard lock(worker_->mutex);
+    ucp_mem_h memory = nullptr;
+    ucs_status_t status = ucp_mem_map(worker_->context, &params, &memory);
+    if (status != UCS_OK) return resource_exhausted("ucp_mem_map could not allocate " + std::to_string(bytes) +
+                                                    " bytes: " + ucs_status_string(status));
+    ucp_mem_attr_t attributes{};
+    attributes.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+    status = ucp_mem_query(memory, &attributes);
+    if (status != UCS_OK || attributes.length < bytes) {
+      ucp_mem_unmap(worker_->context, memory);
+      return resource_exhausted("ucp_mem_query of a new allocation failed");
+    }
+    auto* base = static_cast<std::byte*>(attributes.address);
+    std::memset(base, 0, bytes);
+    const LocalRegionId id = next_region_id_++;
+    regions_[id] = {base, bytes, memory};
+    return AllocatedRegion{id, base};
+  }
+
   Status deregister_memory(LocalRegionId region) override {
     std::lock_guard lock(worker_->mutex);
     auto it = regions_.find(region);
@@ -660,6 +688,7 @@ class UcxTransferEngine final : public TransferEngine {
     ucp_ep_h created = nullptr;
     ucs_status_t status = UCS_ERR_UNREACHABLE;
     if (peer_failure_detection_) {
+      QuietProbe quiet;  // a refusal is expected over shared memory and handled below
       status = create_endpoint_locked(address, UCP_ERR_HANDLING_MODE_PEER, &created);
       // UCX 1.13's shared-memory transports cannot detect a peer's failure and refuse this mode; use them
       // without it (a dead peer then shows as kDeadlineExceeded on handles, not as kUnavailable).

@@ -1,10 +1,38 @@
 #include "kv_transfer/ucx_worker.h"
 
+#include <ucs/debug/log_def.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
 namespace recgpt::kv {
 
 Status ucx_failure(const std::string& what, ucs_status_t status) {
   return unavailable(what + ": " + ucs_status_string(status));
 }
+
+namespace {
+
+thread_local bool quiet_probe = false;
+
+// UCX logs to stdout by default, where `recgpt` commands print their results (JSON, npy paths). Its messages go
+// to stderr instead, at the levels UCX_LOG_LEVEL allows, except the errors of an expected refusal (QuietProbe).
+ucs_log_func_rc_t log_to_stderr(const char* file, unsigned line, const char*, ucs_log_level_t level,
+                                const ucs_log_component_config_t* component, const char* format, va_list arguments) {
+  if (level > component->log_level || quiet_probe) return UCS_LOG_FUNC_RC_STOP;
+  char message[1024];
+  std::vsnprintf(message, sizeof(message), format, arguments);
+  const char* base = std::strrchr(file, '/');
+  std::fprintf(stderr, "ucx %s %s:%u %s\n", ucs_log_level_names[level], base != nullptr ? base + 1 : file, line,
+               message);
+  return UCS_LOG_FUNC_RC_STOP;
+}
+
+}  // namespace
+
+QuietProbe::QuietProbe() { quiet_probe = true; }
+QuietProbe::~QuietProbe() { quiet_probe = false; }
 
 Result<UcxSettings> parse_ucx_settings(const TransferEngineOptions& options) {
   UcxSettings settings;
@@ -28,6 +56,8 @@ Result<UcxSettings> parse_ucx_settings(const TransferEngineOptions& options) {
 
 Status open_ucx_worker(const UcxSettings& settings, const std::string& name, UcxWorker& worker,
                        uint64_t* memory_types) {
+  static std::once_flag log_handler_installed;
+  std::call_once(log_handler_installed, [] { ucs_log_push_handler(&log_to_stderr); });
   ucp_config_t* config = nullptr;
   ucs_status_t status = ucp_config_read(nullptr, nullptr, &config);
   if (status != UCS_OK) return ucx_failure("ucp_config_read", status);

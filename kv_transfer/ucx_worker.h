@@ -37,6 +37,16 @@ struct UcxSettings {
   WriteOperation write_operation = WriteOperation::kAuto;
 };
 
+// While one lives, UCX messages logged on this thread are dropped: for calls whose failure is expected and
+// handled (asking for peer failure detection over shared memory).
+class QuietProbe {
+ public:
+  QuietProbe();
+  ~QuietProbe();
+  QuietProbe(const QuietProbe&) = delete;
+  QuietProbe& operator=(const QuietProbe&) = delete;
+};
+
 // kInvalidArgument for unknown keys or values (tls, devices, write_op).
 Result<UcxSettings> parse_ucx_settings(const TransferEngineOptions& options);
 
