@@ -372,8 +372,7 @@ class LocalTransferEngine final : public TransferEngine {
     if (bytes == 0) return invalid_argument("cannot allocate an empty region");
     std::shared_ptr<std::byte[]> owned(new (std::nothrow) std::byte[bytes]());
     if (owned == nullptr) return resource_exhausted("cannot allocate " + std::to_string(bytes) + " bytes");
-    RECGPT_ASSIGN_OR_RETURN(LocalRegionId id,
-                            core_->regions.add({owned.get(), bytes, MemoryKind::kHost, -1}, owned));
+    RECGPT_ASSIGN_OR_RETURN(LocalRegionId id, core_->regions.add({owned.get(), bytes, MemoryKind::kHost, -1}, owned));
     return AllocatedRegion{id, owned.get()};
   }
 

@@ -358,8 +358,9 @@ class UcxTransferEngine final : public TransferEngine {
     std::lock_guard lock(worker_->mutex);
     ucp_mem_h memory = nullptr;
     ucs_status_t status = ucp_mem_map(worker_->context, &params, &memory);
-    if (status != UCS_OK) return resource_exhausted("ucp_mem_map could not allocate " + std::to_string(bytes) +
-                                                    " bytes: " + ucs_status_string(status));
+    if (status != UCS_OK)
+      return resource_exhausted("ucp_mem_map could not allocate " + std::to_string(bytes) +
+                                " bytes: " + ucs_status_string(status));
     ucp_mem_attr_t attributes{};
     attributes.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
     status = ucp_mem_query(memory, &attributes);
@@ -521,8 +522,7 @@ class UcxTransferEngine final : public TransferEngine {
       inbox_.pop_front();
     }
     std::lock_guard lock(worker_->mutex);
-    // Connects back lazily so that the sender has a PeerId here (the one connect() to it returns too).
-    RECGPT_ASSIGN_OR_RETURN(PeerId sender, peer_for_locked(incoming.sender_uuid, incoming.sender_endpoint));
+    RECGPT_ASSIGN_OR_RETURN(PeerId sender, sender_locked(incoming.sender_uuid, incoming.sender_endpoint));
     return std::optional<Notification>(Notification{sender, std::move(incoming.message)});
   }
 
@@ -678,6 +678,15 @@ class UcxTransferEngine final : public TransferEngine {
                                 payload->data.data(), payload->data.size(), &param),
                 "sending the notification (ucp_am_send_nbx)");
     send->close();
+  }
+
+  // The PeerId of a notification's sender: the one this engine has for it, even when that peer has died or
+  // disconnected since (what it sent before still counts, under the id its receiver expects; reconnecting
+  // would give a new id). Connects back only to a sender this engine has no peer for.
+  Result<PeerId> sender_locked(uint64_t uuid, std::span<const std::byte> endpoint) {
+    auto known = current_by_uuid_.find(uuid);
+    if (known != current_by_uuid_.end()) return known->second;
+    return peer_for_locked(uuid, endpoint);
   }
 
   // The peer for that engine, connecting to it when there is none: one PeerId per remote engine.

@@ -4,6 +4,8 @@
 //   kv_transfer_peer writer --backend ucx --setting tls=tcp --seed 7 --layers 6 [--layer-delay-ms 200]
 //     out: endpoint <hex>
 //     in:  reader <endpoint hex> <region key hex>
+//     out: connected            (connected to the reader and imported its region)
+//     in:  go                   (the reader connected back and expects the request)
 //     out: layer <l>            after each layer's writes were submitted (then sleeps the delay)
 //     out: finished ok | finished <error>; exit 0 | 1
 //   kv_transfer_peer reader --backend ucx --setting tls=tcp --seed 7 --layers 6
@@ -97,6 +99,8 @@ int run_writer(const PeerOptions& options) {
   if (reader.size() != 3) fail_setup(invalid_argument("'reader' wants an endpoint and a key"));
   PeerId peer = value_or_fail(engine->connect(value_or_fail(from_hex(reader[1])), step_deadline()));
   RemoteRegionId destination = value_or_fail(engine->import_region(peer, value_or_fail(from_hex(reader[2]))));
+  protocol() << "connected" << std::endl;
+  expect_line("go");  // the reader has connected back and expects the request
   auto writer =
       value_or_fail(KvStreamWriter::create(*engine, writer_config(scenario, peer, source_region, destination, source)));
   for (int layer = 0; layer < scenario.source.num_layers; ++layer) {

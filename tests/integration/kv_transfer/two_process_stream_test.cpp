@@ -103,19 +103,21 @@ struct LocalReader {
     receiver = std::make_unique<KvStreamReceiver>(*engine);
   }
 
-  // Connects to a writer child that printed its endpoint, expects the request, and hands the child this
-  // reader's endpoint and region key.
+  // Hands a writer child that printed its endpoint this reader's endpoint and region key; once the writer is
+  // connected, connects back, expects the request and lets the writer go.
   void accept(Peer& writer) {
     std::vector<std::string> endpoint = writer.expect("endpoint");
-    auto peer = engine->connect(bytes_of(endpoint.at(1)), after(kStepTimeout));
-    REQUIRE(peer.is_ok());
-    REQUIRE(receiver->expect(scenario.request_id, *peer, after(kStepTimeout), destination_view(scenario, destination))
-                .is_ok());
     auto own_endpoint = engine->local_endpoint();
     auto key = engine->export_region(region);
     REQUIRE(own_endpoint.is_ok());
     REQUIRE(key.is_ok());
     writer.say("reader " + to_hex(*own_endpoint) + " " + to_hex(*key));
+    writer.expect("connected");
+    auto peer = engine->connect(bytes_of(endpoint.at(1)), after(kStepTimeout));
+    REQUIRE(peer.is_ok());
+    REQUIRE(receiver->expect(scenario.request_id, *peer, after(kStepTimeout), destination_view(scenario, destination))
+                .is_ok());
+    writer.say("go");
   }
 
   // Waits for the whole stream and checks every byte of the mapped blocks.
