@@ -54,7 +54,6 @@ Result<std::vector<kv::WriteOp>> run_ops(const TransferBenchOptions& options, in
     const kv::WriteOp op{source, 0, destination, 0, static_cast<uint64_t>(block_bytes)};
     return std::vector<kv::WriteOp>(static_cast<size_t>(options.bytes_per_run / block_bytes), op);
   }
-  const bool coalesced = pattern == OpPattern::kCoalesced;
   const int64_t num_blocks = options.bytes_per_run / 2 / block_bytes;  // per array; K and V make the run
   const int64_t run_blocks = std::min(options.blocks_per_run, num_blocks);
   const int64_t runs = num_blocks / run_blocks;
@@ -69,21 +68,14 @@ Result<std::vector<kv::WriteOp>> run_ops(const TransferBenchOptions& options, in
     }
   }
   const kv::KvLayoutDescription layout = block_layout(block_bytes, num_blocks);
+  RECGPT_ASSIGN_OR_RETURN(std::vector<kv::BlockCopy> copies,
+                          kv::layer_copies(layout, source_blocks, layout, destination_blocks, 0));
   std::vector<kv::WriteOp> ops;
-  if (coalesced) {
-    RECGPT_ASSIGN_OR_RETURN(std::vector<kv::BlockCopy> copies,
-                            kv::layer_copies(layout, source_blocks, layout, destination_blocks, 0));
-    for (const kv::BlockCopy& copy : copies) {
-      ops.push_back({source, copy.source_offset, destination, copy.destination_offset, copy.length});
-    }
-    return ops;
-  }
-  for (uint64_t array = 0; array < 2; ++array) {
-    const uint64_t base = array * layout.array_stride_bytes;
-    for (size_t i = 0; i < source_blocks.size(); ++i) {
-      ops.push_back({source, base + static_cast<uint64_t>(source_blocks[i]) * block_bytes, destination,
-                     base + static_cast<uint64_t>(destination_blocks[i]) * block_bytes,
-                     static_cast<uint64_t>(block_bytes)});
+  for (const kv::BlockCopy& copy : copies) {
+    // One op per copy, or the copy cut back into its blocks.
+    const uint64_t piece = pattern == OpPattern::kCoalesced ? copy.length : static_cast<uint64_t>(block_bytes);
+    for (uint64_t offset = 0; offset < copy.length; offset += piece) {
+      ops.push_back({source, copy.source_offset + offset, destination, copy.destination_offset + offset, piece});
     }
   }
   return ops;
@@ -119,28 +111,26 @@ std::vector<std::string> peer_arguments(const TransferBenchOptions& options) {
 
 }  // namespace
 
+namespace {
+
+// Sets up the peer's side: a region allocated by the engine (zeroed, so touched, and shareable with a peer of
+// this host). The line to print: "endpoint <hex> <key hex>".
+Result<std::string> serve_setup(const TransferBenchOptions& options, std::unique_ptr<kv::TransferEngine>& engine) {
+  RECGPT_RETURN_IF_ERROR(pin_to_cpu(options.peer_cpu));
+  RECGPT_ASSIGN_OR_RETURN(engine, make_engine(options, "bench-reader"));
+  RECGPT_ASSIGN_OR_RETURN(kv::AllocatedRegion region, engine->allocate_memory(options.bytes_per_run));
+  RECGPT_ASSIGN_OR_RETURN(kv::Bytes endpoint, engine->local_endpoint());
+  RECGPT_ASSIGN_OR_RETURN(kv::Bytes key, engine->export_region(region.id));
+  return "endpoint " + to_hex(endpoint) + " " + to_hex(key);
+}
+
+}  // namespace
+
 int serve_transfer_bench_peer(const TransferBenchOptions& options) {
-  Status pinned = pin_to_cpu(options.peer_cpu);
-  if (!pinned.is_ok()) {
-    std::cout << "error " << pinned.to_string() << std::endl;
-    return 2;
-  }
-  auto engine = make_engine(options, "bench-reader");
-  if (!engine.is_ok()) {
-    std::cout << "error " << engine.status().to_string() << std::endl;
-    return 2;
-  }
-  // Allocated by the engine (and zeroed, so touched): shareable with a peer of this host.
-  auto allocated = (*engine)->allocate_memory(static_cast<size_t>(options.bytes_per_run));
-  auto region =
-      allocated.is_ok() ? Result<kv::LocalRegionId>(allocated->id) : Result<kv::LocalRegionId>(allocated.status());
-  auto endpoint = (*engine)->local_endpoint();
-  auto key = region.is_ok() ? (*engine)->export_region(*region) : Result<kv::Bytes>(region.status());
-  if (!endpoint.is_ok() || !key.is_ok()) {
-    std::cout << "error " << (endpoint.is_ok() ? key.status() : endpoint.status()).to_string() << std::endl;
-    return 2;
-  }
-  std::cout << "endpoint " << to_hex(*endpoint) << " " << to_hex(*key) << std::endl;
+  std::unique_ptr<kv::TransferEngine> engine;
+  Result<std::string> ready = serve_setup(options, engine);
+  std::cout << (ready.is_ok() ? *ready : "error " + ready.status().to_string()) << std::endl;
+  if (!ready.is_ok()) return 2;
   for (std::string line; std::getline(std::cin, line);) {
   }
   return 0;
