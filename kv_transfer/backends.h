@@ -16,4 +16,10 @@ Result<std::unique_ptr<TransferEngine>> create_local_transfer_engine(const Trans
 // memory, active messages over the network; or "put", "am").
 Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(const TransferEngineOptions& options);
 
+// CUDA device memory between GPUs: NCCL send/recv of block lists, CUDA IPC copies between engines on one GPU,
+// an inner ucx engine as control channel (nccl/nccl_transfer_engine.cpp; built with RECGPT_WITH_NCCL only).
+// Settings: `device` (CUDA device index, default 0), `control_tls` (default "tcp"), `control_devices`.
+// kUnavailable when the process sees no CUDA device.
+Result<std::unique_ptr<TransferEngine>> create_nccl_transfer_engine(const TransferEngineOptions& options);
+
 }  // namespace recgpt::kv

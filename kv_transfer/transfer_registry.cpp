@@ -1,4 +1,4 @@
-// The only place that knows which transfer backends exist.
+// The only place that knows which transfer backends exist, and the only #ifdef of optional ones.
 #include <string>
 #include <vector>
 
@@ -17,6 +17,9 @@ struct BackendEntry {
 constexpr BackendEntry kBackends[] = {
     {"local", &create_local_transfer_engine},
     {"ucx", &create_ucx_transfer_engine},
+#ifdef RECGPT_WITH_NCCL
+    {"nccl", &create_nccl_transfer_engine},
+#endif
 };
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "common/subprocess.h"
 #include "kv_transfer/kv_stream.h"
 #include "kv_transfer/transfer_engine.h"
+#include "tests/integration/kv_transfer/peer_process.h"
 #include "tests/integration/kv_transfer/stream_scenario.h"
 
 namespace recgpt::kv::testing {
@@ -20,11 +21,8 @@ namespace {
 
 using std::chrono::milliseconds;
 
-constexpr milliseconds kStepTimeout(20000);     // generous: CI machines are shared and noisy
 constexpr milliseconds kFailureDeadline(5000);  // how long a side waits for a peer that died
 constexpr milliseconds kDeadlineSlack(2000);    // how late past its deadline a wait may return
-
-Deadline after(milliseconds timeout) { return Clock::now() + timeout; }
 
 struct Transport {
   std::string tls;
@@ -33,40 +31,11 @@ struct Transport {
 
 Transport transport() { return GENERATE(values<Transport>({{"tcp", true}, {"posix,cma,self", false}})); }
 
-// A kv_transfer_peer child: its lines as words, the first checked against the expected tag.
-class Peer {
+// A kv_transfer_peer child over ucx with the transport's tls.
+class Peer : public PeerProcess {
  public:
-  Peer(const std::string& role, const std::string& tls, uint64_t seed, int layers, int layer_delay_ms = 0) {
-    auto spawned = Subprocess::spawn({KV_TRANSFER_PEER_PATH, role, "--backend", "ucx", "--setting", "tls=" + tls,
-                                      "--seed", std::to_string(seed), "--layers", std::to_string(layers),
-                                      "--layer-delay-ms", std::to_string(layer_delay_ms)});
-    REQUIRE(spawned.is_ok());
-    process_ = std::move(spawned).value();
-  }
-
-  // The words of the next line tagged `tag`, skipping progress lines ("layer ...") before it.
-  std::vector<std::string> expect(const std::string& tag) {
-    const Deadline deadline = after(kStepTimeout);
-    for (;;) {
-      auto line = process_.read_line(deadline);
-      INFO("waiting for '" << tag << "' from the peer");
-      REQUIRE(line.is_ok());
-      std::istringstream stream(*line);
-      std::vector<std::string> words;
-      for (std::string word; stream >> word;) words.push_back(word);
-      INFO("peer said: " << *line);
-      REQUIRE(!words.empty());
-      if (words[0] == "layer" && tag != "layer") continue;
-      REQUIRE(words[0] == tag);
-      return words;
-    }
-  }
-
-  void say(const std::string& line) { REQUIRE(process_.write_line(line).is_ok()); }
-  Subprocess& process() { return process_; }
-
- private:
-  Subprocess process_;
+  Peer(const std::string& role, const std::string& tls, uint64_t seed, int layers, int layer_delay_ms = 0)
+      : PeerProcess(role, {"--backend", "ucx", "--setting", "tls=" + tls}, seed, layers, layer_delay_ms) {}
 };
 
 std::unique_ptr<TransferEngine> make_engine(const std::string& name, const std::string& tls) {
