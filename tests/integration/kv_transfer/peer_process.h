@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,7 +23,9 @@ class PeerProcess {
   // `backend_arguments`: --backend and --setting flags (and any other) before the scenario's.
   PeerProcess(const std::string& role, std::vector<std::string> backend_arguments, uint64_t seed, int layers,
               int layer_delay_ms = 0) {
-    std::vector<std::string> arguments{KV_TRANSFER_PEER_PATH, role};
+    // KV_TRANSFER_PEER: the program's path where the build tree moved (scripts/gpu_check.sh on the GPU machine).
+    const char* moved = std::getenv("KV_TRANSFER_PEER");
+    std::vector<std::string> arguments{moved != nullptr ? moved : KV_TRANSFER_PEER_PATH, role};
     arguments.insert(arguments.end(), backend_arguments.begin(), backend_arguments.end());
     arguments.insert(arguments.end(), {"--seed", std::to_string(seed), "--layers", std::to_string(layers),
                                        "--layer-delay-ms", std::to_string(layer_delay_ms)});
