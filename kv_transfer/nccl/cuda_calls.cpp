@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <functional>
+#include <random>
 #include <thread>
 
 namespace recgpt::kv::nccl {
@@ -32,6 +33,14 @@ Status wait_until_ready(ncclComm_t comm, Deadline deadline, const std::string& w
     if (Clock::now() >= deadline) return deadline_exceeded(what + " did not finish before the deadline");
     std::this_thread::sleep_for(pause);
   }
+}
+
+uint64_t process_token() {
+  static const uint64_t token = [] {
+    std::random_device device;
+    return (uint64_t{device()} << 32) ^ device();
+  }();
+  return token;
 }
 
 Result<DeviceLocation> locate_device(int device) {

@@ -26,6 +26,28 @@ Status nccl_status(ncclResult_t result, const std::string& what, ncclComm_t comm
 // kDeadlineExceeded at the deadline; the caller aborts the communicator then.
 Status wait_until_ready(ncclComm_t comm, Deadline deadline, const std::string& what);
 
+// Makes `device` current for the scope and restores the caller's device after: engine calls run on
+// application threads, whose current device is theirs.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    if (previous_ != device) cudaSetDevice(device);
+  }
+  ~DeviceGuard() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+// A random number fixed for this process: tells engines of this process from engines elsewhere (process ids
+// repeat across containers that share a host name and boot id).
+uint64_t process_token();
+
 // The host and PCI bus of a CUDA device.
 Result<DeviceLocation> locate_device(int device);
 

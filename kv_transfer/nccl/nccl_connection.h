@@ -3,12 +3,15 @@
 //
 // A direction is a Channel: the writer's side of an NCCL communicator of two ranks (writer 1, receiver 0) and
 // a stream, or, between engines on the same GPU, only a stream on which the writer copies through CUDA IPC.
-// Threading: every member is guarded by `mutex`, which is never held across a wait on the peer (communicator
-// set-up waits on a local communicator, then installs it). A failed connection stays failed: its communicators
-// are aborted (ncclCommAbort stops kernels waiting on the peer), its queued notifications dropped.
+// Threading: every member is guarded by `mutex`, which is never held across a wait on the peer: communicator
+// set-up waits on a local communicator, then installs it, and a new channel exchanges one byte with the peer
+// before it is installed, so that NCCL's lazy connection set-up is done and later launches are local work.
+// A failed connection stays failed: its communicators are aborted (ncclCommAbort stops kernels waiting on the
+// peer); notifications whose receives had landed stay deliverable, the others are dropped.
 #pragma once
 
 #include <array>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
@@ -25,6 +28,14 @@ struct Channel {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
 };
+
+// A stream, and with `id` a ready communicator of two ranks (this engine is `rank`; writers are 1) that has moved
+// one byte of `scratch` (device memory) between them, so that NCCL's lazy connection to the peer is made here,
+// not in a later launch; or an error, and nothing left behind. Call with the engine's device current.
+Result<Channel> open_channel(const ncclUniqueId* id, int rank, void* scratch, Deadline deadline);
+
+// kInvalidArgument unless [base, base + bytes) lies in one allocation of CUDA device `device`.
+Status check_device_range(const std::byte* base, uint64_t bytes, int device);
 
 struct QueuedNotification {
   Bytes message;
@@ -47,7 +58,9 @@ class Connection {
   std::deque<QueuedNotification> notifications;
   std::map<std::array<unsigned char, kIpcHandleBytes>, void*> opened_allocations;  // the peer's, through IPC
   bool peer_in_process = false;  // the peer is an engine of this process (set on connecting)
-  bool control_closed = false;   // the control connection was dropped after a failure
+  bool connecting = false;       // a connect() is setting up `outgoing`; others wait on `connected`
+  std::condition_variable connected;
+  bool control_closed = false;  // the control connection was dropped after a failure
 
   // ok while the connection lives; the failure once it failed. Also fails it on an NCCL asynchronous error.
   Status check_locked();
@@ -55,8 +68,9 @@ class Connection {
   // Fails the connection (first reason wins). Once it returns, no operation of this connection can touch
   // memory any more: communicators aborted, the outgoing stream drained of IPC copies, mappings closed.
   void fail_locked(Status why);
-  // Makes `comm` and a new stream the channel. On failure, aborts `comm`.
-  Status install_locked(Channel& channel, ncclComm_t comm, bool uses_nccl);
+  // Makes `comm` and `stream` the channel (replacing one the peer set up before: a writer that connects again).
+  // On failure, aborts `comm` and destroys `stream`.
+  Status install_locked(Channel& channel, ncclComm_t comm, cudaStream_t stream, bool uses_nccl);
 
  private:
   int device_;

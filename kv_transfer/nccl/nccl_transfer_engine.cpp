@@ -19,8 +19,6 @@
 // Failure: the control loop watches every connection; a peer the control engine reports dead, an NCCL
 // asynchronous error or a cancelled batch fails the connection (communicators aborted, notifications dropped,
 // handles kUnavailable) and the control connection is dropped, which the peer sees as this engine gone.
-#include <unistd.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -78,9 +76,15 @@ class NcclTransferEngine final : public TransferEngine {
     if (control_thread_.joinable()) control_thread_.join();
     std::lock_guard lock(mutex_);
     connections_.clear();  // each fails itself: communicators aborted, mappings closed
+    if (scratch_ != nullptr) {
+      DeviceGuard guard(device_);
+      cudaFree(scratch_);
+    }
   }
 
   Status start() {
+    DeviceGuard guard(device_);
+    RECGPT_RETURN_IF_ERROR(cuda_status(cudaMalloc(&scratch_, 64), "cudaMalloc of the engine's scratch bytes"));
     RECGPT_ASSIGN_OR_RETURN(control_endpoint_, control_->local_endpoint());
     control_thread_ = std::thread([this] { control_loop(); });
     return Status::ok();
@@ -93,7 +97,7 @@ class NcclTransferEngine final : public TransferEngine {
     if (region.kind != MemoryKind::kCuda) {
       return invalid_argument("the nccl backend reaches CUDA device memory only, got host memory");
     }
-    cudaSetDevice(device_);
+    DeviceGuard guard(device_);
     cudaPointerAttributes attributes{};
     if (cudaPointerGetAttributes(&attributes, region.base) != cudaSuccess || attributes.type != cudaMemoryTypeDevice ||
         attributes.device != device_) {
@@ -146,7 +150,7 @@ class NcclTransferEngine final : public TransferEngine {
   Result<Bytes> local_endpoint() override {
     Bytes bytes;
     append_wire(bytes, EndpointWire{kEndpointMagic, static_cast<uint32_t>(control_endpoint_.size()), uuid_, location_,
-                                    static_cast<uint64_t>(::getpid())});
+                                    process_token()});
     bytes.insert(bytes.end(), control_endpoint_.begin(), control_endpoint_.end());
     return bytes;
   }
@@ -159,17 +163,24 @@ class NcclTransferEngine final : public TransferEngine {
     RECGPT_ASSIGN_OR_RETURN(PeerId peer, control_->connect(reader.rest(), deadline));
     RECGPT_ASSIGN_OR_RETURN(std::shared_ptr<Connection> connection, connection_for(peer, wire.engine_uuid));
     {
-      std::lock_guard lock(connection->mutex);
+      std::unique_lock lock(connection->mutex);
+      // One connect sets the channel up; concurrent ones wait for its outcome.
+      if (!connection->connected.wait_until(lock, deadline, [&] { return !connection->connecting; })) {
+        return deadline_exceeded("another connect to " + peer_label(peer) + " did not finish before the deadline");
+      }
       RECGPT_RETURN_IF_ERROR(connection->check_locked());
       if (connection->outgoing.ready) return peer;
-      connection->peer_in_process = wire.location == location_ && wire.process_id == uint64_t(::getpid());
+      connection->connecting = true;
+      connection->peer_in_process = wire.location == location_ && wire.process_token == process_token();
     }
-    const bool uses_nccl = !(wire.location == location_);
-    Status joined = join_as_writer(peer, *connection, uses_nccl, deadline);
-    if (!joined.is_ok()) {
-      disconnect(peer);
-      return joined.with_context("connecting to " + peer_label(peer));
+    Status joined = join_as_writer(peer, *connection, !(wire.location == location_), deadline);
+    {
+      std::lock_guard lock(connection->mutex);
+      connection->connecting = false;
     }
+    connection->connected.notify_all();
+    // A failed set-up leaves the peer's writes to this engine (the incoming channel) alone.
+    if (!joined.is_ok()) return joined.with_context("connecting to " + peer_label(peer));
     return peer;
   }
 
@@ -194,6 +205,8 @@ class NcclTransferEngine final : public TransferEngine {
         RECGPT_ASSIGN_OR_RETURN(std::byte * allocation, open_allocation_locked(*connection, wire));
         imported.mapped = allocation + wire.offset_in_allocation;
       }
+      // This engine writes there itself: the key's range must lie in one allocation of this GPU.
+      if (imported.mapped != nullptr) RECGPT_RETURN_IF_ERROR(check_device_range(imported.mapped, wire.bytes, device_));
     }
     std::lock_guard lock(mutex_);
     const RemoteRegionId id = next_remote_region_id_++;
@@ -209,6 +222,7 @@ class NcclTransferEngine final : public TransferEngine {
       if (it == connections_.end()) return;
       connection = std::move(it->second);
       connections_.erase(it);
+      std::erase_if(imports_, [peer](const auto& entry) { return entry.second.peer == peer; });
     }
     {
       std::lock_guard lock(connection->mutex);
@@ -220,7 +234,7 @@ class NcclTransferEngine final : public TransferEngine {
   Result<std::unique_ptr<TransferHandle>> submit_writes(PeerId peer, std::span<const WriteOp> ops) override {
     RECGPT_ASSIGN_OR_RETURN(std::shared_ptr<Connection> connection, find_connection(peer));
     RECGPT_ASSIGN_OR_RETURN(std::vector<ResolvedOp> resolved, resolve(peer, ops));
-    cudaSetDevice(device_);
+    DeviceGuard guard(device_);
     cudaEvent_t done = nullptr;
     RECGPT_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate"));
     auto handle = std::make_unique<BatchHandle>(connection, done);  // owns the event from here
@@ -252,7 +266,7 @@ class NcclTransferEngine final : public TransferEngine {
     // Over IPC this engine writes the peer's memory itself: the copies must have finished before the message
     // leaves. They run on this GPU alone, so the wait is bounded.
     if (copies != nullptr) {
-      cudaSetDevice(device_);
+      DeviceGuard guard(device_);
       Status landed = cuda_status(cudaStreamSynchronize(copies), "the copies before a notification");
       if (!landed.is_ok()) {
         std::lock_guard lock(connection->mutex);
@@ -266,12 +280,13 @@ class NcclTransferEngine final : public TransferEngine {
   }
 
   Result<std::optional<Notification>> wait_notification(Deadline deadline) override {
+    DeviceGuard guard(device_);
     for (;;) {
       bool waiting_on_gpu = false;
       std::unique_lock lock(mutex_);
       for (auto& [peer, connection] : connections_) {
         std::lock_guard connection_lock(connection->mutex);
-        if (connection->notifications.empty() || !connection->failure_locked().is_ok()) continue;
+        if (connection->notifications.empty()) continue;  // a failed one keeps only what landed
         QueuedNotification& front = connection->notifications.front();
         if (front.landed != nullptr) {
           cudaError_t queried = cudaEventQuery(front.landed);
@@ -297,6 +312,7 @@ class NcclTransferEngine final : public TransferEngine {
 
   Status peer_status(PeerId peer) override {
     RECGPT_ASSIGN_OR_RETURN(std::shared_ptr<Connection> connection, find_connection(peer));
+    DeviceGuard guard(device_);
     {
       std::lock_guard lock(connection->mutex);
       RECGPT_RETURN_IF_ERROR(connection->check_locked());
@@ -331,7 +347,7 @@ class NcclTransferEngine final : public TransferEngine {
   }
 
   Status join_as_writer(PeerId peer, Connection& connection, bool uses_nccl, Deadline deadline) {
-    cudaSetDevice(device_);
+    DeviceGuard guard(device_);
     HelloWire hello;
     hello.use_nccl = uses_nccl ? 1 : 0;
     ncclUniqueId id{};
@@ -343,26 +359,9 @@ class NcclTransferEngine final : public TransferEngine {
     append_wire(bytes, hello);
     RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<TransferHandle> sent, control_->notify(peer, bytes));
     RECGPT_RETURN_IF_ERROR(sent->wait(deadline));
-    ncclComm_t comm = nullptr;
-    if (uses_nccl) {
-      RECGPT_ASSIGN_OR_RETURN(comm, join_communicator(id, /*rank=*/1, deadline));
-    }
+    RECGPT_ASSIGN_OR_RETURN(Channel channel, open_channel(uses_nccl ? &id : nullptr, /*rank=*/1, scratch_, deadline));
     std::lock_guard lock(connection.mutex);
-    return connection.install_locked(connection.outgoing, comm, uses_nccl);
-  }
-
-  // A communicator of two ranks, ready, or an error (and nothing left behind).
-  Result<ncclComm_t> join_communicator(const ncclUniqueId& id, int rank, Deadline deadline) {
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;  // so that a peer that never joins costs a deadline, not a hang
-    ncclComm_t comm = nullptr;
-    ncclResult_t started = ncclCommInitRankConfig(&comm, 2, id, rank, &config);
-    Status ready = nccl_status(started, "ncclCommInitRankConfig");
-    if (ready.is_ok())
-      ready = wait_until_ready(comm, deadline, "joining the NCCL communicator as rank " + std::to_string(rank));
-    if (ready.is_ok()) return comm;
-    if (comm != nullptr) ncclCommAbort(comm);
-    return ready;
+    return connection.install_locked(connection.outgoing, channel.comm, channel.stream, uses_nccl);
   }
 
   Result<std::byte*> open_allocation_locked(Connection& connection, const RegionKeyWire& key) {
@@ -376,7 +375,7 @@ class NcclTransferEngine final : public TransferEngine {
     cudaIpcMemHandle_t handle;
     std::memcpy(&handle, key.ipc_handle, kIpcHandleBytes);
     void* base = nullptr;
-    cudaSetDevice(device_);
+    DeviceGuard guard(device_);
     RECGPT_RETURN_IF_ERROR(cuda_status(cudaIpcOpenMemHandle(&base, handle, cudaIpcMemLazyEnablePeerAccess),
                                        "cudaIpcOpenMemHandle of the peer's region"));
     connection.opened_allocations[handle_bytes] = base;
@@ -445,7 +444,7 @@ class NcclTransferEngine final : public TransferEngine {
   // ---- the control loop: messages from peers, and the watch over every connection ----
 
   void control_loop() {
-    cudaSetDevice(device_);
+    cudaSetDevice(device_);  // the loop's own thread
     while (!stopping_) {
       auto received = control_->wait_notification(Clock::now() + kControlPoll);
       if (received.is_ok() && received->has_value()) on_message(std::move(**received));
@@ -468,23 +467,27 @@ class NcclTransferEngine final : public TransferEngine {
     }
     if (handled.is_ok()) return;
     // A peer that breaks the protocol loses its connection; the message says why to whoever looks next.
-    auto connection = connection_for(received.peer, header.is_ok() ? header->sender_uuid : 0);
+    auto connection = find_connection(received.peer);
     if (!connection.is_ok()) return;
     std::lock_guard lock((*connection)->mutex);
     (*connection)->fail_locked(handled);
   }
 
+  // A writer connected (or connected again after a failed set-up: its new channel replaces the old one).
+  // Blocks the control loop while the communicator forms, up to kJoinTimeout.
   Status on_hello(PeerId peer, uint64_t sender_uuid, WireReader& reader) {
     RECGPT_ASSIGN_OR_RETURN(HelloWire hello, reader.read<HelloWire>());
     RECGPT_ASSIGN_OR_RETURN(std::shared_ptr<Connection> connection, connection_for(peer, sender_uuid));
-    ncclComm_t comm = nullptr;
-    if (hello.use_nccl != 0) {
-      ncclUniqueId id;
-      std::memcpy(&id, hello.unique_id, kUniqueIdBytes);
-      RECGPT_ASSIGN_OR_RETURN(comm, join_communicator(id, /*rank=*/0, Clock::now() + kJoinTimeout));
+    {
+      std::lock_guard lock(connection->mutex);
+      RECGPT_RETURN_IF_ERROR(connection->check_locked());
     }
+    ncclUniqueId id;
+    std::memcpy(&id, hello.unique_id, kUniqueIdBytes);
+    RECGPT_ASSIGN_OR_RETURN(Channel channel, open_channel(hello.use_nccl != 0 ? &id : nullptr, /*rank=*/0, scratch_,
+                                                          Clock::now() + kJoinTimeout));
     std::lock_guard lock(connection->mutex);
-    return connection->install_locked(connection->incoming, comm, hello.use_nccl != 0);
+    return connection->install_locked(connection->incoming, channel.comm, channel.stream, hello.use_nccl != 0);
   }
 
   Status on_writes(PeerId peer, WireReader& reader) {
@@ -567,7 +570,22 @@ class NcclTransferEngine final : public TransferEngine {
         if (drop_control) connection->control_closed = true;
       }
       if (drop_control) control_->disconnect(peer);
+      bool finished = false;
+      {
+        std::lock_guard lock(connection->mutex);
+        finished = connection->control_closed && connection->notifications.empty();
+      }
+      if (finished) forget(peer, connection);
     }
+  }
+
+  // Drops a failed connection whose notifications were all delivered (peer_status then says kUnavailable).
+  void forget(PeerId peer, const std::shared_ptr<Connection>& connection) {
+    std::lock_guard lock(mutex_);
+    auto it = connections_.find(peer);
+    if (it == connections_.end() || it->second != connection) return;
+    connections_.erase(it);
+    std::erase_if(imports_, [peer](const auto& entry) { return entry.second.peer == peer; });
   }
 
   const uint64_t uuid_ = random_uuid();
@@ -575,6 +593,7 @@ class NcclTransferEngine final : public TransferEngine {
   const DeviceLocation location_;
   std::unique_ptr<TransferEngine> control_;
   Bytes control_endpoint_;
+  void* scratch_ = nullptr;  // device bytes for the first byte of each new channel
   std::atomic<bool> stopping_ = false;
   std::thread control_thread_;
 
@@ -628,7 +647,6 @@ Result<std::unique_ptr<TransferEngine>> create_nccl_transfer_engine(const Transf
     return invalid_argument("nccl setting device=" + std::to_string(device) + ", but there are " +
                             std::to_string(devices) + " CUDA devices");
   }
-  RECGPT_RETURN_IF_ERROR(nccl::cuda_status(cudaSetDevice(device), "cudaSetDevice"));
   RECGPT_ASSIGN_OR_RETURN(nccl::DeviceLocation location, nccl::locate_device(device));
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<TransferEngine> control, create_ucx_transfer_engine(control_options));
   auto engine = std::make_unique<nccl::NcclTransferEngine>(device, location, std::move(control));

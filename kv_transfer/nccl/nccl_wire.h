@@ -40,7 +40,7 @@ struct EndpointWire {
   uint32_t control_bytes = 0;
   uint64_t engine_uuid = 0;
   DeviceLocation location;
-  uint64_t process_id = 0;  // engines of one process on one GPU write each other's memory directly
+  uint64_t process_token = 0;  // engines of one process on one GPU write each other's memory directly
 };
 
 struct RegionKeyWire {
