@@ -9,7 +9,7 @@ debian_packages=(
   clang-format clang-tidy
   libboost1.81-dev libprotobuf-dev protobuf-compiler nlohmann-json3-dev
   catch2 libucx-dev ucx-utils libpcre2-dev libopenblas-dev prometheus-cpp-dev
-  libcli11-dev libicu-dev
+  libcli11-dev libicu-dev curl
   python3-numpy
 )
 

@@ -1,0 +1,122 @@
+// The admin endpoint against a real HTTP client (curl, from Debian): health, readiness with its reason,
+// Prometheus text, wrong paths and methods, and an oversized request that is dropped while the server keeps
+// serving. The io_context runs on its own thread; every curl call has a deadline.
+#include "common/admin/admin_server.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/subprocess.h"
+
+namespace recgpt::admin {
+namespace {
+
+using std::chrono::seconds;
+
+struct CurlReply {
+  std::string body;
+  int status = 0;  // 0: no HTTP answer
+};
+
+// `curl` with the status code on a last line of its own.
+CurlReply curl(uint16_t port, const std::string& path, std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {"/usr/bin/curl", "-s", "--max-time", "5", "-w", "\n%{http_code}\n"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back("http://127.0.0.1:" + std::to_string(port) + path);
+  auto spawned = Subprocess::spawn(argv);
+  REQUIRE(spawned.is_ok());
+  std::vector<std::string> lines;
+  for (;;) {
+    auto line = spawned->read_line(std::chrono::steady_clock::now() + seconds(10));
+    if (!line.is_ok()) break;  // end of output
+    lines.push_back(*line);
+  }
+  (void)spawned->wait(std::chrono::steady_clock::now() + seconds(10));
+  REQUIRE_FALSE(lines.empty());
+  CurlReply reply;
+  reply.status = std::stoi(lines.back());
+  for (size_t i = 0; i + 1 < lines.size(); ++i) reply.body += lines[i] + "\n";
+  return reply;
+}
+
+struct RunningServer {
+  boost::asio::io_context io;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work = boost::asio::make_work_guard(io);
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::atomic<bool> ready = false;
+  std::unique_ptr<AdminServer> server;
+  std::thread thread;
+
+  RunningServer() {
+    AdminOptions options;
+    options.registry = registry;
+    options.readiness = [this] { return ready ? Status::ok() : unavailable("the model is still loading"); };
+    auto started = AdminServer::start(io, options);
+    REQUIRE(started.is_ok());
+    server = std::move(started).value();
+    thread = std::thread([this] { io.run(); });
+  }
+
+  ~RunningServer() {
+    boost::asio::post(io, [this] {
+      server.reset();  // on the io_context's thread, as its contract asks
+      io.stop();
+    });
+    thread.join();
+  }
+};
+
+TEST_CASE("the admin endpoint answers health, readiness with its reason, and Prometheus text", "[admin]") {
+  RunningServer running;
+  auto& requests =
+      prometheus::BuildCounter().Name("recgpt_test_requests_total").Help("test").Register(*running.registry);
+  requests.Add({{"role", "decode"}}).Increment(3);
+  const uint16_t port = running.server->port();
+
+  CurlReply health = curl(port, "/healthz");
+  CHECK(health.status == 200);
+  CurlReply not_ready = curl(port, "/readyz");
+  CHECK(not_ready.status == 503);
+  CHECK_THAT(not_ready.body, Catch::Contains("the model is still loading"));
+  running.ready = true;
+  CHECK(curl(port, "/readyz").status == 200);
+
+  CurlReply metrics = curl(port, "/metrics");
+  CHECK(metrics.status == 200);
+  CHECK_THAT(metrics.body, Catch::Contains("# TYPE recgpt_test_requests_total counter") &&
+                               Catch::Contains("recgpt_test_requests_total{role=\"decode\"} 3"));
+}
+
+TEST_CASE("the admin endpoint refuses unknown paths, other methods and oversized requests, and keeps serving",
+          "[admin]") {
+  RunningServer running;
+  const uint16_t port = running.server->port();
+  CHECK(curl(port, "/nothing-here").status == 404);
+  CHECK(curl(port, "/metrics", {"-X", "POST"}).status == 405);
+  CHECK(curl(port, "/healthz", {"-H", "X-Padding: " + std::string(16 * 1024, 'a')}).status == 0);
+  CHECK(curl(port, "/healthz").status == 200);
+}
+
+TEST_CASE("an admin endpoint on an address in use says which", "[admin]") {
+  RunningServer running;
+  boost::asio::io_context other;
+  AdminOptions options;
+  options.port = running.server->port();
+  auto second = AdminServer::start(other, options);
+  REQUIRE_FALSE(second.is_ok());
+  CHECK(second.status().code() == StatusCode::kUnavailable);
+  CHECK_THAT(second.status().message(), Catch::Contains(std::to_string(options.port)));
+}
+
+}  // namespace
+}  // namespace recgpt::admin
