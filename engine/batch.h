@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -25,6 +26,10 @@ struct SequenceStep {
 
 struct Batch {
   std::vector<SequenceStep> sequences;
+  // When set, called once per layer, in layer order, as soon as that layer's K and V of every sequence of the
+  // batch are in the KV cache (and before any later layer runs): the prefill node pushes the layer's blocks to
+  // the decode node from here, overlapping the transfer with the next layers' compute. Runs on the step thread.
+  std::function<void(int32_t layer)> after_layer = nullptr;
 
   int64_t num_tokens() const {
     int64_t total = 0;

@@ -101,7 +101,10 @@ class CpuBackend final : public Backend {
     if (num_tokens == 0) return Status::ok();
     prepare_scratch(batch, kv_cache.config());
     embed(batch);
-    for (int layer = 0; layer < config_.num_hidden_layers; ++layer) run_layer(batch, kv_cache, layer, num_tokens);
+    for (int layer = 0; layer < config_.num_hidden_layers; ++layer) {
+      run_layer(batch, kv_cache, layer, num_tokens);
+      if (batch.after_layer) batch.after_layer(layer);
+    }
     compute_logits(batch, logits);
     return Status::ok();
   }

@@ -1,6 +1,7 @@
 // The forward pass gives the same logits however a sequence is batched, chunked or cached.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -229,6 +230,42 @@ TEST_CASE("generator reuses a shared prefix and generates the same tokens as wit
   CHECK(uncached_stats.prompt_tokens_cached == 0);
   CHECK(cached_stats.prompt_tokens_computed + cached_stats.prompt_tokens_cached ==
         uncached_stats.prompt_tokens_computed);
+}
+
+// The bytes of one layer's K and V arrays (the whole pool) as they are now.
+std::vector<std::byte> layer_bytes(KvCache& cache, int layer) {
+  const auto* base = static_cast<const std::byte*>(cache.storage_data()) + 2 * layer * cache.array_stride_bytes();
+  return std::vector<std::byte>(base, base + 2 * cache.array_stride_bytes());
+}
+
+TEST_CASE("after_layer runs once per layer in order, when that layer's KV is final and the next one's untouched",
+          "[engine][forward]") {
+  const ModelFiles& model = tiny_model(DType::kF32);
+  const ModelConfig& config = model.config();
+  Engine engine(model, 8);
+  std::memset(engine.cache->storage_data(), 0x7f, 2 * config.num_hidden_layers * engine.cache->array_stride_bytes());
+  const std::vector<int32_t> prompt = random_tokens(config, 37, 5);
+  const std::vector<int32_t> blocks = {3, 0, 6};
+  Batch batch;
+  batch.sequences.push_back({prompt, {}, 0, blocks, LogitsWanted::kLast});
+  std::vector<int32_t> order;
+  std::vector<std::vector<std::byte>> at_hook;  // layer l's bytes when its hook ran
+  std::vector<bool> next_untouched;
+  const std::vector<std::byte> pristine = layer_bytes(*engine.cache, 0);
+  batch.after_layer = [&](int32_t layer) {
+    order.push_back(layer);
+    at_hook.push_back(layer_bytes(*engine.cache, layer));
+    if (layer + 1 < config.num_hidden_layers)
+      next_untouched.push_back(layer_bytes(*engine.cache, layer + 1) == pristine);
+  };
+  engine.run(batch);
+  REQUIRE(static_cast<int>(order.size()) == config.num_hidden_layers);
+  for (int layer = 0; layer < config.num_hidden_layers; ++layer) {
+    CHECK(order[layer] == layer);
+    CHECK(at_hook[layer] == layer_bytes(*engine.cache, layer));  // nothing changed it after its hook
+    CHECK(at_hook[layer] != pristine);                           // and the hook saw it written
+  }
+  for (bool untouched : next_untouched) CHECK(untouched);
 }
 
 }  // namespace
