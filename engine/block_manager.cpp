@@ -109,6 +109,11 @@ int32_t BlockManager::ref_count(int32_t block) const {
   return ref_counts_[block];
 }
 
+uint64_t BlockManager::registered_hash(int32_t block) const {
+  RECGPT_CHECK_MSG(is_registered(block), "block " + std::to_string(block) + " is not registered");
+  return block_hashes_[block];
+}
+
 bool BlockManager::is_registered(int32_t block) const {
   check_block(block);
   return registered_[block];

@@ -68,6 +68,8 @@ class BlockManager {
 
   int32_t ref_count(int32_t block) const;
   bool is_registered(int32_t block) const;
+  // The hash a registered block is indexed under. Aborts (RECGPT_CHECK) when it is not registered.
+  uint64_t registered_hash(int32_t block) const;
 
   // Cumulative since construction: hashes passed to match_prefix, and blocks it returned.
   int64_t num_queried_blocks() const { return num_queried_blocks_; }

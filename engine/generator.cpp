@@ -103,7 +103,7 @@ int64_t Generator::num_running() const {
   return std::count_if(sequences_.begin(), sequences_.end(), [](const auto& s) { return s->admitted; });
 }
 
-Result<int64_t> Generator::add(GenerationRequest request) {
+Result<std::unique_ptr<Generator::Sequence>> Generator::make_sequence(GenerationRequest request, bool needs_vectors) {
   const ModelConfig& config = model_.config();
   if (request.prompt.empty()) return invalid_argument("prompt is empty");
   if (request.max_new_tokens <= 0) return invalid_argument("max_new_tokens must be positive");
@@ -112,7 +112,6 @@ Result<int64_t> Generator::add(GenerationRequest request) {
     return invalid_argument("prompt of " + std::to_string(request.prompt.size()) +
                             " tokens does not fit the context of " + std::to_string(config.max_position_embeddings));
   }
-  RECGPT_RETURN_IF_ERROR(validate_tokens(request.prompt, request.entity_vectors.size(), config));
   auto sequence = std::make_unique<Sequence>(request.sampling);
   int32_t entity_token = config.entity_adaptor ? config.entity_adaptor->entity_token_id : -1;
   int64_t entity_dim = config.entity_adaptor ? config.entity_adaptor->entity_dim : 0;
@@ -120,6 +119,14 @@ Result<int64_t> Generator::add(GenerationRequest request) {
   for (int32_t token : request.prompt) {
     sequence->entity_index.push_back(entities);
     if (token == entity_token) ++entities;
+  }
+  if (needs_vectors) {
+    RECGPT_RETURN_IF_ERROR(validate_tokens(request.prompt, request.entity_vectors.size(), config));
+  } else {
+    RECGPT_RETURN_IF_ERROR(validate_tokens(request.prompt, static_cast<size_t>(entities * entity_dim), config));
+    if (entities > 0 && request.entity_keys.empty()) {
+      return invalid_argument("a prefilled prompt with entity tokens needs their entity_keys");
+    }
   }
   if (!request.entity_keys.empty() && static_cast<int64_t>(request.entity_keys.size()) != entities) {
     return invalid_argument("entity_keys must have one key per entity token");
@@ -135,9 +142,55 @@ Result<int64_t> Generator::add(GenerationRequest request) {
     sequence->entity_keys.push_back(key);
   }
   sequence->entity_token = entity_token;
-  sequence->id = next_sequence_id_++;
   sequence->tokens = request.prompt;
   sequence->request = std::move(request);
+  return sequence;
+}
+
+Result<int64_t> Generator::add(GenerationRequest request) {
+  RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Sequence> sequence, make_sequence(std::move(request), true));
+  sequence->id = next_sequence_id_++;
+  sequences_.push_back(std::move(sequence));
+  return sequences_.back()->id;
+}
+
+Result<int64_t> Generator::add_prefilled(GenerationRequest request, std::vector<int32_t> block_table,
+                                         int32_t first_token) {
+  const ModelConfig& config = model_.config();
+  if (request.max_new_tokens < 2) {
+    return invalid_argument("a prefilled sequence needs max_new_tokens >= 2 (its first token is already sampled)");
+  }
+  if (first_token < 0 || first_token >= config.vocab_size) {
+    return invalid_argument("first token " + std::to_string(first_token) + " is outside the vocabulary");
+  }
+  RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Sequence> sequence, make_sequence(std::move(request), false));
+  if (static_cast<int64_t>(block_table.size()) < blocks_for(sequence->prompt_size(), options_.block_size)) {
+    return invalid_argument("a block table of " + std::to_string(block_table.size()) +
+                            " blocks cannot hold a prompt of " + std::to_string(sequence->prompt_size()) + " tokens");
+  }
+  for (int32_t block : block_table) {
+    if (block < 0 || block >= kv_cache_->blocks().num_blocks() || kv_cache_->blocks().ref_count(block) == 0) {
+      return invalid_argument("block " + std::to_string(block) + " of a prefilled sequence is not a held KV block");
+    }
+  }
+  // Leading blocks already in the prefix index must hold this prompt's blocks (a peer's mistake must not
+  // make register_full_blocks abort).
+  std::vector<uint64_t> hashes =
+      compute_block_hashes(sequence->request.prompt, sequence->entity_keys, options_.block_size);
+  for (size_t i = 0; i < hashes.size(); ++i) {
+    const BlockManager& blocks = kv_cache_->blocks();
+    if (blocks.is_registered(block_table[i]) && blocks.registered_hash(block_table[i]) != hashes[i]) {
+      return invalid_argument("block " + std::to_string(block_table[i]) + " holds another prefix than this prompt's");
+    }
+  }
+  sequence->id = next_sequence_id_++;
+  sequence->block_table = std::move(block_table);
+  sequence->num_computed = sequence->prompt_size();
+  sequence->admitted = true;
+  sequence->tokens.push_back(first_token);
+  sequence->entity_keys.push_back(0);
+  sequence->num_generated = 1;
+  register_full_blocks(*sequence);
   sequences_.push_back(std::move(sequence));
   return sequences_.back()->id;
 }

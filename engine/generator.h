@@ -73,6 +73,15 @@ class Generator {
   // Invalid requests (empty prompt, bad token ids, entity count mismatch, too long) are rejected here.
   Result<int64_t> add(GenerationRequest request);
 
+  // Adds a sequence whose prompt KV another node computed (disaggregated decode): `block_table` holds the
+  // prompt's KV in its leading blocks (and may hold blocks for the decode budget after them); the generator
+  // takes over one reference of each block. `first_token` is the token the prefill node sampled; decoding goes on
+  // from it. The prompt's full blocks enter the prefix index. kInvalidArgument (and no reference taken) for an
+  // invalid request, a block table too short for the prompt, a max_new_tokens that leaves nothing to decode, or
+  // a prompt with entity tokens but no entity_keys (this node needs no vectors, only their keys).
+  // Note: a seeded non-greedy sampler starts afresh here, so only greedy output equals a colocated run.
+  Result<int64_t> add_prefilled(GenerationRequest request, std::vector<int32_t> block_table, int32_t first_token);
+
   // Ends a sequence and returns its blocks. Unknown ids are ignored.
   void cancel(int64_t sequence_id);
 
@@ -83,6 +92,8 @@ class Generator {
   int64_t num_running() const;
   const GeneratorStats& stats() const { return stats_; }
   const KvCache& kv_cache() const { return *kv_cache_; }
+  // The decode node reserves blocks in this cache's BlockManager and registers its memory for transfers.
+  KvCache& kv_cache() { return *kv_cache_; }
   const ModelFiles& model() const { return model_; }
   Backend& backend() { return *backend_; }
 
@@ -102,6 +113,8 @@ class Generator {
     int64_t budget = 0;
   };
 
+  // A validated sequence for `request` (prompt, entity keys), not yet queued.
+  Result<std::unique_ptr<Sequence>> make_sequence(GenerationRequest request, bool needs_vectors);
   void schedule_decodes(StepPlan& plan, std::vector<StepToken>& produced);
   void schedule_prompts(StepPlan& plan, std::vector<StepToken>& produced);
   void sample_next_tokens(const StepPlan& plan, std::vector<StepToken>& produced);

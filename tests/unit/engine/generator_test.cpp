@@ -3,8 +3,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "engine/block_hash.h"
 #include "engine/entity_store.h"
@@ -142,6 +145,76 @@ TEST_CASE("cancelling a running sequence returns its blocks") {
   CHECK((*generator)->idle());
   CHECK((*generator)->kv_cache().blocks().num_used_blocks() == 0);
   CHECK((*generator)->kv_cache().blocks().check_invariants().is_ok());
+}
+
+// What a prefill node does for `request` in `generator`'s cache: the prompt's KV into fresh blocks (with room
+// for the decode budget), and the first token by greedy choice. The blocks are the caller's.
+std::pair<std::vector<int32_t>, int32_t> prefill_elsewhere(Generator& generator, const GenerationRequest& request,
+                                                           int32_t entity_token) {
+  const int64_t total = static_cast<int64_t>(request.prompt.size()) + request.max_new_tokens;
+  auto blocks = generator.kv_cache().blocks().allocate((total + 15) / 16);
+  REQUIRE(blocks.is_ok());
+  Batch batch;
+  batch.sequences.push_back({request.prompt, request.entity_vectors, 0, *blocks, LogitsWanted::kLast});
+  std::vector<float> logits;
+  REQUIRE(generator.backend().forward(batch, generator.kv_cache(), logits).is_ok());
+  logits[entity_token] = -std::numeric_limits<float>::infinity();
+  const auto first = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  return {*blocks, first};
+}
+
+TEST_CASE("a sequence prefilled elsewhere decodes greedily to what a colocated run produces, entities included") {
+  TinyModel tiny;
+  GenerationRequest request;
+  request.prompt = {5, 9, 14, tiny.entity_token(), 3, 7, 11, 2, 8, 6, 4, 13, 12, 10, 1, 15, 17, 19, 21};
+  request.entity_vectors.resize(tiny.entity_dim());
+  for (size_t i = 0; i < request.entity_vectors.size(); ++i) request.entity_vectors[i] = std::cos(0.21f * i);
+  request.max_new_tokens = 12;
+
+  auto colocated = Generator::create(tiny.model(), {});
+  REQUIRE(colocated.is_ok());
+  auto id = (*colocated)->add(request);
+  REQUIRE(id.is_ok());
+  const std::vector<int32_t> expected = run_to_end(**colocated, *id);
+  REQUIRE(expected.size() == 12);
+
+  auto decode = Generator::create(tiny.model(), {});
+  REQUIRE(decode.is_ok());
+  auto [blocks, first] = prefill_elsewhere(**decode, request, tiny.entity_token());
+  CHECK(first == expected[0]);
+  GenerationRequest prefilled = request;
+  prefilled.entity_vectors.clear();  // the decode node gets keys, not vectors
+  prefilled.entity_keys = {entity_key_from_vector(request.entity_vectors)};
+  auto added = (*decode)->add_prefilled(prefilled, blocks, first);
+  REQUIRE(added.is_ok());
+  std::vector<int32_t> decoded = {first};
+  for (int32_t token : run_to_end(**decode, *added)) decoded.push_back(token);
+  CHECK(decoded == expected);
+  CHECK((*decode)->kv_cache().blocks().num_used_blocks() == 0);
+  CHECK((*decode)->kv_cache().blocks().num_cached_blocks() == 1);  // the prompt's one full block, indexed
+}
+
+TEST_CASE("a prefilled sequence with a short block table, no decode budget or unknown blocks is refused") {
+  TinyModel tiny;
+  auto generator = Generator::create(tiny.model(), {});
+  REQUIRE(generator.is_ok());
+  BlockManager& blocks = (*generator)->kv_cache().blocks();
+  GenerationRequest request;
+  request.prompt = std::vector<int32_t>(40, 7);
+  request.max_new_tokens = 8;
+  auto held = blocks.allocate(3);
+  REQUIRE(held.is_ok());
+  auto short_table = (*generator)->add_prefilled(request, {(*held)[0], (*held)[1]}, 5);
+  CHECK(short_table.status().code() == StatusCode::kInvalidArgument);
+  request.max_new_tokens = 1;
+  CHECK((*generator)->add_prefilled(request, *held, 5).status().code() == StatusCode::kInvalidArgument);
+  request.max_new_tokens = 8;
+  const int32_t free_block = (*held)[2] + 1;
+  CHECK((*generator)->add_prefilled(request, {(*held)[0], (*held)[1], free_block}, 5).status().code() ==
+        StatusCode::kInvalidArgument);
+  CHECK((*generator)->idle());
+  for (int32_t block : *held) CHECK(blocks.ref_count(block) == 1);  // nothing taken over on refusal
+  blocks.release(*held);
 }
 
 }  // namespace
