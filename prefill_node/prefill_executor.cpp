@@ -1,0 +1,111 @@
+#include "prefill_node/prefill_executor.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "engine/block_hash.h"
+
+namespace recgpt::prefill {
+
+kv::KvLayoutDescription describe_kv_cache(const KvCache& cache) {
+  const KvCacheConfig& config = cache.config();
+  kv::KvLayoutDescription layout;
+  layout.num_layers = config.num_layers;
+  layout.num_kv_heads = config.num_kv_heads;
+  layout.head_dim = config.head_dim;
+  layout.block_size = config.block_size;
+  layout.dtype = std::string(dtype_name(config.dtype));
+  layout.num_blocks = config.num_blocks;
+  layout.array_stride_bytes = cache.array_stride_bytes();
+  return layout;
+}
+
+PrefillExecutor::PrefillExecutor(const ModelConfig& config, Backend& backend, KvCache& cache, bool prefix_caching)
+    : config_(config), backend_(backend), cache_(cache), prefix_caching_(prefix_caching) {}
+
+Result<PrefillPlan> PrefillExecutor::plan(const PrefillInput& input) {
+  if (input.prompt.empty()) return invalid_argument("prompt is empty");
+  if (static_cast<int64_t>(input.prompt.size()) >= config_.max_position_embeddings) {
+    return invalid_argument("prompt of " + std::to_string(input.prompt.size()) +
+                            " tokens does not fit the context of " + std::to_string(config_.max_position_embeddings));
+  }
+  RECGPT_RETURN_IF_ERROR(validate_tokens(input.prompt, input.entity_vectors.size(), config_));
+  RECGPT_RETURN_IF_ERROR(input.sampling.validate());
+  const int32_t entity_token = config_.entity_adaptor ? config_.entity_adaptor->entity_token_id : -1;
+  const int64_t entity_dim = config_.entity_adaptor ? config_.entity_adaptor->entity_dim : 0;
+  PrefillPlan plan;
+  int64_t entity = 0;
+  for (int32_t token : input.prompt) {
+    uint64_t key = 0;
+    if (token == entity_token) {
+      if (!input.entity_keys.empty() && entity >= static_cast<int64_t>(input.entity_keys.size())) {
+        return invalid_argument("entity_keys must have one key per entity token");
+      }
+      key = input.entity_keys.empty()
+                ? entity_key_from_vector(input.entity_vectors.subspan(entity * entity_dim, entity_dim))
+                : input.entity_keys[entity];
+      ++entity;
+    }
+    plan.token_entity_keys.push_back(key);
+  }
+  if (!input.entity_keys.empty() && entity != static_cast<int64_t>(input.entity_keys.size())) {
+    return invalid_argument("entity_keys must have one key per entity token");
+  }
+  const int size = block_size();
+  const auto prompt_size = static_cast<int64_t>(input.prompt.size());
+  plan.block_hashes = compute_block_hashes(input.prompt, plan.token_entity_keys, size);
+  BlockManager& blocks = cache_.blocks();
+  PrefixMatch match;
+  const int64_t reusable = std::min<int64_t>(static_cast<int64_t>(plan.block_hashes.size()), (prompt_size - 1) / size);
+  if (prefix_caching_ && reusable > 0) match = blocks.match_prefix(std::span(plan.block_hashes).first(reusable));
+  Result<std::vector<int32_t>> fresh = blocks.allocate((prompt_size + size - 1) / size - match.num_blocks());
+  if (!fresh.is_ok()) {
+    blocks.release(match.blocks);
+    return fresh.status();
+  }
+  plan.cached_tokens = match.num_blocks() * size;
+  plan.blocks = std::move(match.blocks);
+  plan.blocks.insert(plan.blocks.end(), fresh->begin(), fresh->end());
+  return plan;
+}
+
+Result<PrefillOutcome> PrefillExecutor::compute(const PrefillInput& input, PrefillPlan& plan,
+                                                const std::function<Status(int32_t layer)>& after_layer) {
+  RECGPT_CHECK(!plan.released);
+  const int64_t begin = plan.cached_tokens;
+  const int32_t entity_token = config_.entity_adaptor ? config_.entity_adaptor->entity_token_id : -1;
+  const int64_t entity_dim = config_.entity_adaptor ? config_.entity_adaptor->entity_dim : 0;
+  const auto entities_before = std::count(input.prompt.begin(), input.prompt.begin() + begin, entity_token);
+  Batch batch;
+  batch.sequences.push_back({input.prompt.subspan(static_cast<size_t>(begin)),
+                             input.entity_vectors.subspan(static_cast<size_t>(entities_before * entity_dim)),
+                             static_cast<int32_t>(begin), plan.blocks, LogitsWanted::kLast});
+  Status hook_failure = Status::ok();
+  if (after_layer) {
+    batch.after_layer = [&](int32_t layer) {
+      if (hook_failure.is_ok()) hook_failure = after_layer(layer);
+    };
+  }
+  RECGPT_RETURN_IF_ERROR(backend_.forward(batch, cache_, logits_));
+  RECGPT_RETURN_IF_ERROR(hook_failure);
+  if (entity_token >= 0) logits_[entity_token] = -std::numeric_limits<float>::infinity();
+  Sampler sampler(input.sampling);
+  PrefillOutcome outcome;
+  outcome.first_token = sampler.sample(std::span(logits_).first(config_.vocab_size), input.prompt);
+  outcome.tokens_cached = begin;
+  outcome.tokens_computed = static_cast<int64_t>(input.prompt.size()) - begin;
+  if (prefix_caching_) {
+    for (size_t i = 0; i < plan.block_hashes.size(); ++i)
+      cache_.blocks().register_block(plan.block_hashes[i], plan.blocks[i]);
+  }
+  return outcome;
+}
+
+void PrefillExecutor::release(PrefillPlan& plan) {
+  if (plan.released) return;
+  cache_.blocks().release(plan.blocks);
+  plan.blocks.clear();
+  plan.released = true;
+}
+
+}  // namespace recgpt::prefill

@@ -1,0 +1,77 @@
+// The prefill node's compute for one prompt (../shared/DESIGN.md §2 step 4): reuse this node's cached prefix,
+// compute the rest, hand each layer to the transfer as soon as it is in the cache, sample the first token.
+//
+// Two phases, so the caller can set up the KV stream between them:
+//   plan()    matches this node's prefix cache and allocates the prompt's blocks: the block table is known
+//             before any compute (the KvStreamWriter needs the source blocks);
+//   compute() runs the uncached tokens through the model, calling `after_layer` as each layer's KV lands,
+//             samples the first token, and indexes the prompt's full blocks for later prompts;
+//   release() returns the plan's blocks (indexed ones stay cached).
+// Threading: like the engine, one owner thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/backend.h"
+#include "engine/kv_cache.h"
+#include "engine/model_config.h"
+#include "engine/sampler.h"
+#include "kv_transfer/kv_layout.h"
+
+namespace recgpt::prefill {
+
+struct PrefillInput {
+  std::span<const int32_t> prompt;
+  std::span<const float> entity_vectors;  // [entity tokens of prompt, entity_dim], in prompt order
+  std::span<const uint64_t> entity_keys;  // one per entity token; empty: keys from the vectors
+  SamplingParams sampling;
+};
+
+struct PrefillPlan {
+  std::vector<int32_t> blocks;  // covers the whole prompt
+  std::vector<uint64_t> block_hashes;
+  std::vector<uint64_t> token_entity_keys;  // per prompt token, 0 for plain tokens
+  int64_t cached_tokens = 0;                // leading tokens whose KV this node held already
+  bool released = false;
+};
+
+struct PrefillOutcome {
+  int32_t first_token = -1;
+  int64_t tokens_computed = 0;
+  int64_t tokens_cached = 0;
+};
+
+// The description kv_transfer needs of an engine KV cache (its memory is the registered region).
+kv::KvLayoutDescription describe_kv_cache(const KvCache& cache);
+
+class PrefillExecutor {
+ public:
+  PrefillExecutor(const ModelConfig& config, Backend& backend, KvCache& cache, bool prefix_caching = true);
+
+  // kInvalidArgument for a bad prompt (empty, token ids, entity counts, too long); kResourceExhausted when this
+  // node's cache cannot hold it now.
+  Result<PrefillPlan> plan(const PrefillInput& input);
+
+  // `after_layer(layer)` runs once per layer as soon as that layer's KV of the whole prompt is in the cache; its
+  // first error is returned after the forward finishes (the rest of the layers still run). On any error the
+  // plan's blocks are not indexed.
+  Result<PrefillOutcome> compute(const PrefillInput& input, PrefillPlan& plan,
+                                 const std::function<Status(int32_t layer)>& after_layer);
+
+  void release(PrefillPlan& plan);
+
+  int block_size() const { return cache_.config().block_size; }
+
+ private:
+  const ModelConfig& config_;
+  Backend& backend_;
+  KvCache& cache_;
+  const bool prefix_caching_;
+  std::vector<float> logits_;
+};
+
+}  // namespace recgpt::prefill
