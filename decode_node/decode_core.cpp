@@ -1,0 +1,192 @@
+#include "decode_node/decode_core.h"
+
+#include <algorithm>
+
+#include "engine/block_hash.h"
+#include "engine/model_files.h"
+
+namespace recgpt::decode {
+
+constexpr auto kIdleWait = std::chrono::milliseconds(20);
+
+Result<std::unique_ptr<DecodeCore>> DecodeCore::create(const ModelFiles& model, const GeneratorOptions& options) {
+  RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Generator> generator, Generator::create(model, options));
+  return std::unique_ptr<DecodeCore>(new DecodeCore(std::move(generator)));
+}
+
+DecodeCore::DecodeCore(std::unique_ptr<Generator> generator)
+    : generator_(std::move(generator)),
+      reservations_(std::make_unique<ReservationTable>(generator_->kv_cache().blocks(),
+                                                       generator_->kv_cache().config().block_size)) {
+  counters_.kv_blocks_total = generator_->kv_cache().blocks().num_blocks();
+  thread_ = std::thread([this] { run(); });
+}
+
+DecodeCore::~DecodeCore() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+void DecodeCore::reserve(ReserveRequest request, ReserveDone done) {
+  std::lock_guard lock(mutex_);
+  commands_.push_back([this, request = std::move(request), done = std::move(done)]() mutable {
+    const ModelConfig& config = generator_->model().config();
+    const int32_t entity_token = config.entity_adaptor ? config.entity_adaptor->entity_token_id : -1;
+    std::vector<uint64_t> token_keys;
+    size_t entity = 0;
+    for (int32_t token : request.prompt) {
+      if (token == entity_token && entity >= request.entity_keys.size()) {
+        done(invalid_argument("the prompt has more entity tokens than entity keys"));
+        return;
+      }
+      token_keys.push_back(token == entity_token ? request.entity_keys[entity++] : 0);
+    }
+    if (entity != request.entity_keys.size()) {
+      done(invalid_argument("the prompt has fewer entity tokens than entity keys"));
+      return;
+    }
+    const std::vector<uint64_t> hashes =
+        compute_block_hashes(request.prompt, token_keys, generator_->kv_cache().config().block_size);
+    Result<Reservation> reserved = reservations_->reserve(
+        {static_cast<int64_t>(request.prompt.size()), request.max_new_tokens, hashes, request.expires});
+    if (reserved.is_ok()) {
+      pending_[reserved->id] = {std::move(request.prompt), std::move(request.entity_keys), request.max_new_tokens};
+      std::lock_guard counters_lock(mutex_);
+      counters_.prompt_tokens_cached += reserved->cached_tokens;
+    }
+    done(std::move(reserved));
+  });
+  wake_.notify_all();
+}
+
+void DecodeCore::start(StartRequest request, TokenSink sink) {
+  std::lock_guard lock(mutex_);
+  commands_.push_back([this, request = std::move(request), sink = std::move(sink)]() mutable {
+    auto pending = pending_.find(request.reservation_id);
+    Result<Reservation> taken = reservations_->take(request.reservation_id);
+    if (!taken.is_ok() || pending == pending_.end()) {
+      sink({}, FinishReason::kCancelled);
+      return;
+    }
+    GenerationRequest generation;
+    generation.prompt = std::move(pending->second.prompt);
+    generation.entity_keys = std::move(pending->second.entity_keys);
+    generation.max_new_tokens = pending->second.max_new_tokens;
+    generation.sampling = request.sampling;
+    generation.stop_tokens = request.stop_tokens;
+    pending_.erase(pending);
+    const std::vector<int32_t> blocks = taken->blocks;
+    const bool first_ends =
+        generation.max_new_tokens <= 1 || std::find(generation.stop_tokens.begin(), generation.stop_tokens.end(),
+                                                    request.first_token) != generation.stop_tokens.end();
+    if (first_ends) {  // nothing to decode: the first token was the whole answer
+      generator_->kv_cache().blocks().release(blocks);
+      sink({}, generation.max_new_tokens <= 1 ? FinishReason::kLength : FinishReason::kStopToken);
+      return;
+    }
+    Result<int64_t> added = generator_->add_prefilled(std::move(generation), blocks, request.first_token);
+    if (!added.is_ok()) {
+      generator_->kv_cache().blocks().release(blocks);
+      sink({}, FinishReason::kCancelled);
+      return;
+    }
+    running_[*added] = {request.reservation_id, std::move(sink)};
+    sequence_of_[request.reservation_id] = *added;
+  });
+  wake_.notify_all();
+}
+
+void DecodeCore::cancel(uint64_t reservation_id) {
+  std::lock_guard lock(mutex_);
+  commands_.push_back([this, reservation_id] {
+    if (reservations_->cancel(reservation_id).is_ok()) {
+      pending_.erase(reservation_id);
+      return;
+    }
+    auto sequence = sequence_of_.find(reservation_id);
+    if (sequence == sequence_of_.end()) return;
+    generator_->cancel(sequence->second);
+    auto running = running_.find(sequence->second);
+    if (running != running_.end()) {
+      running->second.sink({}, FinishReason::kCancelled);
+      running_.erase(running);
+    }
+    sequence_of_.erase(sequence);
+  });
+  wake_.notify_all();
+}
+
+DecodeCounters DecodeCore::counters() const {
+  std::lock_guard lock(mutex_);
+  return counters_;
+}
+
+void DecodeCore::run() {
+  for (bool stopping = false;;) {
+    std::deque<std::function<void()>> commands;
+    {
+      std::unique_lock lock(mutex_);
+      if (commands_.empty() && !stopping_ && generator_->idle()) {
+        wake_.wait_until(lock, std::min(reservations_->next_expiry(), Clock::now() + kIdleWait));
+      }
+      commands.swap(commands_);
+      stopping = stopping_;
+    }
+    for (auto& command : commands) command();  // even when stopping: each answers its caller
+    if (stopping) break;
+    const std::vector<uint64_t> expired_ids = reservations_->expire(Clock::now());
+    for (uint64_t id : expired_ids) pending_.erase(id);
+    const auto expired = static_cast<int64_t>(expired_ids.size());
+    if (!generator_->idle()) step_batch();
+    std::lock_guard lock(mutex_);
+    counters_.reservations_expired += expired;
+    counters_.reservations = static_cast<int64_t>(reservations_->size());
+    counters_.running = static_cast<int64_t>(running_.size());
+    counters_.kv_blocks_used = generator_->kv_cache().blocks().num_used_blocks();
+  }
+  // Shutting down: every sequence and reservation ends here, on the thread that owns them.
+  for (auto& [sequence, running] : running_) {
+    generator_->cancel(sequence);
+    running.sink({}, FinishReason::kCancelled);
+  }
+  running_.clear();
+  reservations_.reset();
+}
+
+void DecodeCore::step_batch() {
+  Result<std::vector<StepToken>> produced = generator_->step();
+  if (!produced.is_ok()) {
+    // The generator ended the step's sequences and returned their blocks; tell their sinks.
+    for (auto it = running_.begin(); it != running_.end();) {
+      it->second.sink({}, FinishReason::kCancelled);
+      sequence_of_.erase(it->second.reservation_id);
+      it = running_.erase(it);
+    }
+    return;
+  }
+  std::unordered_map<int64_t, std::vector<int32_t>> tokens;
+  std::unordered_map<int64_t, FinishReason> finished;
+  for (const StepToken& token : *produced) {
+    if (token.token >= 0) tokens[token.sequence_id].push_back(token.token);
+    if (token.finish != FinishReason::kNone) finished[token.sequence_id] = token.finish;
+  }
+  for (auto& [sequence, list] : tokens) {
+    auto running = running_.find(sequence);
+    if (running == running_.end()) continue;
+    auto finish = finished.find(sequence);
+    running->second.sink(std::move(list), finish == finished.end() ? FinishReason::kNone : finish->second);
+  }
+  for (auto& [sequence, reason] : finished) {
+    auto running = running_.find(sequence);
+    if (running == running_.end()) continue;
+    if (tokens.count(sequence) == 0) running->second.sink({}, reason);
+    sequence_of_.erase(running->second.reservation_id);
+    running_.erase(running);
+  }
+}
+
+}  // namespace recgpt::decode

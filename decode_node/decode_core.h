@@ -1,0 +1,102 @@
+// The decode node's engine side. One thread owns the Generator (its KV cache and continuous batch) and the
+// reservations; the network side hands it work through thread-safe calls and gets answers through callbacks,
+// which run on the engine thread (a caller re-posts them to its own executor).
+//
+// Lifecycle of one agent call here: reserve (admission, blocks for prompt + budget) -> the prefill node fills
+// the blocks -> start (the reservation becomes a running sequence from the prefill's first token) -> tokens
+// stream to the sink until a stop token, the budget, or cancel. A reservation not started by its deadline
+// expires; cancel works at any stage; destruction ends everything. Every path returns the blocks.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "decode_node/reservation_table.h"
+#include "engine/generator.h"
+
+namespace recgpt::decode {
+
+struct ReserveRequest {
+  std::vector<int32_t> prompt;
+  std::vector<uint64_t> entity_keys;  // one per entity token of the prompt
+  int32_t max_new_tokens = 0;
+  Clock::time_point expires;
+};
+
+struct StartRequest {
+  uint64_t reservation_id = 0;
+  int32_t first_token = -1;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_tokens;
+};
+
+// Tokens of one step for one sequence; `finish` is kNone while it goes on, and the last call has it set.
+using TokenSink = std::function<void(std::vector<int32_t> tokens, FinishReason finish)>;
+using ReserveDone = std::function<void(Result<Reservation>)>;
+
+struct DecodeCounters {
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_used = 0;  // by reservations and running sequences
+  int64_t reservations = 0;
+  int64_t running = 0;
+  int64_t reservations_expired = 0;
+  int64_t prompt_tokens_cached = 0;  // reported by reservations as already held here
+};
+
+class DecodeCore {
+ public:
+  static Result<std::unique_ptr<DecodeCore>> create(const ModelFiles& model, const GeneratorOptions& options);
+  ~DecodeCore();  // ends every reservation and sequence (sinks get kCancelled), then stops the thread
+
+  // The cache whose memory the transfer engine registers (stable for the core's life). Read its layout only.
+  KvCache& kv_cache() { return generator_->kv_cache(); }
+
+  void reserve(ReserveRequest request, ReserveDone done);
+  // kNotFound (through the sink, finish kCancelled with no tokens) when the reservation is not live.
+  void start(StartRequest request, TokenSink sink);
+  // Ends the reservation or the sequence started from it, whichever is live; unknown ids are ignored.
+  void cancel(uint64_t reservation_id);
+
+  DecodeCounters counters() const;
+
+ private:
+  explicit DecodeCore(std::unique_ptr<Generator> generator);
+  void run();
+  void step_batch();
+
+  struct Running {
+    uint64_t reservation_id = 0;
+    TokenSink sink;
+  };
+  struct Pending {
+    std::vector<int32_t> prompt;
+    std::vector<uint64_t> entity_keys;
+    int32_t max_new_tokens = 0;
+  };
+
+  std::unique_ptr<Generator> generator_;
+  std::unique_ptr<ReservationTable> reservations_;
+
+  mutable std::mutex mutex_;  // commands_, stopping_, counters_
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> commands_;
+  bool stopping_ = false;
+  DecodeCounters counters_;
+
+  // Engine thread only.
+  std::unordered_map<uint64_t, Pending> pending_;      // by reservation id
+  std::unordered_map<int64_t, Running> running_;       // by sequence id
+  std::unordered_map<uint64_t, int64_t> sequence_of_;  // reservation id -> sequence id
+  std::thread thread_;
+};
+
+}  // namespace recgpt::decode

@@ -1,0 +1,187 @@
+// The decode node's engine thread: reserve, start from a first token, stream, finish; expiry, cancel, no room,
+// shutdown. The prompt's KV is written into the reserved blocks by a separate CPU backend, as a prefill node's
+// transfer would. Every wait on the engine thread has a deadline.
+#include "decode_node/decode_core.h"
+
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <future>
+#include <limits>
+
+#include "engine/backend.h"
+#include "engine/model_files.h"
+#include "engine/model_maker.h"
+
+namespace recgpt::decode {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+struct TinyModel {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("recgpt_core_" + std::to_string(::getpid()));
+  std::unique_ptr<ModelFiles> model;
+  TinyModel() {
+    REQUIRE(make_model({"tiny", 5, DType::kF32, dir.string()}).is_ok());
+    model = ModelFiles::open(dir.string()).value();
+  }
+  ~TinyModel() { std::filesystem::remove_all(dir); }
+};
+
+GeneratorOptions small_pool() {
+  GeneratorOptions options;
+  options.kv_cache_bytes = 4 << 20;
+  return options;
+}
+
+// Collects a sequence's stream; `done` is set by the last call.
+struct Stream {
+  std::mutex mutex;
+  std::vector<int32_t> tokens;
+  FinishReason finish = FinishReason::kNone;
+  std::promise<void> ended;
+  TokenSink sink() {
+    return [this](std::vector<int32_t> more, FinishReason reason) {
+      std::lock_guard lock(mutex);
+      tokens.insert(tokens.end(), more.begin(), more.end());
+      if (reason != FinishReason::kNone) {
+        finish = reason;
+        ended.set_value();
+      }
+    };
+  }
+  bool wait() { return ended.get_future().wait_for(seconds(20)) == std::future_status::ready; }
+};
+
+Result<Reservation> reserve(DecodeCore& core, const std::vector<int32_t>& prompt, int32_t budget,
+                            milliseconds lifetime = milliseconds(60000)) {
+  std::promise<Result<Reservation>> answer;
+  core.reserve({prompt, {}, budget, Clock::now() + lifetime},
+               [&](Result<Reservation> r) { answer.set_value(std::move(r)); });
+  auto future = answer.get_future();
+  REQUIRE(future.wait_for(seconds(20)) == std::future_status::ready);
+  return future.get();
+}
+
+// Fills the reservation's blocks with the prompt's KV using another backend over the core's cache, and returns
+// the greedy first token: what a prefill node and its transfer do.
+int32_t prefill_into(const ModelFiles& model, DecodeCore& core, const Reservation& reservation,
+                     const std::vector<int32_t>& prompt) {
+  auto backend = create_backend("cpu", model, {});
+  REQUIRE(backend.is_ok());
+  Batch batch;
+  batch.sequences.push_back({prompt, {}, 0, reservation.blocks, LogitsWanted::kLast});
+  std::vector<float> logits;
+  REQUIRE((*backend)->forward(batch, core.kv_cache(), logits).is_ok());
+  logits[model.config().entity_adaptor->entity_token_id] = -std::numeric_limits<float>::infinity();
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+std::vector<int32_t> colocated(const ModelFiles& model, const std::vector<int32_t>& prompt, int32_t budget) {
+  auto generator = Generator::create(model, small_pool()).value();
+  GenerationRequest request;
+  request.prompt = prompt;
+  request.max_new_tokens = budget;
+  REQUIRE(generator->add(request).is_ok());
+  std::vector<int32_t> tokens;
+  for (int step = 0; step < 300 && !generator->idle(); ++step) {
+    auto produced = generator->step();
+    REQUIRE(produced.is_ok());
+    for (const StepToken& token : *produced) {
+      if (token.token >= 0) tokens.push_back(token.token);
+    }
+  }
+  return tokens;
+}
+
+bool eventually(const std::function<bool()>& condition) {
+  for (int i = 0; i < 400; ++i) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return false;
+}
+
+TEST_CASE(
+    "a reservation started from the prefill's first token streams the colocated greedy tokens, then its "
+    "blocks come back",
+    "[decode][core]") {
+  TinyModel tiny;
+  auto core = DecodeCore::create(*tiny.model, small_pool()).value();
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 29; ++i) prompt.push_back(2 + (i * 13) % 150);
+  auto reservation = reserve(*core, prompt, 9);
+  REQUIRE(reservation.is_ok());
+  const int32_t first = prefill_into(*tiny.model, *core, *reservation, prompt);
+  Stream stream;
+  core->start({reservation->id, first, {}, {}}, stream.sink());
+  REQUIRE(stream.wait());
+  std::vector<int32_t> all = {first};
+  all.insert(all.end(), stream.tokens.begin(), stream.tokens.end());
+  CHECK(all == colocated(*tiny.model, prompt, 9));
+  CHECK(stream.finish == FinishReason::kLength);
+  CHECK(eventually([&] { return core->counters().kv_blocks_used == 0 && core->counters().running == 0; }));
+}
+
+TEST_CASE("an unstarted reservation expires at its deadline and returns its blocks; starting it then fails",
+          "[decode][core]") {
+  TinyModel tiny;
+  auto core = DecodeCore::create(*tiny.model, small_pool()).value();
+  auto reservation = reserve(*core, std::vector<int32_t>(40, 9), 8, milliseconds(50));
+  REQUIRE(reservation.is_ok());
+  CHECK(core->counters().kv_blocks_used > 0);
+  CHECK(eventually([&] { return core->counters().reservations_expired == 1; }));
+  CHECK(core->counters().kv_blocks_used == 0);
+  Stream stream;
+  core->start({reservation->id, 5, {}, {}}, stream.sink());
+  REQUIRE(stream.wait());
+  CHECK(stream.finish == FinishReason::kCancelled);
+  CHECK(stream.tokens.empty());
+}
+
+TEST_CASE("cancel ends a reservation or a running sequence, and no room is refused at once", "[decode][core]") {
+  TinyModel tiny;
+  auto core = DecodeCore::create(*tiny.model, small_pool()).value();
+  auto waiting = reserve(*core, std::vector<int32_t>(20, 4), 4);
+  REQUIRE(waiting.is_ok());
+  core->cancel(waiting->id);
+
+  const std::vector<int32_t> prompt(33, 7);
+  auto running = reserve(*core, prompt, 500);
+  REQUIRE(running.is_ok());
+  const int32_t first = prefill_into(*tiny.model, *core, *running, prompt);
+  Stream stream;
+  core->start({running->id, first, {}, {}}, stream.sink());
+  CHECK(eventually([&] {
+    std::lock_guard lock(stream.mutex);
+    return !stream.tokens.empty();
+  }));
+  core->cancel(running->id);
+  REQUIRE(stream.wait());
+  CHECK(stream.finish == FinishReason::kCancelled);
+  CHECK(eventually([&] { return core->counters().kv_blocks_used == 0; }));
+
+  auto refused = reserve(*core, std::vector<int32_t>(100000, 3), 10);
+  REQUIRE_FALSE(refused.is_ok());
+  CHECK(refused.status().code() == StatusCode::kResourceExhausted);
+}
+
+TEST_CASE("destroying the core ends running sequences with kCancelled", "[decode][core]") {
+  TinyModel tiny;
+  Stream stream;
+  {
+    auto core = DecodeCore::create(*tiny.model, small_pool()).value();
+    const std::vector<int32_t> prompt(18, 11);
+    auto reservation = reserve(*core, prompt, 1000);
+    REQUIRE(reservation.is_ok());
+    (void)reserve(*core, prompt, 10);  // left reserved
+    core->start({reservation->id, prefill_into(*tiny.model, *core, *reservation, prompt), {}, {}}, stream.sink());
+  }
+  REQUIRE(stream.wait());
+  CHECK(stream.finish == FinishReason::kCancelled);
+}
+
+}  // namespace
+}  // namespace recgpt::decode
