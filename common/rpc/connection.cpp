@@ -77,6 +77,14 @@ void Connection::close(const Status& why) {
   if (on_closed_) on_closed_(close_reason_);
 }
 
+void Connection::close_after_sending(const Status& why) {
+  if (!writing_) {
+    close(why);
+    return;
+  }
+  close_when_sent_ = why;
+}
+
 asio::awaitable<void> Connection::read_loop() {
   auto self = shared_from_this();  // alive while reading
   std::array<std::byte, kFrameHeaderBytes> header;
@@ -132,6 +140,7 @@ asio::awaitable<void> Connection::write_loop() {
     outbox_.pop_front();
   }
   writing_ = false;
+  if (close_when_sent_.has_value()) close(*close_when_sent_);
 }
 
 asio::awaitable<Result<std::shared_ptr<Connection>>> connect(const std::string& host, uint16_t port, Deadline deadline,

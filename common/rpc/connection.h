@@ -55,6 +55,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Ends the connection (idempotent): the socket closes, calls in flight fail with `why`.
   void close(const Status& why);
+  // Like close(), once the frames already queued have left (an Error answer before hanging up).
+  void close_after_sending(const Status& why);
   bool is_open() const { return open_; }
   const std::string& peer_name() const { return peer_name_; }
   // Why the connection ended; ok while open.
@@ -81,6 +83,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool open_ = true;
   Status close_reason_;
   bool writing_ = false;
+  std::optional<Status> close_when_sent_;
   std::deque<std::string> outbox_;
   uint64_t next_request_id_ = 1;
   std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_;

@@ -1,0 +1,410 @@
+#include "decode_node/decode_server.h"
+
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/admin/admin_server.h"
+#include "common/rpc/connection.h"
+#include "decode_node/decode_core.h"
+#include "engine/model_files.h"
+#include "engine/model_fingerprint.h"
+#include "kv_transfer/transfer_engine.h"
+
+namespace recgpt::decode {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+constexpr auto kDefaultReservationLifetime = std::chrono::seconds(30);
+constexpr auto kMaxReservationLifetime = std::chrono::minutes(10);
+constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStopToken: return "stop";
+    case FinishReason::kLength:
+    case FinishReason::kContextFull: return "length";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kOutOfKvBlocks:
+    case FinishReason::kNone: break;
+  }
+  return "error";
+}
+
+control::Envelope error_reply(uint64_t request_id, const Status& status) {
+  control::Envelope envelope;
+  envelope.set_request_id(request_id);
+  envelope.mutable_error()->set_code(std::string(status_code_name(status.code())));
+  envelope.mutable_error()->set_message(status.message());
+  return envelope;
+}
+
+// A control deadline in Unix milliseconds as a steady-clock instant, within (now, now + the maximum].
+Clock::time_point expiry_from(uint64_t deadline_unix_ms) {
+  if (deadline_unix_ms == 0) return Clock::now() + kDefaultReservationLifetime;
+  const auto unix_now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+  auto left = std::chrono::milliseconds(static_cast<int64_t>(deadline_unix_ms)) - unix_now;
+  left = std::clamp<std::chrono::milliseconds>(left, std::chrono::milliseconds(0), kMaxReservationLifetime);
+  return Clock::now() + left;
+}
+
+Result<SamplingParams> sampling_from(const control::SamplingParams& proto) {
+  SamplingParams params;
+  params.temperature = proto.temperature();
+  params.top_k = static_cast<int>(proto.top_k());
+  params.top_p = proto.top_p() == 0 ? 1.0f : proto.top_p();
+  params.repetition_penalty = proto.repetition_penalty() == 0 ? 1.0f : proto.repetition_penalty();
+  params.seed = proto.seed();
+  RECGPT_RETURN_IF_ERROR(params.validate());
+  return params;
+}
+
+// What one connection reserved or started: ended with it.
+struct Session {
+  std::shared_ptr<rpc::Connection> connection;
+  bool greeted = false;
+  std::unordered_map<uint64_t, uint64_t> reservation_of_call;  // ReserveKv / StartDecode request id -> reservation
+  std::unordered_set<uint64_t> owned;                          // reservations not finished yet
+};
+
+// The server's state, shared with its coroutines and callbacks. DecodeCore's thread calls back into it; the
+// core is destroyed (its thread joined) by shutdown() on the io thread, never by a callback dropping the last
+// reference on the engine thread.
+class Server final : public std::enable_shared_from_this<Server> {
+ public:
+  Server(asio::io_context& io, const ModelFiles& model, DecodeServerOptions options)
+      : io_(io), model_(model), options_(std::move(options)), acceptor_(io), housekeeping_(io) {}
+
+  Status open() {
+    RECGPT_ASSIGN_OR_RETURN(fingerprint_, model_fingerprint(model_));
+    RECGPT_ASSIGN_OR_RETURN(core_, DecodeCore::create(model_, options_.engine));
+    kv::TransferEngineOptions transfer_options;
+    transfer_options.name = options_.node_id;
+    transfer_options.settings = options_.transfer_settings;
+    transfer_options.metrics = registry_;
+    RECGPT_ASSIGN_OR_RETURN(transfer_, kv::create_transfer_engine(options_.transfer_backend, transfer_options));
+    KvCache& cache = core_->kv_cache();
+    RECGPT_ASSIGN_OR_RETURN(
+        kv::LocalRegionId region,
+        transfer_->register_memory({cache.storage_data(), cache.storage_bytes(), kv::MemoryKind::kHost, -1}));
+    RECGPT_ASSIGN_OR_RETURN(kv::Bytes endpoint, transfer_->local_endpoint());
+    RECGPT_ASSIGN_OR_RETURN(kv::Bytes key, transfer_->export_region(region));
+    fill_hello(cache, endpoint, key);
+    RECGPT_RETURN_IF_ERROR(listen());
+    admin::AdminOptions admin_options;
+    admin_options.address = options_.address;
+    admin_options.port = options_.admin_port;
+    admin_options.registry = registry_;
+    RECGPT_ASSIGN_OR_RETURN(admin_, admin::AdminServer::start(io_, admin_options));
+    auto& blocks = prometheus::BuildGauge().Name("recgpt_kv_blocks").Help("KV blocks by state").Register(*registry_);
+    blocks_used_ = &blocks.Add({{"role", "decode"}, {"node", options_.node_id}, {"state", "used"}});
+    blocks_free_ = &blocks.Add({{"role", "decode"}, {"node", options_.node_id}, {"state", "free"}});
+    auto& requests = prometheus::BuildGauge().Name("recgpt_requests").Help("Requests by state").Register(*registry_);
+    running_ = &requests.Add({{"role", "decode"}, {"node", options_.node_id}, {"state", "running"}});
+    reserved_ = &requests.Add({{"role", "decode"}, {"node", options_.node_id}, {"state", "reserved"}});
+    return Status::ok();
+  }
+
+  void run() {
+    asio::co_spawn(
+        io_, [self = shared_from_this()] { return self->accept_loop(); }, asio::detached);
+    asio::co_spawn(
+        io_, [self = shared_from_this()] { return self->housekeeping_loop(); }, asio::detached);
+  }
+
+  uint16_t port() const { return port_; }
+  uint16_t admin_port() const { return admin_->port(); }
+
+  // Stops and joins the engine thread: no callback from it runs after this.
+  void shutdown() {
+    stop();
+    core_.reset();
+  }
+
+  void stop() {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    housekeeping_.cancel();
+    auto sessions = sessions_;  // closing runs handlers that erase from sessions_
+    for (auto& [connection, session] : sessions) connection->close(unavailable("the decode node is stopping"));
+    if (admin_) admin_->stop();
+  }
+
+ private:
+  void fill_hello(const KvCache& cache, const kv::Bytes& endpoint, const kv::Bytes& key) {
+    control::Hello& hello = *hello_.mutable_hello();
+    hello.set_role(control::ROLE_DECODE);
+    hello.set_node_id(options_.node_id);
+    hello.set_model_fingerprint(fingerprint_);
+    hello.set_transfer_backend(options_.transfer_backend);
+    hello.set_transfer_endpoint(endpoint.data(), endpoint.size());
+    hello.set_kv_region_key(key.data(), key.size());
+    hello.set_protocol_version(kProtocolVersion);
+    control::KvLayout& layout = *hello.mutable_kv_layout();
+    const KvCacheConfig& config = cache.config();
+    layout.set_num_layers(static_cast<uint32_t>(config.num_layers));
+    layout.set_num_blocks(static_cast<uint32_t>(config.num_blocks));
+    layout.set_block_size(static_cast<uint32_t>(config.block_size));
+    layout.set_num_kv_heads(static_cast<uint32_t>(config.num_kv_heads));
+    layout.set_head_dim(static_cast<uint32_t>(config.head_dim));
+    layout.set_dtype(std::string(dtype_name(config.dtype)));
+    layout.set_array_stride_bytes(cache.array_stride_bytes());
+  }
+
+  Status listen() {
+    boost::system::error_code error;
+    tcp::endpoint endpoint(asio::ip::make_address(options_.address, error), options_.port);
+    if (!error) acceptor_.open(endpoint.protocol(), error);
+    if (!error) acceptor_.set_option(tcp::acceptor::reuse_address(true), error);
+    if (!error) acceptor_.bind(endpoint, error);
+    if (!error) acceptor_.listen(asio::socket_base::max_listen_connections, error);
+    if (error) {
+      return unavailable("the decode node cannot listen on " + options_.address + ":" + std::to_string(options_.port) +
+                         ": " + error.message());
+    }
+    port_ = acceptor_.local_endpoint().port();
+    return Status::ok();
+  }
+
+  asio::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    while (acceptor_.is_open()) {
+      boost::system::error_code error;
+      tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, error));
+      if (error) continue;
+      std::string peer = "client";
+      boost::system::error_code ignored;
+      auto remote = socket.remote_endpoint(ignored);
+      if (!ignored) peer = remote.address().to_string() + ":" + std::to_string(remote.port());
+      auto connection = rpc::Connection::make(std::move(socket), peer);
+      sessions_[connection].connection = connection;
+      std::weak_ptr<rpc::Connection> weak = connection;
+      connection->start(
+          [self, weak](control::Envelope envelope) {
+            if (auto connection = weak.lock()) self->on_frame(connection, std::move(envelope));
+          },
+          [self, weak](const Status&) {
+            if (auto connection = weak.lock()) self->on_closed(connection);
+          });
+    }
+  }
+
+  // Refreshes the gauges and drains the transfer engine's notifications (the KV streams' `completed` messages:
+  // the router's PrefillDone already orders StartDecode after the KV landed).
+  asio::awaitable<void> housekeeping_loop() {
+    auto self = shared_from_this();
+    while (core_ != nullptr) {
+      const DecodeCounters counters = core_->counters();
+      blocks_used_->Set(static_cast<double>(counters.kv_blocks_used));
+      blocks_free_->Set(static_cast<double>(counters.kv_blocks_total - counters.kv_blocks_used));
+      running_->Set(static_cast<double>(counters.running));
+      reserved_->Set(static_cast<double>(counters.reservations));
+      for (int drained = 0; drained < 1000; ++drained) {
+        auto notification = transfer_->wait_notification(Clock::now());
+        if (!notification.is_ok() || !notification->has_value()) break;
+      }
+      housekeeping_.expires_after(kHousekeepingPeriod);
+      boost::system::error_code error;
+      co_await housekeeping_.async_wait(asio::redirect_error(asio::use_awaitable, error));
+      if (error) co_return;
+    }
+  }
+
+  void on_closed(const std::shared_ptr<rpc::Connection>& connection) {
+    auto it = sessions_.find(connection);
+    if (it == sessions_.end()) return;
+    if (core_ != nullptr) {
+      for (uint64_t reservation : it->second.owned) core_->cancel(reservation);
+    }
+    sessions_.erase(it);
+  }
+
+  void on_frame(const std::shared_ptr<rpc::Connection>& connection, control::Envelope envelope) {
+    auto it = sessions_.find(connection);
+    if (it == sessions_.end() || core_ == nullptr) return;
+    Session& session = it->second;
+    const uint64_t id = envelope.request_id();
+    if (!session.greeted) {
+      Status greeted =
+          envelope.has_hello() ? check_hello(envelope.hello()) : failed_precondition("the first frame must be a hello");
+      if (!greeted.is_ok()) {
+        (void)connection->send(error_reply(id, greeted));
+        connection->close_after_sending(greeted);
+        return;
+      }
+      session.greeted = true;
+      control::Envelope reply = hello_;
+      reply.set_request_id(id);
+      (void)connection->send(reply);
+      return;
+    }
+    switch (envelope.body_case()) {
+      case control::Envelope::kReserveKv: return on_reserve(session, id, envelope.reserve_kv());
+      case control::Envelope::kStartDecode: return on_start(session, id, envelope.start_decode());
+      case control::Envelope::kCancel: {
+        auto call = session.reservation_of_call.find(id);
+        if (call != session.reservation_of_call.end()) core_->cancel(call->second);
+        return;
+      }
+      default:
+        (void)connection->send(
+            error_reply(id, invalid_argument("a decode node does not take " + rpc::body_name(envelope) + " frames")));
+    }
+  }
+
+  Status check_hello(const control::Hello& hello) const {
+    if (hello.protocol_version() != kProtocolVersion) {
+      return failed_precondition("protocol version " + std::to_string(hello.protocol_version()) +
+                                 ", this node speaks " + std::to_string(kProtocolVersion));
+    }
+    if (!hello.model_fingerprint().empty() && hello.model_fingerprint() != fingerprint_) {
+      return failed_precondition("model fingerprint " + hello.model_fingerprint() + " differs from this node's " +
+                                 fingerprint_);
+    }
+    return Status::ok();
+  }
+
+  void on_reserve(Session& session, uint64_t id, const control::ReserveKv& reserve) {
+    ReserveRequest request;
+    const int32_t vocab = model_.config().vocab_size;
+    for (uint32_t token : reserve.token_ids()) {
+      if (token >= static_cast<uint32_t>(vocab)) {
+        (void)session.connection->send(
+            error_reply(id, invalid_argument("token id " + std::to_string(token) + " is outside the vocabulary of " +
+                                             std::to_string(vocab))));
+        return;
+      }
+      request.prompt.push_back(static_cast<int32_t>(token));
+    }
+    request.entity_keys.assign(reserve.entity_keys().begin(), reserve.entity_keys().end());
+    request.max_new_tokens = static_cast<int32_t>(std::min<uint32_t>(reserve.max_tokens(), 1u << 20));
+    request.expires = expiry_from(reserve.deadline_unix_ms());
+    const int block_size = core_->kv_cache().config().block_size;
+    std::weak_ptr<rpc::Connection> weak = session.connection;
+    core_->reserve(std::move(request), [self = shared_from_this(), weak, id, block_size](Result<Reservation> result) {
+      asio::post(self->io_, [self, weak, id, block_size, result = std::move(result)] {
+        if (self->core_ == nullptr) return;
+        auto connection = weak.lock();
+        auto session = connection ? self->sessions_.find(connection) : self->sessions_.end();
+        if (session == self->sessions_.end()) {
+          if (result.is_ok()) self->core_->cancel(result->id);  // the caller is gone
+          return;
+        }
+        control::Envelope reply;
+        reply.set_request_id(id);
+        if (result.is_ok()) {
+          session->second.owned.insert(result->id);
+          session->second.reservation_of_call[id] = result->id;
+          control::Reservation& reservation = *reply.mutable_reserve_kv_reply()->mutable_reservation();
+          reservation.set_reservation_id(result->id);
+          reservation.set_cached_tokens(static_cast<uint32_t>(result->cached_tokens));
+          for (int32_t block : result->blocks_to_fill(block_size))
+            reservation.add_block_ids(static_cast<uint32_t>(block));
+        } else if (result.status().code() == StatusCode::kResourceExhausted) {
+          const DecodeCounters counters = self->core_->counters();
+          reply.mutable_reserve_kv_reply()->mutable_no_room()->set_free_blocks(
+              static_cast<uint32_t>(counters.kv_blocks_total - counters.kv_blocks_used));
+        } else {
+          reply = error_reply(id, result.status());
+        }
+        (void)connection->send(reply);
+      });
+    });
+  }
+
+  void on_start(Session& session, uint64_t id, const control::StartDecode& start) {
+    if (session.owned.count(start.reservation_id()) == 0) {
+      (void)session.connection->send(error_reply(
+          id, not_found("reservation " + std::to_string(start.reservation_id()) + " is not held by this connection")));
+      return;
+    }
+    Result<SamplingParams> sampling = sampling_from(start.sampling());
+    if (!sampling.is_ok()) {
+      (void)session.connection->send(error_reply(id, sampling.status()));
+      return;
+    }
+    session.reservation_of_call[id] = start.reservation_id();
+    StartRequest request;
+    request.reservation_id = start.reservation_id();
+    request.first_token = static_cast<int32_t>(std::min<uint32_t>(start.first_token(), INT32_MAX));
+    request.sampling = *sampling;
+    for (uint32_t token : start.sampling().stop_token_ids()) request.stop_tokens.push_back(static_cast<int32_t>(token));
+    std::weak_ptr<rpc::Connection> weak = session.connection;
+    const uint64_t reservation = start.reservation_id();
+    core_->start(std::move(request),
+                 [self = shared_from_this(), weak, id, reservation](std::vector<int32_t> tokens, FinishReason finish) {
+                   asio::post(self->io_, [self, weak, id, reservation, tokens = std::move(tokens), finish] {
+                     auto connection = weak.lock();
+                     if (connection == nullptr) return;
+                     control::Envelope chunk;
+                     chunk.set_request_id(id);
+                     for (int32_t token : tokens)
+                       chunk.mutable_token_chunk()->add_token_ids(static_cast<uint32_t>(token));
+                     if (finish != FinishReason::kNone) {
+                       chunk.mutable_token_chunk()->set_finished(true);
+                       chunk.mutable_token_chunk()->set_finish_reason(finish_reason_name(finish));
+                       auto session = self->sessions_.find(connection);
+                       if (session != self->sessions_.end()) session->second.owned.erase(reservation);
+                     }
+                     (void)connection->send(chunk);
+                   });
+                 });
+  }
+
+  asio::io_context& io_;
+  const ModelFiles& model_;
+  DecodeServerOptions options_;
+  std::string fingerprint_;
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<DecodeCore> core_;
+  std::unique_ptr<kv::TransferEngine> transfer_;
+  control::Envelope hello_;
+  tcp::acceptor acceptor_;
+  uint16_t port_ = 0;
+  asio::steady_timer housekeeping_;
+  std::unique_ptr<admin::AdminServer> admin_;
+  std::unordered_map<std::shared_ptr<rpc::Connection>, Session> sessions_;
+  prometheus::Gauge* blocks_used_ = nullptr;
+  prometheus::Gauge* blocks_free_ = nullptr;
+  prometheus::Gauge* running_ = nullptr;
+  prometheus::Gauge* reserved_ = nullptr;
+};
+
+// The face's owner: stops the shared server (whose coroutines may outlive this handle briefly).
+class ServerHandle final : public DecodeServer {
+ public:
+  explicit ServerHandle(std::shared_ptr<Server> server) : server_(std::move(server)) {}
+  ~ServerHandle() override { server_->shutdown(); }
+  uint16_t port() const override { return server_->port(); }
+  uint16_t admin_port() const override { return server_->admin_port(); }
+  void stop() override { server_->stop(); }
+
+ private:
+  std::shared_ptr<Server> server_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<DecodeServer>> DecodeServer::start(asio::io_context& io, const ModelFiles& model,
+                                                          DecodeServerOptions options) {
+  auto server = std::make_shared<Server>(io, model, std::move(options));
+  RECGPT_RETURN_IF_ERROR(server->open());
+  server->run();
+  return std::unique_ptr<DecodeServer>(std::make_unique<ServerHandle>(std::move(server)));
+}
+
+}  // namespace recgpt::decode

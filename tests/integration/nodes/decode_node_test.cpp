@@ -1,0 +1,217 @@
+// `recgpt decode` as a real process on 127.0.0.1, driven over the control protocol by this test: handshake
+// refusals, reservations and no room, cancel, a client that goes away, malformed frames; the KV pool is read
+// back from /metrics (curl) after each, and must be whole again. Every wait has a deadline.
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <regex>
+#include <thread>
+
+#include "common/rpc/connection.h"
+#include "common/subprocess.h"
+#include "engine/model_files.h"
+#include "engine/model_fingerprint.h"
+#include "engine/model_maker.h"
+
+namespace recgpt {
+namespace {
+
+namespace asio = boost::asio;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+struct TinyModel {
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("recgpt_decode_node_" + std::to_string(::getpid()));
+  std::string fingerprint;
+  TinyModel() {
+    REQUIRE(make_model({"tiny", 4, DType::kF32, dir.string()}).is_ok());
+    fingerprint = model_fingerprint(*ModelFiles::open(dir.string()).value()).value();
+  }
+  ~TinyModel() { std::filesystem::remove_all(dir); }
+};
+
+// A `recgpt decode` child with a small pool (8 MiB), and the ports it printed.
+struct DecodeNode {
+  Subprocess process;
+  uint16_t port = 0;
+  uint16_t admin_port = 0;
+  explicit DecodeNode(const TinyModel& model) {
+    auto spawned = Subprocess::spawn({RECGPT_PATH, "decode", "--model", model.dir.string(), "--kv-cache-mib", "8",
+                                      "--threads", "1", "--transfer-setting", "tls=tcp", "--node-id", "decode-test"});
+    REQUIRE(spawned.is_ok());
+    process = std::move(spawned).value();
+    auto line = process.read_line(Clock::now() + seconds(30));
+    REQUIRE(line.is_ok());
+    std::smatch match;
+    REQUIRE(std::regex_search(*line, match, std::regex("port=(\\d+) admin_port=(\\d+)")));
+    port = static_cast<uint16_t>(std::stoi(match[1]));
+    admin_port = static_cast<uint16_t>(std::stoi(match[2]));
+  }
+  ~DecodeNode() {
+    process.kill(SIGTERM);
+    (void)process.wait(Clock::now() + seconds(10));
+  }
+
+  // The KV blocks in use, from /metrics.
+  int used_blocks() const {
+    auto curl = Subprocess::spawn(
+        {"/usr/bin/curl", "-s", "--max-time", "5", "http://127.0.0.1:" + std::to_string(admin_port) + "/metrics"});
+    REQUIRE(curl.is_ok());
+    int used = -1;
+    for (;;) {
+      auto line = curl->read_line(Clock::now() + seconds(10));
+      if (!line.is_ok()) break;
+      std::smatch match;
+      if (std::regex_search(*line, match, std::regex("recgpt_kv_blocks\\{.*state=\"used\"\\} (\\d+)"))) {
+        used = std::stoi(match[1]);
+      }
+    }
+    (void)curl->wait(Clock::now() + seconds(10));
+    return used;
+  }
+
+  // Whether /metrics shows `expected` used blocks within a few seconds (the gauges refresh every 100 ms).
+  bool shows_used(int expected) const {
+    for (int i = 0; i < 100; ++i) {
+      if (used_blocks() == expected) return true;
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    return false;
+  }
+  bool pool_whole_again() const { return shows_used(0); }
+};
+
+control::Envelope hello(const std::string& fingerprint, uint32_t version = 1) {
+  control::Envelope envelope;
+  envelope.mutable_hello()->set_role(control::ROLE_ROUTER);
+  envelope.mutable_hello()->set_node_id("test-driver");
+  envelope.mutable_hello()->set_model_fingerprint(fingerprint);
+  envelope.mutable_hello()->set_protocol_version(version);
+  return envelope;
+}
+
+control::Envelope reserve(int tokens, uint32_t max_tokens) {
+  control::Envelope envelope;
+  for (int i = 0; i < tokens; ++i) envelope.mutable_reserve_kv()->add_token_ids(static_cast<uint32_t>(5 + i % 100));
+  envelope.mutable_reserve_kv()->set_max_tokens(max_tokens);
+  return envelope;
+}
+
+// Runs `body` against the node on a fresh io_context, within a budget.
+void drive(uint16_t port, const std::function<asio::awaitable<void>(std::shared_ptr<rpc::Connection>)>& body) {
+  asio::io_context io;
+  bool finished = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto connection = co_await rpc::connect("127.0.0.1", port, Clock::now() + seconds(5));
+        REQUIRE(connection.is_ok());
+        (*connection)->start([](control::Envelope) {}, [](const Status&) {});
+        co_await body(*connection);
+        (*connection)->close(Status::ok());
+        finished = true;
+      },
+      asio::detached);
+  io.run_for(seconds(60));
+  REQUIRE(finished);
+}
+
+TEST_CASE("a decode node refuses a handshake of another protocol version or model, and keeps serving",
+          "[nodes][decode]") {
+  TinyModel model;
+  DecodeNode node(model);
+  drive(node.port, [&](std::shared_ptr<rpc::Connection> connection) -> asio::awaitable<void> {
+    auto reply = co_await connection->call(hello(model.fingerprint, 99), Clock::now() + seconds(10));
+    REQUIRE(reply.is_ok());
+    CHECK(reply->has_error());
+    CHECK_THAT(reply->error().message(), Catch::Contains("protocol version 99"));
+  });
+  drive(node.port, [&](std::shared_ptr<rpc::Connection> connection) -> asio::awaitable<void> {
+    auto reply = co_await connection->call(hello("0123456789abcdef"), Clock::now() + seconds(10));
+    REQUIRE(reply.is_ok());
+    CHECK(reply->error().code() == "failed_precondition");
+    CHECK_THAT(reply->error().message(), Catch::Contains("fingerprint"));
+  });
+  drive(node.port, [&](std::shared_ptr<rpc::Connection> connection) -> asio::awaitable<void> {
+    auto reply = co_await connection->call(hello(model.fingerprint), Clock::now() + seconds(10));
+    REQUIRE(reply.is_ok());
+    REQUIRE(reply->has_hello());
+    CHECK(reply->hello().role() == control::ROLE_DECODE);
+    CHECK(reply->hello().model_fingerprint() == model.fingerprint);
+    CHECK(reply->hello().kv_layout().block_size() == 16);
+    CHECK_FALSE(reply->hello().transfer_endpoint().empty());
+    CHECK_FALSE(reply->hello().kv_region_key().empty());
+  });
+}
+
+TEST_CASE(
+    "decode node reservations: blocks for prompt and budget, no room at once, cancel and a vanished "
+    "client return every block",
+    "[nodes][decode]") {
+  TinyModel model;
+  DecodeNode node(model);
+  drive(node.port, [&](std::shared_ptr<rpc::Connection> connection) -> asio::awaitable<void> {
+    auto greeted = co_await connection->call(hello(model.fingerprint), Clock::now() + seconds(10));
+    REQUIRE(greeted.is_ok());
+    auto reserved = co_await connection->call(reserve(40, 8), Clock::now() + seconds(10));
+    REQUIRE(reserved.is_ok());
+    REQUIRE(reserved->reserve_kv_reply().has_reservation());
+    CHECK(reserved->reserve_kv_reply().reservation().block_ids_size() == 3);  // 48 tokens
+    CHECK(node.shows_used(3));
+    auto refused = co_await connection->call(reserve(20000, 8), Clock::now() + seconds(10));
+    REQUIRE(refused.is_ok());
+    CHECK(refused->reserve_kv_reply().has_no_room());
+    control::Envelope cancel;
+    cancel.set_request_id(reserved->request_id());
+    cancel.mutable_cancel()->set_reason("test");
+    REQUIRE(connection->send(cancel).is_ok());
+    CHECK(node.pool_whole_again());
+
+    control::Envelope start;
+    start.mutable_start_decode()->set_reservation_id(12345);
+    auto unknown = co_await connection->call(start, Clock::now() + seconds(10));
+    REQUIRE(unknown.is_ok());
+    CHECK(unknown->error().code() == "not_found");
+
+    auto second = co_await connection->call(reserve(70, 30), Clock::now() + seconds(10));
+    REQUIRE(second.is_ok());
+    INFO(second->DebugString());
+    REQUIRE(second->reserve_kv_reply().has_reservation());
+    INFO("used blocks " << node.used_blocks());
+    CHECK(node.shows_used(7));
+  });  // the connection closes with a live reservation
+  CHECK(node.pool_whole_again());
+}
+
+TEST_CASE("a malformed frame closes only its connection; the decode node keeps serving", "[nodes][decode]") {
+  TinyModel model;
+  DecodeNode node(model);
+  {
+    asio::io_context io;
+    asio::ip::tcp::socket raw(io);
+    raw.connect({asio::ip::make_address("127.0.0.1"), node.port});
+    const std::string garbage("\x08\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff", 12);
+    asio::write(raw, asio::buffer(garbage));
+    char byte;
+    boost::system::error_code error;
+    raw.read_some(asio::buffer(&byte, 1), error);  // the node closes it
+    CHECK(error);
+  }
+  drive(node.port, [&](std::shared_ptr<rpc::Connection> connection) -> asio::awaitable<void> {
+    auto reply = co_await connection->call(hello(model.fingerprint), Clock::now() + seconds(10));
+    REQUIRE(reply.is_ok());
+    CHECK(reply->has_hello());
+  });
+}
+
+}  // namespace
+}  // namespace recgpt
