@@ -17,6 +17,7 @@
 
 #include "common/admin/admin_server.h"
 #include "common/rpc/connection.h"
+#include "common/rpc/listener.h"
 #include "decode_node/decode_core.h"
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
@@ -26,7 +27,6 @@ namespace recgpt::decode {
 namespace {
 
 namespace asio = boost::asio;
-using asio::ip::tcp;
 
 constexpr auto kDefaultReservationLifetime = std::chrono::seconds(30);
 constexpr auto kMaxReservationLifetime = std::chrono::minutes(10);
@@ -42,14 +42,6 @@ const char* finish_reason_name(FinishReason reason) {
     case FinishReason::kNone: break;
   }
   return "error";
-}
-
-control::Envelope error_reply(uint64_t request_id, const Status& status) {
-  control::Envelope envelope;
-  envelope.set_request_id(request_id);
-  envelope.mutable_error()->set_code(std::string(status_code_name(status.code())));
-  envelope.mutable_error()->set_message(status.message());
-  return envelope;
 }
 
 // A control deadline in Unix milliseconds as a steady-clock instant, within (now, now + the maximum].
@@ -87,7 +79,7 @@ struct Session {
 class Server final : public std::enable_shared_from_this<Server> {
  public:
   Server(asio::io_context& io, const ModelFiles& model, DecodeServerOptions options)
-      : io_(io), model_(model), options_(std::move(options)), acceptor_(io), housekeeping_(io) {}
+      : io_(io), model_(model), options_(std::move(options)), housekeeping_(io) {}
 
   Status open() {
     RECGPT_ASSIGN_OR_RETURN(fingerprint_, model_fingerprint(model_));
@@ -104,7 +96,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     RECGPT_ASSIGN_OR_RETURN(kv::Bytes endpoint, transfer_->local_endpoint());
     RECGPT_ASSIGN_OR_RETURN(kv::Bytes key, transfer_->export_region(region));
     fill_hello(cache, endpoint, key);
-    RECGPT_RETURN_IF_ERROR(listen());
+    RECGPT_ASSIGN_OR_RETURN(listener_, rpc::Listener::open(io_, options_.address, options_.port));
     admin::AdminOptions admin_options;
     admin_options.address = options_.address;
     admin_options.port = options_.admin_port;
@@ -120,13 +112,13 @@ class Server final : public std::enable_shared_from_this<Server> {
   }
 
   void run() {
-    asio::co_spawn(
-        io_, [self = shared_from_this()] { return self->accept_loop(); }, asio::detached);
+    listener_->run(
+        [self = shared_from_this()](std::shared_ptr<rpc::Connection> connection) { self->accept(connection); });
     asio::co_spawn(
         io_, [self = shared_from_this()] { return self->housekeeping_loop(); }, asio::detached);
   }
 
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return listener_->port(); }
   uint16_t admin_port() const { return admin_->port(); }
 
   // Stops and joins the engine thread: no callback from it runs after this.
@@ -136,8 +128,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   }
 
   void stop() {
-    boost::system::error_code ignored;
-    acceptor_.close(ignored);
+    if (listener_) listener_->close();
     housekeeping_.cancel();
     auto sessions = sessions_;  // closing runs handlers that erase from sessions_
     for (auto& [connection, session] : sessions) connection->close(unavailable("the decode node is stopping"));
@@ -153,7 +144,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     hello.set_transfer_backend(options_.transfer_backend);
     hello.set_transfer_endpoint(endpoint.data(), endpoint.size());
     hello.set_kv_region_key(key.data(), key.size());
-    hello.set_protocol_version(kProtocolVersion);
+    hello.set_protocol_version(rpc::kProtocolVersion);
     control::KvLayout& layout = *hello.mutable_kv_layout();
     const KvCacheConfig& config = cache.config();
     layout.set_num_layers(static_cast<uint32_t>(config.num_layers));
@@ -165,42 +156,17 @@ class Server final : public std::enable_shared_from_this<Server> {
     layout.set_array_stride_bytes(cache.array_stride_bytes());
   }
 
-  Status listen() {
-    boost::system::error_code error;
-    tcp::endpoint endpoint(asio::ip::make_address(options_.address, error), options_.port);
-    if (!error) acceptor_.open(endpoint.protocol(), error);
-    if (!error) acceptor_.set_option(tcp::acceptor::reuse_address(true), error);
-    if (!error) acceptor_.bind(endpoint, error);
-    if (!error) acceptor_.listen(asio::socket_base::max_listen_connections, error);
-    if (error) {
-      return unavailable("the decode node cannot listen on " + options_.address + ":" + std::to_string(options_.port) +
-                         ": " + error.message());
-    }
-    port_ = acceptor_.local_endpoint().port();
-    return Status::ok();
-  }
-
-  asio::awaitable<void> accept_loop() {
+  void accept(const std::shared_ptr<rpc::Connection>& connection) {
+    sessions_[connection].connection = connection;
+    std::weak_ptr<rpc::Connection> weak = connection;
     auto self = shared_from_this();
-    while (acceptor_.is_open()) {
-      boost::system::error_code error;
-      tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, error));
-      if (error) continue;
-      std::string peer = "client";
-      boost::system::error_code ignored;
-      auto remote = socket.remote_endpoint(ignored);
-      if (!ignored) peer = remote.address().to_string() + ":" + std::to_string(remote.port());
-      auto connection = rpc::Connection::make(std::move(socket), peer);
-      sessions_[connection].connection = connection;
-      std::weak_ptr<rpc::Connection> weak = connection;
-      connection->start(
-          [self, weak](control::Envelope envelope) {
-            if (auto connection = weak.lock()) self->on_frame(connection, std::move(envelope));
-          },
-          [self, weak](const Status&) {
-            if (auto connection = weak.lock()) self->on_closed(connection);
-          });
-    }
+    connection->start(
+        [self, weak](control::Envelope envelope) {
+          if (auto connection = weak.lock()) self->on_frame(connection, std::move(envelope));
+        },
+        [self, weak](const Status&) {
+          if (auto connection = weak.lock()) self->on_closed(connection);
+        });
   }
 
   // Refreshes the gauges and drains the transfer engine's notifications (the KV streams' `completed` messages:
@@ -239,10 +205,10 @@ class Server final : public std::enable_shared_from_this<Server> {
     Session& session = it->second;
     const uint64_t id = envelope.request_id();
     if (!session.greeted) {
-      Status greeted =
-          envelope.has_hello() ? check_hello(envelope.hello()) : failed_precondition("the first frame must be a hello");
+      Status greeted = envelope.has_hello() ? rpc::check_peer_hello(envelope.hello(), fingerprint_)
+                                            : failed_precondition("the first frame must be a hello");
       if (!greeted.is_ok()) {
-        (void)connection->send(error_reply(id, greeted));
+        (void)connection->send(rpc::error_frame(id, greeted));
         connection->close_after_sending(greeted);
         return;
       }
@@ -261,21 +227,9 @@ class Server final : public std::enable_shared_from_this<Server> {
         return;
       }
       default:
-        (void)connection->send(
-            error_reply(id, invalid_argument("a decode node does not take " + rpc::body_name(envelope) + " frames")));
+        (void)connection->send(rpc::error_frame(
+            id, invalid_argument("a decode node does not take " + rpc::body_name(envelope) + " frames")));
     }
-  }
-
-  Status check_hello(const control::Hello& hello) const {
-    if (hello.protocol_version() != kProtocolVersion) {
-      return failed_precondition("protocol version " + std::to_string(hello.protocol_version()) +
-                                 ", this node speaks " + std::to_string(kProtocolVersion));
-    }
-    if (!hello.model_fingerprint().empty() && hello.model_fingerprint() != fingerprint_) {
-      return failed_precondition("model fingerprint " + hello.model_fingerprint() + " differs from this node's " +
-                                 fingerprint_);
-    }
-    return Status::ok();
   }
 
   void on_reserve(Session& session, uint64_t id, const control::ReserveKv& reserve) {
@@ -284,8 +238,8 @@ class Server final : public std::enable_shared_from_this<Server> {
     for (uint32_t token : reserve.token_ids()) {
       if (token >= static_cast<uint32_t>(vocab)) {
         (void)session.connection->send(
-            error_reply(id, invalid_argument("token id " + std::to_string(token) + " is outside the vocabulary of " +
-                                             std::to_string(vocab))));
+            rpc::error_frame(id, invalid_argument("token id " + std::to_string(token) +
+                                                  " is outside the vocabulary of " + std::to_string(vocab))));
         return;
       }
       request.prompt.push_back(static_cast<int32_t>(token));
@@ -319,7 +273,7 @@ class Server final : public std::enable_shared_from_this<Server> {
           reply.mutable_reserve_kv_reply()->mutable_no_room()->set_free_blocks(
               static_cast<uint32_t>(counters.kv_blocks_total - counters.kv_blocks_used));
         } else {
-          reply = error_reply(id, result.status());
+          reply = rpc::error_frame(id, result.status());
         }
         (void)connection->send(reply);
       });
@@ -328,13 +282,13 @@ class Server final : public std::enable_shared_from_this<Server> {
 
   void on_start(Session& session, uint64_t id, const control::StartDecode& start) {
     if (session.owned.count(start.reservation_id()) == 0) {
-      (void)session.connection->send(error_reply(
+      (void)session.connection->send(rpc::error_frame(
           id, not_found("reservation " + std::to_string(start.reservation_id()) + " is not held by this connection")));
       return;
     }
     Result<SamplingParams> sampling = sampling_from(start.sampling());
     if (!sampling.is_ok()) {
-      (void)session.connection->send(error_reply(id, sampling.status()));
+      (void)session.connection->send(rpc::error_frame(id, sampling.status()));
       return;
     }
     session.reservation_of_call[id] = start.reservation_id();
@@ -373,8 +327,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   std::unique_ptr<DecodeCore> core_;
   std::unique_ptr<kv::TransferEngine> transfer_;
   control::Envelope hello_;
-  tcp::acceptor acceptor_;
-  uint16_t port_ = 0;
+  std::shared_ptr<rpc::Listener> listener_;
   asio::steady_timer housekeeping_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::unordered_map<std::shared_ptr<rpc::Connection>, Session> sessions_;

@@ -24,8 +24,6 @@ class io_context;
 
 namespace recgpt::decode {
 
-inline constexpr uint32_t kProtocolVersion = 1;
-
 struct DecodeServerOptions {
   std::string node_id = "decode";
   std::string address = "127.0.0.1";

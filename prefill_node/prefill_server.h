@@ -1,0 +1,50 @@
+// `recgpt prefill`: a prefill node as a service. Speaks the control protocol on its port:
+//   Hello           as the decode node's (role, model fingerprint, KV layout; refusals answered, then closed)
+//   PrefillRequest  -> PrefillDone once the prompt's KV (past the decode node's cached prefix) landed in the
+//                   decode node's reserved blocks, layer by layer as computed, and the decode node was notified;
+//                   an Error otherwise (bad prompt, mismatched KV layout naming the field, transfer failure)
+// Work runs on one engine thread, one request at a time, with this node's own prefix cache (so a shared
+// user context is computed once). The admin port serves /metrics, /healthz, /readyz.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace recgpt {
+class ModelFiles;
+}
+
+namespace recgpt::prefill {
+
+struct PrefillServerOptions {
+  std::string node_id = "prefill";
+  std::string address = "127.0.0.1";
+  uint16_t port = 0;
+  uint16_t admin_port = 0;
+  int64_t kv_cache_bytes = 256LL << 20;  // this node's prefix cache and working blocks
+  int block_size = 16;
+  int threads = 0;  // compute threads, 0: all cores
+  std::string transfer_backend = "ucx";
+  std::vector<std::pair<std::string, std::string>> transfer_settings;
+};
+
+class PrefillServer {
+ public:
+  static Result<std::unique_ptr<PrefillServer>> start(boost::asio::io_context& io, const ModelFiles& model,
+                                                      PrefillServerOptions options);
+  virtual ~PrefillServer() = default;  // call on the io_context's thread; joins the engine thread
+  virtual uint16_t port() const = 0;
+  virtual uint16_t admin_port() const = 0;
+  virtual void stop() = 0;
+};
+
+}  // namespace recgpt::prefill
