@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <filesystem>
 
 #include "decode_node/reservation_table.h"
@@ -148,6 +149,22 @@ struct Tiers {
     INFO(completion.status().to_string());
     REQUIRE(completion.is_ok());
 
+    // Every transferred block holds, byte for byte, what the prefill side computed (K and V of every layer).
+    KvCache& source = prefill_engine->kv_cache();
+    KvCache& target = decode->kv_cache();
+    const size_t block_bytes = source.config().block_bytes_per_layer();
+    for (int layer = 0; layer < source.config().num_layers; ++layer) {
+      for (int array = 0; array < 2; ++array) {
+        const size_t offset = (2 * static_cast<size_t>(layer) + array) * source.array_stride_bytes();
+        for (size_t i = 0; i < config.source_blocks.size(); ++i) {
+          const auto* from = static_cast<const std::byte*>(source.storage_data()) + offset +
+                             static_cast<size_t>(config.source_blocks[i]) * block_bytes;
+          const auto* to = static_cast<const std::byte*>(target.storage_data()) + offset +
+                           static_cast<size_t>(config.destination_blocks[i]) * block_bytes;
+          REQUIRE(std::memcmp(from, to, block_bytes) == 0);
+        }
+      }
+    }
     auto taken = reservations->take(reservation->id);
     REQUIRE(taken.is_ok());
     auto id = decode->add_prefilled(request, taken->blocks, outcome->first_token);

@@ -1,0 +1,386 @@
+#include "prefill_node/prefill_server.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "common/admin/admin_server.h"
+#include "common/rpc/connection.h"
+#include "common/rpc/listener.h"
+#include "engine/model_files.h"
+#include "engine/model_fingerprint.h"
+#include "kv_transfer/kv_stream.h"
+#include "kv_transfer/transfer_engine.h"
+#include "prefill_node/prefill_executor.h"
+
+namespace recgpt::prefill {
+namespace {
+
+namespace asio = boost::asio;
+
+constexpr auto kDefaultDeadline = std::chrono::seconds(30);
+constexpr auto kMaxDeadline = std::chrono::minutes(10);
+
+kv::Deadline deadline_from(uint64_t deadline_unix_ms) {
+  if (deadline_unix_ms == 0) return kv::Clock::now() + kDefaultDeadline;
+  const auto unix_now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+  auto left = std::chrono::milliseconds(static_cast<int64_t>(deadline_unix_ms)) - unix_now;
+  left = std::clamp<std::chrono::milliseconds>(left, std::chrono::milliseconds(0), kMaxDeadline);
+  return kv::Clock::now() + left;
+}
+
+kv::KvLayoutDescription layout_from(const control::KvLayout& proto) {
+  kv::KvLayoutDescription layout;
+  layout.num_layers = static_cast<int>(proto.num_layers());
+  layout.num_kv_heads = static_cast<int>(proto.num_kv_heads());
+  layout.head_dim = static_cast<int>(proto.head_dim());
+  layout.block_size = static_cast<int>(proto.block_size());
+  layout.dtype = proto.dtype();
+  layout.num_blocks = proto.num_blocks();
+  layout.array_stride_bytes = proto.array_stride_bytes();
+  return layout;
+}
+
+// The engine side: one thread, one request at a time, owning the backend, the cache and the transfer engine's
+// connections to decode nodes.
+class PrefillWorker {
+ public:
+  using Done = std::function<void(Result<control::PrefillDone>)>;
+
+  PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,
+                std::unique_ptr<kv::TransferEngine> transfer)
+      : model_(model),
+        backend_(std::move(backend)),
+        cache_(std::move(cache)),
+        transfer_(std::move(transfer)),
+        executor_(model.config(), *backend_, *cache_) {
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~PrefillWorker() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+  Status register_cache() {
+    RECGPT_ASSIGN_OR_RETURN(region_, transfer_->register_memory(
+                                         {cache_->storage_data(), cache_->storage_bytes(), kv::MemoryKind::kHost, -1}));
+    return Status::ok();
+  }
+
+  void submit(control::PrefillRequest request, Done done) {
+    {
+      std::lock_guard lock(mutex_);
+      queue_.emplace_back(std::move(request), std::move(done));
+    }
+    wake_.notify_all();
+  }
+
+  const KvCache& cache() const { return *cache_; }
+
+ private:
+  void run() {
+    for (;;) {
+      std::pair<control::PrefillRequest, Done> job;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (stopping_) break;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job.second(prefill(job.first));
+    }
+    std::lock_guard lock(mutex_);
+    for (auto& [request, done] : queue_) done(unavailable("the prefill node is stopping"));
+  }
+
+  // The transfer peer and imported KV region of a decode node, connected on first use.
+  Result<std::pair<kv::PeerId, kv::RemoteRegionId>> decode_destination(const control::PrefillRequest& request,
+                                                                       kv::Deadline deadline) {
+    const std::string key = request.decode_transfer_endpoint() + request.decode_kv_region_key();
+    auto known = destinations_.find(key);
+    if (known != destinations_.end() && transfer_->peer_status(known->second.first).is_ok()) return known->second;
+    const auto* endpoint = reinterpret_cast<const std::byte*>(request.decode_transfer_endpoint().data());
+    RECGPT_ASSIGN_OR_RETURN(
+        kv::PeerId peer, transfer_->connect(std::span(endpoint, request.decode_transfer_endpoint().size()), deadline));
+    const auto* region_key = reinterpret_cast<const std::byte*>(request.decode_kv_region_key().data());
+    RECGPT_ASSIGN_OR_RETURN(
+        kv::RemoteRegionId region,
+        transfer_->import_region(peer, std::span(region_key, request.decode_kv_region_key().size())));
+    destinations_[key] = {peer, region};
+    return destinations_[key];
+  }
+
+  Result<control::PrefillDone> prefill(const control::PrefillRequest& request) {
+    const kv::Deadline deadline = deadline_from(request.deadline_unix_ms());
+    std::vector<int32_t> prompt;
+    for (uint32_t token : request.token_ids())
+      prompt.push_back(static_cast<int32_t>(std::min<uint32_t>(token, INT32_MAX)));
+    std::vector<float> entity_vectors;
+    for (const control::EntityInput& entity : request.entities()) {
+      if (!entity.has_vector()) {
+        return unimplemented("entity inputs by id need an entity store, which this prefill node was not given");
+      }
+      entity_vectors.insert(entity_vectors.end(), entity.vector().values().begin(), entity.vector().values().end());
+    }
+    SamplingParams sampling;
+    sampling.temperature = request.sampling().temperature();
+    sampling.top_k = static_cast<int>(request.sampling().top_k());
+    sampling.top_p = request.sampling().top_p() == 0 ? 1.0f : request.sampling().top_p();
+    sampling.repetition_penalty =
+        request.sampling().repetition_penalty() == 0 ? 1.0f : request.sampling().repetition_penalty();
+    sampling.seed = request.sampling().seed();
+    PrefillInput input{prompt, entity_vectors, {}, sampling};
+
+    const int block_size = executor_.block_size();
+    if (request.cached_tokens() % static_cast<uint32_t>(block_size) != 0 || request.cached_tokens() >= prompt.size()) {
+      return invalid_argument("the decode node's cached tokens (" + std::to_string(request.cached_tokens()) +
+                              ") must be whole blocks before the prompt's last token");
+    }
+    const size_t first_block = request.cached_tokens() / static_cast<uint32_t>(block_size);
+    const size_t prompt_blocks =
+        (prompt.size() + static_cast<size_t>(block_size) - 1) / static_cast<size_t>(block_size);
+    if (static_cast<size_t>(request.destination_block_ids_size()) < prompt_blocks - first_block) {
+      return invalid_argument("the request names " + std::to_string(request.destination_block_ids_size()) +
+                              " destination blocks for " + std::to_string(prompt_blocks - first_block) +
+                              " uncached prompt blocks");
+    }
+    RECGPT_ASSIGN_OR_RETURN(auto destination, decode_destination(request, deadline));
+    RECGPT_ASSIGN_OR_RETURN(PrefillPlan plan, executor_.plan(input));
+    kv::KvStreamWriterConfig config;
+    config.peer = destination.first;
+    config.source_region = region_;
+    config.source_layout = describe_kv_cache(*cache_);
+    config.destination_region = destination.second;
+    config.destination_layout = layout_from(request.decode_kv_layout());
+    config.source_blocks.assign(plan.blocks.begin() + static_cast<long>(first_block), plan.blocks.end());
+    for (size_t i = 0; i < prompt_blocks - first_block; ++i) {
+      config.destination_blocks.push_back(
+          static_cast<int32_t>(std::min<uint32_t>(request.destination_block_ids(i), INT32_MAX)));
+    }
+    config.request_id = "reservation-" + std::to_string(request.reservation_id());
+    const uint64_t bytes = config.source_blocks.size() * 2 * static_cast<uint64_t>(config.source_layout.num_layers) *
+                           config.source_layout.block_bytes();
+    Result<std::unique_ptr<kv::KvStreamWriter>> writer = kv::KvStreamWriter::create(*transfer_, config);
+    if (!writer.is_ok()) {
+      executor_.release(plan);
+      return writer.status();
+    }
+    Result<PrefillOutcome> outcome =
+        executor_.compute(input, plan, [&](int32_t layer) { return (*writer)->write_layer(layer); });
+    Status finished = outcome.is_ok() ? (*writer)->finish(deadline) : outcome.status();
+    if (!outcome.is_ok()) (*writer)->abort();
+    executor_.release(plan);
+    RECGPT_RETURN_IF_ERROR(finished);
+    control::PrefillDone done;
+    done.set_first_token(static_cast<uint32_t>(outcome->first_token));
+    done.set_tokens_computed(static_cast<uint32_t>(outcome->tokens_computed));
+    done.set_tokens_cached(static_cast<uint32_t>(outcome->tokens_cached));
+    done.set_kv_bytes_moved(bytes);
+    return done;
+  }
+
+  const ModelFiles& model_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<kv::TransferEngine> transfer_;
+  PrefillExecutor executor_;
+  kv::LocalRegionId region_ = 0;
+  std::map<std::string, std::pair<kv::PeerId, kv::RemoteRegionId>> destinations_;
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::pair<control::PrefillRequest, Done>> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+class Server : public std::enable_shared_from_this<Server> {
+ public:
+  Server(asio::io_context& io, const ModelFiles& model, PrefillServerOptions options)
+      : io_(io), model_(model), options_(std::move(options)) {}
+
+  Status open() {
+    RECGPT_ASSIGN_OR_RETURN(fingerprint_, model_fingerprint(model_));
+    const ModelConfig& config = model_.config();
+    KvCacheConfig cache_config{
+        config.num_hidden_layers, config.num_key_value_heads, config.head_dim, options_.block_size, DType::kF32, 0};
+    cache_config.num_blocks = cache_config.num_blocks_for_budget(options_.kv_cache_bytes);
+    RECGPT_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(cache_config));
+    BackendOptions backend_options;
+    backend_options.num_threads = options_.threads;
+    RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, create_backend("cpu", model_, backend_options));
+    kv::TransferEngineOptions transfer_options;
+    transfer_options.name = options_.node_id;
+    transfer_options.settings = options_.transfer_settings;
+    transfer_options.metrics = registry_;
+    RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<kv::TransferEngine> transfer,
+                            kv::create_transfer_engine(options_.transfer_backend, transfer_options));
+    worker_ = std::make_unique<PrefillWorker>(model_, std::move(backend), std::make_unique<KvCache>(std::move(cache)),
+                                              std::move(transfer));
+    RECGPT_RETURN_IF_ERROR(worker_->register_cache());
+    RECGPT_ASSIGN_OR_RETURN(listener_, rpc::Listener::open(io_, options_.address, options_.port));
+    admin::AdminOptions admin_options;
+    admin_options.address = options_.address;
+    admin_options.port = options_.admin_port;
+    admin_options.registry = registry_;
+    RECGPT_ASSIGN_OR_RETURN(admin_, admin::AdminServer::start(io_, admin_options));
+    auto& tokens = prometheus::BuildCounter()
+                       .Name("recgpt_prefill_tokens_total")
+                       .Help("Prompt tokens by how they were served")
+                       .Register(*registry_);
+    tokens_computed_ = &tokens.Add({{"role", "prefill"}, {"node", options_.node_id}, {"kind", "computed"}});
+    tokens_cached_ = &tokens.Add({{"role", "prefill"}, {"node", options_.node_id}, {"kind", "cached"}});
+    fill_hello();
+    return Status::ok();
+  }
+
+  void run() {
+    listener_->run(
+        [self = shared_from_this()](std::shared_ptr<rpc::Connection> connection) { self->accept(connection); });
+  }
+
+  uint16_t port() const { return listener_->port(); }
+  uint16_t admin_port() const { return admin_->port(); }
+
+  void stop() {
+    if (listener_) listener_->close();
+    auto connections = connections_;
+    for (auto& [connection, greeted] : connections) connection->close(unavailable("the prefill node is stopping"));
+    if (admin_) admin_->stop();
+  }
+
+  // Joins the engine thread (on the io thread, never from one of its callbacks).
+  void shutdown() {
+    stop();
+    worker_.reset();
+  }
+
+ private:
+  void fill_hello() {
+    control::Hello& hello = *hello_.mutable_hello();
+    hello.set_role(control::ROLE_PREFILL);
+    hello.set_node_id(options_.node_id);
+    hello.set_model_fingerprint(fingerprint_);
+    hello.set_transfer_backend(options_.transfer_backend);
+    hello.set_protocol_version(rpc::kProtocolVersion);
+    const KvCacheConfig& config = worker_->cache().config();
+    control::KvLayout& layout = *hello.mutable_kv_layout();
+    layout.set_num_layers(static_cast<uint32_t>(config.num_layers));
+    layout.set_num_blocks(static_cast<uint32_t>(config.num_blocks));
+    layout.set_block_size(static_cast<uint32_t>(config.block_size));
+    layout.set_num_kv_heads(static_cast<uint32_t>(config.num_kv_heads));
+    layout.set_head_dim(static_cast<uint32_t>(config.head_dim));
+    layout.set_dtype(std::string(dtype_name(config.dtype)));
+    layout.set_array_stride_bytes(worker_->cache().array_stride_bytes());
+  }
+
+  void accept(const std::shared_ptr<rpc::Connection>& connection) {
+    connections_[connection] = false;
+    std::weak_ptr<rpc::Connection> weak = connection;
+    auto self = shared_from_this();
+    connection->start(
+        [self, weak](control::Envelope envelope) {
+          if (auto connection = weak.lock()) self->on_frame(connection, std::move(envelope));
+        },
+        [self, weak](const Status&) {
+          if (auto connection = weak.lock()) self->connections_.erase(connection);
+        });
+  }
+
+  void on_frame(const std::shared_ptr<rpc::Connection>& connection, control::Envelope envelope) {
+    auto known = connections_.find(connection);
+    if (known == connections_.end() || worker_ == nullptr) return;
+    const uint64_t id = envelope.request_id();
+    if (!known->second) {
+      Status greeted = envelope.has_hello() ? rpc::check_peer_hello(envelope.hello(), fingerprint_)
+                                            : failed_precondition("the first frame must be a hello");
+      if (!greeted.is_ok()) {
+        (void)connection->send(rpc::error_frame(id, greeted));
+        connection->close_after_sending(greeted);
+        return;
+      }
+      known->second = true;
+      control::Envelope reply = hello_;
+      reply.set_request_id(id);
+      (void)connection->send(reply);
+      return;
+    }
+    if (!envelope.has_prefill_request()) {
+      (void)connection->send(rpc::error_frame(
+          id, invalid_argument("a prefill node does not take " + rpc::body_name(envelope) + " frames")));
+      return;
+    }
+    std::weak_ptr<rpc::Connection> weak = connection;
+    worker_->submit(std::move(*envelope.mutable_prefill_request()),
+                    [self = shared_from_this(), weak, id](Result<control::PrefillDone> result) {
+                      asio::post(self->io_, [self, weak, id, result = std::move(result)] {
+                        if (result.is_ok()) {
+                          self->tokens_computed_->Increment(result->tokens_computed());
+                          self->tokens_cached_->Increment(result->tokens_cached());
+                        }
+                        auto connection = weak.lock();
+                        if (connection == nullptr) return;
+                        control::Envelope reply;
+                        reply.set_request_id(id);
+                        if (result.is_ok()) {
+                          *reply.mutable_prefill_done() = result.value();
+                        } else {
+                          reply = rpc::error_frame(id, result.status());
+                        }
+                        (void)connection->send(reply);
+                      });
+                    });
+  }
+
+  asio::io_context& io_;
+  const ModelFiles& model_;
+  PrefillServerOptions options_;
+  std::string fingerprint_;
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<PrefillWorker> worker_;
+  std::shared_ptr<rpc::Listener> listener_;
+  std::unique_ptr<admin::AdminServer> admin_;
+  control::Envelope hello_;
+  std::unordered_map<std::shared_ptr<rpc::Connection>, bool> connections_;  // -> greeted
+  prometheus::Counter* tokens_computed_ = nullptr;
+  prometheus::Counter* tokens_cached_ = nullptr;
+};
+
+class ServerHandle final : public PrefillServer {
+ public:
+  explicit ServerHandle(std::shared_ptr<Server> server) : server_(std::move(server)) {}
+  ~ServerHandle() override { server_->shutdown(); }
+  uint16_t port() const override { return server_->port(); }
+  uint16_t admin_port() const override { return server_->admin_port(); }
+  void stop() override { server_->stop(); }
+
+ private:
+  std::shared_ptr<Server> server_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<PrefillServer>> PrefillServer::start(asio::io_context& io, const ModelFiles& model,
+                                                            PrefillServerOptions options) {
+  auto server = std::make_shared<Server>(io, model, std::move(options));
+  RECGPT_RETURN_IF_ERROR(server->open());
+  server->run();
+  return std::unique_ptr<PrefillServer>(std::make_unique<ServerHandle>(std::move(server)));
+}
+
+}  // namespace recgpt::prefill
