@@ -1,11 +1,9 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <csignal>
-#include <cstdio>
 
 #include "cli/commands.h"
 #include "cli/model_flags.h"
+#include "cli/node_runner.h"
 #include "decode_node/decode_server.h"
 #include "engine/model_files.h"
 
@@ -19,28 +17,15 @@ struct DecodeFlags {
 };
 
 Status run_decode(DecodeFlags& flags) {
-  for (const std::string& setting : flags.transfer_settings) {
-    const size_t equals = setting.find('=');
-    if (equals == std::string::npos) return invalid_argument("--transfer-setting '" + setting + "' is not key=value");
-    flags.server.transfer_settings.emplace_back(setting.substr(0, equals), setting.substr(equals + 1));
-  }
+  RECGPT_ASSIGN_OR_RETURN(flags.server.transfer_settings,
+                          parse_key_values(flags.transfer_settings, "--transfer-setting"));
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::open(flags.model.dir));
   flags.server.engine = flags.model.generator_options();
   boost::asio::io_context io;
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<decode::DecodeServer> server,
                           decode::DecodeServer::start(io, *model, flags.server));
-  // One line for whoever started this node (tests, scripts) to learn the ports; then logs go to stderr.
-  std::printf("recgpt decode: listening node=%s port=%u admin_port=%u\n", flags.server.node_id.c_str(),
-              static_cast<unsigned>(server->port()), static_cast<unsigned>(server->admin_port()));
-  std::fflush(stdout);
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& error, int signal) {
-    if (error) return;
-    std::fprintf(stderr, "recgpt decode: signal %d, stopping\n", signal);
-    server.reset();  // closes every connection: their reservations and sequences end, blocks return
-    io.stop();
-  });
-  io.run();
+  run_node_until_signal(io, "decode", flags.server.node_id, server->port(), server->admin_port(),
+                        [&] { server.reset(); });
   return Status::ok();
 }
 

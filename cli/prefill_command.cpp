@@ -1,10 +1,8 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <csignal>
-#include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/node_runner.h"
 #include "engine/model_files.h"
 #include "prefill_node/prefill_server.h"
 
@@ -19,27 +17,15 @@ struct PrefillFlags {
 };
 
 Status run_prefill(PrefillFlags& flags) {
-  for (const std::string& setting : flags.transfer_settings) {
-    const size_t equals = setting.find('=');
-    if (equals == std::string::npos) return invalid_argument("--transfer-setting '" + setting + "' is not key=value");
-    flags.server.transfer_settings.emplace_back(setting.substr(0, equals), setting.substr(equals + 1));
-  }
+  RECGPT_ASSIGN_OR_RETURN(flags.server.transfer_settings,
+                          parse_key_values(flags.transfer_settings, "--transfer-setting"));
   flags.server.kv_cache_bytes = flags.kv_cache_mib << 20;
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::open(flags.model_dir));
   boost::asio::io_context io;
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<prefill::PrefillServer> server,
                           prefill::PrefillServer::start(io, *model, flags.server));
-  std::printf("recgpt prefill: listening node=%s port=%u admin_port=%u\n", flags.server.node_id.c_str(),
-              static_cast<unsigned>(server->port()), static_cast<unsigned>(server->admin_port()));
-  std::fflush(stdout);
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& error, int signal) {
-    if (error) return;
-    std::fprintf(stderr, "recgpt prefill: signal %d, stopping\n", signal);
-    server.reset();
-    io.stop();
-  });
-  io.run();
+  run_node_until_signal(io, "prefill", flags.server.node_id, server->port(), server->admin_port(),
+                        [&] { server.reset(); });
   return Status::ok();
 }
 

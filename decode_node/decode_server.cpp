@@ -22,14 +22,15 @@
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/transfer_engine.h"
+#include "node/node_protocol.h"
 
 namespace recgpt::decode {
 namespace {
 
 namespace asio = boost::asio;
 
-constexpr auto kDefaultReservationLifetime = std::chrono::seconds(30);
-constexpr auto kMaxReservationLifetime = std::chrono::minutes(10);
+constexpr std::chrono::milliseconds kDefaultReservationLifetime(30000);
+constexpr std::chrono::milliseconds kMaxReservationLifetime(600000);
 constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
 
 const char* finish_reason_name(FinishReason reason) {
@@ -42,16 +43,6 @@ const char* finish_reason_name(FinishReason reason) {
     case FinishReason::kNone: break;
   }
   return "error";
-}
-
-// A control deadline in Unix milliseconds as a steady-clock instant, within (now, now + the maximum].
-Clock::time_point expiry_from(uint64_t deadline_unix_ms) {
-  if (deadline_unix_ms == 0) return Clock::now() + kDefaultReservationLifetime;
-  const auto unix_now =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
-  auto left = std::chrono::milliseconds(static_cast<int64_t>(deadline_unix_ms)) - unix_now;
-  left = std::clamp<std::chrono::milliseconds>(left, std::chrono::milliseconds(0), kMaxReservationLifetime);
-  return Clock::now() + left;
 }
 
 Result<SamplingParams> sampling_from(const control::SamplingParams& proto) {
@@ -95,7 +86,9 @@ class Server final : public std::enable_shared_from_this<Server> {
         transfer_->register_memory({cache.storage_data(), cache.storage_bytes(), kv::MemoryKind::kHost, -1}));
     RECGPT_ASSIGN_OR_RETURN(kv::Bytes endpoint, transfer_->local_endpoint());
     RECGPT_ASSIGN_OR_RETURN(kv::Bytes key, transfer_->export_region(region));
-    fill_hello(cache, endpoint, key);
+    hello_ = node::make_hello(control::ROLE_DECODE, options_.node_id, fingerprint_, options_.transfer_backend, cache);
+    hello_.mutable_hello()->set_transfer_endpoint(endpoint.data(), endpoint.size());
+    hello_.mutable_hello()->set_kv_region_key(key.data(), key.size());
     RECGPT_ASSIGN_OR_RETURN(listener_, rpc::Listener::open(io_, options_.address, options_.port));
     admin::AdminOptions admin_options;
     admin_options.address = options_.address;
@@ -136,26 +129,6 @@ class Server final : public std::enable_shared_from_this<Server> {
   }
 
  private:
-  void fill_hello(const KvCache& cache, const kv::Bytes& endpoint, const kv::Bytes& key) {
-    control::Hello& hello = *hello_.mutable_hello();
-    hello.set_role(control::ROLE_DECODE);
-    hello.set_node_id(options_.node_id);
-    hello.set_model_fingerprint(fingerprint_);
-    hello.set_transfer_backend(options_.transfer_backend);
-    hello.set_transfer_endpoint(endpoint.data(), endpoint.size());
-    hello.set_kv_region_key(key.data(), key.size());
-    hello.set_protocol_version(rpc::kProtocolVersion);
-    control::KvLayout& layout = *hello.mutable_kv_layout();
-    const KvCacheConfig& config = cache.config();
-    layout.set_num_layers(static_cast<uint32_t>(config.num_layers));
-    layout.set_num_blocks(static_cast<uint32_t>(config.num_blocks));
-    layout.set_block_size(static_cast<uint32_t>(config.block_size));
-    layout.set_num_kv_heads(static_cast<uint32_t>(config.num_kv_heads));
-    layout.set_head_dim(static_cast<uint32_t>(config.head_dim));
-    layout.set_dtype(std::string(dtype_name(config.dtype)));
-    layout.set_array_stride_bytes(cache.array_stride_bytes());
-  }
-
   void accept(const std::shared_ptr<rpc::Connection>& connection) {
     sessions_[connection].connection = connection;
     std::weak_ptr<rpc::Connection> weak = connection;
@@ -205,17 +178,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     Session& session = it->second;
     const uint64_t id = envelope.request_id();
     if (!session.greeted) {
-      Status greeted = envelope.has_hello() ? rpc::check_peer_hello(envelope.hello(), fingerprint_)
-                                            : failed_precondition("the first frame must be a hello");
-      if (!greeted.is_ok()) {
-        (void)connection->send(rpc::error_frame(id, greeted));
-        connection->close_after_sending(greeted);
-        return;
-      }
-      session.greeted = true;
-      control::Envelope reply = hello_;
-      reply.set_request_id(id);
-      (void)connection->send(reply);
+      session.greeted = node::answer_first_frame(*connection, envelope, hello_, fingerprint_);
       return;
     }
     switch (envelope.body_case()) {
@@ -246,7 +209,8 @@ class Server final : public std::enable_shared_from_this<Server> {
     }
     request.entity_keys.assign(reserve.entity_keys().begin(), reserve.entity_keys().end());
     request.max_new_tokens = static_cast<int32_t>(std::min<uint32_t>(reserve.max_tokens(), 1u << 20));
-    request.expires = expiry_from(reserve.deadline_unix_ms());
+    request.expires =
+        node::deadline_from_unix_ms(reserve.deadline_unix_ms(), kDefaultReservationLifetime, kMaxReservationLifetime);
     const int block_size = core_->kv_cache().config().block_size;
     std::weak_ptr<rpc::Connection> weak = session.connection;
     core_->reserve(std::move(request), [self = shared_from_this(), weak, id, block_size](Result<Reservation> result) {

@@ -7,19 +7,6 @@
 
 namespace recgpt::prefill {
 
-kv::KvLayoutDescription describe_kv_cache(const KvCache& cache) {
-  const KvCacheConfig& config = cache.config();
-  kv::KvLayoutDescription layout;
-  layout.num_layers = config.num_layers;
-  layout.num_kv_heads = config.num_kv_heads;
-  layout.head_dim = config.head_dim;
-  layout.block_size = config.block_size;
-  layout.dtype = std::string(dtype_name(config.dtype));
-  layout.num_blocks = config.num_blocks;
-  layout.array_stride_bytes = cache.array_stride_bytes();
-  return layout;
-}
-
 PrefillExecutor::PrefillExecutor(const ModelConfig& config, Backend& backend, KvCache& cache, bool prefix_caching)
     : config_(config), backend_(backend), cache_(cache), prefix_caching_(prefix_caching) {}
 

@@ -20,7 +20,6 @@
 #include "engine/kv_cache.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
-#include "kv_transfer/kv_layout.h"
 
 namespace recgpt::prefill {
 
@@ -44,9 +43,6 @@ struct PrefillOutcome {
   int64_t tokens_computed = 0;
   int64_t tokens_cached = 0;
 };
-
-// The description kv_transfer needs of an engine KV cache (its memory is the registered region).
-kv::KvLayoutDescription describe_kv_cache(const KvCache& cache);
 
 class PrefillExecutor {
  public:

@@ -19,6 +19,7 @@
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/kv_stream.h"
 #include "kv_transfer/transfer_engine.h"
+#include "node/node_protocol.h"
 #include "prefill_node/prefill_executor.h"
 
 namespace recgpt::prefill {
@@ -26,29 +27,8 @@ namespace {
 
 namespace asio = boost::asio;
 
-constexpr auto kDefaultDeadline = std::chrono::seconds(30);
-constexpr auto kMaxDeadline = std::chrono::minutes(10);
-
-kv::Deadline deadline_from(uint64_t deadline_unix_ms) {
-  if (deadline_unix_ms == 0) return kv::Clock::now() + kDefaultDeadline;
-  const auto unix_now =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
-  auto left = std::chrono::milliseconds(static_cast<int64_t>(deadline_unix_ms)) - unix_now;
-  left = std::clamp<std::chrono::milliseconds>(left, std::chrono::milliseconds(0), kMaxDeadline);
-  return kv::Clock::now() + left;
-}
-
-kv::KvLayoutDescription layout_from(const control::KvLayout& proto) {
-  kv::KvLayoutDescription layout;
-  layout.num_layers = static_cast<int>(proto.num_layers());
-  layout.num_kv_heads = static_cast<int>(proto.num_kv_heads());
-  layout.head_dim = static_cast<int>(proto.head_dim());
-  layout.block_size = static_cast<int>(proto.block_size());
-  layout.dtype = proto.dtype();
-  layout.num_blocks = proto.num_blocks();
-  layout.array_stride_bytes = proto.array_stride_bytes();
-  return layout;
-}
+constexpr std::chrono::milliseconds kDefaultDeadline(30000);
+constexpr std::chrono::milliseconds kMaxDeadline(600000);
 
 // The engine side: one thread, one request at a time, owning the backend, the cache and the transfer engine's
 // connections to decode nodes.
@@ -126,7 +106,8 @@ class PrefillWorker {
   }
 
   Result<control::PrefillDone> prefill(const control::PrefillRequest& request) {
-    const kv::Deadline deadline = deadline_from(request.deadline_unix_ms());
+    const kv::Deadline deadline =
+        node::deadline_from_unix_ms(request.deadline_unix_ms(), kDefaultDeadline, kMaxDeadline);
     std::vector<int32_t> prompt;
     for (uint32_t token : request.token_ids())
       prompt.push_back(static_cast<int32_t>(std::min<uint32_t>(token, INT32_MAX)));
@@ -164,9 +145,9 @@ class PrefillWorker {
     kv::KvStreamWriterConfig config;
     config.peer = destination.first;
     config.source_region = region_;
-    config.source_layout = describe_kv_cache(*cache_);
+    config.source_layout = node::describe_kv_cache(*cache_);
     config.destination_region = destination.second;
-    config.destination_layout = layout_from(request.decode_kv_layout());
+    config.destination_layout = node::kv_layout_from_proto(request.decode_kv_layout());
     config.source_blocks.assign(plan.blocks.begin() + static_cast<long>(first_block), plan.blocks.end());
     for (size_t i = 0; i < prompt_blocks - first_block; ++i) {
       config.destination_blocks.push_back(
@@ -245,7 +226,8 @@ class Server : public std::enable_shared_from_this<Server> {
                        .Register(*registry_);
     tokens_computed_ = &tokens.Add({{"role", "prefill"}, {"node", options_.node_id}, {"kind", "computed"}});
     tokens_cached_ = &tokens.Add({{"role", "prefill"}, {"node", options_.node_id}, {"kind", "cached"}});
-    fill_hello();
+    hello_ = node::make_hello(control::ROLE_PREFILL, options_.node_id, fingerprint_, options_.transfer_backend,
+                              worker_->cache());
     return Status::ok();
   }
 
@@ -271,24 +253,6 @@ class Server : public std::enable_shared_from_this<Server> {
   }
 
  private:
-  void fill_hello() {
-    control::Hello& hello = *hello_.mutable_hello();
-    hello.set_role(control::ROLE_PREFILL);
-    hello.set_node_id(options_.node_id);
-    hello.set_model_fingerprint(fingerprint_);
-    hello.set_transfer_backend(options_.transfer_backend);
-    hello.set_protocol_version(rpc::kProtocolVersion);
-    const KvCacheConfig& config = worker_->cache().config();
-    control::KvLayout& layout = *hello.mutable_kv_layout();
-    layout.set_num_layers(static_cast<uint32_t>(config.num_layers));
-    layout.set_num_blocks(static_cast<uint32_t>(config.num_blocks));
-    layout.set_block_size(static_cast<uint32_t>(config.block_size));
-    layout.set_num_kv_heads(static_cast<uint32_t>(config.num_kv_heads));
-    layout.set_head_dim(static_cast<uint32_t>(config.head_dim));
-    layout.set_dtype(std::string(dtype_name(config.dtype)));
-    layout.set_array_stride_bytes(worker_->cache().array_stride_bytes());
-  }
-
   void accept(const std::shared_ptr<rpc::Connection>& connection) {
     connections_[connection] = false;
     std::weak_ptr<rpc::Connection> weak = connection;
@@ -307,17 +271,7 @@ class Server : public std::enable_shared_from_this<Server> {
     if (known == connections_.end() || worker_ == nullptr) return;
     const uint64_t id = envelope.request_id();
     if (!known->second) {
-      Status greeted = envelope.has_hello() ? rpc::check_peer_hello(envelope.hello(), fingerprint_)
-                                            : failed_precondition("the first frame must be a hello");
-      if (!greeted.is_ok()) {
-        (void)connection->send(rpc::error_frame(id, greeted));
-        connection->close_after_sending(greeted);
-        return;
-      }
-      known->second = true;
-      control::Envelope reply = hello_;
-      reply.set_request_id(id);
-      (void)connection->send(reply);
+      known->second = node::answer_first_frame(*connection, envelope, hello_, fingerprint_);
       return;
     }
     if (!envelope.has_prefill_request()) {

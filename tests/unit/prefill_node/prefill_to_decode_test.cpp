@@ -15,6 +15,7 @@
 #include "engine/model_maker.h"
 #include "kv_transfer/kv_stream.h"
 #include "kv_transfer/transfer_engine.h"
+#include "node/node_protocol.h"
 #include "prefill_node/prefill_executor.h"
 
 namespace recgpt {
@@ -128,9 +129,9 @@ struct Tiers {
     kv::KvStreamWriterConfig config;
     config.peer = decode_peer;
     config.source_region = prefill_region;
-    config.source_layout = prefill::describe_kv_cache(prefill_engine->kv_cache());
+    config.source_layout = node::describe_kv_cache(prefill_engine->kv_cache());
     config.destination_region = decode_region;
-    config.destination_layout = prefill::describe_kv_cache(decode->kv_cache());
+    config.destination_layout = node::describe_kv_cache(decode->kv_cache());
     config.source_blocks.assign(plan->blocks.begin() + static_cast<long>(first_block), plan->blocks.end());
     config.destination_blocks.assign(destination.begin(),
                                      destination.begin() + static_cast<long>(prompt_blocks - first_block));
@@ -203,7 +204,7 @@ TEST_CASE("prefill streamed layer by layer into decode's reserved blocks decodes
   CHECK(run_second.prefill.tokens_cached == 48);
   CHECK(run_second.prefill.tokens_computed == 20);
   CHECK(run_second.decode_cached_tokens == 48);
-  const auto block_bytes = prefill::describe_kv_cache(tiers.decode->kv_cache()).block_bytes();
+  const auto block_bytes = node::describe_kv_cache(tiers.decode->kv_cache()).block_bytes();
   CHECK(tiers.kv_bytes_moved - bytes_before ==
         2 * block_bytes * 2 * tiny.model->config().num_hidden_layers);  // 2 blocks
   CHECK(tiers.decode->kv_cache().blocks().num_used_blocks() == 0);

@@ -1,0 +1,36 @@
+#include "cli/node_runner.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <cstdio>
+
+namespace recgpt::cli {
+
+void run_node_until_signal(boost::asio::io_context& io, const std::string& role, const std::string& node_id,
+                           uint16_t port, uint16_t admin_port, const std::function<void()>& stop) {
+  std::printf("recgpt %s: listening node=%s port=%u admin_port=%u\n", role.c_str(), node_id.c_str(),
+              static_cast<unsigned>(port), static_cast<unsigned>(admin_port));
+  std::fflush(stdout);
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& error, int signal) {
+    if (error) return;
+    std::fprintf(stderr, "recgpt %s: signal %d, stopping\n", role.c_str(), signal);
+    stop();
+    io.stop();
+  });
+  io.run();
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> parse_key_values(const std::vector<std::string>& values,
+                                                                          const std::string& flag) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (const std::string& value : values) {
+    const size_t equals = value.find('=');
+    if (equals == std::string::npos) return invalid_argument(flag + " '" + value + "' is not key=value");
+    pairs.emplace_back(value.substr(0, equals), value.substr(equals + 1));
+  }
+  return pairs;
+}
+
+}  // namespace recgpt::cli

@@ -1,0 +1,85 @@
+#include "node/node_protocol.h"
+
+#include <algorithm>
+
+#include "common/rpc/listener.h"
+
+namespace recgpt::node {
+
+kv::KvLayoutDescription describe_kv_cache(const KvCache& cache) {
+  const KvCacheConfig& config = cache.config();
+  kv::KvLayoutDescription layout;
+  layout.num_layers = config.num_layers;
+  layout.num_kv_heads = config.num_kv_heads;
+  layout.head_dim = config.head_dim;
+  layout.block_size = config.block_size;
+  layout.dtype = std::string(dtype_name(config.dtype));
+  layout.num_blocks = config.num_blocks;
+  layout.array_stride_bytes = cache.array_stride_bytes();
+  return layout;
+}
+
+control::KvLayout kv_layout_to_proto(const kv::KvLayoutDescription& layout) {
+  control::KvLayout proto;
+  proto.set_num_layers(static_cast<uint32_t>(layout.num_layers));
+  proto.set_num_blocks(static_cast<uint32_t>(layout.num_blocks));
+  proto.set_block_size(static_cast<uint32_t>(layout.block_size));
+  proto.set_num_kv_heads(static_cast<uint32_t>(layout.num_kv_heads));
+  proto.set_head_dim(static_cast<uint32_t>(layout.head_dim));
+  proto.set_dtype(layout.dtype);
+  proto.set_array_stride_bytes(layout.array_stride_bytes);
+  return proto;
+}
+
+kv::KvLayoutDescription kv_layout_from_proto(const control::KvLayout& proto) {
+  kv::KvLayoutDescription layout;
+  layout.num_layers = static_cast<int>(std::min<uint32_t>(proto.num_layers(), INT32_MAX));
+  layout.num_kv_heads = static_cast<int>(std::min<uint32_t>(proto.num_kv_heads(), INT32_MAX));
+  layout.head_dim = static_cast<int>(std::min<uint32_t>(proto.head_dim(), INT32_MAX));
+  layout.block_size = static_cast<int>(std::min<uint32_t>(proto.block_size(), INT32_MAX));
+  layout.dtype = proto.dtype();
+  layout.num_blocks = proto.num_blocks();
+  layout.array_stride_bytes = proto.array_stride_bytes();
+  return layout;
+}
+
+control::Envelope make_hello(control::Role role, const std::string& node_id, const std::string& model_fingerprint,
+                             const std::string& transfer_backend, const KvCache& cache) {
+  control::Envelope envelope;
+  control::Hello& hello = *envelope.mutable_hello();
+  hello.set_role(role);
+  hello.set_node_id(node_id);
+  hello.set_model_fingerprint(model_fingerprint);
+  hello.set_transfer_backend(transfer_backend);
+  hello.set_protocol_version(rpc::kProtocolVersion);
+  *hello.mutable_kv_layout() = kv_layout_to_proto(describe_kv_cache(cache));
+  return envelope;
+}
+
+bool answer_first_frame(rpc::Connection& connection, const control::Envelope& frame, const control::Envelope& our_hello,
+                        const std::string& model_fingerprint) {
+  Status greeted = frame.has_hello() ? rpc::check_peer_hello(frame.hello(), model_fingerprint)
+                                     : failed_precondition("the first frame must be a hello");
+  if (!greeted.is_ok()) {
+    (void)connection.send(rpc::error_frame(frame.request_id(), greeted));
+    connection.close_after_sending(greeted);
+    return false;
+  }
+  control::Envelope reply = our_hello;
+  reply.set_request_id(frame.request_id());
+  (void)connection.send(reply);
+  return true;
+}
+
+std::chrono::steady_clock::time_point deadline_from_unix_ms(uint64_t deadline_unix_ms,
+                                                            std::chrono::milliseconds fallback,
+                                                            std::chrono::milliseconds longest) {
+  const auto now = std::chrono::steady_clock::now();
+  if (deadline_unix_ms == 0) return now + std::min(fallback, longest);
+  const auto unix_now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+  const auto wanted = std::chrono::milliseconds(static_cast<int64_t>(std::min<uint64_t>(deadline_unix_ms, INT64_MAX)));
+  return now + std::clamp<std::chrono::milliseconds>(wanted - unix_now, std::chrono::milliseconds(0), longest);
+}
+
+}  // namespace recgpt::node

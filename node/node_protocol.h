@@ -1,0 +1,37 @@
+// What the prefill and decode services share around the control protocol: this node's Hello, the answer to a
+// peer's Hello, KV layouts between the engine, kv_transfer and the wire, and deadlines on the wire.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "common/rpc/connection.h"
+#include "common/status.h"
+#include "engine/kv_cache.h"
+#include "kv_transfer/kv_layout.h"
+
+namespace recgpt::node {
+
+// The description kv_transfer needs of an engine KV cache (its memory is the registered region).
+kv::KvLayoutDescription describe_kv_cache(const KvCache& cache);
+control::KvLayout kv_layout_to_proto(const kv::KvLayoutDescription& layout);
+kv::KvLayoutDescription kv_layout_from_proto(const control::KvLayout& proto);
+
+// A Hello frame for this node (transfer endpoint and region key are the caller's to add).
+control::Envelope make_hello(control::Role role, const std::string& node_id, const std::string& model_fingerprint,
+                             const std::string& transfer_backend, const KvCache& cache);
+
+// Answers a connection's frame while its peer is not greeted yet. A Hello that passes check_peer_hello gets
+// `our_hello` under its request id and returns true; anything else gets an Error, the connection closes once it
+// left, and false is returned.
+bool answer_first_frame(rpc::Connection& connection, const control::Envelope& frame, const control::Envelope& our_hello,
+                        const std::string& model_fingerprint);
+
+// A deadline given on the wire in Unix milliseconds, as a steady-clock instant: `fallback` from now when 0, and
+// never later than `longest` from now (a peer's clock or a bad value cannot pin resources for long).
+std::chrono::steady_clock::time_point deadline_from_unix_ms(uint64_t deadline_unix_ms,
+                                                            std::chrono::milliseconds fallback,
+                                                            std::chrono::milliseconds longest);
+
+}  // namespace recgpt::node
