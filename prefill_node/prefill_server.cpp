@@ -1,8 +1,10 @@
 #include "prefill_node/prefill_server.h"
 
 #include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <condition_variable>
@@ -70,6 +72,8 @@ class PrefillWorker {
   }
 
   const KvCache& cache() const { return *cache_; }
+  // Blocks held by requests in progress (0 between requests: the rest are free or cached prefixes).
+  int64_t used_blocks() const { return used_blocks_.load(); }
 
  private:
   void run() {
@@ -82,7 +86,9 @@ class PrefillWorker {
         job = std::move(queue_.front());
         queue_.pop_front();
       }
-      job.second(prefill(job.first));
+      Result<control::PrefillDone> result = prefill(job.first);
+      used_blocks_ = cache_->blocks().num_used_blocks();
+      job.second(std::move(result));
     }
     std::lock_guard lock(mutex_);
     for (auto& [request, done] : queue_) done(unavailable("the prefill node is stopping"));
@@ -182,6 +188,7 @@ class PrefillWorker {
   PrefillExecutor executor_;
   kv::LocalRegionId region_ = 0;
   std::map<std::string, std::pair<kv::PeerId, kv::RemoteRegionId>> destinations_;
+  std::atomic<int64_t> used_blocks_ = 0;
 
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -226,6 +233,9 @@ class Server : public std::enable_shared_from_this<Server> {
                        .Register(*registry_);
     tokens_computed_ = &tokens.Add({{"role", "prefill"}, {"node", options_.node_id}, {"kind", "computed"}});
     tokens_cached_ = &tokens.Add({{"role", "prefill"}, {"node", options_.node_id}, {"kind", "cached"}});
+    auto& blocks = prometheus::BuildGauge().Name("recgpt_kv_blocks").Help("KV blocks by state").Register(*registry_);
+    blocks_used_ = &blocks.Add({{"role", "prefill"}, {"node", options_.node_id}, {"state", "used"}});
+    blocks_used_->Set(0);
     hello_ = node::make_hello(control::ROLE_PREFILL, options_.node_id, fingerprint_, options_.transfer_backend,
                               worker_->cache());
     return Status::ok();
@@ -283,6 +293,9 @@ class Server : public std::enable_shared_from_this<Server> {
     worker_->submit(std::move(*envelope.mutable_prefill_request()),
                     [self = shared_from_this(), weak, id](Result<control::PrefillDone> result) {
                       asio::post(self->io_, [self, weak, id, result = std::move(result)] {
+                        if (self->worker_ != nullptr) {
+                          self->blocks_used_->Set(static_cast<double>(self->worker_->used_blocks()));
+                        }
                         if (result.is_ok()) {
                           self->tokens_computed_->Increment(result->tokens_computed());
                           self->tokens_cached_->Increment(result->tokens_cached());
@@ -313,6 +326,7 @@ class Server : public std::enable_shared_from_this<Server> {
   std::unordered_map<std::shared_ptr<rpc::Connection>, bool> connections_;  // -> greeted
   prometheus::Counter* tokens_computed_ = nullptr;
   prometheus::Counter* tokens_cached_ = nullptr;
+  prometheus::Gauge* blocks_used_ = nullptr;
 };
 
 class ServerHandle final : public PrefillServer {

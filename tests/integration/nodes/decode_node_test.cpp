@@ -7,86 +7,16 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <catch2/catch.hpp>
-#include <filesystem>
-#include <regex>
-#include <thread>
 
-#include "common/rpc/connection.h"
-#include "common/subprocess.h"
-#include "engine/model_files.h"
-#include "engine/model_fingerprint.h"
-#include "engine/model_maker.h"
+#include "tests/integration/nodes/node_fixtures.h"
 
-namespace recgpt {
+namespace recgpt::testing {
 namespace {
 
-namespace asio = boost::asio;
-using std::chrono::milliseconds;
-using std::chrono::seconds;
-using Clock = std::chrono::steady_clock;
-
-struct TinyModel {
-  std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("recgpt_decode_node_" + std::to_string(::getpid()));
-  std::string fingerprint;
-  TinyModel() {
-    REQUIRE(make_model({"tiny", 4, DType::kF32, dir.string()}).is_ok());
-    fingerprint = model_fingerprint(*ModelFiles::open(dir.string()).value()).value();
-  }
-  ~TinyModel() { std::filesystem::remove_all(dir); }
-};
-
-// A `recgpt decode` child with a small pool (8 MiB), and the ports it printed.
-struct DecodeNode {
-  Subprocess process;
-  uint16_t port = 0;
-  uint16_t admin_port = 0;
-  explicit DecodeNode(const TinyModel& model) {
-    auto spawned = Subprocess::spawn({RECGPT_PATH, "decode", "--model", model.dir.string(), "--kv-cache-mib", "8",
-                                      "--threads", "1", "--transfer-setting", "tls=tcp", "--node-id", "decode-test"});
-    REQUIRE(spawned.is_ok());
-    process = std::move(spawned).value();
-    auto line = process.read_line(Clock::now() + seconds(30));
-    REQUIRE(line.is_ok());
-    std::smatch match;
-    REQUIRE(std::regex_search(*line, match, std::regex("port=(\\d+) admin_port=(\\d+)")));
-    port = static_cast<uint16_t>(std::stoi(match[1]));
-    admin_port = static_cast<uint16_t>(std::stoi(match[2]));
-  }
-  ~DecodeNode() {
-    process.kill(SIGTERM);
-    (void)process.wait(Clock::now() + seconds(10));
-  }
-
-  // The KV blocks in use, from /metrics.
-  int used_blocks() const {
-    auto curl = Subprocess::spawn(
-        {"/usr/bin/curl", "-s", "--max-time", "5", "http://127.0.0.1:" + std::to_string(admin_port) + "/metrics"});
-    REQUIRE(curl.is_ok());
-    int used = -1;
-    for (;;) {
-      auto line = curl->read_line(Clock::now() + seconds(10));
-      if (!line.is_ok()) break;
-      std::smatch match;
-      if (std::regex_search(*line, match, std::regex("recgpt_kv_blocks\\{.*state=\"used\"\\} (\\d+)"))) {
-        used = std::stoi(match[1]);
-      }
-    }
-    (void)curl->wait(Clock::now() + seconds(10));
-    return used;
-  }
-
-  // Whether /metrics shows `expected` used blocks within a few seconds (the gauges refresh every 100 ms).
-  bool shows_used(int expected) const {
-    for (int i = 0; i < 100; ++i) {
-      if (used_blocks() == expected) return true;
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    return false;
-  }
+// A decode node over tcp.
+struct DecodeNode : Node {
+  explicit DecodeNode(const TinyModel& model) : Node("decode", model, "tcp") {}
   bool pool_whole_again() const { return shows_used(0); }
 };
 
@@ -214,4 +144,4 @@ TEST_CASE("a malformed frame closes only its connection; the decode node keeps s
 }
 
 }  // namespace
-}  // namespace recgpt
+}  // namespace recgpt::testing

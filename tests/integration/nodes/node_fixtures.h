@@ -1,0 +1,269 @@
+// Shared by the node integration tests: a tiny model on disk, `recgpt prefill|decode` children, and a driver
+// that plays the router's part of an agent call over the control protocol (reserve on decode, prefill into
+// the reservation, start decoding, read the token stream), step by step or whole.
+#pragma once
+
+#include <unistd.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <thread>
+
+#include "common/rpc/connection.h"
+#include "common/subprocess.h"
+#include "engine/block_hash.h"
+#include "engine/generator.h"
+#include "engine/model_files.h"
+#include "engine/model_fingerprint.h"
+#include "engine/model_maker.h"
+
+namespace recgpt::testing {
+
+namespace asio = boost::asio;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+// A random `tiny` model (seed 6) in a folder of its own, removed at the end.
+struct TinyModel {
+  std::filesystem::path dir = [] {
+    static int count = 0;
+    return std::filesystem::temp_directory_path() /
+           ("recgpt_nodes_" + std::to_string(::getpid()) + "_" + std::to_string(count++));
+  }();
+  std::unique_ptr<ModelFiles> model;
+  std::string fingerprint;
+  TinyModel() {
+    REQUIRE(make_model({"tiny", 6, DType::kF32, dir.string()}).is_ok());
+    model = ModelFiles::open(dir.string()).value();
+    fingerprint = model_fingerprint(*model).value();
+  }
+  ~TinyModel() { std::filesystem::remove_all(dir); }
+};
+
+// A `recgpt prefill` or `recgpt decode` child and the control port it printed.
+struct Node {
+  Subprocess process;
+  uint16_t port = 0;
+  uint16_t admin_port = 0;
+  Node(const std::string& role, const TinyModel& model, const std::string& tls) {
+    auto spawned =
+        Subprocess::spawn({RECGPT_PATH, role, "--model", model.dir.string(), "--kv-cache-mib", "8", "--threads", "1",
+                           "--transfer-setting", "tls=" + tls, "--node-id", role + "-test"});
+    REQUIRE(spawned.is_ok());
+    process = std::move(spawned).value();
+    auto line = process.read_line(Clock::now() + seconds(30));
+    REQUIRE(line.is_ok());
+    std::smatch match;
+    REQUIRE(std::regex_search(*line, match, std::regex(" port=(\\d+) admin_port=(\\d+)")));
+    port = static_cast<uint16_t>(std::stoi(match[1]));
+    admin_port = static_cast<uint16_t>(std::stoi(match[2]));
+  }
+
+  // The KV blocks in use, from /metrics (curl); -1 when the node does not report them.
+  int used_blocks() const {
+    auto curl = Subprocess::spawn(
+        {"/usr/bin/curl", "-s", "--max-time", "5", "http://127.0.0.1:" + std::to_string(admin_port) + "/metrics"});
+    REQUIRE(curl.is_ok());
+    int used = -1;
+    for (;;) {
+      auto line = curl->read_line(Clock::now() + seconds(10));
+      if (!line.is_ok()) break;
+      std::smatch match;
+      if (std::regex_search(*line, match, std::regex("recgpt_kv_blocks\\{.*state=\"used\"\\} (\\d+)"))) {
+        used = std::stoi(match[1]);
+      }
+    }
+    (void)curl->wait(Clock::now() + seconds(10));
+    return used;
+  }
+
+  // Whether /metrics shows `expected` used blocks within a few seconds (gauges refresh every 100 ms).
+  bool shows_used(int expected) const {
+    for (int i = 0; i < 100; ++i) {
+      if (used_blocks() == expected) return true;
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    return false;
+  }
+  ~Node() {
+    process.kill(SIGTERM);
+    (void)process.wait(Clock::now() + seconds(10));
+  }
+};
+
+struct CallResult {
+  std::vector<int32_t> tokens;
+  uint32_t decode_cached_tokens = 0;
+  control::PrefillDone prefill;
+};
+
+// The router's part of agent calls, over two started connections to nodes that answered their hello. Token
+// chunks from the decode node land in `chunks` (the decode connection's frame handler fills it).
+class Driver {
+ public:
+  Driver(std::shared_ptr<rpc::Connection> prefill, std::shared_ptr<rpc::Connection> decode, control::Hello decode_hello,
+         std::map<uint64_t, std::vector<control::TokenChunk>>& chunks, int32_t entity_token, int entity_dim)
+      : prefill_(std::move(prefill)),
+        decode_(std::move(decode)),
+        decode_hello_(std::move(decode_hello)),
+        chunks_(chunks),
+        entity_token_(entity_token),
+        entity_dim_(entity_dim) {}
+
+  // The decode node's reply to a reservation of the request (a reservation, no room, or an error).
+  asio::awaitable<control::Envelope> reserve(const GenerationRequest& request, uint64_t deadline_unix_ms = 0) {
+    control::Envelope reserve;
+    control::ReserveKv& body = *reserve.mutable_reserve_kv();
+    int entity = 0;
+    for (int32_t token : request.prompt) {
+      body.add_token_ids(static_cast<uint32_t>(token));
+      if (token != entity_token_) continue;
+      body.add_entity_keys(
+          entity_key_from_vector(std::span(request.entity_vectors).subspan(entity++ * entity_dim_, entity_dim_)));
+    }
+    body.set_max_tokens(static_cast<uint32_t>(request.max_new_tokens));
+    body.set_deadline_unix_ms(deadline_unix_ms);
+    auto reply = co_await decode_->call(reserve, Clock::now() + seconds(20));
+    REQUIRE(reply.is_ok());
+    co_return *reply;
+  }
+
+  // The prefill node's reply (PrefillDone or an Error) to filling `reservation` with the request's prompt.
+  asio::awaitable<control::Envelope> prefill(const GenerationRequest& request,
+                                             const control::Reservation& reservation) {
+    control::Envelope prefill;
+    control::PrefillRequest& body = *prefill.mutable_prefill_request();
+    int entity = 0;
+    for (size_t position = 0; position < request.prompt.size(); ++position) {
+      body.add_token_ids(static_cast<uint32_t>(request.prompt[position]));
+      if (request.prompt[position] != entity_token_) continue;
+      control::EntityInput& input = *body.add_entities();
+      input.set_position(static_cast<uint32_t>(position));
+      for (int i = 0; i < entity_dim_; ++i) {
+        input.mutable_vector()->add_values(request.entity_vectors[entity * entity_dim_ + i]);
+      }
+      ++entity;
+    }
+    body.mutable_sampling()->set_repetition_penalty(request.sampling.repetition_penalty);
+    body.set_reservation_id(reservation.reservation_id());
+    body.set_cached_tokens(reservation.cached_tokens());
+    *body.mutable_destination_block_ids() = reservation.block_ids();
+    body.set_decode_transfer_endpoint(decode_hello_.transfer_endpoint());
+    body.set_decode_kv_region_key(decode_hello_.kv_region_key());
+    *body.mutable_decode_kv_layout() = decode_hello_.kv_layout();
+    auto reply = co_await prefill_->call(prefill, Clock::now() + seconds(60));
+    REQUIRE(reply.is_ok());
+    co_return *reply;
+  }
+
+  // Starts decoding a filled reservation; the stream's chunks carry the returned request id.
+  uint64_t start(const GenerationRequest& request, uint64_t reservation_id, uint32_t first_token) {
+    control::Envelope start;
+    const uint64_t id = decode_->new_request_id();
+    start.set_request_id(id);
+    start.mutable_start_decode()->set_reservation_id(reservation_id);
+    start.mutable_start_decode()->set_first_token(first_token);
+    start.mutable_start_decode()->mutable_sampling()->set_repetition_penalty(request.sampling.repetition_penalty);
+    REQUIRE(decode_->send(start).is_ok());
+    return id;
+  }
+
+  // Cancels the decode node's call with this request id (a reservation or a stream).
+  void cancel(uint64_t request_id) {
+    control::Envelope cancel;
+    cancel.set_request_id(request_id);
+    cancel.mutable_cancel()->set_reason("test");
+    REQUIRE(decode_->send(cancel).is_ok());
+  }
+
+  // The stream's chunks once one says finished (the test fails if none does within 60 s).
+  asio::awaitable<std::vector<control::TokenChunk>> finished_stream(uint64_t id) {
+    asio::steady_timer wait(co_await asio::this_coro::executor);
+    for (int i = 0; i < 6000; ++i) {
+      const auto& stream = chunks_[id];
+      if (!stream.empty() && stream.back().finished()) break;
+      wait.expires_after(milliseconds(10));
+      co_await wait.async_wait(asio::use_awaitable);
+    }
+    const auto& stream = chunks_[id];
+    REQUIRE(!stream.empty());
+    REQUIRE(stream.back().finished());
+    co_return stream;
+  }
+
+  // A whole agent call: reserve, prefill, decode to the end.
+  asio::awaitable<CallResult> run(const GenerationRequest& request) {
+    CallResult result;
+    control::Envelope reserved = co_await reserve(request);
+    INFO(reserved.DebugString());
+    REQUIRE(reserved.reserve_kv_reply().has_reservation());
+    const control::Reservation reservation = reserved.reserve_kv_reply().reservation();
+    result.decode_cached_tokens = reservation.cached_tokens();
+    control::Envelope done = co_await prefill(request, reservation);
+    INFO(done.DebugString());
+    REQUIRE(done.has_prefill_done());
+    result.prefill = done.prefill_done();
+    result.tokens.push_back(static_cast<int32_t>(result.prefill.first_token()));
+    const uint64_t id = start(request, reservation.reservation_id(), result.prefill.first_token());
+    std::vector<control::TokenChunk> stream = co_await finished_stream(id);
+    CHECK(stream.back().finish_reason() == "length");
+    for (const control::TokenChunk& chunk : stream) {
+      for (uint32_t token : chunk.token_ids()) result.tokens.push_back(static_cast<int32_t>(token));
+    }
+    co_return result;
+  }
+
+ private:
+  std::shared_ptr<rpc::Connection> prefill_;
+  std::shared_ptr<rpc::Connection> decode_;
+  control::Hello decode_hello_;
+  std::map<uint64_t, std::vector<control::TokenChunk>>& chunks_;
+  int32_t entity_token_;
+  int entity_dim_;
+};
+
+inline std::vector<int32_t> colocated_greedy(const ModelFiles& model, const GenerationRequest& request) {
+  auto generator = Generator::create(model, {}).value();
+  REQUIRE(generator->add(request).is_ok());
+  std::vector<int32_t> tokens;
+  for (int step = 0; step < 500 && !generator->idle(); ++step) {
+    auto produced = generator->step();
+    REQUIRE(produced.is_ok());
+    for (const StepToken& token : *produced) {
+      if (token.token >= 0) tokens.push_back(token.token);
+    }
+  }
+  return tokens;
+}
+
+inline asio::awaitable<std::shared_ptr<rpc::Connection>> greet(
+    uint16_t port, const std::string& fingerprint, std::map<uint64_t, std::vector<control::TokenChunk>>* chunks,
+    control::Hello* hello) {
+  auto connection = co_await rpc::connect("127.0.0.1", port, Clock::now() + seconds(10));
+  REQUIRE(connection.is_ok());
+  (*connection)
+      ->start(
+          [chunks](control::Envelope envelope) {
+            if (chunks != nullptr && envelope.has_token_chunk())
+              (*chunks)[envelope.request_id()].push_back(envelope.token_chunk());
+          },
+          [](const Status&) {});
+  control::Envelope mine;
+  mine.mutable_hello()->set_role(control::ROLE_ROUTER);
+  mine.mutable_hello()->set_model_fingerprint(fingerprint);
+  mine.mutable_hello()->set_protocol_version(1);
+  auto reply = co_await (*connection)->call(mine, Clock::now() + seconds(10));
+  REQUIRE(reply.is_ok());
+  REQUIRE(reply->has_hello());
+  if (hello != nullptr) *hello = reply->hello();
+  co_return *connection;
+}
+
+}  // namespace recgpt::testing
