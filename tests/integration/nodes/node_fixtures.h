@@ -30,7 +30,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
-// A random `tiny` model (seed 6) in a folder of its own, removed at the end.
+// A random model (`tiny` by default, seed 6) in a folder of its own, removed at the end.
 struct TinyModel {
   std::filesystem::path dir = [] {
     static int count = 0;
@@ -39,8 +39,8 @@ struct TinyModel {
   }();
   std::unique_ptr<ModelFiles> model;
   std::string fingerprint;
-  TinyModel() {
-    REQUIRE(make_model({"tiny", 6, DType::kF32, dir.string()}).is_ok());
+  explicit TinyModel(const std::string& preset = "tiny") {
+    REQUIRE(make_model({preset, 6, DType::kF32, dir.string()}).is_ok());
     model = ModelFiles::open(dir.string()).value();
     fingerprint = model_fingerprint(*model).value();
   }
@@ -52,10 +52,10 @@ struct Node {
   Subprocess process;
   uint16_t port = 0;
   uint16_t admin_port = 0;
-  Node(const std::string& role, const TinyModel& model, const std::string& tls) {
-    auto spawned =
-        Subprocess::spawn({RECGPT_PATH, role, "--model", model.dir.string(), "--kv-cache-mib", "8", "--threads", "1",
-                           "--transfer-setting", "tls=" + tls, "--node-id", role + "-test"});
+  Node(const std::string& role, const TinyModel& model, const std::string& tls, int kv_cache_mib = 8) {
+    auto spawned = Subprocess::spawn({RECGPT_PATH, role, "--model", model.dir.string(), "--kv-cache-mib",
+                                      std::to_string(kv_cache_mib), "--threads", "1", "--transfer-setting",
+                                      "tls=" + tls, "--node-id", role + "-test"});
     REQUIRE(spawned.is_ok());
     process = std::move(spawned).value();
     auto line = process.read_line(Clock::now() + seconds(30));
@@ -84,9 +84,9 @@ struct Node {
     return used;
   }
 
-  // Whether /metrics shows `expected` used blocks within a few seconds (gauges refresh every 100 ms).
+  // Whether /metrics shows `expected` used blocks within ~10 s (gauges refresh every 100 ms).
   bool shows_used(int expected) const {
-    for (int i = 0; i < 100; ++i) {
+    for (int i = 0; i < 200; ++i) {
       if (used_blocks() == expected) return true;
       std::this_thread::sleep_for(milliseconds(50));
     }
@@ -135,9 +135,11 @@ class Driver {
     co_return *reply;
   }
 
-  // The prefill node's reply (PrefillDone or an Error) to filling `reservation` with the request's prompt.
-  asio::awaitable<control::Envelope> prefill(const GenerationRequest& request,
-                                             const control::Reservation& reservation) {
+  // The prefill node's reply (PrefillDone or an Error) to filling `reservation` with the request's prompt, or the
+  // call's failure (the node died, the deadline passed).
+  asio::awaitable<Result<control::Envelope>> try_prefill(const GenerationRequest& request,
+                                                         const control::Reservation& reservation,
+                                                         Clock::duration timeout = seconds(60)) {
     control::Envelope prefill;
     control::PrefillRequest& body = *prefill.mutable_prefill_request();
     int entity = 0;
@@ -158,7 +160,12 @@ class Driver {
     body.set_decode_transfer_endpoint(decode_hello_.transfer_endpoint());
     body.set_decode_kv_region_key(decode_hello_.kv_region_key());
     *body.mutable_decode_kv_layout() = decode_hello_.kv_layout();
-    auto reply = co_await prefill_->call(prefill, Clock::now() + seconds(60));
+    co_return co_await prefill_->call(prefill, Clock::now() + timeout);
+  }
+
+  asio::awaitable<control::Envelope> prefill(const GenerationRequest& request,
+                                             const control::Reservation& reservation) {
+    Result<control::Envelope> reply = co_await try_prefill(request, reservation);
     REQUIRE(reply.is_ok());
     co_return *reply;
   }

@@ -1,0 +1,125 @@
+// A node killed in the middle of an agent call (a 7000-token prompt on the `small` model, so the prefill runs
+// long enough to be interrupted): killing the prefill node fails the caller's prefill call at once, and the
+// decode node's reservation returns its blocks at its deadline; killing the decode node fails the prefill
+// (its KV stream to a dead peer) within the deadline, and the prefill node frees its blocks and keeps serving.
+#include <signal.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "tests/integration/nodes/node_fixtures.h"
+
+namespace recgpt::testing {
+namespace {
+
+constexpr milliseconds kKillAfter(300);
+constexpr milliseconds kReservationLifetime(3000);
+constexpr milliseconds kFailureDeadline(5000);  // how soon after the kill the caller must know
+
+GenerationRequest long_prompt() {
+  GenerationRequest request;
+  for (int i = 0; i < 7000; ++i) request.prompt.push_back(5 + (i * 7) % 200);
+  request.max_new_tokens = 4;
+  return request;
+}
+
+uint64_t unix_ms_from_now(milliseconds later) {
+  return static_cast<uint64_t>(
+      (std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()) + later).count());
+}
+
+// Kills `node` kKillAfter from now, on the io_context; the time of the kill lands in `killed_at`.
+void kill_later(asio::steady_timer& timer, Node& node, Clock::time_point& killed_at) {
+  timer.expires_after(kKillAfter);
+  timer.async_wait([&node, &killed_at](const boost::system::error_code& error) {
+    if (error) return;
+    node.process.kill(SIGKILL);
+    killed_at = Clock::now();
+  });
+}
+
+TEST_CASE("killing the prefill node mid-request fails the call at once; the decode node's blocks come back",
+          "[nodes][failure]") {
+  TinyModel small("small");
+  Node decode_node("decode", small, "tcp", 128);
+  Node prefill_node("prefill", small, "tcp", 128);
+  const ModelConfig& config = small.model->config();
+  asio::io_context io;
+  bool finished = false;
+  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        control::Hello decode_hello;
+        auto decode = co_await greet(decode_node.port, small.fingerprint, &chunks, &decode_hello);
+        auto prefill = co_await greet(prefill_node.port, small.fingerprint, nullptr, nullptr);
+        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
+                      config.entity_adaptor->entity_dim);
+        const GenerationRequest request = long_prompt();
+        control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(kReservationLifetime));
+        REQUIRE(reserved.reserve_kv_reply().has_reservation());
+        CHECK(decode_node.shows_used((7000 + 4 + 15) / 16));
+
+        asio::steady_timer timer(co_await asio::this_coro::executor);
+        Clock::time_point killed_at;
+        kill_later(timer, prefill_node, killed_at);
+        Result<control::Envelope> reply =
+            co_await driver.try_prefill(request, reserved.reserve_kv_reply().reservation());
+        INFO("the prefill call ended with " << (reply.is_ok() ? reply->DebugString() : reply.status().to_string()));
+        REQUIRE(killed_at != Clock::time_point{});  // the prefill was still running when its node died
+        CHECK_FALSE(reply.is_ok());
+        CHECK(Clock::now() - killed_at < kFailureDeadline);
+        decode->close(Status::ok());
+        finished = true;
+      },
+      asio::detached);
+  io.run_for(seconds(120));
+  REQUIRE(finished);
+  CHECK(decode_node.shows_used(0));  // the reservation expired: no KV came
+}
+
+TEST_CASE(
+    "killing the decode node mid-transfer fails the prefill within the deadline; the prefill node frees its "
+    "blocks",
+    "[nodes][failure]") {
+  TinyModel small("small");
+  Node decode_node("decode", small, "tcp", 128);
+  Node prefill_node("prefill", small, "tcp", 128);
+  const ModelConfig& config = small.model->config();
+  asio::io_context io;
+  bool finished = false;
+  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        control::Hello decode_hello;
+        auto decode = co_await greet(decode_node.port, small.fingerprint, &chunks, &decode_hello);
+        auto prefill = co_await greet(prefill_node.port, small.fingerprint, nullptr, nullptr);
+        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
+                      config.entity_adaptor->entity_dim);
+        const GenerationRequest request = long_prompt();
+        control::Envelope reserved = co_await driver.reserve(request);
+        REQUIRE(reserved.reserve_kv_reply().has_reservation());
+
+        asio::steady_timer timer(co_await asio::this_coro::executor);
+        Clock::time_point killed_at;
+        kill_later(timer, decode_node, killed_at);
+        Result<control::Envelope> reply =
+            co_await driver.try_prefill(request, reserved.reserve_kv_reply().reservation());
+        INFO("the prefill call ended with " << (reply.is_ok() ? reply->DebugString() : reply.status().to_string()));
+        REQUIRE(killed_at != Clock::time_point{});
+        REQUIRE(reply.is_ok());  // the prefill node itself is alive and answers
+        CHECK(reply->has_error());
+        CHECK(Clock::now() - killed_at < kFailureDeadline + seconds(30));  // the stream's finish deadline bounds it
+        prefill->close(Status::ok());
+        finished = true;
+      },
+      asio::detached);
+  io.run_for(seconds(120));
+  REQUIRE(finished);
+  CHECK(prefill_node.shows_used(0));
+}
+
+}  // namespace
+}  // namespace recgpt::testing
