@@ -77,5 +77,37 @@ TEST_CASE(
   REQUIRE(finished);
 }
 
+TEST_CASE("colocated mode (recgpt serve) gives the colocated engine's greedy output over the same protocol",
+          "[nodes][colocated]") {
+  TinyModel tiny;
+  ColocatedNodes nodes(tiny);
+  const ModelConfig& config = tiny.model->config();
+  GenerationRequest request;
+  for (int i = 0; i < 41; ++i) request.prompt.push_back(11 + (i * 31) % 170);
+  request.max_new_tokens = 10;
+  request.sampling.repetition_penalty = 1.8f;
+  asio::io_context io;
+  bool finished = false;
+  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        control::Hello decode_hello;
+        auto decode = co_await greet(nodes.decode_port, tiny.fingerprint, &chunks, &decode_hello);
+        auto prefill = co_await greet(nodes.prefill_port, tiny.fingerprint, nullptr, nullptr);
+        CHECK(decode_hello.transfer_backend() == "local");
+        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
+                      config.entity_adaptor->entity_dim);
+        CallResult result = co_await driver.run(request);
+        CHECK(result.tokens == colocated_greedy(*tiny.model, request));
+        decode->close(Status::ok());
+        prefill->close(Status::ok());
+        finished = true;
+      },
+      asio::detached);
+  io.run_for(seconds(120));
+  REQUIRE(finished);
+}
+
 }  // namespace
 }  // namespace recgpt::testing

@@ -98,6 +98,31 @@ struct Node {
   }
 };
 
+// `recgpt serve`: prefill and decode in one process over the in-process transfer backend, each side with its own
+// control and admin port.
+struct ColocatedNodes {
+  Subprocess process;
+  uint16_t prefill_port = 0;
+  uint16_t decode_port = 0;
+  explicit ColocatedNodes(const TinyModel& model) {
+    auto spawned = Subprocess::spawn({RECGPT_PATH, "serve", "--model", model.dir.string(), "--kv-cache-mib", "8",
+                                      "--prefill-kv-cache-mib", "8", "--threads", "1"});
+    REQUIRE(spawned.is_ok());
+    process = std::move(spawned).value();
+    for (uint16_t* port : {&prefill_port, &decode_port}) {
+      auto line = process.read_line(Clock::now() + seconds(30));
+      REQUIRE(line.is_ok());
+      std::smatch match;
+      REQUIRE(std::regex_search(*line, match, std::regex(" port=(\\d+)")));
+      *port = static_cast<uint16_t>(std::stoi(match[1]));
+    }
+  }
+  ~ColocatedNodes() {
+    process.kill(SIGTERM);
+    (void)process.wait(Clock::now() + seconds(10));
+  }
+};
+
 struct CallResult {
   std::vector<int32_t> tokens;
   uint32_t decode_cached_tokens = 0;
