@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "bench/engine_benchmark.h"
+#include "bench/nodes_benchmark.h"
 #include "bench/transfer_benchmark.h"
 #include "cli/commands.h"
 
@@ -54,6 +55,36 @@ void add_transfer_command(CLI::App& bench_app, int& exit_code) {
   });
 }
 
+void add_nodes_command(CLI::App& bench_app, int& exit_code) {
+  auto options = std::make_shared<NodesBenchOptions>();
+  auto json = std::make_shared<bool>(false);
+  CLI::App* nodes = bench_app.add_subcommand(
+      "nodes", "Prefill and decode nodes under load: disaggregated (two processes, ucx) against colocated (serve)");
+  nodes->add_option("--model", options->model_dir, "Model folder")->required();
+  nodes->add_option("--tls", options->tls, "UCX transports between the two nodes (tcp, posix,cma,self)");
+  nodes->add_option("--concurrency", options->concurrency, "Calls in flight at once")->check(CLI::Range(1, 4096));
+  nodes->add_option("--calls", options->calls, "Calls per mode")->check(CLI::Range(1, 1 << 20));
+  nodes->add_option("--prompt-tokens", options->prompt_tokens, "Prompt tokens per call")->check(CLI::Range(2, 1 << 20));
+  nodes->add_option("--shared-tokens", options->shared_tokens, "Leading prompt tokens every call shares")
+      ->check(CLI::Range(0, 1 << 20));
+  nodes->add_option("--max-new-tokens", options->max_new_tokens, "Tokens generated per call")
+      ->check(CLI::Range(2, 1 << 16));
+  nodes->add_option("--kv-cache-mib", options->kv_cache_mib, "Each node's KV pool in MiB")
+      ->check(CLI::Range(1, 1 << 20));
+  nodes->add_option("--threads", options->threads, "Compute threads per node")->check(CLI::Range(0, 1024));
+  nodes->add_flag("--json", *json, "Print the figures as JSON");
+  nodes->callback([options, json, &exit_code] {
+    options->self_path = this_binary();
+    auto report = run_nodes_bench(*options);
+    if (!report.is_ok()) {
+      exit_code = report_failure(report.status());
+      return;
+    }
+    std::string text = *json ? nodes_bench_report_json(*report) + "\n" : nodes_bench_report_text(*report);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  });
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app, int& exit_code) {
@@ -83,6 +114,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     std::fwrite(text.data(), 1, text.size(), stdout);
   });
   add_transfer_command(*bench, exit_code);
+  add_nodes_command(*bench, exit_code);
 }
 
 }  // namespace recgpt::cli
