@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <cmath>
 
+#include "node/node_protocol.h"
 #include "tests/integration/nodes/node_fixtures.h"
 
 namespace recgpt::testing {
@@ -65,6 +66,20 @@ TEST_CASE(
         CHECK(second.prefill.tokens_computed() == 17);
         CHECK(second.decode_cached_tokens == 48);  // and not moved again
         CHECK(second.prefill.kv_bytes_moved() < first.prefill.kv_bytes_moved());
+        for (int tail = 0; tail < 2; ++tail) {  // more agents of the same user context
+          GenerationRequest another = shared;
+          for (int i = 48; i < 65; ++i) another.prompt[static_cast<size_t>(i)] = 300 + 20 * tail + i;
+          CallResult more = co_await driver.run(another);
+          CHECK(more.tokens == colocated_greedy(*tiny.model, another));
+        }
+        // From the prefill node's counters: the context was computed once (53 tokens, then 17 per other agent)
+        // and moved once (4 blocks, then 2 per other agent).
+        const kv::KvLayoutDescription layout = node::kv_layout_from_proto(decode_hello.kv_layout());
+        const double block_bytes = 2.0 * layout.num_layers * static_cast<double>(layout.block_bytes());
+        CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 53 + 3 * 17);
+        CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"cached\".*\\}") == 3 * 48);
+        CHECK(prefill_node.metric("recgpt_kv_transfer_bytes_total\\{.*outcome=\"ok\".*\\}") ==
+              (4 + 3 * 2) * block_bytes);
 
         CallResult entities = co_await driver.run(with_entities);
         CHECK(entities.tokens == colocated_greedy(*tiny.model, with_entities));

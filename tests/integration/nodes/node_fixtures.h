@@ -66,23 +66,26 @@ struct Node {
     admin_port = static_cast<uint16_t>(std::stoi(match[2]));
   }
 
-  // The KV blocks in use, from /metrics (curl); -1 when the node does not report them.
-  int used_blocks() const {
+  // The value of the first /metrics sample (curl) whose name and labels match `sample` (a regex over the text
+  // before the value, e.g. `recgpt_kv_blocks\{.*state="used"\}`); -1 when none does.
+  double metric(const std::string& sample) const {
     auto curl = Subprocess::spawn(
         {"/usr/bin/curl", "-s", "--max-time", "5", "http://127.0.0.1:" + std::to_string(admin_port) + "/metrics"});
     REQUIRE(curl.is_ok());
-    int used = -1;
+    double value = -1;
+    const std::regex pattern("^" + sample + " ([-+0-9.eE]+)$");
     for (;;) {
       auto line = curl->read_line(Clock::now() + seconds(10));
       if (!line.is_ok()) break;
       std::smatch match;
-      if (std::regex_search(*line, match, std::regex("recgpt_kv_blocks\\{.*state=\"used\"\\} (\\d+)"))) {
-        used = std::stoi(match[1]);
-      }
+      if (value < 0 && std::regex_search(*line, match, pattern)) value = std::stod(match[1]);
     }
     (void)curl->wait(Clock::now() + seconds(10));
-    return used;
+    return value;
   }
+
+  // The KV blocks in use, from /metrics; -1 when the node does not report them.
+  int used_blocks() const { return static_cast<int>(metric("recgpt_kv_blocks\\{.*state=\"used\"\\}")); }
 
   // Whether /metrics shows `expected` used blocks within ~10 s (gauges refresh every 100 ms).
   bool shows_used(int expected) const {
