@@ -16,10 +16,13 @@ class io_context;
 
 namespace recgpt::cli {
 
-// `stop` runs on the io_context's thread when a signal comes (it ends the server: connections close, their work
-// is cancelled), then the io_context stops and this returns.
+// At the first SIGINT or SIGTERM, `drain(done)` starts a graceful end (no new work, the work in progress
+// finishes) and calls `done` when it is over; then `stop` ends the server and this returns. A second signal
+// does not wait: `stop` at once (connections close, their work is cancelled). Both run on the io thread.
 void run_node_until_signal(boost::asio::io_context& io, const std::string& role, const std::string& node_id,
-                           uint16_t port, uint16_t admin_port, const std::function<void()>& stop);
+                           uint16_t port, uint16_t admin_port,
+                           const std::function<void(std::function<void()> done)>& drain,
+                           const std::function<void()>& stop);
 
 // "key=value" flag values as pairs; kInvalidArgument naming `flag` and the value without '='.
 Result<std::vector<std::pair<std::string, std::string>>> parse_key_values(const std::vector<std::string>& values,

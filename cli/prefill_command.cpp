@@ -14,6 +14,7 @@ struct PrefillFlags {
   int64_t kv_cache_mib = 256;
   prefill::PrefillServerOptions server;
   std::vector<std::string> transfer_settings;  // key=value
+  int drain_seconds = 30;
 };
 
 Status run_prefill(PrefillFlags& flags) {
@@ -24,8 +25,10 @@ Status run_prefill(PrefillFlags& flags) {
   boost::asio::io_context io;
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<prefill::PrefillServer> server,
                           prefill::PrefillServer::start(io, *model, flags.server));
-  run_node_until_signal(io, "prefill", flags.server.node_id, server->port(), server->admin_port(),
-                        [&] { server.reset(); });
+  run_node_until_signal(
+      io, "prefill", flags.server.node_id, server->port(), server->admin_port(),
+      [&](std::function<void()> done) { server->drain(std::chrono::seconds(flags.drain_seconds), std::move(done)); },
+      [&] { server.reset(); });
   return Status::ok();
 }
 
@@ -45,6 +48,8 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
   command->add_option("--admin-port", flags->server.admin_port, "Admin HTTP port (0: any free port)");
   command->add_option("--transfer-backend", flags->server.transfer_backend, "KV transfer backend (ucx, local)");
   command->add_option("--transfer-setting", flags->transfer_settings, "Transfer backend setting key=value");
+  command->add_option("--drain-seconds", flags->drain_seconds, "On SIGTERM, how long running work may take to finish")
+      ->check(CLI::Range(0, 3600));
   command->callback([flags, &exit_code] {
     Status status = run_prefill(*flags);
     exit_code = status.is_ok() ? 0 : report_failure(status);

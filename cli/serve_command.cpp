@@ -20,6 +20,7 @@ struct ServeFlags {
   int64_t prefill_kv_cache_mib = 256;
   decode::DecodeServerOptions decode;
   prefill::PrefillServerOptions prefill;
+  int drain_seconds = 30;
 };
 
 Status run_serve(ServeFlags& flags) {
@@ -39,10 +40,17 @@ Status run_serve(ServeFlags& flags) {
                           prefill::PrefillServer::start(io, *model, flags.prefill));
   std::printf("recgpt serve: prefill port=%u admin_port=%u\n", static_cast<unsigned>(prefill->port()),
               static_cast<unsigned>(prefill->admin_port()));
-  run_node_until_signal(io, "serve", flags.decode.node_id, decode->port(), decode->admin_port(), [&] {
-    prefill.reset();
-    decode.reset();
-  });
+  run_node_until_signal(
+      io, "serve", flags.decode.node_id, decode->port(), decode->admin_port(),
+      [&](std::function<void()> done) {
+        // The prefill side first (its requests feed decode reservations), then the decode side.
+        prefill->drain(std::chrono::seconds(flags.drain_seconds),
+                       [&, done] { decode->drain(std::chrono::seconds(flags.drain_seconds), done); });
+      },
+      [&] {
+        prefill.reset();
+        decode.reset();
+      });
   return Status::ok();
 }
 
@@ -62,6 +70,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   command->add_option("--admin-port", flags->decode.admin_port, "The decode side's admin port (0: any free port)");
   command->add_option("--prefill-port", flags->prefill.port, "The prefill side's control port (0: any free port)");
   command->add_option("--prefill-admin-port", flags->prefill.admin_port, "The prefill side's admin port");
+  command->add_option("--drain-seconds", flags->drain_seconds, "On SIGTERM, how long running work may take to finish")
+      ->check(CLI::Range(0, 3600));
   command->callback([flags, &exit_code] {
     flags->prefill.address = flags->decode.address;
     Status status = run_serve(*flags);

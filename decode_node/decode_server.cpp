@@ -120,6 +120,26 @@ class Server final : public std::enable_shared_from_this<Server> {
     core_.reset();
   }
 
+  void drain(std::chrono::milliseconds within, std::function<void()> drained) {
+    draining_ = true;
+    if (listener_) listener_->close();
+    asio::co_spawn(
+        io_,
+        [self = shared_from_this(), within, drained = std::move(drained)]() -> asio::awaitable<void> {
+          asio::steady_timer timer(co_await asio::this_coro::executor);
+          const auto give_up = Clock::now() + within;
+          while (!(self->core_ == nullptr ||
+                   (self->core_->counters().running == 0 && self->core_->counters().reservations == 0)) &&
+                 Clock::now() < give_up) {
+            timer.expires_after(std::chrono::milliseconds(50));
+            boost::system::error_code ignored;
+            co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+          }
+          drained();
+        },
+        asio::detached);
+  }
+
   void stop() {
     if (listener_) listener_->close();
     housekeeping_.cancel();
@@ -182,7 +202,12 @@ class Server final : public std::enable_shared_from_this<Server> {
       return;
     }
     switch (envelope.body_case()) {
-      case control::Envelope::kReserveKv: return on_reserve(session, id, envelope.reserve_kv());
+      case control::Envelope::kReserveKv:
+        if (draining_) {
+          (void)connection->send(rpc::error_frame(id, unavailable("the decode node is draining")));
+          return;
+        }
+        return on_reserve(session, id, envelope.reserve_kv());
       case control::Envelope::kStartDecode: return on_start(session, id, envelope.start_decode());
       case control::Envelope::kCancel: {
         auto call = session.reservation_of_call.find(id);
@@ -292,6 +317,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   std::unique_ptr<kv::TransferEngine> transfer_;
   control::Envelope hello_;
   std::shared_ptr<rpc::Listener> listener_;
+  bool draining_ = false;
   asio::steady_timer housekeeping_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::unordered_map<std::shared_ptr<rpc::Connection>, Session> sessions_;
@@ -309,6 +335,9 @@ class ServerHandle final : public DecodeServer {
   uint16_t port() const override { return server_->port(); }
   uint16_t admin_port() const override { return server_->admin_port(); }
   void stop() override { server_->stop(); }
+  void drain(std::chrono::milliseconds within, std::function<void()> drained) override {
+    server_->drain(within, std::move(drained));
+  }
 
  private:
   std::shared_ptr<Server> server_;

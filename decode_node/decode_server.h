@@ -9,7 +9,9 @@
 // /healthz, /readyz. The engine runs on DecodeCore's thread; the network on the caller's io_context.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -45,6 +47,10 @@ class DecodeServer {
   virtual uint16_t admin_port() const = 0;
   // Stops accepting and closes every connection (cancelling their work). Call on the io_context's thread.
   virtual void stop() = 0;
+  // Graceful end (SIGTERM): stops accepting connections and new work (answered kUnavailable "draining"), lets
+  // the reservations and sequences in progress finish, then runs `drained` on the io thread; at `within` it runs it
+  // anyway (what is left is cancelled when the server is destroyed).
+  virtual void drain(std::chrono::milliseconds within, std::function<void()> drained) = 0;
 };
 
 }  // namespace recgpt::decode

@@ -5,8 +5,13 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -63,7 +68,11 @@ class PrefillWorker {
     return Status::ok();
   }
 
+  // Whether a request is queued or running.
+  bool busy() const { return pending_.load() > 0; }
+
   void submit(control::PrefillRequest request, Done done) {
+    ++pending_;
     {
       std::lock_guard lock(mutex_);
       queue_.emplace_back(std::move(request), std::move(done));
@@ -89,6 +98,7 @@ class PrefillWorker {
       Result<control::PrefillDone> result = prefill(job.first);
       used_blocks_ = cache_->blocks().num_used_blocks();
       job.second(std::move(result));
+      --pending_;
     }
     std::lock_guard lock(mutex_);
     for (auto& [request, done] : queue_) done(unavailable("the prefill node is stopping"));
@@ -189,6 +199,7 @@ class PrefillWorker {
   kv::LocalRegionId region_ = 0;
   std::map<std::string, std::pair<kv::PeerId, kv::RemoteRegionId>> destinations_;
   std::atomic<int64_t> used_blocks_ = 0;
+  std::atomic<int64_t> pending_ = 0;
 
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -249,6 +260,24 @@ class Server : public std::enable_shared_from_this<Server> {
   uint16_t port() const { return listener_->port(); }
   uint16_t admin_port() const { return admin_->port(); }
 
+  void drain(std::chrono::milliseconds within, std::function<void()> drained) {
+    draining_ = true;
+    if (listener_) listener_->close();
+    asio::co_spawn(
+        io_,
+        [self = shared_from_this(), within, drained = std::move(drained)]() -> asio::awaitable<void> {
+          asio::steady_timer timer(co_await asio::this_coro::executor);
+          const auto give_up = std::chrono::steady_clock::now() + within;
+          while (!(self->worker_ == nullptr || !self->worker_->busy()) && std::chrono::steady_clock::now() < give_up) {
+            timer.expires_after(std::chrono::milliseconds(50));
+            boost::system::error_code ignored;
+            co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+          }
+          drained();
+        },
+        asio::detached);
+  }
+
   void stop() {
     if (listener_) listener_->close();
     auto connections = connections_;
@@ -282,6 +311,10 @@ class Server : public std::enable_shared_from_this<Server> {
     const uint64_t id = envelope.request_id();
     if (!known->second) {
       known->second = node::answer_first_frame(*connection, envelope, hello_, fingerprint_);
+      return;
+    }
+    if (draining_) {
+      (void)connection->send(rpc::error_frame(id, unavailable("the prefill node is draining")));
       return;
     }
     if (!envelope.has_prefill_request()) {
@@ -321,6 +354,7 @@ class Server : public std::enable_shared_from_this<Server> {
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
   std::unique_ptr<PrefillWorker> worker_;
   std::shared_ptr<rpc::Listener> listener_;
+  bool draining_ = false;
   std::unique_ptr<admin::AdminServer> admin_;
   control::Envelope hello_;
   std::unordered_map<std::shared_ptr<rpc::Connection>, bool> connections_;  // -> greeted
@@ -336,6 +370,9 @@ class ServerHandle final : public PrefillServer {
   uint16_t port() const override { return server_->port(); }
   uint16_t admin_port() const override { return server_->admin_port(); }
   void stop() override { server_->stop(); }
+  void drain(std::chrono::milliseconds within, std::function<void()> drained) override {
+    server_->drain(within, std::move(drained));
+  }
 
  private:
   std::shared_ptr<Server> server_;

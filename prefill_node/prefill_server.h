@@ -7,7 +7,9 @@
 // user context is computed once). The admin port serves /metrics, /healthz, /readyz.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -45,6 +47,10 @@ class PrefillServer {
   virtual uint16_t port() const = 0;
   virtual uint16_t admin_port() const = 0;
   virtual void stop() = 0;
+  // Graceful end (SIGTERM): stops accepting connections and new work (answered kUnavailable "draining"), lets
+  // the prefill requests in progress finish, then runs `drained` on the io thread; at `within` it runs it anyway
+  // (what is left is cancelled when the server is destroyed).
+  virtual void drain(std::chrono::milliseconds within, std::function<void()> drained) = 0;
 };
 
 }  // namespace recgpt::prefill
