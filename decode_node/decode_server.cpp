@@ -39,6 +39,7 @@ const char* finish_reason_name(FinishReason reason) {
     case FinishReason::kLength:
     case FinishReason::kContextFull: return "length";
     case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kConstraint: return "constraint";
     case FinishReason::kOutOfKvBlocks:
     case FinishReason::kNone: break;
   }

@@ -1,6 +1,7 @@
 #include "engine/generator.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "engine/block_hash.h"
@@ -325,6 +326,13 @@ void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>&
     std::span<float> row = std::span(logits_).subspan(logit_row * config.vocab_size, config.vocab_size);
     ++logit_row;
     if (entity_token >= 0) row[entity_token] = kMaskedLogit;  // an entity token needs a vector: never sample one
+    if (sequence.request.logits_processor) {
+      sequence.request.logits_processor->process(row, sequence.tokens);
+      if (std::none_of(row.begin(), row.end(), [](float logit) { return std::isfinite(logit); })) {
+        finish(sequence, -1, FinishReason::kConstraint, produced);  // the constraint allows nothing here
+        continue;
+      }
+    }
     int32_t token = sequence.sampler.sample(row, sequence.tokens);
     sequence.tokens.push_back(token);
     sequence.entity_keys.push_back(0);

@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "engine/backend.h"
 #include "engine/kv_cache.h"
+#include "engine/logits_processor.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
 
@@ -41,7 +42,8 @@ struct GenerationRequest {
                                       // keys from the vectors, so identical entities share cached blocks
   SamplingParams sampling;
   int32_t max_new_tokens = 16;
-  std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these
+  std::vector<int32_t> stop_tokens;                   // generation ends after emitting one of these
+  std::shared_ptr<LogitsProcessor> logits_processor;  // optional constraint, applied before each sampling
 };
 
 // Fills request.entity_vectors and request.entity_keys for the prompt's entity tokens from `store`, one id per
@@ -50,7 +52,7 @@ struct GenerationRequest {
 Status attach_entities_by_id(GenerationRequest& request, const ModelConfig& config, const EntityStore& store,
                              std::span<const std::string> entity_ids);
 
-enum class FinishReason { kNone, kLength, kStopToken, kContextFull, kOutOfKvBlocks, kCancelled };
+enum class FinishReason { kNone, kLength, kStopToken, kContextFull, kOutOfKvBlocks, kCancelled, kConstraint };
 
 struct StepToken {
   int64_t sequence_id;

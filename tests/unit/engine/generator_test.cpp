@@ -217,5 +217,54 @@ TEST_CASE("a prefilled sequence with a short block table, no decode budget or un
   blocks.release(*held);
 }
 
+// Forbids a set of tokens and records the length of the sequence at each call.
+class ForbidTokens : public LogitsProcessor {
+ public:
+  explicit ForbidTokens(std::vector<int32_t> forbidden, bool forbid_all = false)
+      : forbidden_(std::move(forbidden)), forbid_all_(forbid_all) {}
+  void process(std::span<float> logits, std::span<const int32_t> tokens) override {
+    seen_lengths.push_back(tokens.size());
+    if (forbid_all_) {
+      std::fill(logits.begin(), logits.end(), -std::numeric_limits<float>::infinity());
+      return;
+    }
+    for (int32_t token : forbidden_) logits[static_cast<size_t>(token)] = -std::numeric_limits<float>::infinity();
+  }
+  std::vector<size_t> seen_lengths;
+
+ private:
+  std::vector<int32_t> forbidden_;
+  bool forbid_all_;
+};
+
+TEST_CASE("a logits processor constrains every sampled token, and one that allows nothing ends the sequence") {
+  TinyModel tiny;
+  GenerationRequest request;
+  request.prompt = {5, 9, 14, 3, 7, 11, 2, 8};
+  request.max_new_tokens = 6;
+  auto free_run = Generator::create(tiny.model(), {});
+  REQUIRE(free_run.is_ok());
+  const std::vector<int32_t> unconstrained = run_to_end(**free_run, (*free_run)->add(request).value());
+  REQUIRE(unconstrained.size() == 6);
+
+  auto processor = std::make_shared<ForbidTokens>(unconstrained);  // every token the free run chose
+  request.logits_processor = processor;
+  auto constrained_run = Generator::create(tiny.model(), {});
+  REQUIRE(constrained_run.is_ok());
+  const std::vector<int32_t> constrained = run_to_end(**constrained_run, (*constrained_run)->add(request).value());
+  REQUIRE(constrained.size() == 6);
+  for (int32_t token : constrained) {
+    CHECK(std::find(unconstrained.begin(), unconstrained.end(), token) == unconstrained.end());
+  }
+  CHECK(processor->seen_lengths == std::vector<size_t>{8, 9, 10, 11, 12, 13});
+
+  request.logits_processor = std::make_shared<ForbidTokens>(std::vector<int32_t>{}, /*forbid_all=*/true);
+  auto blocked_run = Generator::create(tiny.model(), {});
+  REQUIRE(blocked_run.is_ok());
+  FinishReason finish = FinishReason::kNone;
+  CHECK(run_to_end(**blocked_run, (*blocked_run)->add(request).value(), &finish).empty());
+  CHECK(finish == FinishReason::kConstraint);
+}
+
 }  // namespace
 }  // namespace recgpt
