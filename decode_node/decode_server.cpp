@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "common/admin/admin_server.h"
+#include "common/log.h"
 #include "common/rpc/connection.h"
 #include "common/rpc/listener.h"
 #include "decode_node/decode_core.h"
@@ -74,6 +75,7 @@ class Server final : public std::enable_shared_from_this<Server> {
       : io_(io), model_(model), options_(std::move(options)), housekeeping_(io) {}
 
   Status open() {
+    node::route_protobuf_logs();
     RECGPT_ASSIGN_OR_RETURN(fingerprint_, model_fingerprint(model_));
     RECGPT_ASSIGN_OR_RETURN(core_, DecodeCore::create(model_, options_.engine));
     kv::TransferEngineOptions transfer_options;
@@ -122,6 +124,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   }
 
   void drain(std::chrono::milliseconds within, std::function<void()> drained) {
+    log_event(LogLevel::kInfo, "decode", "draining", {{"node", options_.node_id}, {"within_ms", within.count()}});
     draining_ = true;
     if (listener_) listener_->close();
     asio::co_spawn(
@@ -187,6 +190,11 @@ class Server final : public std::enable_shared_from_this<Server> {
   void on_closed(const std::shared_ptr<rpc::Connection>& connection) {
     auto it = sessions_.find(connection);
     if (it == sessions_.end()) return;
+    log_event(LogLevel::kInfo, "decode", "connection closed",
+              {{"node", options_.node_id},
+               {"peer", connection->peer_name()},
+               {"reason", connection->close_reason().message()},
+               {"cancelled", it->second.owned.size()}});
     if (core_ != nullptr) {
       for (uint64_t reservation : it->second.owned) core_->cancel(reservation);
     }
@@ -212,7 +220,10 @@ class Server final : public std::enable_shared_from_this<Server> {
       case control::Envelope::kStartDecode: return on_start(session, id, envelope.start_decode());
       case control::Envelope::kCancel: {
         auto call = session.reservation_of_call.find(id);
-        if (call != session.reservation_of_call.end()) core_->cancel(call->second);
+        if (call != session.reservation_of_call.end()) {
+          core_->cancel(call->second);
+          session.owned.erase(call->second);
+        }
         return;
       }
       default:
@@ -259,6 +270,8 @@ class Server final : public std::enable_shared_from_this<Server> {
           for (int32_t block : result->blocks_to_fill(block_size))
             reservation.add_block_ids(static_cast<uint32_t>(block));
         } else if (result.status().code() == StatusCode::kResourceExhausted) {
+          log_event(LogLevel::kInfo, "decode", "no room",
+                    {{"node", self->options_.node_id}, {"request_id", id}, {"reason", result.status().message()}});
           const DecodeCounters counters = self->core_->counters();
           reply.mutable_reserve_kv_reply()->mutable_no_room()->set_free_blocks(
               static_cast<uint32_t>(counters.kv_blocks_total - counters.kv_blocks_used));

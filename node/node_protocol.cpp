@@ -1,7 +1,11 @@
 #include "node/node_protocol.h"
 
-#include <algorithm>
+#include <google/protobuf/stubs/logging.h>
 
+#include <algorithm>
+#include <mutex>
+
+#include "common/log.h"
 #include "common/rpc/listener.h"
 
 namespace recgpt::node {
@@ -61,6 +65,8 @@ bool answer_first_frame(rpc::Connection& connection, const control::Envelope& fr
   Status greeted = frame.has_hello() ? rpc::check_peer_hello(frame.hello(), model_fingerprint)
                                      : failed_precondition("the first frame must be a hello");
   if (!greeted.is_ok()) {
+    log_event(LogLevel::kWarning, "node", "hello refused",
+              {{"peer", connection.peer_name()}, {"reason", greeted.message()}});
     (void)connection.send(rpc::error_frame(frame.request_id(), greeted));
     connection.close_after_sending(greeted);
     return false;
@@ -69,6 +75,16 @@ bool answer_first_frame(rpc::Connection& connection, const control::Envelope& fr
   reply.set_request_id(frame.request_id());
   (void)connection.send(reply);
   return true;
+}
+
+void route_protobuf_logs() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    google::protobuf::SetLogHandler(
+        [](google::protobuf::LogLevel, const char* file, int line, const std::string& text) {
+          log_event(LogLevel::kDebug, "protobuf", text, {{"file", file}, {"line", line}});
+        });
+  });
 }
 
 std::chrono::steady_clock::time_point deadline_from_unix_ms(uint64_t deadline_unix_ms,

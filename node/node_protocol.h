@@ -28,6 +28,10 @@ control::Envelope make_hello(control::Role role, const std::string& node_id, con
 bool answer_first_frame(rpc::Connection& connection, const control::Envelope& frame, const control::Envelope& our_hello,
                         const std::string& model_fingerprint);
 
+// Routes libprotobuf's own log lines (e.g. a peer's string field with invalid UTF-8) into our structured log at
+// debug level, so a hostile peer cannot flood stderr. Idempotent.
+void route_protobuf_logs();
+
 // A deadline given on the wire in Unix milliseconds, as a steady-clock instant: `fallback` from now when 0, and
 // never later than `longest` from now (a peer's clock or a bad value cannot pin resources for long).
 std::chrono::steady_clock::time_point deadline_from_unix_ms(uint64_t deadline_unix_ms,

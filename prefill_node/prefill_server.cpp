@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "common/admin/admin_server.h"
+#include "common/log.h"
 #include "common/rpc/connection.h"
 #include "common/rpc/listener.h"
 #include "engine/model_files.h"
@@ -214,6 +215,7 @@ class Server : public std::enable_shared_from_this<Server> {
       : io_(io), model_(model), options_(std::move(options)) {}
 
   Status open() {
+    node::route_protobuf_logs();
     RECGPT_ASSIGN_OR_RETURN(fingerprint_, model_fingerprint(model_));
     const ModelConfig& config = model_.config();
     KvCacheConfig cache_config{
@@ -261,6 +263,7 @@ class Server : public std::enable_shared_from_this<Server> {
   uint16_t admin_port() const { return admin_->port(); }
 
   void drain(std::chrono::milliseconds within, std::function<void()> drained) {
+    log_event(LogLevel::kInfo, "prefill", "draining", {{"node", options_.node_id}, {"within_ms", within.count()}});
     draining_ = true;
     if (listener_) listener_->close();
     asio::co_spawn(
@@ -323,11 +326,27 @@ class Server : public std::enable_shared_from_this<Server> {
       return;
     }
     std::weak_ptr<rpc::Connection> weak = connection;
+    const uint64_t reservation = envelope.prefill_request().reservation_id();
     worker_->submit(std::move(*envelope.mutable_prefill_request()),
-                    [self = shared_from_this(), weak, id](Result<control::PrefillDone> result) {
-                      asio::post(self->io_, [self, weak, id, result = std::move(result)] {
+                    [self = shared_from_this(), weak, id, reservation](Result<control::PrefillDone> result) {
+                      asio::post(self->io_, [self, weak, id, reservation, result = std::move(result)] {
                         if (self->worker_ != nullptr) {
                           self->blocks_used_->Set(static_cast<double>(self->worker_->used_blocks()));
+                        }
+                        if (result.is_ok()) {
+                          log_event(LogLevel::kInfo, "prefill", "prefilled",
+                                    {{"node", self->options_.node_id},
+                                     {"request_id", id},
+                                     {"reservation_id", reservation},
+                                     {"computed", result->tokens_computed()},
+                                     {"cached", result->tokens_cached()},
+                                     {"kv_bytes", result->kv_bytes_moved()}});
+                        } else {
+                          log_event(LogLevel::kWarning, "prefill", "prefill failed",
+                                    {{"node", self->options_.node_id},
+                                     {"request_id", id},
+                                     {"reservation_id", reservation},
+                                     {"error", result.status().to_string()}});
                         }
                         if (result.is_ok()) {
                           self->tokens_computed_->Increment(result->tokens_computed());
