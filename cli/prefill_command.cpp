@@ -47,6 +47,7 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
   command->add_option("--port", flags->server.port, "Control port (0: any free port)");
   command->add_option("--admin-port", flags->server.admin_port, "Admin HTTP port (0: any free port)");
   command->add_option("--transfer-backend", flags->server.transfer_backend, "KV transfer backend (ucx, local)");
+  command->add_option("--entity-store", flags->server.entity_store, "Entity store for entity inputs given by id");
   command->add_option("--transfer-setting", flags->transfer_settings, "Transfer backend setting key=value");
   command->add_option("--drain-seconds", flags->drain_seconds, "On SIGTERM, how long running work may take to finish")
       ->check(CLI::Range(0, 3600));

@@ -65,6 +65,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   command->add_option("--prefill-kv-cache-mib", flags->prefill_kv_cache_mib, "The prefill side's KV pool in MiB")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   command->add_option("--node-id", flags->prefill.node_id, "Name prefix of the two nodes");
+  command->add_option("--entity-store", flags->prefill.entity_store, "Entity store for entity inputs given by id");
   command->add_option("--listen", flags->decode.address, "Address of the control and admin ports");
   command->add_option("--port", flags->decode.port, "The decode side's control port (0: any free port)");
   command->add_option("--admin-port", flags->decode.admin_port, "The decode side's admin port (0: any free port)");

@@ -88,6 +88,11 @@ asio::awaitable<Result<control::Envelope>> AgentCallClient::reserve(const AgentC
   for (int32_t token : call.prompt) {
     body.add_token_ids(static_cast<uint32_t>(token));
     if (token != entity_token_) continue;
+    if (!call.entity_ids.empty()) {
+      if (entity >= call.entity_ids.size()) co_return invalid_argument("the prompt has more entity tokens than ids");
+      body.add_entity_keys(entity_key_from_id(call.entity_ids[entity++]));
+      continue;
+    }
     const size_t begin = entity++ * static_cast<size_t>(entity_dim_);
     if (begin + static_cast<size_t>(entity_dim_) > call.entity_vectors.size()) {
       co_return invalid_argument("the prompt has more entity tokens than entity vectors");
@@ -110,6 +115,11 @@ asio::awaitable<Result<control::Envelope>> AgentCallClient::prefill(const AgentC
     if (call.prompt[position] != entity_token_) continue;
     control::EntityInput& input = *body.add_entities();
     input.set_position(static_cast<uint32_t>(position));
+    if (!call.entity_ids.empty()) {
+      if (entity < call.entity_ids.size()) input.set_entity_id(call.entity_ids[entity]);
+      ++entity;
+      continue;
+    }
     const size_t begin = entity++ * static_cast<size_t>(entity_dim_);
     for (int i = 0; i < entity_dim_ && begin + static_cast<size_t>(i) < call.entity_vectors.size(); ++i) {
       input.mutable_vector()->add_values(call.entity_vectors[begin + static_cast<size_t>(i)]);

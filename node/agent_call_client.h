@@ -22,7 +22,8 @@ namespace recgpt::node {
 
 struct AgentCall {
   std::vector<int32_t> prompt;
-  std::vector<float> entity_vectors;  // [entity tokens of prompt, entity_dim], in prompt order
+  std::vector<float> entity_vectors;    // [entity tokens of prompt, entity_dim], in prompt order
+  std::vector<std::string> entity_ids;  // instead of vectors: ids the prefill node looks up in its entity store
   int32_t max_new_tokens = 16;
   SamplingParams sampling;
   std::vector<int32_t> stop_tokens;

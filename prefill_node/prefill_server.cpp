@@ -16,6 +16,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -23,6 +24,8 @@
 #include "common/log.h"
 #include "common/rpc/connection.h"
 #include "common/rpc/listener.h"
+#include "engine/block_hash.h"
+#include "engine/entity_store.h"
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/kv_stream.h"
@@ -45,8 +48,9 @@ class PrefillWorker {
   using Done = std::function<void(Result<control::PrefillDone>)>;
 
   PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,
-                std::unique_ptr<kv::TransferEngine> transfer)
+                std::unique_ptr<kv::TransferEngine> transfer, std::optional<EntityStore> entities)
       : model_(model),
+        entities_(std::move(entities)),
         backend_(std::move(backend)),
         cache_(std::move(cache)),
         transfer_(std::move(transfer)),
@@ -129,11 +133,26 @@ class PrefillWorker {
     for (uint32_t token : request.token_ids())
       prompt.push_back(static_cast<int32_t>(std::min<uint32_t>(token, INT32_MAX)));
     std::vector<float> entity_vectors;
+    std::vector<uint64_t> entity_keys;  // from ids when given by id (the same entity shares cached blocks)
+    const int entity_dim = model_.config().entity_adaptor ? model_.config().entity_adaptor->entity_dim : 0;
     for (const control::EntityInput& entity : request.entities()) {
-      if (!entity.has_vector()) {
-        return unimplemented("entity inputs by id need an entity store, which this prefill node was not given");
+      if (entity.has_vector()) {
+        if (entity.vector().values_size() != entity_dim) {
+          return invalid_argument("an entity vector has " + std::to_string(entity.vector().values_size()) +
+                                  " values, the model's adaptor takes " + std::to_string(entity_dim));
+        }
+        entity_vectors.insert(entity_vectors.end(), entity.vector().values().begin(), entity.vector().values().end());
+        entity_keys.push_back(entity_key_from_vector(std::span(entity_vectors).last(static_cast<size_t>(entity_dim))));
+        continue;
       }
-      entity_vectors.insert(entity_vectors.end(), entity.vector().values().begin(), entity.vector().values().end());
+      if (!entities_.has_value()) {
+        return unimplemented("entity '" + entity.entity_id() +
+                             "' is given by id, but this prefill node has no entity store");
+      }
+      std::optional<std::span<const float>> vector = entities_->find(entity.entity_id());
+      if (!vector) return not_found("entity '" + entity.entity_id() + "' is not in the entity store");
+      entity_vectors.insert(entity_vectors.end(), vector->begin(), vector->end());
+      entity_keys.push_back(entity_key_from_id(entity.entity_id()));
     }
     SamplingParams sampling;
     sampling.temperature = request.sampling().temperature();
@@ -142,7 +161,7 @@ class PrefillWorker {
     sampling.repetition_penalty =
         request.sampling().repetition_penalty() == 0 ? 1.0f : request.sampling().repetition_penalty();
     sampling.seed = request.sampling().seed();
-    PrefillInput input{prompt, entity_vectors, {}, sampling};
+    PrefillInput input{prompt, entity_vectors, entity_keys, sampling};
 
     const int block_size = executor_.block_size();
     if (request.cached_tokens() % static_cast<uint32_t>(block_size) != 0 || request.cached_tokens() >= prompt.size()) {
@@ -193,6 +212,7 @@ class PrefillWorker {
   }
 
   const ModelFiles& model_;
+  std::optional<EntityStore> entities_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<kv::TransferEngine> transfer_;
@@ -231,8 +251,17 @@ class Server : public std::enable_shared_from_this<Server> {
     transfer_options.metrics = registry_;
     RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<kv::TransferEngine> transfer,
                             kv::create_transfer_engine(options_.transfer_backend, transfer_options));
+    std::optional<EntityStore> entities;
+    if (!options_.entity_store.empty()) {
+      RECGPT_ASSIGN_OR_RETURN(EntityStore store, EntityStore::open(options_.entity_store));
+      if (!config.entity_adaptor || store.dim() != config.entity_adaptor->entity_dim) {
+        return invalid_argument("entity store " + options_.entity_store + " holds vectors of dim " +
+                                std::to_string(store.dim()) + ", which the model's adaptor does not take");
+      }
+      entities = std::move(store);
+    }
     worker_ = std::make_unique<PrefillWorker>(model_, std::move(backend), std::make_unique<KvCache>(std::move(cache)),
-                                              std::move(transfer));
+                                              std::move(transfer), std::move(entities));
     RECGPT_RETURN_IF_ERROR(worker_->register_cache());
     RECGPT_ASSIGN_OR_RETURN(listener_, rpc::Listener::open(io_, options_.address, options_.port));
     admin::AdminOptions admin_options;

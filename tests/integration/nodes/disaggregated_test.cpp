@@ -8,6 +8,8 @@
 #include <boost/asio/io_context.hpp>
 #include <cmath>
 
+#include "engine/entity_store.h"
+#include "node/agent_call_client.h"
 #include "node/node_protocol.h"
 #include "tests/integration/nodes/node_fixtures.h"
 
@@ -122,6 +124,72 @@ TEST_CASE("colocated mode (recgpt serve) gives the colocated engine's greedy out
       asio::detached);
   io.run_for(seconds(120));
   REQUIRE(finished);
+}
+
+TEST_CASE(
+    "entities given by id, looked up in the prefill node's entity store, give the output of the same "
+    "vectors given inline",
+    "[nodes][colocated][entities]") {
+  TinyModel tiny;
+  const ModelConfig& config = tiny.model->config();
+  const int32_t entity_token = config.entity_adaptor->entity_token_id;
+  const int entity_dim = config.entity_adaptor->entity_dim;
+  const std::vector<std::string> ids = {"item:1001", "query:red shoes", "item:77"};
+  std::vector<float> vectors(ids.size() * static_cast<size_t>(entity_dim));
+  for (size_t i = 0; i < vectors.size(); ++i) vectors[i] = std::cos(0.17f * static_cast<float>(i));
+  const std::string store = (tiny.dir / "entities.bin").string();
+  REQUIRE(write_entity_store(store, entity_dim, ids, vectors).is_ok());
+  ColocatedNodes nodes(tiny, {"--entity-store", store});
+
+  GenerationRequest expected_request;
+  expected_request.prompt = {6, entity_token, 8, 9, entity_token, 10, 11, 12, 13, entity_token, 14, 15, 16, 17, 18};
+  expected_request.max_new_tokens = 8;
+  expected_request.sampling.repetition_penalty = 1.8f;
+  auto opened = EntityStore::open(store);
+  REQUIRE(opened.is_ok());
+  REQUIRE(attach_entities_by_id(expected_request, config, *opened, ids).is_ok());
+  const std::vector<int32_t> expected = colocated_greedy(*tiny.model, expected_request);
+
+  node::AgentCall call;
+  call.prompt = expected_request.prompt;
+  call.entity_ids = ids;
+  call.max_new_tokens = expected_request.max_new_tokens;
+  call.sampling.repetition_penalty = 1.8f;
+  asio::io_context io;
+  std::vector<int32_t> tokens;
+  bool finished = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto client = co_await node::AgentCallClient::connect("127.0.0.1", nodes.prefill_port, nodes.decode_port,
+                                                              tiny.fingerprint, entity_token, entity_dim,
+                                                              Clock::now() + seconds(10));
+        REQUIRE(client.is_ok());
+        auto reserved = co_await (*client)->reserve(call);
+        REQUIRE(reserved.is_ok());
+        REQUIRE(reserved->reserve_kv_reply().has_reservation());
+        auto done =
+            co_await (*client)->prefill(call, reserved->reserve_kv_reply().reservation(), Clock::now() + seconds(30));
+        REQUIRE(done.is_ok());
+        INFO(done->DebugString());
+        REQUIRE(done->has_prefill_done());
+        tokens.push_back(static_cast<int32_t>(done->prefill_done().first_token()));
+        auto stream = (*client)->start(call, reserved->reserve_kv_reply().reservation().reservation_id(),
+                                       done->prefill_done().first_token());
+        REQUIRE(stream.is_ok());
+        for (;;) {
+          auto chunk = co_await (*client)->next_chunk(*stream, Clock::now() + seconds(30));
+          REQUIRE(chunk.is_ok());
+          for (uint32_t token : chunk->token_ids()) tokens.push_back(static_cast<int32_t>(token));
+          if (chunk->finished()) break;
+        }
+        (*client)->close();
+        finished = true;
+      },
+      asio::detached);
+  io.run_for(seconds(120));
+  REQUIRE(finished);
+  CHECK(tokens == expected);
 }
 
 }  // namespace

@@ -107,9 +107,12 @@ struct ColocatedNodes {
   Subprocess process;
   uint16_t prefill_port = 0;
   uint16_t decode_port = 0;
-  explicit ColocatedNodes(const TinyModel& model) {
-    auto spawned = Subprocess::spawn({RECGPT_PATH, "serve", "--model", model.dir.string(), "--kv-cache-mib", "8",
-                                      "--prefill-kv-cache-mib", "8", "--threads", "1"});
+  explicit ColocatedNodes(const TinyModel& model, std::vector<std::string> extra_flags = {}) {
+    std::vector<std::string> argv = {
+        RECGPT_PATH, "serve",     "--model", model.dir.string(), "--kv-cache-mib", "8", "--prefill-kv-cache-mib",
+        "8",         "--threads", "1"};
+    argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+    auto spawned = Subprocess::spawn(argv);
     REQUIRE(spawned.is_ok());
     process = std::move(spawned).value();
     for (uint16_t* port : {&prefill_port, &decode_port}) {
