@@ -58,15 +58,29 @@ Result<PrefillPlan> PrefillExecutor::plan(const PrefillInput& input) {
 
 Result<PrefillOutcome> PrefillExecutor::compute(const PrefillInput& input, PrefillPlan& plan,
                                                 const std::function<Status(int32_t layer)>& after_layer) {
-  RECGPT_CHECK(!plan.released);
-  const int64_t begin = plan.cached_tokens;
+  const PrefillInput* inputs[] = {&input};
+  PrefillPlan* plans[] = {&plan};
+  RECGPT_ASSIGN_OR_RETURN(std::vector<PrefillOutcome> outcomes, compute_batch(inputs, plans, after_layer));
+  return outcomes.front();
+}
+
+Result<std::vector<PrefillOutcome>> PrefillExecutor::compute_batch(
+    std::span<const PrefillInput* const> inputs, std::span<PrefillPlan* const> plans,
+    const std::function<Status(int32_t layer)>& after_layer) {
+  RECGPT_CHECK(inputs.size() == plans.size());
   const int32_t entity_token = config_.entity_adaptor ? config_.entity_adaptor->entity_token_id : -1;
   const int64_t entity_dim = config_.entity_adaptor ? config_.entity_adaptor->entity_dim : 0;
-  const auto entities_before = std::count(input.prompt.begin(), input.prompt.begin() + begin, entity_token);
   Batch batch;
-  batch.sequences.push_back({input.prompt.subspan(static_cast<size_t>(begin)),
-                             input.entity_vectors.subspan(static_cast<size_t>(entities_before * entity_dim)),
-                             static_cast<int32_t>(begin), plan.blocks, LogitsWanted::kLast});
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const PrefillInput& input = *inputs[i];
+    const PrefillPlan& plan = *plans[i];
+    RECGPT_CHECK(!plan.released);
+    const int64_t begin = plan.cached_tokens;
+    const auto entities_before = std::count(input.prompt.begin(), input.prompt.begin() + begin, entity_token);
+    batch.sequences.push_back({input.prompt.subspan(static_cast<size_t>(begin)),
+                               input.entity_vectors.subspan(static_cast<size_t>(entities_before * entity_dim)),
+                               static_cast<int32_t>(begin), plan.blocks, LogitsWanted::kLast});
+  }
   Status hook_failure = Status::ok();
   if (after_layer) {
     batch.after_layer = [&](int32_t layer) {
@@ -75,17 +89,25 @@ Result<PrefillOutcome> PrefillExecutor::compute(const PrefillInput& input, Prefi
   }
   RECGPT_RETURN_IF_ERROR(backend_.forward(batch, cache_, logits_));
   RECGPT_RETURN_IF_ERROR(hook_failure);
-  if (entity_token >= 0) logits_[entity_token] = -std::numeric_limits<float>::infinity();
-  Sampler sampler(input.sampling);
-  PrefillOutcome outcome;
-  outcome.first_token = sampler.sample(std::span(logits_).first(config_.vocab_size), input.prompt);
-  outcome.tokens_cached = begin;
-  outcome.tokens_computed = static_cast<int64_t>(input.prompt.size()) - begin;
-  if (prefix_caching_) {
-    for (size_t i = 0; i < plan.block_hashes.size(); ++i)
-      cache_.blocks().register_block(plan.block_hashes[i], plan.blocks[i]);
+  std::vector<PrefillOutcome> outcomes;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const PrefillInput& input = *inputs[i];
+    PrefillPlan& plan = *plans[i];
+    std::span<float> row = std::span(logits_).subspan(i * static_cast<size_t>(config_.vocab_size),
+                                                      static_cast<size_t>(config_.vocab_size));
+    if (entity_token >= 0) row[static_cast<size_t>(entity_token)] = -std::numeric_limits<float>::infinity();
+    Sampler sampler(input.sampling);
+    PrefillOutcome outcome;
+    outcome.first_token = sampler.sample(row, input.prompt);
+    outcome.tokens_cached = plan.cached_tokens;
+    outcome.tokens_computed = static_cast<int64_t>(input.prompt.size()) - plan.cached_tokens;
+    if (prefix_caching_) {
+      for (size_t b = 0; b < plan.block_hashes.size(); ++b)
+        cache_.blocks().register_block(plan.block_hashes[b], plan.blocks[b]);
+    }
+    outcomes.push_back(outcome);
   }
-  return outcome;
+  return outcomes;
 }
 
 void PrefillExecutor::release(PrefillPlan& plan) {

@@ -58,6 +58,12 @@ class PrefillExecutor {
   Result<PrefillOutcome> compute(const PrefillInput& input, PrefillPlan& plan,
                                  const std::function<Status(int32_t layer)>& after_layer);
 
+  // Several prompts in one forward (the prefill node's batch): each one's KV lands in its own plan's blocks,
+  // `after_layer(layer)` runs once per layer for all of them. Outcomes in input order; a failure fails them all.
+  Result<std::vector<PrefillOutcome>> compute_batch(std::span<const PrefillInput* const> inputs,
+                                                    std::span<PrefillPlan* const> plans,
+                                                    const std::function<Status(int32_t layer)>& after_layer);
+
   void release(PrefillPlan& plan);
 
   int block_size() const { return cache_.config().block_size; }

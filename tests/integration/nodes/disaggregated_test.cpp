@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <cmath>
 
 #include "engine/entity_store.h"
@@ -92,6 +93,60 @@ TEST_CASE(
       asio::detached);
   io.run_for(seconds(180));
   REQUIRE(finished);
+}
+
+TEST_CASE("concurrent calls are prefilled in shared batches and each still decodes to the colocated greedy output",
+          "[nodes][disaggregated][batching]") {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp");
+  const ModelConfig& config = tiny.model->config();
+  constexpr int kCalls = 6;
+  std::vector<GenerationRequest> requests(kCalls);
+  for (int c = 0; c < kCalls; ++c) {
+    for (int i = 0; i < 30 + 7 * c; ++i) requests[c].prompt.push_back(20 + (i * (c + 3)) % 150);
+    requests[c].max_new_tokens = 8;
+    requests[c].sampling.repetition_penalty = 1.8f;
+  }
+  asio::io_context io;
+  int finished = 0;
+  std::vector<CallResult> results(kCalls);
+  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
+  std::unique_ptr<Driver> driver;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        control::Hello decode_hello;
+        auto decode = co_await greet(decode_node.port, tiny.fingerprint, &chunks, &decode_hello);
+        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, nullptr);
+        driver = std::make_unique<Driver>(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
+                                          config.entity_adaptor->entity_dim);
+        asio::steady_timer all_done(io, Clock::time_point::max());
+        for (int c = 0; c < kCalls; ++c) {  // all at once: the prefill node finds them queued together
+          asio::co_spawn(
+              io,
+              [&, c]() -> asio::awaitable<void> {
+                results[static_cast<size_t>(c)] = co_await driver->run(requests[static_cast<size_t>(c)]);
+                if (++finished == kCalls) all_done.cancel();
+              },
+              asio::detached);
+        }
+        boost::system::error_code ignored;
+        co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+        decode->close(Status::ok());
+        prefill->close(Status::ok());
+      },
+      asio::detached);
+  io.run_for(seconds(120));
+  REQUIRE(finished == kCalls);
+  for (int c = 0; c < kCalls; ++c) {
+    INFO("call " << c);
+    CHECK(results[static_cast<size_t>(c)].tokens == colocated_greedy(*tiny.model, requests[static_cast<size_t>(c)]));
+  }
+  const double batches = prefill_node.metric("recgpt_prefill_batches_total\\{.*\\}");
+  INFO("forward passes for " << kCalls << " calls: " << batches);
+  CHECK(batches >= 1);
+  CHECK(batches < kCalls);
 }
 
 TEST_CASE("colocated mode (recgpt serve) gives the colocated engine's greedy output over the same protocol",

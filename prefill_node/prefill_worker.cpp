@@ -1,0 +1,243 @@
+#include "prefill_node/prefill_worker.h"
+
+#include <algorithm>
+
+#include "engine/block_hash.h"
+#include "engine/model_files.h"
+#include "kv_transfer/kv_stream.h"
+#include "node/node_protocol.h"
+
+namespace recgpt::prefill {
+namespace {
+
+constexpr std::chrono::milliseconds kDefaultDeadline(30000);
+constexpr std::chrono::milliseconds kMaxDeadline(600000);
+
+SamplingParams sampling_from(const control::SamplingParams& proto) {
+  SamplingParams sampling;
+  sampling.temperature = proto.temperature();
+  sampling.top_k = static_cast<int>(proto.top_k());
+  sampling.top_p = proto.top_p() == 0 ? 1.0f : proto.top_p();
+  sampling.repetition_penalty = proto.repetition_penalty() == 0 ? 1.0f : proto.repetition_penalty();
+  sampling.seed = proto.seed();
+  return sampling;
+}
+
+}  // namespace
+
+// One request through a batch. Its input views its own vectors: a Job never moves once prepared.
+struct PrefillWorker::Job {
+  control::PrefillRequest request;
+  Done done;
+  kv::Deadline deadline;
+  std::vector<int32_t> prompt;
+  std::vector<float> entity_vectors;
+  std::vector<uint64_t> entity_keys;
+  PrefillInput input;
+  std::optional<PrefillPlan> plan;
+  std::unique_ptr<kv::KvStreamWriter> writer;
+  uint64_t kv_bytes = 0;
+  Status failure;  // the first error: the job answers it
+};
+
+PrefillWorker::PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,
+                             std::unique_ptr<kv::TransferEngine> transfer, std::optional<EntityStore> entities,
+                             PrefillWorkerLimits limits)
+    : model_(model),
+      entities_(std::move(entities)),
+      backend_(std::move(backend)),
+      cache_(std::move(cache)),
+      transfer_(std::move(transfer)),
+      executor_(model.config(), *backend_, *cache_),
+      limits_(limits) {
+  thread_ = std::thread([this] { run(); });
+}
+
+PrefillWorker::~PrefillWorker() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+Status PrefillWorker::register_cache() {
+  RECGPT_ASSIGN_OR_RETURN(region_, transfer_->register_memory(
+                                       {cache_->storage_data(), cache_->storage_bytes(), kv::MemoryKind::kHost, -1}));
+  return Status::ok();
+}
+
+void PrefillWorker::submit(control::PrefillRequest request, Done done) {
+  ++pending_;
+  {
+    std::lock_guard lock(mutex_);
+    queue_.emplace_back(std::move(request), std::move(done));
+  }
+  wake_.notify_all();
+}
+
+void PrefillWorker::run() {
+  for (;;) {
+    std::vector<std::unique_ptr<Job>> jobs;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) break;
+      // Up to the budget; a prompt longer than the budget runs alone.
+      int64_t tokens = 0;
+      while (!queue_.empty() && static_cast<int>(jobs.size()) < limits_.max_batch_requests) {
+        const int64_t size = queue_.front().first.token_ids_size();
+        if (!jobs.empty() && tokens + size > limits_.max_batch_tokens) break;
+        tokens += size;
+        auto job = std::make_unique<Job>();
+        job->request = std::move(queue_.front().first);
+        job->done = std::move(queue_.front().second);
+        queue_.pop_front();
+        jobs.push_back(std::move(job));
+      }
+    }
+    run_batch(jobs);
+    used_blocks_ = cache_->blocks().num_used_blocks();
+    pending_ -= static_cast<int64_t>(jobs.size());
+  }
+  std::lock_guard lock(mutex_);
+  for (auto& [request, done] : queue_) done(unavailable("the prefill node is stopping"));
+}
+
+void PrefillWorker::run_batch(std::vector<std::unique_ptr<Job>>& jobs) {
+  std::vector<const PrefillInput*> inputs;
+  std::vector<PrefillPlan*> plans;
+  std::vector<Job*> running;
+  for (auto& job : jobs) {
+    job->failure = prepare(*job);
+    if (!job->failure.is_ok()) continue;
+    inputs.push_back(&job->input);
+    plans.push_back(&*job->plan);
+    running.push_back(job.get());
+  }
+  std::vector<PrefillOutcome> outcomes;
+  if (!running.empty()) {
+    ++batches_;
+    // A transfer failure is its job's alone: record it and keep computing for the others.
+    Result<std::vector<PrefillOutcome>> computed = executor_.compute_batch(inputs, plans, [&](int32_t layer) {
+      for (Job* job : running) {
+        if (job->failure.is_ok()) job->failure = job->writer->write_layer(layer);
+      }
+      return Status::ok();
+    });
+    if (computed.is_ok()) {
+      outcomes = std::move(computed).value();
+    } else {
+      for (Job* job : running) job->failure = computed.status();
+    }
+  }
+  for (size_t i = 0; i < running.size(); ++i) {
+    Job& job = *running[i];
+    if (job.failure.is_ok()) job.failure = job.writer->finish(job.deadline);
+    if (!job.failure.is_ok()) job.writer->abort();
+    executor_.release(*job.plan);
+  }
+  size_t next_outcome = 0;
+  for (auto& job : jobs) {
+    const bool ran = job->plan.has_value();
+    const PrefillOutcome* outcome = ran && next_outcome < outcomes.size() ? &outcomes[next_outcome] : nullptr;
+    if (ran) ++next_outcome;
+    if (!job->failure.is_ok() || outcome == nullptr) {
+      job->done(job->failure.is_ok() ? internal_error("a batched prefill lost its outcome") : job->failure);
+      continue;
+    }
+    control::PrefillDone done;
+    done.set_first_token(static_cast<uint32_t>(outcome->first_token));
+    done.set_tokens_computed(static_cast<uint32_t>(outcome->tokens_computed));
+    done.set_tokens_cached(static_cast<uint32_t>(outcome->tokens_cached));
+    done.set_kv_bytes_moved(job->kv_bytes);
+    job->done(std::move(done));
+  }
+}
+
+// Parses and checks the request, plans its blocks and opens its KV stream. On error nothing is held.
+Status PrefillWorker::prepare(Job& job) {
+  const control::PrefillRequest& request = job.request;
+  job.deadline = node::deadline_from_unix_ms(request.deadline_unix_ms(), kDefaultDeadline, kMaxDeadline);
+  for (uint32_t token : request.token_ids())
+    job.prompt.push_back(static_cast<int32_t>(std::min<uint32_t>(token, INT32_MAX)));
+  const int entity_dim = model_.config().entity_adaptor ? model_.config().entity_adaptor->entity_dim : 0;
+  for (const control::EntityInput& entity : request.entities()) {
+    if (entity.has_vector()) {
+      if (entity.vector().values_size() != entity_dim) {
+        return invalid_argument("an entity vector has " + std::to_string(entity.vector().values_size()) +
+                                " values, the model's adaptor takes " + std::to_string(entity_dim));
+      }
+      job.entity_vectors.insert(job.entity_vectors.end(), entity.vector().values().begin(),
+                                entity.vector().values().end());
+      job.entity_keys.push_back(
+          entity_key_from_vector(std::span(job.entity_vectors).last(static_cast<size_t>(entity_dim))));
+      continue;
+    }
+    if (!entities_.has_value()) {
+      return unimplemented("entity '" + entity.entity_id() +
+                           "' is given by id, but this prefill node has no entity store");
+    }
+    std::optional<std::span<const float>> vector = entities_->find(entity.entity_id());
+    if (!vector) return not_found("entity '" + entity.entity_id() + "' is not in the entity store");
+    job.entity_vectors.insert(job.entity_vectors.end(), vector->begin(), vector->end());
+    job.entity_keys.push_back(entity_key_from_id(entity.entity_id()));
+  }
+  job.input = PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, sampling_from(request.sampling())};
+
+  const auto block_size = static_cast<uint32_t>(executor_.block_size());
+  if (request.cached_tokens() % block_size != 0 || request.cached_tokens() >= job.prompt.size()) {
+    return invalid_argument("the decode node's cached tokens (" + std::to_string(request.cached_tokens()) +
+                            ") must be whole blocks before the prompt's last token");
+  }
+  const size_t first_block = request.cached_tokens() / block_size;
+  const size_t prompt_blocks = (job.prompt.size() + block_size - 1) / block_size;
+  if (static_cast<size_t>(request.destination_block_ids_size()) < prompt_blocks - first_block) {
+    return invalid_argument("the request names " + std::to_string(request.destination_block_ids_size()) +
+                            " destination blocks for " + std::to_string(prompt_blocks - first_block) +
+                            " uncached prompt blocks");
+  }
+  RECGPT_ASSIGN_OR_RETURN(auto destination, decode_destination(request, job.deadline));
+  RECGPT_ASSIGN_OR_RETURN(PrefillPlan plan, executor_.plan(job.input));
+  job.plan = std::move(plan);
+  kv::KvStreamWriterConfig config;
+  config.peer = destination.first;
+  config.source_region = region_;
+  config.source_layout = node::describe_kv_cache(*cache_);
+  config.destination_region = destination.second;
+  config.destination_layout = node::kv_layout_from_proto(request.decode_kv_layout());
+  config.source_blocks.assign(job.plan->blocks.begin() + static_cast<long>(first_block), job.plan->blocks.end());
+  for (size_t i = 0; i < prompt_blocks - first_block; ++i) {
+    config.destination_blocks.push_back(
+        static_cast<int32_t>(std::min<uint32_t>(request.destination_block_ids(static_cast<int>(i)), INT32_MAX)));
+  }
+  config.request_id = "reservation-" + std::to_string(request.reservation_id());
+  job.kv_bytes = config.source_blocks.size() * 2 * static_cast<uint64_t>(config.source_layout.num_layers) *
+                 config.source_layout.block_bytes();
+  Result<std::unique_ptr<kv::KvStreamWriter>> writer = kv::KvStreamWriter::create(*transfer_, config);
+  if (!writer.is_ok()) {
+    executor_.release(*job.plan);
+    job.plan.reset();
+    return writer.status();
+  }
+  job.writer = std::move(writer).value();
+  return Status::ok();
+}
+
+Result<std::pair<kv::PeerId, kv::RemoteRegionId>> PrefillWorker::decode_destination(
+    const control::PrefillRequest& request, kv::Deadline deadline) {
+  const std::string key = request.decode_transfer_endpoint() + request.decode_kv_region_key();
+  auto known = destinations_.find(key);
+  if (known != destinations_.end() && transfer_->peer_status(known->second.first).is_ok()) return known->second;
+  const auto* endpoint = reinterpret_cast<const std::byte*>(request.decode_transfer_endpoint().data());
+  RECGPT_ASSIGN_OR_RETURN(kv::PeerId peer,
+                          transfer_->connect(std::span(endpoint, request.decode_transfer_endpoint().size()), deadline));
+  const auto* region_key = reinterpret_cast<const std::byte*>(request.decode_kv_region_key().data());
+  RECGPT_ASSIGN_OR_RETURN(kv::RemoteRegionId region,
+                          transfer_->import_region(peer, std::span(region_key, request.decode_kv_region_key().size())));
+  destinations_[key] = {peer, region};
+  return destinations_[key];
+}
+
+}  // namespace recgpt::prefill

@@ -1,0 +1,82 @@
+// The prefill node's engine side: one thread owning the backend, the KV cache (this node's prefix cache) and the
+// transfer engine's connections to decode nodes. Requests queue up; each step takes as many as fit a token
+// budget and runs them as one batch: every prompt's KV goes to its decode node's reserved blocks layer by layer
+// as the batch computes it, then each stream is finished and each request answered.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "common/status.h"
+#include "engine/backend.h"
+#include "engine/entity_store.h"
+#include "engine/kv_cache.h"
+#include "kv_transfer/transfer_engine.h"
+#include "prefill_node/prefill_executor.h"
+#include "proto/control.pb.h"
+
+namespace recgpt {
+class ModelFiles;
+}
+
+namespace recgpt::prefill {
+
+struct PrefillWorkerLimits {
+  int64_t max_batch_tokens = 4096;  // uncached prompt tokens per forward (a longer prompt runs alone)
+  int max_batch_requests = 16;
+};
+
+class PrefillWorker {
+ public:
+  using Done = std::function<void(Result<control::PrefillDone>)>;  // runs on the worker thread
+
+  PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,
+                std::unique_ptr<kv::TransferEngine> transfer, std::optional<EntityStore> entities,
+                PrefillWorkerLimits limits = {});
+  ~PrefillWorker();  // answers what is still queued with kUnavailable, then joins the thread
+
+  Status register_cache();
+  void submit(control::PrefillRequest request, Done done);
+
+  bool busy() const { return pending_.load() > 0; }  // a request is queued or running
+  const KvCache& cache() const { return *cache_; }
+  int64_t used_blocks() const { return used_blocks_.load(); }  // held by requests in progress
+  int64_t batches() const { return batches_.load(); }          // forwards run so far
+
+ private:
+  struct Job;
+
+  void run();
+  void run_batch(std::vector<std::unique_ptr<Job>>& jobs);
+  Status prepare(Job& job);
+  Result<std::pair<kv::PeerId, kv::RemoteRegionId>> decode_destination(const control::PrefillRequest& request,
+                                                                       kv::Deadline deadline);
+
+  const ModelFiles& model_;
+  std::optional<EntityStore> entities_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<kv::TransferEngine> transfer_;
+  PrefillExecutor executor_;
+  const PrefillWorkerLimits limits_;
+  kv::LocalRegionId region_ = 0;
+  std::map<std::string, std::pair<kv::PeerId, kv::RemoteRegionId>> destinations_;  // by endpoint + key
+  std::atomic<int64_t> used_blocks_ = 0;
+  std::atomic<int64_t> pending_ = 0;
+  std::atomic<int64_t> batches_ = 0;
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::pair<control::PrefillRequest, Done>> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace recgpt::prefill
