@@ -33,6 +33,7 @@ namespace asio = boost::asio;
 constexpr std::chrono::milliseconds kDefaultReservationLifetime(30000);
 constexpr std::chrono::milliseconds kMaxReservationLifetime(600000);
 constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
+constexpr int kLoadReportEvery = 10;  // housekeeping periods: a LoadReport each second
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
@@ -176,6 +177,7 @@ class Server final : public std::enable_shared_from_this<Server> {
       blocks_free_->Set(static_cast<double>(counters.kv_blocks_total - counters.kv_blocks_used));
       running_->Set(static_cast<double>(counters.running));
       reserved_->Set(static_cast<double>(counters.reservations));
+      if (++housekeeping_ticks_ % kLoadReportEvery == 0) send_load_report(counters);
       for (int drained = 0; drained < 1000; ++drained) {
         auto notification = transfer_->wait_notification(Clock::now());
         if (!notification.is_ok() || !notification->has_value()) break;
@@ -184,6 +186,19 @@ class Server final : public std::enable_shared_from_this<Server> {
       boost::system::error_code error;
       co_await housekeeping_.async_wait(asio::redirect_error(asio::use_awaitable, error));
       if (error) co_return;
+    }
+  }
+
+  // Tells every greeted peer (routers) how loaded this node is, so they can place the next calls.
+  void send_load_report(const DecodeCounters& counters) {
+    control::Envelope report;
+    control::LoadReport& body = *report.mutable_load_report();
+    body.set_queue_depth(static_cast<uint32_t>(counters.reservations));
+    body.set_running_sequences(static_cast<uint32_t>(counters.running));
+    body.set_kv_blocks_used(static_cast<uint32_t>(counters.kv_blocks_used));
+    body.set_kv_blocks_free(static_cast<uint32_t>(counters.kv_blocks_total - counters.kv_blocks_used));
+    for (auto& [connection, session] : sessions_) {
+      if (session.greeted) (void)connection->send(report);
     }
   }
 
@@ -332,6 +347,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   control::Envelope hello_;
   std::shared_ptr<rpc::Listener> listener_;
   bool draining_ = false;
+  int64_t housekeeping_ticks_ = 0;
   asio::steady_timer housekeeping_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::unordered_map<std::shared_ptr<rpc::Connection>, Session> sessions_;

@@ -7,6 +7,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
 #include "tests/integration/nodes/node_fixtures.h"
@@ -120,6 +122,44 @@ TEST_CASE(
     CHECK(node.shows_used(7));
   });  // the connection closes with a live reservation
   CHECK(node.pool_whole_again());
+}
+
+TEST_CASE("a decode node reports its load to the peers it greeted, about every second", "[nodes][decode]") {
+  TinyModel model;
+  DecodeNode node(model);
+  asio::io_context io;
+  std::vector<control::LoadReport> reports;
+  bool finished = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto connection = co_await rpc::connect("127.0.0.1", node.port, Clock::now() + seconds(5));
+        REQUIRE(connection.is_ok());
+        (*connection)
+            ->start(
+                [&](control::Envelope envelope) {
+                  if (envelope.has_load_report()) reports.push_back(envelope.load_report());
+                },
+                [](const Status&) {});
+        auto greeted = co_await (*connection)->call(hello(model.fingerprint), Clock::now() + seconds(10));
+        REQUIRE(greeted.is_ok());
+        auto reserved = co_await (*connection)->call(reserve(40, 8), Clock::now() + seconds(10));
+        REQUIRE(reserved.is_ok());
+        asio::steady_timer wait(co_await asio::this_coro::executor);
+        for (int i = 0; i < 100 && reports.size() < 2; ++i) {
+          wait.expires_after(milliseconds(50));
+          co_await wait.async_wait(asio::use_awaitable);
+        }
+        (*connection)->close(Status::ok());
+        finished = true;
+      },
+      asio::detached);
+  io.run_for(seconds(30));
+  REQUIRE(finished);
+  REQUIRE(reports.size() >= 2);
+  CHECK(reports.back().kv_blocks_used() == 3);  // the reservation above
+  CHECK(reports.back().kv_blocks_free() > 0);
+  CHECK(reports.back().queue_depth() == 1);
 }
 
 TEST_CASE("a malformed frame closes only its connection; the decode node keeps serving", "[nodes][decode]") {
