@@ -92,6 +92,8 @@ class Server : public std::enable_shared_from_this<Server> {
   void run() {
     listener_->run(
         [self = shared_from_this()](std::shared_ptr<rpc::Connection> connection) { self->accept(connection); });
+    asio::co_spawn(
+        io_, [self = shared_from_this()] { return self->report_load(); }, asio::detached);
   }
 
   uint16_t port() const { return listener_->port(); }
@@ -117,6 +119,7 @@ class Server : public std::enable_shared_from_this<Server> {
   }
 
   void stop() {
+    stopped_ = true;
     if (listener_) listener_->close();
     auto connections = connections_;
     for (auto& [connection, greeted] : connections) connection->close(unavailable("the prefill node is stopping"));
@@ -130,6 +133,24 @@ class Server : public std::enable_shared_from_this<Server> {
   }
 
  private:
+  // Each second, tells every greeted peer (routers) how many requests wait or run here and the blocks in use.
+  asio::awaitable<void> report_load() {
+    auto self = shared_from_this();
+    asio::steady_timer timer(io_);
+    while (worker_ != nullptr && listener_ != nullptr && !stopped_) {
+      timer.expires_after(std::chrono::seconds(1));
+      boost::system::error_code error;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, error));
+      if (error || worker_ == nullptr || stopped_) co_return;
+      control::Envelope report;
+      report.mutable_load_report()->set_queue_depth(static_cast<uint32_t>(worker_->pending()));
+      report.mutable_load_report()->set_kv_blocks_used(static_cast<uint32_t>(worker_->used_blocks()));
+      for (auto& [connection, greeted] : connections_) {
+        if (greeted) (void)connection->send(report);
+      }
+    }
+  }
+
   void accept(const std::shared_ptr<rpc::Connection>& connection) {
     connections_[connection] = false;
     std::weak_ptr<rpc::Connection> weak = connection;
@@ -212,6 +233,7 @@ class Server : public std::enable_shared_from_this<Server> {
   std::unique_ptr<PrefillWorker> worker_;
   std::shared_ptr<rpc::Listener> listener_;
   bool draining_ = false;
+  bool stopped_ = false;
   std::unique_ptr<admin::AdminServer> admin_;
   control::Envelope hello_;
   std::unordered_map<std::shared_ptr<rpc::Connection>, bool> connections_;  // -> greeted

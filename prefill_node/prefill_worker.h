@@ -45,7 +45,8 @@ class PrefillWorker {
   Status register_cache();
   void submit(control::PrefillRequest request, Done done);
 
-  bool busy() const { return pending_.load() > 0; }  // a request is queued or running
+  bool busy() const { return pending_.load() > 0; }    // a request is queued or running
+  int64_t pending() const { return pending_.load(); }  // requests queued or running
   const KvCache& cache() const { return *cache_; }
   int64_t used_blocks() const { return used_blocks_.load(); }  // held by requests in progress
   int64_t batches() const { return batches_.load(); }          // forwards run so far

@@ -65,5 +65,44 @@ TEST_CASE("a prefill node refuses another model and a mismatched KV layout by na
   CHECK(prefill_node.shows_used(0));
 }
 
+TEST_CASE("a prefill node reports its load to the peers it greeted, about every second", "[nodes][prefill]") {
+  TinyModel tiny;
+  Node prefill_node("prefill", tiny, "tcp");
+  asio::io_context io;
+  std::vector<control::LoadReport> reports;
+  bool finished = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto connection = co_await rpc::connect("127.0.0.1", prefill_node.port, Clock::now() + seconds(5));
+        REQUIRE(connection.is_ok());
+        (*connection)
+            ->start(
+                [&](control::Envelope envelope) {
+                  if (envelope.has_load_report()) reports.push_back(envelope.load_report());
+                },
+                [](const Status&) {});
+        control::Envelope hello;
+        hello.mutable_hello()->set_model_fingerprint(tiny.fingerprint);
+        hello.mutable_hello()->set_protocol_version(1);
+        auto greeted = co_await (*connection)->call(hello, Clock::now() + seconds(10));
+        REQUIRE(greeted.is_ok());
+        REQUIRE(greeted->has_hello());
+        asio::steady_timer wait(co_await asio::this_coro::executor);
+        for (int i = 0; i < 100 && reports.empty(); ++i) {
+          wait.expires_after(milliseconds(50));
+          co_await wait.async_wait(asio::use_awaitable);
+        }
+        (*connection)->close(Status::ok());
+        finished = true;
+      },
+      asio::detached);
+  io.run_for(seconds(30));
+  REQUIRE(finished);
+  REQUIRE_FALSE(reports.empty());
+  CHECK(reports.front().queue_depth() == 0);
+  CHECK(reports.front().kv_blocks_used() == 0);
+}
+
 }  // namespace
 }  // namespace recgpt::testing
