@@ -128,21 +128,15 @@ class Server final : public std::enable_shared_from_this<Server> {
     log_event(LogLevel::kInfo, "decode", "draining", {{"node", options_.node_id}, {"within_ms", within.count()}});
     draining_ = true;
     if (listener_) listener_->close();
-    asio::co_spawn(
-        io_,
-        [self = shared_from_this(), within, drained = std::move(drained)]() -> asio::awaitable<void> {
-          asio::steady_timer timer(co_await asio::this_coro::executor);
-          const auto give_up = Clock::now() + within;
-          while (!(self->core_ == nullptr ||
-                   (self->core_->counters().running == 0 && self->core_->counters().reservations == 0)) &&
-                 Clock::now() < give_up) {
-            timer.expires_after(std::chrono::milliseconds(50));
-            boost::system::error_code ignored;
-            co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-          }
-          drained();
+    auto self = shared_from_this();
+    node::call_when_idle(
+        io_, within,
+        [self] {
+          if (self->core_ == nullptr) return true;
+          const DecodeCounters counters = self->core_->counters();
+          return counters.running == 0 && counters.reservations == 0;
         },
-        asio::detached);
+        std::move(drained));
   }
 
   void stop() {

@@ -3,6 +3,12 @@
 #include <google/protobuf/stubs/logging.h>
 
 #include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <mutex>
 
 #include "common/log.h"
@@ -85,6 +91,24 @@ void route_protobuf_logs() {
           log_event(LogLevel::kDebug, "protobuf", text, {{"file", file}, {"line", line}});
         });
   });
+}
+
+void call_when_idle(boost::asio::io_context& io, std::chrono::milliseconds within, std::function<bool()> idle,
+                    std::function<void()> drained) {
+  namespace asio = boost::asio;
+  asio::co_spawn(
+      io,
+      [within, idle = std::move(idle), drained = std::move(drained)]() -> asio::awaitable<void> {
+        asio::steady_timer timer(co_await asio::this_coro::executor);
+        const auto give_up = std::chrono::steady_clock::now() + within;
+        while (!idle() && std::chrono::steady_clock::now() < give_up) {
+          timer.expires_after(std::chrono::milliseconds(50));
+          boost::system::error_code ignored;
+          co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+        }
+        drained();
+      },
+      asio::detached);
 }
 
 std::chrono::steady_clock::time_point deadline_from_unix_ms(uint64_t deadline_unix_ms,

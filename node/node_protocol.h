@@ -4,9 +4,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "common/rpc/connection.h"
+
+namespace boost::asio {
+class io_context;
+}
 #include "common/status.h"
 #include "engine/kv_cache.h"
 #include "kv_transfer/kv_layout.h"
@@ -31,6 +36,10 @@ bool answer_first_frame(rpc::Connection& connection, const control::Envelope& fr
 // Routes libprotobuf's own log lines (e.g. a peer's string field with invalid UTF-8) into our structured log at
 // debug level, so a hostile peer cannot flood stderr. Idempotent.
 void route_protobuf_logs();
+
+// A node's graceful end: polls `idle` every 50 ms on `io` and runs `drained` once it holds or `within` passed.
+void call_when_idle(boost::asio::io_context& io, std::chrono::milliseconds within, std::function<bool()> idle,
+                    std::function<void()> drained);
 
 // A deadline given on the wire in Unix milliseconds, as a steady-clock instant: `fallback` from now when 0, and
 // never later than `longest` from now (a peer's clock or a bad value cannot pin resources for long).

@@ -103,19 +103,9 @@ class Server : public std::enable_shared_from_this<Server> {
     log_event(LogLevel::kInfo, "prefill", "draining", {{"node", options_.node_id}, {"within_ms", within.count()}});
     draining_ = true;
     if (listener_) listener_->close();
-    asio::co_spawn(
-        io_,
-        [self = shared_from_this(), within, drained = std::move(drained)]() -> asio::awaitable<void> {
-          asio::steady_timer timer(co_await asio::this_coro::executor);
-          const auto give_up = std::chrono::steady_clock::now() + within;
-          while (!(self->worker_ == nullptr || !self->worker_->busy()) && std::chrono::steady_clock::now() < give_up) {
-            timer.expires_after(std::chrono::milliseconds(50));
-            boost::system::error_code ignored;
-            co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-          }
-          drained();
-        },
-        asio::detached);
+    auto self = shared_from_this();
+    node::call_when_idle(
+        io_, within, [self] { return self->worker_ == nullptr || !self->worker_->busy(); }, std::move(drained));
   }
 
   void stop() {
