@@ -42,6 +42,14 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   command->add_option("--block-size", flags->server.block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
   command->add_option("--threads", flags->server.threads, "Compute threads (0: all cores)")->check(CLI::Range(0, 1024));
+  command
+      ->add_option("--max-batch-tokens", flags->server.limits.max_batch_tokens,
+                   "Prompt tokens per forward step (longer prompts are computed in chunks)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  command
+      ->add_option("--max-batch-requests", flags->server.limits.max_batch_requests,
+                   "Prefill requests in progress at once")
+      ->check(CLI::Range(1, 4096));
   command->add_option("--node-id", flags->server.node_id, "This node's name in handshakes and metrics");
   command->add_option("--listen", flags->server.address, "Address of the control and admin ports");
   command->add_option("--port", flags->server.port, "Control port (0: any free port)");

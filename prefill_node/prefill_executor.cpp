@@ -51,6 +51,7 @@ Result<PrefillPlan> PrefillExecutor::plan(const PrefillInput& input) {
     return fresh.status();
   }
   plan.cached_tokens = match.num_blocks() * size;
+  plan.computed_tokens = plan.cached_tokens;
   plan.blocks = std::move(match.blocks);
   plan.blocks.insert(plan.blocks.end(), fresh->begin(), fresh->end());
   return plan;
@@ -58,28 +59,36 @@ Result<PrefillPlan> PrefillExecutor::plan(const PrefillInput& input) {
 
 Result<PrefillOutcome> PrefillExecutor::compute(const PrefillInput& input, PrefillPlan& plan,
                                                 const std::function<Status(int32_t layer)>& after_layer) {
-  const PrefillInput* inputs[] = {&input};
-  PrefillPlan* plans[] = {&plan};
-  RECGPT_ASSIGN_OR_RETURN(std::vector<PrefillOutcome> outcomes, compute_batch(inputs, plans, after_layer));
-  return outcomes.front();
+  const PrefillChunk chunk{&input, &plan, static_cast<int64_t>(input.prompt.size()) - plan.computed_tokens};
+  RECGPT_ASSIGN_OR_RETURN(std::vector<std::optional<PrefillOutcome>> outcomes,
+                          compute_chunks(std::span(&chunk, 1), after_layer));
+  return *outcomes.front();
 }
 
-Result<std::vector<PrefillOutcome>> PrefillExecutor::compute_batch(
-    std::span<const PrefillInput* const> inputs, std::span<PrefillPlan* const> plans,
-    const std::function<Status(int32_t layer)>& after_layer) {
-  RECGPT_CHECK(inputs.size() == plans.size());
+Result<std::vector<std::optional<PrefillOutcome>>> PrefillExecutor::compute_chunks(
+    std::span<const PrefillChunk> chunks, const std::function<Status(int32_t layer)>& after_layer) {
   const int32_t entity_token = config_.entity_adaptor ? config_.entity_adaptor->entity_token_id : -1;
-  const int64_t entity_dim = config_.entity_adaptor ? config_.entity_adaptor->entity_dim : 0;
+  const auto entity_dim = static_cast<size_t>(config_.entity_adaptor ? config_.entity_adaptor->entity_dim : 0);
   Batch batch;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const PrefillInput& input = *inputs[i];
-    const PrefillPlan& plan = *plans[i];
+  for (const PrefillChunk& chunk : chunks) {
+    const PrefillInput& input = *chunk.input;
+    const PrefillPlan& plan = *chunk.plan;
     RECGPT_CHECK(!plan.released);
-    const int64_t begin = plan.cached_tokens;
-    const auto entities_before = std::count(input.prompt.begin(), input.prompt.begin() + begin, entity_token);
-    batch.sequences.push_back({input.prompt.subspan(static_cast<size_t>(begin)),
-                               input.entity_vectors.subspan(static_cast<size_t>(entities_before * entity_dim)),
-                               static_cast<int32_t>(begin), plan.blocks, LogitsWanted::kLast});
+    const int64_t begin = plan.computed_tokens;
+    if (chunk.tokens <= 0 || begin + chunk.tokens > static_cast<int64_t>(input.prompt.size())) {
+      return invalid_argument("a prefill chunk of " + std::to_string(chunk.tokens) + " tokens from position " +
+                              std::to_string(begin) + " does not fit a prompt of " +
+                              std::to_string(input.prompt.size()));
+    }
+    const std::span<const int32_t> tokens =
+        input.prompt.subspan(static_cast<size_t>(begin), static_cast<size_t>(chunk.tokens));
+    const auto entities_before =
+        static_cast<size_t>(std::count(input.prompt.begin(), input.prompt.begin() + begin, entity_token));
+    const auto entities_in = static_cast<size_t>(std::count(tokens.begin(), tokens.end(), entity_token));
+    const bool last = plan.computed_tokens + chunk.tokens == static_cast<int64_t>(input.prompt.size());
+    batch.sequences.push_back(
+        {tokens, input.entity_vectors.subspan(entities_before * entity_dim, entities_in * entity_dim),
+         static_cast<int32_t>(begin), plan.blocks, last ? LogitsWanted::kLast : LogitsWanted::kNone});
   }
   Status hook_failure = Status::ok();
   if (after_layer) {
@@ -89,11 +98,14 @@ Result<std::vector<PrefillOutcome>> PrefillExecutor::compute_batch(
   }
   RECGPT_RETURN_IF_ERROR(backend_.forward(batch, cache_, logits_));
   RECGPT_RETURN_IF_ERROR(hook_failure);
-  std::vector<PrefillOutcome> outcomes;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const PrefillInput& input = *inputs[i];
-    PrefillPlan& plan = *plans[i];
-    std::span<float> row = std::span(logits_).subspan(i * static_cast<size_t>(config_.vocab_size),
+  std::vector<std::optional<PrefillOutcome>> outcomes(chunks.size());
+  size_t row_index = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const PrefillInput& input = *chunks[i].input;
+    PrefillPlan& plan = *chunks[i].plan;
+    plan.computed_tokens += chunks[i].tokens;
+    if (!plan.complete(input)) continue;
+    std::span<float> row = std::span(logits_).subspan(row_index++ * static_cast<size_t>(config_.vocab_size),
                                                       static_cast<size_t>(config_.vocab_size));
     if (entity_token >= 0) row[static_cast<size_t>(entity_token)] = -std::numeric_limits<float>::infinity();
     Sampler sampler(input.sampling);
@@ -105,7 +117,7 @@ Result<std::vector<PrefillOutcome>> PrefillExecutor::compute_batch(
       for (size_t b = 0; b < plan.block_hashes.size(); ++b)
         cache_.blocks().register_block(plan.block_hashes[b], plan.blocks[b]);
     }
-    outcomes.push_back(outcome);
+    outcomes[i] = outcome;
   }
   return outcomes;
 }

@@ -6,12 +6,15 @@
 //             before any compute (the KvStreamWriter needs the source blocks);
 //   compute() runs the uncached tokens through the model, calling `after_layer` as each layer's KV lands,
 //             samples the first token, and indexes the prompt's full blocks for later prompts;
+//             compute_chunks() does the same for several prompts at once, each a chunk at a time (chunked
+//             prefill: a step's work stays bounded however long the prompt);
 //   release() returns the plan's blocks (indexed ones stay cached).
 // Threading: like the engine, one owner thread.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -35,7 +38,20 @@ struct PrefillPlan {
   std::vector<uint64_t> block_hashes;
   std::vector<uint64_t> token_entity_keys;  // per prompt token, 0 for plain tokens
   int64_t cached_tokens = 0;                // leading tokens whose KV this node held already
+  int64_t computed_tokens = 0;              // leading tokens whose KV is in `blocks` (cached, then computed)
   bool released = false;
+
+  bool complete(const PrefillInput& input) const {
+    return computed_tokens == static_cast<int64_t>(input.prompt.size());
+  }
+};
+
+// The next `tokens` tokens of one prompt, from its plan's computed_tokens. The chunk that reaches the prompt's
+// end samples its first token.
+struct PrefillChunk {
+  const PrefillInput* input = nullptr;
+  PrefillPlan* plan = nullptr;
+  int64_t tokens = 0;
 };
 
 struct PrefillOutcome {
@@ -58,11 +74,13 @@ class PrefillExecutor {
   Result<PrefillOutcome> compute(const PrefillInput& input, PrefillPlan& plan,
                                  const std::function<Status(int32_t layer)>& after_layer);
 
-  // Several prompts in one forward (the prefill node's batch): each one's KV lands in its own plan's blocks,
-  // `after_layer(layer)` runs once per layer for all of them. Outcomes in input order; a failure fails them all.
-  Result<std::vector<PrefillOutcome>> compute_batch(std::span<const PrefillInput* const> inputs,
-                                                    std::span<PrefillPlan* const> plans,
-                                                    const std::function<Status(int32_t layer)>& after_layer);
+  // Chunks of several prompts in one forward (the prefill node's step): each one's KV lands in its own plan's
+  // blocks and advances its computed_tokens; `after_layer(layer)` runs once per layer for all of them. Outcomes
+  // in chunk order, set for the chunks that completed their prompt (sampled, blocks indexed). A failure fails
+  // them all and leaves every plan as it was (its partial KV is overwritten by a retry).
+  // kInvalidArgument for a chunk of no tokens or past its prompt's end.
+  Result<std::vector<std::optional<PrefillOutcome>>> compute_chunks(
+      std::span<const PrefillChunk> chunks, const std::function<Status(int32_t layer)>& after_layer);
 
   void release(PrefillPlan& plan);
 

@@ -62,7 +62,7 @@ class Server : public std::enable_shared_from_this<Server> {
       entities = std::move(store);
     }
     worker_ = std::make_unique<PrefillWorker>(model_, std::move(backend), std::make_unique<KvCache>(std::move(cache)),
-                                              std::move(transfer), std::move(entities));
+                                              std::move(transfer), std::move(entities), options_.limits);
     RECGPT_RETURN_IF_ERROR(worker_->register_cache());
     RECGPT_ASSIGN_OR_RETURN(listener_, rpc::Listener::open(io_, options_.address, options_.port));
     admin::AdminOptions admin_options;

@@ -3,8 +3,9 @@
 //   PrefillRequest  -> PrefillDone once the prompt's KV (past the decode node's cached prefix) landed in the
 //                   decode node's reserved blocks, layer by layer as computed, and the decode node was notified;
 //                   an Error otherwise (bad prompt, mismatched KV layout naming the field, transfer failure)
-// Work runs on one engine thread, one request at a time, with this node's own prefix cache (so a shared
-// user context is computed once). The admin port serves /metrics, /healthz, /readyz.
+// Work runs on one engine thread in steps of up to a token budget (batched, long prompts chunked), with this
+// node's own prefix cache (so a shared user context is computed once). The admin port serves /metrics, /healthz,
+// /readyz.
 #pragma once
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "prefill_node/prefill_worker_limits.h"
 
 namespace boost::asio {
 class io_context;
@@ -38,6 +40,7 @@ struct PrefillServerOptions {
   std::string entity_store;  // path of an entity store (entity inputs by id); empty: vectors must come inline
   std::string transfer_backend = "ucx";
   std::vector<std::pair<std::string, std::string>> transfer_settings;
+  PrefillWorkerLimits limits;
 };
 
 class PrefillServer {

@@ -38,6 +38,11 @@ struct PrefillWorker::Job {
   std::unique_ptr<kv::KvStreamWriter> writer;
   uint64_t kv_bytes = 0;
   Status failure;  // the first error: the job answers it
+  bool answered = false;
+
+  int64_t remaining_tokens() const {
+    return plan.has_value() ? static_cast<int64_t>(prompt.size()) - plan->computed_tokens : request.token_ids_size();
+  }
 };
 
 PrefillWorker::PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,
@@ -79,49 +84,73 @@ void PrefillWorker::submit(control::PrefillRequest request, Done done) {
 
 void PrefillWorker::run() {
   for (;;) {
-    std::vector<std::unique_ptr<Job>> jobs;
+    std::vector<std::pair<control::PrefillRequest, Done>> admitted;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty() || !active_.empty(); });
       if (stopping_) break;
-      // Up to the budget; a prompt longer than the budget runs alone.
-      int64_t tokens = 0;
-      while (!queue_.empty() && static_cast<int>(jobs.size()) < limits_.max_batch_requests) {
-        const int64_t size = queue_.front().first.token_ids_size();
-        if (!jobs.empty() && tokens + size > limits_.max_batch_tokens) break;
-        tokens += size;
-        auto job = std::make_unique<Job>();
-        job->request = std::move(queue_.front().first);
-        job->done = std::move(queue_.front().second);
+      // New requests join while the step's token budget has room (a long one is then computed in chunks).
+      int64_t budget = limits_.max_batch_tokens;
+      for (const auto& job : active_) budget -= job->remaining_tokens();
+      while (!queue_.empty() && static_cast<int>(active_.size() + admitted.size()) < limits_.max_batch_requests &&
+             budget > 0) {
+        budget -= queue_.front().first.token_ids_size();
+        admitted.push_back(std::move(queue_.front()));
         queue_.pop_front();
-        jobs.push_back(std::move(job));
       }
     }
-    run_batch(jobs);
+    for (auto& [request, done] : admitted) {
+      auto job = std::make_unique<Job>();
+      job->request = std::move(request);
+      job->done = std::move(done);
+      job->failure = prepare(*job);
+      if (job->failure.is_ok()) {
+        active_.push_back(std::move(job));
+      } else {
+        answer(*job, nullptr);
+      }
+    }
+    if (!active_.empty()) run_step();
     used_blocks_ = cache_->blocks().num_used_blocks();
-    pending_ -= static_cast<int64_t>(jobs.size());
   }
+  for (auto& job : active_) {
+    job->failure = unavailable("the prefill node is stopping");
+    answer(*job, nullptr);
+  }
+  active_.clear();
   std::lock_guard lock(mutex_);
-  for (auto& [request, done] : queue_) done(unavailable("the prefill node is stopping"));
+  for (auto& [request, done] : queue_) {
+    done(unavailable("the prefill node is stopping"));
+    --pending_;
+  }
 }
 
-void PrefillWorker::run_batch(std::vector<std::unique_ptr<Job>>& jobs) {
-  std::vector<const PrefillInput*> inputs;
-  std::vector<PrefillPlan*> plans;
-  std::vector<Job*> running;
-  for (auto& job : jobs) {
-    job->failure = prepare(*job);
-    if (!job->failure.is_ok()) continue;
-    inputs.push_back(&job->input);
-    plans.push_back(&*job->plan);
-    running.push_back(job.get());
+void PrefillWorker::run_step() {
+  // Oldest first, each the rest of its prompt or what the budget leaves.
+  int64_t budget = limits_.max_batch_tokens;
+  std::vector<PrefillChunk> chunks;
+  std::vector<Job*> stepping;
+  std::vector<Job*> finishing;  // their chunk ends the prompt: their layers stream to the decode node now
+  const auto now = kv::Clock::now();
+  for (auto& job : active_) {
+    if (now >= job->deadline) {
+      job->failure = deadline_exceeded("the prefill request's deadline passed while it waited for compute");
+      continue;
+    }
+    const int64_t take = std::min(job->remaining_tokens(), budget);
+    if (take <= 0) break;
+    budget -= take;
+    chunks.push_back({&job->input, &*job->plan, take});
+    stepping.push_back(job.get());
+    if (take == job->remaining_tokens()) finishing.push_back(job.get());
   }
-  std::vector<PrefillOutcome> outcomes;
-  if (!running.empty()) {
+  std::vector<std::optional<PrefillOutcome>> outcomes;
+  if (!chunks.empty()) {
     ++batches_;
-    // A transfer failure is its job's alone: record it and keep computing for the others.
-    Result<std::vector<PrefillOutcome>> computed = executor_.compute_batch(inputs, plans, [&](int32_t layer) {
-      for (Job* job : running) {
+    // Earlier chunks' KV waits in this node's blocks and goes with the last chunk's layers. A transfer failure
+    // is its job's alone: record it and keep computing for the others.
+    Result<std::vector<std::optional<PrefillOutcome>>> computed = executor_.compute_chunks(chunks, [&](int32_t layer) {
+      for (Job* job : finishing) {
         if (job->failure.is_ok()) job->failure = job->writer->write_layer(layer);
       }
       return Status::ok();
@@ -129,31 +158,38 @@ void PrefillWorker::run_batch(std::vector<std::unique_ptr<Job>>& jobs) {
     if (computed.is_ok()) {
       outcomes = std::move(computed).value();
     } else {
-      for (Job* job : running) job->failure = computed.status();
+      for (Job* job : stepping) job->failure = computed.status();
     }
   }
-  for (size_t i = 0; i < running.size(); ++i) {
-    Job& job = *running[i];
-    if (job.failure.is_ok()) job.failure = job.writer->finish(job.deadline);
-    if (!job.failure.is_ok()) job.writer->abort();
-    executor_.release(*job.plan);
-  }
-  size_t next_outcome = 0;
-  for (auto& job : jobs) {
-    const bool ran = job->plan.has_value();
-    const PrefillOutcome* outcome = ran && next_outcome < outcomes.size() ? &outcomes[next_outcome] : nullptr;
-    if (ran) ++next_outcome;
-    if (!job->failure.is_ok() || outcome == nullptr) {
-      job->done(job->failure.is_ok() ? internal_error("a batched prefill lost its outcome") : job->failure);
-      continue;
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    if (outcomes[i].has_value() && stepping[i]->failure.is_ok()) {
+      stepping[i]->failure = stepping[i]->writer->finish(stepping[i]->deadline);
+      if (stepping[i]->failure.is_ok()) answer(*stepping[i], &*outcomes[i]);
     }
-    control::PrefillDone done;
-    done.set_first_token(static_cast<uint32_t>(outcome->first_token));
-    done.set_tokens_computed(static_cast<uint32_t>(outcome->tokens_computed));
-    done.set_tokens_cached(static_cast<uint32_t>(outcome->tokens_cached));
-    done.set_kv_bytes_moved(job->kv_bytes);
-    job->done(std::move(done));
   }
+  for (auto& job : active_) {
+    if (!job->failure.is_ok()) answer(*job, nullptr);
+  }
+  std::erase_if(active_, [](const std::unique_ptr<Job>& job) { return job->answered; });
+}
+
+// Answers the job once: `outcome` on success, else its failure. Frees its blocks, aborts an unfinished stream.
+void PrefillWorker::answer(Job& job, const PrefillOutcome* outcome) {
+  if (job.answered) return;
+  job.answered = true;
+  if (job.writer && (outcome == nullptr)) job.writer->abort();
+  if (job.plan.has_value()) executor_.release(*job.plan);
+  --pending_;
+  if (outcome == nullptr) {
+    job.done(job.failure.is_ok() ? internal_error("a prefill request ended without an outcome") : job.failure);
+    return;
+  }
+  control::PrefillDone done;
+  done.set_first_token(static_cast<uint32_t>(outcome->first_token));
+  done.set_tokens_computed(static_cast<uint32_t>(outcome->tokens_computed));
+  done.set_tokens_cached(static_cast<uint32_t>(outcome->tokens_cached));
+  done.set_kv_bytes_moved(job.kv_bytes);
+  job.done(std::move(done));
 }
 
 // Parses and checks the request, plans its blocks and opens its KV stream. On error nothing is held.

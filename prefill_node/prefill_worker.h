@@ -1,7 +1,10 @@
 // The prefill node's engine side: one thread owning the backend, the KV cache (this node's prefix cache) and the
-// transfer engine's connections to decode nodes. Requests queue up; each step takes as many as fit a token
-// budget and runs them as one batch: every prompt's KV goes to its decode node's reserved blocks layer by layer
-// as the batch computes it, then each stream is finished and each request answered.
+// transfer engine's connections to decode nodes. Requests queue up; each step runs one forward over up to a
+// token budget of the requests in progress, oldest first (FIFO: none starves), a long prompt a chunk at a time
+// (chunked prefill): a step's work and activation memory stay bounded, deadlines are checked between chunks,
+// and the prompts behind a long one share its last step. The step that computes a prompt's last
+// chunk pushes the prompt's KV to its decode node's reserved blocks layer by layer as it computes; then the
+// stream is finished and the request answered.
 #pragma once
 
 #include <atomic>
@@ -20,6 +23,7 @@
 #include "engine/kv_cache.h"
 #include "kv_transfer/transfer_engine.h"
 #include "prefill_node/prefill_executor.h"
+#include "prefill_node/prefill_worker_limits.h"
 #include "proto/control.pb.h"
 
 namespace recgpt {
@@ -27,11 +31,6 @@ class ModelFiles;
 }
 
 namespace recgpt::prefill {
-
-struct PrefillWorkerLimits {
-  int64_t max_batch_tokens = 4096;  // uncached prompt tokens per forward (a longer prompt runs alone)
-  int max_batch_requests = 16;
-};
 
 class PrefillWorker {
  public:
@@ -49,14 +48,15 @@ class PrefillWorker {
   int64_t pending() const { return pending_.load(); }  // requests queued or running
   const KvCache& cache() const { return *cache_; }
   int64_t used_blocks() const { return used_blocks_.load(); }  // held by requests in progress
-  int64_t batches() const { return batches_.load(); }          // forwards run so far
+  int64_t batches() const { return batches_.load(); }          // forwards (steps) run so far
 
  private:
   struct Job;
 
   void run();
-  void run_batch(std::vector<std::unique_ptr<Job>>& jobs);
+  void run_step();
   Status prepare(Job& job);
+  void answer(Job& job, const PrefillOutcome* outcome);
   Result<std::pair<kv::PeerId, kv::RemoteRegionId>> decode_destination(const control::PrefillRequest& request,
                                                                        kv::Deadline deadline);
 
@@ -72,6 +72,7 @@ class PrefillWorker {
   std::atomic<int64_t> used_blocks_ = 0;
   std::atomic<int64_t> pending_ = 0;
   std::atomic<int64_t> batches_ = 0;
+  std::vector<std::unique_ptr<Job>> active_;  // prepared, computing a chunk per step; the worker thread's own
 
   std::mutex mutex_;
   std::condition_variable wake_;

@@ -95,22 +95,14 @@ TEST_CASE(
   REQUIRE(finished);
 }
 
-TEST_CASE("concurrent calls are prefilled in shared batches and each still decodes to the colocated greedy output",
-          "[nodes][disaggregated][batching]") {
-  TinyModel tiny;
-  Node decode_node("decode", tiny, "tcp");
-  Node prefill_node("prefill", tiny, "tcp");
+// Sends every request at once over one driver (so the prefill node finds them queued together); the results in
+// request order.
+std::vector<CallResult> run_concurrently(const TinyModel& tiny, const Node& decode_node, const Node& prefill_node,
+                                         const std::vector<GenerationRequest>& requests) {
   const ModelConfig& config = tiny.model->config();
-  constexpr int kCalls = 6;
-  std::vector<GenerationRequest> requests(kCalls);
-  for (int c = 0; c < kCalls; ++c) {
-    for (int i = 0; i < 30 + 7 * c; ++i) requests[c].prompt.push_back(20 + (i * (c + 3)) % 150);
-    requests[c].max_new_tokens = 8;
-    requests[c].sampling.repetition_penalty = 1.8f;
-  }
   asio::io_context io;
-  int finished = 0;
-  std::vector<CallResult> results(kCalls);
+  size_t finished = 0;
+  std::vector<CallResult> results(requests.size());
   std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
   std::unique_ptr<Driver> driver;
   asio::co_spawn(
@@ -122,12 +114,12 @@ TEST_CASE("concurrent calls are prefilled in shared batches and each still decod
         driver = std::make_unique<Driver>(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
                                           config.entity_adaptor->entity_dim);
         asio::steady_timer all_done(io, Clock::time_point::max());
-        for (int c = 0; c < kCalls; ++c) {  // all at once: the prefill node finds them queued together
+        for (size_t c = 0; c < requests.size(); ++c) {
           asio::co_spawn(
               io,
               [&, c]() -> asio::awaitable<void> {
-                results[static_cast<size_t>(c)] = co_await driver->run(requests[static_cast<size_t>(c)]);
-                if (++finished == kCalls) all_done.cancel();
+                results[c] = co_await driver->run(requests[c]);
+                if (++finished == requests.size()) all_done.cancel();
               },
               asio::detached);
         }
@@ -138,7 +130,23 @@ TEST_CASE("concurrent calls are prefilled in shared batches and each still decod
       },
       asio::detached);
   io.run_for(seconds(120));
-  REQUIRE(finished == kCalls);
+  REQUIRE(finished == requests.size());
+  return results;
+}
+
+TEST_CASE("concurrent calls are prefilled in shared batches and each still decodes to the colocated greedy output",
+          "[nodes][disaggregated][batching]") {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp");
+  constexpr int kCalls = 6;
+  std::vector<GenerationRequest> requests(kCalls);
+  for (int c = 0; c < kCalls; ++c) {
+    for (int i = 0; i < 30 + 7 * c; ++i) requests[c].prompt.push_back(20 + (i * (c + 3)) % 150);
+    requests[c].max_new_tokens = 8;
+    requests[c].sampling.repetition_penalty = 1.8f;
+  }
+  const std::vector<CallResult> results = run_concurrently(tiny, decode_node, prefill_node, requests);
   for (int c = 0; c < kCalls; ++c) {
     INFO("call " << c);
     CHECK(results[static_cast<size_t>(c)].tokens == colocated_greedy(*tiny.model, requests[static_cast<size_t>(c)]));
@@ -147,6 +155,39 @@ TEST_CASE("concurrent calls are prefilled in shared batches and each still decod
   INFO("forward passes for " << kCalls << " calls: " << batches);
   CHECK(batches >= 1);
   CHECK(batches < kCalls);
+}
+
+TEST_CASE("a prompt over the prefill step's token budget is computed in chunks, sharing steps with short ones",
+          "[nodes][disaggregated][chunked]") {
+  TinyModel tiny;
+  constexpr int kBudget = 24;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp", 8, {"--max-batch-tokens", std::to_string(kBudget)});
+  const int32_t entity_token = tiny.model->config().entity_adaptor->entity_token_id;
+  const int entity_dim = tiny.model->config().entity_adaptor->entity_dim;
+  std::vector<GenerationRequest> requests(3);
+  int64_t total_tokens = 0;
+  for (size_t c = 0; c < requests.size(); ++c) {
+    const int length = c == 0 ? 150 : 20;
+    for (int i = 0; i < length; ++i) requests[c].prompt.push_back(20 + (i * static_cast<int>(c + 5)) % 150);
+    requests[c].max_new_tokens = 8;
+    requests[c].sampling.repetition_penalty = 1.8f;
+    total_tokens += length;
+  }
+  // Entity tokens in the long prompt, on both sides of chunk boundaries.
+  for (int position : {10, 23, 24, 100}) requests[0].prompt[static_cast<size_t>(position)] = entity_token;
+  for (int i = 0; i < 4 * entity_dim; ++i) requests[0].entity_vectors.push_back(0.01f * static_cast<float>(i % 97));
+  const std::vector<CallResult> results = run_concurrently(tiny, decode_node, prefill_node, requests);
+  for (size_t c = 0; c < requests.size(); ++c) {
+    INFO("call " << c);
+    CHECK(results[c].tokens == colocated_greedy(*tiny.model, requests[c]));
+    CHECK(results[c].prefill.tokens_computed() == requests[c].prompt.size());
+  }
+  const double batches = prefill_node.metric("recgpt_prefill_batches_total\\{.*\\}");
+  INFO("forward passes for " << total_tokens << " prompt tokens at " << kBudget << " a step: " << batches);
+  CHECK(batches >= static_cast<double>((total_tokens + kBudget - 1) / kBudget));
+  CHECK(prefill_node.shows_used(0));
+  CHECK(decode_node.shows_used(0));
 }
 
 TEST_CASE("colocated mode (recgpt serve) gives the colocated engine's greedy output over the same protocol",

@@ -52,10 +52,22 @@ struct Node {
   Subprocess process;
   uint16_t port = 0;
   uint16_t admin_port = 0;
-  Node(const std::string& role, const TinyModel& model, const std::string& tls, int kv_cache_mib = 8) {
-    auto spawned = Subprocess::spawn({RECGPT_PATH, role, "--model", model.dir.string(), "--kv-cache-mib",
-                                      std::to_string(kv_cache_mib), "--threads", "1", "--transfer-setting",
-                                      "tls=" + tls, "--node-id", role + "-test"});
+  Node(const std::string& role, const TinyModel& model, const std::string& tls, int kv_cache_mib = 8,
+       const std::vector<std::string>& extra_flags = {}) {
+    std::vector<std::string> argv = {RECGPT_PATH,
+                                     role,
+                                     "--model",
+                                     model.dir.string(),
+                                     "--kv-cache-mib",
+                                     std::to_string(kv_cache_mib),
+                                     "--threads",
+                                     "1",
+                                     "--transfer-setting",
+                                     "tls=" + tls,
+                                     "--node-id",
+                                     role + "-test"};
+    argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+    auto spawned = Subprocess::spawn(argv);
     REQUIRE(spawned.is_ok());
     process = std::move(spawned).value();
     auto line = process.read_line(Clock::now() + seconds(30));
