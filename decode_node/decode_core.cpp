@@ -19,6 +19,7 @@ DecodeCore::DecodeCore(std::unique_ptr<Generator> generator)
       reservations_(std::make_unique<ReservationTable>(generator_->kv_cache().blocks(),
                                                        generator_->kv_cache().config().block_size)) {
   counters_.kv_blocks_total = generator_->kv_cache().blocks().num_blocks();
+  generator_->kv_cache().blocks().set_journal(&journal_);
   thread_ = std::thread([this] { run(); });
 }
 

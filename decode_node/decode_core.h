@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "decode_node/reservation_table.h"
 #include "engine/generator.h"
+#include "engine/prefix_index_journal.h"
 
 namespace recgpt::decode {
 
@@ -67,6 +68,8 @@ class DecodeCore {
   void cancel(uint64_t reservation_id);
 
   DecodeCounters counters() const;
+  // The changes of this node's prefix index, for LoadReports. Thread-safe.
+  PrefixIndexJournal& prefix_journal() { return journal_; }
 
  private:
   explicit DecodeCore(std::unique_ptr<Generator> generator);
@@ -83,6 +86,7 @@ class DecodeCore {
     int32_t max_new_tokens = 0;
   };
 
+  PrefixIndexJournal journal_;  // before generator_: outlives its block manager
   std::unique_ptr<Generator> generator_;
   std::unique_ptr<ReservationTable> reservations_;
 

@@ -63,6 +63,7 @@ Result<SamplingParams> sampling_from(const control::SamplingParams& proto) {
 struct Session {
   std::shared_ptr<rpc::Connection> connection;
   bool greeted = false;
+  bool has_prefix_index = false;                               // a LoadReport gave it this node's whole prefix index
   std::unordered_map<uint64_t, uint64_t> reservation_of_call;  // ReserveKv / StartDecode request id -> reservation
   std::unordered_set<uint64_t> owned;                          // reservations not finished yet
 };
@@ -185,15 +186,16 @@ class Server final : public std::enable_shared_from_this<Server> {
 
   // Tells every greeted peer (routers) how loaded this node is, so they can place the next calls.
   void send_load_report(const DecodeCounters& counters) {
-    control::Envelope report;
-    control::LoadReport& body = *report.mutable_load_report();
-    body.set_queue_depth(static_cast<uint32_t>(counters.reservations));
-    body.set_running_sequences(static_cast<uint32_t>(counters.running));
-    body.set_kv_blocks_used(static_cast<uint32_t>(counters.kv_blocks_used));
-    body.set_kv_blocks_free(static_cast<uint32_t>(counters.kv_blocks_total - counters.kv_blocks_used));
+    control::LoadReport load;
+    load.set_queue_depth(static_cast<uint32_t>(counters.reservations));
+    load.set_running_sequences(static_cast<uint32_t>(counters.running));
+    load.set_kv_blocks_used(static_cast<uint32_t>(counters.kv_blocks_used));
+    load.set_kv_blocks_free(static_cast<uint32_t>(counters.kv_blocks_total - counters.kv_blocks_used));
+    std::vector<node::ReportPeer> peers;
     for (auto& [connection, session] : sessions_) {
-      if (session.greeted) (void)connection->send(report);
+      if (session.greeted) peers.push_back({connection.get(), &session.has_prefix_index});
     }
+    node::send_load_reports(load, core_->prefix_journal(), peers);
   }
 
   void on_closed(const std::shared_ptr<rpc::Connection>& connection) {

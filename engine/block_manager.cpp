@@ -3,6 +3,8 @@
 #include <limits>
 #include <string>
 
+#include "engine/prefix_index_journal.h"
+
 namespace recgpt {
 
 BlockManager::BlockManager(int64_t num_blocks) {
@@ -50,6 +52,7 @@ int32_t BlockManager::take_block() {
   RECGPT_CHECK(block != kNone);
   lru_remove(block);
   prefix_index_.erase(block_hashes_[block]);
+  if (journal_ != nullptr) journal_->record_evicted(block_hashes_[block]);
   registered_[block] = false;
   ++num_evicted_blocks_;
   return block;
@@ -99,6 +102,7 @@ bool BlockManager::register_block(uint64_t hash, int32_t block) {
     return true;
   }
   if (!prefix_index_.emplace(hash, block).second) return false;
+  if (journal_ != nullptr) journal_->record_added(hash);
   registered_[block] = true;
   block_hashes_[block] = hash;
   return true;

@@ -23,6 +23,8 @@
 
 namespace recgpt {
 
+class PrefixIndexJournal;
+
 struct PrefixMatch {
   std::vector<int32_t> blocks;  // the matched blocks, in prefix order; the caller owns one reference each
   int64_t num_blocks() const { return static_cast<int64_t>(blocks.size()); }
@@ -66,6 +68,10 @@ class BlockManager {
   // What allocate() can hand out: free plus cached.
   int64_t num_available_blocks() const { return num_free_blocks() + num_cached_blocks(); }
 
+  // From now on, every hash indexed (register_block) and evicted goes to `journal` too (nullptr: none). The
+  // journal must outlive the manager or be unset first.
+  void set_journal(PrefixIndexJournal* journal) { journal_ = journal; }
+
   int32_t ref_count(int32_t block) const;
   bool is_registered(int32_t block) const;
   // The hash a registered block is indexed under. Aborts (RECGPT_CHECK) when it is not registered.
@@ -104,6 +110,7 @@ class BlockManager {
   int64_t num_queried_blocks_ = 0;
   int64_t num_hit_blocks_ = 0;
   int64_t num_evicted_blocks_ = 0;
+  PrefixIndexJournal* journal_ = nullptr;
 };
 
 }  // namespace recgpt

@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <mutex>
+#include <optional>
 
 #include "common/log.h"
 #include "common/rpc/listener.h"
@@ -120,6 +121,28 @@ std::chrono::steady_clock::time_point deadline_from_unix_ms(uint64_t deadline_un
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
   const auto wanted = std::chrono::milliseconds(static_cast<int64_t>(std::min<uint64_t>(deadline_unix_ms, INT64_MAX)));
   return now + std::clamp<std::chrono::milliseconds>(wanted - unix_now, std::chrono::milliseconds(0), longest);
+}
+
+void send_load_reports(const control::LoadReport& load, PrefixIndexJournal& journal,
+                       std::span<const ReportPeer> peers) {
+  const PrefixIndexJournal::Changes changes = journal.take();
+  // Taken after the changes: a hash that changes in between is in both, which a peer applies harmlessly.
+  std::optional<std::vector<uint64_t>> snapshot;
+  control::Envelope report;
+  for (const ReportPeer& peer : peers) {
+    control::LoadReport& body = *report.mutable_load_report();
+    body = load;
+    if (*peer.has_index) {
+      body.mutable_prefix_blocks_added()->Assign(changes.added.begin(), changes.added.end());
+      body.mutable_prefix_blocks_evicted()->Assign(changes.evicted.begin(), changes.evicted.end());
+    } else {
+      if (!snapshot) snapshot = journal.snapshot();
+      body.set_prefix_blocks_snapshot(true);
+      body.mutable_prefix_blocks_added()->Assign(snapshot->begin(), snapshot->end());
+    }
+    // A report that did not go (too large, closed) loses changes: the next one is a snapshot.
+    *peer.has_index = peer.connection->send(report).is_ok();
+  }
 }
 
 }  // namespace recgpt::node

@@ -5,16 +5,18 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 
 #include "common/rpc/connection.h"
+#include "common/status.h"
+#include "engine/kv_cache.h"
+#include "engine/prefix_index_journal.h"
+#include "kv_transfer/kv_layout.h"
 
 namespace boost::asio {
 class io_context;
 }
-#include "common/status.h"
-#include "engine/kv_cache.h"
-#include "kv_transfer/kv_layout.h"
 
 namespace recgpt::node {
 
@@ -36,6 +38,15 @@ bool answer_first_frame(rpc::Connection& connection, const control::Envelope& fr
 // Routes libprotobuf's own log lines (e.g. a peer's string field with invalid UTF-8) into our structured log at
 // debug level, so a hostile peer cannot flood stderr. Idempotent.
 void route_protobuf_logs();
+
+// One round of a node's LoadReports: `load` plus its prefix index, to every peer in `peers` (greeted ones). A
+// peer whose `has_index` is false gets the whole index (prefix_blocks_snapshot) and has it set; the others get
+// the journal's changes since the previous round. Call once per round: it takes the journal's changes.
+struct ReportPeer {
+  rpc::Connection* connection = nullptr;
+  bool* has_index = nullptr;
+};
+void send_load_reports(const control::LoadReport& load, PrefixIndexJournal& journal, std::span<const ReportPeer> peers);
 
 // A node's graceful end: polls `idle` every 50 ms on `io` and runs `drained` once it holds or `within` passed.
 void call_when_idle(boost::asio::io_context& io, std::chrono::milliseconds within, std::function<bool()> idle,

@@ -112,7 +112,7 @@ class Server : public std::enable_shared_from_this<Server> {
     stopped_ = true;
     if (listener_) listener_->close();
     auto connections = connections_;
-    for (auto& [connection, greeted] : connections) connection->close(unavailable("the prefill node is stopping"));
+    for (auto& [connection, peer] : connections) connection->close(unavailable("the prefill node is stopping"));
     if (admin_) admin_->stop();
   }
 
@@ -132,17 +132,21 @@ class Server : public std::enable_shared_from_this<Server> {
       boost::system::error_code error;
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, error));
       if (error || worker_ == nullptr || stopped_) co_return;
-      control::Envelope report;
-      report.mutable_load_report()->set_queue_depth(static_cast<uint32_t>(worker_->pending()));
-      report.mutable_load_report()->set_kv_blocks_used(static_cast<uint32_t>(worker_->used_blocks()));
-      for (auto& [connection, greeted] : connections_) {
-        if (greeted) (void)connection->send(report);
+      blocks_used_->Set(static_cast<double>(worker_->used_blocks()));
+      control::LoadReport load;
+      load.set_queue_depth(static_cast<uint32_t>(worker_->pending()));
+      load.set_kv_blocks_used(static_cast<uint32_t>(worker_->used_blocks()));
+      load.set_kv_blocks_free(static_cast<uint32_t>(worker_->cache().blocks().num_blocks() - worker_->used_blocks()));
+      std::vector<node::ReportPeer> peers;
+      for (auto& [connection, peer] : connections_) {
+        if (peer.greeted) peers.push_back({connection.get(), &peer.has_prefix_index});
       }
+      node::send_load_reports(load, worker_->prefix_journal(), peers);
     }
   }
 
   void accept(const std::shared_ptr<rpc::Connection>& connection) {
-    connections_[connection] = false;
+    connections_[connection] = Peer{};
     std::weak_ptr<rpc::Connection> weak = connection;
     auto self = shared_from_this();
     connection->start(
@@ -158,8 +162,8 @@ class Server : public std::enable_shared_from_this<Server> {
     auto known = connections_.find(connection);
     if (known == connections_.end() || worker_ == nullptr) return;
     const uint64_t id = envelope.request_id();
-    if (!known->second) {
-      known->second = node::answer_first_frame(*connection, envelope, hello_, fingerprint_);
+    if (!known->second.greeted) {
+      known->second.greeted = node::answer_first_frame(*connection, envelope, hello_, fingerprint_);
       return;
     }
     if (draining_) {
@@ -226,7 +230,11 @@ class Server : public std::enable_shared_from_this<Server> {
   bool stopped_ = false;
   std::unique_ptr<admin::AdminServer> admin_;
   control::Envelope hello_;
-  std::unordered_map<std::shared_ptr<rpc::Connection>, bool> connections_;  // -> greeted
+  struct Peer {
+    bool greeted = false;
+    bool has_prefix_index = false;  // a LoadReport gave it this node's whole prefix index
+  };
+  std::unordered_map<std::shared_ptr<rpc::Connection>, Peer> connections_;
   prometheus::Counter* tokens_computed_ = nullptr;
   prometheus::Counter* tokens_cached_ = nullptr;
   prometheus::Gauge* blocks_used_ = nullptr;

@@ -55,6 +55,7 @@ PrefillWorker::PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> b
       transfer_(std::move(transfer)),
       executor_(model.config(), *backend_, *cache_),
       limits_(limits) {
+  cache_->blocks().set_journal(&journal_);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -179,6 +180,7 @@ void PrefillWorker::answer(Job& job, const PrefillOutcome* outcome) {
   job.answered = true;
   if (job.writer && (outcome == nullptr)) job.writer->abort();
   if (job.plan.has_value()) executor_.release(*job.plan);
+  used_blocks_ = cache_->blocks().num_used_blocks();  // before `done`: its caller reads the count
   --pending_;
   if (outcome == nullptr) {
     job.done(job.failure.is_ok() ? internal_error("a prefill request ended without an outcome") : job.failure);

@@ -21,6 +21,7 @@
 #include "engine/backend.h"
 #include "engine/entity_store.h"
 #include "engine/kv_cache.h"
+#include "engine/prefix_index_journal.h"
 #include "kv_transfer/transfer_engine.h"
 #include "prefill_node/prefill_executor.h"
 #include "prefill_node/prefill_worker_limits.h"
@@ -48,6 +49,7 @@ class PrefillWorker {
   int64_t pending() const { return pending_.load(); }  // requests queued or running
   const KvCache& cache() const { return *cache_; }
   int64_t used_blocks() const { return used_blocks_.load(); }  // held by requests in progress
+  PrefixIndexJournal& prefix_journal() { return journal_; }    // thread-safe
   int64_t batches() const { return batches_.load(); }          // forwards (steps) run so far
 
  private:
@@ -63,6 +65,7 @@ class PrefillWorker {
   const ModelFiles& model_;
   std::optional<EntityStore> entities_;
   std::unique_ptr<Backend> backend_;
+  PrefixIndexJournal journal_;  // before cache_: outlives its block manager
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<kv::TransferEngine> transfer_;
   PrefillExecutor executor_;

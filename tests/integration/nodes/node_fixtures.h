@@ -293,16 +293,19 @@ inline std::vector<int32_t> colocated_greedy(const ModelFiles& model, const Gene
   return tokens;
 }
 
+// Connects and exchanges hellos as a router. Token chunks land in `chunks`, load reports in `reports` (each
+// optional).
 inline asio::awaitable<std::shared_ptr<rpc::Connection>> greet(
     uint16_t port, const std::string& fingerprint, std::map<uint64_t, std::vector<control::TokenChunk>>* chunks,
-    control::Hello* hello) {
+    control::Hello* hello, std::vector<control::LoadReport>* reports = nullptr) {
   auto connection = co_await rpc::connect("127.0.0.1", port, Clock::now() + seconds(10));
   REQUIRE(connection.is_ok());
   (*connection)
       ->start(
-          [chunks](control::Envelope envelope) {
+          [chunks, reports](control::Envelope envelope) {
             if (chunks != nullptr && envelope.has_token_chunk())
               (*chunks)[envelope.request_id()].push_back(envelope.token_chunk());
+            if (reports != nullptr && envelope.has_load_report()) reports->push_back(envelope.load_report());
           },
           [](const Status&) {});
   control::Envelope mine;
