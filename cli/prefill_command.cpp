@@ -57,6 +57,8 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
   command->add_option("--transfer-backend", flags->server.transfer_backend, "KV transfer backend (ucx, local)");
   command->add_option("--entity-store", flags->server.entity_store, "Entity store for entity inputs given by id");
   command->add_option("--transfer-setting", flags->transfer_settings, "Transfer backend setting key=value");
+  command->add_option("--require-peer", flags->server.required_peers,
+                      "host:port of a node this one needs; /readyz is 503 until each answers a hello (repeatable)");
   command->add_option("--drain-seconds", flags->drain_seconds, "On SIGTERM, how long running work may take to finish")
       ->check(CLI::Range(0, 3600));
   command->callback([flags, &exit_code] {

@@ -24,6 +24,7 @@
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/transfer_engine.h"
 #include "node/node_protocol.h"
+#include "node/peer_probe.h"
 
 namespace recgpt::decode {
 namespace {
@@ -99,6 +100,14 @@ class Server final : public std::enable_shared_from_this<Server> {
     admin_options.address = options_.address;
     admin_options.port = options_.admin_port;
     admin_options.registry = registry_;
+    RECGPT_ASSIGN_OR_RETURN(peer_probe_,
+                            node::probe_peers(io_, options_.required_peers, control::ROLE_DECODE, fingerprint_));
+    admin_options.readiness = [weak = weak_from_this()]() -> Status {
+      auto self = weak.lock();
+      if (self == nullptr) return unavailable("the decode node is stopping");
+      if (self->draining_) return unavailable("the decode node is draining");
+      return self->peer_probe_->status();
+    };
     RECGPT_ASSIGN_OR_RETURN(admin_, admin::AdminServer::start(io_, admin_options));
     auto& blocks = prometheus::BuildGauge().Name("recgpt_kv_blocks").Help("KV blocks by state").Register(*registry_);
     blocks_used_ = &blocks.Add({{"role", "decode"}, {"node", options_.node_id}, {"state", "used"}});
@@ -146,6 +155,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     auto sessions = sessions_;  // closing runs handlers that erase from sessions_
     for (auto& [connection, session] : sessions) connection->close(unavailable("the decode node is stopping"));
     if (admin_) admin_->stop();
+    if (peer_probe_) peer_probe_->stop();
   }
 
  private:
@@ -346,6 +356,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   int64_t housekeeping_ticks_ = 0;
   asio::steady_timer housekeeping_;
   std::unique_ptr<admin::AdminServer> admin_;
+  std::shared_ptr<node::PeerProbe> peer_probe_;
   std::unordered_map<std::shared_ptr<rpc::Connection>, Session> sessions_;
   prometheus::Gauge* blocks_used_ = nullptr;
   prometheus::Gauge* blocks_free_ = nullptr;

@@ -32,7 +32,9 @@ struct DecodeServerOptions {
   uint16_t port = 0;        // 0: ephemeral (see DecodeServer::port)
   uint16_t admin_port = 0;  // 0: ephemeral
   std::string transfer_backend = "ucx";
-  std::vector<std::pair<std::string, std::string>> transfer_settings;  // e.g. {"tls", "tcp"}
+  std::vector<std::pair<std::string, std::string>> transfer_settings;
+  // Control addresses ("host:port") of nodes this one needs: /readyz is 503 until each answers a hello.
+  std::vector<std::string> required_peers;  // e.g. {"tls", "tcp"}
   GeneratorOptions engine;
 };
 

@@ -6,6 +6,7 @@
 
 #include "common/rpc/listener.h"
 #include "engine/block_hash.h"
+#include "node/node_protocol.h"
 
 namespace recgpt::node {
 
@@ -25,27 +26,6 @@ control::SamplingParams sampling_to_proto(const AgentCall& call) {
   return proto;
 }
 
-asio::awaitable<Result<std::shared_ptr<rpc::Connection>>> greet(const std::string& host, uint16_t port,
-                                                                const std::string& fingerprint,
-                                                                rpc::Connection::FrameHandler on_frame,
-                                                                rpc::Deadline deadline, control::Hello* hello) {
-  auto connection = co_await rpc::connect(host, port, deadline);
-  if (!connection.is_ok()) co_return connection.status();
-  (*connection)->start(std::move(on_frame), [](const Status&) {});
-  control::Envelope mine;
-  mine.mutable_hello()->set_role(control::ROLE_ROUTER);
-  mine.mutable_hello()->set_model_fingerprint(fingerprint);
-  mine.mutable_hello()->set_protocol_version(rpc::kProtocolVersion);
-  auto reply = co_await (*connection)->call(mine, deadline);
-  if (!reply.is_ok()) co_return reply.status();
-  if (!reply->has_hello()) {
-    co_return failed_precondition("the node at " + host + ":" + std::to_string(port) +
-                                  " refused the hello: " + reply->error().message());
-  }
-  if (hello != nullptr) *hello = reply->hello();
-  co_return *connection;
-}
-
 }  // namespace
 
 asio::awaitable<Result<std::unique_ptr<AgentCallClient>>> AgentCallClient::connect(
@@ -60,10 +40,11 @@ asio::awaitable<Result<std::unique_ptr<AgentCallClient>>> AgentCallClient::conne
     if (stream.wake) stream.wake->cancel();
   };
   control::Hello decode_hello;
-  auto decode = co_await greet(host, decode_port, model_fingerprint, on_decode_frame, deadline, &decode_hello);
+  auto decode = co_await greet(host, decode_port, control::ROLE_ROUTER, model_fingerprint, on_decode_frame, deadline,
+                               &decode_hello);
   if (!decode.is_ok()) co_return decode.status();
   auto prefill = co_await greet(
-      host, prefill_port, model_fingerprint, [](control::Envelope) {}, deadline, nullptr);
+      host, prefill_port, control::ROLE_ROUTER, model_fingerprint, [](control::Envelope) {}, deadline, nullptr);
   if (!prefill.is_ok()) {
     (*decode)->close(Status::ok());
     co_return prefill.status();

@@ -67,6 +67,30 @@ control::Envelope make_hello(control::Role role, const std::string& node_id, con
   return envelope;
 }
 
+boost::asio::awaitable<Result<std::shared_ptr<rpc::Connection>>> greet(
+    const std::string& host, uint16_t port, control::Role role, const std::string& model_fingerprint,
+    rpc::Connection::FrameHandler on_frame, rpc::Deadline deadline, control::Hello* their_hello) {
+  auto connection = co_await rpc::connect(host, port, deadline);
+  if (!connection.is_ok()) co_return connection.status();
+  (*connection)->start(std::move(on_frame), [](const Status&) {});
+  control::Envelope mine;
+  mine.mutable_hello()->set_role(role);
+  mine.mutable_hello()->set_model_fingerprint(model_fingerprint);
+  mine.mutable_hello()->set_protocol_version(rpc::kProtocolVersion);
+  auto reply = co_await (*connection)->call(mine, deadline);
+  if (!reply.is_ok()) {
+    (*connection)->close(Status::ok());
+    co_return reply.status();
+  }
+  if (!reply->has_hello()) {
+    (*connection)->close(Status::ok());
+    co_return failed_precondition("the node at " + host + ":" + std::to_string(port) +
+                                  " refused the hello: " + reply->error().message());
+  }
+  if (their_hello != nullptr) *their_hello = reply->hello();
+  co_return *connection;
+}
+
 bool answer_first_frame(rpc::Connection& connection, const control::Envelope& frame, const control::Envelope& our_hello,
                         const std::string& model_fingerprint) {
   Status greeted = frame.has_hello() ? rpc::check_peer_hello(frame.hello(), model_fingerprint)

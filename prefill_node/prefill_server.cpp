@@ -23,6 +23,7 @@
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/transfer_engine.h"
 #include "node/node_protocol.h"
+#include "node/peer_probe.h"
 #include "prefill_node/prefill_worker.h"
 
 namespace recgpt::prefill {
@@ -69,6 +70,14 @@ class Server : public std::enable_shared_from_this<Server> {
     admin_options.address = options_.address;
     admin_options.port = options_.admin_port;
     admin_options.registry = registry_;
+    RECGPT_ASSIGN_OR_RETURN(peer_probe_,
+                            node::probe_peers(io_, options_.required_peers, control::ROLE_PREFILL, fingerprint_));
+    admin_options.readiness = [weak = weak_from_this()]() -> Status {
+      auto self = weak.lock();
+      if (self == nullptr) return unavailable("the prefill node is stopping");
+      if (self->draining_) return unavailable("the prefill node is draining");
+      return self->peer_probe_->status();
+    };
     RECGPT_ASSIGN_OR_RETURN(admin_, admin::AdminServer::start(io_, admin_options));
     auto& tokens = prometheus::BuildCounter()
                        .Name("recgpt_prefill_tokens_total")
@@ -114,6 +123,7 @@ class Server : public std::enable_shared_from_this<Server> {
     auto connections = connections_;
     for (auto& [connection, peer] : connections) connection->close(unavailable("the prefill node is stopping"));
     if (admin_) admin_->stop();
+    if (peer_probe_) peer_probe_->stop();
   }
 
   // Joins the engine thread (on the io thread, never from one of its callbacks).
@@ -229,6 +239,7 @@ class Server : public std::enable_shared_from_this<Server> {
   bool draining_ = false;
   bool stopped_ = false;
   std::unique_ptr<admin::AdminServer> admin_;
+  std::shared_ptr<node::PeerProbe> peer_probe_;
   control::Envelope hello_;
   struct Peer {
     bool greeted = false;

@@ -40,6 +40,8 @@ struct PrefillServerOptions {
   std::string entity_store;  // path of an entity store (entity inputs by id); empty: vectors must come inline
   std::string transfer_backend = "ucx";
   std::vector<std::pair<std::string, std::string>> transfer_settings;
+  // Control addresses ("host:port") of nodes this one needs: /readyz is 503 until each answers a hello.
+  std::vector<std::string> required_peers;
   PrefillWorkerLimits limits;
 };
 

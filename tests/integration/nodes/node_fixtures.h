@@ -96,6 +96,35 @@ struct Node {
     return value;
   }
 
+  // GET /readyz (curl): the HTTP status (0 when none came) and the body.
+  std::pair<int, std::string> readyz() const {
+    auto curl = Subprocess::spawn({"/usr/bin/curl", "-s", "--max-time", "5", "-w", "\n%{http_code}\n",
+                                   "http://127.0.0.1:" + std::to_string(admin_port) + "/readyz"});
+    REQUIRE(curl.is_ok());
+    std::vector<std::string> lines;
+    for (;;) {
+      auto line = curl->read_line(Clock::now() + seconds(10));
+      if (!line.is_ok()) break;
+      lines.push_back(*line);
+    }
+    (void)curl->wait(Clock::now() + seconds(10));
+    if (lines.empty()) return {0, ""};
+    std::string body;
+    for (size_t i = 0; i + 1 < lines.size(); ++i) body += lines[i];
+    return {std::atoi(lines.back().c_str()), body};
+  }
+
+  // Whether /readyz answers `status` within ~10 s (peers are probed every 2 s); the last body in `body`.
+  bool becomes_ready(int status, std::string* body = nullptr) const {
+    for (int i = 0; i < 100; ++i) {
+      auto [code, text] = readyz();
+      if (body != nullptr) *body = text;
+      if (code == status) return true;
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    return false;
+  }
+
   // The KV blocks in use, from /metrics; -1 when the node does not report them.
   int used_blocks() const { return static_cast<int>(metric("recgpt_kv_blocks\\{.*state=\"used\"\\}")); }
 
