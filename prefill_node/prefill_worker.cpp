@@ -100,6 +100,8 @@ void PrefillWorker::run() {
         queue_.pop_front();
       }
     }
+    // A request this node's cache cannot hold while others run waits for their blocks, first in line.
+    std::vector<std::pair<control::PrefillRequest, Done>> deferred;
     for (auto& [request, done] : admitted) {
       auto job = std::make_unique<Job>();
       job->request = std::move(request);
@@ -107,9 +109,15 @@ void PrefillWorker::run() {
       job->failure = prepare(*job);
       if (job->failure.is_ok()) {
         active_.push_back(std::move(job));
+      } else if (job->failure.code() == StatusCode::kResourceExhausted && !active_.empty()) {
+        deferred.emplace_back(std::move(job->request), std::move(job->done));
       } else {
         answer(*job, nullptr);
       }
+    }
+    if (!deferred.empty()) {
+      std::lock_guard lock(mutex_);
+      queue_.insert(queue_.begin(), std::make_move_iterator(deferred.begin()), std::make_move_iterator(deferred.end()));
     }
     if (!active_.empty()) run_step();
     used_blocks_ = cache_->blocks().num_used_blocks();

@@ -190,6 +190,25 @@ TEST_CASE("a prompt over the prefill step's token budget is computed in chunks, 
   CHECK(decode_node.shows_used(0));
 }
 
+TEST_CASE("prompts that together overflow the prefill node's cache wait for blocks instead of failing",
+          "[nodes][disaggregated][batching]") {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp", 1);  // 128 blocks: five of these 25-block prompts at a time
+  std::vector<GenerationRequest> requests(8);
+  for (size_t c = 0; c < requests.size(); ++c) {
+    for (int i = 0; i < 400; ++i) requests[c].prompt.push_back(20 + (i * static_cast<int>(c + 3)) % 150);
+    requests[c].max_new_tokens = 4;
+    requests[c].sampling.repetition_penalty = 1.8f;
+  }
+  const std::vector<CallResult> results = run_concurrently(tiny, decode_node, prefill_node, requests);
+  for (size_t c = 0; c < requests.size(); ++c) {
+    INFO("call " << c);
+    CHECK(results[c].tokens == colocated_greedy(*tiny.model, requests[c]));
+  }
+  CHECK(prefill_node.shows_used(0));
+}
+
 TEST_CASE("colocated mode (recgpt serve) gives the colocated engine's greedy output over the same protocol",
           "[nodes][colocated]") {
   TinyModel tiny;
