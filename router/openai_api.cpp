@@ -1,0 +1,373 @@
+#include "router/openai_api.h"
+
+#include <cmath>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+namespace recgpt::router {
+namespace {
+
+using nlohmann::json;
+
+std::string describe(const json& value) {
+  switch (value.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::boolean: return "a boolean";
+    case json::value_t::string: return "a string";
+    case json::value_t::array: return "an array";
+    case json::value_t::object: return "an object";
+    case json::value_t::number_float: return "a number";
+    default: return "an integer";
+  }
+}
+
+// Whether an integer JSON value lies in [low, high] (into `out`); JSON parses non-negative integers as unsigned.
+bool integer_in(const json& value, int64_t low, int64_t high, int64_t& out) {
+  if (value.is_number_unsigned()) {
+    const uint64_t number = value.get<uint64_t>();
+    if (number > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+    out = static_cast<int64_t>(number);
+  } else {
+    out = value.get<int64_t>();
+  }
+  return out >= low && out <= high;
+}
+
+ApiError wrong_type(const std::string& field, const std::string& expected, const json& value) {
+  return invalid_request("'" + field + "' must be " + expected + ", not " + describe(value), field);
+}
+
+// A field reader over one object: each getter leaves the default when the field is absent or null, and
+// records the first error.
+class Fields {
+ public:
+  explicit Fields(const json& object) : object_(object) {}
+
+  const json* find(const std::string& name) const {
+    auto it = object_.find(name);
+    return it == object_.end() || it->is_null() ? nullptr : &*it;
+  }
+
+  void number(const std::string& name, float& out, double low, double high) {
+    const json* value = find(name);
+    if (value == nullptr || error_) return;
+    if (!value->is_number()) return fail(wrong_type(name, "a number", *value));
+    const double number = value->get<double>();
+    if (!(number >= low && number <= high)) {
+      return fail(invalid_request(
+          "'" + name + "' must be between " + trim(low) + " and " + trim(high) + ", not " + value->dump(), name));
+    }
+    out = static_cast<float>(number);
+  }
+
+  template <typename Int>
+  void integer(const std::string& name, Int& out, int64_t low, int64_t high) {
+    const json* value = find(name);
+    if (value == nullptr || error_) return;
+    if (!value->is_number_integer()) return fail(wrong_type(name, "an integer", *value));
+    int64_t number = 0;
+    if (!integer_in(*value, low, high, number)) {
+      return fail(invalid_request("'" + name + "' must be an integer from " + std::to_string(low) + " to " +
+                                      std::to_string(high) + ", not " + value->dump(),
+                                  name));
+    }
+    out = static_cast<Int>(number);
+  }
+
+  void boolean(const std::string& name, bool& out) {
+    const json* value = find(name);
+    if (value == nullptr || error_) return;
+    if (!value->is_boolean()) return fail(wrong_type(name, "a boolean", *value));
+    out = value->get<bool>();
+  }
+
+  void string(const std::string& name, std::string& out) {
+    const json* value = find(name);
+    if (value == nullptr || error_) return;
+    if (!value->is_string()) return fail(wrong_type(name, "a string", *value));
+    out = value->get<std::string>();
+  }
+
+  void fail(ApiError error) {
+    if (!error_) error_ = std::move(error);
+  }
+  const std::optional<ApiError>& error() const { return error_; }
+
+ private:
+  static std::string trim(double value) {
+    std::string text = std::to_string(value);
+    text.erase(text.find_last_not_of('0') + 1);
+    if (!text.empty() && text.back() == '.') text.pop_back();
+    return text;
+  }
+
+  const json& object_;
+  std::optional<ApiError> error_;
+};
+
+void parse_prompt(const json& prompt, CompletionRequest& request, Fields& fields) {
+  if (prompt.is_string()) {
+    request.prompt = prompt.get<std::string>();
+    return;
+  }
+  if (!prompt.is_array()) return fields.fail(wrong_type("prompt", "a string or an array", prompt));
+  if (prompt.empty()) return fields.fail(invalid_request("'prompt' is empty", "prompt"));
+  if (prompt.size() == 1 && prompt[0].is_string()) {
+    request.prompt = prompt[0].get<std::string>();
+    return;
+  }
+  if (prompt[0].is_string() || prompt[0].is_array()) {
+    return fields.fail(invalid_request("only one prompt per request is supported", "prompt"));
+  }
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    const json& token = prompt[i];
+    int64_t id = 0;
+    if (!token.is_number_integer() || !integer_in(token, 0, INT32_MAX, id)) {
+      return fields.fail(invalid_request("'prompt[" + std::to_string(i) + "]' must be a token id", "prompt"));
+    }
+    request.prompt_token_ids.push_back(static_cast<int32_t>(id));
+  }
+}
+
+void parse_messages(const json& messages, CompletionRequest& request, Fields& fields) {
+  if (!messages.is_array()) return fields.fail(wrong_type("messages", "an array", messages));
+  if (messages.empty()) return fields.fail(invalid_request("'messages' is empty", "messages"));
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string at = "messages[" + std::to_string(i) + "]";
+    const json& message = messages[i];
+    if (!message.is_object()) return fields.fail(wrong_type(at, "an object", message));
+    auto role = message.find("role");
+    if (role == message.end()) return fields.fail(invalid_request("'" + at + ".role' is missing", at + ".role"));
+    if (!role->is_string()) return fields.fail(wrong_type(at + ".role", "a string", *role));
+    const std::string name = role->get<std::string>();
+    if (name != "system" && name != "user" && name != "assistant" && name != "developer") {
+      return fields.fail(invalid_request(
+          "'" + at + ".role' must be system, developer, user or assistant, not '" + name + "'", at + ".role"));
+    }
+    auto content = message.find("content");
+    if (content == message.end() || content->is_null()) {
+      return fields.fail(invalid_request("'" + at + ".content' is missing", at + ".content"));
+    }
+    std::string text;
+    if (content->is_string()) {
+      text = content->get<std::string>();
+    } else if (content->is_array()) {  // content parts: text only
+      for (size_t p = 0; p < content->size(); ++p) {
+        const json& part = (*content)[p];
+        const std::string part_at = at + ".content[" + std::to_string(p) + "]";
+        if (!part.is_object() || part.value("type", json()) != "text" || !part.contains("text") ||
+            !part["text"].is_string()) {
+          return fields.fail(
+              invalid_request("'" + part_at + "' must be a text part {\"type\": \"text\", \"text\": ...}", part_at));
+        }
+        text += part["text"].get<std::string>();
+      }
+    } else {
+      return fields.fail(wrong_type(at + ".content", "a string or an array of text parts", *content));
+    }
+    request.messages.push_back({name == "developer" ? "system" : name, std::move(text)});
+  }
+}
+
+void parse_stop(const json& stop, CompletionRequest& request, Fields& fields, const ApiLimits& limits) {
+  if (stop.is_string()) {
+    if (!stop.get<std::string>().empty()) request.stop.push_back(stop.get<std::string>());
+    return;
+  }
+  if (!stop.is_array()) return fields.fail(wrong_type("stop", "a string or an array of strings", stop));
+  if (stop.size() > limits.max_stop_strings) {
+    return fields.fail(
+        invalid_request("'stop' has more than " + std::to_string(limits.max_stop_strings) + " strings", "stop"));
+  }
+  for (const json& item : stop) {
+    if (!item.is_string()) return fields.fail(wrong_type("stop", "a string or an array of strings", item));
+    if (!item.get<std::string>().empty()) request.stop.push_back(item.get<std::string>());
+  }
+}
+
+void parse_entities(const json& entities, CompletionRequest& request, Fields& fields, const ApiLimits& limits) {
+  if (!entities.is_array()) return fields.fail(wrong_type("entities", "an array", entities));
+  if (entities.size() > limits.max_entities) {
+    return fields.fail(
+        invalid_request("'entities' has more than " + std::to_string(limits.max_entities) + " items", "entities"));
+  }
+  for (size_t i = 0; i < entities.size(); ++i) {
+    const std::string at = "entities[" + std::to_string(i) + "]";
+    const json& entity = entities[i];
+    EntityInput input;
+    if (entity.is_string()) {
+      input.id = entity.get<std::string>();
+      if (input.id.empty()) return fields.fail(invalid_request("'" + at + "' is an empty entity id", at));
+    } else if (entity.is_array()) {
+      if (limits.entity_dim == 0) return fields.fail(invalid_request("the model has no entity adaptor", at));
+      if (entity.size() != limits.entity_dim) {
+        return fields.fail(invalid_request("'" + at + "' has " + std::to_string(entity.size()) +
+                                               " values; the model's entity adaptor takes " +
+                                               std::to_string(limits.entity_dim),
+                                           at));
+      }
+      for (const json& value : entity) {
+        if (!value.is_number() || !std::isfinite(value.get<double>())) {
+          return fields.fail(invalid_request("'" + at + "' must hold finite numbers", at));
+        }
+        input.vector.push_back(value.get<float>());
+      }
+    } else {
+      return fields.fail(wrong_type(at, "an entity id (string) or a vector (array of numbers)", entity));
+    }
+    request.entities.push_back(std::move(input));
+  }
+}
+
+json usage_json(const Usage& usage) {
+  return {{"prompt_tokens", usage.prompt_tokens},
+          {"completion_tokens", usage.completion_tokens},
+          {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", usage.cached_tokens}}}};
+}
+
+json head_json(Endpoint endpoint, const CompletionResult& head, const char* object) {
+  return {{"id", head.id}, {"object", object}, {"created", head.created}, {"model", head.model}};
+}
+
+json nullable(std::string_view text) { return text.empty() ? json(nullptr) : json(std::string(text)); }
+
+}  // namespace
+
+ApiError invalid_request(std::string message, std::string param, std::string code) {
+  ApiError error;
+  error.message = std::move(message);
+  error.param = std::move(param);
+  error.code = std::move(code);
+  return error;
+}
+
+std::string error_json(const ApiError& error) {
+  json body = {{"error",
+                {{"message", error.message},
+                 {"type", error.type},
+                 {"param", nullable(error.param)},
+                 {"code", nullable(error.code)}}}};
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body, Endpoint endpoint,
+                                                                   const ApiLimits& limits) {
+  const json document = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (document.is_discarded()) return invalid_request("the request body is not valid JSON", {}, "invalid_json");
+  if (!document.is_object())
+    return invalid_request("the request body must be a JSON object, not " + describe(document));
+  CompletionRequest request;
+  request.endpoint = endpoint;
+  Fields fields(document);
+  const json* model = fields.find("model");
+  if (model == nullptr) return invalid_request("'model' is missing", "model");
+  fields.string("model", request.model);
+  if (endpoint == Endpoint::kCompletions) {
+    const json* prompt = fields.find("prompt");
+    if (prompt == nullptr) return invalid_request("'prompt' is missing", "prompt");
+    parse_prompt(*prompt, request, fields);
+  } else {
+    const json* messages = fields.find("messages");
+    if (messages == nullptr) return invalid_request("'messages' is missing", "messages");
+    parse_messages(*messages, request, fields);
+    request.max_tokens = limits.default_chat_max_tokens;
+  }
+  fields.integer("max_tokens", request.max_tokens, 1, limits.max_tokens_limit);
+  if (endpoint == Endpoint::kChatCompletions)
+    fields.integer("max_completion_tokens", request.max_tokens, 1, limits.max_tokens_limit);
+  fields.number("temperature", request.temperature, 0, 2);
+  fields.number("top_p", request.top_p, 0, 1);
+  if (fields.find("top_p") && request.top_p == 0) fields.fail(invalid_request("'top_p' must be above 0", "top_p"));
+  fields.integer("top_k", request.top_k, -1, 1 << 20);
+  if (request.top_k < 0) request.top_k = 0;  // -1: off, as vLLM takes it
+  fields.number("repetition_penalty", request.repetition_penalty, 0.01, 100);
+  uint64_t seed = 0;
+  if (fields.find("seed") != nullptr) {
+    const json& value = *fields.find("seed");
+    if (!value.is_number_integer()) {
+      fields.fail(wrong_type("seed", "an integer", value));
+    } else {
+      seed = value.is_number_unsigned() ? value.get<uint64_t>() : static_cast<uint64_t>(value.get<int64_t>());
+      request.seed = seed;
+    }
+  }
+  int32_t n = 1;
+  fields.integer("n", n, 1, 1);
+  fields.boolean("stream", request.stream);
+  if (const json* options = fields.find("stream_options")) {
+    if (!options->is_object()) {
+      fields.fail(wrong_type("stream_options", "an object", *options));
+    } else {
+      Fields stream_fields(*options);
+      stream_fields.boolean("include_usage", request.include_usage);
+      if (stream_fields.error()) {
+        ApiError error = *stream_fields.error();
+        error.param = "stream_options." + error.param;
+        fields.fail(error);
+      }
+    }
+  }
+  if (const json* stop = fields.find("stop")) parse_stop(*stop, request, fields, limits);
+  if (const json* entities = fields.find("entities")) parse_entities(*entities, request, fields, limits);
+  if (const json* timeout = fields.find("timeout")) {
+    if (!timeout->is_number() || !(timeout->get<double>() > 0) || timeout->get<double>() > 3600) {
+      fields.fail(invalid_request("'timeout' must be a number of seconds in (0, 3600]", "timeout"));
+    } else {
+      request.timeout_seconds = timeout->get<double>();
+    }
+  }
+  if (fields.error()) return *fields.error();
+  return request;
+}
+
+std::string format_chatml(const std::vector<ChatMessage>& messages) {
+  std::string text;
+  for (const ChatMessage& message : messages)
+    text += "<|im_start|>" + message.role + "\n" + message.content + "<|im_end|>\n";
+  text += "<|im_start|>assistant\n";
+  return text;
+}
+
+std::string completion_json(Endpoint endpoint, const CompletionResult& result) {
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullable(result.finish_reason)}};
+  json body;
+  if (endpoint == Endpoint::kCompletions) {
+    body = head_json(endpoint, result, "text_completion");
+    choice["text"] = result.text;
+  } else {
+    body = head_json(endpoint, result, "chat.completion");
+    choice["message"] = {{"role", "assistant"}, {"content", result.text}};
+  }
+  body["choices"] = json::array({choice});
+  body["usage"] = usage_json(result.usage);
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string chunk_json(Endpoint endpoint, const CompletionResult& head, std::string_view text, bool first,
+                       std::string_view finish_reason) {
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullable(finish_reason)}};
+  json body;
+  if (endpoint == Endpoint::kCompletions) {
+    body = head_json(endpoint, head, "text_completion");
+    choice["text"] = std::string(text);
+  } else {
+    body = head_json(endpoint, head, "chat.completion.chunk");
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (first || !text.empty()) delta["content"] = std::string(text);
+    choice["delta"] = delta;
+  }
+  body["choices"] = json::array({choice});
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string usage_chunk_json(Endpoint endpoint, const CompletionResult& head) {
+  json body =
+      head_json(endpoint, head, endpoint == Endpoint::kCompletions ? "text_completion" : "chat.completion.chunk");
+  body["choices"] = json::array();
+  body["usage"] = usage_json(head.usage);
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace recgpt::router

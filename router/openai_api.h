@@ -1,0 +1,98 @@
+// The OpenAI-compatible surface of the router: request bodies of /v1/completions and /v1/chat/completions parsed
+// and validated into one CompletionRequest (or an ApiError naming the field), and the JSON of responses, stream
+// chunks and errors in OpenAI's shapes. Pure functions over text: unit-tested and fuzzed (fuzz_openai_request).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace recgpt::router {
+
+// An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}; clients pick their exception from
+// `status`.
+struct ApiError {
+  int status = 400;
+  std::string type = "invalid_request_error";
+  std::string message;
+  std::string param;  // the offending field ("messages[1].content"); empty: null
+  std::string code;   // machine-readable ("model_not_found"); empty: null
+};
+std::string error_json(const ApiError& error);
+ApiError invalid_request(std::string message, std::string param = {}, std::string code = {});
+
+// One entity token's input, in prompt order: an id from the entity store, or the adaptor's input vector.
+struct EntityInput {
+  std::string id;
+  std::vector<float> vector;
+};
+
+struct ChatMessage {
+  std::string role;  // system, user, assistant
+  std::string content;
+};
+
+enum class Endpoint { kCompletions, kChatCompletions };
+
+struct CompletionRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string model;
+  std::string prompt;                     // completions: the text (empty when given as token ids)
+  std::vector<int32_t> prompt_token_ids;  // completions: a prompt given as token ids
+  std::vector<ChatMessage> messages;      // chat
+  int32_t max_tokens = 16;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int32_t top_k = 0;                // extension: 0 = off
+  float repetition_penalty = 1.0f;  // extension
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;  // up to 4 strings
+  bool stream = false;
+  bool include_usage = false;             // stream_options.include_usage
+  std::vector<EntityInput> entities;      // extension
+  std::optional<double> timeout_seconds;  // extension: the client's own deadline for the whole request
+};
+
+struct ApiLimits {
+  int32_t max_tokens_limit = 32768;       // max_tokens above it is refused
+  int32_t default_chat_max_tokens = 512;  // chat requests without max_tokens
+  size_t max_stop_strings = 4;
+  size_t max_entities = 4096;
+  size_t entity_dim = 0;  // the model's adaptor input size (vectors must have it); 0: no adaptor
+};
+
+// Parses a request body for `endpoint`. Unknown fields are ignored (as OpenAI's SDKs send extras); known fields
+// with wrong types or values are refused naming the field.
+std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body, Endpoint endpoint,
+                                                                   const ApiLimits& limits);
+
+// Qwen's ChatML: each message as "<|im_start|>{role}\n{content}<|im_end|>\n", then "<|im_start|>assistant\n".
+std::string format_chatml(const std::vector<ChatMessage>& messages);
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens whose KV was reused
+};
+
+struct CompletionResult {
+  std::string id;  // "cmpl-..." or "chatcmpl-..."
+  int64_t created = 0;
+  std::string model;
+  std::string text;
+  std::string finish_reason;  // "stop" or "length"
+  Usage usage;
+};
+
+// The whole (non-streaming) response body.
+std::string completion_json(Endpoint endpoint, const CompletionResult& result);
+// One stream chunk: text (chat: a delta; `first` adds role "assistant") and, on the last, the finish reason.
+std::string chunk_json(Endpoint endpoint, const CompletionResult& head, std::string_view text, bool first,
+                       std::string_view finish_reason);
+// The usage chunk of stream_options.include_usage: no choices.
+std::string usage_chunk_json(Endpoint endpoint, const CompletionResult& head);
+
+}  // namespace recgpt::router

@@ -1,0 +1,149 @@
+// The OpenAI request parser and response shapes: valid bodies parse into the request the router runs; every
+// kind of bad input is a 400 naming the field.
+#include "router/openai_api.h"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+namespace recgpt::router {
+namespace {
+
+using nlohmann::json;
+
+ApiLimits limits() {
+  ApiLimits limits;
+  limits.entity_dim = 3;
+  return limits;
+}
+
+CompletionRequest parse_ok(const std::string& body, Endpoint endpoint = Endpoint::kCompletions) {
+  auto parsed = parse_completion_request(body, endpoint, limits());
+  if (auto* error = std::get_if<ApiError>(&parsed)) FAIL(error->message);
+  return std::get<CompletionRequest>(parsed);
+}
+
+ApiError parse_error(const std::string& body, Endpoint endpoint = Endpoint::kCompletions) {
+  auto parsed = parse_completion_request(body, endpoint, limits());
+  REQUIRE(std::holds_alternative<ApiError>(parsed));
+  return std::get<ApiError>(parsed);
+}
+
+TEST_CASE("a completion request parses with OpenAI's fields and our extensions", "[router][openai]") {
+  const CompletionRequest request = parse_ok(R"({"model": "m", "prompt": "hi <|entity|>", "max_tokens": 7,
+      "temperature": 0, "top_p": 0.5, "top_k": 20, "seed": 42, "stop": ["\n", "END"], "stream": true,
+      "stream_options": {"include_usage": true}, "entities": ["item:1", [0.5, 1, -2]], "user": "ignored",
+      "repetition_penalty": 1.3, "timeout": 2.5})");
+  CHECK(request.model == "m");
+  CHECK(request.prompt == "hi <|entity|>");
+  CHECK(request.max_tokens == 7);
+  CHECK(request.temperature == 0);
+  CHECK(request.top_p == 0.5f);
+  CHECK(request.top_k == 20);
+  CHECK(request.seed == 42u);
+  CHECK(request.stop == std::vector<std::string>{"\n", "END"});
+  CHECK(request.stream);
+  CHECK(request.include_usage);
+  REQUIRE(request.entities.size() == 2);
+  CHECK(request.entities[0].id == "item:1");
+  CHECK(request.entities[1].vector == std::vector<float>{0.5f, 1, -2});
+  CHECK(request.repetition_penalty == 1.3f);
+  CHECK(request.timeout_seconds == 2.5);
+  CHECK(parse_ok(R"({"model": "m", "prompt": [1, 2, 3]})").prompt_token_ids == std::vector<int32_t>{1, 2, 3});
+  CHECK(parse_ok(R"({"model": "m", "prompt": ["one"]})").prompt == "one");
+  CHECK(parse_ok(R"({"model": "m", "prompt": "x"})").max_tokens == 16);
+}
+
+TEST_CASE("a chat request parses messages and formats them as ChatML", "[router][openai]") {
+  const CompletionRequest request = parse_ok(R"({"model": "m", "messages": [
+      {"role": "system", "content": "Be brief."},
+      {"role": "user", "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]}]})",
+                                             Endpoint::kChatCompletions);
+  REQUIRE(request.messages.size() == 2);
+  CHECK(request.max_tokens == limits().default_chat_max_tokens);
+  CHECK(format_chatml(request.messages) ==
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n");
+  CHECK(parse_ok(R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 5})",
+                 Endpoint::kChatCompletions)
+            .max_tokens == 5);
+}
+
+TEST_CASE("bad request bodies are refused naming the field", "[router][openai]") {
+  struct Case {
+    std::string body;
+    std::string param;
+    Endpoint endpoint = Endpoint::kCompletions;
+  };
+  const std::vector<Case> cases = {
+      {"{not json", ""},
+      {"[1, 2]", ""},
+      {R"({"prompt": "x"})", "model"},
+      {R"({"model": 3, "prompt": "x"})", "model"},
+      {R"({"model": "m"})", "prompt"},
+      {R"({"model": "m", "prompt": 5})", "prompt"},
+      {R"({"model": "m", "prompt": []})", "prompt"},
+      {R"({"model": "m", "prompt": ["a", "b"]})", "prompt"},
+      {R"({"model": "m", "prompt": [1, -2]})", "prompt"},
+      {R"({"model": "m", "prompt": "x", "max_tokens": "10"})", "max_tokens"},
+      {R"({"model": "m", "prompt": "x", "max_tokens": 0})", "max_tokens"},
+      {R"({"model": "m", "prompt": "x", "max_tokens": 1e3})", "max_tokens"},
+      {R"({"model": "m", "prompt": "x", "max_tokens": 18446744073709551615})", "max_tokens"},
+      {R"({"model": "m", "prompt": "x", "temperature": 3})", "temperature"},
+      {R"({"model": "m", "prompt": "x", "temperature": "hot"})", "temperature"},
+      {R"({"model": "m", "prompt": "x", "top_p": 0})", "top_p"},
+      {R"({"model": "m", "prompt": "x", "n": 2})", "n"},
+      {R"({"model": "m", "prompt": "x", "stream": "yes"})", "stream"},
+      {R"({"model": "m", "prompt": "x", "stream_options": {"include_usage": 1}})", "stream_options.include_usage"},
+      {R"({"model": "m", "prompt": "x", "stop": [1]})", "stop"},
+      {R"({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", "stop"},
+      {R"({"model": "m", "prompt": "x", "seed": 1.5})", "seed"},
+      {R"({"model": "m", "prompt": "x", "entities": [[1, 2]]})", "entities[0]"},
+      {R"({"model": "m", "prompt": "x", "entities": ["a", {"id": 1}]})", "entities[1]"},
+      {R"({"model": "m", "prompt": "x", "entities": [[1, 2, null]]})", "entities[0]"},
+      {R"({"model": "m", "prompt": "x", "timeout": -1})", "timeout"},
+      {R"({"model": "m"})", "messages", Endpoint::kChatCompletions},
+      {R"({"model": "m", "messages": {}})", "messages", Endpoint::kChatCompletions},
+      {R"({"model": "m", "messages": [{"content": "x"}]})", "messages[0].role", Endpoint::kChatCompletions},
+      {R"({"model": "m", "messages": [{"role": "robot", "content": "x"}]})", "messages[0].role",
+       Endpoint::kChatCompletions},
+      {R"({"model": "m", "messages": [{"role": "user"}]})", "messages[0].content", Endpoint::kChatCompletions},
+      {R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
+       "messages[0].content[0]", Endpoint::kChatCompletions},
+  };
+  for (const Case& c : cases) {
+    INFO(c.body);
+    const ApiError error = parse_error(c.body, c.endpoint);
+    CHECK(error.status == 400);
+    CHECK(error.type == "invalid_request_error");
+    CHECK(error.param == c.param);
+    CHECK_FALSE(error.message.empty());
+    const json body = json::parse(error_json(error));
+    CHECK(body["error"]["message"] == error.message);
+    CHECK(body["error"]["param"] == (c.param.empty() ? json(nullptr) : json(c.param)));
+  }
+}
+
+TEST_CASE("responses and stream chunks have OpenAI's shapes", "[router][openai]") {
+  CompletionResult result{"chatcmpl-1", 1700000000, "m", "Hi", "stop", {12, 3, 8}};
+  const json chat = json::parse(completion_json(Endpoint::kChatCompletions, result));
+  CHECK(chat["object"] == "chat.completion");
+  CHECK(chat["choices"][0]["message"]["content"] == "Hi");
+  CHECK(chat["choices"][0]["finish_reason"] == "stop");
+  CHECK(chat["usage"]["total_tokens"] == 15);
+  CHECK(chat["usage"]["prompt_tokens_details"]["cached_tokens"] == 8);
+  const json first = json::parse(chunk_json(Endpoint::kChatCompletions, result, "", true, ""));
+  CHECK(first["object"] == "chat.completion.chunk");
+  CHECK(first["choices"][0]["delta"]["role"] == "assistant");
+  CHECK(first["choices"][0]["finish_reason"].is_null());
+  const json last = json::parse(chunk_json(Endpoint::kChatCompletions, result, "", false, "length"));
+  CHECK(last["choices"][0]["delta"].empty());
+  CHECK(last["choices"][0]["finish_reason"] == "length");
+  const json text = json::parse(chunk_json(Endpoint::kCompletions, result, "lo", false, ""));
+  CHECK(text["object"] == "text_completion");
+  CHECK(text["choices"][0]["text"] == "lo");
+  const json usage = json::parse(usage_chunk_json(Endpoint::kCompletions, result));
+  CHECK(usage["choices"].empty());
+  CHECK(usage["usage"]["completion_tokens"] == 3);
+}
+
+}  // namespace
+}  // namespace recgpt::router
