@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,6 +48,9 @@ Result<Subprocess> Subprocess::spawn(const std::vector<std::string>& argv) {
   if (pid == 0) {  // the child: only async-signal-safe calls until exec
     ::dup2(to_child[0], STDIN_FILENO);
     ::dup2(from_child[1], STDOUT_FILENO);
+    // Nothing else of ours goes with it: an inherited listening socket would keep accepting after we close it,
+    // and an inherited pipe end would hold back another child's end of file.
+    ::syscall(SYS_close_range, 3u, ~0u, 0u);
     ::execv(arguments[0], arguments.data());
     ::_exit(127);
   }

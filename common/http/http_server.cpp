@@ -312,6 +312,7 @@ asio::awaitable<void> Connection::serve() {
       asio::co_spawn(stream_.get_executor(), watch_client(exchange.client(), watch_done), asio::detached);
       endpoint_->exchange_started();
       co_await endpoint_->handler()(exchange);
+      exchange.client()->notice = nullptr;  // the handler's state is gone: a late notice must not reach it
       const bool keep = co_await exchange.finish();
       endpoint_->exchange_ended();
       // Stop the watch and wait for it to leave the socket before reading again.
@@ -409,7 +410,8 @@ asio::awaitable<bool> ExchangeImpl::finish() {
     co_return !error && keep_alive_;
   }
   if (!responded_) {
-    const Status sent = co_await respond(server_error(500, "the request was not answered", "internal"));
+    Response unanswered = server_error(500, "the request was not answered", "internal");
+    const Status sent = co_await respond(std::move(unanswered));
     co_return sent.is_ok() && keep_alive_;
   }
   co_return keep_alive_;

@@ -22,6 +22,7 @@
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "engine/model_maker.h"
+#include "tests/support/curl.h"
 
 namespace recgpt::testing {
 
@@ -98,20 +99,8 @@ struct Node {
 
   // GET /readyz (curl): the HTTP status (0 when none came) and the body.
   std::pair<int, std::string> readyz() const {
-    auto curl = Subprocess::spawn({"/usr/bin/curl", "-s", "--max-time", "5", "-w", "\n%{http_code}\n",
-                                   "http://127.0.0.1:" + std::to_string(admin_port) + "/readyz"});
-    REQUIRE(curl.is_ok());
-    std::vector<std::string> lines;
-    for (;;) {
-      auto line = curl->read_line(Clock::now() + seconds(10));
-      if (!line.is_ok()) break;
-      lines.push_back(*line);
-    }
-    (void)curl->wait(Clock::now() + seconds(10));
-    if (lines.empty()) return {0, ""};
-    std::string body;
-    for (size_t i = 0; i + 1 < lines.size(); ++i) body += lines[i];
-    return {std::atoi(lines.back().c_str()), body};
+    const CurlReply reply = curl(local_url(admin_port, "/readyz"));
+    return {reply.status, reply.body};
   }
 
   // Whether /readyz answers `status` within ~10 s (peers are probed every 2 s); the last body in `body`.

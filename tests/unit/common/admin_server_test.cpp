@@ -17,36 +17,17 @@
 #include <vector>
 
 #include "common/subprocess.h"
+#include "tests/support/curl.h"
 
 namespace recgpt::admin {
 namespace {
 
+using testing::CurlReply;
+
 using std::chrono::seconds;
 
-struct CurlReply {
-  std::string body;
-  int status = 0;  // 0: no HTTP answer
-};
-
-// `curl` with the status code on a last line of its own.
 CurlReply curl(uint16_t port, const std::string& path, std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv = {"/usr/bin/curl", "-s", "--max-time", "5", "-w", "\n%{http_code}\n"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  argv.push_back("http://127.0.0.1:" + std::to_string(port) + path);
-  auto spawned = Subprocess::spawn(argv);
-  REQUIRE(spawned.is_ok());
-  std::vector<std::string> lines;
-  for (;;) {
-    auto line = spawned->read_line(std::chrono::steady_clock::now() + seconds(10));
-    if (!line.is_ok()) break;  // end of output
-    lines.push_back(*line);
-  }
-  (void)spawned->wait(std::chrono::steady_clock::now() + seconds(10));
-  REQUIRE_FALSE(lines.empty());
-  CurlReply reply;
-  reply.status = std::stoi(lines.back());
-  for (size_t i = 0; i + 1 < lines.size(); ++i) reply.body += lines[i] + "\n";
-  return reply;
+  return testing::curl(testing::local_url(port, path), extra);
 }
 
 struct RunningServer {

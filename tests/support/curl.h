@@ -1,0 +1,43 @@
+// curl (from Debian) as the real HTTP client of tests: one call, its body and status, with deadlines.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "common/subprocess.h"
+
+namespace recgpt::testing {
+
+struct CurlReply {
+  std::string body;  // lines joined with '\n', each ending in one
+  int status = 0;    // 0: no HTTP answer (curl's %{http_code} of a failed connection)
+};
+
+// `curl -s --max-time 5 <extra...> <url>` with the status code on a last line of its own.
+inline CurlReply curl(const std::string& url, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv = {"/usr/bin/curl", "-s", "--max-time", "5", "-w", "\n%{http_code}\n"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(url);
+  auto spawned = Subprocess::spawn(argv);
+  REQUIRE(spawned.is_ok());
+  std::vector<std::string> lines;
+  for (;;) {
+    auto line = spawned->read_line(std::chrono::steady_clock::now() + std::chrono::seconds(15));
+    if (!line.is_ok()) break;  // end of output
+    lines.push_back(*line);
+  }
+  (void)spawned->wait(std::chrono::steady_clock::now() + std::chrono::seconds(10));
+  REQUIRE_FALSE(lines.empty());
+  CurlReply reply;
+  reply.status = std::stoi(lines.back());
+  for (size_t i = 0; i + 1 < lines.size(); ++i) reply.body += lines[i] + "\n";
+  return reply;
+}
+
+inline std::string local_url(uint16_t port, const std::string& path) {
+  return "http://127.0.0.1:" + std::to_string(port) + path;
+}
+
+}  // namespace recgpt::testing
