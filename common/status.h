@@ -129,6 +129,13 @@ class [[nodiscard]] Result {
     if (!recgpt_status_.is_ok()) return recgpt_status_; \
   } while (false)
 
+// RECGPT_RETURN_IF_ERROR for coroutines (co_return).
+#define RECGPT_CO_RETURN_IF_ERROR(expression)              \
+  do {                                                     \
+    ::recgpt::Status recgpt_status_ = (expression);        \
+    if (!recgpt_status_.is_ok()) co_return recgpt_status_; \
+  } while (false)
+
 // `RECGPT_ASSIGN_OR_RETURN(auto x, f());` declares x from a Result or returns its Status.
 #define RECGPT_ASSIGN_OR_RETURN(declaration, expression) \
   RECGPT_ASSIGN_OR_RETURN_IMPL(RECGPT_CONCAT(recgpt_result_, __LINE__), declaration, expression)

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -51,6 +52,8 @@ Result<Subprocess> Subprocess::spawn(const std::vector<std::string>& argv) {
     // Nothing else of ours goes with it: an inherited listening socket would keep accepting after we close it,
     // and an inherited pipe end would hold back another child's end of file.
     ::syscall(SYS_close_range, 3u, ~0u, 0u);
+    // A child outlives no test or launcher that dies without stopping it.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     ::execv(arguments[0], arguments.data());
     ::_exit(127);
   }

@@ -1,34 +1,20 @@
 // The caller's side of agent calls against one (prefill node, decode node) pair, over the control protocol:
 // reserve KV on the decode node, have the prefill node fill the reservation, start decoding, read the token
-// stream. What the router will do per call; tests and `recgpt bench nodes` use it today.
+// stream. Two NodeLinks and the frames of node/agent_call.h; tests and `recgpt bench nodes` use it.
 //
 // Threading: one executor (the connections'); every method is called from it. Nothing blocks a thread.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
-#include <unordered_map>
-#include <vector>
 
-#include "common/rpc/connection.h"
 #include "common/status.h"
-#include "engine/sampler.h"
+#include "node/agent_call.h"
+#include "node/node_link.h"
 
 namespace recgpt::node {
-
-struct AgentCall {
-  std::vector<int32_t> prompt;
-  std::vector<float> entity_vectors;    // [entity tokens of prompt, entity_dim], in prompt order
-  std::vector<std::string> entity_ids;  // instead of vectors: ids the prefill node looks up in its entity store
-  int32_t max_new_tokens = 16;
-  SamplingParams sampling;
-  std::vector<int32_t> stop_tokens;
-  uint64_t reservation_deadline_unix_ms = 0;  // 0: the decode node's default
-};
 
 class AgentCallClient {
  public:
@@ -52,30 +38,16 @@ class AgentCallClient {
   // The stream's next chunk; kDeadlineExceeded at the deadline, kUnavailable when the decode node went away.
   boost::asio::awaitable<Result<control::TokenChunk>> next_chunk(uint64_t stream, rpc::Deadline deadline);
 
-  const control::Hello& decode_hello() const { return decode_hello_; }
+  const control::Hello& decode_hello() const { return decode_->hello(); }
   void close();
 
  private:
-  struct Stream {
-    std::deque<control::TokenChunk> chunks;
-    std::unique_ptr<boost::asio::steady_timer> wake;  // cancelled when a chunk arrives
-  };
+  AgentCallClient(std::shared_ptr<NodeLink> prefill, std::shared_ptr<NodeLink> decode, EntityShape shape)
+      : prefill_(std::move(prefill)), decode_(std::move(decode)), shape_(shape) {}
 
-  AgentCallClient(std::shared_ptr<rpc::Connection> prefill, std::shared_ptr<rpc::Connection> decode,
-                  int32_t entity_token, int entity_dim)
-      : prefill_(std::move(prefill)),
-        decode_(std::move(decode)),
-        entity_token_(entity_token),
-        entity_dim_(entity_dim) {}
-  void on_decode_frame(control::Envelope envelope);
-
-  std::shared_ptr<rpc::Connection> prefill_;
-  std::shared_ptr<rpc::Connection> decode_;
-  control::Hello decode_hello_;
-  int32_t entity_token_;
-  int entity_dim_;
-  std::shared_ptr<std::unordered_map<uint64_t, Stream>> streams_ =
-      std::make_shared<std::unordered_map<uint64_t, Stream>>();
+  std::shared_ptr<NodeLink> prefill_;
+  std::shared_ptr<NodeLink> decode_;
+  EntityShape shape_;
 };
 
 }  // namespace recgpt::node

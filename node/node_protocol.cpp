@@ -69,10 +69,12 @@ control::Envelope make_hello(control::Role role, const std::string& node_id, con
 
 boost::asio::awaitable<Result<std::shared_ptr<rpc::Connection>>> greet(
     const std::string& host, uint16_t port, control::Role role, const std::string& model_fingerprint,
-    rpc::Connection::FrameHandler on_frame, rpc::Deadline deadline, control::Hello* their_hello) {
+    rpc::Connection::FrameHandler on_frame, rpc::Deadline deadline, control::Hello* their_hello,
+    rpc::Connection::ClosedHandler on_closed) {
   auto connection = co_await rpc::connect(host, port, deadline);
   if (!connection.is_ok()) co_return connection.status();
-  (*connection)->start(std::move(on_frame), [](const Status&) {});
+  if (!on_closed) on_closed = [](const Status&) {};
+  (*connection)->start(std::move(on_frame), std::move(on_closed));
   control::Envelope mine;
   mine.mutable_hello()->set_role(role);
   mine.mutable_hello()->set_model_fingerprint(model_fingerprint);

@@ -29,13 +29,14 @@ kv::KvLayoutDescription kv_layout_from_proto(const control::KvLayout& proto);
 control::Envelope make_hello(control::Role role, const std::string& node_id, const std::string& model_fingerprint,
                              const std::string& transfer_backend, const KvCache& cache);
 
-// Connects to a node's control port, starts the connection with `on_frame` and exchanges hellos as `role` with
-// `model_fingerprint`, all within the deadline. The started connection, with the node's Hello in `their_hello`
-// (optional); kFailedPrecondition naming the node when it refused the hello; connect or call errors as they
-// came.
+// Connects to a node's control port, starts the connection with `on_frame` (and `on_closed`) and exchanges hellos as
+// `role` with `model_fingerprint`, all within the deadline. The started connection, with the node's Hello in
+// `their_hello` (optional); kFailedPrecondition naming the node when it refused the hello; connect or call errors as
+// they came.
 boost::asio::awaitable<Result<std::shared_ptr<rpc::Connection>>> greet(
     const std::string& host, uint16_t port, control::Role role, const std::string& model_fingerprint,
-    rpc::Connection::FrameHandler on_frame, rpc::Deadline deadline, control::Hello* their_hello);
+    rpc::Connection::FrameHandler on_frame, rpc::Deadline deadline, control::Hello* their_hello,
+    rpc::Connection::ClosedHandler on_closed = nullptr);
 
 // Answers a connection's frame while its peer is not greeted yet. A Hello that passes check_peer_hello gets
 // `our_hello` under its request id and returns true; anything else gets an Error, the connection closes once it

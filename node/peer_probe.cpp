@@ -47,9 +47,9 @@ class Probe final : public PeerProbe, public std::enable_shared_from_this<Probe>
     while (!stopped_) {
       for (size_t i = 0; i < options_.peers.size() && !stopped_; ++i) {
         const PeerAddress& peer = options_.peers[i];
-        auto greeted = co_await greet(
-            peer.host, peer.port, options_.role, options_.model_fingerprint, [](control::Envelope) {},
-            rpc::Clock::now() + options_.timeout, nullptr);
+        rpc::Connection::FrameHandler ignore_frames = [](control::Envelope) {};  // named: see node_link.cpp
+        auto greeted = co_await greet(peer.host, peer.port, options_.role, options_.model_fingerprint,
+                                      std::move(ignore_frames), rpc::Clock::now() + options_.timeout, nullptr);
         Status result = Status::ok();
         if (greeted.is_ok()) {
           (*greeted)->close(Status::ok());

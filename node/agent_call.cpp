@@ -1,0 +1,111 @@
+#include "node/agent_call.h"
+
+#include "engine/block_hash.h"
+
+namespace recgpt::node {
+namespace {
+
+control::SamplingParams sampling_to_proto(const AgentCall& call) {
+  control::SamplingParams proto;
+  proto.set_temperature(call.sampling.temperature);
+  proto.set_top_k(static_cast<uint32_t>(call.sampling.top_k));
+  proto.set_top_p(call.sampling.top_p);
+  proto.set_repetition_penalty(call.sampling.repetition_penalty);
+  proto.set_seed(call.sampling.seed);
+  proto.set_max_tokens(static_cast<uint32_t>(call.max_new_tokens));
+  for (int32_t token : call.stop_tokens) proto.add_stop_token_ids(static_cast<uint32_t>(token));
+  return proto;
+}
+
+}  // namespace
+
+Status check_entities(const AgentCall& call, const EntityShape& shape) {
+  size_t count = 0;
+  for (int32_t token : call.prompt) count += token == shape.entity_token ? 1 : 0;
+  if (!call.entity_ids.empty() && !call.entity_vectors.empty()) {
+    return invalid_argument("entities are given either all by id or all as vectors");
+  }
+  const size_t given = !call.entity_ids.empty() ? call.entity_ids.size()
+                       : shape.entity_dim > 0   ? call.entity_vectors.size() / static_cast<size_t>(shape.entity_dim)
+                                                : 0;
+  if (shape.entity_dim > 0 && call.entity_vectors.size() % static_cast<size_t>(shape.entity_dim) != 0) {
+    return invalid_argument("entity vectors must have " + std::to_string(shape.entity_dim) + " values each");
+  }
+  if (given != count) {
+    return invalid_argument("the prompt has " + std::to_string(count) + " entity tokens but " + std::to_string(given) +
+                            " entities were given");
+  }
+  return Status::ok();
+}
+
+std::vector<uint64_t> entity_keys(const AgentCall& call, const EntityShape& shape) {
+  std::vector<uint64_t> keys;
+  const auto dim = static_cast<size_t>(shape.entity_dim);
+  for (int32_t token : call.prompt) {
+    if (token != shape.entity_token) continue;
+    const size_t entity = keys.size();
+    keys.push_back(call.entity_ids.empty()
+                       ? entity_key_from_vector(std::span(call.entity_vectors).subspan(entity * dim, dim))
+                       : entity_key_from_id(call.entity_ids[entity]));
+  }
+  return keys;
+}
+
+control::Envelope make_reserve(const AgentCall& call, const EntityShape& shape) {
+  control::Envelope envelope;
+  control::ReserveKv& body = *envelope.mutable_reserve_kv();
+  for (int32_t token : call.prompt) body.add_token_ids(static_cast<uint32_t>(token));
+  for (uint64_t key : entity_keys(call, shape)) body.add_entity_keys(key);
+  body.set_max_tokens(static_cast<uint32_t>(call.max_new_tokens));
+  body.set_deadline_unix_ms(call.reservation_deadline_unix_ms);
+  return envelope;
+}
+
+control::Envelope make_prefill_request(const AgentCall& call, const EntityShape& shape,
+                                       const control::Reservation& reservation, const control::Hello& decode_hello) {
+  control::Envelope envelope;
+  control::PrefillRequest& body = *envelope.mutable_prefill_request();
+  const auto dim = static_cast<size_t>(shape.entity_dim);
+  size_t entity = 0;
+  for (size_t position = 0; position < call.prompt.size(); ++position) {
+    body.add_token_ids(static_cast<uint32_t>(call.prompt[position]));
+    if (call.prompt[position] != shape.entity_token) continue;
+    control::EntityInput& input = *body.add_entities();
+    input.set_position(static_cast<uint32_t>(position));
+    if (!call.entity_ids.empty()) {
+      if (entity < call.entity_ids.size()) input.set_entity_id(call.entity_ids[entity]);
+      ++entity;
+      continue;
+    }
+    const size_t begin = entity++ * dim;
+    for (size_t i = 0; i < dim && begin + i < call.entity_vectors.size(); ++i)
+      input.mutable_vector()->add_values(call.entity_vectors[begin + i]);
+  }
+  *body.mutable_sampling() = sampling_to_proto(call);
+  body.set_decode_node_id(decode_hello.node_id());
+  body.set_reservation_id(reservation.reservation_id());
+  body.set_cached_tokens(reservation.cached_tokens());
+  *body.mutable_destination_block_ids() = reservation.block_ids();
+  body.set_deadline_unix_ms(call.prefill_deadline_unix_ms);
+  body.set_decode_transfer_endpoint(decode_hello.transfer_endpoint());
+  body.set_decode_kv_region_key(decode_hello.kv_region_key());
+  *body.mutable_decode_kv_layout() = decode_hello.kv_layout();
+  return envelope;
+}
+
+control::Envelope make_start(const AgentCall& call, uint64_t reservation_id, uint32_t first_token) {
+  control::Envelope envelope;
+  envelope.mutable_start_decode()->set_reservation_id(reservation_id);
+  envelope.mutable_start_decode()->set_first_token(first_token);
+  *envelope.mutable_start_decode()->mutable_sampling() = sampling_to_proto(call);
+  return envelope;
+}
+
+control::Envelope make_cancel(uint64_t request_id, const std::string& reason) {
+  control::Envelope envelope;
+  envelope.set_request_id(request_id);
+  envelope.mutable_cancel()->set_reason(reason);
+  return envelope;
+}
+
+}  // namespace recgpt::node

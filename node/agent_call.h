@@ -1,0 +1,45 @@
+// One agent call as the caller (the router, tests, benchmarks) describes it, and the control frames that carry
+// it to a (prefill, decode) pair: ReserveKv to the decode node, PrefillRequest to the prefill node,
+// StartDecode and Cancel to the decode node.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/sampler.h"
+#include "proto/control.pb.h"
+
+namespace recgpt::node {
+
+struct AgentCall {
+  std::vector<int32_t> prompt;
+  std::vector<float> entity_vectors;    // [entity tokens of prompt, entity_dim], in prompt order
+  std::vector<std::string> entity_ids;  // instead of vectors: ids the prefill node looks up in its entity store
+  int32_t max_new_tokens = 16;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_tokens;
+  uint64_t reservation_deadline_unix_ms = 0;  // 0: the decode node's default
+  uint64_t prefill_deadline_unix_ms = 0;      // 0: the prefill node's default
+};
+
+// The model's entity token and adaptor input size: the frames carry entity keys and vectors per entity token.
+struct EntityShape {
+  int32_t entity_token = -1;
+  int entity_dim = 0;
+};
+
+// kInvalidArgument when the prompt's entity tokens and the call's ids or vectors do not match in number.
+Status check_entities(const AgentCall& call, const EntityShape& shape);
+
+// The entity key of each entity token (engine/block_hash.h), in prompt order. Preconditions: check_entities.
+std::vector<uint64_t> entity_keys(const AgentCall& call, const EntityShape& shape);
+
+control::Envelope make_reserve(const AgentCall& call, const EntityShape& shape);
+control::Envelope make_prefill_request(const AgentCall& call, const EntityShape& shape,
+                                       const control::Reservation& reservation, const control::Hello& decode_hello);
+control::Envelope make_start(const AgentCall& call, uint64_t reservation_id, uint32_t first_token);
+control::Envelope make_cancel(uint64_t request_id, const std::string& reason);
+
+}  // namespace recgpt::node
