@@ -1,0 +1,167 @@
+#include "router/call_runner.h"
+
+#include "common/log.h"
+
+namespace recgpt::router {
+namespace {
+
+namespace asio = boost::asio;
+
+// A node's Error frame as a Status (its code name back to a StatusCode).
+Status status_of(const control::Error& error) {
+  const std::string& code = error.code();
+  if (code == "invalid_argument") return invalid_argument(error.message());
+  if (code == "not_found") return not_found(error.message());
+  if (code == "resource_exhausted") return resource_exhausted(error.message());
+  if (code == "deadline_exceeded") return deadline_exceeded(error.message());
+  if (code == "failed_precondition") return failed_precondition(error.message());
+  return unavailable(error.message());
+}
+
+// The caller's fault, not the node's: retrying elsewhere would fail the same way.
+bool is_call_error(const Status& status) {
+  return status.code() == StatusCode::kInvalidArgument || status.code() == StatusCode::kNotFound;
+}
+
+// Counts a call on a node while it lives.
+class InFlight {
+ public:
+  InFlight(Cluster& cluster, Tier tier, int index, std::span<const uint64_t> hashes, int64_t tokens)
+      : cluster_(cluster), tier_(tier), index_(index), tokens_(tokens) {
+    cluster_.call_started(tier, index, hashes, tokens);
+  }
+  ~InFlight() { cluster_.call_ended(tier_, index_, tokens_); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  Cluster& cluster_;
+  Tier tier_;
+  int index_;
+  int64_t tokens_;
+};
+
+struct Reserved {
+  int decode = -1;
+  std::shared_ptr<node::NodeLink> link;
+  uint64_t request_id = 0;  // the ReserveKv call's id: Cancel names it
+  control::Reservation reservation;
+};
+
+// Reserves on the ranked decode nodes in turn until one has room.
+asio::awaitable<Result<Reserved>> reserve(Cluster& cluster, const std::vector<int>& ranked, const CallPlan& plan) {
+  Status last = unavailable("no decode node is healthy");
+  bool any_full = false;
+  for (int index : ranked) {
+    std::shared_ptr<node::NodeLink> link = cluster.node(Tier::kDecode, index).link;
+    if (link == nullptr) continue;
+    auto reply = co_await link->call(node::make_reserve(plan.call, plan.entities), plan.deadline);
+    if (!reply.is_ok()) {
+      last = reply.status();
+      continue;
+    }
+    if (reply->has_error()) {
+      last = status_of(reply->error());
+      if (is_call_error(last)) co_return last;
+      continue;
+    }
+    if (reply->reserve_kv_reply().has_no_room()) {
+      any_full = true;
+      continue;
+    }
+    co_return Reserved{index, link, reply->request_id(), reply->reserve_kv_reply().reservation()};
+  }
+  if (any_full) co_return resource_exhausted("no decode node has room for the call now; retry later");
+  co_return last;
+}
+
+}  // namespace
+
+asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOptions& policy, uint64_t counter,
+                                              const CallPlan& plan, const TokenSink& sink, CallCancel& cancel) {
+  const CallShape shape{plan.block_hashes, static_cast<int64_t>(plan.call.prompt.size()), plan.call.max_new_tokens,
+                        plan.block_size};
+  const Ranking ranking = rank_nodes(policy, cluster.snapshot(), shape, counter);
+  if (ranking.decode.empty()) co_return unavailable("no decode node is healthy");
+  if (ranking.prefill.empty()) co_return unavailable("no prefill node is healthy");
+
+  auto reserved = co_await reserve(cluster, ranking.decode, plan);
+  if (!reserved.is_ok()) co_return reserved.status();
+  InFlight on_decode(cluster, Tier::kDecode, reserved->decode, plan.block_hashes, 0);
+  std::shared_ptr<node::NodeLink> decode = reserved->link;
+  CallOutcome outcome;
+  outcome.decode_node = cluster.node(Tier::kDecode, reserved->decode).name();
+  const auto release_reservation = [&] {
+    (void)decode->send(node::make_cancel(reserved->request_id, "the call ended before decoding"));
+  };
+  cancel.set_on_cancel(release_reservation);
+
+  // Prefill on the best prefill node; a failure of the node (not of the call) is retried once on the next.
+  Result<control::Envelope> prefilled = unavailable("no prefill node is healthy");
+  int attempts = 0;
+  for (int index : ranking.prefill) {
+    if (attempts == 2 || cancel.cancelled()) break;
+    std::shared_ptr<node::NodeLink> link = cluster.node(Tier::kPrefill, index).link;
+    if (link == nullptr) continue;
+    ++attempts;
+    outcome.prefill_node = cluster.node(Tier::kPrefill, index).name();
+    InFlight on_prefill(cluster, Tier::kPrefill, index, plan.block_hashes,
+                        static_cast<int64_t>(plan.call.prompt.size()) - reserved->reservation.cached_tokens());
+    prefilled = co_await link->call(
+        node::make_prefill_request(plan.call, plan.entities, reserved->reservation, decode->hello()), plan.deadline);
+    if (prefilled.is_ok() && prefilled->has_error()) prefilled = status_of(prefilled->error());
+    if (prefilled.is_ok() || is_call_error(prefilled.status())) break;
+    if (std::chrono::steady_clock::now() >= plan.deadline) break;
+    log_event(LogLevel::kWarning, "router", "prefill failed, retrying on another node",
+              {{"prefill", outcome.prefill_node}, {"error", prefilled.status().to_string()}});
+  }
+  if (cancel.cancelled()) {
+    release_reservation();
+    outcome.finish_reason = "cancelled";
+    co_return outcome;
+  }
+  if (!prefilled.is_ok()) {
+    release_reservation();
+    co_return prefilled.status();
+  }
+  const control::PrefillDone& done = prefilled->prefill_done();
+  outcome.cached_tokens = done.tokens_cached();
+
+  auto stream =
+      decode->start_stream(node::make_start(plan.call, reserved->reservation.reservation_id(), done.first_token()));
+  if (!stream.is_ok()) co_return stream.status();
+  const uint64_t stream_id = *stream;
+  bool stopped_by_sink = false;
+  cancel.set_on_cancel([decode, stream_id] { (void)decode->send(node::make_cancel(stream_id, "cancelled")); });
+  outcome.completion_tokens = 1;
+  std::vector<int32_t> first = {static_cast<int32_t>(done.first_token())};  // named: GCC 12 and coroutine temporaries
+  if (!co_await sink(std::move(first))) {
+    stopped_by_sink = true;
+    (void)decode->send(node::make_cancel(stream_id, "a stop string matched"));
+  }
+  for (;;) {
+    auto chunk = co_await decode->next_chunk(stream_id, plan.deadline);
+    if (!chunk.is_ok()) {
+      decode->end_stream(stream_id);
+      if (chunk.status().code() == StatusCode::kDeadlineExceeded)
+        (void)decode->send(node::make_cancel(stream_id, "deadline"));
+      co_return chunk.status();
+    }
+    std::vector<int32_t> tokens(chunk->token_ids().begin(), chunk->token_ids().end());
+    if (!stopped_by_sink && !cancel.cancelled() && !tokens.empty()) {
+      // The first token came from the prefill node; the decode node's first chunk repeats none of it.
+      outcome.completion_tokens += static_cast<int64_t>(tokens.size());
+      if (!co_await sink(std::move(tokens))) {
+        stopped_by_sink = true;
+        (void)decode->send(node::make_cancel(stream_id, "a stop string matched"));
+      }
+    }
+    if (chunk->finished()) {
+      outcome.finish_reason = stopped_by_sink ? "stop" : cancel.cancelled() ? "cancelled" : chunk->finish_reason();
+      break;
+    }
+  }
+  co_return outcome;
+}
+
+}  // namespace recgpt::router

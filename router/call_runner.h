@@ -1,0 +1,65 @@
+// One agent call across the cluster (../shared/DESIGN.md §2): rank the nodes, reserve KV on the best decode node
+// that has room, have the best prefill node fill it (a failed prefill is retried once on the next prefill node),
+// start decoding and hand the tokens to the caller as they stream. Every step has the call's deadline; a
+// reservation or stream the call leaves behind is cancelled on the node.
+//
+// Threading: the cluster's io_context; a coroutine per call.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/rpc/connection.h"
+#include "common/status.h"
+#include "node/agent_call.h"
+#include "router/cluster.h"
+
+namespace recgpt::router {
+
+struct CallOutcome {
+  std::string finish_reason;  // "stop", "length", or "cancelled" (by the sink or the caller)
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens whose KV was reused (the prefill node's prefix cache)
+  std::string prefill_node;
+  std::string decode_node;
+};
+
+// Receives each chunk of generated tokens (the first token included), e.g. to write them to the client before
+// the next chunk is read; returns false to end the call early (a stop string matched). Runs on the io thread.
+using TokenSink = std::function<boost::asio::awaitable<bool>(std::vector<int32_t> tokens)>;
+
+// Lets the caller end a call from outside (the client went away): cancel() stops it at its next step and sends
+// Cancel to the node holding its reservation or stream.
+class CallCancel {
+ public:
+  void cancel() {
+    cancelled_ = true;
+    if (on_cancel_) std::exchange(on_cancel_, nullptr)();
+  }
+  bool cancelled() const { return cancelled_; }
+  void set_on_cancel(std::function<void()> on_cancel) { on_cancel_ = std::move(on_cancel); }
+
+ private:
+  bool cancelled_ = false;
+  std::function<void()> on_cancel_;
+};
+
+struct CallPlan {
+  node::AgentCall call;
+  node::EntityShape entities;
+  std::vector<uint64_t> block_hashes;  // the prompt's full blocks, for placement
+  int block_size = 16;
+  rpc::Deadline deadline;
+};
+
+// Errors: kResourceExhausted when no decode node has room; kUnavailable when no node can take the call (none
+// healthy, or the retries failed); kDeadlineExceeded at the deadline; kInvalidArgument or kNotFound as a node
+// refused the call's content (e.g. an entity id its store lacks). A cancelled call returns its outcome so far.
+boost::asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOptions& policy, uint64_t counter,
+                                                     const CallPlan& plan, const TokenSink& sink, CallCancel& cancel);
+
+}  // namespace recgpt::router

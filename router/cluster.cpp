@@ -1,0 +1,171 @@
+#include "router/cluster.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/log.h"
+
+namespace recgpt::router {
+
+namespace asio = boost::asio;
+
+bool ClusterNode::healthy() const {
+  return link != nullptr && link->is_open() && std::chrono::steady_clock::now() - last_report < Cluster::kReportTimeout;
+}
+
+std::string ClusterNode::name() const {
+  return link != nullptr && !link->hello().node_id().empty() ? link->hello().node_id() : address.text();
+}
+
+Cluster::Cluster(asio::io_context& io, std::string model_fingerprint, std::vector<node::PeerAddress> prefill,
+                 std::vector<node::PeerAddress> decode)
+    : io_(io), fingerprint_(std::move(model_fingerprint)) {
+  for (auto [addresses, tier] : {std::pair{&prefill, Tier::kPrefill}, std::pair{&decode, Tier::kDecode}}) {
+    for (auto& address : *addresses) {
+      ClusterNode entry;
+      entry.address = std::move(address);
+      entry.tier = tier;
+      (tier == Tier::kPrefill ? prefill_ : decode_).push_back(std::move(entry));
+    }
+  }
+}
+
+void Cluster::start() {
+  for (Tier tier : {Tier::kPrefill, Tier::kDecode}) {
+    for (size_t i = 0; i < nodes(tier).size(); ++i) {
+      asio::co_spawn(
+          io_, [self = shared_from_this(), tier, i] { return self->keep_connected(tier, static_cast<int>(i)); },
+          asio::detached);
+    }
+  }
+}
+
+void Cluster::stop() {
+  stopped_ = true;
+  for (auto* tier : {&prefill_, &decode_}) {
+    for (ClusterNode& node : *tier) {
+      if (node.link) node.link->close();
+    }
+  }
+}
+
+asio::awaitable<void> Cluster::keep_connected(Tier tier, int index) {
+  auto self = shared_from_this();
+  asio::steady_timer timer(io_);
+  while (!stopped_) {
+    ClusterNode& entry = node(tier, index);
+    if (entry.link == nullptr || !entry.link->is_open()) {
+      entry.link.reset();
+      node::NodeLink::LoadHandler on_load = [weak = weak_from_this(), tier, index](const control::LoadReport& report) {
+        if (auto cluster = weak.lock()) cluster->on_report(tier, index, report);
+      };
+      auto link =
+          co_await node::NodeLink::open(entry.address.host, entry.address.port, control::ROLE_ROUTER, fingerprint_,
+                                        std::chrono::steady_clock::now() + kReconnectPeriod, std::move(on_load));
+      ClusterNode& now = node(tier, index);
+      if (stopped_) {
+        if (link.is_ok()) (*link)->close();
+        co_return;
+      }
+      if (link.is_ok()) {
+        const control::Role expected = tier == Tier::kPrefill ? control::ROLE_PREFILL : control::ROLE_DECODE;
+        if ((*link)->hello().role() != expected && (*link)->hello().role() != control::ROLE_COLOCATED) {
+          now.last_error = failed_precondition("the node at " + now.address.text() + " is not a " +
+                                               (tier == Tier::kPrefill ? "prefill" : "decode") + " node");
+          (*link)->close();
+        } else {
+          now.link = std::move(link).value();
+          now.last_error = Status::ok();
+          now.prefix_blocks.clear();  // a (re)connected node's first report carries its whole index
+          log_event(LogLevel::kInfo, "router", "node connected",
+                    {{"node", now.name()}, {"address", now.address.text()}});
+        }
+      } else if (now.last_error.message() != link.status().message()) {
+        now.last_error = link.status();
+        log_event(LogLevel::kWarning, "router", "node unreachable",
+                  {{"address", now.address.text()}, {"reason", link.status().message()}});
+      }
+    }
+    timer.expires_after(kReconnectPeriod);
+    boost::system::error_code ignored;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+}
+
+void Cluster::on_report(Tier tier, int index, const control::LoadReport& report) {
+  ClusterNode& entry = node(tier, index);
+  if (report.prefix_blocks_snapshot()) entry.prefix_blocks.clear();
+  entry.prefix_blocks.insert(report.prefix_blocks_added().begin(), report.prefix_blocks_added().end());
+  for (uint64_t hash : report.prefix_blocks_evicted()) entry.prefix_blocks.erase(hash);
+  entry.load = report;
+  entry.load.clear_prefix_blocks_added();
+  entry.load.clear_prefix_blocks_evicted();
+  entry.last_report = std::chrono::steady_clock::now();
+}
+
+ClusterSnapshot Cluster::snapshot() const {
+  ClusterSnapshot snapshot;
+  for (Tier tier : {Tier::kPrefill, Tier::kDecode}) {
+    for (const ClusterNode& entry : nodes(tier)) {
+      NodeLoad load;
+      load.healthy = entry.healthy();
+      load.in_flight = entry.in_flight;
+      load.in_flight_tokens = entry.in_flight_tokens;
+      load.queue_depth = entry.load.queue_depth();
+      load.running = entry.load.running_sequences();
+      load.kv_blocks_used = entry.load.kv_blocks_used();
+      load.kv_blocks_free = entry.load.kv_blocks_free();
+      load.prefix_blocks = &entry.prefix_blocks;
+      (tier == Tier::kPrefill ? snapshot.prefill : snapshot.decode).push_back(load);
+    }
+  }
+  return snapshot;
+}
+
+int Cluster::healthy_count(Tier tier) const {
+  int count = 0;
+  for (const ClusterNode& entry : nodes(tier)) count += entry.healthy() ? 1 : 0;
+  return count;
+}
+
+void Cluster::call_started(Tier tier, int index, std::span<const uint64_t> block_hashes, int64_t prefill_tokens) {
+  ClusterNode& entry = node(tier, index);
+  ++entry.in_flight;
+  entry.in_flight_tokens += prefill_tokens;
+  entry.prefix_blocks.insert(block_hashes.begin(), block_hashes.end());
+}
+
+void Cluster::call_ended(Tier tier, int index, int64_t prefill_tokens) {
+  ClusterNode& entry = node(tier, index);
+  --entry.in_flight;
+  entry.in_flight_tokens -= prefill_tokens;
+}
+
+std::string Cluster::describe_json() const {
+  nlohmann::json nodes_json = nlohmann::json::array();
+  for (Tier tier : {Tier::kPrefill, Tier::kDecode}) {
+    for (const ClusterNode& entry : nodes(tier)) {
+      nlohmann::json item = {{"node", entry.name()},
+                             {"address", entry.address.text()},
+                             {"role", tier == Tier::kPrefill ? "prefill" : "decode"},
+                             {"healthy", entry.healthy()},
+                             {"in_flight", entry.in_flight},
+                             {"queue_depth", entry.load.queue_depth()},
+                             {"running", entry.load.running_sequences()},
+                             {"kv_blocks_used", entry.load.kv_blocks_used()},
+                             {"kv_blocks_free", entry.load.kv_blocks_free()},
+                             {"prefix_blocks", entry.prefix_blocks.size()}};
+      if (!entry.healthy())
+        item["error"] = entry.last_error.is_ok() ? "no load report lately" : entry.last_error.message();
+      nodes_json.push_back(std::move(item));
+    }
+  }
+  return nlohmann::json{{"object", "cluster"}, {"nodes", nodes_json}}.dump();
+}
+
+}  // namespace recgpt::router

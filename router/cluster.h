@@ -1,0 +1,78 @@
+// The router's registry of nodes: a link to each prefill and decode node named by flags, kept up (reconnected
+// when it drops), their LoadReports (load and prefix index), and the router's own count of calls in flight.
+// Policies see it through snapshot(); /v1/cluster through describe_json().
+//
+// Threading: one io_context; call every method from its thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "common/status.h"
+#include "node/node_link.h"
+#include "node/peer_probe.h"
+#include "router/placement_policy.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace recgpt::router {
+
+enum class Tier { kPrefill, kDecode };
+
+struct ClusterNode {
+  node::PeerAddress address;
+  Tier tier = Tier::kDecode;
+  std::shared_ptr<node::NodeLink> link;  // null while down
+  Status last_error = unavailable("not connected yet");
+  control::LoadReport load;  // the latest (prefix fields cleared)
+  std::chrono::steady_clock::time_point last_report{};
+  std::unordered_set<uint64_t> prefix_blocks;  // as reported, plus the router's own placements
+  int64_t in_flight = 0;
+  int64_t in_flight_tokens = 0;
+
+  bool healthy() const;
+  std::string name() const;  // the node id from its hello, else the address
+};
+
+class Cluster : public std::enable_shared_from_this<Cluster> {
+ public:
+  static constexpr std::chrono::milliseconds kReconnectPeriod{1000};
+  // A node that sent no LoadReport for this long counts as unhealthy (they come each second).
+  static constexpr std::chrono::milliseconds kReportTimeout{5000};
+
+  Cluster(boost::asio::io_context& io, std::string model_fingerprint, std::vector<node::PeerAddress> prefill,
+          std::vector<node::PeerAddress> decode);
+  // Starts connecting to every node (and keeps reconnecting).
+  void start();
+  void stop();
+
+  ClusterSnapshot snapshot() const;
+  ClusterNode& node(Tier tier, int index) { return (tier == Tier::kPrefill ? prefill_ : decode_)[index]; }
+  const std::vector<ClusterNode>& nodes(Tier tier) const { return tier == Tier::kPrefill ? prefill_ : decode_; }
+  int healthy_count(Tier tier) const;
+
+  // The router placed a call there: count it, and (prefix_aware) expect the node to hold its full blocks.
+  void call_started(Tier tier, int index, std::span<const uint64_t> block_hashes, int64_t prefill_tokens);
+  void call_ended(Tier tier, int index, int64_t prefill_tokens);
+
+  // The nodes, role, health, load and KV usage as JSON (GET /v1/cluster).
+  std::string describe_json() const;
+
+ private:
+  boost::asio::awaitable<void> keep_connected(Tier tier, int index);
+  void on_report(Tier tier, int index, const control::LoadReport& report);
+
+  boost::asio::io_context& io_;
+  const std::string fingerprint_;
+  std::vector<ClusterNode> prefill_;
+  std::vector<ClusterNode> decode_;
+  bool stopped_ = false;
+};
+
+}  // namespace recgpt::router
