@@ -1,5 +1,6 @@
 #include "decode_node/decode_server.h"
 
+#include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
@@ -115,6 +116,10 @@ class Server final : public std::enable_shared_from_this<Server> {
     auto& requests = prometheus::BuildGauge().Name("recgpt_requests").Help("Requests by state").Register(*registry_);
     running_ = &requests.Add({{"role", "decode"}, {"node", options_.node_id}, {"state", "running"}});
     reserved_ = &requests.Add({{"role", "decode"}, {"node", options_.node_id}, {"state", "reserved"}});
+    sequences_ = &prometheus::BuildCounter()
+                      .Name("recgpt_decode_sequences_total")
+                      .Help("Sequences this decode node finished, by reason")
+                      .Register(*registry_);
     return Status::ok();
   }
 
@@ -323,24 +328,26 @@ class Server final : public std::enable_shared_from_this<Server> {
     for (uint32_t token : start.sampling().stop_token_ids()) request.stop_tokens.push_back(static_cast<int32_t>(token));
     std::weak_ptr<rpc::Connection> weak = session.connection;
     const uint64_t reservation = start.reservation_id();
-    core_->start(std::move(request),
-                 [self = shared_from_this(), weak, id, reservation](std::vector<int32_t> tokens, FinishReason finish) {
-                   asio::post(self->io_, [self, weak, id, reservation, tokens = std::move(tokens), finish] {
-                     auto connection = weak.lock();
-                     if (connection == nullptr) return;
-                     control::Envelope chunk;
-                     chunk.set_request_id(id);
-                     for (int32_t token : tokens)
-                       chunk.mutable_token_chunk()->add_token_ids(static_cast<uint32_t>(token));
-                     if (finish != FinishReason::kNone) {
-                       chunk.mutable_token_chunk()->set_finished(true);
-                       chunk.mutable_token_chunk()->set_finish_reason(finish_reason_name(finish));
-                       auto session = self->sessions_.find(connection);
-                       if (session != self->sessions_.end()) session->second.owned.erase(reservation);
-                     }
-                     (void)connection->send(chunk);
-                   });
-                 });
+    core_->start(std::move(request), [self = shared_from_this(), weak, id, reservation](std::vector<int32_t> tokens,
+                                                                                        FinishReason finish) {
+      asio::post(self->io_, [self, weak, id, reservation, tokens = std::move(tokens), finish] {
+        auto connection = weak.lock();
+        if (connection == nullptr) return;
+        control::Envelope chunk;
+        chunk.set_request_id(id);
+        for (int32_t token : tokens) chunk.mutable_token_chunk()->add_token_ids(static_cast<uint32_t>(token));
+        if (finish != FinishReason::kNone) {
+          self->sequences_
+              ->Add({{"role", "decode"}, {"node", self->options_.node_id}, {"reason", finish_reason_name(finish)}})
+              .Increment();
+          chunk.mutable_token_chunk()->set_finished(true);
+          chunk.mutable_token_chunk()->set_finish_reason(finish_reason_name(finish));
+          auto session = self->sessions_.find(connection);
+          if (session != self->sessions_.end()) session->second.owned.erase(reservation);
+        }
+        (void)connection->send(chunk);
+      });
+    });
   }
 
   asio::io_context& io_;
@@ -362,6 +369,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   prometheus::Gauge* blocks_free_ = nullptr;
   prometheus::Gauge* running_ = nullptr;
   prometheus::Gauge* reserved_ = nullptr;
+  prometheus::Family<prometheus::Counter>* sequences_ = nullptr;
 };
 
 // The face's owner: stops the shared server (whose coroutines may outlive this handle briefly).

@@ -11,7 +11,8 @@ namespace asio = boost::asio;
 Status status_of(const control::Error& error) {
   const std::string& code = error.code();
   if (code == "invalid_argument") return invalid_argument(error.message());
-  if (code == "not_found") return not_found(error.message());
+  // A prefill node that cannot resolve an entity: not in its store, or it has no store.
+  if (code == "not_found" || code == "unimplemented") return not_found(error.message());
   if (code == "resource_exhausted") return resource_exhausted(error.message());
   if (code == "deadline_exceeded") return deadline_exceeded(error.message());
   if (code == "failed_precondition") return failed_precondition(error.message());

@@ -1,0 +1,448 @@
+#include "router/router_service.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "common/http/http_server.h"
+#include "common/log.h"
+#include "engine/block_hash.h"
+#include "engine/model_files.h"
+#include "engine/model_fingerprint.h"
+#include "engine/tokenizer.h"
+#include "router/call_runner.h"
+#include "router/openai_api.h"
+#include "router/stop_matcher.h"
+
+namespace recgpt::router {
+namespace {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+int64_t unix_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+http::Response json_response(int status, std::string body) {
+  http::Response response;
+  response.status = status;
+  response.body = std::move(body);
+  return response;
+}
+
+http::Response error_response(const ApiError& error) { return json_response(error.status, error_json(error)); }
+
+ApiError api_error(int status, std::string type, std::string message, std::string code = {}, std::string param = {}) {
+  ApiError error;
+  error.status = status;
+  error.type = std::move(type);
+  error.message = std::move(message);
+  error.code = std::move(code);
+  error.param = std::move(param);
+  return error;
+}
+
+// A failed call as the client sees it.
+ApiError call_error(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kInvalidArgument: return api_error(400, "invalid_request_error", status.message());
+    case StatusCode::kNotFound:
+      return api_error(400, "invalid_request_error", status.message(), "entity_not_found", "entities");
+    case StatusCode::kResourceExhausted: return api_error(503, "server_error", status.message(), "overloaded");
+    case StatusCode::kDeadlineExceeded:
+      return api_error(504, "server_error", "the request's deadline passed: " + status.message(), "timeout");
+    default: return api_error(503, "server_error", status.message(), "unavailable");
+  }
+}
+
+bool same_secret(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char difference = 0;
+  for (size_t i = 0; i < a.size(); ++i) difference |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return difference == 0;
+}
+
+class Service final : public std::enable_shared_from_this<Service> {
+ public:
+  Service(asio::io_context& io, const ModelFiles& model, RouterOptions options)
+      : io_(io), model_(model), options_(std::move(options)) {}
+
+  Status open() {
+    RECGPT_ASSIGN_OR_RETURN(policy_.kind, parse_policy(options_.policy));
+    std::vector<node::PeerAddress> prefill;
+    std::vector<node::PeerAddress> decode;
+    for (auto [texts, out] :
+         {std::pair{&options_.prefill_nodes, &prefill}, std::pair{&options_.decode_nodes, &decode}}) {
+      for (const std::string& text : *texts) {
+        RECGPT_ASSIGN_OR_RETURN(node::PeerAddress address, node::parse_peer_address(text));
+        out->push_back(std::move(address));
+      }
+    }
+    if (decode.empty()) return invalid_argument("the router needs at least one decode node (--decode host:port)");
+    RECGPT_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::load(model_.tokenizer_path()));
+    tokenizer_ = std::make_unique<Tokenizer>(std::move(tokenizer));
+    for (const char* stop : {"<|im_end|>", "<|endoftext|>"}) {
+      if (auto id = tokenizer_->token_to_id(stop)) stop_tokens_.push_back(*id);
+    }
+    const ModelConfig& config = model_.config();
+    if (config.entity_adaptor) {
+      entities_ = {config.entity_adaptor->entity_token_id, config.entity_adaptor->entity_dim};
+      limits_.entity_dim = static_cast<size_t>(config.entity_adaptor->entity_dim);
+    }
+    RECGPT_ASSIGN_OR_RETURN(std::string fingerprint, model_fingerprint(model_));
+    cluster_ = std::make_shared<Cluster>(io_, fingerprint, std::move(prefill), std::move(decode));
+    register_metrics();
+
+    http::ServerOptions server_options;
+    server_options.address = options_.address;
+    server_options.port = options_.port;
+    server_options.max_body_bytes = options_.max_body_bytes;
+    server_options.max_connections = options_.max_connections;
+    std::weak_ptr<Service> weak = shared_from_this();
+    RECGPT_ASSIGN_OR_RETURN(server_, http::Server::start(io_, server_options, [weak](http::Exchange& exchange) {
+                              return handle(weak, exchange);
+                            }));
+    cluster_->start();
+    return Status::ok();
+  }
+
+  uint16_t port() const { return server_->port(); }
+  void drain(std::chrono::milliseconds within, std::function<void()> drained) {
+    draining_ = true;
+    server_->drain(within, std::move(drained));
+  }
+  void stop() {
+    server_->stop();
+    cluster_->stop();
+  }
+
+ private:
+  static asio::awaitable<void> handle(std::weak_ptr<Service> weak, http::Exchange& exchange) {
+    auto self = weak.lock();
+    if (self == nullptr) co_return;
+    co_await self->route(exchange);
+  }
+
+  asio::awaitable<void> route(http::Exchange& exchange) {
+    const http::Request& request = exchange.request();
+    const std::string& path = request.path;
+    if (path.rfind("/v1/", 0) == 0 && !options_.api_key.empty() &&
+        !same_secret(request.header("authorization"), "Bearer " + options_.api_key)) {
+      http::Response denied = error_response(api_error(
+          401, "authentication_error", "a valid API key is required (Authorization: Bearer ...)", "invalid_api_key"));
+      co_await reply(exchange, std::move(denied));
+      co_return;
+    }
+    const bool completions = path == "/v1/completions" || path == "/v1/chat/completions";
+    if (completions && request.method == "POST") {
+      co_await completion(exchange, path == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChatCompletions);
+      co_return;
+    }
+    http::Response response = answer_get(request);
+    co_await reply(exchange, std::move(response));
+  }
+
+  // Everything but a completion: small GET endpoints, or an error.
+  http::Response answer_get(const http::Request& request) {
+    const std::string& path = request.path;
+    const bool known = path == "/v1/completions" || path == "/v1/chat/completions" || path == "/v1/models" ||
+                       path == "/v1/cluster" || path == "/healthz" || path == "/readyz" || path == "/metrics";
+    if (!known) return error_response(api_error(404, "invalid_request_error", "no route " + path, "not_found"));
+    const bool completions = path == "/v1/completions" || path == "/v1/chat/completions";
+    if (completions != (request.method == "POST") || (request.method != "GET" && request.method != "POST")) {
+      return error_response(
+          api_error(405, "invalid_request_error",
+                    request.method + " is not allowed on " + path + "; use " + (completions ? "POST" : "GET"),
+                    "method_not_allowed"));
+    }
+    if (path == "/v1/models") {
+      nlohmann::json body = {
+          {"object", "list"},
+          {"data",
+           {{{"id", options_.model_name}, {"object", "model"}, {"created", started_}, {"owned_by", "recgpt"}}}}};
+      return json_response(200, body.dump());
+    }
+    if (path == "/v1/cluster") return json_response(200, cluster_->describe_json());
+    http::Response text;
+    text.content_type = "text/plain";
+    if (path == "/healthz") {
+      text.body = "ok\n";
+    } else if (path == "/readyz") {
+      const int decode = cluster_->healthy_count(Tier::kDecode);
+      const int prefill = cluster_->healthy_count(Tier::kPrefill);
+      const bool ready = !draining_ && decode > 0 && prefill > 0;
+      text.status = ready ? 200 : 503;
+      text.body = std::string(ready       ? "ready"
+                              : draining_ ? "not ready: draining"
+                                          : "not ready: no healthy node pair") +
+                  " (prefill " + std::to_string(prefill) + ", decode " + std::to_string(decode) + ")\n";
+    } else {
+      text.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      text.body = prometheus::TextSerializer().Serialize(registry_->Collect());
+    }
+    return text;
+  }
+
+  // Named response: GCC 12 mishandles temporaries passed to coroutines.
+  asio::awaitable<void> reply(http::Exchange& exchange, http::Response response) {
+    const int status = response.status;
+    co_await exchange.respond(std::move(response));
+    count_request(exchange.request().path, status);
+  }
+
+  asio::awaitable<void> completion(http::Exchange& exchange, Endpoint endpoint) {
+    const auto received = Clock::now();
+    auto parsed = parse_completion_request(exchange.request().body, endpoint, limits_);
+    if (auto* error = std::get_if<ApiError>(&parsed)) {
+      http::Response refused = error_response(*error);
+      co_await reply(exchange, std::move(refused));
+      co_return;
+    }
+    const CompletionRequest& request = std::get<CompletionRequest>(parsed);
+    auto planned = plan_call(request, received);
+    if (auto* error = std::get_if<ApiError>(&planned)) {
+      http::Response refused = error_response(*error);
+      co_await reply(exchange, std::move(refused));
+      co_return;
+    }
+    const CallPlan& plan = std::get<CallPlan>(planned);
+
+    CompletionResult result;
+    result.id = (endpoint == Endpoint::kCompletions ? "cmpl-" : "chatcmpl-") + std::to_string(next_id_++);
+    result.created = unix_seconds();
+    result.model = options_.model_name;
+    result.usage.prompt_tokens = static_cast<int64_t>(plan.call.prompt.size());
+
+    CallCancel cancel;
+    exchange.on_client_gone([&cancel] { cancel.cancel(); });
+    StopMatcher text(*tokenizer_, request.stop);
+    bool streaming_started = false;
+    bool first_chunk = true;
+    std::optional<Clock::time_point> first_token_at;
+    TokenSink sink = [&](std::vector<int32_t> tokens) -> asio::awaitable<bool> {
+      if (!first_token_at) first_token_at = Clock::now();
+      const bool go_on = text.push(tokens);
+      std::string piece = text.take();
+      if (request.stream && (!piece.empty() || first_chunk)) {
+        if (!streaming_started) {
+          streaming_started = true;
+          co_await exchange.start_events();
+        }
+        const std::string chunk = chunk_json(endpoint, result, piece, first_chunk, "");
+        first_chunk = false;
+        co_await exchange.event(chunk);
+      } else {
+        result.text += piece;
+      }
+      co_return go_on && !exchange.client_gone();
+    };
+    auto outcome = co_await run_call(*cluster_, policy_, counter_++, plan, sink, cancel);
+    if (first_token_at) ttft_->Observe(std::chrono::duration<double>(*first_token_at - received).count());
+
+    if (!outcome.is_ok()) {
+      const ApiError error = call_error(outcome.status());
+      log_event(LogLevel::kWarning, "router", "request failed",
+                {{"request", result.id}, {"error", outcome.status().to_string()}});
+      if (streaming_started) {
+        const std::string event = error_json(error);
+        co_await exchange.event(event);
+        co_await exchange.event("[DONE]");
+        count_request(exchange.request().path, error.status);
+      } else {
+        http::Response failed = error_response(error);
+        co_await reply(exchange, std::move(failed));
+      }
+      co_return;
+    }
+    text.finish();
+    const std::string rest = text.take();
+    result.finish_reason = text.matched() || outcome->finish_reason == "stop" ? "stop" : "length";
+    result.usage.completion_tokens = outcome->completion_tokens;
+    result.usage.cached_tokens = outcome->cached_tokens;
+    prompt_tokens_->Increment(static_cast<double>(result.usage.prompt_tokens));
+    completion_tokens_->Increment(static_cast<double>(result.usage.completion_tokens));
+    duration_->Observe(std::chrono::duration<double>(Clock::now() - received).count());
+    if (exchange.client_gone()) co_return;
+    if (request.stream) {
+      if (!streaming_started) co_await exchange.start_events();
+      const std::string last = chunk_json(endpoint, result, rest, first_chunk, result.finish_reason);
+      co_await exchange.event(last);
+      const std::string usage = usage_chunk_json(endpoint, result);
+      if (request.include_usage) co_await exchange.event(usage);
+      co_await exchange.event("[DONE]");
+      count_request(exchange.request().path, 200);
+    } else {
+      result.text += rest;
+      http::Response answer = json_response(200, completion_json(endpoint, result));
+      co_await reply(exchange, std::move(answer));
+    }
+  }
+
+  // Tokenizes and checks the request against the model; the call to run.
+  std::variant<CallPlan, ApiError> plan_call(const CompletionRequest& request, Clock::time_point received) {
+    if (request.model != options_.model_name) {
+      return api_error(
+          404, "invalid_request_error",
+          "the model '" + request.model + "' does not exist; this router serves '" + options_.model_name + "'",
+          "model_not_found", "model");
+    }
+    CallPlan plan;
+    const std::string param = request.endpoint == Endpoint::kCompletions ? "prompt" : "messages";
+    if (!request.prompt_token_ids.empty()) {
+      for (int32_t token : request.prompt_token_ids) {
+        if (token >= model_.config().vocab_size) {
+          return invalid_request("token id " + std::to_string(token) + " is outside the vocabulary of " +
+                                     std::to_string(model_.config().vocab_size),
+                                 "prompt");
+        }
+      }
+      plan.call.prompt = request.prompt_token_ids;
+    } else {
+      plan.call.prompt = tokenizer_->encode(
+          request.endpoint == Endpoint::kCompletions ? request.prompt : format_chatml(request.messages));
+    }
+    if (plan.call.prompt.empty()) return invalid_request("the prompt is empty", param);
+    const int64_t context = model_.config().max_position_embeddings;
+    if (static_cast<int64_t>(plan.call.prompt.size()) + request.max_tokens > context) {
+      return invalid_request("the prompt's " + std::to_string(plan.call.prompt.size()) + " tokens plus max_tokens " +
+                                 std::to_string(request.max_tokens) + " exceed the model's context of " +
+                                 std::to_string(context) + " tokens",
+                             param, "context_length_exceeded");
+    }
+    // Entities: one per entity token, all ids or all vectors.
+    size_t entity_tokens = 0;
+    for (int32_t token : plan.call.prompt) entity_tokens += token == entities_.entity_token ? 1 : 0;
+    if (request.entities.size() != entity_tokens) {
+      return invalid_request("the prompt has " + std::to_string(entity_tokens) + " entity tokens but 'entities' has " +
+                                 std::to_string(request.entities.size()) + " items",
+                             "entities");
+    }
+    for (const EntityInput& entity : request.entities) {
+      if (!entity.id.empty()) {
+        plan.call.entity_ids.push_back(entity.id);
+      } else {
+        plan.call.entity_vectors.insert(plan.call.entity_vectors.end(), entity.vector.begin(), entity.vector.end());
+      }
+    }
+    if (!plan.call.entity_ids.empty() && !plan.call.entity_vectors.empty()) {
+      return invalid_request("'entities' must be all ids or all vectors in one request", "entities");
+    }
+    plan.call.max_new_tokens = request.max_tokens;
+    plan.call.sampling.temperature = request.temperature;
+    plan.call.sampling.top_p = request.top_p;
+    plan.call.sampling.top_k = request.top_k;
+    plan.call.sampling.repetition_penalty = request.repetition_penalty;
+    plan.call.sampling.seed = request.seed ? *request.seed : random_();
+    plan.call.stop_tokens = stop_tokens_;
+    const auto timeout = request.timeout_seconds ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                       std::chrono::duration<double>(*request.timeout_seconds))
+                                                 : options_.request_timeout;
+    plan.deadline = received + timeout;
+    const uint64_t deadline_unix_ms =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  (std::chrono::system_clock::now() + timeout).time_since_epoch())
+                                  .count());
+    plan.call.reservation_deadline_unix_ms = deadline_unix_ms;
+    plan.call.prefill_deadline_unix_ms = deadline_unix_ms;
+    plan.entities = entities_;
+    plan.block_size = block_size();
+    std::vector<uint64_t> keys(plan.call.prompt.size(), 0);
+    const std::vector<uint64_t> entity_keys = node::entity_keys(plan.call, entities_);
+    for (size_t i = 0, e = 0; i < keys.size(); ++i) {
+      if (plan.call.prompt[i] == entities_.entity_token) keys[i] = entity_keys[e++];
+    }
+    plan.block_hashes = compute_block_hashes(plan.call.prompt, keys, plan.block_size);
+    return plan;
+  }
+
+  int block_size() const {
+    for (const ClusterNode& entry : cluster_->nodes(Tier::kDecode)) {
+      if (entry.link != nullptr && entry.link->hello().kv_layout().block_size() > 0)
+        return static_cast<int>(entry.link->hello().kv_layout().block_size());
+    }
+    return 16;
+  }
+
+  void register_metrics() {
+    requests_ = &prometheus::BuildCounter()
+                     .Name("recgpt_router_requests_total")
+                     .Help("HTTP requests answered, by path and status")
+                     .Register(*registry_);
+    const prometheus::Histogram::BucketBoundaries buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                             1,     2.5,  5,     10,   30,  60};
+    duration_ = &prometheus::BuildHistogram()
+                     .Name("recgpt_request_duration_seconds")
+                     .Help("End-to-end completion latency")
+                     .Register(*registry_)
+                     .Add({{"role", "router"}, {"stage", "completion"}}, buckets);
+    ttft_ = &prometheus::BuildHistogram()
+                 .Name("recgpt_time_to_first_token_seconds")
+                 .Help("Time from the request to its first token")
+                 .Register(*registry_)
+                 .Add({{"role", "router"}, {"stage", "completion"}}, buckets);
+    auto& tokens =
+        prometheus::BuildCounter().Name("recgpt_router_tokens_total").Help("Tokens by kind").Register(*registry_);
+    prompt_tokens_ = &tokens.Add({{"kind", "prompt"}});
+    completion_tokens_ = &tokens.Add({{"kind", "completion"}});
+  }
+
+  void count_request(const std::string& path, int status) {
+    const bool known = path == "/v1/completions" || path == "/v1/chat/completions" || path == "/v1/models" ||
+                       path == "/v1/cluster" || path == "/healthz" || path == "/readyz" || path == "/metrics";
+    requests_->Add({{"path", known ? path : "other"}, {"code", std::to_string(status)}}).Increment();
+  }
+
+  asio::io_context& io_;
+  const ModelFiles& model_;
+  RouterOptions options_;
+  PolicyOptions policy_;
+  ApiLimits limits_;
+  node::EntityShape entities_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<int32_t> stop_tokens_;
+  std::shared_ptr<Cluster> cluster_;
+  std::unique_ptr<http::Server> server_;
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  prometheus::Histogram* duration_ = nullptr;
+  prometheus::Histogram* ttft_ = nullptr;
+  prometheus::Counter* prompt_tokens_ = nullptr;
+  prometheus::Counter* completion_tokens_ = nullptr;
+  std::mt19937_64 random_{std::random_device{}()};
+  uint64_t counter_ = 0;
+  uint64_t next_id_ = 1;
+  int64_t started_ = unix_seconds();
+  bool draining_ = false;
+};
+
+class ServiceHandle final : public RouterService {
+ public:
+  explicit ServiceHandle(std::shared_ptr<Service> service) : service_(std::move(service)) {}
+  ~ServiceHandle() override { service_->stop(); }
+  uint16_t port() const override { return service_->port(); }
+  void drain(std::chrono::milliseconds within, std::function<void()> drained) override {
+    service_->drain(within, std::move(drained));
+  }
+  void stop() override { service_->stop(); }
+
+ private:
+  std::shared_ptr<Service> service_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<RouterService>> RouterService::start(asio::io_context& io, const ModelFiles& model,
+                                                            RouterOptions options) {
+  auto service = std::make_shared<Service>(io, model, std::move(options));
+  RECGPT_RETURN_IF_ERROR(service->open());
+  return std::unique_ptr<RouterService>(std::make_unique<ServiceHandle>(std::move(service)));
+}
+
+}  // namespace recgpt::router
