@@ -98,6 +98,14 @@ class ExchangeImpl final : public Exchange {
     client_->notice = std::move(notice);
   }
 
+  // The outcome of a write: a failed one means the client is gone (and the connection is done).
+  Status written(const boost::system::error_code& error) {
+    if (!error) return Status::ok();
+    broken_ = true;
+    client_->mark_gone();
+    return unavailable("the client is gone: " + error.message());
+  }
+
   // After the handler: ends an event stream, or answers 500 when nothing was sent. False: close the connection.
   asio::awaitable<bool> finish();
   const std::shared_ptr<ClientState>& client() const { return client_; }
@@ -353,12 +361,7 @@ asio::awaitable<Status> ExchangeImpl::respond(Response response) {
   connection_.stream().expires_after(connection_.options().write_timeout);
   boost::system::error_code error;
   co_await bhttp::async_write(connection_.stream(), message, asio::redirect_error(asio::use_awaitable, error));
-  if (error) {
-    broken_ = true;
-    client_->mark_gone();
-    co_return unavailable("the client is gone: " + error.message());
-  }
-  co_return Status::ok();
+  co_return written(error);
 }
 
 asio::awaitable<Status> ExchangeImpl::start_events() {
@@ -374,12 +377,7 @@ asio::awaitable<Status> ExchangeImpl::start_events() {
   boost::system::error_code error;
   co_await bhttp::async_write_header(connection_.stream(), serializer,
                                      asio::redirect_error(asio::use_awaitable, error));
-  if (error) {
-    broken_ = true;
-    client_->mark_gone();
-    co_return unavailable("the client is gone: " + error.message());
-  }
-  co_return Status::ok();
+  co_return written(error);
 }
 
 asio::awaitable<Status> ExchangeImpl::event(std::string_view data) {
@@ -392,12 +390,7 @@ asio::awaitable<Status> ExchangeImpl::event(std::string_view data) {
   boost::system::error_code error;
   co_await asio::async_write(connection_.stream(), bhttp::make_chunk(asio::buffer(framed)),
                              asio::redirect_error(asio::use_awaitable, error));
-  if (error) {
-    broken_ = true;
-    client_->mark_gone();
-    co_return unavailable("the client is gone: " + error.message());
-  }
-  co_return Status::ok();
+  co_return written(error);
 }
 
 asio::awaitable<bool> ExchangeImpl::finish() {
