@@ -81,6 +81,7 @@ asio::awaitable<void> Cluster::keep_connected(Tier tier, int index) {
         } else {
           now.link = std::move(link).value();
           now.last_error = Status::ok();
+          now.last_report = std::chrono::steady_clock::now();  // healthy from the hello on; reports keep it so
           now.prefix_blocks.clear();  // a (re)connected node's first report carries its whole index
           log_event(LogLevel::kInfo, "router", "node connected",
                     {{"node", now.name()}, {"address", now.address.text()}});

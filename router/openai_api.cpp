@@ -341,6 +341,12 @@ std::string completion_json(Endpoint endpoint, const CompletionResult& result) {
   }
   body["choices"] = json::array({choice});
   body["usage"] = usage_json(result.usage);
+  if (result.total_ms > 0) {
+    body["timings"] = {{"ttft_ms", result.ttft_ms},
+                       {"total_ms", result.total_ms},
+                       {"prefill_node", result.prefill_node},
+                       {"decode_node", result.decode_node}};
+  }
   return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

@@ -85,6 +85,11 @@ struct CompletionResult {
   std::string text;
   std::string finish_reason;  // "stop" or "length"
   Usage usage;
+  // Extension `timings` of a whole response (absent when total_ms is 0): where and how fast the call ran.
+  double ttft_ms = 0;
+  double total_ms = 0;
+  std::string prefill_node = {};
+  std::string decode_node = {};
 };
 
 // The whole (non-streaming) response body.

@@ -266,6 +266,10 @@ class Service final : public std::enable_shared_from_this<Service> {
     result.finish_reason = text.matched() || outcome->finish_reason == "stop" ? "stop" : "length";
     result.usage.completion_tokens = outcome->completion_tokens;
     result.usage.cached_tokens = outcome->cached_tokens;
+    result.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - received).count();
+    result.ttft_ms = first_token_at ? std::chrono::duration<double, std::milli>(*first_token_at - received).count() : 0;
+    result.prefill_node = outcome->prefill_node;
+    result.decode_node = outcome->decode_node;
     prompt_tokens_->Increment(static_cast<double>(result.usage.prompt_tokens));
     completion_tokens_->Increment(static_cast<double>(result.usage.completion_tokens));
     duration_->Observe(std::chrono::duration<double>(Clock::now() - received).count());

@@ -209,5 +209,38 @@ TEST_CASE("a stop string ends the completion before it; a client that hangs up f
   CHECK(prefill_node.shows_used(0));
 }
 
+TEST_CASE("recgpt up starts a local cluster that answers, and Ctrl-C stops all of it", "[router][up]") {
+  const bool colocated = GENERATE(false, true);
+  INFO("colocated=" << colocated);
+  TinyModel tiny;
+  std::vector<std::string> argv = {
+      RECGPT_PATH, "up", "--model", tiny.dir.string(), "--port", "0", "--kv-cache-mib", "8", "--threads", "1"};
+  if (colocated) argv.push_back("--colocated");
+  auto up = Subprocess::spawn(argv);
+  REQUIRE(up.is_ok());
+  auto line = up->read_line(Clock::now() + seconds(60));
+  REQUIRE(line.is_ok());
+  std::smatch match;
+  REQUIRE(std::regex_search(*line, match, std::regex("serving (http://127.0.0.1:\\d+)/v1")));
+  const std::string base = match[1];
+  bool ready = false;
+  for (int i = 0; i < 100 && !ready; ++i) {
+    ready = curl(base + "/readyz").status == 200;
+    if (!ready) std::this_thread::sleep_for(milliseconds(100));
+  }
+  REQUIRE(ready);
+  const CurlReply answer = curl(base + "/v1/completions", {"-H", "Content-Type: application/json", "--data-binary",
+                                                           R"({"model": "recgpt", "prompt": "hi", "max_tokens": 4})"});
+  REQUIRE(answer.status == 200);
+  CHECK(json::parse(answer.body)["usage"]["completion_tokens"] == 4);
+  const json cluster = json::parse(curl(base + "/v1/cluster").body);
+  CHECK(cluster["nodes"].size() == 2);
+  up->kill(SIGINT);
+  auto exit_code = up->wait(Clock::now() + seconds(60));
+  REQUIRE(exit_code.is_ok());
+  CHECK(*exit_code == 0);
+  CHECK(curl(base + "/healthz").status == 0);  // the router is gone
+}
+
 }  // namespace
 }  // namespace recgpt::testing

@@ -123,13 +123,26 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
 }
 
 TEST_CASE("responses and stream chunks have OpenAI's shapes", "[router][openai]") {
-  CompletionResult result{"chatcmpl-1", 1700000000, "m", "Hi", "stop", {12, 3, 8}};
+  CompletionResult result{.id = "chatcmpl-1",
+                          .created = 1700000000,
+                          .model = "m",
+                          .text = "Hi",
+                          .finish_reason = "stop",
+                          .usage = {12, 3, 8}};
   const json chat = json::parse(completion_json(Endpoint::kChatCompletions, result));
   CHECK(chat["object"] == "chat.completion");
   CHECK(chat["choices"][0]["message"]["content"] == "Hi");
   CHECK(chat["choices"][0]["finish_reason"] == "stop");
   CHECK(chat["usage"]["total_tokens"] == 15);
   CHECK(chat["usage"]["prompt_tokens_details"]["cached_tokens"] == 8);
+  CHECK_FALSE(chat.contains("timings"));
+  result.total_ms = 12.5;
+  result.ttft_ms = 3;
+  result.decode_node = "decode-0";
+  const json timed = json::parse(completion_json(Endpoint::kCompletions, result));
+  CHECK(timed["timings"]["total_ms"] == 12.5);
+  CHECK(timed["timings"]["decode_node"] == "decode-0");
+  result.total_ms = 0;
   const json first = json::parse(chunk_json(Endpoint::kChatCompletions, result, "", true, ""));
   CHECK(first["object"] == "chat.completion.chunk");
   CHECK(first["choices"][0]["delta"]["role"] == "assistant");
