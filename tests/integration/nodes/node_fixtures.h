@@ -64,9 +64,9 @@ struct Node {
                                      "--threads",
                                      "1",
                                      "--transfer-setting",
-                                     "tls=" + tls,
-                                     "--node-id",
-                                     role + "-test"};
+                                     "tls=" + tls};
+    if (std::find(extra_flags.begin(), extra_flags.end(), "--node-id") == extra_flags.end())
+      argv.insert(argv.end(), {"--node-id", role + "-test"});
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
     auto spawned = Subprocess::spawn(argv);
     REQUIRE(spawned.is_ok());

@@ -1,0 +1,77 @@
+// The router over two prefill and two decode processes: greedy outputs equal the colocated engine; calls that
+// share a long prefix go where it is held, so the prefix is computed once (prefill nodes' counters); calls with
+// different prompts spread over both nodes of each tier.
+#include <nlohmann/json.hpp>
+
+#include "engine/tokenizer.h"
+#include "tests/integration/router/router_fixtures.h"
+
+namespace recgpt::testing {
+namespace {
+
+using nlohmann::json;
+
+TEST_CASE("with 2 prefill and 2 decode nodes a shared prefix is computed once and different prompts spread",
+          "[router][routing]") {
+  TinyModel tiny;
+  // Distinct node ids, so the /metrics samples of the two nodes of a tier can be told apart.
+  Node decode_a("decode", tiny, "tcp", 8, {"--node-id", "decode-a"});
+  Node decode_b("decode", tiny, "tcp", 8, {"--node-id", "decode-b"});
+  Node prefill_a("prefill", tiny, "tcp", 8, {"--node-id", "prefill-a"});
+  Node prefill_b("prefill", tiny, "tcp", 8, {"--node-id", "prefill-b"});
+  RouterProcess router(tiny, {prefill_a.port, prefill_b.port}, {decode_a.port, decode_b.port});
+
+  // A shared user context of many words, then a different question each time.
+  std::string context;
+  for (int i = 0; i < 40; ++i) context += "item" + std::to_string(i) + " ";
+  int64_t shared_tokens = 0;
+  {
+    Tokenizer tokenizer = Tokenizer::load(tiny.model->tokenizer_path()).value();
+    shared_tokens = static_cast<int64_t>(tokenizer.encode(context).size());
+  }
+  REQUIRE(shared_tokens >= 48);
+  auto computed = [&] {
+    double total = 0;
+    for (const Node* node : {&prefill_a, &prefill_b})
+      total += std::max(0.0, node->metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}"));
+    return total;
+  };
+  const double computed_before = computed();
+  int64_t prompt_tokens_sum = 0;
+  for (int q = 0; q < 5; ++q) {
+    const std::string prompt = context + "question " + std::to_string(q) + " about the trip?";
+    int64_t prompt_tokens = 0;
+    const std::string expected = expected_text(tiny, prompt, 6, &prompt_tokens);
+    prompt_tokens_sum += prompt_tokens;
+    const CurlReply reply = router.post(
+        "/v1/completions",
+        json{
+            {"model", "recgpt"}, {"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}, {"repetition_penalty", 1.8}}
+            .dump());
+    REQUIRE(reply.status == 200);
+    const json body = json::parse(reply.body);
+    INFO("call " << q << ": " << reply.body);
+    CHECK(body["choices"][0]["text"] == expected);
+    if (q > 0) CHECK(body["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>() >= shared_tokens / 16 * 16);
+  }
+  // Each call computed only past the shared blocks, except the first.
+  const double computed_tokens = computed() - computed_before;
+  INFO("prompt tokens " << prompt_tokens_sum << ", computed " << computed_tokens << ", shared " << shared_tokens);
+  CHECK(computed_tokens <= static_cast<double>(prompt_tokens_sum - 4 * (shared_tokens / 16 * 16)));
+
+  // Different prompts: both nodes of each tier get calls.
+  for (int q = 0; q < 6; ++q) {
+    const std::string prompt = "unrelated prompt number " + std::to_string(q * 7919) + " " + std::string(q + 1, 'x');
+    CHECK(router.post("/v1/completions", json{{"model", "recgpt"}, {"prompt", prompt}, {"max_tokens", 2}}.dump())
+              .status == 200);
+  }
+  for (const Node* node : {&decode_a, &decode_b}) {
+    CHECK(node->metric("recgpt_decode_sequences_total\\{.*reason=\"length\".*\\}") >= 1);
+  }
+  for (const Node* node : {&prefill_a, &prefill_b}) {
+    CHECK(node->metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") > 0);
+  }
+}
+
+}  // namespace
+}  // namespace recgpt::testing

@@ -1,0 +1,67 @@
+// What the router tests share: a `recgpt router` child over given nodes, and the text the colocated engine
+// generates for a prompt (the reference for greedy outputs through the cluster).
+#pragma once
+
+#include "engine/tokenizer.h"
+#include "tests/integration/nodes/node_fixtures.h"
+#include "tests/support/curl.h"
+
+namespace recgpt::testing {
+
+// A `recgpt router` child over the given nodes, ready (/readyz 200) when constructed.
+struct RouterProcess {
+  Subprocess process;
+  uint16_t port = 0;
+  RouterProcess(const TinyModel& model, const std::vector<uint16_t>& prefill_ports,
+                const std::vector<uint16_t>& decode_ports, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {RECGPT_PATH, "router", "--model", model.dir.string(), "--port", "0"};
+    for (uint16_t p : prefill_ports) argv.insert(argv.end(), {"--prefill", "127.0.0.1:" + std::to_string(p)});
+    for (uint16_t p : decode_ports) argv.insert(argv.end(), {"--decode", "127.0.0.1:" + std::to_string(p)});
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto spawned = Subprocess::spawn(argv);
+    REQUIRE(spawned.is_ok());
+    process = std::move(spawned).value();
+    auto line = process.read_line(Clock::now() + seconds(30));
+    REQUIRE(line.is_ok());
+    std::smatch match;
+    REQUIRE(std::regex_search(*line, match, std::regex(" port=(\\d+)")));
+    port = static_cast<uint16_t>(std::stoi(match[1]));
+    bool ready = false;
+    for (int i = 0; i < 100 && !ready; ++i) {
+      ready = curl(url("/readyz")).status == 200;
+      if (!ready) std::this_thread::sleep_for(milliseconds(100));
+    }
+    REQUIRE(ready);
+  }
+  ~RouterProcess() {
+    process.kill(SIGTERM);
+    (void)process.wait(Clock::now() + seconds(10));
+  }
+  std::string url(const std::string& path) const { return local_url(port, path); }
+  CurlReply post(const std::string& path, const std::string& body, std::vector<std::string> extra = {}) const {
+    extra.insert(extra.end(), {"-H", "Content-Type: application/json", "--data-binary", body});
+    return curl(url(path), extra);
+  }
+};
+
+// The text the colocated engine generates greedily (repetition penalty 1.8, ChatML stop tokens) for `text`.
+inline std::string expected_text(const TinyModel& model, const std::string& text, int max_tokens,
+                                 int64_t* prompt_tokens) {
+  Tokenizer tokenizer = Tokenizer::load(model.model->tokenizer_path()).value();
+  GenerationRequest request;
+  request.prompt = tokenizer.encode(text);
+  *prompt_tokens = static_cast<int64_t>(request.prompt.size());
+  request.max_new_tokens = max_tokens;
+  request.sampling.repetition_penalty = 1.8f;
+  for (const char* stop : {"<|im_end|>", "<|endoftext|>"}) request.stop_tokens.push_back(*tokenizer.token_to_id(stop));
+  StreamingDetokenizer detokenizer(tokenizer, true);
+  std::string out;
+  for (int32_t token : colocated_greedy(*model.model, request)) out += detokenizer.push(token);
+  return out + detokenizer.finish();
+}
+
+inline std::string chatml_user(const std::string& content) {
+  return "<|im_start|>user\n" + content + "<|im_end|>\n<|im_start|>assistant\n";
+}
+
+}  // namespace recgpt::testing
