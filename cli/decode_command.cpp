@@ -3,6 +3,7 @@
 
 #include "cli/commands.h"
 #include "cli/model_flags.h"
+#include "cli/node_flags.h"
 #include "cli/node_runner.h"
 #include "decode_node/decode_server.h"
 #include "engine/model_files.h"
@@ -38,16 +39,7 @@ void add_decode_command(CLI::App& app, int& exit_code) {
   auto flags = std::make_shared<DecodeFlags>();
   CLI::App* command = app.add_subcommand("decode", "Run a decode node: KV reservations, continuous batching, tokens");
   flags->model.add_to(*command);
-  command->add_option("--node-id", flags->server.node_id, "This node's name in handshakes and metrics");
-  command->add_option("--listen", flags->server.address, "Address of the control and admin ports");
-  command->add_option("--port", flags->server.port, "Control port (0: any free port)");
-  command->add_option("--admin-port", flags->server.admin_port, "Admin HTTP port (0: any free port)");
-  command->add_option("--transfer-backend", flags->server.transfer_backend, "KV transfer backend (ucx, local)");
-  command->add_option("--transfer-setting", flags->transfer_settings, "Transfer backend setting key=value");
-  command->add_option("--require-peer", flags->server.required_peers,
-                      "host:port of a node this one needs; /readyz is 503 until each answers a hello (repeatable)");
-  command->add_option("--drain-seconds", flags->drain_seconds, "On SIGTERM, how long running work may take to finish")
-      ->check(CLI::Range(0, 3600));
+  add_node_service_flags(*command, flags->server, flags->transfer_settings, flags->drain_seconds);
   command->callback([flags, &exit_code] {
     Status status = run_decode(*flags);
     exit_code = status.is_ok() ? 0 : report_failure(status);

@@ -2,6 +2,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "cli/commands.h"
+#include "cli/node_flags.h"
 #include "cli/node_runner.h"
 #include "engine/model_files.h"
 #include "prefill_node/prefill_server.h"
@@ -50,17 +51,8 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
       ->add_option("--max-batch-requests", flags->server.limits.max_batch_requests,
                    "Prefill requests in progress at once")
       ->check(CLI::Range(1, 4096));
-  command->add_option("--node-id", flags->server.node_id, "This node's name in handshakes and metrics");
-  command->add_option("--listen", flags->server.address, "Address of the control and admin ports");
-  command->add_option("--port", flags->server.port, "Control port (0: any free port)");
-  command->add_option("--admin-port", flags->server.admin_port, "Admin HTTP port (0: any free port)");
-  command->add_option("--transfer-backend", flags->server.transfer_backend, "KV transfer backend (ucx, local)");
+  add_node_service_flags(*command, flags->server, flags->transfer_settings, flags->drain_seconds);
   command->add_option("--entity-store", flags->server.entity_store, "Entity store for entity inputs given by id");
-  command->add_option("--transfer-setting", flags->transfer_settings, "Transfer backend setting key=value");
-  command->add_option("--require-peer", flags->server.required_peers,
-                      "host:port of a node this one needs; /readyz is 503 until each answers a hello (repeatable)");
-  command->add_option("--drain-seconds", flags->drain_seconds, "On SIGTERM, how long running work may take to finish")
-      ->check(CLI::Range(0, 3600));
   command->callback([flags, &exit_code] {
     Status status = run_prefill(*flags);
     exit_code = status.is_ok() ? 0 : report_failure(status);

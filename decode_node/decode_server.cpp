@@ -51,12 +51,7 @@ const char* finish_reason_name(FinishReason reason) {
 }
 
 Result<SamplingParams> sampling_from(const control::SamplingParams& proto) {
-  SamplingParams params;
-  params.temperature = proto.temperature();
-  params.top_k = static_cast<int>(proto.top_k());
-  params.top_p = proto.top_p() == 0 ? 1.0f : proto.top_p();
-  params.repetition_penalty = proto.repetition_penalty() == 0 ? 1.0f : proto.repetition_penalty();
-  params.seed = proto.seed();
+  SamplingParams params = node::sampling_from_proto(proto);
   RECGPT_RETURN_IF_ERROR(params.validate());
   return params;
 }

@@ -149,6 +149,16 @@ std::chrono::steady_clock::time_point deadline_from_unix_ms(uint64_t deadline_un
   return now + std::clamp<std::chrono::milliseconds>(wanted - unix_now, std::chrono::milliseconds(0), longest);
 }
 
+SamplingParams sampling_from_proto(const control::SamplingParams& proto) {
+  SamplingParams sampling;
+  sampling.temperature = proto.temperature();
+  sampling.top_k = static_cast<int>(proto.top_k());
+  sampling.top_p = proto.top_p() == 0 ? 1.0f : proto.top_p();
+  sampling.repetition_penalty = proto.repetition_penalty() == 0 ? 1.0f : proto.repetition_penalty();
+  sampling.seed = proto.seed();
+  return sampling;
+}
+
 void send_load_reports(const control::LoadReport& load, PrefixIndexJournal& journal,
                        std::span<const ReportPeer> peers) {
   const PrefixIndexJournal::Changes changes = journal.take();

@@ -12,6 +12,7 @@
 #include "common/status.h"
 #include "engine/kv_cache.h"
 #include "engine/prefix_index_journal.h"
+#include "engine/sampler.h"
 #include "kv_transfer/kv_layout.h"
 
 namespace boost::asio {
@@ -56,6 +57,9 @@ struct ReportPeer {
   bool* has_index = nullptr;
 };
 void send_load_reports(const control::LoadReport& load, PrefixIndexJournal& journal, std::span<const ReportPeer> peers);
+
+// A call's sampling parameters from the wire: 0 for top_p or repetition_penalty means off (1). Not validated.
+SamplingParams sampling_from_proto(const control::SamplingParams& proto);
 
 // A node's graceful end: polls `idle` every 50 ms on `io` and runs `drained` once it holds or `within` passed.
 void call_when_idle(boost::asio::io_context& io, std::chrono::milliseconds within, std::function<bool()> idle,

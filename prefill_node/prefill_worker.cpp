@@ -13,16 +13,6 @@ namespace {
 constexpr std::chrono::milliseconds kDefaultDeadline(30000);
 constexpr std::chrono::milliseconds kMaxDeadline(600000);
 
-SamplingParams sampling_from(const control::SamplingParams& proto) {
-  SamplingParams sampling;
-  sampling.temperature = proto.temperature();
-  sampling.top_k = static_cast<int>(proto.top_k());
-  sampling.top_p = proto.top_p() == 0 ? 1.0f : proto.top_p();
-  sampling.repetition_penalty = proto.repetition_penalty() == 0 ? 1.0f : proto.repetition_penalty();
-  sampling.seed = proto.seed();
-  return sampling;
-}
-
 }  // namespace
 
 // One request through a batch. Its input views its own vectors: a Job never moves once prepared.
@@ -230,7 +220,8 @@ Status PrefillWorker::prepare(Job& job) {
     job.entity_vectors.insert(job.entity_vectors.end(), vector->begin(), vector->end());
     job.entity_keys.push_back(entity_key_from_id(entity.entity_id()));
   }
-  job.input = PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, sampling_from(request.sampling())};
+  job.input =
+      PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, node::sampling_from_proto(request.sampling())};
 
   const auto block_size = static_cast<uint32_t>(executor_.block_size());
   if (request.cached_tokens() % block_size != 0 || request.cached_tokens() >= job.prompt.size()) {

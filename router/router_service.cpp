@@ -62,6 +62,14 @@ ApiError call_error(const Status& status) {
   }
 }
 
+bool is_completion_path(std::string_view path) { return path == "/v1/completions" || path == "/v1/chat/completions"; }
+
+// Every path the router answers (others are 404, and counted as "other" in metrics).
+bool is_known_path(std::string_view path) {
+  return is_completion_path(path) || path == "/v1/models" || path == "/v1/cluster" || path == "/healthz" ||
+         path == "/readyz" || path == "/metrics";
+}
+
 bool same_secret(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char difference = 0;
@@ -140,8 +148,7 @@ class Service final : public std::enable_shared_from_this<Service> {
       co_await reply(exchange, std::move(denied));
       co_return;
     }
-    const bool completions = path == "/v1/completions" || path == "/v1/chat/completions";
-    if (completions && request.method == "POST") {
+    if (is_completion_path(path) && request.method == "POST") {
       co_await completion(exchange, path == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChatCompletions);
       co_return;
     }
@@ -152,10 +159,10 @@ class Service final : public std::enable_shared_from_this<Service> {
   // Everything but a completion: small GET endpoints, or an error.
   http::Response answer_get(const http::Request& request) {
     const std::string& path = request.path;
-    const bool known = path == "/v1/completions" || path == "/v1/chat/completions" || path == "/v1/models" ||
-                       path == "/v1/cluster" || path == "/healthz" || path == "/readyz" || path == "/metrics";
-    if (!known) return error_response(api_error(404, "invalid_request_error", "no route " + path, "not_found"));
-    const bool completions = path == "/v1/completions" || path == "/v1/chat/completions";
+    if (!is_known_path(path)) {
+      return error_response(api_error(404, "invalid_request_error", "no route " + path, "not_found"));
+    }
+    const bool completions = is_completion_path(path);
     if (completions != (request.method == "POST") || (request.method != "GET" && request.method != "POST")) {
       return error_response(
           api_error(405, "invalid_request_error",
@@ -278,8 +285,10 @@ class Service final : public std::enable_shared_from_this<Service> {
       if (!streaming_started) co_await exchange.start_events();
       const std::string last = chunk_json(endpoint, result, rest, first_chunk, result.finish_reason);
       co_await exchange.event(last);
-      const std::string usage = usage_chunk_json(endpoint, result);
-      if (request.include_usage) co_await exchange.event(usage);
+      if (request.include_usage) {
+        const std::string usage = usage_chunk_json(endpoint, result);
+        co_await exchange.event(usage);
+      }
       co_await exchange.event("[DONE]");
       count_request(exchange.request().path, 200);
     } else {
@@ -398,9 +407,7 @@ class Service final : public std::enable_shared_from_this<Service> {
   }
 
   void count_request(const std::string& path, int status) {
-    const bool known = path == "/v1/completions" || path == "/v1/chat/completions" || path == "/v1/models" ||
-                       path == "/v1/cluster" || path == "/healthz" || path == "/readyz" || path == "/metrics";
-    requests_->Add({{"path", known ? path : "other"}, {"code", std::to_string(status)}}).Increment();
+    requests_->Add({{"path", is_known_path(path) ? path : "other"}, {"code", std::to_string(status)}}).Increment();
   }
 
   asio::io_context& io_;

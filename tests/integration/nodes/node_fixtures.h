@@ -22,6 +22,8 @@
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "engine/model_maker.h"
+#include "node/agent_call.h"
+#include "node/node_protocol.h"
 #include "tests/support/curl.h"
 
 namespace recgpt::testing {
@@ -175,23 +177,13 @@ class Driver {
         decode_(std::move(decode)),
         decode_hello_(std::move(decode_hello)),
         chunks_(chunks),
-        entity_token_(entity_token),
-        entity_dim_(entity_dim) {}
+        shape_{entity_token, entity_dim} {}
 
   // The decode node's reply to a reservation of the request (a reservation, no room, or an error).
   asio::awaitable<control::Envelope> reserve(const GenerationRequest& request, uint64_t deadline_unix_ms = 0) {
-    control::Envelope reserve;
-    control::ReserveKv& body = *reserve.mutable_reserve_kv();
-    int entity = 0;
-    for (int32_t token : request.prompt) {
-      body.add_token_ids(static_cast<uint32_t>(token));
-      if (token != entity_token_) continue;
-      body.add_entity_keys(
-          entity_key_from_vector(std::span(request.entity_vectors).subspan(entity++ * entity_dim_, entity_dim_)));
-    }
-    body.set_max_tokens(static_cast<uint32_t>(request.max_new_tokens));
-    body.set_deadline_unix_ms(deadline_unix_ms);
-    auto reply = co_await decode_->call(reserve, Clock::now() + seconds(20));
+    node::AgentCall call = agent_call(request);
+    call.reservation_deadline_unix_ms = deadline_unix_ms;
+    auto reply = co_await decode_->call(node::make_reserve(call, shape_), Clock::now() + seconds(20));
     REQUIRE(reply.is_ok());
     co_return *reply;
   }
@@ -201,26 +193,7 @@ class Driver {
   asio::awaitable<Result<control::Envelope>> try_prefill(const GenerationRequest& request,
                                                          const control::Reservation& reservation,
                                                          Clock::duration timeout = seconds(60)) {
-    control::Envelope prefill;
-    control::PrefillRequest& body = *prefill.mutable_prefill_request();
-    int entity = 0;
-    for (size_t position = 0; position < request.prompt.size(); ++position) {
-      body.add_token_ids(static_cast<uint32_t>(request.prompt[position]));
-      if (request.prompt[position] != entity_token_) continue;
-      control::EntityInput& input = *body.add_entities();
-      input.set_position(static_cast<uint32_t>(position));
-      for (int i = 0; i < entity_dim_; ++i) {
-        input.mutable_vector()->add_values(request.entity_vectors[entity * entity_dim_ + i]);
-      }
-      ++entity;
-    }
-    body.mutable_sampling()->set_repetition_penalty(request.sampling.repetition_penalty);
-    body.set_reservation_id(reservation.reservation_id());
-    body.set_cached_tokens(reservation.cached_tokens());
-    *body.mutable_destination_block_ids() = reservation.block_ids();
-    body.set_decode_transfer_endpoint(decode_hello_.transfer_endpoint());
-    body.set_decode_kv_region_key(decode_hello_.kv_region_key());
-    *body.mutable_decode_kv_layout() = decode_hello_.kv_layout();
+    control::Envelope prefill = node::make_prefill_request(agent_call(request), shape_, reservation, decode_hello_);
     co_return co_await prefill_->call(prefill, Clock::now() + timeout);
   }
 
@@ -233,23 +206,15 @@ class Driver {
 
   // Starts decoding a filled reservation; the stream's chunks carry the returned request id.
   uint64_t start(const GenerationRequest& request, uint64_t reservation_id, uint32_t first_token) {
-    control::Envelope start;
+    control::Envelope start = node::make_start(agent_call(request), reservation_id, first_token);
     const uint64_t id = decode_->new_request_id();
     start.set_request_id(id);
-    start.mutable_start_decode()->set_reservation_id(reservation_id);
-    start.mutable_start_decode()->set_first_token(first_token);
-    start.mutable_start_decode()->mutable_sampling()->set_repetition_penalty(request.sampling.repetition_penalty);
     REQUIRE(decode_->send(start).is_ok());
     return id;
   }
 
   // Cancels the decode node's call with this request id (a reservation or a stream).
-  void cancel(uint64_t request_id) {
-    control::Envelope cancel;
-    cancel.set_request_id(request_id);
-    cancel.mutable_cancel()->set_reason("test");
-    REQUIRE(decode_->send(cancel).is_ok());
-  }
+  void cancel(uint64_t request_id) { REQUIRE(decode_->send(node::make_cancel(request_id, "test")).is_ok()); }
 
   // The stream's chunks once one says finished (the test fails if none does within 60 s).
   asio::awaitable<std::vector<control::TokenChunk>> finished_stream(uint64_t id) {
@@ -289,12 +254,20 @@ class Driver {
   }
 
  private:
+  static node::AgentCall agent_call(const GenerationRequest& request) {
+    node::AgentCall call;
+    call.prompt = request.prompt;
+    call.entity_vectors = request.entity_vectors;
+    call.max_new_tokens = request.max_new_tokens;
+    call.sampling = request.sampling;
+    return call;
+  }
+
   std::shared_ptr<rpc::Connection> prefill_;
   std::shared_ptr<rpc::Connection> decode_;
   control::Hello decode_hello_;
   std::map<uint64_t, std::vector<control::TokenChunk>>& chunks_;
-  int32_t entity_token_;
-  int entity_dim_;
+  node::EntityShape shape_;
 };
 
 inline std::vector<int32_t> colocated_greedy(const ModelFiles& model, const GenerationRequest& request) {
@@ -316,24 +289,14 @@ inline std::vector<int32_t> colocated_greedy(const ModelFiles& model, const Gene
 inline asio::awaitable<std::shared_ptr<rpc::Connection>> greet(
     uint16_t port, const std::string& fingerprint, std::map<uint64_t, std::vector<control::TokenChunk>>* chunks,
     control::Hello* hello, std::vector<control::LoadReport>* reports = nullptr) {
-  auto connection = co_await rpc::connect("127.0.0.1", port, Clock::now() + seconds(10));
+  rpc::Connection::FrameHandler on_frame = [chunks, reports](control::Envelope envelope) {
+    if (chunks != nullptr && envelope.has_token_chunk())
+      (*chunks)[envelope.request_id()].push_back(envelope.token_chunk());
+    if (reports != nullptr && envelope.has_load_report()) reports->push_back(envelope.load_report());
+  };
+  auto connection = co_await node::greet("127.0.0.1", port, control::ROLE_ROUTER, fingerprint, std::move(on_frame),
+                                         Clock::now() + seconds(10), hello);
   REQUIRE(connection.is_ok());
-  (*connection)
-      ->start(
-          [chunks, reports](control::Envelope envelope) {
-            if (chunks != nullptr && envelope.has_token_chunk())
-              (*chunks)[envelope.request_id()].push_back(envelope.token_chunk());
-            if (reports != nullptr && envelope.has_load_report()) reports->push_back(envelope.load_report());
-          },
-          [](const Status&) {});
-  control::Envelope mine;
-  mine.mutable_hello()->set_role(control::ROLE_ROUTER);
-  mine.mutable_hello()->set_model_fingerprint(fingerprint);
-  mine.mutable_hello()->set_protocol_version(1);
-  auto reply = co_await (*connection)->call(mine, Clock::now() + seconds(10));
-  REQUIRE(reply.is_ok());
-  REQUIRE(reply->has_hello());
-  if (hello != nullptr) *hello = reply->hello();
   co_return *connection;
 }
 

@@ -1,0 +1,26 @@
+// The flags every node service takes (`recgpt prefill`, `recgpt decode`): identity, ports, KV transfer, required
+// peers and the drain deadline. `Options` is the service's options struct (the same field names in each).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+namespace recgpt::cli {
+
+template <typename Options>
+void add_node_service_flags(CLI::App& command, Options& server, std::vector<std::string>& transfer_settings,
+                            int& drain_seconds) {
+  command.add_option("--node-id", server.node_id, "This node's name in handshakes and metrics");
+  command.add_option("--listen", server.address, "Address of the control and admin ports");
+  command.add_option("--port", server.port, "Control port (0: any free port)");
+  command.add_option("--admin-port", server.admin_port, "Admin HTTP port (0: any free port)");
+  command.add_option("--transfer-backend", server.transfer_backend, "KV transfer backend (ucx, local)");
+  command.add_option("--transfer-setting", transfer_settings, "Transfer backend setting key=value");
+  command.add_option("--require-peer", server.required_peers,
+                     "host:port of a node this one needs; /readyz is 503 until each answers a hello (repeatable)");
+  command.add_option("--drain-seconds", drain_seconds, "On SIGTERM, how long running work may take to finish")
+      ->check(CLI::Range(0, 3600));
+}
+
+}  // namespace recgpt::cli
