@@ -1,5 +1,6 @@
 // The flags every node service takes (`recgpt prefill`, `recgpt decode`): identity, ports, KV transfer, required
-// peers and the drain deadline. `Options` is the service's options struct (the same field names in each).
+// peers, the entity store and the drain deadline. `Options` is the service's options struct (the same field
+// names in each).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -19,6 +20,8 @@ void add_node_service_flags(CLI::App& command, Options& server, std::vector<std:
   command.add_option("--transfer-setting", transfer_settings, "Transfer backend setting key=value");
   command.add_option("--require-peer", server.required_peers,
                      "host:port of a node this one needs; /readyz is 503 until each answers a hello (repeatable)");
+  command.add_option("--entity-store", server.entity_store,
+                     "Entity store for entities given by id (a decode node needs it only to prefill locally)");
   command.add_option("--drain-seconds", drain_seconds, "On SIGTERM, how long running work may take to finish")
       ->check(CLI::Range(0, 3600));
 }

@@ -52,7 +52,6 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
                    "Prefill requests in progress at once")
       ->check(CLI::Range(1, 4096));
   add_node_service_flags(*command, flags->server, flags->transfer_settings, flags->drain_seconds);
-  command->add_option("--entity-store", flags->server.entity_store, "Entity store for entity inputs given by id");
   command->callback([flags, &exit_code] {
     Status status = run_prefill(*flags);
     exit_code = status.is_ok() ? 0 : report_failure(status);

@@ -44,8 +44,8 @@ void add_router_command(CLI::App& app, int& exit_code) {
   CLI::App* command =
       app.add_subcommand("router", "Run the router: the OpenAI-compatible HTTP API over prefill and decode nodes");
   command->add_option("--model", flags->model_dir, "Model folder (its tokenizer and config)")->required();
-  command->add_option("--prefill", flags->router.prefill_nodes, "A prefill node's control address host:port")
-      ->required();
+  command->add_option("--prefill", flags->router.prefill_nodes,
+                      "A prefill node's control address host:port (none: the decode nodes prefill locally)");
   command->add_option("--decode", flags->router.decode_nodes, "A decode node's control address host:port")->required();
   command->add_option("--listen", flags->router.address, "Address of the HTTP port");
   command->add_option("--port", flags->router.port, "HTTP port (0: any free port)");

@@ -31,6 +31,7 @@ Status run_serve(ServeFlags& flags) {
   flags.prefill.kv_cache_bytes = flags.prefill_kv_cache_mib << 20;
   flags.prefill.block_size = flags.model.block_size;
   flags.prefill.threads = flags.model.threads;
+  flags.decode.entity_store = flags.prefill.entity_store;
   flags.decode.node_id = flags.prefill.node_id + "-decode";
   flags.prefill.node_id += "-prefill";
   boost::asio::io_context io;

@@ -80,6 +80,16 @@ void DecodeCore::start(StartRequest request, TokenSink sink) {
     generation.sampling = request.sampling;
     generation.stop_tokens = request.stop_tokens;
     pending_.erase(pending);
+    if (request.prefill_locally) {
+      generation.entity_vectors = std::move(request.entity_vectors);
+      Result<int64_t> added = generator_->add_reserved(std::move(generation), taken->blocks, taken->cached_tokens);
+      if (added.is_ok()) {
+        std::lock_guard counters_lock(mutex_);
+        counters_.prompt_tokens_prefilled_locally += taken->prompt_tokens - taken->cached_tokens;
+      }
+      start_running(request.reservation_id, std::move(sink), std::move(added), taken->blocks);
+      return;
+    }
     const std::vector<int32_t> blocks = taken->blocks;
     const bool first_ends =
         generation.max_new_tokens <= 1 || std::find(generation.stop_tokens.begin(), generation.stop_tokens.end(),
@@ -89,16 +99,21 @@ void DecodeCore::start(StartRequest request, TokenSink sink) {
       sink({}, generation.max_new_tokens <= 1 ? FinishReason::kLength : FinishReason::kStopToken);
       return;
     }
-    Result<int64_t> added = generator_->add_prefilled(std::move(generation), blocks, request.first_token);
-    if (!added.is_ok()) {
-      generator_->kv_cache().blocks().release(blocks);
-      sink({}, FinishReason::kCancelled);
-      return;
-    }
-    running_[*added] = {request.reservation_id, std::move(sink)};
-    sequence_of_[request.reservation_id] = *added;
+    start_running(request.reservation_id, std::move(sink),
+                  generator_->add_prefilled(std::move(generation), blocks, request.first_token), blocks);
   });
   wake_.notify_all();
+}
+
+void DecodeCore::start_running(uint64_t reservation_id, TokenSink sink, Result<int64_t> added,
+                               const std::vector<int32_t>& blocks) {
+  if (!added.is_ok()) {  // the generator took no reference: the reservation's go back here
+    generator_->kv_cache().blocks().release(blocks);
+    sink({}, FinishReason::kCancelled);
+    return;
+  }
+  running_[*added] = {reservation_id, std::move(sink)};
+  sequence_of_[reservation_id] = *added;
 }
 
 void DecodeCore::cancel(uint64_t reservation_id) {

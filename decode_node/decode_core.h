@@ -4,8 +4,10 @@
 //
 // Lifecycle of one agent call here: reserve (admission, blocks for prompt + budget) -> the prefill node fills
 // the blocks -> start (the reservation becomes a running sequence from the prefill's first token) -> tokens
-// stream to the sink until a stop token, the budget, or cancel. A reservation not started by its deadline
-// expires; cancel works at any stage; destruction ends everything. Every path returns the blocks.
+// stream to the sink until a stop token, the budget, or cancel. When no prefill node can take the call, start
+// may compute the prompt here instead (prefill_locally), into the same reservation: the colocated fallback.
+// A reservation not started by its deadline expires; cancel works at any stage; destruction ends everything.
+// Every path returns the blocks.
 #pragma once
 
 #include <chrono>
@@ -35,9 +37,13 @@ struct ReserveRequest {
 
 struct StartRequest {
   uint64_t reservation_id = 0;
-  int32_t first_token = -1;
+  int32_t first_token = -1;  // sampled by the prefill node; unused when prefilling locally
   SamplingParams sampling;
   std::vector<int32_t> stop_tokens;
+  // The colocated fallback: compute the prompt's uncached tokens into the reservation here, then decode; the
+  // stream starts with the first token. Needs the prompt's entity vectors ([entities, entity_dim]).
+  bool prefill_locally = false;
+  std::vector<float> entity_vectors = {};
 };
 
 // Tokens of one step for one sequence; `finish` is kNone while it goes on, and the last call has it set.
@@ -50,7 +56,8 @@ struct DecodeCounters {
   int64_t reservations = 0;
   int64_t running = 0;
   int64_t reservations_expired = 0;
-  int64_t prompt_tokens_cached = 0;  // reported by reservations as already held here
+  int64_t prompt_tokens_cached = 0;             // reported by reservations as already held here
+  int64_t prompt_tokens_prefilled_locally = 0;  // computed here by started reservations (prefill_locally)
 };
 
 class DecodeCore {
@@ -75,6 +82,9 @@ class DecodeCore {
   explicit DecodeCore(std::unique_ptr<Generator> generator);
   void run();
   void step_batch();
+  // A taken reservation's sequence as the generator `added` it (or its blocks back and kCancelled on error).
+  void start_running(uint64_t reservation_id, TokenSink sink, Result<int64_t> added,
+                     const std::vector<int32_t>& blocks);
 
   struct Running {
     uint64_t reservation_id = 0;

@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -24,6 +25,7 @@
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/transfer_engine.h"
+#include "node/entity_inputs.h"
 #include "node/node_protocol.h"
 #include "node/peer_probe.h"
 
@@ -77,6 +79,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     node::route_protobuf_logs();
     RECGPT_ASSIGN_OR_RETURN(fingerprint_, model_fingerprint(model_));
     RECGPT_ASSIGN_OR_RETURN(core_, DecodeCore::create(model_, options_.engine));
+    RECGPT_ASSIGN_OR_RETURN(entities_, node::open_entity_store(options_.entity_store, model_.config()));
     kv::TransferEngineOptions transfer_options;
     transfer_options.name = options_.node_id;
     transfer_options.settings = options_.transfer_settings;
@@ -111,6 +114,11 @@ class Server final : public std::enable_shared_from_this<Server> {
     auto& requests = prometheus::BuildGauge().Name("recgpt_requests").Help("Requests by state").Register(*registry_);
     running_ = &requests.Add({{"role", "decode"}, {"node", options_.node_id}, {"state", "running"}});
     reserved_ = &requests.Add({{"role", "decode"}, {"node", options_.node_id}, {"state", "reserved"}});
+    local_prefills_ = &prometheus::BuildCounter()
+                           .Name("recgpt_decode_local_prefills_total")
+                           .Help("Calls whose prompt this decode node computed itself (no prefill node could)")
+                           .Register(*registry_)
+                           .Add({{"role", "decode"}, {"node", options_.node_id}});
     sequences_ = &prometheus::BuildCounter()
                       .Name("recgpt_decode_sequences_total")
                       .Help("Sequences this decode node finished, by reason")
@@ -315,8 +323,20 @@ class Server final : public std::enable_shared_from_this<Server> {
       (void)session.connection->send(rpc::error_frame(id, sampling.status()));
       return;
     }
-    session.reservation_of_call[id] = start.reservation_id();
     StartRequest request;
+    if (start.prefill_locally()) {
+      const int entity_dim = model_.config().entity_adaptor ? model_.config().entity_adaptor->entity_dim : 0;
+      Result<node::ResolvedEntities> entities =
+          node::resolve_entities(start.entities(), entity_dim, entities_ ? &*entities_ : nullptr, "decode");
+      if (!entities.is_ok()) {  // the reservation stays: the router cancels it
+        (void)session.connection->send(rpc::error_frame(id, entities.status()));
+        return;
+      }
+      request.prefill_locally = true;
+      request.entity_vectors = std::move(entities->vectors);
+      local_prefills_->Increment();
+    }
+    session.reservation_of_call[id] = start.reservation_id();
     request.reservation_id = start.reservation_id();
     request.first_token = static_cast<int32_t>(std::min<uint32_t>(start.first_token(), INT32_MAX));
     request.sampling = *sampling;
@@ -351,6 +371,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   std::string fingerprint_;
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
   std::unique_ptr<DecodeCore> core_;
+  std::optional<EntityStore> entities_;
   std::unique_ptr<kv::TransferEngine> transfer_;
   control::Envelope hello_;
   std::shared_ptr<rpc::Listener> listener_;
@@ -365,6 +386,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   prometheus::Gauge* running_ = nullptr;
   prometheus::Gauge* reserved_ = nullptr;
   prometheus::Family<prometheus::Counter>* sequences_ = nullptr;
+  prometheus::Counter* local_prefills_ = nullptr;
 };
 
 // The face's owner: stops the shared server (whose coroutines may outlive this handle briefly).

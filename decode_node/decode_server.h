@@ -3,7 +3,9 @@
 //                layout, transfer endpoint and the KV pool's region key); another model's fingerprint or protocol
 //                version is answered with an Error and the connection closed
 //   ReserveKv    -> Reservation (blocks the prefill node fills) or NoRoom, at once
-//   StartDecode  -> TokenChunk frames under the call's request id until one has `finished`
+//   StartDecode  -> TokenChunk frames under the call's request id until one has `finished`; with
+//                prefill_locally, this node computes the prompt first (entities by vector, or by id from
+//                --entity-store): the router's fallback when no prefill node can take the call
 //   Cancel       (request id of a ReserveKv or StartDecode call) ends that reservation or sequence
 // A connection that closes cancels everything it reserved or started. The admin port serves /metrics,
 // /healthz, /readyz. The engine runs on DecodeCore's thread; the network on the caller's io_context.
@@ -34,7 +36,8 @@ struct DecodeServerOptions {
   std::string transfer_backend = "ucx";
   std::vector<std::pair<std::string, std::string>> transfer_settings;
   // Control addresses ("host:port") of nodes this one needs: /readyz is 503 until each answers a hello.
-  std::vector<std::string> required_peers;  // e.g. {"tls", "tcp"}
+  std::vector<std::string> required_peers;
+  std::string entity_store;  // for entities given by id to a local prefill; empty: vectors must come inline
   GeneratorOptions engine;
 };
 

@@ -155,6 +155,29 @@ Result<int64_t> Generator::add(GenerationRequest request) {
   return sequences_.back()->id;
 }
 
+Status Generator::check_block_table(const Sequence& sequence, std::span<const int32_t> block_table) const {
+  if (static_cast<int64_t>(block_table.size()) < blocks_for(sequence.prompt_size(), options_.block_size)) {
+    return invalid_argument("a block table of " + std::to_string(block_table.size()) +
+                            " blocks cannot hold a prompt of " + std::to_string(sequence.prompt_size()) + " tokens");
+  }
+  const BlockManager& blocks = kv_cache_->blocks();
+  for (int32_t block : block_table) {
+    if (block < 0 || block >= blocks.num_blocks() || blocks.ref_count(block) == 0) {
+      return invalid_argument("block " + std::to_string(block) + " of a reserved sequence is not a held KV block");
+    }
+  }
+  // Leading blocks already in the prefix index must hold this prompt's blocks (a peer's mistake must not
+  // make register_full_blocks abort).
+  std::vector<uint64_t> hashes =
+      compute_block_hashes(sequence.request.prompt, sequence.entity_keys, options_.block_size);
+  for (size_t i = 0; i < hashes.size(); ++i) {
+    if (blocks.is_registered(block_table[i]) && blocks.registered_hash(block_table[i]) != hashes[i]) {
+      return invalid_argument("block " + std::to_string(block_table[i]) + " holds another prefix than this prompt's");
+    }
+  }
+  return Status::ok();
+}
+
 Result<int64_t> Generator::add_prefilled(GenerationRequest request, std::vector<int32_t> block_table,
                                          int32_t first_token) {
   const ModelConfig& config = model_.config();
@@ -165,25 +188,7 @@ Result<int64_t> Generator::add_prefilled(GenerationRequest request, std::vector<
     return invalid_argument("first token " + std::to_string(first_token) + " is outside the vocabulary");
   }
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Sequence> sequence, make_sequence(std::move(request), false));
-  if (static_cast<int64_t>(block_table.size()) < blocks_for(sequence->prompt_size(), options_.block_size)) {
-    return invalid_argument("a block table of " + std::to_string(block_table.size()) +
-                            " blocks cannot hold a prompt of " + std::to_string(sequence->prompt_size()) + " tokens");
-  }
-  for (int32_t block : block_table) {
-    if (block < 0 || block >= kv_cache_->blocks().num_blocks() || kv_cache_->blocks().ref_count(block) == 0) {
-      return invalid_argument("block " + std::to_string(block) + " of a prefilled sequence is not a held KV block");
-    }
-  }
-  // Leading blocks already in the prefix index must hold this prompt's blocks (a peer's mistake must not
-  // make register_full_blocks abort).
-  std::vector<uint64_t> hashes =
-      compute_block_hashes(sequence->request.prompt, sequence->entity_keys, options_.block_size);
-  for (size_t i = 0; i < hashes.size(); ++i) {
-    const BlockManager& blocks = kv_cache_->blocks();
-    if (blocks.is_registered(block_table[i]) && blocks.registered_hash(block_table[i]) != hashes[i]) {
-      return invalid_argument("block " + std::to_string(block_table[i]) + " holds another prefix than this prompt's");
-    }
-  }
+  RECGPT_RETURN_IF_ERROR(check_block_table(*sequence, block_table));
   sequence->id = next_sequence_id_++;
   sequence->block_table = std::move(block_table);
   sequence->num_computed = sequence->prompt_size();
@@ -191,6 +196,24 @@ Result<int64_t> Generator::add_prefilled(GenerationRequest request, std::vector<
   sequence->tokens.push_back(first_token);
   sequence->entity_keys.push_back(0);
   sequence->num_generated = 1;
+  register_full_blocks(*sequence);
+  sequences_.push_back(std::move(sequence));
+  return sequences_.back()->id;
+}
+
+Result<int64_t> Generator::add_reserved(GenerationRequest request, std::vector<int32_t> block_table,
+                                        int64_t cached_tokens) {
+  RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Sequence> sequence, make_sequence(std::move(request), true));
+  if (cached_tokens < 0 || cached_tokens % options_.block_size != 0 || cached_tokens >= sequence->prompt_size()) {
+    return invalid_argument("cached tokens (" + std::to_string(cached_tokens) +
+                            ") must be whole blocks before the prompt's last token");
+  }
+  RECGPT_RETURN_IF_ERROR(check_block_table(*sequence, block_table));
+  sequence->id = next_sequence_id_++;
+  sequence->block_table = std::move(block_table);
+  sequence->num_computed = cached_tokens;
+  sequence->admitted = true;
+  stats_.prompt_tokens_cached += cached_tokens;
   register_full_blocks(*sequence);
   sequences_.push_back(std::move(sequence));
   return sequences_.back()->id;

@@ -84,6 +84,13 @@ class Generator {
   // Note: a seeded non-greedy sampler starts afresh here, so only greedy output equals a colocated run.
   Result<int64_t> add_prefilled(GenerationRequest request, std::vector<int32_t> block_table, int32_t first_token);
 
+  // Adds a sequence that computes its own prompt into blocks reserved for it beforehand (a decode node that
+  // prefills locally when no prefill node can): `block_table` is the whole table as add_prefilled takes it, and
+  // its leading `cached_tokens` (whole blocks, before the prompt's last token) already hold this prompt's KV.
+  // The rest is computed in the steps that follow, in chunks, like a prompt add() admitted. The generator takes
+  // over one reference of each block; on error none is taken.
+  Result<int64_t> add_reserved(GenerationRequest request, std::vector<int32_t> block_table, int64_t cached_tokens);
+
   // Ends a sequence and returns its blocks. Unknown ids are ignored.
   void cancel(int64_t sequence_id);
 
@@ -123,6 +130,8 @@ class Generator {
   void finish(Sequence& sequence, int32_t token, FinishReason reason, std::vector<StepToken>& produced);
   int64_t entity_dim() const;
   Status admit(Sequence& sequence);
+  // kInvalidArgument unless `block_table` holds live blocks for the whole prompt, any indexed ones this prompt's.
+  Status check_block_table(const Sequence& sequence, std::span<const int32_t> block_table) const;
   bool ensure_blocks(Sequence& sequence, int64_t end_position);
   void register_full_blocks(Sequence& sequence);
   void release(Sequence& sequence);

@@ -17,6 +17,26 @@ control::SamplingParams sampling_to_proto(const AgentCall& call) {
   return proto;
 }
 
+// The prompt's entities, one EntityInput per entity token in order (ids, or vectors).
+void add_entity_inputs(const AgentCall& call, const EntityShape& shape,
+                       google::protobuf::RepeatedPtrField<control::EntityInput>& inputs) {
+  const auto dim = static_cast<size_t>(shape.entity_dim);
+  size_t entity = 0;
+  for (size_t position = 0; position < call.prompt.size(); ++position) {
+    if (call.prompt[position] != shape.entity_token) continue;
+    control::EntityInput& input = *inputs.Add();
+    input.set_position(static_cast<uint32_t>(position));
+    if (!call.entity_ids.empty()) {
+      if (entity < call.entity_ids.size()) input.set_entity_id(call.entity_ids[entity]);
+      ++entity;
+      continue;
+    }
+    const size_t begin = entity++ * dim;
+    for (size_t i = 0; i < dim && begin + i < call.entity_vectors.size(); ++i)
+      input.mutable_vector()->add_values(call.entity_vectors[begin + i]);
+  }
+}
+
 }  // namespace
 
 Status check_entities(const AgentCall& call, const EntityShape& shape) {
@@ -65,22 +85,8 @@ control::Envelope make_prefill_request(const AgentCall& call, const EntityShape&
                                        const control::Reservation& reservation, const control::Hello& decode_hello) {
   control::Envelope envelope;
   control::PrefillRequest& body = *envelope.mutable_prefill_request();
-  const auto dim = static_cast<size_t>(shape.entity_dim);
-  size_t entity = 0;
-  for (size_t position = 0; position < call.prompt.size(); ++position) {
-    body.add_token_ids(static_cast<uint32_t>(call.prompt[position]));
-    if (call.prompt[position] != shape.entity_token) continue;
-    control::EntityInput& input = *body.add_entities();
-    input.set_position(static_cast<uint32_t>(position));
-    if (!call.entity_ids.empty()) {
-      if (entity < call.entity_ids.size()) input.set_entity_id(call.entity_ids[entity]);
-      ++entity;
-      continue;
-    }
-    const size_t begin = entity++ * dim;
-    for (size_t i = 0; i < dim && begin + i < call.entity_vectors.size(); ++i)
-      input.mutable_vector()->add_values(call.entity_vectors[begin + i]);
-  }
+  for (int32_t token : call.prompt) body.add_token_ids(static_cast<uint32_t>(token));
+  add_entity_inputs(call, shape, *body.mutable_entities());
   *body.mutable_sampling() = sampling_to_proto(call);
   body.set_decode_node_id(decode_hello.node_id());
   body.set_reservation_id(reservation.reservation_id());
@@ -98,6 +104,13 @@ control::Envelope make_start(const AgentCall& call, uint64_t reservation_id, uin
   envelope.mutable_start_decode()->set_reservation_id(reservation_id);
   envelope.mutable_start_decode()->set_first_token(first_token);
   *envelope.mutable_start_decode()->mutable_sampling() = sampling_to_proto(call);
+  return envelope;
+}
+
+control::Envelope make_local_start(const AgentCall& call, const EntityShape& shape, uint64_t reservation_id) {
+  control::Envelope envelope = make_start(call, reservation_id, 0);
+  envelope.mutable_start_decode()->set_prefill_locally(true);
+  add_entity_inputs(call, shape, *envelope.mutable_start_decode()->mutable_entities());
   return envelope;
 }
 

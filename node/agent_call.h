@@ -40,6 +40,8 @@ control::Envelope make_reserve(const AgentCall& call, const EntityShape& shape);
 control::Envelope make_prefill_request(const AgentCall& call, const EntityShape& shape,
                                        const control::Reservation& reservation, const control::Hello& decode_hello);
 control::Envelope make_start(const AgentCall& call, uint64_t reservation_id, uint32_t first_token);
+// StartDecode with prefill_locally: the decode node computes the prompt itself (no prefill node can).
+control::Envelope make_local_start(const AgentCall& call, const EntityShape& shape, uint64_t reservation_id);
 control::Envelope make_cancel(uint64_t request_id, const std::string& reason);
 
 }  // namespace recgpt::node

@@ -4,6 +4,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/rpc/listener.h"
 #include "node/node_protocol.h"
 
 namespace recgpt::node {
@@ -72,6 +73,11 @@ asio::awaitable<Result<control::TokenChunk>> NodeLink::next_chunk(uint64_t id, r
       if (chunk.finished()) streams_.erase(id);
       co_return chunk;
     }
+    if (!stream.error.is_ok()) {
+      Status error = stream.error;
+      streams_.erase(id);
+      co_return error;
+    }
     if (!connection_->is_open()) {
       co_return unavailable("the node " + peer_name() + " went away: " + connection_->close_reason().message());
     }
@@ -91,10 +97,14 @@ void NodeLink::on_frame(control::Envelope envelope) {
     if (on_load_) on_load_(envelope.load_report());
     return;
   }
-  if (!envelope.has_token_chunk()) return;  // stray replies of calls that timed out
+  if (!envelope.has_token_chunk() && !envelope.has_error()) return;  // stray replies of calls that timed out
   auto it = streams_.find(envelope.request_id());
-  if (it == streams_.end()) return;  // a stream we ended
-  it->second.chunks.push_back(std::move(*envelope.mutable_token_chunk()));
+  if (it == streams_.end()) return;  // a stream we ended, or a call's reply (call() takes those)
+  if (envelope.has_error()) {
+    it->second.error = rpc::status_of(envelope.error());
+  } else {
+    it->second.chunks.push_back(std::move(*envelope.mutable_token_chunk()));
+  }
   if (it->second.wake != nullptr) it->second.wake->cancel();
 }
 

@@ -43,8 +43,9 @@ class NodeLink : public std::enable_shared_from_this<NodeLink> {
 
   // Sends `request` under a fresh id whose replies are a token stream; returns the id.
   Result<uint64_t> start_stream(control::Envelope request);
-  // The stream's next chunk; kDeadlineExceeded at the deadline, kUnavailable once the link closed. After the
-  // chunk with `finished`, the stream is forgotten.
+  // The stream's next chunk; kDeadlineExceeded at the deadline, kUnavailable once the link closed, the node's
+  // error when it answered the stream with an Error frame. After the chunk with `finished` or an error, the
+  // stream is forgotten.
   boost::asio::awaitable<Result<control::TokenChunk>> next_chunk(uint64_t stream, rpc::Deadline deadline);
   // Forgets a stream (its later chunks are dropped).
   void end_stream(uint64_t stream) { streams_.erase(stream); }
@@ -54,6 +55,7 @@ class NodeLink : public std::enable_shared_from_this<NodeLink> {
  private:
   struct Stream {
     std::deque<control::TokenChunk> chunks;
+    Status error;                               // the node refused or ended the stream with an Error frame
     boost::asio::steady_timer* wake = nullptr;  // set while next_chunk waits
   };
 

@@ -22,6 +22,7 @@
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/transfer_engine.h"
+#include "node/entity_inputs.h"
 #include "node/node_protocol.h"
 #include "node/peer_probe.h"
 #include "prefill_node/prefill_worker.h"
@@ -53,15 +54,8 @@ class Server : public std::enable_shared_from_this<Server> {
     transfer_options.metrics = registry_;
     RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<kv::TransferEngine> transfer,
                             kv::create_transfer_engine(options_.transfer_backend, transfer_options));
-    std::optional<EntityStore> entities;
-    if (!options_.entity_store.empty()) {
-      RECGPT_ASSIGN_OR_RETURN(EntityStore store, EntityStore::open(options_.entity_store));
-      if (!config.entity_adaptor || store.dim() != config.entity_adaptor->entity_dim) {
-        return invalid_argument("entity store " + options_.entity_store + " holds vectors of dim " +
-                                std::to_string(store.dim()) + ", which the model's adaptor does not take");
-      }
-      entities = std::move(store);
-    }
+    RECGPT_ASSIGN_OR_RETURN(std::optional<EntityStore> entities,
+                            node::open_entity_store(options_.entity_store, config));
     worker_ = std::make_unique<PrefillWorker>(model_, std::move(backend), std::make_unique<KvCache>(std::move(cache)),
                                               std::move(transfer), std::move(entities), options_.limits);
     RECGPT_RETURN_IF_ERROR(worker_->register_cache());

@@ -5,6 +5,7 @@
 #include "engine/block_hash.h"
 #include "engine/model_files.h"
 #include "kv_transfer/kv_stream.h"
+#include "node/entity_inputs.h"
 #include "node/node_protocol.h"
 
 namespace recgpt::prefill {
@@ -199,27 +200,11 @@ Status PrefillWorker::prepare(Job& job) {
   for (uint32_t token : request.token_ids())
     job.prompt.push_back(static_cast<int32_t>(std::min<uint32_t>(token, INT32_MAX)));
   const int entity_dim = model_.config().entity_adaptor ? model_.config().entity_adaptor->entity_dim : 0;
-  for (const control::EntityInput& entity : request.entities()) {
-    if (entity.has_vector()) {
-      if (entity.vector().values_size() != entity_dim) {
-        return invalid_argument("an entity vector has " + std::to_string(entity.vector().values_size()) +
-                                " values, the model's adaptor takes " + std::to_string(entity_dim));
-      }
-      job.entity_vectors.insert(job.entity_vectors.end(), entity.vector().values().begin(),
-                                entity.vector().values().end());
-      job.entity_keys.push_back(
-          entity_key_from_vector(std::span(job.entity_vectors).last(static_cast<size_t>(entity_dim))));
-      continue;
-    }
-    if (!entities_.has_value()) {
-      return unimplemented("entity '" + entity.entity_id() +
-                           "' is given by id, but this prefill node has no entity store");
-    }
-    std::optional<std::span<const float>> vector = entities_->find(entity.entity_id());
-    if (!vector) return not_found("entity '" + entity.entity_id() + "' is not in the entity store");
-    job.entity_vectors.insert(job.entity_vectors.end(), vector->begin(), vector->end());
-    job.entity_keys.push_back(entity_key_from_id(entity.entity_id()));
-  }
+  RECGPT_ASSIGN_OR_RETURN(
+      node::ResolvedEntities entities,
+      node::resolve_entities(request.entities(), entity_dim, entities_ ? &*entities_ : nullptr, "prefill"));
+  job.entity_vectors = std::move(entities.vectors);
+  job.entity_keys = std::move(entities.keys);
   job.input =
       PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, node::sampling_from_proto(request.sampling())};
 

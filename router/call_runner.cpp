@@ -1,22 +1,22 @@
 #include "router/call_runner.h"
 
 #include "common/log.h"
+#include "common/rpc/listener.h"
 
 namespace recgpt::router {
 namespace {
 
 namespace asio = boost::asio;
 
-// A node's Error frame as a Status (its code name back to a StatusCode).
+// A node's Error frame as a Status. A prefill node that cannot resolve an entity id (not in its store, or no
+// store) fails the call, not the node.
 Status status_of(const control::Error& error) {
-  const std::string& code = error.code();
-  if (code == "invalid_argument") return invalid_argument(error.message());
-  // A prefill node that cannot resolve an entity: not in its store, or it has no store.
-  if (code == "not_found" || code == "unimplemented") return not_found(error.message());
-  if (code == "resource_exhausted") return resource_exhausted(error.message());
-  if (code == "deadline_exceeded") return deadline_exceeded(error.message());
-  if (code == "failed_precondition") return failed_precondition(error.message());
-  return unavailable(error.message());
+  Status status = rpc::status_of(error);
+  if (status.code() == StatusCode::kUnimplemented) return not_found(status.message());
+  if (status.code() == StatusCode::kInternal || status.code() == StatusCode::kDataLoss ||
+      status.code() == StatusCode::kIoError)
+    return unavailable(status.message());
+  return status;
 }
 
 // The caller's fault, not the node's: retrying elsewhere would fail the same way.
@@ -84,7 +84,6 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
                         plan.block_size};
   const Ranking ranking = rank_nodes(policy, cluster.snapshot(), shape, counter);
   if (ranking.decode.empty()) co_return unavailable("no decode node is healthy");
-  if (ranking.prefill.empty()) co_return unavailable("no prefill node is healthy");
 
   auto reserved = co_await reserve(cluster, ranking.decode, plan);
   if (!reserved.is_ok()) co_return reserved.status();
@@ -121,24 +120,40 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
     outcome.finish_reason = "cancelled";
     co_return outcome;
   }
-  if (!prefilled.is_ok()) {
-    release_reservation();
-    co_return prefilled.status();
+  // No prefill node could take the call (none healthy, or they failed): the decode node prefills it locally.
+  const bool prefill_locally = !prefilled.is_ok();
+  if (prefill_locally) {
+    if (is_call_error(prefilled.status()) || std::chrono::steady_clock::now() >= plan.deadline) {
+      release_reservation();
+      co_return prefilled.status();
+    }
+    if (attempts > 0) {
+      log_event(LogLevel::kWarning, "router", "no prefill node took the call, prefilling on the decode node",
+                {{"decode", outcome.decode_node}, {"error", prefilled.status().to_string()}});
+    }
+    outcome.prefill_node = outcome.decode_node;
   }
-  const control::PrefillDone& done = prefilled->prefill_done();
-  outcome.cached_tokens = done.tokens_cached();
 
-  auto stream =
-      decode->start_stream(node::make_start(plan.call, reserved->reservation.reservation_id(), done.first_token()));
+  const uint64_t reservation_id = reserved->reservation.reservation_id();
+  auto stream = decode->start_stream(
+      prefill_locally ? node::make_local_start(plan.call, plan.entities, reservation_id)
+                      : node::make_start(plan.call, reservation_id, prefilled->prefill_done().first_token()));
   if (!stream.is_ok()) co_return stream.status();
   const uint64_t stream_id = *stream;
   bool stopped_by_sink = false;
   cancel.set_on_cancel([decode, stream_id] { (void)decode->send(node::make_cancel(stream_id, "cancelled")); });
-  outcome.completion_tokens = 1;
-  std::vector<int32_t> first = {static_cast<int32_t>(done.first_token())};  // named: GCC 12 and coroutine temporaries
-  if (!co_await sink(std::move(first))) {
-    stopped_by_sink = true;
-    (void)decode->send(node::make_cancel(stream_id, "a stop string matched"));
+  if (!prefill_locally) {
+    const control::PrefillDone& done = prefilled->prefill_done();
+    outcome.cached_tokens = done.tokens_cached();
+    outcome.completion_tokens = 1;
+    // The first token came from the prefill node; the decode node's chunks repeat none of it.
+    std::vector<int32_t> first = {static_cast<int32_t>(done.first_token())};  // named: GCC 12 and temporaries
+    if (!co_await sink(std::move(first))) {
+      stopped_by_sink = true;
+      (void)decode->send(node::make_cancel(stream_id, "a stop string matched"));
+    }
+  } else {
+    outcome.cached_tokens = reserved->reservation.cached_tokens();
   }
   for (;;) {
     auto chunk = co_await decode->next_chunk(stream_id, plan.deadline);
@@ -146,11 +161,11 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
       decode->end_stream(stream_id);
       if (chunk.status().code() == StatusCode::kDeadlineExceeded)
         (void)decode->send(node::make_cancel(stream_id, "deadline"));
+      release_reservation();  // a start the node refused leaves the reservation held; cancel is idempotent
       co_return chunk.status();
     }
     std::vector<int32_t> tokens(chunk->token_ids().begin(), chunk->token_ids().end());
     if (!stopped_by_sink && !cancel.cancelled() && !tokens.empty()) {
-      // The first token came from the prefill node; the decode node's first chunk repeats none of it.
       outcome.completion_tokens += static_cast<int64_t>(tokens.size());
       if (!co_await sink(std::move(tokens))) {
         stopped_by_sink = true;

@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "common/http/http_server.h"
@@ -184,11 +185,13 @@ class Service final : public std::enable_shared_from_this<Service> {
     } else if (path == "/readyz") {
       const int decode = cluster_->healthy_count(Tier::kDecode);
       const int prefill = cluster_->healthy_count(Tier::kPrefill);
-      const bool ready = !draining_ && decode > 0 && prefill > 0;
+      // Decode nodes prefill locally when no prefill node is healthy: one decode node can serve.
+      const bool ready = !draining_ && decode > 0;
       text.status = ready ? 200 : 503;
-      text.body = std::string(ready       ? "ready"
-                              : draining_ ? "not ready: draining"
-                                          : "not ready: no healthy node pair") +
+      text.body = std::string(ready && prefill == 0 ? "ready, degraded: decode nodes prefill locally"
+                              : ready               ? "ready"
+                              : draining_           ? "not ready: draining"
+                                                    : "not ready: no healthy decode node") +
                   " (prefill " + std::to_string(prefill) + ", decode " + std::to_string(decode) + ")\n";
     } else {
       text.content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -229,14 +232,16 @@ class Service final : public std::enable_shared_from_this<Service> {
 
     CallCancel cancel;
     exchange.on_client_gone([&cancel] { cancel.cancel(); });
-    StopMatcher text(*tokenizer_, request.stop);
+    std::optional<StopMatcher> matcher;
+    matcher.emplace(*tokenizer_, request.stop);
+    StopMatcher* text = &*matcher;
     bool streaming_started = false;
     bool first_chunk = true;
     std::optional<Clock::time_point> first_token_at;
     TokenSink sink = [&](std::vector<int32_t> tokens) -> asio::awaitable<bool> {
       if (!first_token_at) first_token_at = Clock::now();
-      const bool go_on = text.push(tokens);
-      std::string piece = text.take();
+      const bool go_on = text->push(tokens);
+      std::string piece = text->take();
       if (request.stream && (!piece.empty() || first_chunk)) {
         if (!streaming_started) {
           streaming_started = true;
@@ -251,6 +256,19 @@ class Service final : public std::enable_shared_from_this<Service> {
       co_return go_on && !exchange.client_gone();
     };
     auto outcome = co_await run_call(*cluster_, policy_, counter_++, plan, sink, cancel);
+    // A node that failed (e.g. the decode node died mid-call) before anything reached the client: run the call
+    // once more on another pair. A stream already sent to the client ends with an error event instead.
+    if (!outcome.is_ok() && outcome.status().code() == StatusCode::kUnavailable && !streaming_started &&
+        !cancel.cancelled() && !exchange.client_gone() && Clock::now() < plan.deadline) {
+      log_event(LogLevel::kWarning, "router", "call failed, running it again on another pair",
+                {{"request", result.id}, {"error", outcome.status().to_string()}});
+      retries_->Increment();
+      matcher.emplace(*tokenizer_, request.stop);
+      text = &*matcher;
+      result.text.clear();
+      first_token_at.reset();
+      outcome = co_await run_call(*cluster_, policy_, counter_++, plan, sink, cancel);
+    }
     if (first_token_at) ttft_->Observe(std::chrono::duration<double>(*first_token_at - received).count());
 
     if (!outcome.is_ok()) {
@@ -268,9 +286,9 @@ class Service final : public std::enable_shared_from_this<Service> {
       }
       co_return;
     }
-    text.finish();
-    const std::string rest = text.take();
-    result.finish_reason = text.matched() || outcome->finish_reason == "stop" ? "stop" : "length";
+    text->finish();
+    const std::string rest = text->take();
+    result.finish_reason = text->matched() || outcome->finish_reason == "stop" ? "stop" : "length";
     result.usage.completion_tokens = outcome->completion_tokens;
     result.usage.cached_tokens = outcome->cached_tokens;
     result.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - received).count();
@@ -404,6 +422,11 @@ class Service final : public std::enable_shared_from_this<Service> {
         prometheus::BuildCounter().Name("recgpt_router_tokens_total").Help("Tokens by kind").Register(*registry_);
     prompt_tokens_ = &tokens.Add({{"kind", "prompt"}});
     completion_tokens_ = &tokens.Add({{"kind", "completion"}});
+    retries_ = &prometheus::BuildCounter()
+                    .Name("recgpt_router_call_retries_total")
+                    .Help("Calls run again on another node pair after a node failed before any output was sent")
+                    .Register(*registry_)
+                    .Add({});
   }
 
   void count_request(const std::string& path, int status) {
@@ -426,6 +449,7 @@ class Service final : public std::enable_shared_from_this<Service> {
   prometheus::Histogram* ttft_ = nullptr;
   prometheus::Counter* prompt_tokens_ = nullptr;
   prometheus::Counter* completion_tokens_ = nullptr;
+  prometheus::Counter* retries_ = nullptr;
   std::mt19937_64 random_{std::random_device{}()};
   uint64_t counter_ = 0;
   uint64_t next_id_ = 1;

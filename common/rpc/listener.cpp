@@ -60,6 +60,15 @@ control::Envelope error_frame(uint64_t request_id, const Status& status) {
   return envelope;
 }
 
+Status status_of(const control::Error& error) {
+  for (int code = 1; code <= static_cast<int>(StatusCode::kInternal); ++code) {
+    if (status_code_name(static_cast<StatusCode>(code)) == error.code()) {
+      return {static_cast<StatusCode>(code), error.message()};
+    }
+  }
+  return unavailable(error.message());
+}
+
 Status check_peer_hello(const control::Hello& hello, const std::string& model_fingerprint) {
   if (hello.protocol_version() != kProtocolVersion) {
     return failed_precondition("protocol version " + std::to_string(hello.protocol_version()) + ", this node speaks " +

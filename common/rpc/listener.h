@@ -37,6 +37,9 @@ class Listener : public std::enable_shared_from_this<Listener> {
 
 // An Error frame answering `request_id` with `status` (its code name and message).
 control::Envelope error_frame(uint64_t request_id, const Status& status);
+// The Status an Error frame carries (the inverse of error_frame); a code name this build does not know reads as
+// kUnavailable: the peer failed.
+Status status_of(const control::Error& error);
 
 // ok when a peer's Hello speaks this protocol version and, when it names one, this model fingerprint;
 // kFailedPrecondition naming both values otherwise.

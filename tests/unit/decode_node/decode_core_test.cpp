@@ -125,6 +125,59 @@ TEST_CASE(
   CHECK(eventually([&] { return core->counters().kv_blocks_used == 0 && core->counters().running == 0; }));
 }
 
+TEST_CASE(
+    "a reservation prefilled locally (no prefill node) streams the colocated greedy tokens from its first token, "
+    "reusing the node's cached prefix",
+    "[decode][core][local_prefill]") {
+  TinyModel tiny;
+  auto core = DecodeCore::create(*tiny.model, small_pool()).value();
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back(3 + (i * 17) % 140);
+  std::vector<int32_t> sibling(prompt.begin(), prompt.begin() + 35);  // shares two full blocks
+  for (int i = 0; i < 6; ++i) sibling.push_back(5 + i);
+  int64_t cached_before = 0;
+  for (const auto& [call, expected_cached] : {std::pair{prompt, 0}, std::pair{sibling, 32}}) {
+    auto reservation = reserve(*core, call, 7);
+    REQUIRE(reservation.is_ok());
+    CHECK(reservation->cached_tokens == expected_cached);
+    Stream stream;
+    StartRequest start;
+    start.reservation_id = reservation->id;
+    start.prefill_locally = true;
+    core->start(std::move(start), stream.sink());
+    REQUIRE(stream.wait());
+    CHECK(stream.tokens == colocated(*tiny.model, call, 7));
+    CHECK(stream.finish == FinishReason::kLength);
+    CHECK(core->counters().prompt_tokens_prefilled_locally - cached_before ==
+          static_cast<int64_t>(call.size()) - expected_cached);
+    cached_before = core->counters().prompt_tokens_prefilled_locally;
+    CHECK(eventually([&] { return core->counters().kv_blocks_used == 0 && core->counters().running == 0; }));
+  }
+}
+
+TEST_CASE("a local prefill the engine refuses (entity vectors missing) ends cancelled and returns the blocks",
+          "[decode][core][local_prefill]") {
+  TinyModel tiny;
+  auto core = DecodeCore::create(*tiny.model, small_pool()).value();
+  const int32_t entity = tiny.model->config().entity_adaptor->entity_token_id;
+  std::vector<int32_t> prompt = {5, 6, entity, 7, 8};
+  std::promise<Result<Reservation>> answer;
+  core->reserve({prompt, {42}, 4, Clock::now() + seconds(60)},
+                [&](Result<Reservation> r) { answer.set_value(std::move(r)); });
+  auto reservation = answer.get_future().get();
+  REQUIRE(reservation.is_ok());
+  Stream stream;
+  StartRequest start;
+  start.reservation_id = reservation->id;
+  start.prefill_locally = true;  // and no vector for the entity token
+  core->start(std::move(start), stream.sink());
+  REQUIRE(stream.wait());
+  CHECK(stream.finish == FinishReason::kCancelled);
+  CHECK(stream.tokens.empty());
+  CHECK(eventually([&] { return core->counters().kv_blocks_used == 0; }));
+  CHECK(core->counters().prompt_tokens_prefilled_locally == 0);
+}
+
 TEST_CASE("an unstarted reservation expires at its deadline and returns its blocks; starting it then fails",
           "[decode][core]") {
   TinyModel tiny;

@@ -1,0 +1,138 @@
+// Nodes dying under the router while it serves: a decode node killed mid-generation costs its calls a retry on
+// the other decode node (the clients see only correct answers), and later calls go to the survivor; the only
+// prefill node killed leaves the decode node prefilling locally, with the same greedy output. Each ends with every
+// surviving node's KV blocks free.
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/integration/router/router_fixtures.h"
+
+namespace recgpt::testing {
+namespace {
+
+using nlohmann::json;
+
+std::string completion_body(const std::string& prompt, int max_tokens) {
+  return json{{"model", "recgpt"},
+              {"prompt", prompt},
+              {"max_tokens", max_tokens},
+              {"temperature", 0},
+              {"repetition_penalty", 1.8}}
+      .dump();
+}
+
+// Starts one curl per prompt at once against the router (each with a minute to answer).
+std::vector<Subprocess> start_calls(const RouterProcess& router, const std::vector<std::string>& prompts,
+                                    int max_tokens) {
+  std::vector<Subprocess> calls;
+  for (const std::string& prompt : prompts) {
+    calls.push_back(
+        start_curl(router.url("/v1/completions"), {"--max-time", "60", "-H", "Content-Type: application/json",
+                                                   "--data-binary", completion_body(prompt, max_tokens)}));
+  }
+  return calls;
+}
+
+// The router's value of a counter (its /metrics), 0 when absent.
+double router_metric(const RouterProcess& router, const std::string& name) {
+  const CurlReply reply = curl(router.url("/metrics"));
+  const std::regex pattern("^" + name + "(\\{\\})? ([-+0-9.eE]+)$");
+  std::istringstream lines(reply.body);
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch match;
+    if (std::regex_match(line, match, pattern)) return std::stod(match[2]);
+  }
+  return 0;
+}
+
+TEST_CASE("a decode node killed under load costs its calls a retry on the other one; later calls all succeed",
+          "[router][failure][decode_killed]") {
+  TinyModel tiny;
+  Node decode_a("decode", tiny, "tcp", 32, {"--node-id", "decode-a"});
+  Node decode_b("decode", tiny, "tcp", 32, {"--node-id", "decode-b"});
+  Node prefill("prefill", tiny, "tcp", 32);
+  RouterProcess router(tiny, {prefill.port}, {decode_a.port, decode_b.port}, {"--policy", "least_loaded"});
+
+  constexpr int kLong = 3000;  // tokens: long enough to be running when the node dies
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 8; ++i) prompts.push_back("load call " + std::to_string(i) + " with its own words");
+  std::vector<Subprocess> calls = start_calls(router, prompts, kLong);
+  // Kill decode-a once it runs some of them.
+  bool running = false;
+  for (int i = 0; i < 500 && !running; ++i) {
+    running = decode_a.metric("recgpt_requests\\{.*state=\"running\".*\\}") > 0;
+    if (!running) std::this_thread::sleep_for(milliseconds(10));
+  }
+  REQUIRE(running);
+  decode_a.process.kill(SIGKILL);
+
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const CurlReply reply = finish_curl(calls[i], seconds(70));
+    INFO("call " << i << ": " << reply.status << " " << reply.body.substr(0, 300));
+    REQUIRE(reply.status == 200);
+    const json body = json::parse(reply.body);
+    CHECK(body["usage"]["completion_tokens"] == kLong);
+    CHECK(body["timings"]["decode_node"] == "decode-b");  // where it finished
+  }
+  CHECK(router_metric(router, "recgpt_router_call_retries_total") >= 1);
+
+  // Later calls: all on the survivor, with the colocated engine's greedy output.
+  for (int i = 0; i < 4; ++i) {
+    const std::string prompt = "after the failure, call " + std::to_string(i);
+    int64_t prompt_tokens = 0;
+    const std::string expected = expected_text(tiny, prompt, 20, &prompt_tokens);
+    const CurlReply reply = router.post("/v1/completions", completion_body(prompt, 20));
+    REQUIRE(reply.status == 200);
+    const json body = json::parse(reply.body);
+    CHECK(body["choices"][0]["text"] == expected);
+    CHECK(body["timings"]["decode_node"] == "decode-b");
+  }
+  CHECK(decode_b.shows_used(0));
+  CHECK(prefill.shows_used(0));
+}
+
+TEST_CASE("with its only prefill node killed under load, the decode node prefills locally and every call succeeds",
+          "[router][failure][local_prefill]") {
+  TinyModel tiny;
+  Node decode("decode", tiny, "tcp", 32, {"--node-id", "decode-a"});
+  Node prefill("prefill", tiny, "tcp", 32, {"--node-id", "prefill-a"});
+  RouterProcess router(tiny, {prefill.port}, {decode.port});
+
+  // Calls in flight while the prefill node dies: the ones it had not answered are prefilled on the decode node.
+  std::string context;
+  for (int i = 0; i < 60; ++i) context += "word" + std::to_string(i) + " ";
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 8; ++i) prompts.push_back(context + "question " + std::to_string(i));
+  std::vector<Subprocess> calls = start_calls(router, prompts, 400);
+  prefill.process.kill(SIGKILL);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const CurlReply reply = finish_curl(calls[i], seconds(70));
+    INFO("call " << i << ": " << reply.status << " " << reply.body.substr(0, 300));
+    REQUIRE(reply.status == 200);
+    CHECK(json::parse(reply.body)["usage"]["completion_tokens"] == 400);
+  }
+
+  // Afterwards: the router is ready (degraded) and every call is prefilled on the decode node, with the colocated
+  // engine's greedy output; a prompt sharing the context reuses the decode node's cached blocks.
+  const CurlReply ready = curl(router.url("/readyz"));
+  CHECK(ready.status == 200);
+  CHECK(ready.body.find("degraded") != std::string::npos);
+  const double local_before = decode.metric("recgpt_decode_local_prefills_total\\{.*\\}");
+  for (int i = 0; i < 3; ++i) {
+    const std::string prompt = context + "follow-up " + std::to_string(i);
+    int64_t prompt_tokens = 0;
+    const std::string expected = expected_text(tiny, prompt, 16, &prompt_tokens);
+    const CurlReply reply = router.post("/v1/completions", completion_body(prompt, 16));
+    REQUIRE(reply.status == 200);
+    const json body = json::parse(reply.body);
+    INFO(reply.body);
+    CHECK(body["choices"][0]["text"] == expected);
+    CHECK(body["timings"]["prefill_node"] == "decode-a");
+    CHECK(body["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>() >= 64);
+  }
+  CHECK(decode.metric("recgpt_decode_local_prefills_total\\{.*\\}") - local_before == 3);
+  CHECK(decode.shows_used(0));
+}
+
+}  // namespace
+}  // namespace recgpt::testing
