@@ -1,7 +1,7 @@
 // Nodes dying under the router while it serves: a decode node killed mid-generation costs its calls a retry on
 // the other decode node (the clients see only correct answers), and later calls go to the survivor; the only
-// prefill node killed leaves the decode node prefilling locally, with the same greedy output. Each ends with every
-// surviving node's KV blocks free.
+// prefill node killed leaves the decode node prefilling locally, with the same greedy output; a call past its own
+// deadline gets a clear error. Each ends with every surviving node's KV blocks free.
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -87,6 +87,12 @@ TEST_CASE("a decode node killed under load costs its calls a retry on the other 
     CHECK(body["choices"][0]["text"] == expected);
     CHECK(body["timings"]["decode_node"] == "decode-b");
   }
+  // A call past its own deadline gets a clear error, and its blocks come back.
+  const CurlReply late = router.post(
+      "/v1/completions",
+      json{{"model", "recgpt"}, {"prompt", "too long to wait for"}, {"max_tokens", 4000}, {"timeout", 0.05}}.dump());
+  CHECK(late.status == 504);
+  CHECK(json::parse(late.body)["error"]["code"] == "timeout");
   CHECK(decode_b.shows_used(0));
   CHECK(prefill.shows_used(0));
 }
