@@ -1,7 +1,5 @@
 #include "bench/nodes_benchmark.h"
 
-#include <signal.h>
-
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,8 +9,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <regex>
 
+#include "bench/latency.h"
+#include "bench/node_calls.h"
 #include "common/subprocess.h"
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
@@ -22,51 +21,21 @@ namespace recgpt {
 namespace {
 
 namespace asio = boost::asio;
+using bench::CallTimes;
+using bench::percentiles;
+using bench::timed_call;
 using Clock = std::chrono::steady_clock;
 constexpr auto kStartTimeout = std::chrono::seconds(60);
-constexpr auto kCallTimeout = std::chrono::seconds(300);
 
-// A started node process and the control ports it printed (the prefill's first for `recgpt serve`).
-struct NodeProcess {
-  Subprocess process;
-  std::vector<uint16_t> ports;
-
-  ~NodeProcess() {
-    process.kill(SIGTERM);
-    (void)process.wait(Clock::now() + std::chrono::seconds(10));
-  }
-};
-
-Result<std::unique_ptr<NodeProcess>> start_node(const NodesBenchOptions& options, std::vector<std::string> role_args,
-                                                int port_lines) {
+Result<std::unique_ptr<bench::NodeProcess>> start_node(const NodesBenchOptions& options,
+                                                       std::vector<std::string> role_args, int port_lines) {
   std::vector<std::string> argv = {options.self_path};
   argv.insert(argv.end(), role_args.begin(), role_args.end());
   for (const std::string& flag :
        std::vector<std::string>{"--model", options.model_dir, "--threads", std::to_string(options.threads)}) {
     argv.push_back(flag);
   }
-  auto node = std::make_unique<NodeProcess>();
-  RECGPT_ASSIGN_OR_RETURN(node->process, Subprocess::spawn(argv));
-  for (int i = 0; i < port_lines; ++i) {
-    RECGPT_ASSIGN_OR_RETURN(std::string line, node->process.read_line(Clock::now() + kStartTimeout));
-    std::smatch match;
-    if (!std::regex_search(line, match, std::regex(" port=(\\d+)"))) {
-      return unavailable("the node said '" + line + "' instead of its ports");
-    }
-    node->ports.push_back(static_cast<uint16_t>(std::stoi(match[1])));
-  }
-  return node;
-}
-
-LatencyPercentiles percentiles(std::vector<double> values) {
-  LatencyPercentiles result;
-  if (values.empty()) return result;
-  std::sort(values.begin(), values.end());
-  auto at = [&](double q) { return values[std::min(values.size() - 1, static_cast<size_t>(q * values.size()))]; };
-  result.p50 = at(0.50);
-  result.p90 = at(0.90);
-  result.p99 = at(0.99);
-  return result;
+  return bench::start_node_process(argv, port_lines);
 }
 
 // The calls of one run: every call shares the first `shared_tokens` (one user context, as a workflow's agents
@@ -83,52 +52,6 @@ std::vector<node::AgentCall> make_calls(const NodesBenchOptions& options, const 
     call.max_new_tokens = options.max_new_tokens;
   }
   return calls;
-}
-
-struct CallTimes {
-  double time_to_first_token = 0;
-  std::vector<double> inter_token;
-  int64_t tokens = 0;
-  Status status;
-};
-
-asio::awaitable<CallTimes> timed_call(node::AgentCallClient& client, const node::AgentCall& call) {
-  CallTimes times;
-  const auto start = Clock::now();
-  auto reserved = co_await client.reserve(call);
-  if (!reserved.is_ok() || !reserved->reserve_kv_reply().has_reservation()) {
-    times.status = reserved.is_ok() ? resource_exhausted("no room: " + reserved->DebugString()) : reserved.status();
-    co_return times;
-  }
-  const control::Reservation reservation = reserved->reserve_kv_reply().reservation();
-  auto done = co_await client.prefill(call, reservation, Clock::now() + kCallTimeout);
-  if (!done.is_ok() || !done->has_prefill_done()) {
-    times.status = done.is_ok() ? unavailable(done->DebugString()) : done.status();
-    co_return times;
-  }
-  auto last = Clock::now();
-  times.time_to_first_token = std::chrono::duration<double>(last - start).count();
-  times.tokens = 1;
-  auto stream = client.start(call, reservation.reservation_id(), done->prefill_done().first_token());
-  if (!stream.is_ok()) {
-    times.status = stream.status();
-    co_return times;
-  }
-  for (;;) {
-    auto chunk = co_await client.next_chunk(*stream, Clock::now() + kCallTimeout);
-    if (!chunk.is_ok()) {
-      times.status = chunk.status();
-      co_return times;
-    }
-    const auto now = Clock::now();
-    // A chunk carries the tokens of one decode step (one per sequence): each gap is one inter-token latency.
-    for (int i = 0; i < chunk->token_ids_size(); ++i) {
-      times.inter_token.push_back(std::chrono::duration<double>(now - last).count() / chunk->token_ids_size());
-    }
-    times.tokens += chunk->token_ids_size();
-    last = now;
-    if (chunk->finished()) co_return times;
-  }
 }
 
 // Runs every call against the pair at (prefill_port, decode_port), `concurrency` at a time.
@@ -277,7 +200,7 @@ std::string nodes_bench_report_json(const NodesBenchReport& report) {
                      {"tls", o.tls},
                      {"threads", o.threads}};
   for (const NodesBenchFigure& figure : report.figures) {
-    auto latency = [](const LatencyPercentiles& p) {
+    auto latency = [](const bench::LatencyPercentiles& p) {
       return nlohmann::json{{"p50_s", p.p50}, {"p90_s", p.p90}, {"p99_s", p.p99}};
     };
     json["modes"][figure.mode] = {{"time_to_first_token", latency(figure.time_to_first_token)},

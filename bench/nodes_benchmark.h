@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/latency.h"
 #include "common/status.h"
 
 namespace recgpt {
@@ -26,14 +27,10 @@ struct NodesBenchOptions {
   int threads = 1;         // compute threads per node (two nodes share this machine's cores)
 };
 
-struct LatencyPercentiles {
-  double p50 = 0, p90 = 0, p99 = 0;  // seconds
-};
-
 struct NodesBenchFigure {
   std::string mode;  // "disaggregated" or "colocated"
-  LatencyPercentiles time_to_first_token;
-  LatencyPercentiles inter_token_latency;
+  bench::LatencyPercentiles time_to_first_token;
+  bench::LatencyPercentiles inter_token_latency;
   double generated_tokens_per_second = 0;
   int64_t generated_tokens = 0;
   double seconds = 0;

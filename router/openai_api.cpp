@@ -295,6 +295,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   int32_t n = 1;
   fields.integer("n", n, 1, 1);
   fields.boolean("stream", request.stream);
+  fields.boolean("ignore_eos", request.ignore_eos);
   if (const json* options = fields.find("stream_options")) {
     if (!options->is_object()) {
       fields.fail(wrong_type("stream_options", "an object", *options));

@@ -54,6 +54,7 @@ struct CompletionRequest {
   bool include_usage = false;             // stream_options.include_usage
   std::vector<EntityInput> entities;      // extension
   std::optional<double> timeout_seconds;  // extension: the client's own deadline for the whole request
+  bool ignore_eos = false;                // extension (vLLM's): generate max_tokens, past end-of-text tokens
 };
 
 struct ApiLimits {

@@ -371,7 +371,7 @@ class Service final : public std::enable_shared_from_this<Service> {
     plan.call.sampling.top_k = request.top_k;
     plan.call.sampling.repetition_penalty = request.repetition_penalty;
     plan.call.sampling.seed = request.seed ? *request.seed : random_();
-    plan.call.stop_tokens = stop_tokens_;
+    if (!request.ignore_eos) plan.call.stop_tokens = stop_tokens_;
     const auto timeout = request.timeout_seconds ? std::chrono::duration_cast<std::chrono::milliseconds>(
                                                        std::chrono::duration<double>(*request.timeout_seconds))
                                                  : options_.request_timeout;

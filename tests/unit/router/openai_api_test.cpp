@@ -32,7 +32,7 @@ TEST_CASE("a completion request parses with OpenAI's fields and our extensions",
   const CompletionRequest request = parse_ok(R"({"model": "m", "prompt": "hi <|entity|>", "max_tokens": 7,
       "temperature": 0, "top_p": 0.5, "top_k": 20, "seed": 42, "stop": ["\n", "END"], "stream": true,
       "stream_options": {"include_usage": true}, "entities": ["item:1", [0.5, 1, -2]], "user": "ignored",
-      "repetition_penalty": 1.3, "timeout": 2.5})");
+      "repetition_penalty": 1.3, "timeout": 2.5, "ignore_eos": true})");
   CHECK(request.model == "m");
   CHECK(request.prompt == "hi <|entity|>");
   CHECK(request.max_tokens == 7);
@@ -48,6 +48,7 @@ TEST_CASE("a completion request parses with OpenAI's fields and our extensions",
   CHECK(request.entities[1].vector == std::vector<float>{0.5f, 1, -2});
   CHECK(request.repetition_penalty == 1.3f);
   CHECK(request.timeout_seconds == 2.5);
+  CHECK(request.ignore_eos);
   CHECK(parse_ok(R"({"model": "m", "prompt": [1, 2, 3]})").prompt_token_ids == std::vector<int32_t>{1, 2, 3});
   CHECK(parse_ok(R"({"model": "m", "prompt": ["one"]})").prompt == "one");
   CHECK(parse_ok(R"({"model": "m", "prompt": "x"})").max_tokens == 16);
@@ -92,6 +93,7 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
       {R"({"model": "m", "prompt": "x", "top_p": 0})", "top_p"},
       {R"({"model": "m", "prompt": "x", "n": 2})", "n"},
       {R"({"model": "m", "prompt": "x", "stream": "yes"})", "stream"},
+      {R"({"model": "m", "prompt": "x", "ignore_eos": 1})", "ignore_eos"},
       {R"({"model": "m", "prompt": "x", "stream_options": {"include_usage": 1}})", "stream_options.include_usage"},
       {R"({"model": "m", "prompt": "x", "stop": [1]})", "stop"},
       {R"({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", "stop"},
