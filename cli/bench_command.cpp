@@ -5,6 +5,7 @@
 
 #include "bench/engine_benchmark.h"
 #include "bench/nodes_benchmark.h"
+#include "bench/serve_benchmark.h"
 #include "bench/transfer_benchmark.h"
 #include "cli/commands.h"
 
@@ -85,6 +86,49 @@ void add_nodes_command(CLI::App& bench_app, int& exit_code) {
   });
 }
 
+void add_serve_bench_command(CLI::App& bench_app, int& exit_code) {
+  auto options = std::make_shared<ServeBenchOptions>();
+  auto json = std::make_shared<bool>(false);
+  CLI::App* serve = bench_app.add_subcommand(
+      "serve",
+      "Open-loop Poisson load over HTTP against the router: disaggregated and colocated clusters it starts, "
+      "or --url; with the router's own added latency");
+  serve->add_option("--model", options->model_dir, "Model folder (the vocabulary, and what the clusters serve)")
+      ->required();
+  serve->add_option("--url", options->url, "An existing router (http://host:port) instead of starting clusters");
+  serve->add_option("--api-key", options->api_key, "Bearer token for --url");
+  serve->add_option("--model-name", options->model_name, "The model name requests carry");
+  serve->add_option("--modes", options->modes, "Clusters to start: disaggregated, colocated")->delimiter(',');
+  serve->add_option("--rate", options->rate, "Requests per second (Poisson arrivals)")->check(CLI::Range(1e-3, 1e5));
+  serve->add_option("--duration", options->duration, "Seconds of arrivals")->check(CLI::Range(0.1, 86400.0));
+  serve->add_option("--prompt-len", options->prompt_len, "Prompt tokens per request")->check(CLI::Range(1, 1 << 20));
+  serve->add_option("--shared-prefix-len", options->shared_prefix_len, "Leading prompt tokens every request shares")
+      ->check(CLI::Range(0, 1 << 20));
+  serve->add_option("--output-len", options->output_len, "Tokens generated per request")->check(CLI::Range(2, 1 << 20));
+  serve->add_option("--slo-ttft-ms", options->slo_ttft_ms, "Goodput SLO: time to first token")
+      ->check(CLI::PositiveNumber);
+  serve->add_option("--slo-tpot-ms", options->slo_tpot_ms, "Goodput SLO: time per output token")
+      ->check(CLI::PositiveNumber);
+  serve->add_option("--overhead-calls", options->overhead_calls, "Sequential calls measuring the router's latency")
+      ->check(CLI::Range(0, 100000));
+  serve->add_option("--tls", options->tls, "UCX transports between prefill and decode (tcp, posix,cma,self)");
+  serve->add_option("--kv-cache-mib", options->kv_cache_mib, "Each node's KV pool in MiB")
+      ->check(CLI::Range(1, 1 << 20));
+  serve->add_option("--threads", options->threads, "Compute threads per node process")->check(CLI::Range(0, 1024));
+  serve->add_option("--seed", options->seed, "Seed of the arrivals and prompts");
+  serve->add_flag("--json", *json, "Print the figures as JSON");
+  serve->callback([options, json, &exit_code] {
+    options->self_path = this_binary();
+    auto report = run_serve_bench(*options);
+    if (!report.is_ok()) {
+      exit_code = report_failure(report.status());
+      return;
+    }
+    std::string text = *json ? serve_bench_report_json(*report) + "\n" : serve_bench_report_text(*report);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  });
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app, int& exit_code) {
@@ -115,6 +159,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   });
   add_transfer_command(*bench, exit_code);
   add_nodes_command(*bench, exit_code);
+  add_serve_bench_command(*bench, exit_code);
 }
 
 }  // namespace recgpt::cli

@@ -15,6 +15,7 @@ struct RouterFlags {
   router::RouterOptions router;
   std::string api_key_file;
   int request_timeout_seconds = 120;
+  int dns_refresh_seconds = 5;
   int drain_seconds = 30;
 };
 
@@ -26,6 +27,7 @@ Status run_router(RouterFlags& flags) {
     if (flags.router.api_key.empty()) return invalid_argument("--api-key-file '" + flags.api_key_file + "' is empty");
   }
   flags.router.request_timeout = std::chrono::seconds(flags.request_timeout_seconds);
+  flags.router.dns_refresh = std::chrono::seconds(flags.dns_refresh_seconds);
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::open(flags.model_dir));
   boost::asio::io_context io;
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<router::RouterService> service,
@@ -46,7 +48,13 @@ void add_router_command(CLI::App& app, int& exit_code) {
   command->add_option("--model", flags->model_dir, "Model folder (its tokenizer and config)")->required();
   command->add_option("--prefill", flags->router.prefill_nodes,
                       "A prefill node's control address host:port (none: the decode nodes prefill locally)");
-  command->add_option("--decode", flags->router.decode_nodes, "A decode node's control address host:port")->required();
+  command->add_option("--decode", flags->router.decode_nodes, "A decode node's control address host:port");
+  command->add_option("--prefill-dns", flags->router.prefill_dns,
+                      "name:port whose DNS addresses are prefill nodes, resolved again every --dns-refresh-seconds");
+  command->add_option("--decode-dns", flags->router.decode_dns,
+                      "name:port whose DNS addresses are decode nodes (e.g. a Kubernetes headless Service)");
+  command->add_option("--dns-refresh-seconds", flags->dns_refresh_seconds, "How often DNS names are resolved again")
+      ->check(CLI::Range(1, 3600));
   command->add_option("--listen", flags->router.address, "Address of the HTTP port");
   command->add_option("--port", flags->router.port, "HTTP port (0: any free port)");
   command->add_option("--model-name", flags->router.model_name, "The model name clients use");

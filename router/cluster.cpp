@@ -3,6 +3,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -15,7 +16,8 @@ namespace recgpt::router {
 namespace asio = boost::asio;
 
 bool ClusterNode::healthy() const {
-  return link != nullptr && link->is_open() && std::chrono::steady_clock::now() - last_report < Cluster::kReportTimeout;
+  return member && link != nullptr && link->is_open() &&
+         std::chrono::steady_clock::now() - last_report < Cluster::kReportTimeout;
 }
 
 std::string ClusterNode::name() const {
@@ -35,13 +37,91 @@ Cluster::Cluster(asio::io_context& io, std::string model_fingerprint, std::vecto
   }
 }
 
+void Cluster::add_dns_source(Tier tier, node::PeerAddress name, std::chrono::milliseconds refresh) {
+  dns_sources_.push_back({tier, std::move(name), refresh});
+}
+
 void Cluster::start() {
+  started_ = true;
   for (Tier tier : {Tier::kPrefill, Tier::kDecode}) {
     for (size_t i = 0; i < nodes(tier).size(); ++i) {
       asio::co_spawn(
           io_, [self = shared_from_this(), tier, i] { return self->keep_connected(tier, static_cast<int>(i)); },
           asio::detached);
     }
+  }
+  for (size_t source = 0; source < dns_sources_.size(); ++source) {
+    asio::co_spawn(
+        io_, [self = shared_from_this(), source] { return self->keep_resolving(static_cast<int>(source)); },
+        asio::detached);
+  }
+}
+
+void Cluster::update_members(int source, const std::vector<node::PeerAddress>& addresses) {
+  const Tier tier = dns_sources_.at(static_cast<size_t>(source)).tier;
+  std::deque<ClusterNode>& slots = tier_nodes(tier);
+  std::unordered_set<std::string> listed;
+  for (const node::PeerAddress& address : addresses) listed.insert(address.text());
+  for (ClusterNode& slot : slots) {
+    if (slot.dns_source != source) {
+      listed.erase(slot.address.text());  // a node another source lists already
+      continue;
+    }
+    const bool member = listed.erase(slot.address.text()) > 0;
+    if (member == slot.member) continue;
+    slot.member = member;
+    log_event(LogLevel::kInfo, "router", member ? "node joined" : "node left",
+              {{"address", slot.address.text()}, {"dns", dns_sources_[static_cast<size_t>(source)].name.text()}});
+    if (!member && slot.link) slot.link->close();
+  }
+  for (const node::PeerAddress& address : addresses) {
+    if (listed.erase(address.text()) == 0) continue;  // known already, or listed twice
+    ClusterNode entry;
+    entry.address = address;
+    entry.tier = tier;
+    entry.dns_source = source;
+    slots.push_back(std::move(entry));
+    log_event(LogLevel::kInfo, "router", "node joined",
+              {{"address", address.text()}, {"dns", dns_sources_[static_cast<size_t>(source)].name.text()}});
+    if (started_) {
+      asio::co_spawn(
+          io_,
+          [self = shared_from_this(), tier, index = static_cast<int>(slots.size() - 1)] {
+            return self->keep_connected(tier, index);
+          },
+          asio::detached);
+    }
+  }
+}
+
+asio::awaitable<void> Cluster::keep_resolving(int source) {
+  auto self = shared_from_this();
+  asio::ip::tcp::resolver resolver(io_);
+  asio::steady_timer timer(io_);
+  Status last = Status::ok();
+  while (!stopped_) {
+    const DnsSource& dns = dns_sources_[static_cast<size_t>(source)];
+    boost::system::error_code error;
+    auto results = co_await resolver.async_resolve(dns.name.host, std::to_string(dns.name.port),
+                                                   asio::redirect_error(asio::use_awaitable, error));
+    if (stopped_) co_return;
+    if (error) {
+      // A name that does not resolve now (no pod ready yet, DNS hiccup) keeps the last members.
+      if (last.message() != error.message()) {
+        log_event(LogLevel::kWarning, "router", "cannot resolve node name",
+                  {{"dns", dns.name.text()}, {"reason", error.message()}});
+      }
+      last = unavailable(error.message());
+    } else {
+      last = Status::ok();
+      std::vector<node::PeerAddress> addresses;
+      for (const auto& entry : results) {
+        addresses.push_back({entry.endpoint().address().to_string(), entry.endpoint().port()});
+      }
+      update_members(source, addresses);
+    }
+    timer.expires_after(dns.refresh);
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, error));
   }
 }
 
@@ -59,7 +139,10 @@ asio::awaitable<void> Cluster::keep_connected(Tier tier, int index) {
   asio::steady_timer timer(io_);
   while (!stopped_) {
     ClusterNode& entry = node(tier, index);
-    if (entry.link == nullptr || !entry.link->is_open()) {
+    if (!entry.member) {
+      if (entry.link) entry.link->close();
+      entry.link.reset();
+    } else if (entry.link == nullptr || !entry.link->is_open()) {
       entry.link.reset();
       node::NodeLink::LoadHandler on_load = [weak = weak_from_this(), tier, index](const control::LoadReport& report) {
         if (auto cluster = weak.lock()) cluster->on_report(tier, index, report);
@@ -71,6 +154,10 @@ asio::awaitable<void> Cluster::keep_connected(Tier tier, int index) {
       if (stopped_) {
         if (link.is_ok()) (*link)->close();
         co_return;
+      }
+      if (!now.member) {  // it left while connecting
+        if (link.is_ok()) (*link)->close();
+        continue;
       }
       if (link.is_ok()) {
         const control::Role expected = tier == Tier::kPrefill ? control::ROLE_PREFILL : control::ROLE_DECODE;
@@ -151,6 +238,7 @@ std::string Cluster::describe_json() const {
   nlohmann::json nodes_json = nlohmann::json::array();
   for (Tier tier : {Tier::kPrefill, Tier::kDecode}) {
     for (const ClusterNode& entry : nodes(tier)) {
+      if (!entry.member) continue;
       nlohmann::json item = {{"node", entry.name()},
                              {"address", entry.address.text()},
                              {"role", tier == Tier::kPrefill ? "prefill" : "decode"},

@@ -1,12 +1,16 @@
-// The router's registry of nodes: a link to each prefill and decode node named by flags, kept up (reconnected
-// when it drops), their LoadReports (load and prefix index), and the router's own count of calls in flight.
-// Policies see it through snapshot(); /v1/cluster through describe_json().
+// The router's registry of nodes: a link to each prefill and decode node, kept up (reconnected when it drops),
+// their LoadReports (load and prefix index), and the router's own count of calls in flight. Nodes come from flags
+// (fixed) and from DNS names (e.g. a Kubernetes headless Service) resolved again every refresh period: an address
+// that appears joins, one that disappears leaves (its link is closed; its slot stays, so the indices calls hold
+// stay valid, and comes back if the address does). Policies see it through snapshot(); /v1/cluster through
+// describe_json().
 //
 // Threading: one io_context; call every method from its thread.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -28,6 +32,8 @@ enum class Tier { kPrefill, kDecode };
 struct ClusterNode {
   node::PeerAddress address;
   Tier tier = Tier::kDecode;
+  int dns_source = -1;                   // the DNS name that lists it, or -1 (from a flag)
+  bool member = true;                    // false once its DNS name stopped listing it
   std::shared_ptr<node::NodeLink> link;  // null while down
   Status last_error = unavailable("not connected yet");
   control::LoadReport load;  // the latest (prefix fields cleared)
@@ -48,13 +54,19 @@ class Cluster : public std::enable_shared_from_this<Cluster> {
 
   Cluster(boost::asio::io_context& io, std::string model_fingerprint, std::vector<node::PeerAddress> prefill,
           std::vector<node::PeerAddress> decode);
-  // Starts connecting to every node (and keeps reconnecting).
+  // A DNS name ("name:port") whose addresses are nodes of `tier`, resolved at start and every `refresh`.
+  // Call before start().
+  void add_dns_source(Tier tier, node::PeerAddress name, std::chrono::milliseconds refresh);
+  // Starts connecting to every node (and keeps reconnecting), and resolving the DNS names.
   void start();
+  // The addresses DNS name `source` resolved to now: new ones join (and are connected), missing ones leave.
+  void update_members(int source, const std::vector<node::PeerAddress>& addresses);
   void stop();
 
   ClusterSnapshot snapshot() const;
-  ClusterNode& node(Tier tier, int index) { return (tier == Tier::kPrefill ? prefill_ : decode_)[index]; }
-  const std::vector<ClusterNode>& nodes(Tier tier) const { return tier == Tier::kPrefill ? prefill_ : decode_; }
+  ClusterNode& node(Tier tier, int index) { return tier_nodes(tier)[index]; }
+  // Every slot of the tier, members or not (a slot's index never changes; references to slots stay valid).
+  const std::deque<ClusterNode>& nodes(Tier tier) const { return tier == Tier::kPrefill ? prefill_ : decode_; }
   int healthy_count(Tier tier) const;
 
   // The router placed a call there: count it, and (prefix_aware) expect the node to hold its full blocks.
@@ -65,13 +77,23 @@ class Cluster : public std::enable_shared_from_this<Cluster> {
   std::string describe_json() const;
 
  private:
+  struct DnsSource {
+    Tier tier;
+    node::PeerAddress name;
+    std::chrono::milliseconds refresh;
+  };
+
   boost::asio::awaitable<void> keep_connected(Tier tier, int index);
+  boost::asio::awaitable<void> keep_resolving(int source);
   void on_report(Tier tier, int index, const control::LoadReport& report);
+  std::deque<ClusterNode>& tier_nodes(Tier tier) { return tier == Tier::kPrefill ? prefill_ : decode_; }
 
   boost::asio::io_context& io_;
   const std::string fingerprint_;
-  std::vector<ClusterNode> prefill_;
-  std::vector<ClusterNode> decode_;
+  std::deque<ClusterNode> prefill_;
+  std::deque<ClusterNode> decode_;
+  std::vector<DnsSource> dns_sources_;
+  bool started_ = false;
   bool stopped_ = false;
 };
 

@@ -94,7 +94,9 @@ class Service final : public std::enable_shared_from_this<Service> {
         out->push_back(std::move(address));
       }
     }
-    if (decode.empty()) return invalid_argument("the router needs at least one decode node (--decode host:port)");
+    if (decode.empty() && options_.decode_dns.empty()) {
+      return invalid_argument("the router needs decode nodes (--decode host:port or --decode-dns name:port)");
+    }
     RECGPT_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::load(model_.tokenizer_path()));
     tokenizer_ = std::make_unique<Tokenizer>(std::move(tokenizer));
     for (const char* stop : {"<|im_end|>", "<|endoftext|>"}) {
@@ -107,6 +109,13 @@ class Service final : public std::enable_shared_from_this<Service> {
     }
     RECGPT_ASSIGN_OR_RETURN(std::string fingerprint, model_fingerprint(model_));
     cluster_ = std::make_shared<Cluster>(io_, fingerprint, std::move(prefill), std::move(decode));
+    for (auto [names, tier] :
+         {std::pair{&options_.prefill_dns, Tier::kPrefill}, std::pair{&options_.decode_dns, Tier::kDecode}}) {
+      for (const std::string& text : *names) {
+        RECGPT_ASSIGN_OR_RETURN(node::PeerAddress name, node::parse_peer_address(text));
+        cluster_->add_dns_source(tier, std::move(name), options_.dns_refresh);
+      }
+    }
     register_metrics();
 
     http::ServerOptions server_options;

@@ -33,6 +33,10 @@ struct RouterOptions {
   std::string policy = "prefix_aware";
   std::vector<std::string> prefill_nodes;  // control addresses, host:port
   std::vector<std::string> decode_nodes;
+  // DNS names (name:port) whose addresses are nodes, resolved again every dns_refresh (a headless Service).
+  std::vector<std::string> prefill_dns;
+  std::vector<std::string> decode_dns;
+  std::chrono::milliseconds dns_refresh{5000};
   std::chrono::milliseconds request_timeout{120000};  // a request's deadline unless it sets `timeout`
   uint64_t max_body_bytes = 8 << 20;
   int max_connections = 1024;

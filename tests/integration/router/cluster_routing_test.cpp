@@ -75,3 +75,38 @@ TEST_CASE("with 2 prefill and 2 decode nodes a shared prefix is computed once an
 
 }  // namespace
 }  // namespace recgpt::testing
+
+namespace recgpt::testing {
+namespace {
+
+TEST_CASE("nodes named by DNS (as a headless Service lists them) are found, connected and serve", "[router][dns]") {
+  TinyModel tiny;
+  Node decode("decode", tiny, "tcp", 8, {"--node-id", "decode-dns"});
+  Node prefill("prefill", tiny, "tcp", 8, {"--node-id", "prefill-dns"});
+  RouterProcess router(tiny, {}, {},
+                       {"--decode-dns", "localhost:" + std::to_string(decode.port), "--prefill-dns",
+                        "localhost:" + std::to_string(prefill.port), "--dns-refresh-seconds", "1"});
+  const std::string prompt = "a prompt for nodes found by name";
+  int64_t prompt_tokens = 0;
+  const std::string expected = expected_text(tiny, prompt, 8, &prompt_tokens);
+  const CurlReply reply = router.post("/v1/completions", json{{"model", "recgpt"},
+                                                              {"prompt", prompt},
+                                                              {"max_tokens", 8},
+                                                              {"temperature", 0},
+                                                              {"repetition_penalty", 1.8}}
+                                                             .dump());
+  REQUIRE(reply.status == 200);
+  const json body = json::parse(reply.body);
+  CHECK(body["choices"][0]["text"] == expected);
+  CHECK(body["timings"]["prefill_node"] == "prefill-dns");
+  CHECK(body["timings"]["decode_node"] == "decode-dns");
+  const json cluster = json::parse(curl(router.url("/v1/cluster")).body);
+  bool listed = false;
+  for (const json& node : cluster["nodes"]) {
+    listed = listed || node["address"] == "127.0.0.1:" + std::to_string(decode.port);
+  }
+  CHECK(listed);
+}
+
+}  // namespace
+}  // namespace recgpt::testing

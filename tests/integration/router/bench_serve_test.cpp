@@ -1,0 +1,45 @@
+// `recgpt bench serve` end to end on the tiny model: it starts both clusters, drives them over HTTP and reports
+// every request answered, the latency figures and the router's added latency, as JSON. Speed is not asserted
+// (benchmarks measure it); only that the figures exist and are consistent.
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/router/router_fixtures.h"
+
+namespace recgpt::testing {
+namespace {
+
+using nlohmann::json;
+
+TEST_CASE("bench serve drives both clusters over HTTP and reports latency, goodput and router overhead as JSON",
+          "[router][bench_serve]") {
+  TinyModel tiny;
+  auto bench = Subprocess::spawn({RECGPT_PATH, "bench", "serve", "--model", tiny.dir.string(), "--rate", "20",
+                                  "--duration", "1", "--prompt-len", "40", "--shared-prefix-len", "32", "--output-len",
+                                  "8", "--overhead-calls", "3", "--kv-cache-mib", "16", "--json"});
+  REQUIRE(bench.is_ok());
+  std::string text;
+  for (;;) {
+    auto line = bench->read_line(Clock::now() + seconds(120));
+    if (!line.is_ok()) break;
+    text += *line + "\n";
+  }
+  auto exit_code = bench->wait(Clock::now() + seconds(30));
+  REQUIRE(exit_code.is_ok());
+  INFO(text);
+  REQUIRE(*exit_code == 0);
+  const json report = json::parse(text);
+  for (const char* mode : {"disaggregated", "colocated"}) {
+    const json& figures = report["modes"][mode];
+    CHECK(figures["requests"].get<int>() >= 5);
+    CHECK(figures["failed"] == 0);
+    CHECK(figures["output_tokens_per_second"].get<double>() > 0);
+    CHECK(figures["ttft"]["p50_s"].get<double>() > 0);
+    CHECK(figures["ttft"]["p50_s"].get<double>() <= figures["e2e"]["p50_s"].get<double>());
+    CHECK(figures["goodput"].get<double>() <= figures["request_throughput"].get<double>());
+    CHECK(figures["router_overhead"]["calls"] == 3);
+    CHECK(figures["router_overhead"]["direct_e2e_p50_s"].get<double>() > 0);
+  }
+}
+
+}  // namespace
+}  // namespace recgpt::testing
