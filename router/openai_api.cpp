@@ -330,6 +330,19 @@ std::string format_chatml(const std::vector<ChatMessage>& messages) {
   return text;
 }
 
+namespace {
+
+// The `timings` extension, when the result has them: where and how fast the call ran.
+void add_timings(const CompletionResult& result, json& body) {
+  if (result.total_ms <= 0) return;
+  body["timings"] = {{"ttft_ms", result.ttft_ms},
+                     {"total_ms", result.total_ms},
+                     {"prefill_node", result.prefill_node},
+                     {"decode_node", result.decode_node}};
+}
+
+}  // namespace
+
 std::string completion_json(Endpoint endpoint, const CompletionResult& result) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullable(result.finish_reason)}};
   json body;
@@ -342,12 +355,7 @@ std::string completion_json(Endpoint endpoint, const CompletionResult& result) {
   }
   body["choices"] = json::array({choice});
   body["usage"] = usage_json(result.usage);
-  if (result.total_ms > 0) {
-    body["timings"] = {{"ttft_ms", result.ttft_ms},
-                       {"total_ms", result.total_ms},
-                       {"prefill_node", result.prefill_node},
-                       {"decode_node", result.decode_node}};
-  }
+  add_timings(result, body);
   return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -374,6 +382,7 @@ std::string usage_chunk_json(Endpoint endpoint, const CompletionResult& head) {
       head_json(endpoint, head, endpoint == Endpoint::kCompletions ? "text_completion" : "chat.completion.chunk");
   body["choices"] = json::array();
   body["usage"] = usage_json(head.usage);
+  add_timings(head, body);
   return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

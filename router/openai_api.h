@@ -86,7 +86,8 @@ struct CompletionResult {
   std::string text;
   std::string finish_reason;  // "stop" or "length"
   Usage usage;
-  // Extension `timings` of a whole response (absent when total_ms is 0): where and how fast the call ran.
+  // Extension `timings` of a whole response and of a stream's usage chunk (absent when total_ms is 0): where and
+  // how fast the call ran.
   double ttft_ms = 0;
   double total_ms = 0;
   std::string prefill_node = {};
@@ -98,7 +99,7 @@ std::string completion_json(Endpoint endpoint, const CompletionResult& result);
 // One stream chunk: text (chat: a delta; `first` adds role "assistant") and, on the last, the finish reason.
 std::string chunk_json(Endpoint endpoint, const CompletionResult& head, std::string_view text, bool first,
                        std::string_view finish_reason);
-// The usage chunk of stream_options.include_usage: no choices.
+// The usage chunk of stream_options.include_usage: no choices; the `timings` extension when the result has them.
 std::string usage_chunk_json(Endpoint endpoint, const CompletionResult& head);
 
 }  // namespace recgpt::router

@@ -158,6 +158,9 @@ TEST_CASE("responses and stream chunks have OpenAI's shapes", "[router][openai]"
   const json usage = json::parse(usage_chunk_json(Endpoint::kCompletions, result));
   CHECK(usage["choices"].empty());
   CHECK(usage["usage"]["completion_tokens"] == 3);
+  CHECK_FALSE(usage.contains("timings"));
+  result.total_ms = 7;
+  CHECK(json::parse(usage_chunk_json(Endpoint::kCompletions, result))["timings"]["total_ms"] == 7);
 }
 
 }  // namespace
