@@ -34,7 +34,7 @@ struct ServeBenchOptions {
   int output_len = 32;        // tokens each request generates
   double slo_ttft_ms = 1000;
   double slo_tpot_ms = 100;
-  int overhead_calls = 30;  // sequential call pairs for the router's added latency (0: skip)
+  int overhead_calls = 100;  // sequential call pairs for the router's added latency (0: skip)
   std::string tls = "tcp";
   int kv_cache_mib = 256;
   int threads = 1;  // compute threads per node process

@@ -27,6 +27,7 @@ asio::awaitable<Result<beast::tcp_stream>> connect(const HttpTarget& target, Clo
   if (error)
     co_return unavailable("cannot connect to " + target.host + ":" + std::to_string(target.port) + ": " +
                           error.message());
+  stream.socket().set_option(tcp::no_delay(true), error);
   co_return stream;
 }
 

@@ -250,6 +250,8 @@ Connection::Connection(std::shared_ptr<Endpoint> endpoint, tcp::socket socket)
   boost::system::error_code error;
   const tcp::endpoint remote = stream_.socket().remote_endpoint(error);
   peer_ = error ? "unknown" : remote.address().to_string() + ":" + std::to_string(remote.port());
+  // Stream events are small writes each a client waits for: Nagle's algorithm would hold them back.
+  stream_.socket().set_option(tcp::no_delay(true), error);
 }
 
 const ServerOptions& Connection::options() const { return endpoint_->options(); }
