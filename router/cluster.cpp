@@ -170,6 +170,8 @@ asio::awaitable<void> Cluster::keep_connected(Tier tier, int index) {
           now.last_error = Status::ok();
           now.last_report = std::chrono::steady_clock::now();  // healthy from the hello on; reports keep it so
           now.prefix_blocks.clear();  // a (re)connected node's first report carries its whole index
+          now.load.Clear();           // until its first report: an idle node with its whole pool free
+          now.load.set_kv_blocks_free(now.link->hello().kv_layout().num_blocks());
           log_event(LogLevel::kInfo, "router", "node connected",
                     {{"node", now.name()}, {"address", now.address.text()}});
         }
