@@ -14,13 +14,11 @@ namespace {
 struct DecodeFlags {
   ModelFlags model;
   decode::DecodeServerOptions server;
-  std::vector<std::string> transfer_settings;  // key=value
-  int drain_seconds = 30;
+  NodeFlagTexts texts;
 };
 
 Status run_decode(DecodeFlags& flags) {
-  RECGPT_ASSIGN_OR_RETURN(flags.server.transfer_settings,
-                          parse_key_values(flags.transfer_settings, "--transfer-setting"));
+  RECGPT_RETURN_IF_ERROR(apply_node_flag_texts(flags.texts, flags.server));
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::open(flags.model.dir));
   flags.server.engine = flags.model.generator_options();
   boost::asio::io_context io;
@@ -28,7 +26,9 @@ Status run_decode(DecodeFlags& flags) {
                           decode::DecodeServer::start(io, *model, flags.server));
   run_node_until_signal(
       io, "decode", flags.server.node_id, server->port(), server->admin_port(),
-      [&](std::function<void()> done) { server->drain(std::chrono::seconds(flags.drain_seconds), std::move(done)); },
+      [&](std::function<void()> done) {
+        server->drain(std::chrono::seconds(flags.texts.drain_seconds), std::move(done));
+      },
       [&] { server.reset(); });
   return Status::ok();
 }
@@ -39,7 +39,7 @@ void add_decode_command(CLI::App& app, int& exit_code) {
   auto flags = std::make_shared<DecodeFlags>();
   CLI::App* command = app.add_subcommand("decode", "Run a decode node: KV reservations, continuous batching, tokens");
   flags->model.add_to(*command);
-  add_node_service_flags(*command, flags->server, flags->transfer_settings, flags->drain_seconds);
+  add_node_service_flags(*command, flags->server, flags->texts);
   command->callback([flags, &exit_code] {
     Status status = run_decode(*flags);
     exit_code = status.is_ok() ? 0 : report_failure(status);

@@ -14,13 +14,11 @@ struct PrefillFlags {
   std::string model_dir;
   int64_t kv_cache_mib = 256;
   prefill::PrefillServerOptions server;
-  std::vector<std::string> transfer_settings;  // key=value
-  int drain_seconds = 30;
+  NodeFlagTexts texts;
 };
 
 Status run_prefill(PrefillFlags& flags) {
-  RECGPT_ASSIGN_OR_RETURN(flags.server.transfer_settings,
-                          parse_key_values(flags.transfer_settings, "--transfer-setting"));
+  RECGPT_RETURN_IF_ERROR(apply_node_flag_texts(flags.texts, flags.server));
   flags.server.kv_cache_bytes = flags.kv_cache_mib << 20;
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::open(flags.model_dir));
   boost::asio::io_context io;
@@ -28,7 +26,9 @@ Status run_prefill(PrefillFlags& flags) {
                           prefill::PrefillServer::start(io, *model, flags.server));
   run_node_until_signal(
       io, "prefill", flags.server.node_id, server->port(), server->admin_port(),
-      [&](std::function<void()> done) { server->drain(std::chrono::seconds(flags.drain_seconds), std::move(done)); },
+      [&](std::function<void()> done) {
+        server->drain(std::chrono::seconds(flags.texts.drain_seconds), std::move(done));
+      },
       [&] { server.reset(); });
   return Status::ok();
 }
@@ -51,7 +51,7 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
       ->add_option("--max-batch-requests", flags->server.limits.max_batch_requests,
                    "Prefill requests in progress at once")
       ->check(CLI::Range(1, 4096));
-  add_node_service_flags(*command, flags->server, flags->transfer_settings, flags->drain_seconds);
+  add_node_service_flags(*command, flags->server, flags->texts);
   command->callback([flags, &exit_code] {
     Status status = run_prefill(*flags);
     exit_code = status.is_ok() ? 0 : report_failure(status);

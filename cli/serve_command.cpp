@@ -20,6 +20,7 @@ struct ServeFlags {
   int64_t prefill_kv_cache_mib = 256;
   decode::DecodeServerOptions decode;
   prefill::PrefillServerOptions prefill;
+  std::vector<std::string> catalogues;  // name=path
   int drain_seconds = 30;
 };
 
@@ -32,6 +33,8 @@ Status run_serve(ServeFlags& flags) {
   flags.prefill.block_size = flags.model.block_size;
   flags.prefill.threads = flags.model.threads;
   flags.decode.entity_store = flags.prefill.entity_store;
+  RECGPT_ASSIGN_OR_RETURN(flags.decode.catalogues, parse_key_values(flags.catalogues, "--catalogue"));
+  flags.prefill.catalogues = flags.decode.catalogues;
   flags.decode.node_id = flags.prefill.node_id + "-decode";
   flags.prefill.node_id += "-prefill";
   boost::asio::io_context io;
@@ -67,6 +70,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   command->add_option("--node-id", flags->prefill.node_id, "Name prefix of the two nodes");
   command->add_option("--entity-store", flags->prefill.entity_store, "Entity store for entity inputs given by id");
+  command->add_option("--catalogue", flags->catalogues, "A choice catalogue for constrained decoding, name=path");
   command->add_option("--listen", flags->decode.address, "Address of the control and admin ports");
   command->add_option("--port", flags->decode.port, "The decode side's control port (0: any free port)");
   command->add_option("--admin-port", flags->decode.admin_port, "The decode side's admin port (0: any free port)");

@@ -79,6 +79,7 @@ void DecodeCore::start(StartRequest request, TokenSink sink) {
     generation.max_new_tokens = pending->second.max_new_tokens;
     generation.sampling = request.sampling;
     generation.stop_tokens = request.stop_tokens;
+    if (request.constraint) generation.logits_processor = request.constraint(generation.prompt.size());
     pending_.erase(pending);
     if (request.prefill_locally) {
       generation.entity_vectors = std::move(request.entity_vectors);
@@ -163,6 +164,8 @@ void DecodeCore::run() {
     counters_.reservations = static_cast<int64_t>(reservations_->size());
     counters_.running = static_cast<int64_t>(running_.size());
     counters_.kv_blocks_used = generator_->kv_cache().blocks().num_used_blocks();
+    counters_.constrained_steps = generator_->stats().constrained_steps;
+    counters_.constraint_seconds = generator_->stats().constraint_seconds;
   }
   // Shutting down: every sequence and reservation ends here, on the thread that owns them.
   for (auto& [sequence, running] : running_) {

@@ -44,6 +44,8 @@ struct StartRequest {
   // stream starts with the first token. Needs the prompt's entity vectors ([entities, entity_dim]).
   bool prefill_locally = false;
   std::vector<float> entity_vectors = {};
+  // The call's decoding constraint for a prompt of the given length (node/constraints.h), or empty.
+  std::function<std::shared_ptr<LogitsProcessor>(size_t prompt_tokens)> constraint = {};
 };
 
 // Tokens of one step for one sequence; `finish` is kNone while it goes on, and the last call has it set.
@@ -58,6 +60,8 @@ struct DecodeCounters {
   int64_t reservations_expired = 0;
   int64_t prompt_tokens_cached = 0;             // reported by reservations as already held here
   int64_t prompt_tokens_prefilled_locally = 0;  // computed here by started reservations (prefill_locally)
+  int64_t constrained_steps = 0;                // tokens sampled under a constraint
+  double constraint_seconds = 0;                // spent masking logits for them
 };
 
 class DecodeCore {

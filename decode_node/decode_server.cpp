@@ -25,6 +25,7 @@
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/transfer_engine.h"
+#include "node/constraints.h"
 #include "node/entity_inputs.h"
 #include "node/node_protocol.h"
 #include "node/peer_probe.h"
@@ -80,6 +81,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     RECGPT_ASSIGN_OR_RETURN(fingerprint_, model_fingerprint(model_));
     RECGPT_ASSIGN_OR_RETURN(core_, DecodeCore::create(model_, options_.engine));
     RECGPT_ASSIGN_OR_RETURN(entities_, node::open_entity_store(options_.entity_store, model_.config()));
+    RECGPT_ASSIGN_OR_RETURN(constraints_, node::Constraints::create(model_, options_.catalogues));
     kv::TransferEngineOptions transfer_options;
     transfer_options.name = options_.node_id;
     transfer_options.settings = options_.transfer_settings;
@@ -119,6 +121,16 @@ class Server final : public std::enable_shared_from_this<Server> {
                            .Help("Calls whose prompt this decode node computed itself (no prefill node could)")
                            .Register(*registry_)
                            .Add({{"role", "decode"}, {"node", options_.node_id}});
+    constrained_steps_ = &prometheus::BuildCounter()
+                              .Name("recgpt_constraint_steps_total")
+                              .Help("Tokens sampled under a decoding constraint")
+                              .Register(*registry_)
+                              .Add({{"role", "decode"}, {"node", options_.node_id}});
+    constraint_seconds_ = &prometheus::BuildCounter()
+                               .Name("recgpt_constraint_mask_seconds_total")
+                               .Help("Time spent masking logits for constrained tokens (per step: divide by the steps)")
+                               .Register(*registry_)
+                               .Add({{"role", "decode"}, {"node", options_.node_id}});
     sequences_ = &prometheus::BuildCounter()
                       .Name("recgpt_decode_sequences_total")
                       .Help("Sequences this decode node finished, by reason")
@@ -190,6 +202,10 @@ class Server final : public std::enable_shared_from_this<Server> {
       blocks_free_->Set(static_cast<double>(counters.kv_blocks_total - counters.kv_blocks_used));
       running_->Set(static_cast<double>(counters.running));
       reserved_->Set(static_cast<double>(counters.reservations));
+      constrained_steps_->Increment(static_cast<double>(counters.constrained_steps - constrained_steps_seen_));
+      constrained_steps_seen_ = counters.constrained_steps;
+      constraint_seconds_->Increment(counters.constraint_seconds - constraint_seconds_seen_);
+      constraint_seconds_seen_ = counters.constraint_seconds;
       if (++housekeeping_ticks_ % kLoadReportEvery == 0) send_load_report(counters);
       for (int drained = 0; drained < 1000; ++drained) {
         auto notification = transfer_->wait_notification(Clock::now());
@@ -324,6 +340,12 @@ class Server final : public std::enable_shared_from_this<Server> {
       return;
     }
     StartRequest request;
+    Result<node::ConstraintMaker> constraint = constraints_->maker(start.sampling());
+    if (!constraint.is_ok()) {
+      (void)session.connection->send(rpc::error_frame(id, constraint.status()));
+      return;
+    }
+    request.constraint = std::move(constraint).value();
     if (start.prefill_locally()) {
       const int entity_dim = model_.config().entity_adaptor ? model_.config().entity_adaptor->entity_dim : 0;
       Result<node::ResolvedEntities> entities =
@@ -372,6 +394,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
   std::unique_ptr<DecodeCore> core_;
   std::optional<EntityStore> entities_;
+  std::unique_ptr<node::Constraints> constraints_;
   std::unique_ptr<kv::TransferEngine> transfer_;
   control::Envelope hello_;
   std::shared_ptr<rpc::Listener> listener_;
@@ -387,6 +410,10 @@ class Server final : public std::enable_shared_from_this<Server> {
   prometheus::Gauge* reserved_ = nullptr;
   prometheus::Family<prometheus::Counter>* sequences_ = nullptr;
   prometheus::Counter* local_prefills_ = nullptr;
+  prometheus::Counter* constrained_steps_ = nullptr;
+  prometheus::Counter* constraint_seconds_ = nullptr;
+  int64_t constrained_steps_seen_ = 0;
+  double constraint_seconds_seen_ = 0;
 };
 
 // The face's owner: stops the shared server (whose coroutines may outlive this handle briefly).

@@ -37,6 +37,7 @@ struct DecodeServerOptions {
   std::vector<std::pair<std::string, std::string>> transfer_settings;
   // Control addresses ("host:port") of nodes this one needs: /readyz is 503 until each answers a hello.
   std::vector<std::string> required_peers;
+  std::vector<std::pair<std::string, std::string>> catalogues;  // name -> path: choice lists for constrained decoding
   std::string entity_store;  // for entities given by id to a local prefill; empty: vectors must come inline
   GeneratorOptions engine;
 };

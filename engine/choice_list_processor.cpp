@@ -59,7 +59,6 @@ bool ChoiceListProcessor::advance(int32_t token) {
 }
 
 void ChoiceListProcessor::process(std::span<float> logits, std::span<const int32_t> tokens) {
-  const auto start = std::chrono::steady_clock::now();
   for (; consumed_ < tokens.size(); ++consumed_) {
     if (!broken_) (void)advance(tokens[consumed_]);
   }
@@ -75,7 +74,6 @@ void ChoiceListProcessor::process(std::span<float> logits, std::span<const int32
   for (size_t i = 0; i < ok.size(); ++i) {
     if (ok[i] >= 0 && static_cast<size_t>(ok[i]) < logits.size()) logits[static_cast<size_t>(ok[i])] = kept[i];
   }
-  mask_time_ += std::chrono::steady_clock::now() - start;
 }
 
 ParsedChoiceList parse_choice_list(const ChoiceTrie& trie, std::string_view text) {

@@ -7,7 +7,6 @@
 // decode node that continues from a prefill node's first token picks up its state from that token.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
@@ -38,8 +37,6 @@ class ChoiceListProcessor final : public LogitsProcessor {
   std::vector<int32_t> allowed() const;
   // Choices completed so far, in order.
   const std::vector<int32_t>& items() const { return items_; }
-  // Time spent masking, summed over calls.
-  std::chrono::nanoseconds mask_time() const { return mask_time_; }
   // Consumes a generated token (process() does this for the tokens it has not seen). False: not allowed.
   bool advance(int32_t token);
 
@@ -56,7 +53,6 @@ class ChoiceListProcessor final : public LogitsProcessor {
   std::vector<int32_t> items_;
   bool ended_ = false;
   bool broken_ = false;  // a token outside the list arrived
-  std::chrono::nanoseconds mask_time_{0};
 };
 
 // Output text of a list (as decoded) back to its items; items not in the trie are returned in `unknown`.

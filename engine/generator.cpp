@@ -1,6 +1,7 @@
 #include "engine/generator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -350,7 +351,10 @@ void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>&
     ++logit_row;
     if (entity_token >= 0) row[entity_token] = kMaskedLogit;  // an entity token needs a vector: never sample one
     if (sequence.request.logits_processor) {
+      const auto start = std::chrono::steady_clock::now();
       sequence.request.logits_processor->process(row, sequence.tokens);
+      stats_.constraint_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      ++stats_.constrained_steps;
       if (std::none_of(row.begin(), row.end(), [](float logit) { return std::isfinite(logit); })) {
         finish(sequence, -1, FinishReason::kConstraint, produced);  // the constraint allows nothing here
         continue;

@@ -20,6 +20,11 @@ struct AgentCall {
   int32_t max_new_tokens = 16;
   SamplingParams sampling;
   std::vector<int32_t> stop_tokens;
+  // Decoding constraint (proto Constraint): up to max_items of `allowed` (or of the nodes' `catalogue`), one per
+  // line, ended by the first stop token. None when both are empty.
+  std::vector<std::string> allowed;
+  std::string catalogue;
+  int32_t max_items = 1;
   uint64_t reservation_deadline_unix_ms = 0;  // 0: the decode node's default
   uint64_t prefill_deadline_unix_ms = 0;      // 0: the prefill node's default
 };

@@ -108,6 +108,8 @@ Result<std::vector<std::optional<PrefillOutcome>>> PrefillExecutor::compute_chun
     std::span<float> row = std::span(logits_).subspan(row_index++ * static_cast<size_t>(config_.vocab_size),
                                                       static_cast<size_t>(config_.vocab_size));
     if (entity_token >= 0) row[static_cast<size_t>(entity_token)] = -std::numeric_limits<float>::infinity();
+    // A constraint allows a first token whenever it has a choice (checked when the request was prepared).
+    if (input.logits_processor) input.logits_processor->process(row, input.prompt);
     Sampler sampler(input.sampling);
     PrefillOutcome outcome;
     outcome.first_token = sampler.sample(row, input.prompt);

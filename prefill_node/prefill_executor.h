@@ -21,6 +21,7 @@
 #include "common/status.h"
 #include "engine/backend.h"
 #include "engine/kv_cache.h"
+#include "engine/logits_processor.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
 
@@ -31,6 +32,7 @@ struct PrefillInput {
   std::span<const float> entity_vectors;  // [entity tokens of prompt, entity_dim], in prompt order
   std::span<const uint64_t> entity_keys;  // one per entity token; empty: keys from the vectors
   SamplingParams sampling;
+  std::shared_ptr<LogitsProcessor> logits_processor = {};  // the call's constraint on its first token, or null
 };
 
 struct PrefillPlan {

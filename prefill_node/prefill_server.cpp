@@ -22,6 +22,7 @@
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/transfer_engine.h"
+#include "node/constraints.h"
 #include "node/entity_inputs.h"
 #include "node/node_protocol.h"
 #include "node/peer_probe.h"
@@ -56,8 +57,11 @@ class Server : public std::enable_shared_from_this<Server> {
                             kv::create_transfer_engine(options_.transfer_backend, transfer_options));
     RECGPT_ASSIGN_OR_RETURN(std::optional<EntityStore> entities,
                             node::open_entity_store(options_.entity_store, config));
+    RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<node::Constraints> constraints,
+                            node::Constraints::create(model_, options_.catalogues));
     worker_ = std::make_unique<PrefillWorker>(model_, std::move(backend), std::make_unique<KvCache>(std::move(cache)),
-                                              std::move(transfer), std::move(entities), options_.limits);
+                                              std::move(transfer), std::move(entities), std::move(constraints),
+                                              options_.limits);
     RECGPT_RETURN_IF_ERROR(worker_->register_cache());
     RECGPT_ASSIGN_OR_RETURN(listener_, rpc::Listener::open(io_, options_.address, options_.port));
     admin::AdminOptions admin_options;

@@ -42,6 +42,7 @@ struct PrefillServerOptions {
   std::vector<std::pair<std::string, std::string>> transfer_settings;
   // Control addresses ("host:port") of nodes this one needs: /readyz is 503 until each answers a hello.
   std::vector<std::string> required_peers;
+  std::vector<std::pair<std::string, std::string>> catalogues;  // name -> path: choice lists for constrained decoding
   PrefillWorkerLimits limits;
 };
 

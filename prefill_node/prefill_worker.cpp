@@ -5,6 +5,7 @@
 #include "engine/block_hash.h"
 #include "engine/model_files.h"
 #include "kv_transfer/kv_stream.h"
+#include "node/constraints.h"
 #include "node/entity_inputs.h"
 #include "node/node_protocol.h"
 
@@ -38,9 +39,10 @@ struct PrefillWorker::Job {
 
 PrefillWorker::PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,
                              std::unique_ptr<kv::TransferEngine> transfer, std::optional<EntityStore> entities,
-                             PrefillWorkerLimits limits)
+                             std::unique_ptr<node::Constraints> constraints, PrefillWorkerLimits limits)
     : model_(model),
       entities_(std::move(entities)),
+      constraints_(std::move(constraints)),
       backend_(std::move(backend)),
       cache_(std::move(cache)),
       transfer_(std::move(transfer)),
@@ -206,7 +208,9 @@ Status PrefillWorker::prepare(Job& job) {
   job.entity_vectors = std::move(entities.vectors);
   job.entity_keys = std::move(entities.keys);
   job.input =
-      PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, node::sampling_from_proto(request.sampling())};
+      PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, node::sampling_from_proto(request.sampling()), {}};
+  RECGPT_ASSIGN_OR_RETURN(node::ConstraintMaker constraint, constraints_->maker(request.sampling()));
+  if (constraint) job.input.logits_processor = constraint(job.prompt.size());
 
   const auto block_size = static_cast<uint32_t>(executor_.block_size());
   if (request.cached_tokens() % block_size != 0 || request.cached_tokens() >= job.prompt.size()) {

@@ -31,6 +31,10 @@ namespace recgpt {
 class ModelFiles;
 }
 
+namespace recgpt::node {
+class Constraints;
+}
+
 namespace recgpt::prefill {
 
 class PrefillWorker {
@@ -39,7 +43,7 @@ class PrefillWorker {
 
   PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,
                 std::unique_ptr<kv::TransferEngine> transfer, std::optional<EntityStore> entities,
-                PrefillWorkerLimits limits = {});
+                std::unique_ptr<node::Constraints> constraints, PrefillWorkerLimits limits = {});
   ~PrefillWorker();  // answers what is still queued with kUnavailable, then joins the thread
 
   Status register_cache();
@@ -64,6 +68,7 @@ class PrefillWorker {
 
   const ModelFiles& model_;
   std::optional<EntityStore> entities_;
+  std::unique_ptr<node::Constraints> constraints_;
   std::unique_ptr<Backend> backend_;
   PrefixIndexJournal journal_;  // before cache_: outlives its block manager
   std::unique_ptr<KvCache> cache_;

@@ -185,6 +185,28 @@ void parse_stop(const json& stop, CompletionRequest& request, Fields& fields, co
   }
 }
 
+// The `allowed` extension: the strings the output may list, one per line (see CompletionRequest).
+void parse_allowed(const json& allowed, CompletionRequest& request, Fields& fields, const ApiLimits& limits) {
+  if (!allowed.is_array()) return fields.fail(wrong_type("allowed", "an array of strings", allowed));
+  if (allowed.empty()) return fields.fail(invalid_request("'allowed' is empty", "allowed"));
+  if (allowed.size() > limits.max_allowed) {
+    return fields.fail(
+        invalid_request("'allowed' has more than " + std::to_string(limits.max_allowed) + " strings", "allowed"));
+  }
+  for (size_t i = 0; i < allowed.size(); ++i) {
+    const json& item = allowed[i];
+    const std::string param = "allowed[" + std::to_string(i) + "]";
+    if (!item.is_string()) return fields.fail(wrong_type(param, "a string", item));
+    const std::string& text = item.get_ref<const std::string&>();
+    if (text.empty() || text.size() > limits.max_allowed_bytes || text.find('\n') != std::string::npos) {
+      return fields.fail(invalid_request(
+          "'" + param + "' must be 1 to " + std::to_string(limits.max_allowed_bytes) + " bytes without a line break",
+          param));
+    }
+    request.allowed.push_back(text);
+  }
+}
+
 void parse_entities(const json& entities, CompletionRequest& request, Fields& fields, const ApiLimits& limits) {
   if (!entities.is_array()) return fields.fail(wrong_type("entities", "an array", entities));
   if (entities.size() > limits.max_entities) {
@@ -311,6 +333,15 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   }
   if (const json* stop = fields.find("stop")) parse_stop(*stop, request, fields, limits);
   if (const json* entities = fields.find("entities")) parse_entities(*entities, request, fields, limits);
+  if (const json* allowed = fields.find("allowed")) parse_allowed(*allowed, request, fields, limits);
+  fields.integer("max_items", request.max_items, 1, static_cast<int64_t>(limits.max_allowed));
+  if (fields.find("max_items") != nullptr && request.allowed.empty()) {
+    fields.fail(invalid_request("'max_items' needs 'allowed'", "max_items"));
+  }
+  if (!request.allowed.empty() && request.ignore_eos) {
+    fields.fail(
+        invalid_request("'ignore_eos' cannot be used with 'allowed' (the list ends at the end token)", "ignore_eos"));
+  }
   if (const json* timeout = fields.find("timeout")) {
     if (!timeout->is_number() || !(timeout->get<double>() > 0) || timeout->get<double>() > 3600) {
       fields.fail(invalid_request("'timeout' must be a number of seconds in (0, 3600]", "timeout"));

@@ -55,6 +55,10 @@ struct CompletionRequest {
   std::vector<EntityInput> entities;      // extension
   std::optional<double> timeout_seconds;  // extension: the client's own deadline for the whole request
   bool ignore_eos = false;                // extension (vLLM's): generate max_tokens, past end-of-text tokens
+  // Extension: constrained output. The completion is up to `max_items` distinct strings of `allowed`, one per
+  // line, as the tokenizer writes them (docs/api.md).
+  std::vector<std::string> allowed;
+  int32_t max_items = 1;
 };
 
 struct ApiLimits {
@@ -62,7 +66,9 @@ struct ApiLimits {
   int32_t default_chat_max_tokens = 512;  // chat requests without max_tokens
   size_t max_stop_strings = 4;
   size_t max_entities = 4096;
-  size_t entity_dim = 0;  // the model's adaptor input size (vectors must have it); 0: no adaptor
+  size_t entity_dim = 0;      // the model's adaptor input size (vectors must have it); 0: no adaptor
+  size_t max_allowed = 4096;  // strings in `allowed`
+  size_t max_allowed_bytes = 256;
 };
 
 // Parses a request body for `endpoint`. Unknown fields are ignored (as OpenAI's SDKs send extras); known fields

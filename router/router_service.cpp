@@ -297,7 +297,10 @@ class Service final : public std::enable_shared_from_this<Service> {
     }
     text->finish();
     const std::string rest = text->take();
-    result.finish_reason = text->matched() || outcome->finish_reason == "stop" ? "stop" : "length";
+    // "constraint": the decoding constraint allowed nothing more (its list is complete).
+    result.finish_reason = text->matched() || outcome->finish_reason == "stop" || outcome->finish_reason == "constraint"
+                               ? "stop"
+                               : "length";
     result.usage.completion_tokens = outcome->completion_tokens;
     result.usage.cached_tokens = outcome->cached_tokens;
     result.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - received).count();
@@ -381,6 +384,8 @@ class Service final : public std::enable_shared_from_this<Service> {
     plan.call.sampling.repetition_penalty = request.repetition_penalty;
     plan.call.sampling.seed = request.seed ? *request.seed : random_();
     if (!request.ignore_eos) plan.call.stop_tokens = stop_tokens_;
+    plan.call.allowed = request.allowed;
+    plan.call.max_items = request.max_items;
     const auto timeout = request.timeout_seconds ? std::chrono::duration_cast<std::chrono::milliseconds>(
                                                        std::chrono::duration<double>(*request.timeout_seconds))
                                                  : options_.request_timeout;

@@ -49,6 +49,11 @@ TEST_CASE("a completion request parses with OpenAI's fields and our extensions",
   CHECK(request.repetition_penalty == 1.3f);
   CHECK(request.timeout_seconds == 2.5);
   CHECK(request.ignore_eos);
+  const CompletionRequest constrained =
+      parse_ok(R"({"model": "m", "prompt": "x", "allowed": ["red dress", "shoes"], "max_items": 2})");
+  CHECK(constrained.allowed == std::vector<std::string>{"red dress", "shoes"});
+  CHECK(constrained.max_items == 2);
+  CHECK(parse_ok(R"({"model": "m", "prompt": "x"})").allowed.empty());
   CHECK(parse_ok(R"({"model": "m", "prompt": [1, 2, 3]})").prompt_token_ids == std::vector<int32_t>{1, 2, 3});
   CHECK(parse_ok(R"({"model": "m", "prompt": ["one"]})").prompt == "one");
   CHECK(parse_ok(R"({"model": "m", "prompt": "x"})").max_tokens == 16);
@@ -102,6 +107,14 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
       {R"({"model": "m", "prompt": "x", "entities": ["a", {"id": 1}]})", "entities[1]"},
       {R"({"model": "m", "prompt": "x", "entities": [[1, 2, null]]})", "entities[0]"},
       {R"({"model": "m", "prompt": "x", "timeout": -1})", "timeout"},
+      {R"({"model": "m", "prompt": "x", "allowed": "red"})", "allowed"},
+      {R"({"model": "m", "prompt": "x", "allowed": []})", "allowed"},
+      {R"({"model": "m", "prompt": "x", "allowed": ["red", 2]})", "allowed[1]"},
+      {R"({"model": "m", "prompt": "x", "allowed": ["red", ""]})", "allowed[1]"},
+      {R"({"model": "m", "prompt": "x", "allowed": ["two\nlines"]})", "allowed[0]"},
+      {R"({"model": "m", "prompt": "x", "allowed": ["red"], "max_items": 0})", "max_items"},
+      {R"({"model": "m", "prompt": "x", "max_items": 2})", "max_items"},
+      {R"({"model": "m", "prompt": "x", "allowed": ["red"], "ignore_eos": true})", "ignore_eos"},
       {R"({"model": "m"})", "messages", Endpoint::kChatCompletions},
       {R"({"model": "m", "messages": {}})", "messages", Endpoint::kChatCompletions},
       {R"({"model": "m", "messages": [{"content": "x"}]})", "messages[0].role", Endpoint::kChatCompletions},

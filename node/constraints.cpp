@@ -1,0 +1,59 @@
+#include "node/constraints.h"
+
+#include "engine/choice_list_processor.h"
+#include "engine/model_files.h"
+
+namespace recgpt::node {
+
+Result<std::unique_ptr<Constraints>> Constraints::create(
+    const ModelFiles& model, const std::vector<std::pair<std::string, std::string>>& catalogues) {
+  RECGPT_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::load(model.tokenizer_path()));
+  auto constraints = std::unique_ptr<Constraints>(new Constraints(std::move(tokenizer)));
+  const std::vector<int32_t> line_break = constraints->tokenizer_.encode("\n");
+  if (line_break.size() == 1) constraints->separator_ = line_break[0];
+  for (const auto& [name, path] : catalogues) {
+    if (constraints->separator_ < 0) {
+      return invalid_argument("catalogue '" + name + "': the tokenizer writes a line break as several tokens");
+    }
+    if (constraints->catalogues_.count(name) > 0) return invalid_argument("catalogue '" + name + "' given twice");
+    auto trie = ChoiceTrie::load(constraints->tokenizer_, path);
+    if (!trie.is_ok()) return trie.status().with_context("catalogue '" + name + "'");
+    constraints->catalogues_.emplace(name, std::move(trie).value());
+  }
+  return constraints;
+}
+
+Result<ConstraintMaker> Constraints::maker(const control::SamplingParams& sampling) const {
+  if (!sampling.has_constraint()) return ConstraintMaker();
+  const control::Constraint& constraint = sampling.constraint();
+  if (separator_ < 0) return unimplemented("this model's tokenizer writes a line break as several tokens");
+  if (sampling.stop_token_ids_size() == 0) {
+    return invalid_argument("a constrained call needs a stop token to end its list");
+  }
+  if (constraint.max_items() == 0) return invalid_argument("a constraint's max_items must be at least 1");
+  std::shared_ptr<const ChoiceTrie> trie;
+  if (!constraint.catalogue().empty()) {
+    if (constraint.choices_size() > 0)
+      return invalid_argument("a constraint names a catalogue or gives choices, not both");
+    auto found = catalogues_.find(constraint.catalogue());
+    if (found == catalogues_.end()) {
+      return not_found("catalogue '" + constraint.catalogue() + "' is not loaded on this node");
+    }
+    trie = found->second;
+  } else {
+    if (constraint.choices_size() == 0) return invalid_argument("a constraint without choices or a catalogue");
+    if (static_cast<size_t>(constraint.choices_size()) > kMaxChoicesPerCall) {
+      return invalid_argument("a constraint gives " + std::to_string(constraint.choices_size()) + " choices, at most " +
+                              std::to_string(kMaxChoicesPerCall) + " are allowed per call");
+    }
+    const std::vector<std::string> choices(constraint.choices().begin(), constraint.choices().end());
+    RECGPT_ASSIGN_OR_RETURN(trie, ChoiceTrie::build(tokenizer_, choices));
+  }
+  const ChoiceListShape shape{static_cast<int32_t>(std::min<uint32_t>(constraint.max_items(), 1u << 16)), separator_,
+                              static_cast<int32_t>(sampling.stop_token_ids(0))};
+  return ConstraintMaker([trie, shape](size_t prompt_tokens) -> std::shared_ptr<LogitsProcessor> {
+    return std::make_shared<ChoiceListProcessor>(trie, shape, prompt_tokens);
+  });
+}
+
+}  // namespace recgpt::node

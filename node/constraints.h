@@ -1,0 +1,50 @@
+// The decoding constraints a node applies (proto Constraint -> engine/choice_list_processor.h): catalogues
+// loaded once at start (`--catalogue name=path`, each compiled to a ChoiceTrie), choices given with a call
+// compiled per call. Prefill and decode nodes hold one each.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/choice_trie.h"
+#include "engine/logits_processor.h"
+#include "engine/tokenizer.h"
+#include "proto/control.pb.h"
+
+namespace recgpt {
+class ModelFiles;
+}
+
+namespace recgpt::node {
+
+// Makes a call's constraint for a sequence whose prompt has `prompt_tokens` tokens.
+using ConstraintMaker = std::function<std::shared_ptr<LogitsProcessor>(size_t prompt_tokens)>;
+
+class Constraints {
+ public:
+  static constexpr size_t kMaxChoicesPerCall = 4096;
+
+  // Loads the model's tokenizer and every catalogue. Errors name the catalogue, its file and line.
+  static Result<std::unique_ptr<Constraints>> create(
+      const ModelFiles& model, const std::vector<std::pair<std::string, std::string>>& catalogues);
+
+  // The maker for `sampling`'s constraint; an empty maker when it has none. kInvalidArgument for a bad one (no
+  // stop token to end it, max_items 0, bad or too many choices), kNotFound for a catalogue this node lacks.
+  Result<ConstraintMaker> maker(const control::SamplingParams& sampling) const;
+
+  const std::map<std::string, std::shared_ptr<const ChoiceTrie>>& catalogues() const { return catalogues_; }
+
+ private:
+  explicit Constraints(Tokenizer tokenizer) : tokenizer_(std::move(tokenizer)) {}
+
+  Tokenizer tokenizer_;
+  int32_t separator_ = -1;  // the line break token
+  std::map<std::string, std::shared_ptr<const ChoiceTrie>> catalogues_;
+};
+
+}  // namespace recgpt::node
