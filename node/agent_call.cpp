@@ -14,11 +14,15 @@ control::SamplingParams sampling_to_proto(const AgentCall& call) {
   proto.set_seed(call.sampling.seed);
   proto.set_max_tokens(static_cast<uint32_t>(call.max_new_tokens));
   for (int32_t token : call.stop_tokens) proto.add_stop_token_ids(static_cast<uint32_t>(token));
-  if (!call.allowed.empty() || !call.catalogue.empty()) {
+  if (call.constraint.any()) {
+    const CallConstraint& given = call.constraint;
     control::Constraint& constraint = *proto.mutable_constraint();
-    for (const std::string& choice : call.allowed) constraint.add_choices(choice);
-    constraint.set_catalogue(call.catalogue);
-    constraint.set_max_items(static_cast<uint32_t>(call.max_items));
+    for (const std::string& choice : given.allowed) constraint.add_choices(choice);
+    constraint.set_catalogue(given.catalogue);
+    constraint.set_max_items(static_cast<uint32_t>(given.max_items));
+    constraint.set_lines(given.lines);
+    constraint.set_line_prefix(given.line_prefix);
+    constraint.set_max_line_tokens(static_cast<uint32_t>(given.max_line_tokens));
   }
   return proto;
 }

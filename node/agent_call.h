@@ -13,6 +13,20 @@
 
 namespace recgpt::node {
 
+// A decoding constraint (proto Constraint), ended by the call's first stop token: up to max_items of `allowed`
+// (or of the nodes' `catalogue`), one per line; or with `lines`, up to max_items lines of `line_prefix` and free
+// text. None when nothing is set.
+struct CallConstraint {
+  std::vector<std::string> allowed;
+  std::string catalogue;
+  bool lines = false;
+  std::string line_prefix;
+  int32_t max_items = 1;
+  int32_t max_line_tokens = 32;
+
+  bool any() const { return !allowed.empty() || !catalogue.empty() || lines; }
+};
+
 struct AgentCall {
   std::vector<int32_t> prompt;
   std::vector<float> entity_vectors;    // [entity tokens of prompt, entity_dim], in prompt order
@@ -20,11 +34,7 @@ struct AgentCall {
   int32_t max_new_tokens = 16;
   SamplingParams sampling;
   std::vector<int32_t> stop_tokens;
-  // Decoding constraint (proto Constraint): up to max_items of `allowed` (or of the nodes' `catalogue`), one per
-  // line, ended by the first stop token. None when both are empty.
-  std::vector<std::string> allowed;
-  std::string catalogue;
-  int32_t max_items = 1;
+  CallConstraint constraint;
   uint64_t reservation_deadline_unix_ms = 0;  // 0: the decode node's default
   uint64_t prefill_deadline_unix_ms = 0;      // 0: the prefill node's default
 };

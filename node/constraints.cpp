@@ -11,6 +11,7 @@ Result<std::unique_ptr<Constraints>> Constraints::create(
   auto constraints = std::unique_ptr<Constraints>(new Constraints(std::move(tokenizer)));
   const std::vector<int32_t> line_break = constraints->tokenizer_.encode("\n");
   if (line_break.size() == 1) constraints->separator_ = line_break[0];
+  constraints->line_tokens_ = std::make_shared<LineTokens>(constraints->tokenizer_);
   for (const auto& [name, path] : catalogues) {
     if (constraints->separator_ < 0) {
       return invalid_argument("catalogue '" + name + "': the tokenizer writes a line break as several tokens");
@@ -31,6 +32,28 @@ Result<ConstraintMaker> Constraints::maker(const control::SamplingParams& sampli
     return invalid_argument("a constrained call needs a stop token to end its list");
   }
   if (constraint.max_items() == 0) return invalid_argument("a constraint's max_items must be at least 1");
+  if (constraint.lines()) {
+    if (constraint.choices_size() > 0 || !constraint.catalogue().empty()) {
+      return invalid_argument("a lines constraint takes no choices or catalogue");
+    }
+    if (constraint.max_line_tokens() == 0 || constraint.max_line_tokens() > kMaxLineTokens) {
+      return invalid_argument("a lines constraint's max_line_tokens must be 1 to " + std::to_string(kMaxLineTokens));
+    }
+    if (constraint.line_prefix().find('\n') != std::string::npos) {
+      return invalid_argument("a line prefix cannot hold a line break");
+    }
+    LinesShape shape{tokenizer_.encode(constraint.line_prefix()),
+                     static_cast<int32_t>(std::min<uint32_t>(constraint.max_items(), 1u << 16)),
+                     static_cast<int32_t>(constraint.max_line_tokens()), separator_,
+                     static_cast<int32_t>(sampling.stop_token_ids(0))};
+    for (int32_t token : shape.prefix) {
+      if (tokenizer_.is_special(token)) return invalid_argument("a line prefix cannot hold a special token");
+    }
+    return ConstraintMaker(
+        [line_tokens = line_tokens_, shape](size_t prompt_tokens) -> std::shared_ptr<LogitsProcessor> {
+          return std::make_shared<LinesProcessor>(line_tokens, shape, prompt_tokens);
+        });
+  }
   std::shared_ptr<const ChoiceTrie> trie;
   if (!constraint.catalogue().empty()) {
     if (constraint.choices_size() > 0)

@@ -12,6 +12,7 @@
 
 #include "common/status.h"
 #include "engine/choice_trie.h"
+#include "engine/lines_processor.h"
 #include "engine/logits_processor.h"
 #include "engine/tokenizer.h"
 #include "proto/control.pb.h"
@@ -28,13 +29,15 @@ using ConstraintMaker = std::function<std::shared_ptr<LogitsProcessor>(size_t pr
 class Constraints {
  public:
   static constexpr size_t kMaxChoicesPerCall = 4096;
+  static constexpr uint32_t kMaxLineTokens = 1024;
 
   // Loads the model's tokenizer and every catalogue. Errors name the catalogue, its file and line.
   static Result<std::unique_ptr<Constraints>> create(
       const ModelFiles& model, const std::vector<std::pair<std::string, std::string>>& catalogues);
 
   // The maker for `sampling`'s constraint; an empty maker when it has none. kInvalidArgument for a bad one (no
-  // stop token to end it, max_items 0, bad or too many choices), kNotFound for a catalogue this node lacks.
+  // stop token to end it, max_items 0, bad or too many choices, a bad line shape), kNotFound for a catalogue
+  // this node lacks.
   Result<ConstraintMaker> maker(const control::SamplingParams& sampling) const;
 
   const std::map<std::string, std::shared_ptr<const ChoiceTrie>>& catalogues() const { return catalogues_; }
@@ -44,6 +47,7 @@ class Constraints {
 
   Tokenizer tokenizer_;
   int32_t separator_ = -1;  // the line break token
+  std::shared_ptr<const LineTokens> line_tokens_;
   std::map<std::string, std::shared_ptr<const ChoiceTrie>> catalogues_;
 };
 

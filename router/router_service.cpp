@@ -384,8 +384,8 @@ class Service final : public std::enable_shared_from_this<Service> {
     plan.call.sampling.repetition_penalty = request.repetition_penalty;
     plan.call.sampling.seed = request.seed ? *request.seed : random_();
     if (!request.ignore_eos) plan.call.stop_tokens = stop_tokens_;
-    plan.call.allowed = request.allowed;
-    plan.call.max_items = request.max_items;
+    plan.call.constraint.allowed = request.allowed;
+    plan.call.constraint.max_items = request.max_items;
     const auto timeout = request.timeout_seconds ? std::chrono::duration_cast<std::chrono::milliseconds>(
                                                        std::chrono::duration<double>(*request.timeout_seconds))
                                                  : options_.request_timeout;
