@@ -30,6 +30,7 @@ struct UpFlags {
   int kv_cache_mib = 256;
   int threads = 0;  // per node; 0: the machine's cores shared out
   int drain_seconds = 30;
+  std::string tag_catalogue = std::string(RECGPT_SOURCE_DIR) + "/data/tag_catalogue.txt";
 };
 
 // ~/.cache/recgpt/builtin-tiny (or under $XDG_CACHE_HOME), made with the tiny preset when absent.
@@ -79,11 +80,14 @@ Status run_up(UpFlags& flags) {
   const int nodes = flags.colocated ? flags.decode : flags.prefill + flags.decode;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = flags.threads > 0 ? flags.threads : std::max(1, cores / nodes);
-  const std::vector<std::string> common = {"--model",        model_dir,
-                                           "--kv-cache-mib", std::to_string(flags.kv_cache_mib),
-                                           "--threads",      std::to_string(threads),
-                                           "--port",         "0",
-                                           "--admin-port",   "0"};
+  const std::string catalogue = "tags=" + flags.tag_catalogue;
+  std::vector<std::string> common = {"--catalogue",    catalogue,
+                                     "--model",        model_dir,
+                                     "--kv-cache-mib", std::to_string(flags.kv_cache_mib),
+                                     "--threads",      std::to_string(threads),
+                                     "--port",         "0",
+                                     "--admin-port",   "0"};
+  if (!flags.router.entity_store.empty()) common.insert(common.end(), {"--entity-store", flags.router.entity_store});
   std::vector<NodeProcess> children;
   auto spawn = [&](const std::string& role, int index, int port_lines,
                    std::vector<std::string> extra) -> Result<std::vector<uint16_t>> {
@@ -148,6 +152,11 @@ void add_up_command(CLI::App& app, int& exit_code) {
   command->add_option("--threads", flags->threads, "Compute threads per node (0: the cores shared out)")
       ->check(CLI::Range(0, 1024));
   command->add_option("--policy", flags->router.policy, "Placement: prefix_aware, least_loaded or round_robin");
+  command->add_option("--tag-catalogue", flags->tag_catalogue, "The tag catalogue the workflows' experts decode under");
+  flags->router.workflows_dir = std::string(RECGPT_SOURCE_DIR) + "/workflows";
+  command->add_option("--workflows", flags->router.workflows_dir, "Folder of workflow definitions (*.json)");
+  command->add_option("--entity-store", flags->router.entity_store,
+                      "Entity store (given to the nodes too): history items it knows become entity tokens");
   command->add_option("--api-key", flags->router.api_key, "Bearer token required on /v1/* (none: no auth)");
   command->add_option("--drain-seconds", flags->drain_seconds, "On Ctrl-C, how long requests may take to finish")
       ->check(CLI::Range(0, 3600));

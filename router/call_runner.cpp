@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "common/rpc/listener.h"
+#include "engine/block_hash.h"
 
 namespace recgpt::router {
 namespace {
@@ -78,10 +79,29 @@ asio::awaitable<Result<Reserved>> reserve(Cluster& cluster, const std::vector<in
 
 }  // namespace
 
+void complete_plan(CallPlan& plan, const node::EntityShape& entities, int block_size, rpc::Deadline deadline) {
+  plan.deadline = deadline;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  const auto deadline_unix_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                          (std::chrono::system_clock::now() + left).time_since_epoch())
+                                                          .count());
+  plan.call.reservation_deadline_unix_ms = deadline_unix_ms;
+  plan.call.prefill_deadline_unix_ms = deadline_unix_ms;
+  plan.entities = entities;
+  plan.block_size = block_size;
+  std::vector<uint64_t> keys(plan.call.prompt.size(), 0);
+  const std::vector<uint64_t> entity_keys = node::entity_keys(plan.call, entities);
+  for (size_t i = 0, e = 0; i < keys.size(); ++i) {
+    if (plan.call.prompt[i] == entities.entity_token && e < entity_keys.size()) keys[i] = entity_keys[e++];
+  }
+  plan.block_hashes = compute_block_hashes(plan.call.prompt, keys, block_size);
+}
+
 asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOptions& policy, uint64_t counter,
                                               const CallPlan& plan, const TokenSink& sink, CallCancel& cancel) {
-  const CallShape shape{plan.block_hashes, static_cast<int64_t>(plan.call.prompt.size()), plan.call.max_new_tokens,
-                        plan.block_size};
+  const CallShape shape{plan.block_hashes,        static_cast<int64_t>(plan.call.prompt.size()),
+                        plan.call.max_new_tokens, plan.block_size,
+                        plan.preferred_prefill,   plan.preferred_decode};
   const Ranking ranking = rank_nodes(policy, cluster.snapshot(), shape, counter);
   if (ranking.decode.empty()) co_return unavailable("no decode node is healthy");
 
@@ -91,6 +111,7 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
   std::shared_ptr<node::NodeLink> decode = reserved->link;
   CallOutcome outcome;
   outcome.decode_node = cluster.node(Tier::kDecode, reserved->decode).name();
+  outcome.decode_index = reserved->decode;
   const auto release_reservation = [&] {
     (void)decode->send(node::make_cancel(reserved->request_id, "the call ended before decoding"));
   };
@@ -105,6 +126,7 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
     if (link == nullptr) continue;
     ++attempts;
     outcome.prefill_node = cluster.node(Tier::kPrefill, index).name();
+    outcome.prefill_index = index;
     InFlight on_prefill(cluster, Tier::kPrefill, index, plan.block_hashes,
                         static_cast<int64_t>(plan.call.prompt.size()) - reserved->reservation.cached_tokens());
     prefilled = co_await link->call(
@@ -132,6 +154,7 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
                 {{"decode", outcome.decode_node}, {"error", prefilled.status().to_string()}});
     }
     outcome.prefill_node = outcome.decode_node;
+    outcome.prefill_index = -1;
   }
 
   const uint64_t reservation_id = reserved->reservation.reservation_id();

@@ -27,6 +27,8 @@ struct CallOutcome {
   int64_t cached_tokens = 0;  // prompt tokens whose KV was reused (the prefill node's prefix cache)
   std::string prefill_node;
   std::string decode_node;
+  int prefill_index = -1;  // the cluster's index of the prefill node that computed it; -1: the decode node did
+  int decode_index = -1;
 };
 
 // Receives each chunk of generated tokens (the first token included), e.g. to write them to the client before
@@ -55,7 +57,13 @@ struct CallPlan {
   std::vector<uint64_t> block_hashes;  // the prompt's full blocks, for placement
   int block_size = 16;
   rpc::Deadline deadline;
+  int preferred_prefill = -1;  // workflow affinity (placement_policy.h); -1: none
+  int preferred_decode = -1;
 };
+
+// Fills in what follows from a call and its deadline: the nodes' deadlines (unix ms), the entity shape, the
+// block size and the prompt's block hashes (for placement).
+void complete_plan(CallPlan& plan, const node::EntityShape& entities, int block_size, rpc::Deadline deadline);
 
 // Errors: kResourceExhausted when no decode node has room; kUnavailable when no node can take the call (none
 // healthy, or the retries failed); kDeadlineExceeded at the deadline; kInvalidArgument or kNotFound as a node

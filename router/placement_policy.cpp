@@ -53,7 +53,8 @@ std::vector<int> rank_tier(const PolicyOptions& options, const std::vector<NodeL
   std::vector<int> candidates = healthy(nodes);
   if (candidates.empty()) return candidates;
   PolicyKind kind = options.kind;
-  if (kind == PolicyKind::kPrefixAware && imbalanced(nodes, candidates, options)) kind = PolicyKind::kLeastLoaded;
+  const bool out_of_balance = imbalanced(nodes, candidates, options);
+  if (kind == PolicyKind::kPrefixAware && out_of_balance) kind = PolicyKind::kLeastLoaded;
   const int64_t prompt_blocks = blocks_of(call.prompt_tokens, call.block_size);
   switch (kind) {
     case PolicyKind::kRoundRobin: sort_by(candidates, nodes.size(), counter, [](int) { return 0; }); break;
@@ -76,6 +77,10 @@ std::vector<int> rank_tier(const PolicyOptions& options, const std::vector<NodeL
       });
       break;
   }
+  // Workflow affinity: the preferred node first while it is healthy and the tier in balance.
+  const int preferred = prefill_tier ? call.preferred_prefill : call.preferred_decode;
+  auto it = std::find(candidates.begin(), candidates.end(), preferred);
+  if (it != candidates.end() && !out_of_balance) std::rotate(candidates.begin(), it, it + 1);
   return candidates;
 }
 

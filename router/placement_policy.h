@@ -11,6 +11,7 @@
 //                 and SGLang's balance guard: when the busiest node of a tier has more than `balance_abs` calls
 //                 above the idlest and more than `balance_rel` times as many, that tier falls back to
 //                 least_loaded. Held prefixes come from the nodes' LoadReports plus the router's own placements.
+// Any policy: a call with a preferred node (workflow affinity) gets it first, unless the balance guard fires.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,10 @@ struct CallShape {
   int64_t prompt_tokens = 0;
   int64_t max_new_tokens = 0;
   int block_size = 16;
+  // Workflow affinity: the pair an earlier call of the same workflow ran on (-1: none). Ranked first in its
+  // tier while healthy and the tier is not out of balance, whatever the policy.
+  int preferred_prefill = -1;
+  int preferred_decode = -1;
 };
 
 struct PolicyOptions {

@@ -14,18 +14,26 @@
 #include "common/http/http_server.h"
 #include "common/log.h"
 #include "engine/block_hash.h"
+#include "engine/entity_store.h"
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "engine/tokenizer.h"
+#include "node/entity_inputs.h"
 #include "router/call_runner.h"
 #include "router/openai_api.h"
 #include "router/stop_matcher.h"
+#include "router/workflow_api.h"
+#include "router/workflow_runner.h"
 
 namespace recgpt::router {
 namespace {
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+
+constexpr std::string_view kWorkflowsPath = "/v1/workflows/";
+// Tokens a workflow's context must leave for the agents' own prompts and outputs.
+constexpr int64_t kWorkflowPromptRoom = 512;
 
 int64_t unix_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -107,6 +115,14 @@ class Service final : public std::enable_shared_from_this<Service> {
       entities_ = {config.entity_adaptor->entity_token_id, config.entity_adaptor->entity_dim};
       limits_.entity_dim = static_cast<size_t>(config.entity_adaptor->entity_dim);
     }
+    if (!options_.workflows_dir.empty()) {
+      RECGPT_ASSIGN_OR_RETURN(workflows_, load_workflows(options_.workflows_dir));
+    }
+    RECGPT_ASSIGN_OR_RETURN(entity_store_, node::open_entity_store(options_.entity_store, config));
+    if (config.entity_adaptor) {
+      if (auto text = tokenizer_->id_to_token(config.entity_adaptor->entity_token_id)) entity_token_text_ = *text;
+      workflow_limits_.entity_dim = static_cast<size_t>(config.entity_adaptor->entity_dim);
+    }
     RECGPT_ASSIGN_OR_RETURN(std::string fingerprint, model_fingerprint(model_));
     cluster_ = std::make_shared<Cluster>(io_, fingerprint, std::move(prefill), std::move(decode));
     for (auto [names, tier] :
@@ -158,6 +174,10 @@ class Service final : public std::enable_shared_from_this<Service> {
       co_await reply(exchange, std::move(denied));
       co_return;
     }
+    if (path.rfind(kWorkflowsPath, 0) == 0 && request.method == "POST") {
+      co_await workflow(exchange, path.substr(kWorkflowsPath.size()));
+      co_return;
+    }
     if (is_completion_path(path) && request.method == "POST") {
       co_await completion(exchange, path == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChatCompletions);
       co_return;
@@ -207,6 +227,85 @@ class Service final : public std::enable_shared_from_this<Service> {
       text.body = prometheus::TextSerializer().Serialize(registry_->Collect());
     }
     return text;
+  }
+
+  // POST /v1/workflows/{name}: one workflow for one user (router/workflow_runner.h), answered whole or, with
+  // options.stream, as one event per step and then the whole answer.
+  asio::awaitable<void> workflow(http::Exchange& exchange, std::string name) {
+    const auto received = Clock::now();
+    auto found = workflows_.find(name);
+    if (found == workflows_.end()) {
+      http::Response missing = error_response(
+          api_error(404, "invalid_request_error", "no workflow named '" + name + "'", "workflow_not_found", "name"));
+      co_await reply(exchange, std::move(missing));
+      co_return;
+    }
+    const WorkflowDefinition& definition = found->second;
+    auto parsed = parse_workflow_request(exchange.request().body, workflow_limits_);
+    if (auto* error = std::get_if<ApiError>(&parsed)) {
+      http::Response refused = error_response(*error);
+      co_await reply(exchange, std::move(refused));
+      co_return;
+    }
+    const WorkflowRequest& request = std::get<WorkflowRequest>(parsed);
+    const HybridContext context =
+        build_context(request, *tokenizer_, entity_store_ ? &*entity_store_ : nullptr, entity_token_text_, !request.v1);
+    const int64_t context_limit = model_.config().max_position_embeddings;
+    if (context.hybrid_tokens + kWorkflowPromptRoom > context_limit) {
+      http::Response refused = error_response(invalid_request(
+          "the user context is " + std::to_string(context.hybrid_tokens) + " tokens; with the agents' prompts it " +
+              "exceeds the model's context of " + std::to_string(context_limit) + " tokens",
+          "history", "context_length_exceeded"));
+      co_await reply(exchange, std::move(refused));
+      co_return;
+    }
+    const auto timeout = request.timeout_seconds ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                       std::chrono::duration<double>(*request.timeout_seconds))
+                                                 : options_.request_timeout;
+    const AgentCallSettings settings{tokenizer_.get(), entities_, stop_tokens_, block_size(), policy_, context_limit};
+    bool streaming = false;
+    StepDone step_done = [&](const StepRun& step) -> asio::awaitable<void> {
+      if (!request.stream || exchange.client_gone()) co_return;
+      if (!streaming) {
+        streaming = true;
+        co_await exchange.start_events();
+      }
+      const std::string event = workflow_step_json(name, step);
+      co_await exchange.event(event);
+    };
+    const WorkflowRun run = co_await run_workflow(*cluster_, settings, counter_, definition, request, context,
+                                                  received + timeout, step_done);
+    // The last step produced nothing: the workflow failed (every call of it was dropped).
+    const StepRun& last = run.steps.back();
+    const auto answered =
+        std::find_if(last.calls.begin(), last.calls.end(), [](const AgentRun& c) { return c.status.is_ok(); });
+    if (answered == last.calls.end()) {
+      const ApiError error =
+          call_error(last.calls.empty() ? unavailable("the last step ran no call") : last.calls.front().status);
+      if (streaming) {
+        const std::string event = error_json(error);
+        co_await exchange.event(event);
+        co_await exchange.event("[DONE]");
+        count_request(exchange.request().path, error.status);
+      } else {
+        http::Response failed = error_response(error);
+        co_await reply(exchange, std::move(failed));
+      }
+      co_return;
+    }
+    const std::string body =
+        workflow_result_json("wf-" + std::to_string(next_id_++), definition, request, context, run);
+    workflow_duration_->Observe(std::chrono::duration<double>(Clock::now() - received).count());
+    if (exchange.client_gone()) co_return;
+    if (request.stream) {
+      if (!streaming) co_await exchange.start_events();
+      co_await exchange.event(body);
+      co_await exchange.event("[DONE]");
+      count_request(exchange.request().path, 200);
+    } else {
+      http::Response answer = json_response(200, body);
+      co_await reply(exchange, std::move(answer));
+    }
   }
 
   // Named response: GCC 12 mishandles temporaries passed to coroutines.
@@ -389,21 +488,7 @@ class Service final : public std::enable_shared_from_this<Service> {
     const auto timeout = request.timeout_seconds ? std::chrono::duration_cast<std::chrono::milliseconds>(
                                                        std::chrono::duration<double>(*request.timeout_seconds))
                                                  : options_.request_timeout;
-    plan.deadline = received + timeout;
-    const uint64_t deadline_unix_ms =
-        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  (std::chrono::system_clock::now() + timeout).time_since_epoch())
-                                  .count());
-    plan.call.reservation_deadline_unix_ms = deadline_unix_ms;
-    plan.call.prefill_deadline_unix_ms = deadline_unix_ms;
-    plan.entities = entities_;
-    plan.block_size = block_size();
-    std::vector<uint64_t> keys(plan.call.prompt.size(), 0);
-    const std::vector<uint64_t> entity_keys = node::entity_keys(plan.call, entities_);
-    for (size_t i = 0, e = 0; i < keys.size(); ++i) {
-      if (plan.call.prompt[i] == entities_.entity_token) keys[i] = entity_keys[e++];
-    }
-    plan.block_hashes = compute_block_hashes(plan.call.prompt, keys, plan.block_size);
+    complete_plan(plan, entities_, block_size(), received + timeout);
     return plan;
   }
 
@@ -436,6 +521,11 @@ class Service final : public std::enable_shared_from_this<Service> {
         prometheus::BuildCounter().Name("recgpt_router_tokens_total").Help("Tokens by kind").Register(*registry_);
     prompt_tokens_ = &tokens.Add({{"kind", "prompt"}});
     completion_tokens_ = &tokens.Add({{"kind", "completion"}});
+    workflow_duration_ = &prometheus::BuildHistogram()
+                              .Name("recgpt_workflow_duration_seconds")
+                              .Help("End-to-end workflow latency")
+                              .Register(*registry_)
+                              .Add({{"role", "router"}, {"stage", "workflow"}}, buckets);
     retries_ = &prometheus::BuildCounter()
                     .Name("recgpt_router_call_retries_total")
                     .Help("Calls run again on another node pair after a node failed before any output was sent")
@@ -444,7 +534,10 @@ class Service final : public std::enable_shared_from_this<Service> {
   }
 
   void count_request(const std::string& path, int status) {
-    requests_->Add({{"path", is_known_path(path) ? path : "other"}, {"code", std::to_string(status)}}).Increment();
+    const std::string label = path.rfind(kWorkflowsPath, 0) == 0 ? std::string("/v1/workflows")
+                              : is_known_path(path)              ? path
+                                                                 : std::string("other");
+    requests_->Add({{"path", label}, {"code", std::to_string(status)}}).Increment();
   }
 
   asio::io_context& io_;
@@ -464,6 +557,11 @@ class Service final : public std::enable_shared_from_this<Service> {
   prometheus::Counter* prompt_tokens_ = nullptr;
   prometheus::Counter* completion_tokens_ = nullptr;
   prometheus::Counter* retries_ = nullptr;
+  prometheus::Histogram* workflow_duration_ = nullptr;
+  std::map<std::string, WorkflowDefinition> workflows_;
+  std::optional<EntityStore> entity_store_;
+  std::string entity_token_text_;
+  WorkflowLimits workflow_limits_;
   std::mt19937_64 random_{std::random_device{}()};
   uint64_t counter_ = 0;
   uint64_t next_id_ = 1;

@@ -78,3 +78,32 @@ TEST_CASE("prefix aware goes where the prompt's prefix is held, unless the tier 
 
 }  // namespace
 }  // namespace recgpt::router
+
+namespace recgpt::router {
+namespace {
+
+TEST_CASE("a workflow's preferred pair comes first under any policy while healthy and in balance",
+          "[router][policy][affinity]") {
+  const std::vector<uint64_t> hashes;
+  for (PolicyKind kind : {PolicyKind::kRoundRobin, PolicyKind::kLeastLoaded, PolicyKind::kPrefixAware}) {
+    INFO(policy_name(kind));
+    ClusterSnapshot cluster{{node(), node(5)}, {node(), node(3), node()}};
+    CallShape call{hashes, 32, 8, 16};
+    call.preferred_prefill = 1;
+    call.preferred_decode = 1;
+    for (uint64_t counter = 0; counter < 3; ++counter) {
+      const Ranking ranking = rank_nodes(PolicyOptions{kind}, cluster, call, counter);
+      CHECK(ranking.prefill.front() == 1);
+      CHECK(ranking.decode.front() == 1);
+      CHECK(ranking.decode.size() == 3);
+    }
+    cluster.decode[1].healthy = false;  // gone: the policy's own choice
+    CHECK(rank_nodes(PolicyOptions{kind}, cluster, call, 0).decode.front() != 1);
+    cluster.decode[1].healthy = true;
+    cluster.decode[1].in_flight = 100;  // far busier than the others: the balance guard wins
+    CHECK(rank_nodes(PolicyOptions{kind}, cluster, call, 0).decode.front() != 1);
+  }
+}
+
+}  // namespace
+}  // namespace recgpt::router

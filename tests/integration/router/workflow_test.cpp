@@ -1,0 +1,131 @@
+// The workflows over HTTP on 2 prefill + 2 decode nodes with the built-in tag catalogue: `intent` writes
+// personas that parse, expert tags from the catalogue, final tags among the experts' and the same answer for the
+// same seed; its prompt tokens computed stay within the shared context plus each agent's own suffix, while the
+// `v1` baseline computes the whole text context for every agent; `explain` and `judge` give well-formed results;
+// bad requests are 4xx naming the field.
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "tests/integration/router/router_fixtures.h"
+
+namespace recgpt::testing {
+namespace {
+
+using nlohmann::json;
+
+std::string read_file(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+std::set<std::string> catalogue() {
+  std::set<std::string> tags;
+  std::istringstream lines(read_file(std::string(RECGPT_SOURCE_DIR) + "/data/tag_catalogue.txt"));
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) tags.insert(line);
+  return tags;
+}
+
+TEST_CASE("intent, explain and judge run over HTTP on 2 prefill and 2 decode nodes", "[router][workflow]") {
+  TinyModel tiny;
+  const std::string tags = "tags=" + std::string(RECGPT_SOURCE_DIR) + "/data/tag_catalogue.txt";
+  std::vector<std::unique_ptr<Node>> nodes;
+  for (const char* role : {"decode", "decode", "prefill", "prefill"}) {
+    const std::string id = std::string(role) + "-" + std::to_string(nodes.size());
+    nodes.push_back(
+        std::make_unique<Node>(role, tiny, "tcp", 16, std::vector<std::string>{"--node-id", id, "--catalogue", tags}));
+  }
+  RouterProcess router(tiny, {nodes[2]->port, nodes[3]->port}, {nodes[0]->port, nodes[1]->port},
+                       {"--workflows", std::string(RECGPT_SOURCE_DIR) + "/workflows"});
+  const json request = json::parse(read_file(std::string(RECGPT_SOURCE_DIR) + "/examples/intent_request.json"));
+
+  const CurlReply first = router.post("/v1/workflows/intent", request.dump(), {"--max-time", "120"});
+  INFO(first.body);
+  REQUIRE(first.status == 200);
+  const json result = json::parse(first.body);
+  const json& output = result["output"];
+  const std::set<std::string> known = catalogue();
+  REQUIRE_FALSE(output["personas"].empty());
+  CHECK(output["personas"].size() <= 3);
+  std::set<std::string> expert_tags;
+  for (const json& expert : output["expert_tags"]) {
+    for (const json& tag : expert["tags"]) {
+      CHECK(known.count(tag.get<std::string>()) == 1);
+      expert_tags.insert(tag.get<std::string>());
+    }
+    CHECK(expert["tags"].size() <= 4);
+  }
+  REQUIRE_FALSE(output["final_tags"].empty());
+  for (const json& tag : output["final_tags"]) CHECK(expert_tags.count(tag.get<std::string>()) == 1);
+  CHECK(output["final_tags"].size() <= 5);
+  CHECK(result["dropped"].empty());
+
+  // Same request, same seed: same answer.
+  const CurlReply again = router.post("/v1/workflows/intent", request.dump(), {"--max-time", "120"});
+  REQUIRE(again.status == 200);
+  CHECK(json::parse(again.body)["output"] == output);
+
+  // Prompt tokens computed: the shared context once, then each agent's own suffix (and up to a block each).
+  const json& usage = result["usage"];
+  const int64_t hybrid = usage["context"]["hybrid_tokens"];
+  int64_t suffixes = 0;
+  int calls = 0;
+  for (const json& step : result["steps"]) {
+    for (const json& call : step["calls"]) {
+      suffixes += call["prompt_tokens"].get<int64_t>() - hybrid;
+      ++calls;
+    }
+  }
+  INFO("computed " << usage["computed_prompt_tokens"] << ", hybrid " << hybrid << ", suffixes " << suffixes);
+  CHECK(usage["computed_prompt_tokens"].get<int64_t>() <= hybrid + suffixes + 16 * calls);
+
+  // V1: every agent reads its own copy of the whole text context.
+  json v1_request = request;
+  v1_request["options"]["v1"] = true;
+  v1_request["options"]["seed"] = 8;
+  const CurlReply v1 = router.post("/v1/workflows/intent", v1_request.dump(), {"--max-time", "120"});
+  REQUIRE(v1.status == 200);
+  const json v1_usage = json::parse(v1.body)["usage"];
+  CHECK(v1_usage["computed_prompt_tokens"].get<int64_t>() >= 3 * v1_usage["context"]["text_tokens"].get<int64_t>());
+  CHECK(v1_usage["context"]["text_tokens"] == usage["context"]["text_tokens"]);
+
+  json explain = request;
+  explain["item"] = {{"title", "Insulated winter hiking boots"}, {"price", "899 CNY"}, {"brand", "Northpeak"}};
+  const CurlReply explained = router.post("/v1/workflows/explain", explain.dump(), {"--max-time", "120"});
+  INFO(explained.body);
+  REQUIRE(explained.status == 200);
+  const json explanation = json::parse(explained.body)["output"];
+  CHECK(explanation["guideline"].size() == 1);
+  CHECK(explanation["explanation"].size() == 1);
+
+  json judge = request;
+  judge["candidate"] = "Recommended: insulated winter hiking boots, because you bought trail running shoes.";
+  const CurlReply judged = router.post("/v1/workflows/judge", judge.dump(), {"--max-time", "120"});
+  INFO(judged.body);
+  REQUIRE(judged.status == 200);
+  const json verdict = json::parse(judged.body)["output"];
+  REQUIRE(verdict["reviewer"].size() == 1);
+  CHECK(std::set<std::string>{"Superior", "Average", "Bad"}.count(verdict["reviewer"][0].get<std::string>()) == 1);
+  CHECK(verdict["evaluators"].size() >= 1);
+  CHECK(verdict["reasons"].size() == 1);
+
+  // Bad requests: 4xx naming the field; the router serves on.
+  CHECK(router.post("/v1/workflows/nope", request.dump()).status == 404);
+  json too_many = request;
+  too_many["options"]["experts"] = 99;
+  const CurlReply refused = router.post("/v1/workflows/intent", too_many.dump());
+  CHECK(refused.status == 400);
+  CHECK(json::parse(refused.body)["error"]["param"] == "options.experts");
+  const CurlReply malformed = router.post("/v1/workflows/intent", "{\"history\": [{\"title\": 3}");
+  CHECK(malformed.status == 400);
+  json empty_context = {{"options", {{"experts", 2}}}};
+  CHECK(json::parse(router.post("/v1/workflows/intent", empty_context.dump()).body)["error"]["param"] == "history");
+  CHECK(router.post("/v1/workflows/intent", request.dump(), {"--max-time", "120"}).status == 200);
+}
+
+}  // namespace
+}  // namespace recgpt::testing
