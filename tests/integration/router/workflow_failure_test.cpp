@@ -1,0 +1,93 @@
+// Workflows when things go wrong: the decode node the workflow ran on dies after the planner (seen in the
+// stream's step event), and the experts and the arbiter run on the other one; a step that misses its stage
+// deadline is dropped, named in the answer, and the workflow goes on with what finished.
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/integration/router/router_fixtures.h"
+
+namespace recgpt::testing {
+namespace {
+
+using nlohmann::json;
+
+json sample_request() {
+  std::ifstream file(std::string(RECGPT_SOURCE_DIR) + "/examples/intent_request.json");
+  std::stringstream text;
+  text << file.rdbuf();
+  return json::parse(text.str());
+}
+
+TEST_CASE("a workflow whose decode node dies after the planner finishes on the other decode node",
+          "[router][workflow][workflow_failure]") {
+  TinyModel tiny;
+  const std::string tags = "tags=" + std::string(RECGPT_SOURCE_DIR) + "/data/tag_catalogue.txt";
+  Node decode_a("decode", tiny, "tcp", 16, {"--node-id", "decode-a", "--catalogue", tags});
+  Node decode_b("decode", tiny, "tcp", 16, {"--node-id", "decode-b", "--catalogue", tags});
+  Node prefill("prefill", tiny, "tcp", 16, {"--node-id", "prefill-a", "--catalogue", tags});
+  RouterProcess router(tiny, {prefill.port}, {decode_a.port, decode_b.port},
+                       {"--workflows", std::string(RECGPT_SOURCE_DIR) + "/workflows"});
+  json request = sample_request();
+  request["options"]["stream"] = true;
+  Subprocess stream =
+      start_curl(router.url("/v1/workflows/intent"),
+                 {"-N", "--max-time", "120", "-H", "Content-Type: application/json", "--data-binary", request.dump()});
+  // The planner's step event names the decode node the workflow prefers: kill it.
+  std::string planner_node;
+  std::vector<json> events;
+  for (;;) {
+    auto line = stream.read_line(Clock::now() + seconds(60));
+    if (!line.is_ok()) break;
+    if (line->rfind("data: ", 0) != 0 || *line == "data: [DONE]") continue;
+    events.push_back(json::parse(line->substr(6)));
+    if (events.back()["object"] == "workflow.step" && events.back()["name"] == "planner") {
+      planner_node = events.back()["calls"][0]["decode_node"];
+      (planner_node == "decode-a" ? decode_a : decode_b).process.kill(SIGKILL);
+    }
+  }
+  REQUIRE_FALSE(planner_node.empty());
+  REQUIRE_FALSE(events.empty());
+  const json& result = events.back();
+  INFO(result.dump());
+  REQUIRE(result["object"] == "workflow.result");
+  CHECK(result["dropped"].empty());
+  const std::string survivor = planner_node == "decode-a" ? "decode-b" : "decode-a";
+  for (const json& step : result["steps"]) {
+    if (step["name"] == "planner") continue;
+    for (const json& call : step["calls"]) CHECK(call["decode_node"] == survivor);
+  }
+  CHECK_FALSE(result["output"]["final_tags"].empty());
+}
+
+TEST_CASE("a step past its stage deadline is dropped and named; the workflow goes on with what finished",
+          "[router][workflow][workflow_failure]") {
+  TinyModel tiny;
+  const std::filesystem::path dir = tiny.dir / "workflows";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "hurry.json") << R"({
+    "name": "hurry",
+    "steps": [
+      {"name": "slow", "fan_out": ["a", "b"], "prompt": "Write about {{item}}.", "max_tokens": 4000,
+       "deadline_ms": 1, "retries": 1},
+      {"name": "summary", "prompt": "Sum up: {{steps.slow.text}}", "max_tokens": 8}
+    ]})";
+  Node decode("decode", tiny, "tcp", 16);
+  Node prefill("prefill", tiny, "tcp", 16);
+  RouterProcess router(tiny, {prefill.port}, {decode.port}, {"--workflows", dir.string()});
+  const CurlReply reply = router.post("/v1/workflows/hurry", sample_request().dump(), {"--max-time", "60"});
+  INFO(reply.body);
+  REQUIRE(reply.status == 200);
+  const json result = json::parse(reply.body);
+  REQUIRE(result["dropped"].size() == 2);
+  for (const json& dropped : result["dropped"]) {
+    CHECK(dropped["step"] == "slow");
+    CHECK_THAT(dropped["error"].get<std::string>(), Catch::Contains("deadline"));
+  }
+  CHECK(result["steps"][1]["calls"][0]["status"] == "ok");
+  CHECK(decode.shows_used(0));
+}
+
+}  // namespace
+}  // namespace recgpt::testing
