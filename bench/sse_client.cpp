@@ -136,6 +136,27 @@ asio::awaitable<StreamedCompletion> stream_completion(HttpTarget target, std::st
   co_return out;
 }
 
+asio::awaitable<HttpReply> post_json(HttpTarget target, std::string path, std::string body,
+                                     Clock::time_point deadline) {
+  HttpReply reply;
+  auto stream = co_await connect(target, deadline);
+  if (!stream.is_ok()) co_return reply;
+  boost::system::error_code error;
+  auto request = make_request(http::verb::post, target, path, std::move(body));
+  reply.sent = Clock::now();
+  co_await http::async_write(*stream, request, asio::redirect_error(asio::use_awaitable, error));
+  if (error) co_return reply;
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(kBodyLimit);
+  co_await http::async_read(*stream, buffer, parser, asio::redirect_error(asio::use_awaitable, error));
+  reply.done = Clock::now();
+  if (error) co_return reply;
+  reply.status = static_cast<int>(parser.get().result_int());
+  reply.body = std::move(parser.get().body());
+  co_return reply;
+}
+
 asio::awaitable<int> http_get_status(HttpTarget target, std::string path, Clock::time_point deadline) {
   auto stream = co_await connect(target, deadline);
   if (!stream.is_ok()) co_return 0;

@@ -37,6 +37,17 @@ struct StreamedCompletion {
 boost::asio::awaitable<StreamedCompletion> stream_completion(HttpTarget target, std::string path, std::string body,
                                                              Clock::time_point deadline);
 
+struct HttpReply {
+  int status = 0;  // 0: no answer (the connection failed or the deadline passed)
+  std::string body;
+  Clock::time_point sent;
+  Clock::time_point done;
+};
+
+// POSTs a JSON `body` to `path` and reads the whole answer, by `deadline`.
+boost::asio::awaitable<HttpReply> post_json(HttpTarget target, std::string path, std::string body,
+                                            Clock::time_point deadline);
+
 // The status code of GET `path`, or 0 when no answer came by the deadline.
 boost::asio::awaitable<int> http_get_status(HttpTarget target, std::string path, Clock::time_point deadline);
 

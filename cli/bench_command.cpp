@@ -7,6 +7,7 @@
 #include "bench/nodes_benchmark.h"
 #include "bench/serve_benchmark.h"
 #include "bench/transfer_benchmark.h"
+#include "bench/workflow_benchmark.h"
 #include "cli/commands.h"
 
 namespace recgpt::cli {
@@ -129,6 +130,38 @@ void add_serve_bench_command(CLI::App& bench_app, int& exit_code) {
   });
 }
 
+void add_workflows_bench_command(CLI::App& bench_app, int& exit_code) {
+  auto options = std::make_shared<WorkflowBenchOptions>();
+  auto json = std::make_shared<bool>(false);
+  CLI::App* workflows = bench_app.add_subcommand(
+      "workflows", "The intent workflow under open-loop load: hybrid, without affinity, and the v1 baseline");
+  workflows->add_option("--model", options->model_dir, "Model folder (with an entity adaptor)")->required();
+  workflows->add_option("--modes", options->modes, "hybrid, no_affinity, v1")->delimiter(',');
+  workflows->add_option("--rate", options->rate, "Workflows per second (Poisson arrivals)")
+      ->check(CLI::Range(1e-3, 1e4));
+  workflows->add_option("--duration", options->duration, "Seconds of arrivals")->check(CLI::Range(0.1, 86400.0));
+  workflows->add_option("--history-len", options->history_len, "History items per user")->check(CLI::Range(1, 2000));
+  workflows->add_option("--known-fraction", options->known_fraction, "Share of items the entity store knows")
+      ->check(CLI::Range(0.0, 1.0));
+  workflows->add_option("--experts", options->experts, "Experts per workflow")->check(CLI::Range(1, 8));
+  workflows->add_option("--slo-ms", options->slo_ms, "End-to-end SLO for goodput")->check(CLI::PositiveNumber);
+  workflows->add_option("--prefill", options->prefill, "Prefill nodes")->check(CLI::Range(1, 16));
+  workflows->add_option("--decode", options->decode, "Decode nodes")->check(CLI::Range(1, 16));
+  workflows->add_option("--kv-cache-mib", options->kv_cache_mib, "Each node's KV pool")->check(CLI::Range(1, 1 << 20));
+  workflows->add_option("--seed", options->seed, "Seed of users and arrivals");
+  workflows->add_flag("--json", *json, "Print the figures as JSON");
+  workflows->callback([options, json, &exit_code] {
+    options->self_path = this_binary();
+    auto report = run_workflow_bench(*options);
+    if (!report.is_ok()) {
+      exit_code = report_failure(report.status());
+      return;
+    }
+    std::string text = *json ? workflow_bench_report_json(*report) + "\n" : workflow_bench_report_text(*report);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  });
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app, int& exit_code) {
@@ -160,6 +193,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   add_transfer_command(*bench, exit_code);
   add_nodes_command(*bench, exit_code);
   add_serve_bench_command(*bench, exit_code);
+  add_workflows_bench_command(*bench, exit_code);
 }
 
 }  // namespace recgpt::cli

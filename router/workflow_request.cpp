@@ -193,10 +193,13 @@ class Parser {
         request_.stream = option.get<bool>();
       } else if (it.key() == "v1" && option.is_boolean()) {
         request_.v1 = option.get<bool>();
-      } else if (it.key() == "seed" || it.key() == "timeout" || it.key() == "stream" || it.key() == "v1") {
+      } else if (it.key() == "affinity" && option.is_boolean()) {
+        request_.affinity = option.get<bool>();
+      } else if (it.key() == "seed" || it.key() == "timeout" || it.key() == "stream" || it.key() == "v1" ||
+                 it.key() == "affinity") {
         return invalid_request("'" + param +
                                    "' has the wrong type or value (seed: a non-negative integer, timeout: "
-                                   "seconds in (0, 3600], stream and v1: booleans)",
+                                   "seconds in (0, 3600], stream, v1 and affinity: booleans)",
                                param);
       } else {
         return invalid_request("'" + param + "' is not a workflow option", param);

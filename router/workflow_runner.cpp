@@ -114,8 +114,9 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
     CallPlan plan;
     plan.call = call;
     complete_plan(plan, state.settings.entities, state.settings.block_size, stage_deadline);
-    plan.preferred_prefill = state.request.v1 ? -1 : state.preferred_prefill;
-    plan.preferred_decode = state.request.v1 ? -1 : state.preferred_decode;
+    const bool affinity = state.request.affinity && !state.request.v1;
+    plan.preferred_prefill = affinity ? state.preferred_prefill : -1;
+    plan.preferred_decode = affinity ? state.preferred_decode : -1;
     std::vector<int32_t> tokens;
     TokenSink sink = [&tokens](std::vector<int32_t> more) -> asio::awaitable<bool> {
       tokens.insert(tokens.end(), more.begin(), more.end());

@@ -1,6 +1,6 @@
-// `recgpt bench serve` end to end on the tiny model: it starts both clusters, drives them over HTTP and reports
-// every request answered, the latency figures and the router's added latency, as JSON. Speed is not asserted
-// (benchmarks measure it); only that the figures exist and are consistent.
+// `recgpt bench serve` and `recgpt bench workflows` end to end on the tiny model: they start their clusters, drive
+// them over HTTP and report every request answered and their figures as JSON. Speed is not asserted (benchmarks
+// measure it); only that the figures exist and are consistent.
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/router/router_fixtures.h"
@@ -39,6 +39,41 @@ TEST_CASE("bench serve drives both clusters over HTTP and reports latency, goodp
     CHECK(figures["router_overhead"]["calls"] == 3);
     CHECK(figures["router_overhead"]["direct_e2e_p50_s"].get<double>() > 0);
   }
+}
+
+}  // namespace
+}  // namespace recgpt::testing
+
+namespace recgpt::testing {
+namespace {
+
+TEST_CASE("bench workflows runs intent under load in each mode and reports per-stage latency and prefill work",
+          "[router][bench_workflows]") {
+  TinyModel tiny;
+  auto bench = Subprocess::spawn({RECGPT_PATH, "bench", "workflows", "--model", tiny.dir.string(), "--rate", "4",
+                                  "--duration", "1", "--history-len", "12", "--experts", "2", "--kv-cache-mib", "16",
+                                  "--modes", "hybrid,v1", "--json"});
+  REQUIRE(bench.is_ok());
+  std::string text;
+  for (;;) {
+    auto line = bench->read_line(Clock::now() + seconds(120));
+    if (!line.is_ok()) break;
+    text += *line + "\n";
+  }
+  auto exit_code = bench->wait(Clock::now() + seconds(60));
+  REQUIRE(exit_code.is_ok());
+  INFO(text);
+  REQUIRE(*exit_code == 0);
+  const nlohmann::json report = nlohmann::json::parse(text);
+  for (const char* mode : {"hybrid", "v1"}) {
+    const nlohmann::json& figures = report["modes"][mode];
+    CHECK(figures["workflows"].get<int>() >= 1);
+    CHECK(figures["failed"] == 0);
+    for (const char* stage : {"planner", "experts", "arbiter"}) CHECK(figures["stages"].contains(stage));
+  }
+  CHECK(report["modes"]["v1"]["computed_prompt_tokens"].get<double>() >
+        report["modes"]["hybrid"]["computed_prompt_tokens"].get<double>());
+  CHECK(report["modes"]["hybrid"]["compression_ratio"].get<double>() > 1.0);
 }
 
 }  // namespace

@@ -59,6 +59,7 @@ TEST_CASE("a bad workflow request is refused naming the field", "[workflow][requ
       {R"({"queries": ["a"], "options": {"experts": 99}})", "options.experts"},
       {R"({"queries": ["a"], "options": {"experts": "two"}})", "options.experts"},
       {R"({"queries": ["a"], "options": {"stream": 1}})", "options.stream"},
+      {R"({"queries": ["a"], "options": {"affinity": "no"}})", "options.affinity"},
       {R"({"queries": ["a"], "options": {"colour": 1}})", "options.colour"},
       {R"({"queries": ["a"], "extra": 1})", "extra"},
       {R"({"user": {"id": "u"}})", "history"},
