@@ -43,6 +43,13 @@ TEST_CASE("intent, explain and judge run over HTTP on 2 prefill and 2 decode nod
                        {"--workflows", std::string(RECGPT_SOURCE_DIR) + "/workflows"});
   const json request = json::parse(read_file(std::string(RECGPT_SOURCE_DIR) + "/examples/intent_request.json"));
 
+  auto prefill_computed = [&] {
+    double total = 0;
+    for (size_t i = 2; i < 4; ++i)
+      total += std::max(0.0, nodes[i]->metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}"));
+    return total;
+  };
+  const double computed_before = prefill_computed();
   const CurlReply first = router.post("/v1/workflows/intent", request.dump(), {"--max-time", "120"});
   INFO(first.body);
   REQUIRE(first.status == 200);
@@ -82,6 +89,10 @@ TEST_CASE("intent, explain and judge run over HTTP on 2 prefill and 2 decode nod
   }
   INFO("computed " << usage["computed_prompt_tokens"] << ", hybrid " << hybrid << ", suffixes " << suffixes);
   CHECK(usage["computed_prompt_tokens"].get<int64_t>() <= hybrid + suffixes + 16 * calls);
+  // The prefill nodes' own counters agree (the second, identical request computed its prompts' last blocks only).
+  const double computed_by_nodes = prefill_computed() - computed_before;
+  CHECK(computed_by_nodes >= usage["computed_prompt_tokens"].get<double>());
+  CHECK(computed_by_nodes <= usage["computed_prompt_tokens"].get<double>() + 16.0 * 2 * calls);
 
   // V1: every agent reads its own copy of the whole text context.
   json v1_request = request;
@@ -124,6 +135,14 @@ TEST_CASE("intent, explain and judge run over HTTP on 2 prefill and 2 decode nod
   CHECK(malformed.status == 400);
   json empty_context = {{"options", {{"experts", 2}}}};
   CHECK(json::parse(router.post("/v1/workflows/intent", empty_context.dump()).body)["error"]["param"] == "history");
+  json huge = request;
+  for (int i = 0; i < 600; ++i) {
+    const std::string number = std::to_string(i);  // (GCC 12 warns wrongly on "literal" + std::to_string())
+    huge["history"].push_back({{"item_id", number}, {"title", "a long title of a history item number " + number}});
+  }
+  const CurlReply over = router.post("/v1/workflows/intent", huge.dump());
+  CHECK(over.status == 400);
+  CHECK(json::parse(over.body)["error"]["code"] == "context_length_exceeded");
   CHECK(router.post("/v1/workflows/intent", request.dump(), {"--max-time", "120"}).status == 200);
 }
 
