@@ -296,6 +296,10 @@ class Service final : public std::enable_shared_from_this<Service> {
     const std::string body =
         workflow_result_json("wf-" + std::to_string(next_id_++), definition, request, context, run);
     workflow_duration_->Observe(std::chrono::duration<double>(Clock::now() - received).count());
+    for (const StepRun& step : run.steps) {
+      stage_duration_->Add({{"role", "router"}, {"workflow", name}, {"stage", step.name}}, stage_buckets())
+          .Observe(step.ms / 1e3);
+    }
     if (exchange.client_gone()) co_return;
     if (request.stream) {
       if (!streaming) co_await exchange.start_events();
@@ -526,11 +530,19 @@ class Service final : public std::enable_shared_from_this<Service> {
                               .Help("End-to-end workflow latency")
                               .Register(*registry_)
                               .Add({{"role", "router"}, {"stage", "workflow"}}, buckets);
+    stage_duration_ = &prometheus::BuildHistogram()
+                           .Name("recgpt_workflow_stage_duration_seconds")
+                           .Help("Workflow stage latency, by workflow and stage (planner, experts, arbiter, ...)")
+                           .Register(*registry_);
     retries_ = &prometheus::BuildCounter()
                     .Name("recgpt_router_call_retries_total")
                     .Help("Calls run again on another node pair after a node failed before any output was sent")
                     .Register(*registry_)
                     .Add({});
+  }
+
+  static prometheus::Histogram::BucketBoundaries stage_buckets() {
+    return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
   }
 
   void count_request(const std::string& path, int status) {
@@ -558,6 +570,7 @@ class Service final : public std::enable_shared_from_this<Service> {
   prometheus::Counter* completion_tokens_ = nullptr;
   prometheus::Counter* retries_ = nullptr;
   prometheus::Histogram* workflow_duration_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* stage_duration_ = nullptr;
   std::map<std::string, WorkflowDefinition> workflows_;
   std::optional<EntityStore> entity_store_;
   std::string entity_token_text_;

@@ -124,6 +124,13 @@ TEST_CASE("intent, explain and judge run over HTTP on 2 prefill and 2 decode nod
   CHECK(verdict["evaluators"].size() >= 1);
   CHECK(verdict["reasons"].size() == 1);
 
+  // Per-stage latency histograms.
+  const std::string metrics = curl(router.url("/metrics")).body;
+  CHECK_THAT(metrics, Catch::Contains("recgpt_workflow_stage_duration_seconds_count{"));
+  for (const char* stage : {"planner", "experts", "arbiter", "guideline", "reviewer"}) {
+    CHECK(metrics.find(std::string("stage=\"") + stage + "\"") != std::string::npos);
+  }
+
   // Bad requests: 4xx naming the field; the router serves on.
   CHECK(router.post("/v1/workflows/nope", request.dump()).status == 404);
   json too_many = request;
