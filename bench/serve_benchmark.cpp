@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "bench/node_calls.h"
+#include "bench/open_loop.h"
 #include "bench/sse_client.h"
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
@@ -151,33 +152,14 @@ Status wait_ready(const bench::HttpTarget& target) {
 // The open-loop load: every request starts at its Poisson arrival time, however many are in flight.
 std::vector<bench::StreamedCompletion> run_load(const ServeBenchOptions& options, const bench::HttpTarget& target,
                                                 const std::string& model_name, PromptMaker& prompts) {
-  std::mt19937_64 random(options.seed + 1);
-  std::exponential_distribution<double> gap(options.rate);
-  std::vector<double> arrivals;
-  for (double t = gap(random); t < options.duration; t += gap(random)) arrivals.push_back(t);
+  const std::vector<double> arrivals = bench::poisson_arrivals(options.rate, options.duration, options.seed + 1);
   std::vector<std::string> bodies;
   for (size_t i = 0; i < arrivals.size(); ++i)
     bodies.push_back(request_body(model_name, prompts.make(options.prompt_len), options.output_len));
-  std::vector<bench::StreamedCompletion> results(arrivals.size());
-  run_io([&]() -> asio::awaitable<void> {
-    auto executor = co_await asio::this_coro::executor;
-    const auto start = Clock::now();
-    size_t outstanding = arrivals.size();
-    asio::steady_timer all_done(executor, Clock::time_point::max());
-    asio::steady_timer next(executor);
-    for (size_t i = 0; i < arrivals.size(); ++i) {
-      next.expires_at(start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrivals[i])));
-      co_await next.async_wait(asio::use_awaitable);
-      asio::co_spawn(executor,
-                     bench::stream_completion(target, "/v1/completions", bodies[i], Clock::now() + kRequestTimeout),
-                     [&, i](std::exception_ptr, bench::StreamedCompletion result) {
-                       results[i] = std::move(result);
-                       if (--outstanding == 0) all_done.cancel();
-                     });
-    }
-    boost::system::error_code ignored;
-    if (outstanding > 0) co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-  });
+  const std::vector<bench::StreamedCompletion> results =
+      bench::run_open_loop<bench::StreamedCompletion>(arrivals, [&](size_t i) {
+        return bench::stream_completion(target, "/v1/completions", bodies[i], Clock::now() + kRequestTimeout);
+      });
   return results;
 }
 

@@ -13,6 +13,7 @@
 #include <random>
 #include <regex>
 
+#include "bench/open_loop.h"
 #include "bench/sse_client.h"
 #include "common/subprocess.h"
 #include "engine/entity_store.h"
@@ -97,10 +98,7 @@ Result<std::unique_ptr<Cluster>> start_cluster(const WorkflowBenchOptions& optio
 
 WorkflowBenchFigure run_mode(const WorkflowBenchOptions& options, const std::string& mode, const Users& users,
                              uint16_t port) {
-  std::mt19937_64 random(options.seed + 1);
-  std::exponential_distribution<double> gap(options.rate);
-  std::vector<double> arrivals;
-  for (double t = gap(random); t < options.duration; t += gap(random)) arrivals.push_back(t);
+  const std::vector<double> arrivals = bench::poisson_arrivals(options.rate, options.duration, options.seed + 1);
   std::vector<std::string> bodies;
   for (size_t i = 0; i < arrivals.size(); ++i) {
     json request = users.requests[i % users.requests.size()];
@@ -109,32 +107,9 @@ WorkflowBenchFigure run_mode(const WorkflowBenchOptions& options, const std::str
     bodies.push_back(request.dump());
   }
   const bench::HttpTarget target{"127.0.0.1", port, ""};
-  std::vector<bench::HttpReply> replies(arrivals.size());
-  asio::io_context io;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        auto executor = co_await asio::this_coro::executor;
-        const auto start = Clock::now();
-        size_t outstanding = arrivals.size();
-        asio::steady_timer all_done(executor, Clock::time_point::max());
-        asio::steady_timer next(executor);
-        for (size_t i = 0; i < arrivals.size(); ++i) {
-          next.expires_at(start +
-                          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrivals[i])));
-          co_await next.async_wait(asio::use_awaitable);
-          asio::co_spawn(executor,
-                         bench::post_json(target, "/v1/workflows/intent", bodies[i], Clock::now() + kRequestTimeout),
-                         [&, i](std::exception_ptr, bench::HttpReply reply) {
-                           replies[i] = std::move(reply);
-                           if (--outstanding == 0) all_done.cancel();
-                         });
-        }
-        boost::system::error_code ignored;
-        if (outstanding > 0) co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-      },
-      asio::detached);
-  io.run();
+  const std::vector<bench::HttpReply> replies = bench::run_open_loop<bench::HttpReply>(arrivals, [&](size_t i) {
+    return bench::post_json(target, "/v1/workflows/intent", bodies[i], Clock::now() + kRequestTimeout);
+  });
 
   WorkflowBenchFigure figure;
   figure.mode = mode;

@@ -282,15 +282,7 @@ class Service final : public std::enable_shared_from_this<Service> {
     if (answered == last.calls.end()) {
       const ApiError error =
           call_error(last.calls.empty() ? unavailable("the last step ran no call") : last.calls.front().status);
-      if (streaming) {
-        const std::string event = error_json(error);
-        co_await exchange.event(event);
-        co_await exchange.event("[DONE]");
-        count_request(exchange.request().path, error.status);
-      } else {
-        http::Response failed = error_response(error);
-        co_await reply(exchange, std::move(failed));
-      }
+      co_await fail(exchange, error, streaming);
       co_return;
     }
     const std::string body =
@@ -309,6 +301,19 @@ class Service final : public std::enable_shared_from_this<Service> {
     } else {
       http::Response answer = json_response(200, body);
       co_await reply(exchange, std::move(answer));
+    }
+  }
+
+  // Answers `error`: as the last event of a stream already started, else as an error response.
+  asio::awaitable<void> fail(http::Exchange& exchange, const ApiError& error, bool streaming) {
+    if (streaming) {
+      const std::string event = error_json(error);
+      co_await exchange.event(event);
+      co_await exchange.event("[DONE]");
+      count_request(exchange.request().path, error.status);
+    } else {
+      http::Response failed = error_response(error);
+      co_await reply(exchange, std::move(failed));
     }
   }
 
@@ -387,15 +392,7 @@ class Service final : public std::enable_shared_from_this<Service> {
       const ApiError error = call_error(outcome.status());
       log_event(LogLevel::kWarning, "router", "request failed",
                 {{"request", result.id}, {"error", outcome.status().to_string()}});
-      if (streaming_started) {
-        const std::string event = error_json(error);
-        co_await exchange.event(event);
-        co_await exchange.event("[DONE]");
-        count_request(exchange.request().path, error.status);
-      } else {
-        http::Response failed = error_response(error);
-        co_await reply(exchange, std::move(failed));
-      }
+      co_await fail(exchange, error, streaming_started);
       co_return;
     }
     text->finish();
