@@ -55,10 +55,8 @@ void add_router_command(CLI::App& app, int& exit_code) {
                       "name:port whose DNS addresses are decode nodes (e.g. a Kubernetes headless Service)");
   command->add_option("--dns-refresh-seconds", flags->dns_refresh_seconds, "How often DNS names are resolved again")
       ->check(CLI::Range(1, 3600));
-  command
-      ->add_option("--workflows", flags->router.workflows_dir,
-                   "Folder of workflow definitions (*.json) served at /v1/workflows/{name}")
-      ->default_val(std::string(RECGPT_SOURCE_DIR) + "/workflows");
+  command->add_option("--workflows", flags->router.workflows_dir,
+                      "Folder of workflow definitions (*.json) served at /v1/workflows/{name} (default: built-ins)");
   command->add_option("--entity-store", flags->router.entity_store,
                       "Entity store: history items it knows become entity tokens in workflow contexts");
   command->add_option("--listen", flags->router.address, "Address of the HTTP port");

@@ -30,7 +30,7 @@ struct UpFlags {
   int kv_cache_mib = 256;
   int threads = 0;  // per node; 0: the machine's cores shared out
   int drain_seconds = 30;
-  std::string tag_catalogue = std::string(RECGPT_SOURCE_DIR) + "/data/tag_catalogue.txt";
+  std::string tag_catalogue = "builtin";  // node/constraints.h: the catalogue the binary carries
 };
 
 // ~/.cache/recgpt/builtin-tiny (or under $XDG_CACHE_HOME), made with the tiny preset when absent.
@@ -152,9 +152,11 @@ void add_up_command(CLI::App& app, int& exit_code) {
   command->add_option("--threads", flags->threads, "Compute threads per node (0: the cores shared out)")
       ->check(CLI::Range(0, 1024));
   command->add_option("--policy", flags->router.policy, "Placement: prefix_aware, least_loaded or round_robin");
-  command->add_option("--tag-catalogue", flags->tag_catalogue, "The tag catalogue the workflows' experts decode under");
-  flags->router.workflows_dir = std::string(RECGPT_SOURCE_DIR) + "/workflows";
-  command->add_option("--workflows", flags->router.workflows_dir, "Folder of workflow definitions (*.json)");
+  command->add_option(
+      "--tag-catalogue", flags->tag_catalogue,
+      "The tag catalogue the workflows' experts decode under (default: builtin, data/tag_catalogue.txt)");
+  command->add_option("--workflows", flags->router.workflows_dir,
+                      "Folder of workflow definitions (*.json) (default: the built-in intent, explain, judge)");
   command->add_option("--entity-store", flags->router.entity_store,
                       "Entity store (given to the nodes too): history items it knows become entity tokens");
   command->add_option("--api-key", flags->router.api_key, "Bearer token required on /v1/* (none: no auth)");

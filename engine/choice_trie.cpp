@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <unordered_map>
 
 namespace recgpt {
@@ -84,21 +85,32 @@ Result<std::shared_ptr<const ChoiceTrie>> ChoiceTrie::build_named(const Tokenize
 Result<std::shared_ptr<const ChoiceTrie>> ChoiceTrie::load(const Tokenizer& tokenizer, const std::string& path) {
   std::ifstream file(path);
   if (!file) return not_found("tag catalogue '" + path + "' cannot be opened");
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(file, line);) lines.emplace_back(trim(line));
+  std::stringstream text;
+  text << file.rdbuf();
   if (file.bad()) return io_error("reading tag catalogue '" + path + "' failed");
+  return parse(tokenizer, text.str(), path);
+}
+
+Result<std::shared_ptr<const ChoiceTrie>> ChoiceTrie::parse(const Tokenizer& tokenizer, std::string_view text,
+                                                            const std::string& source) {
   // Blank lines are skipped, but errors name the line as the file numbers it.
   std::vector<std::string> choices;
   std::vector<size_t> line_of;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    if (lines[i].empty()) continue;
-    choices.push_back(std::move(lines[i]));
-    line_of.push_back(i);
+  size_t line = 0;
+  for (size_t begin = 0; begin < text.size(); ++line) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view item = trim(text.substr(begin, end - begin));
+    if (!item.empty()) {
+      choices.emplace_back(item);
+      line_of.push_back(line);
+    }
+    begin = end + 1;
   }
   RECGPT_ASSIGN_OR_RETURN(auto trie, build_named(tokenizer, choices, [&](size_t i) {
-                            return path + ":" + std::to_string(line_of[i] + 1) + " ('" + choices[i] + "')";
+                            return source + ":" + std::to_string(line_of[i] + 1) + " ('" + choices[i] + "')";
                           }));
-  if (trie->num_choices() == 0) return invalid_argument("tag catalogue '" + path + "' holds no tag");
+  if (trie->num_choices() == 0) return invalid_argument("tag catalogue '" + source + "' holds no tag");
   return trie;
 }
 

@@ -31,6 +31,9 @@ class ChoiceTrie {
   // A catalogue file: one choice per line (trailing '\r' and surrounding blanks trimmed, blank lines skipped).
   // kNotFound / kIoError when it cannot be read; build()'s errors, naming the file and line.
   static Result<std::shared_ptr<const ChoiceTrie>> load(const Tokenizer& tokenizer, const std::string& path);
+  // The same from a catalogue's text; `source` names it in errors (as the file would be).
+  static Result<std::shared_ptr<const ChoiceTrie>> parse(const Tokenizer& tokenizer, std::string_view text,
+                                                         const std::string& source);
 
   size_t num_choices() const { return choices_.size(); }
   size_t num_nodes() const { return nodes_.size(); }

@@ -3,6 +3,10 @@
 #include "engine/choice_list_processor.h"
 #include "engine/model_files.h"
 
+namespace recgpt {
+std::string_view builtin_tag_catalogue();  // generated: cmake/EmbedText.cmake (data/tag_catalogue.txt)
+}  // namespace recgpt
+
 namespace recgpt::node {
 
 Result<std::unique_ptr<Constraints>> Constraints::create(
@@ -17,7 +21,9 @@ Result<std::unique_ptr<Constraints>> Constraints::create(
       return invalid_argument("catalogue '" + name + "': the tokenizer writes a line break as several tokens");
     }
     if (constraints->catalogues_.count(name) > 0) return invalid_argument("catalogue '" + name + "' given twice");
-    auto trie = ChoiceTrie::load(constraints->tokenizer_, path);
+    auto trie = path == kBuiltinCatalogue
+                    ? ChoiceTrie::parse(constraints->tokenizer_, builtin_tag_catalogue(), "the built-in catalogue")
+                    : ChoiceTrie::load(constraints->tokenizer_, path);
     if (!trie.is_ok()) return trie.status().with_context("catalogue '" + name + "'");
     constraints->catalogues_.emplace(name, std::move(trie).value());
   }

@@ -30,8 +30,11 @@ class Constraints {
  public:
   static constexpr size_t kMaxChoicesPerCall = 4096;
   static constexpr uint32_t kMaxLineTokens = 1024;
+  // A catalogue path naming the tag catalogue this binary carries (data/tag_catalogue.txt of its source).
+  static constexpr const char* kBuiltinCatalogue = "builtin";
 
-  // Loads the model's tokenizer and every catalogue. Errors name the catalogue, its file and line.
+  // Loads the model's tokenizer and every catalogue (a path, or "builtin"). Errors name the catalogue, its file
+  // and line.
   static Result<std::unique_ptr<Constraints>> create(
       const ModelFiles& model, const std::vector<std::pair<std::string, std::string>>& catalogues);
 

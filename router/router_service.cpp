@@ -115,7 +115,9 @@ class Service final : public std::enable_shared_from_this<Service> {
       entities_ = {config.entity_adaptor->entity_token_id, config.entity_adaptor->entity_dim};
       limits_.entity_dim = static_cast<size_t>(config.entity_adaptor->entity_dim);
     }
-    if (!options_.workflows_dir.empty()) {
+    if (options_.workflows_dir.empty()) {
+      RECGPT_ASSIGN_OR_RETURN(workflows_, builtin_workflows());
+    } else {
       RECGPT_ASSIGN_OR_RETURN(workflows_, load_workflows(options_.workflows_dir));
     }
     RECGPT_ASSIGN_OR_RETURN(entity_store_, node::open_entity_store(options_.entity_store, config));

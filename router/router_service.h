@@ -37,7 +37,7 @@ struct RouterOptions {
   std::vector<std::string> prefill_dns;
   std::vector<std::string> decode_dns;
   std::chrono::milliseconds dns_refresh{5000};
-  std::string workflows_dir;  // workflow definitions (*.json); empty: no /v1/workflows
+  std::string workflows_dir;  // workflow definitions (*.json); empty: the built-in ones (intent, explain, judge)
   std::string entity_store;   // items it knows become entity tokens in workflow contexts; empty: titles
   std::chrono::milliseconds request_timeout{120000};  // a request's deadline unless it sets `timeout`
   uint64_t max_body_bytes = 8 << 20;

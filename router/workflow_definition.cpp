@@ -7,6 +7,12 @@
 #include <set>
 #include <sstream>
 
+namespace recgpt {
+std::string_view builtin_workflow_intent();  // generated: cmake/EmbedText.cmake
+std::string_view builtin_workflow_explain();
+std::string_view builtin_workflow_judge();
+}  // namespace recgpt
+
 namespace recgpt::router {
 namespace {
 
@@ -272,6 +278,17 @@ Result<std::map<std::string, WorkflowDefinition>> load_workflows(const std::stri
     if (!workflows.emplace(name, std::move(definition)).second) {
       return invalid_argument(file.filename().string() + ": a second workflow named '" + name + "'");
     }
+  }
+  return workflows;
+}
+
+Result<std::map<std::string, WorkflowDefinition>> builtin_workflows() {
+  std::map<std::string, WorkflowDefinition> workflows;
+  for (const auto& [file, text] :
+       {std::pair{"intent.json", builtin_workflow_intent()}, std::pair{"explain.json", builtin_workflow_explain()},
+        std::pair{"judge.json", builtin_workflow_judge()}}) {
+    RECGPT_ASSIGN_OR_RETURN(WorkflowDefinition definition, parse_workflow(text, file));
+    workflows.emplace(definition.name, std::move(definition));
   }
   return workflows;
 }

@@ -73,6 +73,8 @@ inline constexpr WorkflowOptionLimit kWorkflowOptions[] = {
 Result<WorkflowDefinition> parse_workflow(std::string_view json_text, const std::string& source);
 // Every *.json in `dir`, by name; kInvalidArgument for a bad file or two with one name, kNotFound for no folder.
 Result<std::map<std::string, WorkflowDefinition>> load_workflows(const std::string& dir);
+// The workflows this binary carries (workflows/*.json of its source: intent, explain, judge).
+Result<std::map<std::string, WorkflowDefinition>> builtin_workflows();
 
 // The {{variables}} of a template, in order (without braces). kInvalidArgument for an unclosed "{{".
 Result<std::vector<std::string>> template_variables(std::string_view text);

@@ -45,7 +45,7 @@ struct WorkflowRequest {
   std::optional<uint64_t> seed;
   std::optional<double> timeout_seconds;
   bool stream = false;
-  bool v1 = false;  // the V1-style baseline: isolated agents, each with the whole text context, no sharing
+  bool v1 = false;       // the V1-style baseline: isolated agents, each with the whole text context, no sharing
   bool affinity = true;  // all calls prefer the first call's node pair (off: each call placed on its own)
 };
 

@@ -250,3 +250,19 @@ TEST_CASE("the generator decoding under a choice list writes only catalogue choi
 
 }  // namespace
 }  // namespace recgpt
+
+namespace recgpt {
+namespace {
+
+TEST_CASE("a catalogue's text parses as its file would, naming the source in errors", "[choice]") {
+  TinyModelWithTokenizer tiny;
+  auto trie = ChoiceTrie::parse(tiny.tokenizer, "red dress\n\n  shoes \r\nsale", "inline");
+  REQUIRE(trie.is_ok());
+  CHECK((*trie)->num_choices() == 3);
+  auto bad = ChoiceTrie::parse(tiny.tokenizer, "ok\nx <|im_end|>", "inline");
+  REQUIRE_FALSE(bad.is_ok());
+  CHECK_THAT(bad.status().message(), Catch::Contains("inline:2"));
+}
+
+}  // namespace
+}  // namespace recgpt

@@ -72,3 +72,22 @@ TEST_CASE("templates list and render their variables", "[workflow]") {
 
 }  // namespace
 }  // namespace recgpt::router
+
+namespace recgpt::router {
+namespace {
+
+TEST_CASE("the built-in workflows are the repository's workflows/ folder", "[workflow]") {
+  auto builtin = builtin_workflows();
+  auto folder = load_workflows(std::string(RECGPT_SOURCE_DIR) + "/workflows");
+  REQUIRE(builtin.is_ok());
+  REQUIRE(folder.is_ok());
+  REQUIRE(builtin->size() == folder->size());
+  for (const auto& [name, definition] : *folder) {
+    REQUIRE(builtin->count(name) == 1);
+    CHECK(builtin->at(name).steps.size() == definition.steps.size());
+    CHECK(builtin->at(name).system == definition.system);
+  }
+}
+
+}  // namespace
+}  // namespace recgpt::router
