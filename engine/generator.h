@@ -64,7 +64,7 @@ struct GeneratorStats {
   int64_t prompt_tokens_computed = 0;
   int64_t prompt_tokens_cached = 0;
   int64_t generated_tokens = 0;
-  int64_t constrained_steps = 0;   // tokens sampled under a logits processor
+  int64_t constrained_steps = 0;  // tokens sampled under a logits processor
   double constraint_seconds = 0;  // spent in logits processors (mask time)
 };
 

@@ -13,9 +13,26 @@ using nlohmann::json;
 TEST_CASE("bench serve drives both clusters over HTTP and reports latency, goodput and router overhead as JSON",
           "[router][bench_serve]") {
   TinyModel tiny;
-  auto bench = Subprocess::spawn({RECGPT_PATH, "bench", "serve", "--model", tiny.dir.string(), "--rate", "20",
-                                  "--duration", "1", "--prompt-len", "40", "--shared-prefix-len", "32", "--output-len",
-                                  "8", "--overhead-calls", "3", "--kv-cache-mib", "16", "--json"});
+  auto bench = Subprocess::spawn({RECGPT_PATH,
+                                  "bench",
+                                  "serve",
+                                  "--model",
+                                  tiny.dir.string(),
+                                  "--rate",
+                                  "20",
+                                  "--duration",
+                                  "1",
+                                  "--prompt-len",
+                                  "40",
+                                  "--shared-prefix-len",
+                                  "32",
+                                  "--output-len",
+                                  "8",
+                                  "--overhead-calls",
+                                  "3",
+                                  "--kv-cache-mib",
+                                  "16",
+                                  "--json"});
   REQUIRE(bench.is_ok());
   std::string text;
   for (;;) {

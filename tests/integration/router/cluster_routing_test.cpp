@@ -89,12 +89,10 @@ TEST_CASE("nodes named by DNS (as a headless Service lists them) are found, conn
   const std::string prompt = "a prompt for nodes found by name";
   int64_t prompt_tokens = 0;
   const std::string expected = expected_text(tiny, prompt, 8, &prompt_tokens);
-  const CurlReply reply = router.post("/v1/completions", json{{"model", "recgpt"},
-                                                              {"prompt", prompt},
-                                                              {"max_tokens", 8},
-                                                              {"temperature", 0},
-                                                              {"repetition_penalty", 1.8}}
-                                                             .dump());
+  const CurlReply reply = router.post(
+      "/v1/completions",
+      json{{"model", "recgpt"}, {"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0}, {"repetition_penalty", 1.8}}
+          .dump());
   REQUIRE(reply.status == 200);
   const json body = json::parse(reply.body);
   CHECK(body["choices"][0]["text"] == expected);

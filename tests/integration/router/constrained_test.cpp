@@ -11,7 +11,7 @@ namespace {
 
 using nlohmann::json;
 
-const std::vector<std::string> kAllowed = {"red dress", "summer sale", "running shoes", "shoes", "blue jeans",
+const std::vector<std::string> kAllowed = {"red dress",    "summer sale", "running shoes", "shoes", "blue jeans",
                                            "garden chair", "red"};
 
 void check_list(const CurlReply& reply, int max_items) {
@@ -38,9 +38,10 @@ void check_list(const CurlReply& reply, int max_items) {
   CHECK(items <= max_items);
 }
 
-TEST_CASE("a completion with `allowed` lists only allowed strings, through prefill and decode nodes and with a "
-          "local prefill",
-          "[router][constrained]") {
+TEST_CASE(
+    "a completion with `allowed` lists only allowed strings, through prefill and decode nodes and with a "
+    "local prefill",
+    "[router][constrained]") {
   TinyModel tiny;
   Node decode("decode", tiny, "tcp", 8, {"--node-id", "decode-c"});
   Node prefill("prefill", tiny, "tcp", 8, {"--node-id", "prefill-c"});

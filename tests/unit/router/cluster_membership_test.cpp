@@ -16,9 +16,7 @@ std::vector<node::PeerAddress> addresses(std::initializer_list<const char*> text
   return out;
 }
 
-size_t listed_nodes(const Cluster& cluster) {
-  return nlohmann::json::parse(cluster.describe_json())["nodes"].size();
-}
+size_t listed_nodes(const Cluster& cluster) { return nlohmann::json::parse(cluster.describe_json())["nodes"].size(); }
 
 TEST_CASE("DNS-resolved nodes join and leave the cluster; flag-given ones stay", "[router][cluster]") {
   boost::asio::io_context io;
