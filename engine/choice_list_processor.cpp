@@ -14,20 +14,30 @@ bool ChoiceListProcessor::available(int32_t node) const {
   return trie_->choices_below(node) - (it == crossed_.end() ? 0 : it->second) > 0;
 }
 
+bool ChoiceListProcessor::at_unlisted_choice() const {
+  const int32_t here = trie_->choice_at(node_);
+  return node_ != ChoiceTrie::kRoot && here >= 0 && std::find(items_.begin(), items_.end(), here) == items_.end();
+}
+
+bool ChoiceListProcessor::allows(int32_t token) const {
+  if (ended_ || broken_) return false;
+  const auto count = static_cast<int32_t>(items_.size());
+  if (count >= shape_.max_items) return token == shape_.end;
+  if (token == shape_.end) return node_ == ChoiceTrie::kRoot ? count > 0 : at_unlisted_choice();
+  if (token == shape_.separator) return at_unlisted_choice() && count + 1 < shape_.max_items;
+  const int32_t child = trie_->child(node_, token);
+  return child >= 0 && available(child);
+}
+
 std::vector<int32_t> ChoiceListProcessor::allowed() const {
   std::vector<int32_t> tokens;
-  if (ended_ || broken_) return tokens;
-  const auto count = static_cast<int32_t>(items_.size());
-  if (count >= shape_.max_items) return {shape_.end};
-  if (node_ == ChoiceTrie::kRoot && count > 0) tokens.push_back(shape_.end);
-  const int32_t here = trie_->choice_at(node_);
-  if (node_ != ChoiceTrie::kRoot && here >= 0 && available(node_) &&
-      std::find(items_.begin(), items_.end(), here) == items_.end()) {
-    tokens.push_back(shape_.end);
-    if (count + 1 < shape_.max_items) tokens.push_back(shape_.separator);
+  for (int32_t token : {shape_.end, shape_.separator}) {
+    if (allows(token)) tokens.push_back(token);
   }
-  for (const ChoiceTrie::Edge& edge : trie_->edges(node_)) {
-    if (available(edge.child)) tokens.push_back(edge.token);
+  if (!ended_ && !broken_ && static_cast<int32_t>(items_.size()) < shape_.max_items) {
+    for (const ChoiceTrie::Edge& edge : trie_->edges(node_)) {
+      if (available(edge.child)) tokens.push_back(edge.token);
+    }
   }
   std::sort(tokens.begin(), tokens.end());
   tokens.erase(std::unique(tokens.begin(), tokens.end()), tokens.end());
@@ -43,8 +53,7 @@ void ChoiceListProcessor::complete_item() {
 }
 
 bool ChoiceListProcessor::advance(int32_t token) {
-  const std::vector<int32_t> ok = allowed();
-  if (!std::binary_search(ok.begin(), ok.end(), token)) {
+  if (!allows(token)) {
     broken_ = true;
     return false;
   }

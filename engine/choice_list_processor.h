@@ -33,7 +33,9 @@ class ChoiceListProcessor final : public LogitsProcessor {
   // the list arrived (the generator then ends the sequence: FinishReason::kConstraint).
   void process(std::span<float> logits, std::span<const int32_t> tokens) override;
 
-  // The tokens allowed next, after the tokens consumed so far (sorted). For tests and debugging.
+  // Whether `token` is allowed next, after the tokens consumed so far.
+  bool allows(int32_t token) const;
+  // All the tokens allowed next (sorted): what process() leaves finite.
   std::vector<int32_t> allowed() const;
   // Choices completed so far, in order.
   const std::vector<int32_t>& items() const { return items_; }
@@ -42,6 +44,8 @@ class ChoiceListProcessor final : public LogitsProcessor {
 
  private:
   bool available(int32_t node) const;
+  // The current node ends a choice not listed yet (so the item may end here).
+  bool at_unlisted_choice() const;
   void complete_item();
 
   std::shared_ptr<const ChoiceTrie> trie_;

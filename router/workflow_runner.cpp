@@ -195,12 +195,9 @@ asio::awaitable<StepRun> run_step(WorkflowState& state, const WorkflowStep& step
   size_t running = 0;
   asio::steady_timer all_done(executor, Clock::time_point::max());
   for (size_t i = 0; i < calls.size(); ++i) {
-    if (!run.calls[i].status.is_ok() || calls[i].prompt.empty()) {
-      if (run.calls[i].status.is_ok()) run.calls[i].status = failed_precondition("not run");
-      continue;
-    }
+    if (!run.calls[i].status.is_ok()) continue;  // refused above: it never runs
     ++running;
-    node::AgentCall call = calls[i];  // named: GCC 12 and coroutine temporaries
+    node::AgentCall call = std::move(calls[i]);  // named: GCC 12 and coroutine temporaries
     asio::co_spawn(executor, run_agent(state, step, std::move(call), stage_deadline, run.calls[i]),
                    [&](std::exception_ptr) {
                      if (--running == 0) all_done.cancel();
