@@ -50,6 +50,26 @@ struct TinyModel {
   ~TinyModel() { std::filesystem::remove_all(dir); }
 };
 
+// Starts `argv` and reads its first `count` lines (each within 30 s) into `lines`: the ports a child prints.
+inline Subprocess start_child(const std::vector<std::string>& argv, int count, std::vector<std::string>& lines) {
+  auto spawned = Subprocess::spawn(argv);
+  REQUIRE(spawned.is_ok());
+  Subprocess process = std::move(spawned).value();
+  for (int i = 0; i < count; ++i) {
+    auto line = process.read_line(Clock::now() + seconds(30));
+    REQUIRE(line.is_ok());
+    lines.push_back(*line);
+  }
+  return process;
+}
+
+// The port printed as " key=N" in `line` (a node prints "... port=P admin_port=A", a router "... port=P").
+inline uint16_t port_in(const std::string& line, const std::string& key) {
+  std::smatch match;
+  REQUIRE(std::regex_search(line, match, std::regex(" " + key + "=(\\d+)")));
+  return static_cast<uint16_t>(std::stoi(match[1]));
+}
+
 // A `recgpt prefill` or `recgpt decode` child and the control port it printed.
 struct Node {
   Subprocess process;
@@ -70,15 +90,10 @@ struct Node {
     if (std::find(extra_flags.begin(), extra_flags.end(), "--node-id") == extra_flags.end())
       argv.insert(argv.end(), {"--node-id", role + "-test"});
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
-    auto spawned = Subprocess::spawn(argv);
-    REQUIRE(spawned.is_ok());
-    process = std::move(spawned).value();
-    auto line = process.read_line(Clock::now() + seconds(30));
-    REQUIRE(line.is_ok());
-    std::smatch match;
-    REQUIRE(std::regex_search(*line, match, std::regex(" port=(\\d+) admin_port=(\\d+)")));
-    port = static_cast<uint16_t>(std::stoi(match[1]));
-    admin_port = static_cast<uint16_t>(std::stoi(match[2]));
+    std::vector<std::string> lines;
+    process = start_child(argv, 1, lines);
+    port = port_in(lines[0], "port");
+    admin_port = port_in(lines[0], "admin_port");
   }
 
   // The value of the first /metrics sample (curl) whose name and labels match `sample` (a regex over the text
@@ -144,16 +159,10 @@ struct ColocatedNodes {
         RECGPT_PATH, "serve",     "--model", model.dir.string(), "--kv-cache-mib", "8", "--prefill-kv-cache-mib",
         "8",         "--threads", "1"};
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
-    auto spawned = Subprocess::spawn(argv);
-    REQUIRE(spawned.is_ok());
-    process = std::move(spawned).value();
-    for (uint16_t* port : {&prefill_port, &decode_port}) {
-      auto line = process.read_line(Clock::now() + seconds(30));
-      REQUIRE(line.is_ok());
-      std::smatch match;
-      REQUIRE(std::regex_search(*line, match, std::regex(" port=(\\d+)")));
-      *port = static_cast<uint16_t>(std::stoi(match[1]));
-    }
+    std::vector<std::string> lines;
+    process = start_child(argv, 2, lines);  // the prefill side's ports, then the decode side's
+    prefill_port = port_in(lines[0], "port");
+    decode_port = port_in(lines[1], "port");
   }
   ~ColocatedNodes() {
     process.kill(SIGTERM);

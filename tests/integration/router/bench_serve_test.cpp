@@ -10,29 +10,9 @@ namespace {
 
 using nlohmann::json;
 
-TEST_CASE("bench serve drives both clusters over HTTP and reports latency, goodput and router overhead as JSON",
-          "[router][bench_serve]") {
-  TinyModel tiny;
-  auto bench = Subprocess::spawn({RECGPT_PATH,
-                                  "bench",
-                                  "serve",
-                                  "--model",
-                                  tiny.dir.string(),
-                                  "--rate",
-                                  "20",
-                                  "--duration",
-                                  "1",
-                                  "--prompt-len",
-                                  "40",
-                                  "--shared-prefix-len",
-                                  "32",
-                                  "--output-len",
-                                  "8",
-                                  "--overhead-calls",
-                                  "3",
-                                  "--kv-cache-mib",
-                                  "16",
-                                  "--json"});
+// Runs a `recgpt bench ... --json` to its end (within minutes) and parses what it printed.
+nlohmann::json run_bench(const std::vector<std::string>& argv) {
+  auto bench = Subprocess::spawn(argv);
   REQUIRE(bench.is_ok());
   std::string text;
   for (;;) {
@@ -40,11 +20,36 @@ TEST_CASE("bench serve drives both clusters over HTTP and reports latency, goodp
     if (!line.is_ok()) break;
     text += *line + "\n";
   }
-  auto exit_code = bench->wait(Clock::now() + seconds(30));
+  auto exit_code = bench->wait(Clock::now() + seconds(60));
   REQUIRE(exit_code.is_ok());
   INFO(text);
   REQUIRE(*exit_code == 0);
-  const json report = json::parse(text);
+  return nlohmann::json::parse(text);
+}
+
+TEST_CASE("bench serve drives both clusters over HTTP and reports latency, goodput and router overhead as JSON",
+          "[router][bench_serve]") {
+  TinyModel tiny;
+  const json report = run_bench({RECGPT_PATH,
+                                 "bench",
+                                 "serve",
+                                 "--model",
+                                 tiny.dir.string(),
+                                 "--rate",
+                                 "20",
+                                 "--duration",
+                                 "1",
+                                 "--prompt-len",
+                                 "40",
+                                 "--shared-prefix-len",
+                                 "32",
+                                 "--output-len",
+                                 "8",
+                                 "--overhead-calls",
+                                 "3",
+                                 "--kv-cache-mib",
+                                 "16",
+                                 "--json"});
   for (const char* mode : {"disaggregated", "colocated"}) {
     const json& figures = report["modes"][mode];
     CHECK(figures["requests"].get<int>() >= 5);
@@ -67,21 +72,9 @@ namespace {
 TEST_CASE("bench workflows runs intent under load in each mode and reports per-stage latency and prefill work",
           "[router][bench_workflows]") {
   TinyModel tiny;
-  auto bench = Subprocess::spawn({RECGPT_PATH, "bench", "workflows", "--model", tiny.dir.string(), "--rate", "4",
-                                  "--duration", "1", "--history-len", "12", "--experts", "2", "--kv-cache-mib", "16",
-                                  "--modes", "hybrid,v1", "--json"});
-  REQUIRE(bench.is_ok());
-  std::string text;
-  for (;;) {
-    auto line = bench->read_line(Clock::now() + seconds(120));
-    if (!line.is_ok()) break;
-    text += *line + "\n";
-  }
-  auto exit_code = bench->wait(Clock::now() + seconds(60));
-  REQUIRE(exit_code.is_ok());
-  INFO(text);
-  REQUIRE(*exit_code == 0);
-  const nlohmann::json report = nlohmann::json::parse(text);
+  const nlohmann::json report =
+      run_bench({RECGPT_PATH, "bench", "workflows", "--model", tiny.dir.string(), "--rate", "4", "--duration", "1",
+                 "--history-len", "12", "--experts", "2", "--kv-cache-mib", "16", "--modes", "hybrid,v1", "--json"});
   for (const char* mode : {"hybrid", "v1"}) {
     const nlohmann::json& figures = report["modes"][mode];
     CHECK(figures["workflows"].get<int>() >= 1);

@@ -18,14 +18,9 @@ struct RouterProcess {
     for (uint16_t p : prefill_ports) argv.insert(argv.end(), {"--prefill", "127.0.0.1:" + std::to_string(p)});
     for (uint16_t p : decode_ports) argv.insert(argv.end(), {"--decode", "127.0.0.1:" + std::to_string(p)});
     argv.insert(argv.end(), extra.begin(), extra.end());
-    auto spawned = Subprocess::spawn(argv);
-    REQUIRE(spawned.is_ok());
-    process = std::move(spawned).value();
-    auto line = process.read_line(Clock::now() + seconds(30));
-    REQUIRE(line.is_ok());
-    std::smatch match;
-    REQUIRE(std::regex_search(*line, match, std::regex(" port=(\\d+)")));
-    port = static_cast<uint16_t>(std::stoi(match[1]));
+    std::vector<std::string> lines;
+    process = start_child(argv, 1, lines);
+    port = port_in(lines[0], "port");
     bool ready = false;
     for (int i = 0; i < 100 && !ready; ++i) {
       ready = curl(url("/readyz")).status == 200;
