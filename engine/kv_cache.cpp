@@ -1,6 +1,7 @@
 #include "engine/kv_cache.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -79,6 +80,21 @@ Result<KvCache> KvCache::create(const KvCacheConfig& config) {
   // from many blocks; with 4 KiB pages each block of a layer is a TLB miss (measured in a VM: storing and
   // attending over KV 5-7x slower, most of it first-touch faults).
   (void)::madvise(address, total, MADV_HUGEPAGE);
+  // The pool is committed here, not on first use: a node that starts has its KV memory (a short machine fails
+  // at start, not mid-request), and no decode step pays for faulting in and clearing fresh pages (measured:
+  // storing a batch-32 step's K and V 1 -> 4 ms per step while the pool was being touched).
+  if (::madvise(address, total, MADV_POPULATE_WRITE) != 0) {
+    if (errno != EINVAL) {
+      int error = errno;
+      ::munmap(address, total);
+      return resource_exhausted("cannot commit " + std::to_string(total) + " bytes for " +
+                                std::to_string(config.num_blocks) + " KV blocks: " + std::strerror(error));
+    }
+    const long page = ::sysconf(_SC_PAGESIZE);
+    for (size_t offset = 0; offset < total; offset += static_cast<size_t>(page)) {
+      static_cast<volatile std::byte*>(address)[offset] = std::byte{0};  // Linux before 5.14
+    }
+  }
   return KvCache(config, static_cast<std::byte*>(address), total, stride);
 }
 
