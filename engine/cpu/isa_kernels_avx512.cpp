@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "engine/cpu/isa_kernels.h"
 #include "engine/cpu/simd_avx512.h"
