@@ -86,12 +86,12 @@ void f32_pack_panels(const float* x /* [m, k] */, int64_t m, int64_t k, int64_t 
 void f32_panel_matmul_columns(const float* packed_x, int64_t m, const float* w, int64_t k, int64_t column_begin,
                               int64_t column_end, float* y /* [m, n] */, int64_t n);
 
-// The bf16 panel matmul (matmul_bf16_panel.cpp; needs cpu_features().avx512_bf16, k even). x, already bf16, is
-// packed per panel of kBf16PanelRows rows as pairs of k: [ceil(m / kBf16PanelRows), k / 2, kBf16PanelRows, 2];
-// one call packs the k range [k_begin, k_end) (both even) of every panel.
+// The bf16 panel matmul (matmul_bf16_panel.cpp; needs cpu_features().avx512_bf16, k even). x (f32) is rounded
+// to bf16 and packed per panel of kBf16PanelRows rows as pairs of k: [ceil(m / kBf16PanelRows), k / 2,
+// kBf16PanelRows, 2]; one call packs the k range [k_begin, k_end) (both even) of every panel.
 inline constexpr int kBf16PanelRows = 32;
 inline constexpr int kBf16PanelTileColumns = 8;  // weight rows per register tile
-void bf16_pack_panels(const uint16_t* x /* [m, k] */, int64_t m, int64_t k, int64_t k_begin, int64_t k_end,
+void bf16_pack_panels(const float* x /* [m, k] */, int64_t m, int64_t k, int64_t k_begin, int64_t k_end,
                       uint16_t* packed);
 // y[:, column_begin..column_end) = x · W[column_begin..column_end)ᵀ, W bf16 [n, k] used in place.
 void bf16_panel_matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w, int64_t k, int64_t column_begin,

@@ -69,14 +69,10 @@ struct PreparedInput {
   uint64_t call = 0;               // identifies the call to the threads' packs
 };
 
-// Packs k [k_begin, k_end) of x into panels for a panel path; `x_bf16` ([m, k]) holds x rounded for bf16.
-void pack_panel_slice(Path path, const float* x, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, uint16_t* x_bf16,
-                      void* packed) {
+// Packs k [k_begin, k_end) of x into panels for a panel path (bf16: rounded as it is packed).
+void pack_panel_slice(Path path, const float* x, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, void* packed) {
   if (path == Path::kF32Panel) return f32_pack_panels(x, m, k, k_begin, k_end, static_cast<float*>(packed));
-  for (int64_t row = 0; row < m; ++row) {
-    convert_f32_to_bf16(x + row * k + k_begin, k_end - k_begin, x_bf16 + row * k + k_begin);
-  }
-  bf16_pack_panels(x_bf16, m, k, k_begin, k_end, static_cast<uint16_t*>(packed));
+  bf16_pack_panels(x, m, k, k_begin, k_end, static_cast<uint16_t*>(packed));
 }
 
 // Scratch elements (uint16_t) of the packed panels of x [m, k].
@@ -92,7 +88,7 @@ const void* thread_panels(Path path, const PreparedInput& input, int64_t m, int6
   void* packed = scratch(1, packed_panel_elements(path, m, k));
   if (packed_call != input.call) {
     const auto* x = static_cast<const float*>(input.x);
-    pack_panel_slice(path, x, m, k, 0, k, path == Path::kBf16Panel ? scratch(0, m * k) : nullptr, packed);
+    pack_panel_slice(path, x, m, k, 0, k, packed);
     packed_call = input.call;
   }
   return packed;
@@ -116,10 +112,9 @@ PreparedInput prepare_input(ThreadPool& pool, Path path, DType dtype, const floa
         input.call = ++calls;
         break;
       }
-      uint16_t* x_bf16 = path == Path::kBf16Panel ? scratch(0, m * k) : nullptr;
       void* packed = scratch(1, packed_panel_elements(path, m, k));
       pool.parallel_for((k + kPackSlice - 1) / kPackSlice, [&](int64_t begin, int64_t end) {
-        pack_panel_slice(path, x, m, k, begin * kPackSlice, std::min(k, end * kPackSlice), x_bf16, packed);
+        pack_panel_slice(path, x, m, k, begin * kPackSlice, std::min(k, end * kPackSlice), packed);
       });
       input.x = packed;
       break;

@@ -26,8 +26,9 @@ struct WeightMatrix {
 //          with AVX512_BF16 the VDPBF16PS panel kernel (m >= kBf16PanelMinRows, k even) or dot form over k,
 //          all on x rounded to bf16 once per call; without AVX512_BF16, W widened to f32 and multiplied with
 //          the f32 x by FMA (AVX-512F or AVX2).
-// Besides y, the only memory used is a per-calling-thread scratch of x rounded to bf16 and packed (up to
-// (2·m + 31)·k bf16) or packed in f32 ((m + 31)·k f32 for m <= 64).
+// Besides y, the only memory used is per-thread scratch of x rounded to bf16 and/or packed (up to (2·m + 31)·k
+// bf16, or (m + 31)·k f32 for m <= 64): the calling thread's, and for m <= 32 on the panel paths each pool
+// thread's own copy.
 // Call from outside parallel_for (it uses the pool and OpenBLAS threads).
 void matmul(ThreadPool& pool, const float* x /* [m, k] */, int64_t m, const WeightMatrix& w, float* y /* [m, n] */);
 
