@@ -131,7 +131,7 @@ void bench_attention(ThreadPool& pool, DType dtype, double bandwidth, double fma
   std::vector<float> fill = random_floats(kv_heads * head_dim, 4);
   KvLayerView kv{key.data(), value.data(), dtype, block_size, kv_heads, head_dim};
   for (int64_t slot = 0; slot < int64_t{num_blocks} * block_size; ++slot) {
-    store_kv(kv, &slot, fill.data(), fill.data(), 1);
+    store_kv(pool, kv, &slot, fill.data(), fill.data(), 1);
   }
   std::vector<int32_t> table(num_blocks);
   for (int b = 0; b < num_blocks; ++b) table[b] = (b * 7919) % num_blocks;  // scattered blocks

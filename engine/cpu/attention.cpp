@@ -14,6 +14,8 @@ namespace {
 // Query rows (queries x query heads) per work item: enough to reuse each K/V row, few enough to keep the
 // accumulators in L1 and to split a prefill over the threads.
 constexpr int kRowsPerWorkItem = kMaxAttentionRows;
+// Tokens per task when their K and V rows are written to the cache.
+constexpr int64_t kTokensPerStoreTask = 8;
 // Heads are split across more items until each thread has at least this many.
 constexpr int kMinItemsPerThread = 4;
 
@@ -26,19 +28,22 @@ void check_view(const KvLayerView& kv) {
 
 }  // namespace
 
-void store_kv(const KvLayerView& kv, const int64_t* slots, const float* k, const float* v, int64_t num_tokens) {
+void store_kv(ThreadPool& pool, const KvLayerView& kv, const int64_t* slots, const float* k, const float* v,
+              int64_t num_tokens) {
   check_view(kv);
   const int64_t row = static_cast<int64_t>(kv.num_kv_heads) * kv.head_dim;
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    RECGPT_CHECK(slots[t] >= 0);
-    if (kv.dtype == DType::kF32) {
-      std::memcpy(static_cast<float*>(kv.key) + slots[t] * row, k + t * row, row * sizeof(float));
-      std::memcpy(static_cast<float*>(kv.value) + slots[t] * row, v + t * row, row * sizeof(float));
-    } else {
-      convert_f32_to_bf16(k + t * row, row, static_cast<uint16_t*>(kv.key) + slots[t] * row);
-      convert_f32_to_bf16(v + t * row, row, static_cast<uint16_t*>(kv.value) + slots[t] * row);
+  pool.parallel_for((num_tokens + kTokensPerStoreTask - 1) / kTokensPerStoreTask, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin * kTokensPerStoreTask; t < std::min(num_tokens, end * kTokensPerStoreTask); ++t) {
+      RECGPT_CHECK(slots[t] >= 0);
+      if (kv.dtype == DType::kF32) {
+        std::memcpy(static_cast<float*>(kv.key) + slots[t] * row, k + t * row, row * sizeof(float));
+        std::memcpy(static_cast<float*>(kv.value) + slots[t] * row, v + t * row, row * sizeof(float));
+      } else {
+        convert_f32_to_bf16(k + t * row, row, static_cast<uint16_t*>(kv.key) + slots[t] * row);
+        convert_f32_to_bf16(v + t * row, row, static_cast<uint16_t*>(kv.value) + slots[t] * row);
+      }
     }
-  }
+  });
 }
 
 void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const AttentionSequence> sequences,

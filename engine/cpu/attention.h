@@ -20,8 +20,9 @@ struct KvLayerView {
   int32_t head_dim;
 };
 
-// Writes token i's k and v rows into slot slots[i] (bf16 pools: rounded to nearest even). Calling thread only.
-void store_kv(const KvLayerView& kv, const int64_t* slots /* [num_tokens] */,
+// Writes token i's k and v rows into slot slots[i] (bf16 pools: rounded to nearest even), tokens spread over the
+// pool.
+void store_kv(ThreadPool& pool, const KvLayerView& kv, const int64_t* slots /* [num_tokens] */,
               const float* k /* [num_tokens, num_kv_heads, head_dim] */,
               const float* v /* [num_tokens, num_kv_heads, head_dim] */, int64_t num_tokens);
 

@@ -16,9 +16,6 @@
 namespace recgpt {
 namespace {
 
-// Tokens per task when their K and V rows are written to the cache.
-constexpr int64_t kTokensPerStoreTask = 8;
-
 std::vector<float> to_f32_vector(const TensorView& view) {
   std::vector<float> values(static_cast<size_t>(view.num_elements()));
   if (view.dtype == DType::kF32) {
@@ -200,12 +197,7 @@ class CpuBackend final : public Backend {
     const KvCacheConfig& cache_config = kv_cache.config();
     KvLayerView kv_layer{kv_cache.key_data(layer_index), kv_cache.value_data(layer_index), cache_config.dtype,
                          cache_config.block_size,        cache_config.num_kv_heads,        cache_config.head_dim};
-    const int64_t kv_row = static_cast<int64_t>(kv_heads) * head_dim;
-    pool_.parallel_for((num_tokens + kTokensPerStoreTask - 1) / kTokensPerStoreTask, [&](int64_t begin, int64_t end) {
-      const int64_t first = begin * kTokensPerStoreTask, last = std::min(num_tokens, end * kTokensPerStoreTask);
-      store_kv(kv_layer, scratch_.slots.data() + first, scratch_.key.data() + first * kv_row,
-               scratch_.value.data() + first * kv_row, last - first);
-    });
+    store_kv(pool_, kv_layer, scratch_.slots.data(), scratch_.key.data(), scratch_.value.data(), num_tokens);
     attend(batch, kv_layer);
 
     matmul(pool_, scratch_.attention.data(), num_tokens, weight_matrix(layer.o_proj), scratch_.projected.data());

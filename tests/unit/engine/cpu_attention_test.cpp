@@ -28,7 +28,8 @@ struct PagedCache {
         key(num_blocks * block_size * row * 2),
         value(num_blocks * block_size * row * 2),
         view{key.data(), value.data(), dtype, block_size, kv_heads, head_dim},
-        free_blocks(num_blocks) {
+        free_blocks(num_blocks),
+        store_pool(2) {
     std::iota(free_blocks.begin(), free_blocks.end(), 0);
     std::shuffle(free_blocks.begin(), free_blocks.end(), std::mt19937(3));
   }
@@ -45,7 +46,7 @@ struct PagedCache {
     for (int32_t p = 0; p < num_positions; ++p) {
       slots[p] = int64_t{table[p / view.block_size]} * view.block_size + p % view.block_size;
     }
-    store_kv(view, slots.data(), k.data(), v.data(), num_positions);
+    store_kv(store_pool, view, slots.data(), k.data(), v.data(), num_positions);
     return table;
   }
 
@@ -61,6 +62,7 @@ struct PagedCache {
   std::vector<uint16_t> key, value;  // storage for either dtype (f32 uses twice the elements)
   KvLayerView view;
   std::vector<int32_t> free_blocks;
+  ThreadPool store_pool;  // writes K and V as the backend does, over two threads
 };
 
 // Softmax attention in double on the stored keys and values.
@@ -168,7 +170,7 @@ TEST_CASE("store_kv writes each token's rows at its slot, rounding to bf16", "[c
   PagedCache cache(DType::kBF16, 4, 2, 16, 3);
   std::vector<float> k = random_floats(2 * 32, 1), v = random_floats(2 * 32, 2);
   int64_t slots[2] = {9, 2};
-  store_kv(cache.view, slots, k.data(), v.data(), 2);
+  store_kv(cache.store_pool, cache.view, slots, k.data(), v.data(), 2);
   for (int t = 0; t < 2; ++t) {
     for (int i = 0; i < 32; ++i) {
       REQUIRE(cache.read(cache.key, slots[t], i / 16, i % 16) == bf16_to_f32(f32_to_bf16(k[t * 32 + i])));
