@@ -144,16 +144,22 @@ void bench_attention(ThreadPool& pool, DType dtype, double bandwidth, double fma
   std::printf("attention %s prefill 512: %.2f ms, %.1f GFLOP/s = %.2f of FMA peak\n", dtype_name(dtype).data(),
               seconds * 1e3, flops / seconds / 1e9, flops / seconds / fma_peak);
 
-  // Decode: 32 sequences of `context` cached tokens each (the engine bench's decode runs at ~32).
+  // Decode: 32 sequences of `context` cached tokens each (the engine bench's decode runs at ~32). Successive
+  // runs take disjoint blocks while the pool has them, so that, as in a model's step (one layer after another),
+  // the KV comes from DRAM rather than from the previous run's cache.
   for (int context : {1024, 32}) {
-    std::vector<AttentionSequence> batch;
     const int blocks_per_sequence = (context + block_size - 1) / block_size;
-    for (int s = 0; s < 32; ++s) {
-      std::span<const int32_t> blocks(table.data() + s * blocks_per_sequence, blocks_per_sequence);
-      batch.push_back({queries.data() + s * num_heads * head_dim, output.data() + s * num_heads * head_dim, 1,
-                       context - 1, blocks});
+    const int num_batches = std::max(1, num_blocks / (32 * blocks_per_sequence));
+    std::vector<std::vector<AttentionSequence>> batches(num_batches);
+    for (int b = 0; b < num_batches; ++b) {
+      for (int s = 0; s < 32; ++s) {
+        std::span<const int32_t> blocks(table.data() + (b * 32 + s) * blocks_per_sequence, blocks_per_sequence);
+        batches[b].push_back({queries.data() + s * num_heads * head_dim, output.data() + s * num_heads * head_dim, 1,
+                              context - 1, blocks});
+      }
     }
-    seconds = median_seconds([&](int64_t) { paged_attention(pool, kv, batch, num_heads, 0.088f); });
+    seconds =
+        median_seconds([&](int64_t i) { paged_attention(pool, kv, batches[i % num_batches], num_heads, 0.088f); });
     double bytes = 32.0 * context * kv_heads * head_dim * 2 * dtype_size(dtype);
     std::printf("attention %s decode 32 x %d: %.3f ms, %.1f GB/s KV = %.2f of read bandwidth\n",
                 dtype_name(dtype).data(), context, seconds * 1e3, bytes / seconds / 1e9, bytes / seconds / bandwidth);

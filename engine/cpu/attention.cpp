@@ -95,7 +95,11 @@ void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const At
   }
   const IsaKernels& kernels = isa_kernels();
   pool.parallel_for(static_cast<int64_t>(items.size()), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) kernels.attend(items[i]);
+    for (int64_t i = begin; i < end; ++i) {
+      AttentionWorkItem item = items[i];
+      item.next = i + 1 < end ? &items[i + 1] : nullptr;  // this thread's next item, known within a claim
+      kernels.attend(item);
+    }
   });
 }
 

@@ -41,6 +41,9 @@ struct AttentionWorkItem {
   int32_t query_begin;
   int32_t query_end;
   float scale;
+  // The item the same thread runs next, if known: a hint only (the decode path requests its first chunk during
+  // this item's last one).
+  const AttentionWorkItem* next = nullptr;
 };
 inline constexpr int kMaxAttentionRows = 64;
 inline constexpr int kMaxAttentionHeadDim = 256;  // head_dim must also be a multiple of 16
