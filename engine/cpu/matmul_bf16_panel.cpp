@@ -32,33 +32,17 @@ struct Bf16Step {
 
 }  // namespace
 
-// x rounded to bf16 and packed in one pass: per 16 rows and 16 pairs of k, each row's 32 values are rounded
-// into one vector of 16 pairs, then the 16 x 16 pairs are transposed as in panel::pack_panels.
+// x rounded to bf16 as it is packed: each row's 32 values of 16 pairs of k become one vector of 16 pairs.
 void pack(const float* x, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, uint16_t* packed) {
   using Simd = avx512::Simd;
   static_assert(panel::kPanelRows == kBf16PanelRows);
-  const int64_t units = k / 2, unit_begin = k_begin / 2, unit_end = k_end / 2;
-  const int64_t num_row_groups = (m + panel::kPanelRows - 1) / panel::kPanelRows * 2;  // of 16 rows
-  for (int64_t group = 0; group < num_row_groups; ++group) {
-    auto* out = reinterpret_cast<float*>(packed) + group / 2 * panel::kPanelRows * units + group % 2 * 16;
-    for (int64_t unit = unit_begin; unit < unit_end; unit += 16) {
-      const int count = static_cast<int>(std::min<int64_t>(16, unit_end - unit));
-      Simd::F rows[16];
-      for (int r = 0; r < 16; ++r) {
-        const int64_t row = group * 16 + r;
-        if (row >= m) {
-          rows[r] = Simd::zero();
-          continue;
-        }
-        const float* values = x + row * k + 2 * unit;
-        const __m256i low = Simd::narrow_bf16(Simd::load_partial(values, 2 * count));
-        const __m256i high = Simd::narrow_bf16(Simd::load_partial(values + 16, 2 * count - 16));
-        rows[r] = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1));
-      }
-      Simd::transpose(rows);  // moves bits only: bf16 pairs pass unchanged
-      for (int j = 0; j < count; ++j) Simd::store(out + (unit + j) * panel::kPanelRows, rows[j]);
-    }
-  }
+  panel::pack_panels(m, k / 2, k_begin / 2, k_end / 2, reinterpret_cast<uint32_t*>(packed),
+                     [&](int64_t row, int64_t unit, int count) {
+                       const float* values = x + row * k + 2 * unit;
+                       const __m256i low = Simd::narrow_bf16(Simd::load_partial(values, 2 * count));
+                       const __m256i high = Simd::narrow_bf16(Simd::load_partial(values + 16, 2 * count - 16));
+                       return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1));
+                     });
 }
 
 void matmul_columns(const uint16_t* panels, int64_t m, const uint16_t* w, int64_t k, int64_t column_begin,

@@ -27,7 +27,9 @@ struct F32Step {
 
 void pack(const float* x, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, float* packed) {
   static_assert(panel::kPanelRows == kF32PanelRows);
-  panel::pack_panels(reinterpret_cast<const uint32_t*>(x), m, k, k_begin, k_end, reinterpret_cast<uint32_t*>(packed));
+  panel::pack_panels(
+      m, k, k_begin, k_end, reinterpret_cast<uint32_t*>(packed),
+      [&](int64_t row, int64_t unit, int count) { return avx512::Simd::load_partial(x + row * k + unit, count); });
 }
 
 void matmul_columns(const float* panels, int64_t m, const float* w, int64_t k, int64_t column_begin, int64_t column_end,
