@@ -1,7 +1,7 @@
 // Internal to engine/cpu: the kernels compiled once per instruction set, behind one table.
 //
 // isa_kernels_avx512.cpp and isa_kernels_avx2.cpp compile isa_kernels_impl.inc (and attention_kernels.inc) with
-// their own Simd type and target pragma; matmul_bf16_dot.cpp holds the AVX512_BF16 matmul tile and
+// their own Simd type and target pragma; matmul_bf16_dot.cpp holds the AVX512_BF16 matmul kernel and
 // matmul_amx.cpp the AMX one. The public entry points (matmul.cpp, ops.cpp, attention.cpp) pick kernels by
 // cpu_features() and do the threading; every kernel here runs on the calling thread only.
 #pragma once
@@ -12,22 +12,27 @@
 
 namespace recgpt {
 
-// One register tile of a matmul: y[i, j] = Σ_k x[i, k] · w_rows[j][k] for i < rows, j < cols.
-struct MatmulTile {
+// A strip of a matmul: y[i, j] = Σ_k x[i, k] · w[j, k] for i < rows, j < cols, over weight rows that lie one
+// after another. A kernel takes the strip tile_cols weight rows at a time, each tile in one pass over k, with no
+// software prefetch: one call per strip keeps the loads a steady sweep through memory that the hardware
+// prefetchers follow. Measured on Zen 5 against one call per tile with the next tile's rows prefetched into L1,
+// over Qwen3-0.6B's decode matmuls from the mapped model file: bf16 weights 1.08x faster at m = 1, 1.06x at
+// m = 2, 1.04x at m = 8; f32 weights alike.
+struct MatmulStrip {
   const void* x;  // [rows, k] with row stride x_stride elements; f32, or bf16 for the bf16-dot kernel
   int64_t x_stride;
-  int rows;                   // 1..tile_rows
-  const void* const* w_rows;  // [tile_cols] pointers to weight rows of k elements; entries >= cols are ignored
-  int cols;                   // 1..tile_cols
+  int rows;       // 1..tile_rows
+  const void* w;  // [cols, k], row stride k
+  int64_t cols;   // >= 1
   int64_t k;
   float* y;  // [rows, cols] with row stride y_stride
   int64_t y_stride;
 };
 
 struct MatmulKernel {
-  int tile_rows;  // most rows of x per tile
-  int tile_cols;  // weight rows per tile (w_rows has this many entries)
-  void (*run)(const MatmulTile& tile);
+  int tile_rows;  // most rows of x per strip
+  int tile_cols;  // weight rows per register tile
+  void (*run)(const MatmulStrip& strip);
 };
 
 // One work item of paged_attention: queries [query_begin, query_end) of one sequence, all query heads that read

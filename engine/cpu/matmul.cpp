@@ -165,34 +165,24 @@ int64_t weight_passes(Path path, int64_t m) {
   }
 }
 
-// Every register tile of rows [0, m) x columns [column_begin, column_end) of one target.
-void run_tiles(const PreparedInput& input, int64_t m, int64_t k, const MatmulTarget& target, int64_t column_begin,
-               int64_t column_end) {
+// Rows [0, m) x columns [column_begin, column_end) of one target, as one strip per register tile of rows.
+void run_strips(const PreparedInput& input, int64_t m, int64_t k, const MatmulTarget& target, int64_t column_begin,
+                int64_t column_end) {
   const MatmulKernel& kernel = *input.kernel;
   const auto* weights = static_cast<const std::byte*>(target.w.data);
   const int64_t weight_row_bytes = k * static_cast<int64_t>(dtype_size(target.w.dtype));
   const auto* x = static_cast<const std::byte*>(input.x);
-  const void* w_rows[16];
-  RECGPT_CHECK(kernel.tile_cols <= 16);
   const int64_t n = target.w.rows;
   for (int64_t row = 0; row < m; row += kernel.tile_rows) {
-    int rows = static_cast<int>(std::min<int64_t>(kernel.tile_rows, m - row));
-    for (int64_t column = column_begin; column < column_end; column += kernel.tile_cols) {
-      int cols = static_cast<int>(std::min<int64_t>(kernel.tile_cols, column_end - column));
-      for (int j = 0; j < kernel.tile_cols; ++j) {
-        int64_t weight_row = column + std::min(j, cols - 1);  // past the edge: repeat the last row, ignored
-        w_rows[j] = weights + weight_row * weight_row_bytes;
-      }
-      MatmulTile tile{x + row * k * static_cast<int64_t>(input.x_element_bytes),
+    MatmulStrip strip{x + row * k * static_cast<int64_t>(input.x_element_bytes),
                       k,
-                      rows,
-                      w_rows,
-                      cols,
+                      static_cast<int>(std::min<int64_t>(kernel.tile_rows, m - row)),
+                      weights + column_begin * weight_row_bytes,
+                      column_end - column_begin,
                       k,
-                      target.y + row * n + column,
+                      target.y + row * n + column_begin,
                       n};
-      kernel.run(tile);
-    }
+    kernel.run(strip);
   }
 }
 
@@ -209,7 +199,7 @@ void run_block(Path path, const PreparedInput& input, const void* panels, int64_
     case Path::kAmx:
       return amx_matmul_columns(static_cast<const uint16_t*>(panels), m, static_cast<const uint16_t*>(target.w.data), k,
                                 column_begin, column_end, target.y, target.w.rows);
-    default: return run_tiles(input, m, k, target, column_begin, column_end);
+    default: return run_strips(input, m, k, target, column_begin, column_end);
   }
 }
 
@@ -218,9 +208,9 @@ void run_block(Path path, const PreparedInput& input, const void* panels, int64_
 struct ColumnUnits {
   int64_t unit_columns = 0;
   // Single pass over the weights: the units a thread claims at once run as one column range, so each weight
-  // stream stays warm from tile to tile across them (a stream is only prefetched within a range), and claims can
-  // be as small as a tile without costing the streams. With several passes each unit runs alone: it is the
-  // block of weights that stays in cache while the passes go over it.
+  // stream stays warm from tile to tile across them (the prefetchers follow a stream only within a range), and claims
+  // can be as small as a tile without costing the streams. With several passes each unit runs alone: it is the block of
+  // weights that stays in cache while the passes go over it.
   bool coalesce = false;
   std::vector<int64_t> first_unit;  // per target, then the total
 

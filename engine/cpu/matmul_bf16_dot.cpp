@@ -1,4 +1,5 @@
-// The AVX512_BF16 matmul tile: x and W both bf16, VDPBF16PS over pairs of k, f32 accumulators.
+// The AVX512_BF16 matmul kernel: x and W both bf16, VDPBF16PS over pairs of k, f32 accumulators.
+#include <algorithm>
 #include <cstdint>
 
 #include "engine/cpu/isa_kernels.h"
@@ -17,9 +18,6 @@ using avx512::Simd;
 constexpr int kTileRows = 3;
 constexpr int kTileCols = 8;
 constexpr int kStep = 32;  // bf16 elements per vector
-// The weight rows of the next tile are prefetched while this one streams: with rows of only a few KiB the
-// hardware prefetchers alone leave decode (m = 1) ~25% below read bandwidth.
-constexpr int kPrefetchRows = kTileCols;
 
 inline __m512bh load_pairs(const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
 inline __m512bh load_pairs_partial(const uint16_t* p, int64_t count) {
@@ -27,47 +25,50 @@ inline __m512bh load_pairs_partial(const uint16_t* p, int64_t count) {
 }
 
 template <int kRows>
-void tile_rows(const MatmulTile& tile) {
-  const uint16_t* x = static_cast<const uint16_t*>(tile.x);
-  const uint16_t* w[kTileCols];
-  for (int j = 0; j < kTileCols; ++j) w[j] = static_cast<const uint16_t*>(tile.w_rows[j]);
-  __m512 acc[kRows][kTileCols];
-#pragma GCC unroll 8
-  for (int i = 0; i < kRows; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < kTileCols; ++j) acc[i][j] = _mm512_setzero_ps();
-  }
-  auto step = [&](int64_t offset, int64_t count) __attribute__((always_inline)) {
-    __m512bh xv[kRows];
+void strip_rows(const MatmulStrip& strip) {
+  const uint16_t* x = static_cast<const uint16_t*>(strip.x);
+  const uint16_t* weights = static_cast<const uint16_t*>(strip.w);
+  for (int64_t column = 0; column < strip.cols; column += kTileCols) {
+    const int cols = static_cast<int>(std::min<int64_t>(kTileCols, strip.cols - column));
+    const uint16_t* w[kTileCols];
+    for (int j = 0; j < kTileCols; ++j)
+      w[j] = weights + (column + std::min(j, cols - 1)) * strip.k;  // past the edge: the last row again, not stored
+    __m512 acc[kRows][kTileCols];
 #pragma GCC unroll 8
     for (int i = 0; i < kRows; ++i) {
-      const uint16_t* row = x + i * tile.x_stride + offset;
-      xv[i] = count == kStep ? load_pairs(row) : load_pairs_partial(row, count);
-    }
 #pragma GCC unroll 8
-    for (int j = 0; j < kTileCols; ++j) {
-      _mm_prefetch(reinterpret_cast<const char*>(w[j] + kPrefetchRows * tile.k + offset), _MM_HINT_T0);
-      __m512bh wv = count == kStep ? load_pairs(w[j] + offset) : load_pairs_partial(w[j] + offset, count);
-#pragma GCC unroll 8
-      for (int i = 0; i < kRows; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv[i], wv);
+      for (int j = 0; j < kTileCols; ++j) acc[i][j] = _mm512_setzero_ps();
     }
-  };
-  int64_t offset = 0;
-  for (; offset + kStep <= tile.k; offset += kStep) step(offset, kStep);
-  if (offset < tile.k) step(offset, tile.k - offset);
-  for (int i = 0; i < kRows; ++i) {
-    float sums[kTileCols];
-    Simd::reduce_add_half(acc[i], sums);
-    for (int j = 0; j < tile.cols; ++j) tile.y[i * tile.y_stride + j] = sums[j];
+    auto step = [&](int64_t offset, int64_t count) __attribute__((always_inline)) {
+      __m512bh xv[kRows];
+#pragma GCC unroll 8
+      for (int i = 0; i < kRows; ++i) {
+        const uint16_t* row = x + i * strip.x_stride + offset;
+        xv[i] = count == kStep ? load_pairs(row) : load_pairs_partial(row, count);
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < kTileCols; ++j) {
+        __m512bh wv = count == kStep ? load_pairs(w[j] + offset) : load_pairs_partial(w[j] + offset, count);
+#pragma GCC unroll 8
+        for (int i = 0; i < kRows; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv[i], wv);
+      }
+    };
+    int64_t offset = 0;
+    for (; offset + kStep <= strip.k; offset += kStep) step(offset, kStep);
+    if (offset < strip.k) step(offset, strip.k - offset);
+    for (int i = 0; i < kRows; ++i) {
+      float sums[kTileCols];
+      Simd::reduce_add_half(acc[i], sums);
+      for (int j = 0; j < cols; ++j) strip.y[i * strip.y_stride + column + j] = sums[j];
+    }
   }
 }
 
-void run_tile(const MatmulTile& tile) {
-  if (tile.rows == 1) return tile_rows<1>(tile);
-  if (tile.rows == 2) return tile_rows<2>(tile);
-  return tile_rows<kTileRows>(tile);
+void run_strip(const MatmulStrip& strip) {
+  if (strip.rows == 1) return strip_rows<1>(strip);
+  if (strip.rows == 2) return strip_rows<2>(strip);
+  return strip_rows<kTileRows>(strip);
 }
-
 }  // namespace
 }  // namespace recgpt::avx512_bf16
 
@@ -76,7 +77,7 @@ void run_tile(const MatmulTile& tile) {
 namespace recgpt {
 
 MatmulKernel bf16_dot_matmul_kernel() {
-  return {avx512_bf16::kTileRows, avx512_bf16::kTileCols, &avx512_bf16::run_tile};
+  return {avx512_bf16::kTileRows, avx512_bf16::kTileCols, &avx512_bf16::run_strip};
 }
 
 }  // namespace recgpt
