@@ -1,6 +1,7 @@
 // `recgpt bench engine`: prefill and decode speed of one model on this machine, each reported as a fraction
 // of a limit measured in the same run (noisy shared machines make absolute figures meaningless alone):
-//   decode  against memory bandwidth / bytes read per step (weights once per step + the KV it attends over);
+//   decode  against memory bandwidth / bytes read per step (weights once per step + the KV it attends over), the
+//           bandwidth measured on a fresh buffer and on the mapped weights themselves;
 //   prefill against the GEMM rate of this engine's own matmul on the model's largest projection shape.
 #pragma once
 
@@ -28,6 +29,10 @@ struct DecodeFigure {
   double read_bandwidth_bytes_per_second = 0;  // mean of the measurements right before and after
   double roofline_tokens_per_second = 0;       // batch_size * bandwidth / bytes_per_step
   double fraction_of_roofline = 0;
+  // The same against the rate at which the weights themselves read, where they are mapped (mean of before and
+  // after): what memory placement leaves of the fresh buffer's rate is not the kernels' to win back.
+  double weights_read_bandwidth_bytes_per_second = 0;
+  double fraction_of_weights_roofline = 0;
 };
 
 struct EngineBenchReport {
@@ -35,8 +40,9 @@ struct EngineBenchReport {
   std::string weight_dtype;
   int threads = 0;
   std::string cpu;  // the kernels' instruction sets and OpenBLAS's kernel set, e.g. "avx512_bf16, OpenBLAS Cooperlake"
-  double read_bandwidth_bytes_per_second = 0;  // at the start; each decode figure has its own
-  double gemm_flops_per_second = 0;            // engine matmul on [prefill_tokens, k] x [n, k]
+  double read_bandwidth_bytes_per_second = 0;          // at the start; each decode figure has its own
+  double weights_read_bandwidth_bytes_per_second = 0;  // of the weights decode reads, at the start
+  double gemm_flops_per_second = 0;                    // engine matmul on [prefill_tokens, k] x [n, k]
   double weight_bytes = 0;
   double weight_bytes_on_huge_pages = 0;  // file-backed memory mapped with 2 MiB pages (the weights), at the end
   int prefill_tokens = 0;

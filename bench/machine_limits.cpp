@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <vector>
@@ -25,28 +26,31 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+// Sums of 32-bit words with integer adds, so that any contents (weights read as words) cost the same.
 __attribute__((target("avx512f"))) float read_sum_avx512(const float* data, size_t count) {
-  __m512 acc[8];
-  for (auto& a : acc) a = _mm512_setzero_ps();
+  __m512i acc[8];
+  for (auto& a : acc) a = _mm512_setzero_si512();
   for (size_t i = 0; i + 128 <= count; i += 128) {
-    for (int j = 0; j < 8; ++j) acc[j] = _mm512_add_ps(acc[j], _mm512_load_ps(data + i + 16 * j));
+    for (int j = 0; j < 8; ++j) acc[j] = _mm512_add_epi32(acc[j], _mm512_load_si512(data + i + 16 * j));
   }
-  for (int j = 1; j < 8; ++j) acc[0] = _mm512_add_ps(acc[0], acc[j]);
-  return _mm512_reduce_add_ps(acc[0]);
+  for (int j = 1; j < 8; ++j) acc[0] = _mm512_add_epi32(acc[0], acc[j]);
+  return static_cast<float>(_mm512_reduce_add_epi32(acc[0]));
 }
 
 __attribute__((target("avx2"))) float read_sum_avx2(const float* data, size_t count) {
-  __m256 acc[8];
-  for (auto& a : acc) a = _mm256_setzero_ps();
+  __m256i acc[8];
+  for (auto& a : acc) a = _mm256_setzero_si256();
   for (size_t i = 0; i + 64 <= count; i += 64) {
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_add_ps(acc[j], _mm256_load_ps(data + i + 8 * j));
+    for (int j = 0; j < 8; ++j) {
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_load_si256(reinterpret_cast<const __m256i*>(data + i + 8 * j)));
+    }
   }
-  for (int j = 1; j < 8; ++j) acc[0] = _mm256_add_ps(acc[0], acc[j]);
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc[0]);
-  float sum = 0;
-  for (float lane : lanes) sum += lane;
-  return sum;
+  for (int j = 1; j < 8; ++j) acc[0] = _mm256_add_epi32(acc[0], acc[j]);
+  alignas(32) uint32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[0]);
+  uint32_t sum = 0;  // wraps
+  for (uint32_t lane : lanes) sum += lane;
+  return static_cast<float>(sum);
 }
 
 constexpr int kPeakAccumulators = 12;  // covers latency x throughput of both instructions on Zen 4 and Intel
@@ -94,6 +98,27 @@ __attribute__((target("avx2,fma"))) float fma_loop_avx2(int64_t iterations) {
 
 std::atomic<float> sink{0};
 
+// Floats read_sum_* take per iteration (512 bytes); they ignore a shorter tail.
+constexpr size_t kReadBlockFloats = 128;
+
+float read_sum(const float* data, size_t count) {
+  return cpu_features().avx512 ? read_sum_avx512(data, count) : read_sum_avx2(data, count);
+}
+
+// Bytes/s of `bytes` read as read_share(task) on every pool thread at once: the median of 5 passes.
+double median_read_rate(ThreadPool& pool, size_t bytes, const std::function<float(int64_t task)>& read_share) {
+  std::vector<double> rates;
+  for (int pass = 0; pass < 5; ++pass) {
+    auto start = Clock::now();
+    pool.parallel_for(pool.num_threads(), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) sink.store(read_share(task), std::memory_order_relaxed);
+    });
+    rates.push_back(static_cast<double>(bytes) / seconds_since(start));
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
 // FLOP/s of `loop` run by every thread at once; best of 3.
 double peak_flops(ThreadPool& pool, float (*loop)(int64_t), double flops_per_iteration) {
   constexpr int64_t kIterations = 20'000'000;
@@ -120,20 +145,41 @@ double measure_read_bandwidth_bytes_per_second(ThreadPool& pool, size_t bytes) {
   pool.parallel_for(num_tasks, [&](int64_t begin, int64_t end) {  // first touch by the reading thread
     for (int64_t t = begin; t < end; ++t) std::fill(data + t * per_task, data + (t + 1) * per_task, 1.0f);
   });
-  const bool avx512 = cpu_features().avx512;
-  std::vector<double> rates;
-  for (int pass = 0; pass < 5; ++pass) {
-    auto start = Clock::now();
-    pool.parallel_for(num_tasks, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const float* part = data + t * per_task;
-        sink.store(avx512 ? read_sum_avx512(part, per_task) : read_sum_avx2(part, per_task), std::memory_order_relaxed);
-      }
-    });
-    rates.push_back(static_cast<double>(per_task * num_tasks * sizeof(float)) / seconds_since(start));
+  return median_read_rate(pool, per_task * num_tasks * sizeof(float),
+                          [&](int64_t task) { return read_sum(data + task * per_task, per_task); });
+}
+
+double measure_read_bandwidth_of(ThreadPool& pool, std::span<const MemoryRegion> regions) {
+  // The 64-byte aligned whole blocks of each region, and where each starts in their concatenation (in floats).
+  struct Block {
+    const float* data;
+    size_t begin;
+    size_t count;
+  };
+  std::vector<Block> blocks;
+  size_t total = 0;
+  for (const MemoryRegion& region : regions) {
+    const auto start = (reinterpret_cast<uintptr_t>(region.data) + 63) & ~uintptr_t{63};
+    const uintptr_t end = reinterpret_cast<uintptr_t>(region.data) + region.bytes;
+    if (end <= start) continue;
+    const size_t count = (end - start) / sizeof(float) / kReadBlockFloats * kReadBlockFloats;
+    if (count == 0) continue;
+    blocks.push_back({reinterpret_cast<const float*>(start), total, count});
+    total += count;
   }
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
+  const int64_t num_tasks = pool.num_threads();
+  auto share_begin = [&](int64_t task) { return total * task / num_tasks / kReadBlockFloats * kReadBlockFloats; };
+  if (share_begin(1) == 0) return 0;  // nothing to read
+  auto read_share = [&](int64_t task) {
+    const size_t begin = share_begin(task), end = task + 1 == num_tasks ? total : share_begin(task + 1);
+    float sum = 0;
+    for (const Block& block : blocks) {
+      const size_t from = std::max(begin, block.begin), to = std::min(end, block.begin + block.count);
+      if (from < to) sum += read_sum(block.data + (from - block.begin), to - from);
+    }
+    return sum;
+  };
+  return median_read_rate(pool, total * sizeof(float), read_share);
 }
 
 double measure_gemm_flops(ThreadPool& pool, DType dtype, int64_t m, int64_t n, int64_t k) {

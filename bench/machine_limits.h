@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "engine/cpu/thread_pool.h"
 #include "engine/dtype.h"
@@ -13,6 +14,20 @@ namespace recgpt {
 // Read bandwidth from memory in bytes/s: every thread sums its share of a `bytes` buffer with vector loads
 // (AVX-512, else AVX2); median of 5 passes.
 double measure_read_bandwidth_bytes_per_second(ThreadPool& pool, size_t bytes = size_t{1} << 30);
+
+// Memory a benchmark already holds, e.g. one weight tensor where the model is mapped.
+struct MemoryRegion {
+  const void* data;
+  size_t bytes;
+};
+
+// Read bandwidth in bytes/s over `regions`, read the way measure_read_bandwidth_bytes_per_second reads its own
+// buffer (each thread sums one contiguous share of the regions' bytes; median of 5 passes). Where memory is not
+// uniform (on shared VMs, how fast a page reads depends on where the host placed it: a model file's page cache
+// measured 0.45-1.0 of a fresh buffer's rate from one eviction to the next), this is the rate at which exactly
+// those bytes can be read. Regions are read from their first 64-byte boundary in whole 512-byte blocks; the
+// bytes counted are those read.
+double measure_read_bandwidth_of(ThreadPool& pool, std::span<const MemoryRegion> regions);
 
 // FLOP/s of matmul() (engine/cpu/matmul.h) with x [m, k] and weights [n, k] of `dtype` (f32 at m >= 16 is
 // OpenBLAS sgemm, bf16 is our kernel); the best of repeated runs over at least 0.3 s.

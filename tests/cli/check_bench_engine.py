@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""`recgpt bench engine --json` runs end to end and its figures hang together.
+
+Usage: check_bench_engine.py RECGPT_BINARY MODEL_DIR
+Speed is not checked (it lives in docs/benchmarks.md); what is checked: every rate is positive and finite, the
+bytes per step cover the model's weights, and each decode fraction is its tokens/s over the roofline computed
+from its own bandwidth, for the fresh buffer and for the mapped weights alike.
+"""
+import json
+import math
+import subprocess
+import sys
+
+
+def close(a, b):
+    return math.isclose(a, b, rel_tol=1e-9)
+
+
+def check(report):
+    errors = []
+    rates = [report["read_bandwidth_bytes_per_second"], report["weights_read_bandwidth_bytes_per_second"],
+             report["gemm_flops_per_second"], report["prefill"]["tokens_per_second"]]
+    if not all(math.isfinite(r) and r > 0 for r in rates):
+        errors.append(f"a limit or rate is not positive and finite: {rates}")
+    if [d["batch_size"] for d in report["decode"]] != [1, 2]:
+        errors.append(f"decode batch sizes {[d['batch_size'] for d in report['decode']]} != [1, 2]")
+    for d in report["decode"]:
+        batch = d["batch_size"]
+        if d["bytes_per_step"] < report["weight_bytes"] * 0.5:
+            errors.append(f"batch {batch}: {d['bytes_per_step']} bytes per step for {report['weight_bytes']} of weights")
+        for bandwidth, fraction in (("read_bandwidth_bytes_per_second", "fraction_of_roofline"),
+                                    ("weights_read_bandwidth_bytes_per_second", "fraction_of_weights_roofline")):
+            if not (math.isfinite(d[bandwidth]) and d[bandwidth] > 0):
+                errors.append(f"batch {batch}: {bandwidth} = {d[bandwidth]}")
+                continue
+            expected = d["tokens_per_second"] * d["bytes_per_step"] / (batch * d[bandwidth])
+            if not close(d[fraction], expected):
+                errors.append(f"batch {batch}: {fraction} = {d[fraction]}, expected {expected}")
+    return errors
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    recgpt, model_dir = sys.argv[1:]
+    result = subprocess.run([recgpt, "bench", "engine", "--model", model_dir, "--prefill-tokens", "16",
+                             "--batch-sizes", "1", "2", "--decode-steps", "2", "--repetitions", "1", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        print(f"FAIL: recgpt bench engine exited {result.returncode}: {result.stderr.strip()[:500]}")
+        return 1
+    try:
+        errors = check(json.loads(result.stdout))
+    except (ValueError, KeyError, TypeError) as error:
+        errors = [f"unreadable report ({error!r}): {result.stdout[:500]}"]
+    for error in errors:
+        print(f"FAIL: {error}")
+    if not errors:
+        print("bench engine report consistent")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
