@@ -6,6 +6,7 @@
 // cpu_features() and do the threading; every kernel here runs on the calling thread only.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "engine/cpu/attention.h"
@@ -28,6 +29,18 @@ struct MatmulStrip {
   float* y;  // [rows, cols] with row stride y_stride
   int64_t y_stride;
 };
+
+// Elements at the start of every weight row of a strip before the row's first `load_bytes` boundary (the
+// kernel's weight load width, at most a cache line), when all rows share it; else 0. Kernels take these first,
+// in a partial step, so that every later weight load is aligned: a tensor in a safetensors file starts wherever
+// the header ends (Hugging Face pads it to 8 bytes), and a load that straddles two cache lines costs both
+// (measured on Zen 5 over Qwen3-0.6B's decode matmuls 40 bytes off alignment: bf16 weights 1.11x, f32 1.05x
+// faster peeled).
+inline int64_t strip_peel(const void* w, int64_t k, int64_t element_bytes, int64_t load_bytes) {
+  const auto misalignment = static_cast<int64_t>(reinterpret_cast<uintptr_t>(w) % load_bytes);
+  if ((k * element_bytes) % load_bytes != 0 || misalignment == 0 || misalignment % element_bytes != 0) return 0;
+  return std::min(k, (load_bytes - misalignment) / element_bytes);
+}
 
 struct MatmulKernel {
   int tile_rows;  // most rows of x per strip

@@ -28,6 +28,7 @@ template <int kRows>
 void strip_rows(const MatmulStrip& strip) {
   const uint16_t* x = static_cast<const uint16_t*>(strip.x);
   const uint16_t* weights = static_cast<const uint16_t*>(strip.w);
+  const int64_t peel = strip_peel(strip.w, strip.k, sizeof(uint16_t), 64);
   for (int64_t column = 0; column < strip.cols; column += kTileCols) {
     const int cols = static_cast<int>(std::min<int64_t>(kTileCols, strip.cols - column));
     const uint16_t* w[kTileCols];
@@ -53,7 +54,8 @@ void strip_rows(const MatmulStrip& strip) {
         for (int i = 0; i < kRows; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv[i], wv);
       }
     };
-    int64_t offset = 0;
+    int64_t offset = peel;
+    if (peel > 0) step(0, peel);
     for (; offset + kStep <= strip.k; offset += kStep) step(offset, kStep);
     if (offset < strip.k) step(offset, strip.k - offset);
     for (int i = 0; i < kRows; ++i) {

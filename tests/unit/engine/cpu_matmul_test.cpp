@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "engine/cpu/matmul.h"
@@ -18,14 +20,22 @@ constexpr float kGuard = 12345.0f;
 // Tolerance per output: the bf16-dot path rounds x to bf16 (relative error <= 2^-9 per product), so
 // |error| <= 2^-9 · Σ|x·w| plus f32 accumulation (~k · 2^-24 · Σ|x·w|); paths that keep x in f32 only have the
 // accumulation error. We allow 2^-8 and 1e-5 of Σ|x·w| respectively.
-void check_matmul(ThreadPool& pool, DType dtype, int64_t m, int64_t n, int64_t k, bool x_rounded_to_bf16) {
+// The weights start `offset_bytes` past a 64-byte boundary (a multiple of the element size), with NaN around
+// them so that a kernel reading outside the matrix shows.
+void check_matmul(ThreadPool& pool, DType dtype, int64_t m, int64_t n, int64_t k, bool x_rounded_to_bf16,
+                  int64_t offset_bytes = 0) {
   std::vector<float> x = random_floats(m * k, 11 + m);
   std::vector<float> w_values = random_floats(n * k, 13 + n);
   std::vector<uint16_t> w_bf16 = testing::to_bf16(w_values);
   if (dtype == DType::kBF16) {
     for (int64_t i = 0; i < n * k; ++i) w_values[i] = bf16_to_f32(w_bf16[i]);
   }
-  WeightMatrix w{dtype, dtype == DType::kBF16 ? static_cast<const void*>(w_bf16.data()) : w_values.data(), n, k};
+  const size_t w_bytes = n * k * dtype_size(dtype);
+  std::vector<float> storage((w_bytes + offset_bytes + 256) / sizeof(float) + 16, std::nanf(""));
+  auto* base = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(storage.data()) + 127) & ~uintptr_t{63});
+  std::memcpy(base + offset_bytes, dtype == DType::kBF16 ? static_cast<const void*>(w_bf16.data()) : w_values.data(),
+              w_bytes);
+  WeightMatrix w{dtype, base + offset_bytes, n, k};
   std::vector<float> y(m * n + 16, kGuard);
   matmul(pool, x.data(), m, w, y.data());
 
@@ -67,6 +77,23 @@ TEST_CASE("matmul matches a double reference on tile-aligned shapes (the AMX pat
     for (int64_t m : {1, 2, 15, 16, 17, 33, 64}) {
       for (int64_t n : {32, 96}) {
         for (int64_t k : {32, 64, 1024}) check_matmul(pool, DType::kBF16, m, n, k, path.features.avx512_bf16);
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul reads weights at any alignment", "[cpu][matmul]") {
+  // Rows of whole cache lines share their misalignment: the kernels peel it off (isa_kernels.h, strip_peel).
+  ThreadPool pool(2);
+  for (const auto& path : kernel_paths()) {
+    ScopedCpuFeatures scoped(path.features);
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+      for (int64_t offset = 0; offset < 64; offset += static_cast<int64_t>(dtype_size(dtype))) {
+        INFO("path " << path.name << ", weights " << dtype_name(dtype) << ", offset " << offset);
+        for (int64_t m : {1, 2, 3, 5}) {
+          check_matmul(pool, dtype, m, 9, 64, path.features.avx512_bf16, offset);
+          check_matmul(pool, dtype, m, 17, 33, path.features.avx512_bf16, offset);
+        }
       }
     }
   }
