@@ -58,6 +58,7 @@ void strip_rows(const MatmulStrip& strip) {
     if (peel > 0) step(0, peel);
     for (; offset + kStep <= strip.k; offset += kStep) step(offset, kStep);
     if (offset < strip.k) step(offset, strip.k - offset);
+#pragma GCC unroll 8  // else GCC 12 may keep the accumulators in memory through the k loop
     for (int i = 0; i < kRows; ++i) {
       float sums[kTileCols];
       Simd::reduce_add_half(acc[i], sums);
