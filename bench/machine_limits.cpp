@@ -167,9 +167,9 @@ double measure_read_bandwidth_of(ThreadPool& pool, std::span<const MemoryRegion>
     blocks.push_back({reinterpret_cast<const float*>(start), total, count});
     total += count;
   }
+  if (total == 0) return 0;
   const int64_t num_tasks = pool.num_threads();
   auto share_begin = [&](int64_t task) { return total * task / num_tasks / kReadBlockFloats * kReadBlockFloats; };
-  if (share_begin(1) == 0) return 0;  // nothing to read
   auto read_share = [&](int64_t task) {
     const size_t begin = share_begin(task), end = task + 1 == num_tasks ? total : share_begin(task + 1);
     float sum = 0;

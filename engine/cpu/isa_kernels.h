@@ -16,9 +16,9 @@ namespace recgpt {
 // A strip of a matmul: y[i, j] = Σ_k x[i, k] · w[j, k] for i < rows, j < cols, over weight rows that lie one
 // after another. A kernel takes the strip tile_cols weight rows at a time, each tile in one pass over k, with no
 // software prefetch: one call per strip keeps the loads a steady sweep through memory that the hardware
-// prefetchers follow. Measured on Zen 5 against one call per tile with the next tile's rows prefetched into L1,
-// over Qwen3-0.6B's decode matmuls from the mapped model file: bf16 weights 1.08x faster at m = 1, 1.06x at
-// m = 2, 1.04x at m = 8; f32 weights alike.
+// prefetchers follow. With the peel below, measured on Zen 5 against one call per tile with the next tile's rows
+// prefetched into L1, over Qwen3-0.6B's decode matmuls at the model file's own tensor offsets: bf16 weights
+// 1.06x faster at m = 1, 1.15x at m = 8, alike at m = 2 and with f32 weights.
 struct MatmulStrip {
   const void* x;  // [rows, k] with row stride x_stride elements; f32, or bf16 for the bf16-dot kernel
   int64_t x_stride;
@@ -34,8 +34,8 @@ struct MatmulStrip {
 // kernel's weight load width, at most a cache line), when all rows share it; else 0. Kernels take these first,
 // in a partial step, so that every later weight load is aligned: a tensor in a safetensors file starts wherever
 // the header ends (Hugging Face pads it to 8 bytes), and a load that straddles two cache lines costs both
-// (measured on Zen 5 over Qwen3-0.6B's decode matmuls 40 bytes off alignment: bf16 weights 1.11x, f32 1.05x
-// faster peeled).
+// (measured on Zen 5 over Qwen3-0.6B's decode matmuls 40 bytes off alignment: bf16 weights 1.06-1.11x, f32
+// 1.04-1.08x faster peeled).
 inline int64_t strip_peel(const void* w, int64_t k, int64_t element_bytes, int64_t load_bytes) {
   const auto misalignment = static_cast<int64_t>(reinterpret_cast<uintptr_t>(w) % load_bytes);
   if ((k * element_bytes) % load_bytes != 0 || misalignment == 0 || misalignment % element_bytes != 0) return 0;
