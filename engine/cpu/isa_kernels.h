@@ -1,9 +1,10 @@
 // Internal to engine/cpu: the kernels compiled once per instruction set, behind one table.
 //
 // isa_kernels_avx512.cpp and isa_kernels_avx2.cpp compile isa_kernels_impl.inc (and attention_kernels.inc) with
-// their own Simd type and target pragma; matmul_bf16_dot.cpp holds the AVX512_BF16 matmul kernel and
-// matmul_amx.cpp the AMX one. The public entry points (matmul.cpp, ops.cpp, attention.cpp) pick kernels by
-// cpu_features() and do the threading; every kernel here runs on the calling thread only.
+// their own Simd type and target pragma; matmul_bf16_dot.cpp holds the AVX512_BF16 matmul kernel (the dot-form
+// kernels share matmul_strip_impl.inc) and matmul_amx.cpp the AMX one. The public entry points (matmul.cpp, ops.cpp,
+// attention.cpp) pick kernels by cpu_features() and do the threading; every kernel here runs on the calling thread
+// only.
 #pragma once
 
 #include <algorithm>

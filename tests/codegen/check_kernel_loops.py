@@ -7,7 +7,7 @@ Disassembles the engine library and, in every dot-form matmul kernel (`strip_row
 and the FMA ones), finds the innermost loops that do the multiply-adds (>= 8 `vdpbf16ps`/`vfmadd*ps` in a loop
 that holds no other loop). Such a loop must not store a vector register to memory: a store there means the
 compiler keeps the accumulators in memory, a silent 1.4-3x slowdown no functional test sees (GCC 12 did so once
-a peel step was added; engine/cpu/matmul_bf16_dot.cpp, the `#pragma GCC unroll` on the per-row reduction).
+a peel step was added; engine/cpu/matmul_strip_impl.inc, the `#pragma GCC unroll` on the per-row reduction).
 Fails when a kernel has no such loop at all (the disassembly is not what this check understands).
 """
 import re
