@@ -89,13 +89,15 @@ std::string cpu_description() {
 
 class Bench {
  public:
-  Bench(const EngineBenchOptions& options, const ModelFiles& model, std::unique_ptr<Backend> backend, KvCache cache)
+  // `weight_bytes`: what every decode step reads of the weights (decode_weight_regions).
+  Bench(const EngineBenchOptions& options, const ModelFiles& model, std::unique_ptr<Backend> backend, KvCache cache,
+        double weight_bytes)
       : options_(options),
         model_(model),
         config_(model.config()),
         backend_(std::move(backend)),
         cache_(std::move(cache)),
-        weight_bytes_(total_bytes(decode_weight_regions(model.weights()))) {}
+        weight_bytes_(weight_bytes) {}
 
   // Seconds of one prefill of the prompt.
   Result<double> prefill_seconds() {
@@ -203,7 +205,7 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
   cache_config.num_blocks = tokens_needed / cache_config.block_size + max_batch + 1;
   RECGPT_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(cache_config));
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, create_backend("cpu", *model, {threads}));
-  Bench bench(options, *model, std::move(backend), std::move(cache));
+  Bench bench(options, *model, std::move(backend), std::move(cache), total_bytes(weight_regions));
 
   // Repetitions are taken in turns (a prefill, then each batch size), keeping each figure's best: the host's
   // speed drifts between phases of minutes, and taking turns lets every figure, and so the decode/prefill
@@ -221,10 +223,11 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
       RECGPT_ASSIGN_OR_RETURN(DecodeFigure figure, bench.decode(batch_size));
       figure.weights_read_bandwidth_bytes_per_second = (weights_before + weights_bandwidth()) / 2;
       figure.read_bandwidth_bytes_per_second = (before + bandwidth()) / 2;
-      figure.roofline_tokens_per_second = batch_size * figure.read_bandwidth_bytes_per_second / figure.bytes_per_step;
+      auto roofline = [&](double bandwidth) { return batch_size * bandwidth / figure.bytes_per_step; };
+      figure.roofline_tokens_per_second = roofline(figure.read_bandwidth_bytes_per_second);
       figure.fraction_of_roofline = figure.tokens_per_second / figure.roofline_tokens_per_second;
-      figure.fraction_of_weights_roofline = figure.tokens_per_second * figure.bytes_per_step /
-                                            (batch_size * figure.weights_read_bandwidth_bytes_per_second);
+      figure.fraction_of_weights_roofline =
+          figure.tokens_per_second / roofline(figure.weights_read_bandwidth_bytes_per_second);
       if (figure.tokens_per_second > report.decode[i].tokens_per_second) report.decode[i] = figure;
     }
   }
