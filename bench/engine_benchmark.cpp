@@ -39,6 +39,16 @@ std::vector<MemoryRegion> decode_weight_regions(const ModelWeights& weights) {
   return regions;
 }
 
+// Bytes of the regions that start on a cache line (a file from Hugging Face's writer puts every tensor 8-byte
+// aligned only, and split loads cost decode ~7%; ours align them, kSafetensorsDataAlignment).
+double cache_line_aligned_bytes(std::span<const MemoryRegion> regions) {
+  double bytes = 0;
+  for (const MemoryRegion& region : regions) {
+    if (reinterpret_cast<uintptr_t>(region.data) % 64 == 0) bytes += static_cast<double>(region.bytes);
+  }
+  return bytes;
+}
+
 double total_bytes(std::span<const MemoryRegion> regions) {
   double bytes = 0;
   for (const MemoryRegion& region : regions) bytes += static_cast<double>(region.bytes);
@@ -186,6 +196,7 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
   auto bandwidth = [&] { return measure_read_bandwidth_bytes_per_second(limits_pool, size_t{512} << 20); };
   const std::vector<MemoryRegion> weight_regions = decode_weight_regions(model->weights());
   auto weights_bandwidth = [&] { return measure_read_bandwidth_of(limits_pool, weight_regions); };
+  report.weight_bytes_cache_line_aligned = cache_line_aligned_bytes(weight_regions);
   report.read_bandwidth_bytes_per_second = bandwidth();
   report.weights_read_bandwidth_bytes_per_second = weights_bandwidth();
   auto gemm_rate = [&] {
@@ -247,8 +258,9 @@ std::string engine_bench_report_text(const EngineBenchReport& report) {
   std::snprintf(line, sizeof(line), "model %s (%s weights, %.2f GB), %d threads, %s\n", report.model_dir.c_str(),
                 report.weight_dtype.c_str(), report.weight_bytes / 1e9, report.threads, report.cpu.c_str());
   text += line;
-  std::snprintf(line, sizeof(line), "weights on 2 MiB pages: %.0f%%\n",
-                100 * std::min(1.0, report.weight_bytes_on_huge_pages / report.weight_bytes));
+  std::snprintf(line, sizeof(line), "weights on 2 MiB pages: %.0f%%, starting on a cache line: %.0f%%\n",
+                100 * std::min(1.0, report.weight_bytes_on_huge_pages / report.weight_bytes),
+                100 * report.weight_bytes_cache_line_aligned / report.weight_bytes);
   text += line;
   std::snprintf(line, sizeof(line),
                 "limits: read bandwidth %.1f GB/s (of the mapped weights: %.1f GB/s), engine GEMM %.1f GFLOP/s\n",
@@ -283,6 +295,7 @@ std::string engine_bench_report_json(const EngineBenchReport& report) {
       {"cpu", report.cpu},
       {"weight_bytes", report.weight_bytes},
       {"weight_bytes_on_huge_pages", report.weight_bytes_on_huge_pages},
+      {"weight_bytes_cache_line_aligned", report.weight_bytes_cache_line_aligned},
       {"read_bandwidth_bytes_per_second", report.read_bandwidth_bytes_per_second},
       {"weights_read_bandwidth_bytes_per_second", report.weights_read_bandwidth_bytes_per_second},
       {"gemm_flops_per_second", report.gemm_flops_per_second},

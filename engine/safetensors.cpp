@@ -200,7 +200,8 @@ Result<std::string> encode_safetensors_header(std::span<const SafetensorsTensor>
     offset += *bytes;
   }
   std::string text = header.dump(-1, ' ', false, json::error_handler_t::replace);
-  text.append((8 - text.size() % 8) % 8, ' ');
+  text.append((kSafetensorsDataAlignment - (8 + text.size()) % kSafetensorsDataAlignment) % kSafetensorsDataAlignment,
+              ' ');
   std::string prefix(8, '\0');
   for (int i = 0; i < 8; ++i) prefix[i] = static_cast<char>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xff);
   return prefix + text;

@@ -4,7 +4,8 @@
 Usage: check_bench_engine.py RECGPT_BINARY MODEL_DIR
 Speed is not checked (it lives in docs/benchmarks.md); what is checked: every rate is positive and finite, the
 bytes per step cover the model's weights, and each decode fraction is its tokens/s over the roofline computed
-from its own bandwidth, for the fresh buffer and for the mapped weights alike.
+from its own bandwidth, for the fresh buffer and for the mapped weights alike; and the weights (written by our
+model maker) start on cache lines.
 """
 import json
 import math
@@ -22,6 +23,10 @@ def check(report):
              report["gemm_flops_per_second"], report["prefill"]["tokens_per_second"]]
     if not all(math.isfinite(r) and r > 0 for r in rates):
         errors.append(f"a limit or rate is not positive and finite: {rates}")
+    # The model comes from our writer, whose data section starts on a cache line (all but tiny tensors aligned).
+    if report["weight_bytes_cache_line_aligned"] < 0.9 * report["weight_bytes"]:
+        errors.append(f"only {report['weight_bytes_cache_line_aligned']} of {report['weight_bytes']} weight bytes "
+                      "start on a cache line")
     if [d["batch_size"] for d in report["decode"]] != [1, 2]:
         errors.append(f"decode batch sizes {[d['batch_size'] for d in report['decode']]} != [1, 2]")
     for d in report["decode"]:
