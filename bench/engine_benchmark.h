@@ -44,7 +44,7 @@ struct EngineBenchReport {
   double weights_read_bandwidth_bytes_per_second = 0;  // of the weights decode reads, at the start
   double gemm_flops_per_second = 0;                    // engine matmul on [prefill_tokens, k] x [n, k]
   double weight_bytes = 0;
-  double weight_bytes_on_huge_pages = 0;  // file-backed memory mapped with 2 MiB pages (the weights), at the end
+  double weight_bytes_on_huge_pages = 0;       // file-backed memory mapped with 2 MiB pages (the weights), at the end
   double weight_bytes_cache_line_aligned = 0;  // of the weights decode reads, those in tensors starting on a line
   int prefill_tokens = 0;
   double prefill_tokens_per_second = 0;
