@@ -28,26 +28,33 @@ class ThreadPool {
   int num_threads() const { return num_threads_; }
 
   // Calls body(begin, end) on disjoint ranges covering [0, num_tasks), on the calling thread and the workers, and
-  // returns when all have finished. Ranges are handed out dynamically, guided: each claim takes 1 / (2 threads)
-  // of the tasks still unclaimed (at least one), so early claims are long and the last ones short, and threads
-  // finish within about one task of each other.
+  // returns when all have finished. Each thread owns a contiguous share of the tasks and claims it from the front
+  // in halving chunks, so a thread's claims continue one another (the weight streams of a matmul stay sequential
+  // per thread); a thread done with its share steals halves of the others' unclaimed tasks from their back ends, so
+  // threads finish within about one task of each other.
   // `body` must not throw. Call from one thread at a time; a parallel_for called from inside a body runs serially
   // on the calling thread.
   void parallel_for(int64_t num_tasks, const std::function<void(int64_t begin, int64_t end)>& body);
 
  private:
-  void worker_main();
-  // Claims and runs chunks of the current loop until none are left.
-  void run_chunks();
+  // A thread's share of the current loop: high 32 bits its next unclaimed task, low 32 bits its end. The owner
+  // claims from the front, thieves from the back, each by a compare-exchange on the one word.
+  struct alignas(64) Share {
+    std::atomic<uint64_t> range{0};
+  };
+
+  void worker_main(int index);
+  // Claims and runs chunks of the current loop, of `index`'s share and then of the others', until none are left.
+  void run_chunks(int index);
+  // Runs one claimed chunk of `share` (from its front, or from its back when stealing); false once it is empty.
+  bool run_one_claim(Share& share, bool from_front);
 
   const int num_threads_;
   std::vector<std::thread> workers_;
+  std::vector<Share> shares_;  // one per thread, the caller's first
 
-  // The current loop's body, written by the caller before it publishes the loop in cursor_.
+  // The current loop's body, written by the caller before it publishes the loop's shares.
   std::atomic<const std::function<void(int64_t, int64_t)>*> body_{nullptr};
-  // High 32 bits: the loop's number of tasks; low 32 bits: its next unclaimed task. Claims are compare-exchanges
-  // on this one word, so a worker that arrives late from an earlier loop can only claim tasks of the current one.
-  alignas(64) std::atomic<uint64_t> cursor_{0};
   // Tasks of the current loop that have finished.
   alignas(64) std::atomic<int64_t> done_tasks_{0};
   // Bumped to start a loop; workers wait on it.
