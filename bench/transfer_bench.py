@@ -2,7 +2,9 @@
 """KV transfer bandwidth between two processes of this machine, next to ucx_perftest on the same transport and
 sizes, in one run (issue 3's acceptance 4). For each transport and size:
 
-  ucx_perftest tag_bw and ucp_put_bw (server and client pinned to different cores), the best of the two;
+  ucx_perftest tag_bw and ucp_put_bw (server and client pinned to different cores), the best of the two, with
+  its default endpoints and with `-e` (peer failure detection, which ours need to fail a dead peer's transfers:
+  over tcp UCX 1.13 then gives up its zero-copy rendezvous, as it does for ours);
   recgpt bench transfer: the same block written repeatedly (perftest's work: cache-resident buffers), then a
   KV-like mapping over 256 MiB regions, one op per block and the coalesced ops of runs of 16 adjacent blocks.
 
@@ -24,12 +26,13 @@ PORT = 13371
 TOTAL_BYTES = 256 << 20
 
 
-def perftest(test, size, tls):
-    """Bytes/s of ucx_perftest `test` at message `size` over `tls`, or None when it cannot run."""
+def perftest(test, size, tls, error_handling=False):
+    """Bytes/s of ucx_perftest `test` at message `size` over `tls`, or None when it cannot run. With
+    `error_handling`, its endpoints ask for peer failure detection (`-e`), as ours do where UCX allows it."""
     iterations = max(1000, min(100000, TOTAL_BYTES // size))
     env = dict(os.environ, UCX_TLS=tls)
     common = ["-t", test, "-s", str(size), "-n", str(iterations), "-w", str(max(100, iterations // 10)),
-              "-p", str(PORT)]
+              "-p", str(PORT)] + (["-e"] if error_handling else [])
     server = subprocess.Popen(["taskset", "-c", "0", "ucx_perftest"] + common, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -74,31 +77,39 @@ def main():
     rows = []
     for tls in args.tls.split(","):
         # In turns, so that both see the same phases of a noisy host.
-        tags, puts, runs = {s: [] for s in sizes}, {s: [] for s in sizes}, []
+        tests = [(test, error_handling) for error_handling in (False, True) for test in ("tag_bw", "ucp_put_bw")]
+        perf = {(test, error_handling, size): [] for test, error_handling in tests for size in sizes}
+        runs = []
         for _ in range(args.rounds):
             for size in sizes:
-                tags[size].append(perftest("tag_bw", size, tls))
-                puts[size].append(perftest("ucp_put_bw", size, tls))
+                for test, error_handling in tests:
+                    perf[(test, error_handling, size)].append(perftest(test, size, tls, error_handling))
             runs.append(ours(args.recgpt, tls, sizes))
         measured = {key: max(run[key] for run in runs) for key in runs[0]}
         for size in sizes:
-            tag, put = best(tags[size]), best(puts[size])
+            tag, put = best(perf[("tag_bw", False, size)]), best(perf[("ucp_put_bw", False, size)])
+            tag_e, put_e = best(perf[("tag_bw", True, size)]), best(perf[("ucp_put_bw", True, size)])
             top = max(v for v in (tag, put, 0.0) if v is not None)
+            top_e = max(v for v in (tag_e, put_e, 0.0) if v is not None)
             repeated = measured[(size, "repeated")]
             per_block, coalesced = measured[(size, "per_block")], measured[(size, "coalesced")]
             rows.append({"tls": tls, "bytes": size, "perftest_tag_bw": tag, "perftest_ucp_put_bw": put,
+                         "perftest_e_tag_bw": tag_e, "perftest_e_ucp_put_bw": put_e,
                          "ours_repeated": repeated, "ours_per_block": per_block, "ours_coalesced": coalesced,
                          "ours_repeated_over_perftest_best": repeated / top if top else None,
+                         "ours_repeated_over_perftest_e_best": repeated / top_e if top_e else None,
                          "coalesced_over_per_block": coalesced / per_block})
     gb = lambda v: "   -  " if v is None else f"{v / 1e9:6.2f}"
     print("same work as ucx_perftest (one block written repeatedly), then a KV-like mapping over 256 MiB regions")
-    print(f"{'tls':<5} {'bytes':>9} {'tag_bw':>7} {'put_bw':>7} {'ours':>7} {'ours/best':>9} | "
-          f"{'per_block':>9} {'coalesced':>9} {'coal/block':>10}   (GB/s)")
+    print("perftest -e: its endpoints ask for peer failure detection, as ours do (UCX cannot over shared memory)")
+    print(f"{'tls':<5} {'bytes':>9} {'tag_bw':>7} {'put_bw':>7} {'-e tag':>7} {'-e put':>7} {'ours':>7} "
+          f"{'ours/best':>9} {'ours/best -e':>12} | {'per_block':>9} {'coalesced':>9} {'coal/block':>10}   (GB/s)")
+    ratio = lambda v: "        -" if v is None else f"{v:9.2f}"
     for row in rows:
-        ratio = row["ours_repeated_over_perftest_best"]
         print(f"{row['tls']:<5} {row['bytes']:>9} {gb(row['perftest_tag_bw']):>7} {gb(row['perftest_ucp_put_bw']):>7} "
-              f"{gb(row['ours_repeated']):>7} {ratio if ratio else 0:9.2f} | {gb(row['ours_per_block']):>9} "
-              f"{gb(row['ours_coalesced']):>9} {row['coalesced_over_per_block']:10.2f}")
+              f"{gb(row['perftest_e_tag_bw']):>7} {gb(row['perftest_e_ucp_put_bw']):>7} {gb(row['ours_repeated']):>7} "
+              f"{ratio(row['ours_repeated_over_perftest_best'])} {ratio(row['ours_repeated_over_perftest_e_best']):>12} | "
+              f"{gb(row['ours_per_block']):>9} {gb(row['ours_coalesced']):>9} {row['coalesced_over_per_block']:10.2f}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(rows, out, indent=2)
