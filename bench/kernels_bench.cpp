@@ -173,8 +173,9 @@ void bench_ops(ThreadPool& pool) {
   for (int64_t tokens : {1, 512}) {
     double norm =
         median_seconds([&](int64_t) { rms_norm(pool, x.data(), weight.data(), tokens, 1024, 1e-6f, y.data()); });
-    double rope =
-        median_seconds([&](int64_t) { rope_rotate_half(pool, x.data(), positions.data(), tokens, 16, 128, 1e6); });
+    RopeAngles angles;
+    rope_angles(pool, positions.data(), tokens, 128, 1e6, angles);
+    double rope = median_seconds([&](int64_t) { rope_rotate_half(pool, x.data(), angles, 16); });
     std::vector<float> out(tokens * 3072);
     double silu = median_seconds([&](int64_t) { silu_mul(pool, x.data(), y.data(), tokens * 3072, out.data()); });
     double add = median_seconds([&](int64_t) { add_inplace(pool, x.data(), y.data(), tokens * 1024); });

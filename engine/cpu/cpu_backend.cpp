@@ -73,6 +73,7 @@ struct LayerVectors {
 struct Scratch {
   std::vector<float> hidden, normed, query, key, value, attention, projected, gate, up;
   std::vector<int32_t> positions;
+  RopeAngles rope;  // of `positions`
   std::vector<int64_t> slots;
 };
 
@@ -134,6 +135,8 @@ class CpuBackend final : public Backend {
         scratch_.slots.push_back(block * cache_config.block_size + position % cache_config.block_size);
       }
     }
+    rope_angles(pool_, scratch_.positions.data(), static_cast<int64_t>(tokens), config_.head_dim, config_.rope_theta,
+                scratch_.rope);
   }
 
   // Input embeddings: vocabulary rows, or adaptor(entity vector) at entity-token positions.
@@ -189,10 +192,8 @@ class CpuBackend final : public Backend {
              scratch_.query.data());
     rms_norm(pool_, scratch_.key.data(), vectors.k_norm.data(), num_tokens * kv_heads, head_dim, config_.rms_norm_eps,
              scratch_.key.data());
-    rope_rotate_half(pool_, scratch_.query.data(), scratch_.positions.data(), num_tokens, heads, head_dim,
-                     config_.rope_theta);
-    rope_rotate_half(pool_, scratch_.key.data(), scratch_.positions.data(), num_tokens, kv_heads, head_dim,
-                     config_.rope_theta);
+    rope_rotate_half(pool_, scratch_.query.data(), scratch_.rope, heads);
+    rope_rotate_half(pool_, scratch_.key.data(), scratch_.rope, kv_heads);
 
     const KvCacheConfig& cache_config = kv_cache.config();
     KvLayerView kv_layer{kv_cache.key_data(layer_index), kv_cache.value_data(layer_index), cache_config.dtype,

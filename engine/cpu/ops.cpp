@@ -35,27 +35,40 @@ void rms_norm(ThreadPool& pool, const float* x, const float* weight, int64_t row
   });
 }
 
-void rope_rotate_half(ThreadPool& pool, float* x, const int32_t* positions, int64_t num_tokens, int num_heads,
-                      int head_dim, double theta) {
+void rope_angles(ThreadPool& pool, const int32_t* positions, int64_t num_tokens, int head_dim, double theta,
+                 RopeAngles& angles) {
   RECGPT_CHECK(head_dim % 2 == 0);
   const int half = head_dim / 2;
-  // As HF: inv_freq = 1 / (theta ** (arange(0, dim, 2).float() / dim)), all in f32.
+  angles.num_tokens = num_tokens;
+  angles.half = half;
+  angles.cos.resize(num_tokens * half);
+  angles.sin.resize(num_tokens * half);
   std::vector<float> inv_freq(half);
   for (int i = 0; i < half; ++i) {
     float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
     inv_freq[i] = 1.0f / std::pow(static_cast<float>(theta), exponent);
   }
-  const int64_t token_elements = static_cast<int64_t>(num_heads) * head_dim;
+  for_each_piece(pool, num_tokens, std::max<int64_t>(1, kElementsPerTask / 8 / half), half,
+                 [&](int64_t begin, int64_t end) {
+                   for (int64_t t = begin; t < end; ++t) {
+                     for (int i = 0; i < half; ++i) {
+                       float angle = static_cast<float>(positions[t]) * inv_freq[i];
+                       sincosf(angle, &angles.sin[t * half + i], &angles.cos[t * half + i]);
+                     }
+                   }
+                 });
+}
+
+void rope_rotate_half(ThreadPool& pool, float* x, const RopeAngles& angles, int num_heads) {
+  const int half = angles.half;
+  const int64_t token_elements = int64_t{num_heads} * 2 * half;
   int64_t tokens_per_task = std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(token_elements, 1));
-  for_each_piece(pool, num_tokens, tokens_per_task, token_elements, [&](int64_t begin, int64_t end) {
-    std::vector<float> cos_of(half), sin_of(half);
+  for_each_piece(pool, angles.num_tokens, tokens_per_task, token_elements, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      for (int i = 0; i < half; ++i) {
-        float angle = static_cast<float>(positions[t]) * inv_freq[i];
-        sincosf(angle, &sin_of[i], &cos_of[i]);
-      }
+      const float* cos_of = angles.cos.data() + t * half;
+      const float* sin_of = angles.sin.data() + t * half;
       for (int head = 0; head < num_heads; ++head) {
-        float* first = x + t * token_elements + static_cast<int64_t>(head) * head_dim;
+        float* first = x + t * token_elements + int64_t{head} * 2 * half;
         float* second = first + half;
         for (int i = 0; i < half; ++i) {
           float a = first[i], b = second[i];

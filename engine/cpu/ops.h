@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "engine/cpu/thread_pool.h"
 
@@ -12,12 +13,23 @@ namespace recgpt {
 void rms_norm(ThreadPool& pool, const float* x /* [rows, dim] */, const float* weight /* [dim] */, int64_t rows,
               int64_t dim, float eps, float* out /* [rows, dim] */);
 
-// HF rotary embedding with rotate_half, in place: for each token t, head, and i < head_dim / 2, with
-// angle = float(positions[t]) * inv_freq[i] and inv_freq[i] = theta^(-2i / head_dim), both in f32 as HF computes
-// them, (x[i], x[i + head_dim/2]) becomes (x[i]·cos - x[i + half]·sin, x[i + half]·cos + x[i]·sin).
-void rope_rotate_half(ThreadPool& pool, float* x /* [num_tokens, num_heads, head_dim] */,
-                      const int32_t* positions /* [num_tokens] */, int64_t num_tokens, int num_heads, int head_dim,
-                      double theta);
+// The rotary angles of a forward's tokens, as HF computes them in f32: angle = float(position) * inv_freq[i],
+// inv_freq[i] = theta^(-2i / head_dim), for i < head_dim / 2. Computed once per forward (rope_angles) and shared
+// by every layer's q and k: the sines and cosines cost more than the rotations.
+struct RopeAngles {
+  int64_t num_tokens = 0;
+  int half = 0;                 // head_dim / 2
+  std::vector<float> cos, sin;  // [num_tokens, half]
+};
+
+// Fills `angles` (reusing its storage) for `positions`.
+void rope_angles(ThreadPool& pool, const int32_t* positions /* [num_tokens] */, int64_t num_tokens, int head_dim,
+                 double theta, RopeAngles& angles);
+
+// HF rotary embedding with rotate_half, in place: for each token t, head, and i < head_dim / 2,
+// (x[i], x[i + head_dim/2]) becomes (x[i]·cos - x[i + half]·sin, x[i + half]·cos + x[i]·sin) of t's angle i.
+void rope_rotate_half(ThreadPool& pool, float* x /* [angles.num_tokens, num_heads, 2 * angles.half] */,
+                      const RopeAngles& angles, int num_heads);
 
 // out = silu(gate) * up, silu(g) = g / (1 + exp(-g)). `out` may alias gate or up.
 void silu_mul(ThreadPool& pool, const float* gate /* [n] */, const float* up /* [n] */, int64_t n,

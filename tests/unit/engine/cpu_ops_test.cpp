@@ -52,7 +52,9 @@ TEST_CASE("rope_rotate_half rotates first half against second half with HF's f32
     for (int64_t r = 0; r < repeat; ++r) all_positions.insert(all_positions.end(), positions.begin(), positions.end());
     const int64_t num_tokens = static_cast<int64_t>(all_positions.size());
     std::vector<float> x = random_floats(num_tokens * num_heads * head_dim, 3), rotated = x;
-    rope_rotate_half(pool, rotated.data(), all_positions.data(), num_tokens, num_heads, head_dim, theta);
+    RopeAngles angles;
+    rope_angles(pool, all_positions.data(), num_tokens, head_dim, theta, angles);
+    rope_rotate_half(pool, rotated.data(), angles, num_heads);
     for (int64_t t = 0; t < num_tokens; ++t) {
       for (int i = 0; i < half; ++i) {
         float inv_freq = 1.0f / std::pow(static_cast<float>(theta), static_cast<float>(2 * i) / head_dim);
