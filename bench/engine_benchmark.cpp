@@ -188,6 +188,7 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
   report.threads = threads;
   report.weight_bytes = static_cast<double>(model->weight_bytes());
   report.prefill_tokens = options.prefill_tokens;
+  report.decode_context_tokens = options.decode_context_tokens;
   // The machine's limits drift by tens of percent within a minute on shared hosts, so each figure is set
   // against the bandwidths measured right before and right after it (their mean): of a fresh buffer, and of the
   // weights decode reads, where they are mapped.
@@ -270,6 +271,8 @@ std::string engine_bench_report_text(const EngineBenchReport& report) {
   std::snprintf(line, sizeof(line), "prefill %d tokens: %.1f tokens/s = %.2f of the GEMM rate\n", report.prefill_tokens,
                 report.prefill_tokens_per_second, report.prefill_fraction_of_gemm);
   text += line;
+  std::snprintf(line, sizeof(line), "decode after %d context tokens per sequence:\n", report.decode_context_tokens);
+  text += line;
   for (const DecodeFigure& figure : report.decode) {
     std::snprintf(line, sizeof(line),
                   "decode batch %2d: %7.1f tokens/s = %.2f of the bandwidth roofline (%.1f tokens/s at %.1f GB/s); "
@@ -299,6 +302,7 @@ std::string engine_bench_report_json(const EngineBenchReport& report) {
       {"read_bandwidth_bytes_per_second", report.read_bandwidth_bytes_per_second},
       {"weights_read_bandwidth_bytes_per_second", report.weights_read_bandwidth_bytes_per_second},
       {"gemm_flops_per_second", report.gemm_flops_per_second},
+      {"decode_context_tokens", report.decode_context_tokens},
       {"prefill",
        {{"tokens", report.prefill_tokens},
         {"tokens_per_second", report.prefill_tokens_per_second},

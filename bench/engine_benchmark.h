@@ -47,6 +47,7 @@ struct EngineBenchReport {
   double weight_bytes_on_huge_pages = 0;       // file-backed memory mapped with 2 MiB pages (the weights), at the end
   double weight_bytes_cache_line_aligned = 0;  // of the weights decode reads, those in tensors starting on a line
   int prefill_tokens = 0;
+  int decode_context_tokens = 0;
   double prefill_tokens_per_second = 0;
   double prefill_flops_per_token = 0;
   double prefill_fraction_of_gemm = 0;

@@ -27,6 +27,8 @@ def check(report):
     if report["weight_bytes_cache_line_aligned"] < 0.9 * report["weight_bytes"]:
         errors.append(f"only {report['weight_bytes_cache_line_aligned']} of {report['weight_bytes']} weight bytes "
                       "start on a cache line")
+    if report["decode_context_tokens"] != 24:
+        errors.append(f"decode_context_tokens {report['decode_context_tokens']} != 24 (--decode-context)")
     if [d["batch_size"] for d in report["decode"]] != [1, 2]:
         errors.append(f"decode batch sizes {[d['batch_size'] for d in report['decode']]} != [1, 2]")
     for d in report["decode"]:
@@ -50,7 +52,7 @@ def main():
         return 2
     recgpt, model_dir = sys.argv[1:]
     result = subprocess.run([recgpt, "bench", "engine", "--model", model_dir, "--prefill-tokens", "16",
-                             "--batch-sizes", "1", "2", "--decode-steps", "2", "--repetitions", "1", "--json"],
+                             "--batch-sizes", "1", "2", "--decode-steps", "2", "--decode-context", "24", "--repetitions", "1", "--json"],
                             capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         print(f"FAIL: recgpt bench engine exited {result.returncode}: {result.stderr.strip()[:500]}")
