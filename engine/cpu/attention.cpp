@@ -7,7 +7,6 @@
 #include "common/status.h"
 #include "engine/cpu/isa_kernels.h"
 #include "engine/cpu/ops.h"
-#include "engine/dtype.h"
 
 namespace recgpt {
 namespace {
@@ -17,10 +16,8 @@ namespace {
 constexpr int kRowsPerWorkItem = kMaxAttentionRows;
 // Tokens per task when their K and V rows are written to the cache.
 constexpr int64_t kTokensPerStoreTask = 8;
-// Most bytes of K (and of V) per slot in one work item.
-constexpr int64_t kMaxRunBytes = 1024;
-// How much more than a thread's share of the keys the costliest work item may read before heads are split.
-constexpr double kItemImbalance = 1.125;
+// Heads are split across more items until each thread has at least this many.
+constexpr int kMinItemsPerThread = 4;
 
 void check_view(const KvLayerView& kv) {
   RECGPT_CHECK_MSG(kv.dtype == DType::kF32 || kv.dtype == DType::kBF16, "KV cache must be f32 or bf16");
@@ -63,34 +60,25 @@ void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const At
   }
 
   // Items take up to kRowsPerWorkItem query rows: many queries of one kv head (prefill) or the few queries of
-  // a decode step over several kv heads, whose K/V rows lie side by side in each slot: the more heads an item
-  // has, the longer the run a thread reads from each slot (decode of one sequence at 1024 tokens, Qwen3-0.6B
-  // shapes, 2 threads: items of 4 heads read 1.35-1.45x faster than items of one). Heads are split further only
-  // while there are fewer items than threads or the costliest item would read much more than a thread's share.
+  // a decode step over several kv heads, whose K/V rows lie side by side in each slot. Heads are split further
+  // while there are too few items to keep every thread busy.
   auto queries_per_item = [&](const AttentionSequence& sequence) {
     return std::min(sequence.num_queries, std::max(1, kRowsPerWorkItem / group));
   };
-  auto balanced = [&](int max_heads_per_item) {
-    int64_t count = 0;
-    double total_keys = 0, costliest = 0;  // K/V rows read, summed over items and of the costliest item
+  auto count_items = [&](int max_heads_per_item) {
+    int64_t total = 0;
     for (const AttentionSequence& sequence : sequences) {
       if (sequence.num_queries == 0) continue;
       int32_t queries = queries_per_item(sequence);
       int heads = std::clamp(kRowsPerWorkItem / (queries * group), 1, max_heads_per_item);
-      int64_t items = int64_t{(sequence.num_queries + queries - 1) / queries} * ((kv.num_kv_heads + heads - 1) / heads);
-      count += items;
-      double keys = static_cast<double>(sequence.first_position) + sequence.num_queries;  // of the last query block
-      total_keys += keys * heads * static_cast<double>(items);  // an overestimate for earlier query blocks
-      costliest = std::max(costliest, keys * heads);
+      total += int64_t{(sequence.num_queries + queries - 1) / queries} * ((kv.num_kv_heads + heads - 1) / heads);
     }
-    return count >= pool.num_threads() && costliest * pool.num_threads() <= kItemImbalance * total_keys;
+    return total;
   };
-  // Decode items request the next chunk's K and V rows of all their heads into L1 (attention_kernels.inc): past
-  // 1 KiB of K per slot (4 heads of 128 bf16) those 32 KiB+ crowd L1 out (4 sequences x 512 tokens: items of 8
-  // heads 0.94x of items of 4).
-  const int64_t row_bytes = int64_t{kv.head_dim} * static_cast<int64_t>(dtype_size(kv.dtype));
-  int max_heads_per_item = static_cast<int>(std::clamp<int64_t>(kMaxRunBytes / row_bytes, 1, kv.num_kv_heads));
-  while (max_heads_per_item > 1 && !balanced(max_heads_per_item)) max_heads_per_item = (max_heads_per_item + 1) / 2;
+  int max_heads_per_item = kv.num_kv_heads;
+  while (max_heads_per_item > 1 && count_items(max_heads_per_item) < kMinItemsPerThread * pool.num_threads()) {
+    max_heads_per_item = (max_heads_per_item + 1) / 2;
+  }
 
   std::vector<AttentionWorkItem> items;
   for (const AttentionSequence& sequence : sequences) {
