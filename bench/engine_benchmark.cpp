@@ -259,9 +259,10 @@ std::string engine_bench_report_text(const EngineBenchReport& report) {
   std::snprintf(line, sizeof(line), "model %s (%s weights, %.2f GB), %d threads, %s\n", report.model_dir.c_str(),
                 report.weight_dtype.c_str(), report.weight_bytes / 1e9, report.threads, report.cpu.c_str());
   text += line;
-  std::snprintf(line, sizeof(line), "weights on 2 MiB pages: %.0f%%, starting on a cache line: %.0f%%\n",
-                100 * std::min(1.0, report.weight_bytes_on_huge_pages / report.weight_bytes),
-                100 * report.weight_bytes_cache_line_aligned / report.weight_bytes);
+  const double aligned_share = report.weight_bytes_cache_line_aligned / report.weight_bytes;
+  std::snprintf(line, sizeof(line), "weights on 2 MiB pages: %.0f%%, starting on a cache line: %.0f%%%s\n",
+                100 * std::min(1.0, report.weight_bytes_on_huge_pages / report.weight_bytes), 100 * aligned_share,
+                aligned_share < 0.5 ? " (`recgpt realign-model` rewrites the folder aligned)" : "");
   text += line;
   std::snprintf(line, sizeof(line),
                 "limits: read bandwidth %.1f GB/s (of the mapped weights: %.1f GB/s), engine GEMM %.1f GFLOP/s\n",

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   recgpt::cli::add_logits_command(app, exit_code);
   recgpt::cli::add_tokenize_command(app, exit_code);
   recgpt::cli::add_make_model_command(app, exit_code);
+  recgpt::cli::add_realign_model_command(app, exit_code);
   recgpt::cli::add_make_entity_store_command(app, exit_code);
   recgpt::cli::add_bench_command(app, exit_code);
   recgpt::cli::add_decode_command(app, exit_code);
