@@ -45,7 +45,8 @@ struct EngineBenchReport {
   double gemm_flops_per_second = 0;                    // engine matmul on [prefill_tokens, k] x [n, k]
   double weight_bytes = 0;
   double weight_bytes_on_huge_pages = 0;       // file-backed memory mapped with 2 MiB pages (the weights), at the end
-  double weight_bytes_cache_line_aligned = 0;  // of the weights decode reads, those in tensors starting on a line
+  double decode_weight_bytes = 0;              // of the weights, those every decode step reads
+  double weight_bytes_cache_line_aligned = 0;  // of those, the ones in tensors starting on a cache line
   int prefill_tokens = 0;
   int decode_context_tokens = 0;
   double prefill_tokens_per_second = 0;

@@ -48,7 +48,11 @@ void rope_angles(ThreadPool& pool, const int32_t* positions, int64_t num_tokens,
     float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
     inv_freq[i] = 1.0f / std::pow(static_cast<float>(theta), exponent);
   }
-  for_each_piece(pool, num_tokens, std::max<int64_t>(1, kElementsPerTask / 8 / half), half,
+  // A sine and cosine cost about as much as kSinCosElements elementwise operations: pieces and the threshold for
+  // using the pool are sized by that work, not by the count of angles.
+  constexpr int64_t kSinCosElements = 8;
+  const int64_t work_per_token = kSinCosElements * half;
+  for_each_piece(pool, num_tokens, std::max<int64_t>(1, kElementsPerTask / work_per_token), work_per_token,
                  [&](int64_t begin, int64_t end) {
                    for (int64_t t = begin; t < end; ++t) {
                      for (int i = 0; i < half; ++i) {
