@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cinttypes>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -23,19 +24,26 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// The weights a decode step must read whatever the batch: every projection matrix, the LM head and the norms.
-std::vector<MemoryRegion> decode_weight_regions(const ModelWeights& weights) {
+// The weights a decode step must read whatever the batch, where it reads them: every projection matrix and the
+// LM head (the backend's own copy where it keeps one, else the mapped tensors) and the norms.
+std::vector<MemoryRegion> decode_weight_regions(const Backend& backend, const ModelWeights& weights) {
   std::vector<MemoryRegion> regions;
   auto add = [&](const TensorView& view) { regions.push_back({view.data, view.num_bytes()}); };
+  std::vector<std::span<const std::byte>> copied = backend.decode_weight_memory();
+  for (std::span<const std::byte> memory : copied) regions.push_back({memory.data(), memory.size()});
   for (const LayerWeights& layer : weights.layers) {
     for (const TensorView* view :
-         {&layer.input_layernorm, &layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.q_norm, &layer.k_norm,
-          &layer.o_proj, &layer.post_attention_layernorm, &layer.gate_proj, &layer.up_proj, &layer.down_proj}) {
+         {&layer.input_layernorm, &layer.q_norm, &layer.k_norm, &layer.post_attention_layernorm}) {
+      add(*view);
+    }
+    if (!copied.empty()) continue;
+    for (const TensorView* view : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj,
+                                   &layer.up_proj, &layer.down_proj}) {
       add(*view);
     }
   }
   add(weights.norm);
-  add(weights.lm_head);
+  if (copied.empty()) add(weights.lm_head);
   return regions;
 }
 
@@ -77,15 +85,28 @@ std::vector<int32_t> random_prompt(const ModelConfig& config, int count, uint32_
   return tokens;
 }
 
-// Bytes of file-backed memory this process maps with PMD (2 MiB) pages: the weights, the only large file map.
-double file_bytes_on_huge_pages() {
-  std::ifstream rollup("/proc/self/smaps_rollup");
-  std::string key;
+// Bytes on 2 MiB pages (anonymous or file-backed) of this process's mappings that hold any of `regions`.
+double huge_page_bytes_of(std::span<const MemoryRegion> regions) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool holds_region = false;
   double kilobytes = 0;
-  while (rollup >> key) {
-    if (key == "FilePmdMapped:" && rollup >> kilobytes) return kilobytes * 1024;
+  while (std::getline(smaps, line)) {
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR " ", &begin, &end) == 2 && line.find(':') > line.find(' ')) {
+      holds_region = std::any_of(regions.begin(), regions.end(), [&](const MemoryRegion& region) {
+        const auto start = reinterpret_cast<uintptr_t>(region.data);
+        return start >= begin && start < end;
+      });
+      continue;
+    }
+    double value = 0;
+    if (holds_region && (std::sscanf(line.c_str(), "AnonHugePages: %lf", &value) == 1 ||
+                         std::sscanf(line.c_str(), "FilePmdMapped: %lf", &value) == 1)) {
+      kilobytes += value;
+    }
   }
-  return 0;
+  return kilobytes * 1024;
 }
 
 std::string cpu_description() {
@@ -191,13 +212,17 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
   report.decode_context_tokens = options.decode_context_tokens;
   // The machine's limits drift by tens of percent within a minute on shared hosts, so each figure is set
   // against the bandwidths measured right before and right after it (their mean): of a fresh buffer, and of the
-  // weights decode reads, where they are mapped.
+  // weights decode reads, where they are (mapped, or the backend's own copy).
   ThreadPool limits_pool(threads);
   report.cpu = cpu_description();
   auto bandwidth = [&] { return measure_read_bandwidth_bytes_per_second(limits_pool, size_t{512} << 20); };
-  const std::vector<MemoryRegion> weight_regions = decode_weight_regions(model->weights());
+  RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
+                          create_backend("cpu", *model, {threads, options.repack_weights}));
+  const std::vector<MemoryRegion> weight_regions = decode_weight_regions(*backend, model->weights());
   auto weights_bandwidth = [&] { return measure_read_bandwidth_of(limits_pool, weight_regions); };
   report.decode_weight_bytes = total_bytes(weight_regions);
+  for (std::span<const std::byte> memory : backend->decode_weight_memory())
+    report.repacked_weight_bytes += memory.size();
   report.weight_bytes_cache_line_aligned = cache_line_aligned_bytes(weight_regions);
   report.read_bandwidth_bytes_per_second = bandwidth();
   report.weights_read_bandwidth_bytes_per_second = weights_bandwidth();
@@ -217,7 +242,6 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
                              0};
   cache_config.num_blocks = tokens_needed / cache_config.block_size + max_batch + 1;
   RECGPT_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(cache_config));
-  RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, create_backend("cpu", *model, {threads}));
   Bench bench(options, *model, std::move(backend), std::move(cache), report.decode_weight_bytes);
 
   // Repetitions are taken in turns (a prefill, then each batch size), keeping each figure's best: the host's
@@ -244,7 +268,7 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
       if (figure.tokens_per_second > report.decode[i].tokens_per_second) report.decode[i] = figure;
     }
   }
-  report.weight_bytes_on_huge_pages = file_bytes_on_huge_pages();
+  report.weight_bytes_on_huge_pages = huge_page_bytes_of(weight_regions);
   report.prefill_tokens_per_second = options.prefill_tokens / prefill_seconds;
   report.prefill_flops_per_token =
       flops_per_token(config, (options.prefill_tokens - 1) / 2.0) +
@@ -261,12 +285,16 @@ std::string engine_bench_report_text(const EngineBenchReport& report) {
                 report.weight_dtype.c_str(), report.weight_bytes / 1e9, report.threads, report.cpu.c_str());
   text += line;
   const double aligned_share = report.weight_bytes_cache_line_aligned / report.decode_weight_bytes;
-  std::snprintf(line, sizeof(line), "weights on 2 MiB pages: %.0f%%, starting on a cache line: %.0f%%%s\n",
-                100 * std::min(1.0, report.weight_bytes_on_huge_pages / report.weight_bytes), 100 * aligned_share,
+  std::snprintf(line, sizeof(line),
+                "decode reads %.2f GB of weights (%.2f GB repacked at load): %.0f%% on 2 MiB pages, %.0f%% starting on "
+                "a cache line%s\n",
+                report.decode_weight_bytes / 1e9, report.repacked_weight_bytes / 1e9,
+                100 * std::min(1.0, report.weight_bytes_on_huge_pages / report.decode_weight_bytes),
+                100 * aligned_share,
                 aligned_share < 0.5 ? " (`recgpt realign-model` rewrites the folder aligned)" : "");
   text += line;
   std::snprintf(line, sizeof(line),
-                "limits: read bandwidth %.1f GB/s (of the mapped weights: %.1f GB/s), engine GEMM %.1f GFLOP/s\n",
+                "limits: read bandwidth %.1f GB/s (of the weights decode reads: %.1f GB/s), engine GEMM %.1f GFLOP/s\n",
                 report.read_bandwidth_bytes_per_second / 1e9, report.weights_read_bandwidth_bytes_per_second / 1e9,
                 report.gemm_flops_per_second / 1e9);
   text += line;
@@ -278,7 +306,7 @@ std::string engine_bench_report_text(const EngineBenchReport& report) {
   for (const DecodeFigure& figure : report.decode) {
     std::snprintf(line, sizeof(line),
                   "decode batch %2d: %7.1f tokens/s = %.2f of the bandwidth roofline (%.1f tokens/s at %.1f GB/s); "
-                  "%.2f of reading the mapped weights (at %.1f GB/s)\n",
+                  "%.2f of reading its weights (at %.1f GB/s)\n",
                   figure.batch_size, figure.tokens_per_second, figure.fraction_of_roofline,
                   figure.roofline_tokens_per_second, figure.read_bandwidth_bytes_per_second / 1e9,
                   figure.fraction_of_weights_roofline, figure.weights_read_bandwidth_bytes_per_second / 1e9);
@@ -301,6 +329,7 @@ std::string engine_bench_report_json(const EngineBenchReport& report) {
       {"weight_bytes", report.weight_bytes},
       {"weight_bytes_on_huge_pages", report.weight_bytes_on_huge_pages},
       {"decode_weight_bytes", report.decode_weight_bytes},
+      {"repacked_weight_bytes", report.repacked_weight_bytes},
       {"weight_bytes_cache_line_aligned", report.weight_bytes_cache_line_aligned},
       {"read_bandwidth_bytes_per_second", report.read_bandwidth_bytes_per_second},
       {"weights_read_bandwidth_bytes_per_second", report.weights_read_bandwidth_bytes_per_second},

@@ -1,7 +1,7 @@
 // `recgpt bench engine`: prefill and decode speed of one model on this machine, each reported as a fraction
 // of a limit measured in the same run (noisy shared machines make absolute figures meaningless alone):
 //   decode  against memory bandwidth / bytes read per step (weights once per step + the KV it attends over), the
-//           bandwidth measured on a fresh buffer and on the mapped weights themselves;
+//           bandwidth measured on a fresh buffer and on the weights decode reads themselves;
 //   prefill against the GEMM rate of this engine's own matmul on the model's largest projection shape.
 #pragma once
 
@@ -19,7 +19,8 @@ struct EngineBenchOptions {
   std::vector<int> decode_batch_sizes = {1, 8, 32};
   int decode_context_tokens = 16;  // prompt of each decoding sequence
   int decode_steps = 32;
-  int repetitions = 3;  // rounds of (prefill, each batch size) in turns; each figure keeps its best
+  int repetitions = 3;         // rounds of (prefill, each batch size) in turns; each figure keeps its best
+  bool repack_weights = true;  // BackendOptions::repack_weights
 };
 
 struct DecodeFigure {
@@ -29,7 +30,7 @@ struct DecodeFigure {
   double read_bandwidth_bytes_per_second = 0;  // mean of the measurements right before and after
   double roofline_tokens_per_second = 0;       // batch_size * bandwidth / bytes_per_step
   double fraction_of_roofline = 0;
-  // The same against the rate at which the weights themselves read, where they are mapped (mean of before and
+  // The same against the rate at which the weights decode reads themselves read (mean of before and
   // after): what memory placement leaves of the fresh buffer's rate is not the kernels' to win back.
   double weights_read_bandwidth_bytes_per_second = 0;
   double fraction_of_weights_roofline = 0;
@@ -44,8 +45,10 @@ struct EngineBenchReport {
   double weights_read_bandwidth_bytes_per_second = 0;  // of the weights decode reads, at the start
   double gemm_flops_per_second = 0;                    // engine matmul on [prefill_tokens, k] x [n, k]
   double weight_bytes = 0;
-  double weight_bytes_on_huge_pages = 0;       // file-backed memory mapped with 2 MiB pages (the weights), at the end
-  double decode_weight_bytes = 0;              // of the weights, those every decode step reads
+  double weight_bytes_on_huge_pages =
+      0;                             // of the mappings holding the weights decode reads, on 2 MiB pages, at the end
+  double decode_weight_bytes = 0;    // of the weights, those every decode step reads
+  double repacked_weight_bytes = 0;  // of those, read from the backend's own copy (tiled at load)
   double weight_bytes_cache_line_aligned = 0;  // of those, the ones in tensors starting on a cache line
   int prefill_tokens = 0;
   int decode_context_tokens = 0;

@@ -5,7 +5,6 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/huge_page_memory.h"
 #include "common/status.h"
 #include "engine/cpu/cpu_features.h"
 #include "engine/cpu/matmul.h"
@@ -101,31 +101,6 @@ __attribute__((target("avx2,fma"))) float fma_loop_avx2(int64_t iterations) {
 
 std::atomic<float> sink{0};
 
-// Anonymous memory asking for 2 MiB pages, as the weights get them (MappedFile): on 4 KiB pages the same read
-// measured ~20% slower than the weights on 2 MiB pages (67 vs 81 GB/s), and a limit the workload beats is not one.
-// Falls back to whatever pages the kernel gives (THP off: the figure is then that of small pages).
-class HugePageBuffer {
- public:
-  explicit HugePageBuffer(size_t bytes) : mapped_bytes_(bytes + kHugePage) {
-    mapping_ = ::mmap(nullptr, mapped_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    RECGPT_CHECK_MSG(mapping_ != MAP_FAILED, "cannot map " + std::to_string(mapped_bytes_) + " bytes");
-    const auto start = (reinterpret_cast<uintptr_t>(mapping_) + kHugePage - 1) & ~uintptr_t{kHugePage - 1};
-    data_ = reinterpret_cast<void*>(start);
-    (void)::madvise(data_, bytes, MADV_HUGEPAGE);
-  }
-  ~HugePageBuffer() { ::munmap(mapping_, mapped_bytes_); }
-  HugePageBuffer(const HugePageBuffer&) = delete;
-  HugePageBuffer& operator=(const HugePageBuffer&) = delete;
-
-  void* data() const { return data_; }
-
- private:
-  static constexpr size_t kHugePage = size_t{2} << 20;
-  size_t mapped_bytes_;
-  void* mapping_ = nullptr;
-  void* data_ = nullptr;
-};
-
 // Floats read_sum_* take per iteration (512 bytes); they ignore a shorter tail.
 constexpr size_t kReadBlockFloats = 128;
 
@@ -165,8 +140,11 @@ double peak_flops(ThreadPool& pool, float (*loop)(int64_t), double flops_per_ite
 
 double measure_read_bandwidth_bytes_per_second(ThreadPool& pool, size_t bytes) {
   const size_t count = bytes / sizeof(float) / 1024 * 1024;
-  HugePageBuffer buffer(count * sizeof(float));
-  float* data = static_cast<float*>(buffer.data());
+  // On 2 MiB pages, as the weights are (mapped, or repacked at load): on 4 KiB pages the same read measured ~20%
+  // slower than the weights on 2 MiB pages (67 vs 81 GB/s), and a limit the workload beats is not one.
+  Result<HugePageMemory> buffer = HugePageMemory::allocate(count * sizeof(float));
+  RECGPT_CHECK_MSG(buffer.is_ok(), buffer.status().message());
+  auto* data = reinterpret_cast<float*>(buffer->data());
   const int64_t num_tasks = pool.num_threads();
   const size_t per_task = count / num_tasks / 1024 * 1024;
   pool.parallel_for(num_tasks, [&](int64_t begin, int64_t end) {  // first touch by the reading thread

@@ -18,6 +18,9 @@ class ModelFiles;
 
 struct BackendOptions {
   int num_threads = 0;  // 0: one per available core
+  // cpu: copy the projection weights into the kernels' tiled layout at load where the CPU supports it
+  // (engine/cpu/tiled_weights.h); false reads every weight in place from the mapped files.
+  bool repack_weights = true;
 };
 
 class Backend {
@@ -30,6 +33,11 @@ class Backend {
   // `logits` is resized to [batch.num_logit_rows(), vocab_size], rows in sequence order.
   // Not thread-safe: one step at a time (the engine step thread owns the backend).
   virtual Status forward(const Batch& batch, KvCache& kv_cache, std::vector<float>& logits) = 0;
+
+  // The host memory a decode step reads the projection and LM-head weights from, where the backend reads a copy
+  // of its own (benchmarks set decode against the read rate of exactly these bytes); empty when it reads them in
+  // place from the model's files, or not from host memory.
+  virtual std::vector<std::span<const std::byte>> decode_weight_memory() const { return {}; }
 };
 
 // Names of the backends compiled into this binary, e.g. {"cpu"} or {"cpu", "cuda"}.

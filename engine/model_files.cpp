@@ -1,5 +1,9 @@
 #include "engine/model_files.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -242,5 +246,20 @@ Result<std::unique_ptr<ModelFiles>> ModelFiles::open(const std::string& dir) {
 }
 
 std::string ModelFiles::tokenizer_path() const { return (fs::path(dir_) / "tokenizer.json").string(); }
+
+void ModelFiles::release_resident_pages(std::span<const std::byte> bytes) const {
+  const auto begin = reinterpret_cast<uintptr_t>(bytes.data());
+  const uintptr_t end = begin + bytes.size();
+  for (const SafetensorsFile& file : files_) {
+    const auto file_begin = reinterpret_cast<uintptr_t>(file.bytes().data());
+    if (begin < file_begin || end > file_begin + file.bytes().size()) continue;
+    const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t first = begin & ~(page - 1),
+                    last = std::min((end + page - 1) & ~(page - 1),
+                                    (file_begin + file.bytes().size() + page - 1) & ~(page - 1));
+    (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);  // best effort
+    return;
+  }
+}
 
 }  // namespace recgpt

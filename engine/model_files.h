@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,12 @@ class ModelFiles {
   std::string tokenizer_path() const;
   // Bytes of the distinct tensors in weights() as used (F16 counted as its F32 copy; a tied lm_head once).
   size_t weight_bytes() const { return weight_bytes_; }
+
+  // Drops this process's resident pages of `bytes` where they lie in a mapped weight file (MADV_DONTNEED on the
+  // pages they cover: those stay in the page cache and fault back in if read again), for a backend that has
+  // copied those bytes and reads only its copy. Owned buffers (converted or realigned tensors) are left alone. A
+  // page shared with bytes outside the span is dropped too, which costs those a fault, not their contents.
+  void release_resident_pages(std::span<const std::byte> bytes) const;
 
  private:
   ModelFiles() = default;

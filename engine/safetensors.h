@@ -61,6 +61,8 @@ class SafetensorsFile {
   static Result<SafetensorsFile> open(const std::string& path);
 
   const std::string& path() const { return file_.path(); }
+  // The whole mapped file.
+  std::span<const std::byte> bytes() const { return file_.bytes(); }
   const std::vector<SafetensorsEntry>& entries() const { return entries_; }
   // The entry called `name`, or nullptr.
   const SafetensorsEntry* find(std::string_view name) const;

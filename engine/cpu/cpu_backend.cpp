@@ -10,6 +10,7 @@
 #include "engine/cpu/matmul.h"
 #include "engine/cpu/ops.h"
 #include "engine/cpu/thread_pool.h"
+#include "engine/cpu/tiled_weights.h"
 #include "engine/kv_cache.h"
 #include "engine/model_files.h"
 
@@ -29,19 +30,17 @@ std::vector<float> to_f32_vector(const TensorView& view) {
   return values;
 }
 
-WeightMatrix weight_matrix(const TensorView& view) {
-  RECGPT_CHECK(view.shape.size() == 2 && (view.dtype == DType::kF32 || view.dtype == DType::kBF16));
-  return WeightMatrix{view.dtype, view.data, view.shape[0], view.shape[1]};
-}
-
-void copy_row_as_f32(const TensorView& table, int64_t row, float* out) {
-  int64_t width = table.shape[1];
-  if (table.dtype == DType::kF32) {
-    std::memcpy(out, static_cast<const float*>(table.data) + row * width, width * sizeof(float));
-  } else {
-    const uint16_t* raw = static_cast<const uint16_t*>(table.data) + row * width;
-    for (int64_t i = 0; i < width; ++i) out[i] = bf16_to_f32(raw[i]);
+// The weights every decode step streams: the layers' projections and the LM head.
+std::vector<const TensorView*> decode_matrices(const ModelWeights& weights) {
+  std::vector<const TensorView*> views;
+  for (const LayerWeights& layer : weights.layers) {
+    for (const TensorView* view : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj,
+                                   &layer.up_proj, &layer.down_proj}) {
+      views.push_back(view);
+    }
   }
+  views.push_back(&weights.lm_head);
+  return views;
 }
 
 // Hugging Face ACT2FN semantics; the name was validated by the config parser.
@@ -79,8 +78,13 @@ struct Scratch {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(const ModelFiles& model, int num_threads)
-      : model_(model), config_(model.config()), weights_(model.weights()), pool_(num_threads) {
+  // `tiled`: the weights packed for the kernels, made with this backend's pool.
+  CpuBackend(const ModelFiles& model, std::unique_ptr<ThreadPool> pool, TiledWeights tiled)
+      : model_(model),
+        config_(model.config()),
+        weights_(model.weights()),
+        pool_(std::move(pool)),
+        tiled_(std::move(tiled)) {
     for (const LayerWeights& layer : weights_.layers) {
       layer_vectors_.push_back({to_f32_vector(layer.input_layernorm), to_f32_vector(layer.post_attention_layernorm),
                                 to_f32_vector(layer.q_norm), to_f32_vector(layer.k_norm)});
@@ -93,6 +97,13 @@ class CpuBackend final : public Backend {
   }
 
   std::string_view name() const override { return "cpu"; }
+
+  std::vector<std::span<const std::byte>> decode_weight_memory() const override {
+    if (tiled_.packed_bytes() == 0) return {};
+    std::vector<std::span<const std::byte>> memory;
+    for (const TensorView* view : decode_matrices(weights_)) memory.push_back(tiled_.memory(*view));
+    return memory;
+  }
 
   Status forward(const Batch& batch, KvCache& kv_cache, std::vector<float>& logits) override {
     RECGPT_RETURN_IF_ERROR(validate_batch(batch, model_, kv_cache));
@@ -135,7 +146,7 @@ class CpuBackend final : public Backend {
         scratch_.slots.push_back(block * cache_config.block_size + position % cache_config.block_size);
       }
     }
-    rope_angles(pool_, scratch_.positions.data(), static_cast<int64_t>(tokens), config_.head_dim, config_.rope_theta,
+    rope_angles(pool(), scratch_.positions.data(), static_cast<int64_t>(tokens), config_.head_dim, config_.rope_theta,
                 scratch_.rope);
   }
 
@@ -151,7 +162,7 @@ class CpuBackend final : public Backend {
         if (config_.entity_adaptor && token == config_.entity_adaptor->entity_token_id) {
           entity_rows.push_back(row);
         } else {
-          copy_row_as_f32(weights_.embed_tokens, token, scratch_.hidden.data() + row * hidden);
+          tiled_.copy_row_as_f32(weights_.embed_tokens, token, scratch_.hidden.data() + row * hidden);
         }
         ++row;
       }
@@ -162,15 +173,15 @@ class CpuBackend final : public Backend {
     int64_t adaptor_hidden = config_.entity_adaptor->hidden_dim;
     std::vector<float> inner(static_cast<size_t>(count * adaptor_hidden));
     std::vector<float> outer(static_cast<size_t>(count * hidden));
-    matmul(pool_, entity_inputs.data(), count, weight_matrix(adaptor.fc1_weight), inner.data());
+    matmul(pool(), entity_inputs.data(), count, tiled_.matrix(adaptor.fc1_weight), inner.data());
     for (int64_t e = 0; e < count; ++e)
-      add_inplace(pool_, inner.data() + e * adaptor_hidden, fc1_bias_.data(), adaptor_hidden);
+      add_inplace(pool(), inner.data() + e * adaptor_hidden, fc1_bias_.data(), adaptor_hidden);
     apply_activation(config_.entity_adaptor->activation, inner.data(), count * adaptor_hidden);
-    matmul(pool_, inner.data(), count, weight_matrix(adaptor.fc2_weight), outer.data());
+    matmul(pool(), inner.data(), count, tiled_.matrix(adaptor.fc2_weight), outer.data());
     for (int64_t e = 0; e < count; ++e) {
       float* target = scratch_.hidden.data() + entity_rows[e] * hidden;
       std::memcpy(target, outer.data() + e * hidden, hidden * sizeof(float));
-      add_inplace(pool_, target, fc2_bias_.data(), hidden);
+      add_inplace(pool(), target, fc2_bias_.data(), hidden);
     }
   }
 
@@ -183,36 +194,36 @@ class CpuBackend final : public Backend {
     int head_dim = config_.head_dim;
     float* x = scratch_.hidden.data();
 
-    rms_norm(pool_, x, vectors.input_norm.data(), num_tokens, hidden, config_.rms_norm_eps, scratch_.normed.data());
-    const MatmulTarget qkv[] = {{weight_matrix(layer.q_proj), scratch_.query.data()},
-                                {weight_matrix(layer.k_proj), scratch_.key.data()},
-                                {weight_matrix(layer.v_proj), scratch_.value.data()}};
-    matmul_shared_input(pool_, scratch_.normed.data(), num_tokens, qkv);
-    rms_norm(pool_, scratch_.query.data(), vectors.q_norm.data(), num_tokens * heads, head_dim, config_.rms_norm_eps,
+    rms_norm(pool(), x, vectors.input_norm.data(), num_tokens, hidden, config_.rms_norm_eps, scratch_.normed.data());
+    const MatmulTarget qkv[] = {{tiled_.matrix(layer.q_proj), scratch_.query.data()},
+                                {tiled_.matrix(layer.k_proj), scratch_.key.data()},
+                                {tiled_.matrix(layer.v_proj), scratch_.value.data()}};
+    matmul_shared_input(pool(), scratch_.normed.data(), num_tokens, qkv);
+    rms_norm(pool(), scratch_.query.data(), vectors.q_norm.data(), num_tokens * heads, head_dim, config_.rms_norm_eps,
              scratch_.query.data());
-    rms_norm(pool_, scratch_.key.data(), vectors.k_norm.data(), num_tokens * kv_heads, head_dim, config_.rms_norm_eps,
+    rms_norm(pool(), scratch_.key.data(), vectors.k_norm.data(), num_tokens * kv_heads, head_dim, config_.rms_norm_eps,
              scratch_.key.data());
-    rope_rotate_half(pool_, scratch_.query.data(), scratch_.rope, heads);
-    rope_rotate_half(pool_, scratch_.key.data(), scratch_.rope, kv_heads);
+    rope_rotate_half(pool(), scratch_.query.data(), scratch_.rope, heads);
+    rope_rotate_half(pool(), scratch_.key.data(), scratch_.rope, kv_heads);
 
     const KvCacheConfig& cache_config = kv_cache.config();
     KvLayerView kv_layer{kv_cache.key_data(layer_index), kv_cache.value_data(layer_index), cache_config.dtype,
                          cache_config.block_size,        cache_config.num_kv_heads,        cache_config.head_dim};
-    store_kv(pool_, kv_layer, scratch_.slots.data(), scratch_.key.data(), scratch_.value.data(), num_tokens);
+    store_kv(pool(), kv_layer, scratch_.slots.data(), scratch_.key.data(), scratch_.value.data(), num_tokens);
     attend(batch, kv_layer);
 
-    matmul(pool_, scratch_.attention.data(), num_tokens, weight_matrix(layer.o_proj), scratch_.projected.data());
-    add_inplace(pool_, x, scratch_.projected.data(), num_tokens * hidden);
+    matmul(pool(), scratch_.attention.data(), num_tokens, tiled_.matrix(layer.o_proj), scratch_.projected.data());
+    add_inplace(pool(), x, scratch_.projected.data(), num_tokens * hidden);
 
-    rms_norm(pool_, x, vectors.post_attention_norm.data(), num_tokens, hidden, config_.rms_norm_eps,
+    rms_norm(pool(), x, vectors.post_attention_norm.data(), num_tokens, hidden, config_.rms_norm_eps,
              scratch_.normed.data());
-    const MatmulTarget gate_up[] = {{weight_matrix(layer.gate_proj), scratch_.gate.data()},
-                                    {weight_matrix(layer.up_proj), scratch_.up.data()}};
-    matmul_shared_input(pool_, scratch_.normed.data(), num_tokens, gate_up);
-    silu_mul(pool_, scratch_.gate.data(), scratch_.up.data(), num_tokens * config_.intermediate_size,
+    const MatmulTarget gate_up[] = {{tiled_.matrix(layer.gate_proj), scratch_.gate.data()},
+                                    {tiled_.matrix(layer.up_proj), scratch_.up.data()}};
+    matmul_shared_input(pool(), scratch_.normed.data(), num_tokens, gate_up);
+    silu_mul(pool(), scratch_.gate.data(), scratch_.up.data(), num_tokens * config_.intermediate_size,
              scratch_.gate.data());
-    matmul(pool_, scratch_.gate.data(), num_tokens, weight_matrix(layer.down_proj), scratch_.projected.data());
-    add_inplace(pool_, x, scratch_.projected.data(), num_tokens * hidden);
+    matmul(pool(), scratch_.gate.data(), num_tokens, tiled_.matrix(layer.down_proj), scratch_.projected.data());
+    add_inplace(pool(), x, scratch_.projected.data(), num_tokens * hidden);
   }
 
   void attend(const Batch& batch, const KvLayerView& kv_layer) {
@@ -229,7 +240,7 @@ class CpuBackend final : public Backend {
       row += count;
     }
     float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
-    paged_attention(pool_, kv_layer, attention_sequences_, config_.num_attention_heads, scale);
+    paged_attention(pool(), kv_layer, attention_sequences_, config_.num_attention_heads, scale);
   }
 
   void compute_logits(const Batch& batch, std::vector<float>& logits) {
@@ -248,14 +259,17 @@ class CpuBackend final : public Backend {
       row += count;
     }
     if (logit_rows == 0) return;
-    rms_norm(pool_, selected.data(), final_norm_.data(), logit_rows, hidden, config_.rms_norm_eps, selected.data());
-    matmul(pool_, selected.data(), logit_rows, weight_matrix(weights_.lm_head), logits.data());
+    rms_norm(pool(), selected.data(), final_norm_.data(), logit_rows, hidden, config_.rms_norm_eps, selected.data());
+    matmul(pool(), selected.data(), logit_rows, tiled_.matrix(weights_.lm_head), logits.data());
   }
+
+  ThreadPool& pool() { return *pool_; }
 
   const ModelFiles& model_;
   const ModelConfig& config_;
   const ModelWeights& weights_;
-  ThreadPool pool_;
+  std::unique_ptr<ThreadPool> pool_;
+  TiledWeights tiled_;
   std::vector<LayerVectors> layer_vectors_;
   std::vector<float> final_norm_, fc1_bias_, fc2_bias_;
   Scratch scratch_;
@@ -276,7 +290,12 @@ Result<std::unique_ptr<Backend>> create_cpu_backend(const ModelFiles& model, con
   }
   int threads = options.num_threads > 0 ? options.num_threads : static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
-  return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(model, threads));
+  auto pool = std::make_unique<ThreadPool>(threads);
+  TiledWeights tiled;
+  if (options.repack_weights) {
+    RECGPT_ASSIGN_OR_RETURN(tiled, TiledWeights::pack(*pool, model, decode_matrices(model.weights())));
+  }
+  return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(model, std::move(pool), std::move(tiled)));
 }
 
 }  // namespace recgpt

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "engine/cpu/attention.h"
+#include "engine/cpu/matmul.h"
 
 namespace recgpt {
 
@@ -24,7 +25,7 @@ struct MatmulStrip {
   const void* x;  // [rows, k] with row stride x_stride elements; f32, or bf16 for the bf16-dot kernel
   int64_t x_stride;
   int rows;       // 1..tile_rows
-  const void* w;  // [cols, k], row stride k
+  const void* w;  // [cols, k], row stride k; or its tiles, for run_tiled
   int64_t cols;   // >= 1
   int64_t k;
   float* y;  // [rows, cols] with row stride y_stride
@@ -47,6 +48,8 @@ struct MatmulKernel {
   int tile_rows;  // most rows of x per strip
   int tile_cols;  // weight rows per register tile
   void (*run)(const MatmulStrip& strip);
+  // Weights in WeightLayout::kTiled (cols a multiple of tile_cols); null where the kernel has no such form.
+  void (*run_tiled)(const MatmulStrip& strip) = nullptr;
 };
 
 // One work item of paged_attention: queries [query_begin, query_end) of one sequence, all query heads that read
@@ -115,8 +118,9 @@ inline constexpr int kBf16PanelRows = 32;
 inline constexpr int kBf16PanelTileColumns = 8;  // weight rows per register tile
 void bf16_pack_panels(const float* x /* [m, k] */, int64_t m, int64_t k, int64_t k_begin, int64_t k_end,
                       uint16_t* packed);
-// y[:, column_begin..column_end) = x · W[column_begin..column_end)ᵀ, W bf16 [n, k] used in place.
-void bf16_panel_matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w, int64_t k, int64_t column_begin,
-                               int64_t column_end, float* y /* [m, n] */, int64_t n);
+// y[:, column_begin..column_end) = x · W[column_begin..column_end)ᵀ, W bf16 [n, k] in `layout` (tiled: column_begin
+// a multiple of kWeightTileRows).
+void bf16_panel_matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w, WeightLayout layout, int64_t k,
+                               int64_t column_begin, int64_t column_end, float* y /* [m, n] */, int64_t n);
 
 }  // namespace recgpt

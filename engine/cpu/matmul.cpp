@@ -28,16 +28,22 @@ enum class Path {
   kAmx,        // bf16 with AMX: x rounded and packed into B tiles
   kBf16Panel,  // bf16 with AVX512_BF16, a few rows or more: x rounded and packed into panels of pairs
   kBf16Dot,    // bf16 with AVX512_BF16, one to a few rows: x rounded, VDPBF16PS tiles
-  kTiled,      // FMA tiles on f32 x (f32 weights, or bf16 widened)
+  kFmaDot,     // FMA tiles on f32 x (f32 weights, or bf16 widened)
 };
 
 Path choose_path(DType dtype, int64_t m, int64_t k, std::span<const MatmulTarget> targets) {
   const CpuFeatures features = cpu_features();
   if (dtype == DType::kF32) {
     if (m >= kF32PanelMinRows && m <= kF32PanelMaxRows && features.avx512) return Path::kF32Panel;
-    return m >= kBlasMinRows ? Path::kBlas : Path::kTiled;
+    return m >= kBlasMinRows ? Path::kBlas : Path::kFmaDot;
   }
-  if (!features.avx512_bf16) return Path::kTiled;
+  const bool tiled = std::any_of(targets.begin(), targets.end(),
+                                 [](const MatmulTarget& t) { return t.w.layout == WeightLayout::kTiled; });
+  if (tiled) {
+    RECGPT_CHECK_MSG(features.avx512_bf16 && !features.amx_bf16, "tiled weights need AVX512_BF16 and no AMX");
+    return m >= kBf16PanelMinRows ? Path::kBf16Panel : Path::kBf16Dot;
+  }
+  if (!features.avx512_bf16) return Path::kFmaDot;
   bool columns_fit =
       std::all_of(targets.begin(), targets.end(), [](const MatmulTarget& t) { return t.w.rows % 32 == 0; });
   if (m >= kAmxMinRows && k % 32 == 0 && columns_fit && features.amx_bf16) return Path::kAmx;
@@ -62,7 +68,7 @@ constexpr int64_t kPanelPerThreadMaxRows = 32;
 // x as the path reads it, prepared once for all targets (or, with `packed_per_thread`, by each thread).
 struct PreparedInput {
   const void* x = nullptr;
-  const MatmulKernel* kernel = nullptr;  // kTiled and kBf16Dot
+  const MatmulKernel* kernel = nullptr;  // kFmaDot and kBf16Dot
   size_t x_element_bytes = sizeof(float);
   int64_t tile_columns = 1;        // blocks of output columns are multiples of this
   bool packed_per_thread = false;  // panel paths: x is the caller's; each thread packs it on its first claim
@@ -99,7 +105,7 @@ PreparedInput prepare_input(ThreadPool& pool, Path path, DType dtype, const floa
   input.x = x;
   switch (path) {
     case Path::kBlas: break;
-    case Path::kTiled:
+    case Path::kFmaDot:
       input.kernel = dtype == DType::kF32 ? &isa_kernels().matmul_f32_weights : &isa_kernels().matmul_bf16_weights;
       input.tile_columns = input.kernel->tile_cols;
       break;
@@ -174,6 +180,7 @@ void run_strips(const PreparedInput& input, int64_t m, int64_t k, const MatmulTa
   const auto* x = static_cast<const std::byte*>(input.x);
   const int64_t n = target.w.rows;
   for (int64_t row = 0; row < m; row += kernel.tile_rows) {
+    const auto run = target.w.layout == WeightLayout::kTiled ? kernel.run_tiled : kernel.run;
     MatmulStrip strip{x + row * k * static_cast<int64_t>(input.x_element_bytes),
                       k,
                       static_cast<int>(std::min<int64_t>(kernel.tile_rows, m - row)),
@@ -182,7 +189,7 @@ void run_strips(const PreparedInput& input, int64_t m, int64_t k, const MatmulTa
                       k,
                       target.y + row * n + column_begin,
                       n};
-    kernel.run(strip);
+    run(strip);
   }
 }
 
@@ -194,8 +201,8 @@ void run_block(Path path, const PreparedInput& input, const void* panels, int64_
                                       column_begin, column_end, target.y, target.w.rows);
     case Path::kBf16Panel:
       return bf16_panel_matmul_columns(static_cast<const uint16_t*>(panels), m,
-                                       static_cast<const uint16_t*>(target.w.data), k, column_begin, column_end,
-                                       target.y, target.w.rows);
+                                       static_cast<const uint16_t*>(target.w.data), target.w.layout, k, column_begin,
+                                       column_end, target.y, target.w.rows);
     case Path::kAmx:
       return amx_matmul_columns(static_cast<const uint16_t*>(panels), m, static_cast<const uint16_t*>(target.w.data), k,
                                 column_begin, column_end, target.y, target.w.rows);
@@ -259,6 +266,12 @@ void run_units(Path path, const PreparedInput& input, int64_t m, int64_t k, std:
 
 }  // namespace
 
+bool tiled_layout_supported(DType dtype, int64_t rows, int64_t cols) {
+  const CpuFeatures features = cpu_features();
+  return dtype == DType::kBF16 && rows % kWeightTileRows == 0 && cols % kWeightTileChunk == 0 && features.avx512_bf16 &&
+         !features.amx_bf16;
+}
+
 void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatrix& w, float* y) {
   const MatmulTarget target{w, y};
   matmul_shared_input(pool, x, m, std::span(&target, 1));
@@ -272,6 +285,8 @@ void matmul_shared_input(ThreadPool& pool, const float* x, int64_t m, std::span<
   for (const MatmulTarget& target : targets) {
     RECGPT_CHECK_MSG(target.w.dtype == dtype && target.w.cols == k, "matmul targets must share dtype and k");
     RECGPT_CHECK(target.w.rows >= 0);
+    RECGPT_CHECK_MSG(target.w.layout == WeightLayout::kRowMajor || tiled_layout_supported(dtype, target.w.rows, k),
+                     "tiled weights of this dtype or shape are not supported on this CPU");
   }
   if (m == 0) return;
   if (k == 0) {

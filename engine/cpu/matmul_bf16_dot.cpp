@@ -46,7 +46,8 @@ namespace recgpt {
 
 MatmulKernel bf16_dot_matmul_kernel() {
   using namespace avx512_bf16;
-  return {kTileRows, kTileCols, &strip::run<Bf16DotOps, kTileRows, kTileCols>};
+  return {kTileRows, kTileCols, &strip::run<Bf16DotOps, kTileRows, kTileCols>,
+          &strip::run<Bf16DotOps, kTileRows, kTileCols, /*kTiled=*/true>};
 }
 
 }  // namespace recgpt

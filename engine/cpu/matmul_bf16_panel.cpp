@@ -45,9 +45,13 @@ void pack(const float* x, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, 
                      });
 }
 
-void matmul_columns(const uint16_t* panels, int64_t m, const uint16_t* w, int64_t k, int64_t column_begin,
-                    int64_t column_end, float* y, int64_t n) {
-  panel::matmul_columns<Bf16Step>(reinterpret_cast<const uint32_t*>(panels), m, w, k, column_begin, column_end, y, n);
+void matmul_columns(const uint16_t* panels, int64_t m, const uint16_t* w, WeightLayout layout, int64_t k,
+                    int64_t column_begin, int64_t column_end, float* y, int64_t n) {
+  const auto* x = reinterpret_cast<const uint32_t*>(panels);
+  if (layout == WeightLayout::kTiled) {
+    return panel::matmul_columns<Bf16Step, /*kTiled=*/true>(x, m, w, k, column_begin, column_end, y, n);
+  }
+  panel::matmul_columns<Bf16Step>(x, m, w, k, column_begin, column_end, y, n);
 }
 
 }  // namespace recgpt::avx512_bf16_panel
@@ -60,9 +64,9 @@ void bf16_pack_panels(const float* x, int64_t m, int64_t k, int64_t k_begin, int
   avx512_bf16_panel::pack(x, m, k, k_begin, k_end, packed);
 }
 
-void bf16_panel_matmul_columns(const uint16_t* panels, int64_t m, const uint16_t* w, int64_t k, int64_t column_begin,
-                               int64_t column_end, float* y, int64_t n) {
-  avx512_bf16_panel::matmul_columns(panels, m, w, k, column_begin, column_end, y, n);
+void bf16_panel_matmul_columns(const uint16_t* panels, int64_t m, const uint16_t* w, WeightLayout layout, int64_t k,
+                               int64_t column_begin, int64_t column_end, float* y, int64_t n) {
+  avx512_bf16_panel::matmul_columns(panels, m, w, layout, k, column_begin, column_end, y, n);
 }
 
 }  // namespace recgpt

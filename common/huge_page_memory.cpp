@@ -1,0 +1,52 @@
+#include "common/huge_page_memory.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+
+namespace recgpt {
+
+Result<HugePageMemory> HugePageMemory::allocate(size_t bytes) {
+  HugePageMemory memory;
+  if (bytes == 0) return memory;
+  memory.mapped_bytes_ = bytes + kHugePageBytes;  // room to start on a boundary
+  if (memory.mapped_bytes_ < bytes) return resource_exhausted("cannot map " + std::to_string(bytes) + " bytes");
+  void* mapping = ::mmap(nullptr, memory.mapped_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapping == MAP_FAILED) {
+    return resource_exhausted("cannot map " + std::to_string(bytes) + " bytes: " + std::strerror(errno));
+  }
+  memory.mapping_ = mapping;
+  const auto start = (reinterpret_cast<uintptr_t>(mapping) + kHugePageBytes - 1) & ~uintptr_t{kHugePageBytes - 1};
+  memory.data_ = reinterpret_cast<std::byte*>(start);
+  memory.size_ = bytes;
+  (void)::madvise(memory.data_, bytes, MADV_HUGEPAGE);
+  return memory;
+}
+
+HugePageMemory::HugePageMemory(HugePageMemory&& other) noexcept
+    : mapping_(std::exchange(other.mapping_, nullptr)),
+      mapped_bytes_(std::exchange(other.mapped_bytes_, 0)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)) {}
+
+HugePageMemory& HugePageMemory::operator=(HugePageMemory&& other) noexcept {
+  if (this != &other) {
+    if (mapping_ != nullptr) ::munmap(mapping_, mapped_bytes_);
+    mapping_ = std::exchange(other.mapping_, nullptr);
+    mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+HugePageMemory::~HugePageMemory() {
+  if (mapping_ != nullptr) ::munmap(mapping_, mapped_bytes_);
+  mapping_ = nullptr;
+}
+
+}  // namespace recgpt
