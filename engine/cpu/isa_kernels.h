@@ -107,9 +107,10 @@ inline constexpr int kF32PanelRows = 32;
 // 12 at m = 32 on Zen 5 with weights from DRAM (the same within 1% with weights in L2).
 inline constexpr int kF32PanelTileColumns = 8;
 void f32_pack_panels(const float* x /* [m, k] */, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, float* packed);
-// y[:, column_begin..column_end) = x · W[column_begin..column_end)ᵀ, W f32 [n, k] used in place.
-void f32_panel_matmul_columns(const float* packed_x, int64_t m, const float* w, int64_t k, int64_t column_begin,
-                              int64_t column_end, float* y /* [m, n] */, int64_t n);
+// y[:, column_begin..column_end) = x · W[column_begin..column_end)ᵀ, W f32 [n, k] in `layout` (tiled: column_begin
+// a multiple of kWeightTileRows).
+void f32_panel_matmul_columns(const float* packed_x, int64_t m, const float* w, WeightLayout layout, int64_t k,
+                              int64_t column_begin, int64_t column_end, float* y /* [m, n] */, int64_t n);
 
 // The bf16 panel matmul (matmul_bf16_panel.cpp; needs cpu_features().avx512_bf16, k even). x (f32) is rounded
 // to bf16 and packed per panel of kBf16PanelRows rows as pairs of k: [ceil(m / kBf16PanelRows), k / 2,

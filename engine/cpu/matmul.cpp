@@ -33,16 +33,14 @@ enum class Path {
 
 Path choose_path(DType dtype, int64_t m, int64_t k, std::span<const MatmulTarget> targets) {
   const CpuFeatures features = cpu_features();
+  const bool tiled = std::any_of(targets.begin(), targets.end(),
+                                 [](const MatmulTarget& t) { return t.w.layout == WeightLayout::kTiled; });
+  if (tiled && dtype == DType::kF32) return m >= kF32PanelMinRows ? Path::kF32Panel : Path::kFmaDot;
   if (dtype == DType::kF32) {
     if (m >= kF32PanelMinRows && m <= kF32PanelMaxRows && features.avx512) return Path::kF32Panel;
     return m >= kBlasMinRows ? Path::kBlas : Path::kFmaDot;
   }
-  const bool tiled = std::any_of(targets.begin(), targets.end(),
-                                 [](const MatmulTarget& t) { return t.w.layout == WeightLayout::kTiled; });
-  if (tiled) {
-    RECGPT_CHECK_MSG(features.avx512_bf16 && !features.amx_bf16, "tiled weights need AVX512_BF16 and no AMX");
-    return m >= kBf16PanelMinRows ? Path::kBf16Panel : Path::kBf16Dot;
-  }
+  if (tiled) return m >= kBf16PanelMinRows ? Path::kBf16Panel : Path::kBf16Dot;
   if (!features.avx512_bf16) return Path::kFmaDot;
   bool columns_fit =
       std::all_of(targets.begin(), targets.end(), [](const MatmulTarget& t) { return t.w.rows % 32 == 0; });
@@ -197,8 +195,8 @@ void run_block(Path path, const PreparedInput& input, const void* panels, int64_
                const MatmulTarget& target, int64_t column_begin, int64_t column_end) {
   switch (path) {
     case Path::kF32Panel:
-      return f32_panel_matmul_columns(static_cast<const float*>(panels), m, static_cast<const float*>(target.w.data), k,
-                                      column_begin, column_end, target.y, target.w.rows);
+      return f32_panel_matmul_columns(static_cast<const float*>(panels), m, static_cast<const float*>(target.w.data),
+                                      target.w.layout, k, column_begin, column_end, target.y, target.w.rows);
     case Path::kBf16Panel:
       return bf16_panel_matmul_columns(static_cast<const uint16_t*>(panels), m,
                                        static_cast<const uint16_t*>(target.w.data), target.w.layout, k, column_begin,
@@ -268,8 +266,11 @@ void run_units(Path path, const PreparedInput& input, int64_t m, int64_t k, std:
 
 bool tiled_layout_supported(DType dtype, int64_t rows, int64_t cols) {
   const CpuFeatures features = cpu_features();
-  return dtype == DType::kBF16 && rows % kWeightTileRows == 0 && cols % kWeightTileChunk == 0 && features.avx512_bf16 &&
-         !features.amx_bf16;
+  const bool cpu = dtype == DType::kBF16  ? features.avx512_bf16 && !features.amx_bf16
+                   : dtype == DType::kF32 ? features.avx512
+                                          : false;
+  const auto chunk = static_cast<int64_t>(kWeightTileChunkBytes / dtype_size(dtype));
+  return cpu && rows % kWeightTileRows == 0 && cols % chunk == 0;
 }
 
 void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatrix& w, float* y) {

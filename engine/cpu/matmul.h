@@ -9,15 +9,17 @@
 
 namespace recgpt {
 
-// Rows of a register tile of the bf16 kernels, and bf16 elements of one row in one 64-byte load.
+// Rows of a tile of WeightLayout::kTiled (a register tile of the kernels), and bytes of one row in one chunk
+// (one 64-byte load).
 inline constexpr int64_t kWeightTileRows = 8;
-inline constexpr int64_t kWeightTileChunk = 32;
+inline constexpr int64_t kWeightTileChunkBytes = 64;
 
 enum class WeightLayout {
   kRowMajor,  // [rows, cols]: Hugging Face Linear layout, used in place where the file is mapped
-  // bf16 only (tiled_weights.h packs it): tile t holds rows [8t, 8t + 8) as cols / 32 chunks, each chunk the 8
-  // rows' next 32 elements (64 bytes) one after another. A kernel reads a tile as one sequential stream instead
-  // of 8 streams a row apart (measured on Zen 5 over Qwen3-0.6B's decode matmuls at m = 1: 1.05x, o_proj 1.17x).
+  // Packed at load (tiled_weights.h): tile t holds rows [8t, 8t + 8) in chunks of 64 bytes of each row, the 8
+  // rows' chunks one after another (bf16: 32 elements per chunk; f32: 16). A kernel reads a tile as one
+  // sequential stream instead of 8 streams a row apart (measured on Zen 5 over Qwen3-0.6B's decode matmuls at m
+  // = 1, bf16: 1.05x, o_proj 1.17x).
   kTiled,
 };
 
@@ -30,13 +32,13 @@ struct WeightMatrix {
   WeightLayout layout = WeightLayout::kRowMajor;
 };
 
-// Whether matmul() takes weights of this dtype and shape in WeightLayout::kTiled on this CPU: bf16 with rows a
-// multiple of kWeightTileRows and cols of kWeightTileChunk, on CPUs with AVX512_BF16 and without AMX (whose
-// kernel reads its own tile layout).
+// Whether matmul() takes weights of this dtype and shape in WeightLayout::kTiled on this CPU: rows a multiple
+// of kWeightTileRows and rows of whole chunks; bf16 on CPUs with AVX512_BF16 and without AMX (whose kernel reads
+// its own tile layout), f32 on CPUs with AVX-512 (tiled f32 weights take the panel kernel at any m, not OpenBLAS).
 bool tiled_layout_supported(DType dtype, int64_t rows, int64_t cols);
 
-// y[m, n] = x[m, k] · W[n, k]ᵀ with f32 accumulation. x and y must not overlap. Tiled weights take the bf16
-// paths below (the dot form or the panel kernel).
+// y[m, n] = x[m, k] · W[n, k]ᵀ with f32 accumulation. x and y must not overlap. Tiled weights take the dot form
+// below the panel kernel's rows and the panel kernel from there on (f32: at any m from kF32PanelMinRows).
 //   kF32:  on AVX-512, kF32PanelMinRows <= m <= kF32PanelMaxRows through the panel kernel (outer products over
 //          the pool); otherwise m >= kBlasMinRows through OpenBLAS sgemm (its own threads, repacking W per call)
 //          and smaller m through the dot-form kernel, streaming W at memory bandwidth over the pool.

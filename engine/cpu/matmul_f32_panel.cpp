@@ -32,9 +32,13 @@ void pack(const float* x, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, 
       [&](int64_t row, int64_t unit, int count) { return avx512::Simd::load_partial(x + row * k + unit, count); });
 }
 
-void matmul_columns(const float* panels, int64_t m, const float* w, int64_t k, int64_t column_begin, int64_t column_end,
-                    float* y, int64_t n) {
-  panel::matmul_columns<F32Step>(reinterpret_cast<const uint32_t*>(panels), m, w, k, column_begin, column_end, y, n);
+void matmul_columns(const float* panels, int64_t m, const float* w, WeightLayout layout, int64_t k,
+                    int64_t column_begin, int64_t column_end, float* y, int64_t n) {
+  const auto* x = reinterpret_cast<const uint32_t*>(panels);
+  if (layout == WeightLayout::kTiled) {
+    return panel::matmul_columns<F32Step, /*kTiled=*/true>(x, m, w, k, column_begin, column_end, y, n);
+  }
+  panel::matmul_columns<F32Step>(x, m, w, k, column_begin, column_end, y, n);
 }
 
 }  // namespace recgpt::avx512_f32_panel
@@ -47,9 +51,9 @@ void f32_pack_panels(const float* x, int64_t m, int64_t k, int64_t k_begin, int6
   avx512_f32_panel::pack(x, m, k, k_begin, k_end, packed);
 }
 
-void f32_panel_matmul_columns(const float* panels, int64_t m, const float* w, int64_t k, int64_t column_begin,
-                              int64_t column_end, float* y, int64_t n) {
-  avx512_f32_panel::matmul_columns(panels, m, w, k, column_begin, column_end, y, n);
+void f32_panel_matmul_columns(const float* panels, int64_t m, const float* w, WeightLayout layout, int64_t k,
+                              int64_t column_begin, int64_t column_end, float* y, int64_t n) {
+  avx512_f32_panel::matmul_columns(panels, m, w, layout, k, column_begin, column_end, y, n);
 }
 
 }  // namespace recgpt

@@ -23,26 +23,40 @@ WeightMatrix in_place(const TensorView& view) {
 
 }  // namespace
 
-void pack_tiles(const uint16_t* row_major, int64_t cols, int64_t tile_begin, int64_t tile_end, uint16_t* tiled) {
-  const int64_t chunks = cols / kWeightTileChunk;
+void pack_tiles(const void* row_major, size_t element_bytes, int64_t cols, int64_t tile_begin, int64_t tile_end,
+                void* tiled) {
+  const auto row_bytes = static_cast<int64_t>(element_bytes) * cols;
+  const int64_t chunks = row_bytes / kWeightTileChunkBytes;
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-    uint16_t* out = tiled + tile * kWeightTileRows * cols;
-    const uint16_t* rows = row_major + tile * kWeightTileRows * cols;
+    auto* out = static_cast<std::byte*>(tiled) + tile * kWeightTileRows * row_bytes;
+    const auto* rows = static_cast<const std::byte*>(row_major) + tile * kWeightTileRows * row_bytes;
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
       for (int64_t r = 0; r < kWeightTileRows; ++r) {
-        std::memcpy(out, rows + r * cols + chunk * kWeightTileChunk, kWeightTileChunk * sizeof(uint16_t));
-        out += kWeightTileChunk;
+        std::memcpy(out, rows + r * row_bytes + chunk * kWeightTileChunkBytes, kWeightTileChunkBytes);
+        out += kWeightTileChunkBytes;
       }
     }
   }
 }
 
-void tiled_row_as_f32(const uint16_t* tiled, int64_t cols, int64_t row, float* out) {
-  const uint16_t* tile = tiled + row / kWeightTileRows * kWeightTileRows * cols;
-  const int64_t r = row % kWeightTileRows;
-  for (int64_t chunk = 0; chunk < cols / kWeightTileChunk; ++chunk) {
-    const uint16_t* values = tile + (chunk * kWeightTileRows + r) * kWeightTileChunk;
-    for (int64_t i = 0; i < kWeightTileChunk; ++i) out[chunk * kWeightTileChunk + i] = bf16_to_f32(values[i]);
+void tiled_row_as_f32(const WeightMatrix& w, int64_t row, float* out) {
+  RECGPT_CHECK(w.layout == WeightLayout::kTiled && row >= 0 && row < w.rows);
+  const auto element_bytes = static_cast<int64_t>(dtype_size(w.dtype));
+  const int64_t chunk_elements = kWeightTileChunkBytes / element_bytes;
+  const auto* tile =
+      static_cast<const std::byte*>(w.data) + row / kWeightTileRows * kWeightTileRows * w.cols * element_bytes;
+  for (int64_t chunk = 0; chunk < w.cols / chunk_elements; ++chunk) {
+    const std::byte* values = tile + (chunk * kWeightTileRows + row % kWeightTileRows) * kWeightTileChunkBytes;
+    float* target = out + chunk * chunk_elements;
+    if (w.dtype == DType::kF32) {
+      std::memcpy(target, values, kWeightTileChunkBytes);
+    } else {
+      for (int64_t i = 0; i < chunk_elements; ++i) {
+        uint16_t value;
+        std::memcpy(&value, values + i * element_bytes, sizeof(value));
+        target[i] = bf16_to_f32(value);
+      }
+    }
   }
 }
 
@@ -72,18 +86,17 @@ Result<TiledWeights> TiledWeights::pack(ThreadPool& pool, const ModelFiles& mode
   // more than one slice of the weights twice (serving's RSS stays within weights + KV pool + 15%).
   for (const Job& job : jobs) {
     const TensorView& view = *job.view;
-    const auto* source = static_cast<const uint16_t*>(view.data);
-    auto* packed = reinterpret_cast<uint16_t*>(weights.memory_.data() + job.offset);
+    std::byte* packed = weights.memory_.data() + job.offset;
     const int64_t tiles = view.shape[0] / kWeightTileRows;
-    const int64_t tile_bytes = kWeightTileRows * view.shape[1] * static_cast<int64_t>(sizeof(uint16_t));
+    const int64_t tile_bytes = kWeightTileRows * view.shape[1] * static_cast<int64_t>(dtype_size(view.dtype));
     const int64_t tiles_per_slice = std::max<int64_t>(1, kSliceBytes / tile_bytes);
     for (int64_t first = 0; first < tiles; first += tiles_per_slice) {
       const int64_t last = std::min(tiles, first + tiles_per_slice);
       pool.parallel_for((last - first + kTilesPerTask - 1) / kTilesPerTask, [&](int64_t begin, int64_t end) {
-        pack_tiles(source, view.shape[1], first + begin * kTilesPerTask, std::min(last, first + end * kTilesPerTask),
-                   packed);
+        pack_tiles(view.data, dtype_size(view.dtype), view.shape[1], first + begin * kTilesPerTask,
+                   std::min(last, first + end * kTilesPerTask), packed);
       });
-      model.release_resident_pages(std::span(reinterpret_cast<const std::byte*>(source) + first * tile_bytes,
+      model.release_resident_pages(std::span(static_cast<const std::byte*>(view.data) + first * tile_bytes,
                                              static_cast<size_t>((last - first) * tile_bytes)));
     }
     WeightMatrix matrix = in_place(view);
@@ -101,7 +114,7 @@ WeightMatrix TiledWeights::matrix(const TensorView& view) const {
 
 void TiledWeights::copy_row_as_f32(const TensorView& view, int64_t row, float* out) const {
   const WeightMatrix w = matrix(view);
-  if (w.layout == WeightLayout::kTiled) return tiled_row_as_f32(static_cast<const uint16_t*>(w.data), w.cols, row, out);
+  if (w.layout == WeightLayout::kTiled) return tiled_row_as_f32(w, row, out);
   if (w.dtype == DType::kF32) {
     std::memcpy(out, static_cast<const float*>(w.data) + row * w.cols, w.cols * sizeof(float));
     return;

@@ -1,8 +1,8 @@
-// The CPU backend's projection weights, repacked at load into WeightLayout::kTiled (matmul.h) in anonymous
-// memory on 2 MiB pages.
+// The CPU backend's projection and LM-head weights, repacked at load into WeightLayout::kTiled (matmul.h) in
+// anonymous memory on 2 MiB pages.
 //
 // Why a copy: a tiled matrix reads as one sequential stream per tile of 8 rows, not 8 streams a row apart
-// (measured on Zen 5, Qwen3-0.6B's decode matmuls at m = 1: 1.05x, o_proj 1.17x), and anonymous memory gets 2
+// (measured on Zen 5, Qwen3-0.6B's bf16 decode matmuls at m = 1: 1.05x, o_proj 1.17x), and anonymous memory gets 2
 // MiB pages whenever the system has them, where a file's page cache gets them only as large folios, which can
 // fall to two thirds of the file after memory pressure. The cost: one pass over the weights at load, and the
 // file's pages stay in the page cache (reclaimable, not this process's RSS: the pages read are released from
@@ -48,11 +48,13 @@ class TiledWeights {
   std::unordered_map<const void*, WeightMatrix> packed_;  // by the view's data
 };
 
-// Writes tiles [tile_begin, tile_end) of the row-major bf16 matrix `rows` x `cols` in WeightLayout::kTiled to
-// `tiled` (the whole matrix's tiled copy); rows % kWeightTileRows == 0, cols % kWeightTileChunk == 0.
-void pack_tiles(const uint16_t* row_major, int64_t cols, int64_t tile_begin, int64_t tile_end, uint16_t* tiled);
+// Writes tiles [tile_begin, tile_end) of the row-major matrix `row_major` (elements of `element_bytes`, `cols` per
+// row) in WeightLayout::kTiled to `tiled`, the whole matrix's tiled copy. Whole tiles and chunks only: rows %
+// kWeightTileRows == 0 and a row's bytes a multiple of kWeightTileChunkBytes.
+void pack_tiles(const void* row_major, size_t element_bytes, int64_t cols, int64_t tile_begin, int64_t tile_end,
+                void* tiled);
 
-// Row `row` of a bf16 matrix in WeightLayout::kTiled, widened to f32.
-void tiled_row_as_f32(const uint16_t* tiled, int64_t cols, int64_t row, float* out);
+// Row `row` of `w` (WeightLayout::kTiled, f32 or bf16) as f32.
+void tiled_row_as_f32(const WeightMatrix& w, int64_t row, float* out);
 
 }  // namespace recgpt
