@@ -177,8 +177,8 @@ void run_strips(const PreparedInput& input, int64_t m, int64_t k, const MatmulTa
   const int64_t weight_row_bytes = k * static_cast<int64_t>(dtype_size(target.w.dtype));
   const auto* x = static_cast<const std::byte*>(input.x);
   const int64_t n = target.w.rows;
+  const auto run = target.w.layout == WeightLayout::kTiled ? kernel.run_tiled : kernel.run;
   for (int64_t row = 0; row < m; row += kernel.tile_rows) {
-    const auto run = target.w.layout == WeightLayout::kTiled ? kernel.run_tiled : kernel.run;
     MatmulStrip strip{x + row * k * static_cast<int64_t>(input.x_element_bytes),
                       k,
                       static_cast<int>(std::min<int64_t>(kernel.tile_rows, m - row)),

@@ -47,11 +47,8 @@ void pack(const float* x, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, 
 
 void matmul_columns(const uint16_t* panels, int64_t m, const uint16_t* w, WeightLayout layout, int64_t k,
                     int64_t column_begin, int64_t column_end, float* y, int64_t n) {
-  const auto* x = reinterpret_cast<const uint32_t*>(panels);
-  if (layout == WeightLayout::kTiled) {
-    return panel::matmul_columns<Bf16Step, /*kTiled=*/true>(x, m, w, k, column_begin, column_end, y, n);
-  }
-  panel::matmul_columns<Bf16Step>(x, m, w, k, column_begin, column_end, y, n);
+  panel::matmul_columns_in<Bf16Step>(layout, reinterpret_cast<const uint32_t*>(panels), m, w, k, column_begin,
+                                     column_end, y, n);
 }
 
 }  // namespace recgpt::avx512_bf16_panel
