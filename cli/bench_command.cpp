@@ -9,6 +9,7 @@
 #include "bench/transfer_benchmark.h"
 #include "bench/workflow_benchmark.h"
 #include "cli/commands.h"
+#include "cli/model_flags.h"
 
 namespace recgpt::cli {
 
@@ -184,13 +185,10 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->add_option("--repetitions", options->repetitions,
                    "Rounds of runs (a prefill, then each batch size, in turns); each figure keeps its best")
       ->check(CLI::PositiveNumber);
-  auto weights_in_place = std::make_shared<bool>(false);
-  engine->add_flag("--weights-in-place", *weights_in_place,
-                   "Read the weights where the model files are mapped (default: repacked into tiles at load where "
-                   "the CPU supports it)");
+  engine->add_flag_callback(
+      "--weights-in-place", [options] { options->repack_weights = false; }, kWeightsInPlaceHelp);
   engine->add_flag("--json", *json, "Print the figures as JSON");
-  engine->callback([options, json, weights_in_place, &exit_code] {
-    options->repack_weights = !*weights_in_place;
+  engine->callback([options, json, &exit_code] {
     auto report = run_engine_bench(*options);
     if (!report.is_ok()) {
       exit_code = report_failure(report.status());

@@ -16,11 +16,13 @@ void ModelFlags::add_to(CLI::App& command) {
   command.add_option("--kv-cache-mib", kv_cache_mib, "KV pool size in MiB")->check(CLI::PositiveNumber);
   command.add_option("--kv-dtype", kv_dtype, "KV cache element type")->check(CLI::IsMember({"f32", "bf16"}));
   command.add_option("--block-size", block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
+  command.add_flag("--weights-in-place", weights_in_place, kWeightsInPlaceHelp);
 }
 
 GeneratorOptions ModelFlags::generator_options() const {
   GeneratorOptions options;
   options.backend.num_threads = threads;
+  options.backend.repack_weights = !weights_in_place;
   options.kv_cache_bytes = kv_cache_mib << 20;
   options.kv_dtype = kv_dtype == "bf16" ? DType::kBF16 : DType::kF32;
   options.block_size = block_size;

@@ -22,10 +22,16 @@ struct ModelFlags {
   int64_t kv_cache_mib = 512;
   std::string kv_dtype = "f32";
   int block_size = 16;
+  bool weights_in_place = false;  // BackendOptions::repack_weights off
 
   void add_to(CLI::App& command);
   GeneratorOptions generator_options() const;
 };
+
+// Help of --weights-in-place, on every command that loads a model for the CPU backend.
+inline constexpr const char* kWeightsInPlaceHelp =
+    "Read the weights where the model files are mapped, in pages shared with other processes on this host "
+    "(default: repack them at load into the CPU kernels' tiled layout, a private copy that decodes faster)";
 
 // Prints peak RSS against weights + KV pool to stderr, as one JSON line (`recgpt: memory {...}`), so tests
 // and operators can check the serving footprint.

@@ -2,6 +2,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "cli/commands.h"
+#include "cli/model_flags.h"
 #include "cli/node_flags.h"
 #include "cli/node_runner.h"
 #include "engine/model_files.h"
@@ -43,6 +44,8 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   command->add_option("--block-size", flags->server.block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
   command->add_option("--threads", flags->server.threads, "Compute threads (0: all cores)")->check(CLI::Range(0, 1024));
+  command->add_flag_callback(
+      "--weights-in-place", [flags] { flags->server.repack_weights = false; }, kWeightsInPlaceHelp);
   command
       ->add_option("--max-batch-tokens", flags->server.limits.max_batch_tokens,
                    "Prompt tokens per forward step (longer prompts are computed in chunks)")

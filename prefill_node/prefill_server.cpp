@@ -48,6 +48,7 @@ class Server : public std::enable_shared_from_this<Server> {
     RECGPT_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(cache_config));
     BackendOptions backend_options;
     backend_options.num_threads = options_.threads;
+    backend_options.repack_weights = options_.repack_weights;
     RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, create_backend("cpu", model_, backend_options));
     kv::TransferEngineOptions transfer_options;
     transfer_options.name = options_.node_id;
