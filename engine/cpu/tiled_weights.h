@@ -1,12 +1,13 @@
 // The CPU backend's projection and LM-head weights, repacked at load into WeightLayout::kTiled (matmul.h) in
 // anonymous memory on 2 MiB pages.
 //
-// Why a copy: a tiled matrix reads as one sequential stream per tile of 8 rows, not 8 streams a row apart
-// (measured on Zen 5, Qwen3-0.6B's bf16 decode matmuls at m = 1: 1.05x, o_proj 1.17x), and anonymous memory gets 2
-// MiB pages whenever the system has them, where a file's page cache gets them only as large folios, which can
-// fall to two thirds of the file after memory pressure. The cost: one pass over the weights at load, and the
-// file's pages stay in the page cache (reclaimable, not this process's RSS: the pages read are released from
-// its mapping after packing).
+// Why a copy: a tiled matrix reads as one sequential stream per tile of 8 rows, not 8 streams a row apart, and
+// anonymous memory gets 2 MiB pages whenever the system has them, where a file's page cache gets them only as
+// large folios, which can fall to two thirds of the file after memory pressure. Measured on Zen 5 (2 threads),
+// Qwen3-0.6B batch-1 decode: bf16 1.06-1.12x, f32 1.04-1.12x; f32 prefill 1.15x (docs/benchmarks.md). The cost:
+// one pass over the weights at load (0.3-1.5 s for Qwen3-0.6B), and a private copy: the file's pages stay in the
+// page cache (reclaimable; released from this process's mapping as they are packed, so not its RSS), and other
+// processes mapping the same file no longer share this one's (BackendOptions::repack_weights off shares them).
 #pragma once
 
 #include <cstddef>
