@@ -1,6 +1,7 @@
 #include "common/huge_page_memory.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -25,6 +26,18 @@ Result<HugePageMemory> HugePageMemory::allocate(size_t bytes) {
   memory.size_ = bytes;
   (void)::madvise(memory.data_, bytes, MADV_HUGEPAGE);
   return memory;
+}
+
+Status HugePageMemory::commit() {
+  if (size_ == 0 || ::madvise(data_, size_, MADV_POPULATE_WRITE) == 0) return Status::ok();
+  if (errno != EINVAL) {
+    return resource_exhausted("cannot commit " + std::to_string(size_) + " bytes: " + std::strerror(errno));
+  }
+  const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  for (size_t offset = 0; offset < size_; offset += page) {
+    static_cast<volatile std::byte*>(static_cast<void*>(data_))[offset] = std::byte{0};  // Linux before 5.14
+  }
+  return Status::ok();
 }
 
 HugePageMemory::HugePageMemory(HugePageMemory&& other) noexcept

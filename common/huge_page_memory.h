@@ -22,6 +22,10 @@ class HugePageMemory {
   HugePageMemory& operator=(const HugePageMemory&) = delete;
   ~HugePageMemory();
 
+  // Faults every page in now, zeroed (MADV_POPULATE_WRITE; touching a byte per page before Linux 5.14), so that
+  // a short machine fails here and no later access pays for the fault. kResourceExhausted when memory runs out.
+  Status commit();
+
   std::byte* data() const { return data_; }
   size_t size() const { return size_; }
 

@@ -1,11 +1,6 @@
 #include "engine/kv_cache.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
@@ -71,78 +66,36 @@ Result<KvCache> KvCache::create(const KvCacheConfig& config) {
   if (!multiply(stride, 2 * static_cast<size_t>(config.num_layers), total)) {
     return invalid_argument("KV cache size overflows the address space");
   }
-  void* address = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (address == MAP_FAILED) {
-    return resource_exhausted("cannot map " + std::to_string(total) + " bytes for " +
-                              std::to_string(config.num_blocks) + " KV blocks: " + std::strerror(errno));
-  }
-  // Best effort: transparent huge pages where the system allows them on request. Attention reads K and V rows
-  // from many blocks; with 4 KiB pages each block of a layer is a TLB miss (measured in a VM: storing and
-  // attending over KV 5-7x slower, most of it first-touch faults).
-  (void)::madvise(address, total, MADV_HUGEPAGE);
+  const std::string blocks = " for " + std::to_string(config.num_blocks) + " KV blocks";
+  // Transparent huge pages where the system allows them on request: attention reads K and V rows from many
+  // blocks, and with 4 KiB pages each block of a layer is a TLB miss (measured in a VM: storing and attending over
+  // KV 5-7x slower, most of it first-touch faults).
+  Result<HugePageMemory> storage = HugePageMemory::allocate(total);
+  if (!storage.is_ok()) return resource_exhausted(storage.status().message() + blocks);
   // The pool is committed here, not on first use: a node that starts has its KV memory (a short machine fails
   // at start, not mid-request), and no decode step pays for faulting in and clearing fresh pages (measured:
   // storing a batch-32 step's K and V 1 -> 4 ms per step while the pool was being touched).
-  if (::madvise(address, total, MADV_POPULATE_WRITE) != 0) {
-    if (errno != EINVAL) {
-      int error = errno;
-      ::munmap(address, total);
-      return resource_exhausted("cannot commit " + std::to_string(total) + " bytes for " +
-                                std::to_string(config.num_blocks) + " KV blocks: " + std::strerror(error));
-    }
-    const long page = ::sysconf(_SC_PAGESIZE);
-    for (size_t offset = 0; offset < total; offset += static_cast<size_t>(page)) {
-      static_cast<volatile std::byte*>(address)[offset] = std::byte{0};  // Linux before 5.14
-    }
-  }
-  return KvCache(config, static_cast<std::byte*>(address), total, stride);
+  if (Status committed = storage->commit(); !committed.is_ok()) return resource_exhausted(committed.message() + blocks);
+  return KvCache(config, std::move(storage).value(), stride);
 }
 
-KvCache::KvCache(const KvCacheConfig& config, std::byte* storage, size_t storage_bytes, size_t array_stride_bytes)
+KvCache::KvCache(const KvCacheConfig& config, HugePageMemory storage, size_t array_stride_bytes)
     : config_(config),
-      storage_(storage),
-      storage_bytes_(storage_bytes),
+      storage_(std::move(storage)),
       array_stride_bytes_(array_stride_bytes),
       blocks_(config.num_blocks) {}
-
-KvCache::KvCache(KvCache&& other) noexcept
-    : config_(other.config_),
-      storage_(std::exchange(other.storage_, nullptr)),
-      storage_bytes_(std::exchange(other.storage_bytes_, 0)),
-      array_stride_bytes_(other.array_stride_bytes_),
-      blocks_(std::move(other.blocks_)) {}
-
-KvCache& KvCache::operator=(KvCache&& other) noexcept {
-  if (this != &other) {
-    unmap();
-    config_ = other.config_;
-    storage_ = std::exchange(other.storage_, nullptr);
-    storage_bytes_ = std::exchange(other.storage_bytes_, 0);
-    array_stride_bytes_ = other.array_stride_bytes_;
-    blocks_ = std::move(other.blocks_);
-  }
-  return *this;
-}
-
-KvCache::~KvCache() { unmap(); }
-
-void KvCache::unmap() {
-  if (storage_ != nullptr) ::munmap(storage_, storage_bytes_);
-  storage_ = nullptr;
-  storage_bytes_ = 0;
-}
 
 void* KvCache::key_data(int layer) { return const_cast<void*>(std::as_const(*this).key_data(layer)); }
 void* KvCache::value_data(int layer) { return const_cast<void*>(std::as_const(*this).value_data(layer)); }
 
 const void* KvCache::key_data(int layer) const {
-  RECGPT_CHECK(storage_ != nullptr && layer >= 0 && layer < config_.num_layers);
-  return storage_ + (2 * static_cast<size_t>(layer)) * array_stride_bytes_;
+  RECGPT_CHECK(storage_.data() != nullptr && layer >= 0 && layer < config_.num_layers);
+  return storage_.data() + (2 * static_cast<size_t>(layer)) * array_stride_bytes_;
 }
 
 const void* KvCache::value_data(int layer) const {
-  RECGPT_CHECK(storage_ != nullptr && layer >= 0 && layer < config_.num_layers);
-  return storage_ + (2 * static_cast<size_t>(layer) + 1) * array_stride_bytes_;
+  RECGPT_CHECK(storage_.data() != nullptr && layer >= 0 && layer < config_.num_layers);
+  return storage_.data() + (2 * static_cast<size_t>(layer) + 1) * array_stride_bytes_;
 }
 
 }  // namespace recgpt

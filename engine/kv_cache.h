@@ -4,8 +4,8 @@
 // Layout: for each layer, K and V are each one contiguous array [num_blocks, block_size, num_kv_heads,
 // head_dim] of `dtype`, so (layer, block) is one contiguous chunk of block_bytes_per_layer() bytes and runs
 // of adjacent blocks coalesce into one transfer. Every K and V array starts on a 4096-byte boundary (so at
-// least 64-byte aligned). Memory is anonymous mmap, asking for transparent huge pages: pages are touched
-// lazily, unused blocks cost no RSS (beyond the 2 MiB page around a used block).
+// least 64-byte aligned). Memory is anonymous, on transparent huge pages where the system gives them, and
+// committed by create(): a node that starts has its whole pool (storage_bytes() of RSS).
 //
 // Threading: not thread-safe; owned by the engine step thread. Backends write KV through key_data() and
 // value_data() during forward(), on that same thread (or on a device stream it synchronizes).
@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/huge_page_memory.h"
 #include "common/status.h"
 #include "engine/block_manager.h"
 #include "engine/dtype.h"
@@ -47,11 +48,10 @@ class KvCache {
   // the operating system refuses it.
   static Result<KvCache> create(const KvCacheConfig& config);
 
-  KvCache(KvCache&& other) noexcept;
-  KvCache& operator=(KvCache&& other) noexcept;
+  KvCache(KvCache&& other) noexcept = default;
+  KvCache& operator=(KvCache&& other) noexcept = default;
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
-  ~KvCache();
 
   const KvCacheConfig& config() const { return config_; }
 
@@ -69,19 +69,17 @@ class KvCache {
   size_t array_stride_bytes() const { return array_stride_bytes_; }
 
   // The whole mapping (every K and V array plus alignment padding), e.g. to register with a transfer engine.
-  void* storage_data() { return storage_; }
-  size_t storage_bytes() const { return storage_bytes_; }
+  void* storage_data() { return storage_.data(); }
+  size_t storage_bytes() const { return storage_.size(); }
 
   BlockManager& blocks() { return blocks_; }
   const BlockManager& blocks() const { return blocks_; }
 
  private:
-  KvCache(const KvCacheConfig& config, std::byte* storage, size_t storage_bytes, size_t array_stride_bytes);
-  void unmap();
+  KvCache(const KvCacheConfig& config, HugePageMemory storage, size_t array_stride_bytes);
 
   KvCacheConfig config_;
-  std::byte* storage_ = nullptr;
-  size_t storage_bytes_ = 0;
+  HugePageMemory storage_;
   size_t array_stride_bytes_ = 0;  // layer_bytes() rounded up to 4096; K of layer l at 2l, V at 2l+1 strides
   BlockManager blocks_;
 };
