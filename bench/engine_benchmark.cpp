@@ -26,10 +26,11 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 
 // The weights a decode step must read whatever the batch, where it reads them: every projection matrix and the
 // LM head (the backend's own copy where it keeps one, else the mapped tensors) and the norms.
-std::vector<MemoryRegion> decode_weight_regions(const Backend& backend, const ModelWeights& weights) {
+// `copied`: Backend::decode_weight_memory().
+std::vector<MemoryRegion> decode_weight_regions(std::span<const std::span<const std::byte>> copied,
+                                                const ModelWeights& weights) {
   std::vector<MemoryRegion> regions;
   auto add = [&](const TensorView& view) { regions.push_back({view.data, view.num_bytes()}); };
-  std::vector<std::span<const std::byte>> copied = backend.decode_weight_memory();
   for (std::span<const std::byte> memory : copied) regions.push_back({memory.data(), memory.size()});
   for (const LayerWeights& layer : weights.layers) {
     for (const TensorView* view :
@@ -218,11 +219,11 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
   auto bandwidth = [&] { return measure_read_bandwidth_bytes_per_second(limits_pool, size_t{512} << 20); };
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
                           create_backend("cpu", *model, {threads, options.repack_weights}));
-  const std::vector<MemoryRegion> weight_regions = decode_weight_regions(*backend, model->weights());
+  const std::vector<std::span<const std::byte>> copied = backend->decode_weight_memory();
+  for (std::span<const std::byte> memory : copied) report.repacked_weight_bytes += memory.size();
+  const std::vector<MemoryRegion> weight_regions = decode_weight_regions(copied, model->weights());
   auto weights_bandwidth = [&] { return measure_read_bandwidth_of(limits_pool, weight_regions); };
   report.decode_weight_bytes = total_bytes(weight_regions);
-  for (std::span<const std::byte> memory : backend->decode_weight_memory())
-    report.repacked_weight_bytes += memory.size();
   report.weight_bytes_cache_line_aligned = cache_line_aligned_bytes(weight_regions);
   report.read_bandwidth_bytes_per_second = bandwidth();
   report.weights_read_bandwidth_bytes_per_second = weights_bandwidth();

@@ -3,7 +3,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -250,13 +249,12 @@ std::string ModelFiles::tokenizer_path() const { return (fs::path(dir_) / "token
 void ModelFiles::release_resident_pages(std::span<const std::byte> bytes) const {
   const auto begin = reinterpret_cast<uintptr_t>(bytes.data());
   const uintptr_t end = begin + bytes.size();
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   for (const SafetensorsFile& file : files_) {
     const auto file_begin = reinterpret_cast<uintptr_t>(file.bytes().data());
     if (begin < file_begin || end > file_begin + file.bytes().size()) continue;
-    const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t first = begin & ~(page - 1),
-                    last = std::min((end + page - 1) & ~(page - 1),
-                                    (file_begin + file.bytes().size() + page - 1) & ~(page - 1));
+    // Whole pages: the mapping covers the file's last page in full, so rounding `end` up stays inside it.
+    const uintptr_t first = begin & ~(page - 1), last = (end + page - 1) & ~(page - 1);
     (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);  // best effort
     return;
   }

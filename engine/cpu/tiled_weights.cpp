@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/cpu/ops.h"
 #include "engine/dtype.h"
 #include "engine/model_files.h"
 
@@ -15,6 +16,12 @@ constexpr size_t kPackedAlignment = 4096;
 // Tiles per pool task (Qwen3-0.6B: 512 KiB of weights), and bytes of weights packed between releases.
 constexpr int64_t kTilesPerTask = 32;
 constexpr int64_t kSliceBytes = int64_t{16} << 20;
+
+// `count` values of `dtype` (f32 or bf16) from `values` as f32.
+void widen(const std::byte* values, DType dtype, int64_t count, float* out) {
+  if (dtype == DType::kF32) return (void)std::memcpy(out, values, count * sizeof(float));
+  convert_bf16_to_f32(reinterpret_cast<const uint16_t*>(values), count, out);
+}
 
 WeightMatrix in_place(const TensorView& view) {
   RECGPT_CHECK(view.shape.size() == 2 && (view.dtype == DType::kF32 || view.dtype == DType::kBF16));
@@ -47,16 +54,7 @@ void tiled_row_as_f32(const WeightMatrix& w, int64_t row, float* out) {
       static_cast<const std::byte*>(w.data) + row / kWeightTileRows * kWeightTileRows * w.cols * element_bytes;
   for (int64_t chunk = 0; chunk < w.cols / chunk_elements; ++chunk) {
     const std::byte* values = tile + (chunk * kWeightTileRows + row % kWeightTileRows) * kWeightTileChunkBytes;
-    float* target = out + chunk * chunk_elements;
-    if (w.dtype == DType::kF32) {
-      std::memcpy(target, values, kWeightTileChunkBytes);
-    } else {
-      for (int64_t i = 0; i < chunk_elements; ++i) {
-        uint16_t value;
-        std::memcpy(&value, values + i * element_bytes, sizeof(value));
-        target[i] = bf16_to_f32(value);
-      }
-    }
+    widen(values, w.dtype, chunk_elements, out + chunk * chunk_elements);
   }
 }
 
@@ -115,12 +113,8 @@ WeightMatrix TiledWeights::matrix(const TensorView& view) const {
 void TiledWeights::copy_row_as_f32(const TensorView& view, int64_t row, float* out) const {
   const WeightMatrix w = matrix(view);
   if (w.layout == WeightLayout::kTiled) return tiled_row_as_f32(w, row, out);
-  if (w.dtype == DType::kF32) {
-    std::memcpy(out, static_cast<const float*>(w.data) + row * w.cols, w.cols * sizeof(float));
-    return;
-  }
-  const uint16_t* raw = static_cast<const uint16_t*>(w.data) + row * w.cols;
-  for (int64_t i = 0; i < w.cols; ++i) out[i] = bf16_to_f32(raw[i]);
+  const auto row_bytes = w.cols * static_cast<int64_t>(dtype_size(w.dtype));
+  widen(static_cast<const std::byte*>(w.data) + row * row_bytes, w.dtype, w.cols, out);
 }
 
 std::span<const std::byte> TiledWeights::memory(const TensorView& view) const {
