@@ -17,6 +17,7 @@
 #include "engine/cpu/matmul.h"
 #include "engine/cpu/openblas_setup.h"
 #include "engine/cpu/ops.h"
+#include "engine/cpu/tiled_weights.h"
 
 namespace recgpt {
 namespace {
@@ -72,27 +73,35 @@ WeightSet make_weights(DType dtype, int64_t n, int64_t k, size_t min_total_bytes
     }
     set.storage.push_back(std::move(storage));
   }
-  for (auto& storage : set.storage) set.copies.push_back({dtype, storage.data(), n, k});
+  const bool tiled = tiled_layout_supported(dtype, n, k);
+  for (auto& storage : set.storage) {
+    if (tiled) {
+      std::vector<uint16_t> packed(storage.size());
+      pack_tiles(storage.data(), dtype_size(dtype), k, 0, n / kWeightTileRows, packed.data());
+      storage = std::move(packed);
+    }
+    set.copies.push_back({dtype, storage.data(), n, k, tiled ? WeightLayout::kTiled : WeightLayout::kRowMajor});
+  }
   return set;
 }
 
 void bench_matmuls(ThreadPool& pool, double bandwidth, double bf16_peak, double fma_peak) {
-  std::printf("\n%-10s %-5s %5s %10s %10s %9s %8s\n", "matmul", "dtype", "m", "us/call", "GB/s|GF/s", "of limit",
-              "limit");
+  std::printf("\n%-10s %-5s %5s %10s %10s %9s %10s %9s\n", "matmul", "dtype", "m", "us/call", "W GB/s", "of bw",
+              "GFLOP/s", "of peak");
   for (DType dtype : {DType::kBF16, DType::kF32}) {
     for (const Shape& shape : kShapes) {
       WeightSet weights = make_weights(dtype, shape.n, shape.k, size_t{1} << 30);
-      for (int64_t m : {1, 4, 8, 16, 32, 512}) {
+      for (int64_t m : {1, 2, 3, 4, 6, 8, 12, 16, 32, 512}) {
         if (shape.n > 100000 && m > 32) continue;
         std::vector<float> x = random_floats(m * shape.k, 2), y(m * shape.n);
         double seconds = median_seconds(
             [&](int64_t i) { matmul(pool, x.data(), m, weights.copies[i % weights.copies.size()], y.data()); });
-        bool memory_bound = m <= 4;
-        double rate =
-            memory_bound ? shape.n * shape.k * dtype_size(dtype) / seconds : 2.0 * m * shape.n * shape.k / seconds;
-        double limit = memory_bound ? bandwidth : (dtype == DType::kBF16 ? bf16_peak : fma_peak);
-        std::printf("%-10s %-5s %5ld %10.1f %10.1f %9.2f %8s\n", shape.name, dtype_name(dtype).data(), m, seconds * 1e6,
-                    rate / 1e9, rate / limit, memory_bound ? "read bw" : "peak");
+        // Both limits: small m is bound by reading W, large m by the multiply-adds.
+        const double read_rate = shape.n * shape.k * dtype_size(dtype) / seconds;
+        const double flop_rate = 2.0 * m * shape.n * shape.k / seconds;
+        const double peak = dtype == DType::kBF16 ? bf16_peak : fma_peak;
+        std::printf("%-10s %-5s %5ld %10.1f %10.1f %9.2f %10.1f %9.2f\n", shape.name, dtype_name(dtype).data(), m,
+                    seconds * 1e6, read_rate / 1e9, read_rate / bandwidth, flop_rate / 1e9, flop_rate / peak);
       }
     }
   }

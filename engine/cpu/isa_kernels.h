@@ -99,10 +99,15 @@ void amx_pack_x(const uint16_t* x /* [m, k] */, int64_t m, int64_t k, int64_t ti
 void amx_matmul_columns(const uint16_t* packed_x, int64_t m, const uint16_t* w /* [n, k] */, int64_t k,
                         int64_t column_begin, int64_t column_end, float* y /* [m, n] */, int64_t n);
 
-// The f32 panel matmul (matmul_f32_panel.cpp; needs cpu_features().avx512). x is packed per panel of
-// kF32PanelRows rows (rows past m are zero) into [ceil(m / kF32PanelRows), k, kF32PanelRows]; one call packs
-// the k range [k_begin, k_end) of every panel.
-inline constexpr int kF32PanelRows = 32;
+// The panel matmuls (matmul_panel_impl.inc) pack x per panel of panel_rows(m) rows (rows past m are zero): wide
+// panels of kPanelRows rows, or for m <= kNarrowPanelRows one narrow panel, which computes half the padding rows
+// of a wide one (measured on Zen 5, 2 threads, Qwen3-0.6B's decode matmuls, tiled weights: see matmul.h).
+inline constexpr int kPanelRows = 32;
+inline constexpr int kNarrowPanelRows = 16;
+constexpr int64_t panel_rows(int64_t m) { return m <= kNarrowPanelRows ? kNarrowPanelRows : kPanelRows; }
+
+// The f32 panel matmul (matmul_f32_panel.cpp; needs cpu_features().avx512). x is packed into [ceil(m / P), k, P]
+// for P = panel_rows(m); one call packs the k range [k_begin, k_end) of every panel.
 // Weight rows per register tile. Each is its own stream from memory: 8 streams measured 1.1-1.2x faster than
 // 12 at m = 32 on Zen 5 with weights from DRAM (the same within 1% with weights in L2).
 inline constexpr int kF32PanelTileColumns = 8;
@@ -113,9 +118,8 @@ void f32_panel_matmul_columns(const float* packed_x, int64_t m, const float* w, 
                               int64_t column_begin, int64_t column_end, float* y /* [m, n] */, int64_t n);
 
 // The bf16 panel matmul (matmul_bf16_panel.cpp; needs cpu_features().avx512_bf16, k even). x (f32) is rounded
-// to bf16 and packed per panel of kBf16PanelRows rows as pairs of k: [ceil(m / kBf16PanelRows), k / 2,
-// kBf16PanelRows, 2]; one call packs the k range [k_begin, k_end) (both even) of every panel.
-inline constexpr int kBf16PanelRows = 32;
+// to bf16 and packed per panel as pairs of k: [ceil(m / P), k / 2, P, 2] for P = panel_rows(m); one call packs the
+// k range [k_begin, k_end) (both even) of every panel.
 inline constexpr int kBf16PanelTileColumns = 8;  // weight rows per register tile
 void bf16_pack_panels(const float* x /* [m, k] */, int64_t m, int64_t k, int64_t k_begin, int64_t k_end,
                       uint16_t* packed);

@@ -81,8 +81,8 @@ void pack_panel_slice(Path path, const float* x, int64_t m, int64_t k, int64_t k
 
 // Scratch elements (uint16_t) of the packed panels of x [m, k].
 int64_t packed_panel_elements(Path path, int64_t m, int64_t k) {
-  const int64_t panel_rows = path == Path::kF32Panel ? kF32PanelRows : kBf16PanelRows;
-  const int64_t values = (m + panel_rows - 1) / panel_rows * panel_rows * k;
+  const int64_t rows = panel_rows(m);
+  const int64_t values = (m + rows - 1) / rows * rows * k;
   return path == Path::kF32Panel ? 2 * values : values;
 }
 
@@ -162,8 +162,8 @@ PreparedInput prepare_input(ThreadPool& pool, Path path, DType dtype, const floa
 // tile of rows.
 int64_t weight_passes(Path path, int64_t m) {
   switch (path) {
-    case Path::kF32Panel: return (m + kF32PanelRows - 1) / kF32PanelRows;
-    case Path::kBf16Panel: return (m + kBf16PanelRows - 1) / kBf16PanelRows;
+    case Path::kF32Panel:
+    case Path::kBf16Panel: return (m + panel_rows(m) - 1) / panel_rows(m);
     case Path::kAmx: return (m + 31) / 32;
     default: return m;  // at least: the tile kernels take a few rows at a time
   }

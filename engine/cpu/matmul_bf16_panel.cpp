@@ -35,14 +35,13 @@ struct Bf16Step {
 // x rounded to bf16 as it is packed: each row's 32 values of 16 pairs of k become one vector of 16 pairs.
 void pack(const float* x, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, uint16_t* packed) {
   using Simd = avx512::Simd;
-  static_assert(panel::kPanelRows == kBf16PanelRows);
-  panel::pack_panels(m, k / 2, k_begin / 2, k_end / 2, reinterpret_cast<uint32_t*>(packed),
-                     [&](int64_t row, int64_t unit, int count) {
-                       const float* values = x + row * k + 2 * unit;
-                       const __m256i low = Simd::narrow_bf16(Simd::load_partial(values, 2 * count));
-                       const __m256i high = Simd::narrow_bf16(Simd::load_partial(values + 16, 2 * count - 16));
-                       return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1));
-                     });
+  panel::pack_panels_for(m, k / 2, k_begin / 2, k_end / 2, reinterpret_cast<uint32_t*>(packed),
+                         [&](int64_t row, int64_t unit, int count) {
+                           const float* values = x + row * k + 2 * unit;
+                           const __m256i low = Simd::narrow_bf16(Simd::load_partial(values, 2 * count));
+                           const __m256i high = Simd::narrow_bf16(Simd::load_partial(values + 16, 2 * count - 16));
+                           return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1));
+                         });
 }
 
 void matmul_columns(const uint16_t* panels, int64_t m, const uint16_t* w, WeightLayout layout, int64_t k,

@@ -26,8 +26,7 @@ struct F32Step {
 }  // namespace
 
 void pack(const float* x, int64_t m, int64_t k, int64_t k_begin, int64_t k_end, float* packed) {
-  static_assert(panel::kPanelRows == kF32PanelRows);
-  panel::pack_panels(
+  panel::pack_panels_for(
       m, k, k_begin, k_end, reinterpret_cast<uint32_t*>(packed),
       [&](int64_t row, int64_t unit, int count) { return avx512::Simd::load_partial(x + row * k + unit, count); });
 }

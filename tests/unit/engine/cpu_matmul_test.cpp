@@ -60,7 +60,7 @@ TEST_CASE("matmul matches a double reference on odd shapes, every dtype and path
     ScopedCpuFeatures scoped(path.features);
     for (DType dtype : {DType::kF32, DType::kBF16}) {
       INFO("path " << path.name << ", weights " << dtype_name(dtype));
-      for (int64_t m : {1, 2, 3, 4, 17, 33, 64, 65}) {
+      for (int64_t m : {1, 2, 3, 4, 8, 13, 16, 17, 33, 64, 65}) {
         for (int64_t n : {1, 7, 9, 37}) {
           for (int64_t k : {1, 15, 31, 33, 67, 130}) check_matmul(pool, dtype, m, n, k, path.features.avx512_bf16);
         }
