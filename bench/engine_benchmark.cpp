@@ -119,6 +119,20 @@ std::string cpu_description() {
   return isa + ", OpenBLAS " + openblas_core_name();  // after a ThreadPool configured OpenBLAS
 }
 
+// One batch size's decode over all repetitions: the seconds of every step, and the probes' passes taken in turns
+// with the steps.
+struct DecodeSamples {
+  std::vector<double> step_seconds;
+  std::vector<double> read_bandwidth;          // bytes/s, a fresh buffer's
+  std::vector<double> weights_read_bandwidth;  // bytes/s, of the weights decode reads
+  double bytes_per_step = 0;
+};
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
 class Bench {
  public:
   // `weight_bytes`: what every decode step reads of the weights (decode_weight_regions).
@@ -145,9 +159,10 @@ class Bench {
     return seconds;
   }
 
-  // Tokens/s and bytes read per step of one timed run; the caller sets the roofline from the bandwidth
-  // measured around it.
-  Result<DecodeFigure> decode(int batch_size) {
+  // Runs options.decode_steps decode steps of `batch_size` sequences, each step right after one pass of each
+  // probe, and appends the steps' seconds and the passes' rates to `samples`.
+  Status decode(int batch_size, const ReadProbe& buffer_probe, const ReadProbe& weights_probe,
+                DecodeSamples& samples) {
     int context = options_.decode_context_tokens;
     int steps = options_.decode_steps;
     std::vector<std::vector<int32_t>> tokens(batch_size);
@@ -159,26 +174,25 @@ class Bench {
       prefill.sequences.push_back({std::span(tokens[s]).first(context), {}, 0, tables[s], LogitsWanted::kNone});
     }
     RECGPT_RETURN_IF_ERROR(backend_->forward(prefill, cache_, logits_));
-    auto start = Clock::now();
     for (int step = 0; step < steps; ++step) {
       Batch batch;
       for (int s = 0; s < batch_size; ++s) {
         batch.sequences.push_back(
             {std::span(tokens[s]).subspan(context + step, 1), {}, context + step, tables[s], LogitsWanted::kLast});
       }
+      samples.read_bandwidth.push_back(buffer_probe.pass());
+      samples.weights_read_bandwidth.push_back(weights_probe.pass());
+      auto start = Clock::now();
       RECGPT_RETURN_IF_ERROR(backend_->forward(batch, cache_, logits_));
+      samples.step_seconds.push_back(seconds_since(start));
     }
-    double seconds = seconds_since(start);
     for (const auto& table : tables) cache_.blocks().release(table);
 
     const KvCacheConfig& kv = cache_.config();
     double kv_bytes_per_token = static_cast<double>(kv.bytes_per_block()) / kv.block_size;
     double mean_context = context + (steps - 1) / 2.0;
-    DecodeFigure figure;
-    figure.batch_size = batch_size;
-    figure.tokens_per_second = static_cast<double>(batch_size) * steps / seconds;
-    figure.bytes_per_step = weight_bytes_ + batch_size * mean_context * kv_bytes_per_token;
-    return figure;
+    samples.bytes_per_step = weight_bytes_ + batch_size * mean_context * kv_bytes_per_token;
+    return Status::ok();
   }
 
  private:
@@ -211,22 +225,22 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
   report.weight_bytes = static_cast<double>(model->weight_bytes());
   report.prefill_tokens = options.prefill_tokens;
   report.decode_context_tokens = options.decode_context_tokens;
-  // The machine's limits drift by tens of percent within a minute on shared hosts, so each figure is set
-  // against the bandwidths measured right before and right after it (their mean): of a fresh buffer, and of the
-  // weights decode reads, where they are (mapped, or the backend's own copy).
+  // The machine's limits drift by tens of percent within seconds on shared hosts, so decode is set against read
+  // passes taken in turns with its steps: of a fresh buffer, and of the weights decode reads, where they are
+  // (mapped, or the backend's own copy).
   ThreadPool limits_pool(threads);
   report.cpu = cpu_description();
-  auto bandwidth = [&] { return measure_read_bandwidth_bytes_per_second(limits_pool, size_t{512} << 20); };
+  const ReadProbe buffer_probe = ReadProbe::of_new_buffer(limits_pool, size_t{512} << 20);
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
                           create_backend("cpu", *model, {threads, options.repack_weights}));
   const std::vector<std::span<const std::byte>> copied = backend->decode_weight_memory();
   for (std::span<const std::byte> memory : copied) report.repacked_weight_bytes += memory.size();
   const std::vector<MemoryRegion> weight_regions = decode_weight_regions(copied, model->weights());
-  auto weights_bandwidth = [&] { return measure_read_bandwidth_of(limits_pool, weight_regions); };
+  const ReadProbe weights_probe = ReadProbe::of_regions(limits_pool, weight_regions);
   report.decode_weight_bytes = total_bytes(weight_regions);
   report.weight_bytes_cache_line_aligned = cache_line_aligned_bytes(weight_regions);
-  report.read_bandwidth_bytes_per_second = bandwidth();
-  report.weights_read_bandwidth_bytes_per_second = weights_bandwidth();
+  report.read_bandwidth_bytes_per_second = buffer_probe.median();
+  report.weights_read_bandwidth_bytes_per_second = weights_probe.median();
   auto gemm_rate = [&] {
     return measure_gemm_flops(limits_pool, weight_dtype, options.prefill_tokens, config.intermediate_size,
                               config.hidden_size);
@@ -245,29 +259,32 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
   RECGPT_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(cache_config));
   Bench bench(options, *model, std::move(backend), std::move(cache), report.decode_weight_bytes);
 
-  // Repetitions are taken in turns (a prefill, then each batch size), keeping each figure's best: the host's
-  // speed drifts between phases of minutes, and taking turns lets every figure, and so the decode/prefill
-  // ratio, see the same phases.
+  // Repetitions are taken in turns (a prefill, then each batch size), so that every figure, and so the
+  // decode/prefill ratio, sees the same phases of the host. Prefill and the GEMM rate keep their best; decode
+  // pools the steps of every repetition and takes medians of its steps and of the passes between them.
   double prefill_seconds = 1e30;
-  report.decode.resize(options.decode_batch_sizes.size());
+  std::vector<DecodeSamples> samples(options.decode_batch_sizes.size());
   for (int repetition = 0; repetition < options.repetitions; ++repetition) {
-    // The GEMM rate is taken in the same turns (the best of them, like prefill's own time).
     report.gemm_flops_per_second = std::max(report.gemm_flops_per_second, gemm_rate());
     RECGPT_ASSIGN_OR_RETURN(double seconds, bench.prefill_seconds());
     prefill_seconds = std::min(prefill_seconds, seconds);
     for (size_t i = 0; i < options.decode_batch_sizes.size(); ++i) {
-      int batch_size = options.decode_batch_sizes[i];
-      const double before = bandwidth(), weights_before = weights_bandwidth();
-      RECGPT_ASSIGN_OR_RETURN(DecodeFigure figure, bench.decode(batch_size));
-      figure.weights_read_bandwidth_bytes_per_second = (weights_before + weights_bandwidth()) / 2;
-      figure.read_bandwidth_bytes_per_second = (before + bandwidth()) / 2;
-      auto roofline = [&](double bandwidth) { return batch_size * bandwidth / figure.bytes_per_step; };
-      figure.roofline_tokens_per_second = roofline(figure.read_bandwidth_bytes_per_second);
-      figure.fraction_of_roofline = figure.tokens_per_second / figure.roofline_tokens_per_second;
-      figure.fraction_of_weights_roofline =
-          figure.tokens_per_second / roofline(figure.weights_read_bandwidth_bytes_per_second);
-      if (figure.tokens_per_second > report.decode[i].tokens_per_second) report.decode[i] = figure;
+      RECGPT_RETURN_IF_ERROR(bench.decode(options.decode_batch_sizes[i], buffer_probe, weights_probe, samples[i]));
     }
+  }
+  for (size_t i = 0; i < options.decode_batch_sizes.size(); ++i) {
+    DecodeFigure figure;
+    figure.batch_size = options.decode_batch_sizes[i];
+    figure.tokens_per_second = figure.batch_size / median(samples[i].step_seconds);
+    figure.bytes_per_step = samples[i].bytes_per_step;
+    figure.read_bandwidth_bytes_per_second = median(samples[i].read_bandwidth);
+    figure.weights_read_bandwidth_bytes_per_second = median(samples[i].weights_read_bandwidth);
+    auto roofline = [&](double bandwidth) { return figure.batch_size * bandwidth / figure.bytes_per_step; };
+    figure.roofline_tokens_per_second = roofline(figure.read_bandwidth_bytes_per_second);
+    figure.fraction_of_roofline = figure.tokens_per_second / figure.roofline_tokens_per_second;
+    figure.fraction_of_weights_roofline =
+        figure.tokens_per_second / roofline(figure.weights_read_bandwidth_bytes_per_second);
+    report.decode.push_back(figure);
   }
   report.weight_bytes_on_huge_pages = huge_page_bytes_of(weight_regions);
   report.prefill_tokens_per_second = options.prefill_tokens / prefill_seconds;

@@ -19,19 +19,20 @@ struct EngineBenchOptions {
   std::vector<int> decode_batch_sizes = {1, 8, 32};
   int decode_context_tokens = 16;  // prompt of each decoding sequence
   int decode_steps = 32;
-  int repetitions = 3;         // rounds of (prefill, each batch size) in turns; each figure keeps its best
+  // Rounds of (prefill, each batch size) in turns: prefill keeps its best, decode pools its steps (medians).
+  int repetitions = 3;
   bool repack_weights = true;  // BackendOptions::repack_weights
 };
 
 struct DecodeFigure {
   int batch_size = 0;
-  double tokens_per_second = 0;
+  double tokens_per_second = 0;  // batch_size / the median step's seconds
   double bytes_per_step = 0;
-  double read_bandwidth_bytes_per_second = 0;  // mean of the measurements right before and after
+  double read_bandwidth_bytes_per_second = 0;  // median of a fresh buffer's read passes, one before each step
   double roofline_tokens_per_second = 0;       // batch_size * bandwidth / bytes_per_step
   double fraction_of_roofline = 0;
-  // The same against the rate at which the weights decode reads themselves read (mean of before and
-  // after): what memory placement leaves of the fresh buffer's rate is not the kernels' to win back.
+  // The same against the rate at which the weights decode reads themselves read (median of passes, one before
+  // each step): what memory placement leaves of the fresh buffer's rate is not the kernels' to win back.
   double weights_read_bandwidth_bytes_per_second = 0;
   double fraction_of_weights_roofline = 0;
 };
@@ -41,7 +42,7 @@ struct EngineBenchReport {
   std::string weight_dtype;
   int threads = 0;
   std::string cpu;  // the kernels' instruction sets and OpenBLAS's kernel set, e.g. "avx512_bf16, OpenBLAS Cooperlake"
-  double read_bandwidth_bytes_per_second = 0;          // at the start; each decode figure has its own
+  double read_bandwidth_bytes_per_second = 0;          // at the start (median of 5); each decode figure has its own
   double weights_read_bandwidth_bytes_per_second = 0;  // of the weights decode reads, at the start
   double gemm_flops_per_second = 0;                    // engine matmul on [prefill_tokens, k] x [n, k]
   double weight_bytes = 0;

@@ -108,20 +108,6 @@ float read_sum(const float* data, size_t count) {
   return cpu_features().avx512 ? read_sum_avx512(data, count) : read_sum_avx2(data, count);
 }
 
-// Bytes/s of `bytes` read as read_share(task) on every pool thread at once: the median of 5 passes.
-double median_read_rate(ThreadPool& pool, size_t bytes, const std::function<float(int64_t task)>& read_share) {
-  std::vector<double> rates;
-  for (int pass = 0; pass < 5; ++pass) {
-    auto start = Clock::now();
-    pool.parallel_for(pool.num_threads(), [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) sink.store(read_share(task), std::memory_order_relaxed);
-    });
-    rates.push_back(static_cast<double>(bytes) / seconds_since(start));
-  }
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
-}
-
 // FLOP/s of `loop` run by every thread at once; best of 3.
 double peak_flops(ThreadPool& pool, float (*loop)(int64_t), double flops_per_iteration) {
   constexpr int64_t kIterations = 20'000'000;
@@ -138,7 +124,7 @@ double peak_flops(ThreadPool& pool, float (*loop)(int64_t), double flops_per_ite
 
 }  // namespace
 
-double measure_read_bandwidth_bytes_per_second(ThreadPool& pool, size_t bytes) {
+ReadProbe ReadProbe::of_new_buffer(ThreadPool& pool, size_t bytes) {
   const size_t count = bytes / sizeof(float) / 1024 * 1024;
   // On 2 MiB pages, as the weights are (mapped, or repacked at load): on 4 KiB pages the same read measured ~20%
   // slower than the weights on 2 MiB pages (67 vs 81 GB/s), and a limit the workload beats is not one.
@@ -150,41 +136,59 @@ double measure_read_bandwidth_bytes_per_second(ThreadPool& pool, size_t bytes) {
   pool.parallel_for(num_tasks, [&](int64_t begin, int64_t end) {  // first touch by the reading thread
     for (int64_t t = begin; t < end; ++t) std::fill(data + t * per_task, data + (t + 1) * per_task, 1.0f);
   });
-  return median_read_rate(pool, per_task * num_tasks * sizeof(float),
-                          [&](int64_t task) { return read_sum(data + task * per_task, per_task); });
+  const MemoryRegion region{data, per_task * num_tasks * sizeof(float)};
+  ReadProbe probe = of_regions(pool, std::span(&region, 1));
+  probe.buffer_ = std::move(*buffer);
+  return probe;
 }
 
-double measure_read_bandwidth_of(ThreadPool& pool, std::span<const MemoryRegion> regions) {
-  // The 64-byte aligned whole blocks of each region, and where each starts in their concatenation (in floats).
-  struct Block {
-    const float* data;
-    size_t begin;
-    size_t count;
-  };
-  std::vector<Block> blocks;
-  size_t total = 0;
+ReadProbe ReadProbe::of_regions(ThreadPool& pool, std::span<const MemoryRegion> regions) {
+  ReadProbe probe;
+  probe.pool_ = &pool;
   for (const MemoryRegion& region : regions) {
     const auto start = (reinterpret_cast<uintptr_t>(region.data) + 63) & ~uintptr_t{63};
     const uintptr_t end = reinterpret_cast<uintptr_t>(region.data) + region.bytes;
     if (end <= start) continue;
     const size_t count = (end - start) / sizeof(float) / kReadBlockFloats * kReadBlockFloats;
     if (count == 0) continue;
-    blocks.push_back({reinterpret_cast<const float*>(start), total, count});
-    total += count;
+    probe.blocks_.push_back({reinterpret_cast<const float*>(start), probe.total_, count});
+    probe.total_ += count;
   }
-  if (total == 0) return 0;
-  const int64_t num_tasks = pool.num_threads();
-  auto share_begin = [&](int64_t task) { return total * task / num_tasks / kReadBlockFloats * kReadBlockFloats; };
-  auto read_share = [&](int64_t task) {
-    const size_t begin = share_begin(task), end = task + 1 == num_tasks ? total : share_begin(task + 1);
-    float sum = 0;
-    for (const Block& block : blocks) {
-      const size_t from = std::max(begin, block.begin), to = std::min(end, block.begin + block.count);
-      if (from < to) sum += read_sum(block.data + (from - block.begin), to - from);
+  return probe;
+}
+
+double ReadProbe::pass() const {
+  if (total_ == 0) return 0;
+  const int64_t num_tasks = pool_->num_threads();
+  auto share_begin = [&](int64_t task) { return total_ * task / num_tasks / kReadBlockFloats * kReadBlockFloats; };
+  auto start = Clock::now();
+  pool_->parallel_for(num_tasks, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const size_t from = share_begin(task), to = task + 1 == num_tasks ? total_ : share_begin(task + 1);
+      float sum = 0;
+      for (const Block& block : blocks_) {
+        const size_t first = std::max(from, block.begin), last = std::min(to, block.begin + block.count);
+        if (first < last) sum += read_sum(block.data + (first - block.begin), last - first);
+      }
+      sink.store(sum, std::memory_order_relaxed);
     }
-    return sum;
-  };
-  return median_read_rate(pool, total * sizeof(float), read_share);
+  });
+  return static_cast<double>(total_ * sizeof(float)) / seconds_since(start);
+}
+
+double ReadProbe::median(int passes) const {
+  std::vector<double> rates;
+  for (int i = 0; i < passes; ++i) rates.push_back(pass());
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
+double measure_read_bandwidth_bytes_per_second(ThreadPool& pool, size_t bytes) {
+  return ReadProbe::of_new_buffer(pool, bytes).median();
+}
+
+double measure_read_bandwidth_of(ThreadPool& pool, std::span<const MemoryRegion> regions) {
+  return ReadProbe::of_regions(pool, regions).median();
 }
 
 double measure_gemm_flops(ThreadPool& pool, DType dtype, int64_t m, int64_t n, int64_t k) {

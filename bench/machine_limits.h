@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <span>
 
+#include <vector>
+
+#include "common/huge_page_memory.h"
 #include "engine/cpu/thread_pool.h"
 #include "engine/dtype.h"
 
@@ -28,6 +31,32 @@ struct MemoryRegion {
 // those bytes can be read. Regions are read from their first 64-byte boundary in whole 512-byte blocks; the
 // bytes counted are those read.
 double measure_read_bandwidth_of(ThreadPool& pool, std::span<const MemoryRegion> regions);
+
+// The read probe above one timed pass at a time, for a benchmark that takes its passes in turns with its own work
+// so that both see the same phases of a shared host (whose bandwidth moves by tens of percent within seconds).
+class ReadProbe {
+ public:
+  // Its own buffer of `bytes` on 2 MiB pages, first touched by the threads that read it.
+  static ReadProbe of_new_buffer(ThreadPool& pool, size_t bytes);
+  // `regions` where they are (the pool must outlive the probe, and the regions stay valid).
+  static ReadProbe of_regions(ThreadPool& pool, std::span<const MemoryRegion> regions);
+
+  // Bytes/s of one pass over all of it, every pool thread summing one contiguous share.
+  double pass() const;
+  // The median of `passes` passes.
+  double median(int passes = 5) const;
+
+ private:
+  struct Block {  // 64-byte aligned whole 512-byte blocks of one region, and where they start in the whole
+    const float* data;
+    size_t begin;
+    size_t count;
+  };
+  ThreadPool* pool_ = nullptr;
+  HugePageMemory buffer_;  // of_new_buffer's
+  std::vector<Block> blocks_;
+  size_t total_ = 0;  // floats
+};
 
 // FLOP/s of matmul() (engine/cpu/matmul.h) with x [m, k] and weights [n, k] of `dtype` (f32 at m >= 16 is
 // OpenBLAS sgemm, bf16 is our kernel); the best of repeated runs over at least 0.3 s.
