@@ -161,8 +161,7 @@ class Bench {
 
   // Runs options.decode_steps decode steps of `batch_size` sequences, each step right after one pass of each
   // probe, and appends the steps' seconds and the passes' rates to `samples`.
-  Status decode(int batch_size, const ReadProbe& buffer_probe, const ReadProbe& weights_probe,
-                DecodeSamples& samples) {
+  Status decode(int batch_size, const ReadProbe& buffer_probe, const ReadProbe& weights_probe, DecodeSamples& samples) {
     int context = options_.decode_context_tokens;
     int steps = options_.decode_steps;
     std::vector<std::vector<int32_t>> tokens(batch_size);
@@ -213,6 +212,9 @@ class Bench {
 }  // namespace
 
 Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
+  if (options.decode_batch_sizes.empty() || options.decode_steps < 1 || options.repetitions < 1) {
+    return invalid_argument("bench engine needs at least one decode batch size, step and repetition");
+  }
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::open(options.model_dir));
   const ModelConfig& config = model->config();
   int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());

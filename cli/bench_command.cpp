@@ -175,15 +175,19 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   engine->add_option("--threads", options->threads, "Compute threads (0 = all cores)");
   engine->add_option("--prefill-tokens", options->prefill_tokens, "Prompt length of the prefill run")
       ->check(CLI::PositiveNumber);
-  engine->add_option("--batch-sizes", options->decode_batch_sizes, "Decode batch sizes")->delimiter(',');
-  engine->add_option("--decode-steps", options->decode_steps, "Timed decode steps")->check(CLI::PositiveNumber);
+  engine->add_option("--batch-sizes", options->decode_batch_sizes, "Decode batch sizes")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1024));
+  engine->add_option("--decode-steps", options->decode_steps, "Timed decode steps per round")
+      ->check(CLI::PositiveNumber);
   engine
       ->add_option("--decode-context", options->decode_context_tokens,
                    "Prompt tokens of each decoding sequence before the timed steps (RecGPT's user contexts: 1-2K)")
       ->check(CLI::Range(1, 32768));
   engine
       ->add_option("--repetitions", options->repetitions,
-                   "Rounds of runs (a prefill, then each batch size, in turns); each figure keeps its best")
+                   "Rounds of runs (a prefill, then each batch size, in turns); prefill keeps its best, decode pools "
+                   "its steps (medians)")
       ->check(CLI::PositiveNumber);
   engine->add_flag_callback(
       "--weights-in-place", [options] { options->repack_weights = false; }, kWeightsInPlaceHelp);
