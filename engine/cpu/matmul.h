@@ -66,16 +66,16 @@ void matmul_shared_input(ThreadPool& pool, const float* x, int64_t m, std::span<
 // Below this many rows, f32 weights go through our streaming kernel rather than OpenBLAS.
 inline constexpr int64_t kBlasMinRows = 16;
 // Between these, f32 weights go through the AVX-512 panel kernel (outer products) where the CPU has AVX-512.
-// Below, the dot form, one pass over W for up to 3 rows (measured on Zen 5, 2 threads, Qwen3-0.6B decode step,
-// tiled weights: m = 3 dot 1.2x faster than a 16-row panel).
-inline constexpr int64_t kF32PanelMinRows = 4;
+// Below, the dot form, one pass over W per 3 rows (measured on Zen 5, 2 threads, Qwen3-0.6B decode steps, tiled
+// weights: dot 1.1x faster at m = 4-5, 1.05x at 6; panel 1.05-1.1x at 7-8).
+inline constexpr int64_t kF32PanelMinRows = 7;
 inline constexpr int64_t kF32PanelMaxRows = 64;
 // From this many rows on, bf16 weights go through AMX where the CPU has it.
 inline constexpr int64_t kAmxMinRows = 4;
 // From this many rows on, bf16 weights go through the panel kernel on CPUs with AVX512_BF16 but no AMX (decode
-// batches and prefill alike). Below, the dot form, which takes 3 rows per pass over W: up to 16 rows the panel
-// computes 16, and in a decode step the dot form was as fast or faster up to m = 12 (measured on Zen 5, 2
-// threads, Qwen3-0.6B, tiled weights: m = 8 dot 1.2x faster, m = 13 alike, m = 16 panel 1.06-1.2x).
+// batches and prefill alike). Below, the dot form, which takes 3 rows per pass over W, while the panel computes
+// 16 rows up to 16 (measured on Zen 5, 2 threads, Qwen3-0.6B decode steps, tiled weights: dot 1.1-1.2x faster
+// at m = 8, alike at 9-12, panel 1.15x at 13, 1.15-1.25x at 16).
 inline constexpr int64_t kBf16PanelMinRows = 13;
 
 }  // namespace recgpt

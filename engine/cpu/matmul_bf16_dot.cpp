@@ -25,6 +25,8 @@ struct Bf16DotOps {
   using XVector = __m512bh;
   using Acc = __m512;
   static constexpr int kStep = 32;  // bf16 elements per vector
+  // Folded loads as GCC chooses: held in a register, decode at batch 4-12 measured 3-5% slower here.
+  static constexpr bool kWeightInRegister = false;
   static __m512 zero() { return _mm512_setzero_ps(); }
   static __m512bh load_x(const uint16_t* p, int64_t count) {
     if (count == kStep) return (__m512bh)_mm512_loadu_si512(p);
