@@ -187,10 +187,6 @@ double measure_read_bandwidth_bytes_per_second(ThreadPool& pool, size_t bytes) {
   return ReadProbe::of_new_buffer(pool, bytes).median();
 }
 
-double measure_read_bandwidth_of(ThreadPool& pool, std::span<const MemoryRegion> regions) {
-  return ReadProbe::of_regions(pool, regions).median();
-}
-
 double measure_gemm_flops(ThreadPool& pool, DType dtype, int64_t m, int64_t n, int64_t k) {
   std::mt19937 random(7);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);

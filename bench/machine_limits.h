@@ -23,21 +23,18 @@ struct MemoryRegion {
   size_t bytes;
 };
 
-// Read bandwidth in bytes/s over `regions`, read the way measure_read_bandwidth_bytes_per_second reads its own
-// buffer (each thread sums one contiguous share of the regions' bytes; median of 5 passes). Where memory is not
-// uniform (on shared VMs, how fast a page reads depends on where the host placed it: a model file's page cache
-// measured 0.45-1.0 of a fresh buffer's rate from one eviction to the next), this is the rate at which exactly
-// those bytes can be read. Regions are read from their first 64-byte boundary in whole 512-byte blocks; the
-// bytes counted are those read.
-double measure_read_bandwidth_of(ThreadPool& pool, std::span<const MemoryRegion> regions);
-
-// The read probe above one timed pass at a time, for a benchmark that takes its passes in turns with its own work
-// so that both see the same phases of a shared host (whose bandwidth moves by tens of percent within seconds).
+// measure_read_bandwidth_bytes_per_second's read, one timed pass at a time, over its own buffer or memory a
+// benchmark holds: for a benchmark that takes its passes in turns with its own work so that both see the same
+// phases of a shared host (whose bandwidth moves by tens of percent within seconds).
 class ReadProbe {
  public:
   // Its own buffer of `bytes` on 2 MiB pages, first touched by the threads that read it.
   static ReadProbe of_new_buffer(ThreadPool& pool, size_t bytes);
-  // `regions` where they are (the pool must outlive the probe, and the regions stay valid).
+  // `regions` where they are, from each one's first 64-byte boundary in whole 512-byte blocks (the bytes counted
+  // are those read); the pool must outlive the probe and the regions stay valid. Where memory is not uniform (on
+  // shared VMs, how fast a page reads depends on where the host placed it: a model file's page cache measured
+  // 0.45-1.0 of a fresh buffer's rate from one eviction to the next), this is the rate at which exactly those
+  // bytes can be read.
   static ReadProbe of_regions(ThreadPool& pool, std::span<const MemoryRegion> regions);
 
   // Bytes/s of one pass over all of it, every pool thread summing one contiguous share.
