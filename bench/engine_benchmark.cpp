@@ -258,7 +258,7 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
                              weight_dtype == DType::kBF16 ? DType::kBF16 : DType::kF32,
                              0};
   cache_config.num_blocks = tokens_needed / cache_config.block_size + max_batch + 1;
-  RECGPT_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(cache_config));
+  RECGPT_ASSIGN_OR_RETURN(KvCache cache, backend->create_kv_cache(cache_config));
   Bench bench(options, *model, std::move(backend), std::move(cache), report.decode_weight_bytes);
 
   // Repetitions are taken in turns (a prefill, then each batch size), so that every figure, and so the

@@ -88,9 +88,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     transfer_options.metrics = registry_;
     RECGPT_ASSIGN_OR_RETURN(transfer_, kv::create_transfer_engine(options_.transfer_backend, transfer_options));
     KvCache& cache = core_->kv_cache();
-    RECGPT_ASSIGN_OR_RETURN(
-        kv::LocalRegionId region,
-        transfer_->register_memory({cache.storage_data(), cache.storage_bytes(), kv::MemoryKind::kHost, -1}));
+    RECGPT_ASSIGN_OR_RETURN(kv::LocalRegionId region, transfer_->register_memory(node::kv_cache_region(cache)));
     RECGPT_ASSIGN_OR_RETURN(kv::Bytes endpoint, transfer_->local_endpoint());
     RECGPT_ASSIGN_OR_RETURN(kv::Bytes key, transfer_->export_region(region));
     hello_ = node::make_hello(control::ROLE_DECODE, options_.node_id, fingerprint_, options_.transfer_backend, cache);

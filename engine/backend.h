@@ -15,6 +15,7 @@ namespace recgpt {
 
 class KvCache;
 class ModelFiles;
+struct KvCacheConfig;
 
 struct BackendOptions {
   int num_threads = 0;  // 0: one per available core
@@ -28,6 +29,11 @@ class Backend {
   virtual ~Backend() = default;
 
   virtual std::string_view name() const = 0;
+
+  // A KV cache in the memory this backend computes on (host memory for the CPU backend, the GPU's for CUDA):
+  // forward() takes only caches made here. kInvalidArgument for a bad config, kResourceExhausted when the memory
+  // is not there, kUnimplemented for a dtype the backend cannot attend over.
+  virtual Result<KvCache> create_kv_cache(const KvCacheConfig& config);
 
   // Runs one step. Checks the batch first (validate_batch); a bad batch leaves the cache untouched.
   // `logits` is resized to [batch.num_logit_rows(), vocab_size], rows in sequence order.

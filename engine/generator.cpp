@@ -81,9 +81,9 @@ Result<std::unique_ptr<Generator>> Generator::create(const ModelFiles& model, co
                             std::to_string(cache_config.bytes_per_block()) + " bytes");
   }
   if (options.max_batch_tokens <= 0) return invalid_argument("max batch tokens must be positive");
-  RECGPT_ASSIGN_OR_RETURN(KvCache kv_cache, KvCache::create(cache_config));
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
                           create_backend(options.backend_name, model, options.backend));
+  RECGPT_ASSIGN_OR_RETURN(KvCache kv_cache, backend->create_kv_cache(cache_config));
   return std::unique_ptr<Generator>(
       new Generator(model, options, std::make_unique<KvCache>(std::move(kv_cache)), std::move(backend)));
 }

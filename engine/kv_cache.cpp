@@ -5,6 +5,8 @@
 #include <string>
 #include <utility>
 
+#include "common/huge_page_memory.h"
+
 namespace recgpt {
 namespace {
 
@@ -59,6 +61,21 @@ int64_t KvCacheConfig::num_blocks_for_budget(int64_t budget_bytes) const {
 }
 
 Result<KvCache> KvCache::create(const KvCacheConfig& config) {
+  return create(config, [](size_t bytes) -> Result<KvMemory> {
+    // Transparent huge pages where the system allows them on request: attention reads K and V rows from many
+    // blocks, and with 4 KiB pages each block of a layer is a TLB miss (measured in a VM: storing and attending
+    // over KV 5-7x slower, most of it first-touch faults).
+    RECGPT_ASSIGN_OR_RETURN(HugePageMemory pages, HugePageMemory::allocate(bytes));
+    // The pool is committed here, not on first use: a node that starts has its KV memory (a short machine fails
+    // at start, not mid-request), and no decode step pays for faulting in and clearing fresh pages (measured:
+    // storing a batch-32 step's K and V 1 -> 4 ms per step while the pool was being touched).
+    RECGPT_RETURN_IF_ERROR(pages.commit());
+    auto owner = std::make_shared<HugePageMemory>(std::move(pages));
+    return KvMemory{owner->data(), owner->size(), -1, owner};
+  });
+}
+
+Result<KvCache> KvCache::create(const KvCacheConfig& config, const KvMemoryAllocator& allocate) {
   RECGPT_RETURN_IF_ERROR(config.validate());
   size_t layer_bytes = static_cast<size_t>(config.num_blocks) * config.block_bytes_per_layer();
   size_t stride = (layer_bytes + kArrayAlignmentBytes - 1) / kArrayAlignmentBytes * kArrayAlignmentBytes;
@@ -66,20 +83,14 @@ Result<KvCache> KvCache::create(const KvCacheConfig& config) {
   if (!multiply(stride, 2 * static_cast<size_t>(config.num_layers), total)) {
     return invalid_argument("KV cache size overflows the address space");
   }
+  Result<KvMemory> storage = allocate(total);
   const std::string blocks = " for " + std::to_string(config.num_blocks) + " KV blocks";
-  // Transparent huge pages where the system allows them on request: attention reads K and V rows from many
-  // blocks, and with 4 KiB pages each block of a layer is a TLB miss (measured in a VM: storing and attending over
-  // KV 5-7x slower, most of it first-touch faults).
-  Result<HugePageMemory> storage = HugePageMemory::allocate(total);
   if (!storage.is_ok()) return resource_exhausted(storage.status().message() + blocks);
-  // The pool is committed here, not on first use: a node that starts has its KV memory (a short machine fails
-  // at start, not mid-request), and no decode step pays for faulting in and clearing fresh pages (measured:
-  // storing a batch-32 step's K and V 1 -> 4 ms per step while the pool was being touched).
-  if (Status committed = storage->commit(); !committed.is_ok()) return resource_exhausted(committed.message() + blocks);
+  RECGPT_CHECK(storage->bytes >= total && reinterpret_cast<uintptr_t>(storage->data) % kArrayAlignmentBytes == 0);
   return KvCache(config, std::move(storage).value(), stride);
 }
 
-KvCache::KvCache(const KvCacheConfig& config, HugePageMemory storage, size_t array_stride_bytes)
+KvCache::KvCache(const KvCacheConfig& config, KvMemory storage, size_t array_stride_bytes)
     : config_(config),
       storage_(std::move(storage)),
       array_stride_bytes_(array_stride_bytes),
@@ -89,13 +100,13 @@ void* KvCache::key_data(int layer) { return const_cast<void*>(std::as_const(*thi
 void* KvCache::value_data(int layer) { return const_cast<void*>(std::as_const(*this).value_data(layer)); }
 
 const void* KvCache::key_data(int layer) const {
-  RECGPT_CHECK(storage_.data() != nullptr && layer >= 0 && layer < config_.num_layers);
-  return storage_.data() + (2 * static_cast<size_t>(layer)) * array_stride_bytes_;
+  RECGPT_CHECK(storage_.data != nullptr && layer >= 0 && layer < config_.num_layers);
+  return storage_.data + (2 * static_cast<size_t>(layer)) * array_stride_bytes_;
 }
 
 const void* KvCache::value_data(int layer) const {
-  RECGPT_CHECK(storage_.data() != nullptr && layer >= 0 && layer < config_.num_layers);
-  return storage_.data() + (2 * static_cast<size_t>(layer) + 1) * array_stride_bytes_;
+  RECGPT_CHECK(storage_.data != nullptr && layer >= 0 && layer < config_.num_layers);
+  return storage_.data + (2 * static_cast<size_t>(layer) + 1) * array_stride_bytes_;
 }
 
 }  // namespace recgpt

@@ -9,12 +9,16 @@
 //
 // Threading: not thread-safe; owned by the engine step thread. Backends write KV through key_data() and
 // value_data() during forward(), on that same thread (or on a device stream it synchronizes).
+//
+// Where the memory is: host memory by default (create(config)); a backend that computes elsewhere (the CUDA
+// backend) makes the cache in its device's memory through create(config, allocate) — Backend::create_kv_cache.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 
-#include "common/huge_page_memory.h"
 #include "common/status.h"
 #include "engine/block_manager.h"
 #include "engine/dtype.h"
@@ -42,11 +46,24 @@ struct KvCacheConfig {
   int64_t num_blocks_for_budget(int64_t budget_bytes) const;
 };
 
+// Memory a cache lives in, owned by `owner` (freed when the last copy of it goes).
+struct KvMemory {
+  std::byte* data = nullptr;
+  size_t bytes = 0;
+  int cuda_device = -1;  // the CUDA device holding it; -1 for host memory
+  std::shared_ptr<void> owner;
+};
+
+// Returns at least `bytes` of zeroed memory, or kResourceExhausted naming the size.
+using KvMemoryAllocator = std::function<Result<KvMemory>(size_t bytes)>;
+
 class KvCache {
  public:
-  // Validates `config` (kInvalidArgument) and maps its memory: kResourceExhausted naming the size when
-  // the operating system refuses it.
+  // Validates `config` (kInvalidArgument) and maps its memory in host memory: kResourceExhausted naming the size
+  // when the operating system refuses it.
   static Result<KvCache> create(const KvCacheConfig& config);
+  // The same layout in memory from `allocate` (e.g. a GPU's); its data must start on a 4096-byte boundary.
+  static Result<KvCache> create(const KvCacheConfig& config, const KvMemoryAllocator& allocate);
 
   KvCache(KvCache&& other) noexcept = default;
   KvCache& operator=(KvCache&& other) noexcept = default;
@@ -69,17 +86,19 @@ class KvCache {
   size_t array_stride_bytes() const { return array_stride_bytes_; }
 
   // The whole mapping (every K and V array plus alignment padding), e.g. to register with a transfer engine.
-  void* storage_data() { return storage_.data(); }
-  size_t storage_bytes() const { return storage_.size(); }
+  void* storage_data() { return storage_.data; }
+  size_t storage_bytes() const { return storage_.bytes; }
+  // The CUDA device the memory is on; -1 for host memory.
+  int cuda_device() const { return storage_.cuda_device; }
 
   BlockManager& blocks() { return blocks_; }
   const BlockManager& blocks() const { return blocks_; }
 
  private:
-  KvCache(const KvCacheConfig& config, HugePageMemory storage, size_t array_stride_bytes);
+  KvCache(const KvCacheConfig& config, KvMemory storage, size_t array_stride_bytes);
 
   KvCacheConfig config_;
-  HugePageMemory storage_;
+  KvMemory storage_;
   size_t array_stride_bytes_ = 0;  // layer_bytes() rounded up to 4096; K of layer l at 2l, V at 2l+1 strides
   BlockManager blocks_;
 };

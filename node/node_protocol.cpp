@@ -30,6 +30,12 @@ kv::KvLayoutDescription describe_kv_cache(const KvCache& cache) {
   return layout;
 }
 
+kv::MemoryRegion kv_cache_region(KvCache& cache) {
+  const bool on_device = cache.cuda_device() >= 0;
+  return {cache.storage_data(), cache.storage_bytes(), on_device ? kv::MemoryKind::kCuda : kv::MemoryKind::kHost,
+          cache.cuda_device()};
+}
+
 control::KvLayout kv_layout_to_proto(const kv::KvLayoutDescription& layout) {
   control::KvLayout proto;
   proto.set_num_layers(static_cast<uint32_t>(layout.num_layers));

@@ -14,6 +14,7 @@
 #include "engine/prefix_index_journal.h"
 #include "engine/sampler.h"
 #include "kv_transfer/kv_layout.h"
+#include "kv_transfer/transfer_engine.h"
 
 namespace boost::asio {
 class io_context;
@@ -23,6 +24,8 @@ namespace recgpt::node {
 
 // The description kv_transfer needs of an engine KV cache (its memory is the registered region).
 kv::KvLayoutDescription describe_kv_cache(const KvCache& cache);
+// The cache's whole memory as a region to register with a transfer engine (host or CUDA device memory).
+kv::MemoryRegion kv_cache_region(KvCache& cache);
 control::KvLayout kv_layout_to_proto(const kv::KvLayoutDescription& layout);
 kv::KvLayoutDescription kv_layout_from_proto(const control::KvLayout& proto);
 

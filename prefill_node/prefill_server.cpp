@@ -45,11 +45,11 @@ class Server : public std::enable_shared_from_this<Server> {
     KvCacheConfig cache_config{
         config.num_hidden_layers, config.num_key_value_heads, config.head_dim, options_.block_size, DType::kF32, 0};
     cache_config.num_blocks = cache_config.num_blocks_for_budget(options_.kv_cache_bytes);
-    RECGPT_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(cache_config));
     BackendOptions backend_options;
     backend_options.num_threads = options_.threads;
     backend_options.repack_weights = options_.repack_weights;
     RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, create_backend("cpu", model_, backend_options));
+    RECGPT_ASSIGN_OR_RETURN(KvCache cache, backend->create_kv_cache(cache_config));
     kv::TransferEngineOptions transfer_options;
     transfer_options.name = options_.node_id;
     transfer_options.settings = options_.transfer_settings;

@@ -62,8 +62,7 @@ PrefillWorker::~PrefillWorker() {
 }
 
 Status PrefillWorker::register_cache() {
-  RECGPT_ASSIGN_OR_RETURN(region_, transfer_->register_memory(
-                                       {cache_->storage_data(), cache_->storage_bytes(), kv::MemoryKind::kHost, -1}));
+  RECGPT_ASSIGN_OR_RETURN(region_, transfer_->register_memory(node::kv_cache_region(*cache_)));
   return Status::ok();
 }
 
