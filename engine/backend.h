@@ -22,6 +22,7 @@ struct BackendOptions {
   // cpu: copy the projection weights into the kernels' tiled layout at load where the CPU supports it
   // (engine/cpu/tiled_weights.h); false reads every weight in place from the mapped files.
   bool repack_weights = true;
+  int cuda_device = 0;  // cuda: the GPU this backend computes on, and its KV cache lives on
 };
 
 class Backend {

@@ -10,11 +10,6 @@
 
 namespace recgpt::kv::nccl {
 
-Status cuda_status(cudaError_t error, const std::string& what) {
-  if (error == cudaSuccess) return Status::ok();
-  return unavailable(what + ": " + cudaGetErrorName(error) + " (" + cudaGetErrorString(error) + ")");
-}
-
 Status nccl_status(ncclResult_t result, const std::string& what, ncclComm_t comm) {
   if (result == ncclSuccess || result == ncclInProgress) return Status::ok();
   std::string detail = ncclGetErrorString(result);

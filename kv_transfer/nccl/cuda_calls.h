@@ -1,5 +1,5 @@
-// Internal to kv_transfer's nccl backend: CUDA and NCCL results as Status, and the device facts the backend
-// needs (where a GPU is, where a pointer's allocation starts). Includes the CUDA and NCCL headers: never
+// Internal to kv_transfer's nccl backend: NCCL results as Status (CUDA's: common/cuda_status.h), and the device facts
+// the backend needs (where a GPU is, where a pointer's allocation starts). Includes the CUDA and NCCL headers: never
 // include this from a header the CPU build sees.
 #pragma once
 
@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "common/cuda_status.h"
 #include "common/status.h"
 #include "kv_transfer/nccl/nccl_wire.h"
 #include "kv_transfer/transfer_engine.h"
@@ -17,32 +18,12 @@ namespace recgpt::kv::nccl {
 static_assert(sizeof(ncclUniqueId) == kUniqueIdBytes, "ncclUniqueId travels as kUniqueIdBytes bytes");
 static_assert(sizeof(cudaIpcMemHandle_t) == kIpcHandleBytes, "cudaIpcMemHandle_t travels as kIpcHandleBytes");
 
-// ok for cudaSuccess; otherwise kUnavailable naming the call and CUDA's error.
-Status cuda_status(cudaError_t error, const std::string& what);
 // ok for ncclSuccess and ncclInProgress; otherwise kUnavailable with NCCL's error and last message.
 Status nccl_status(ncclResult_t result, const std::string& what, ncclComm_t comm = nullptr);
 
 // Polls a non-blocking communicator until its pending work (initialisation, a group's launch) finished.
 // kDeadlineExceeded at the deadline; the caller aborts the communicator then.
 Status wait_until_ready(ncclComm_t comm, Deadline deadline, const std::string& what);
-
-// Makes `device` current for the scope and restores the caller's device after: engine calls run on
-// application threads, whose current device is theirs.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device) cudaSetDevice(device);
-  }
-  ~DeviceGuard() {
-    if (previous_ >= 0) cudaSetDevice(previous_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = -1;
-};
 
 // A random number fixed for this process: tells engines of this process from engines elsewhere (process ids
 // repeat across containers that share a host name and boot id).

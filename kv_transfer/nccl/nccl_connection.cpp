@@ -76,7 +76,7 @@ Status check_device_range(const std::byte* base, uint64_t bytes, int device) {
 
 Connection::~Connection() {
   std::lock_guard lock(mutex);
-  DeviceGuard device(device_);
+  CudaDeviceGuard device(device_);
   fail_locked(unavailable("the connection was closed"));
   for (Channel* channel : {&outgoing, &incoming}) {
     if (channel->stream != nullptr) cudaStreamDestroy(channel->stream);
@@ -100,7 +100,7 @@ Status Connection::check_locked() {
 void Connection::fail_locked(Status why) {
   if (!failure_.is_ok()) return;
   failure_ = std::move(why);
-  DeviceGuard device(device_);
+  CudaDeviceGuard device(device_);
   for (Channel* channel : {&outgoing, &incoming}) {
     if (channel->comm != nullptr) ncclCommAbort(channel->comm);
     channel->comm = nullptr;
@@ -122,7 +122,7 @@ void Connection::fail_locked(Status why) {
 }
 
 Status Connection::install_locked(Channel& channel, ncclComm_t comm, cudaStream_t stream, bool uses_nccl) {
-  DeviceGuard device(device_);
+  CudaDeviceGuard device(device_);
   if (!failure_.is_ok()) {
     if (comm != nullptr) ncclCommAbort(comm);
     if (stream != nullptr) cudaStreamDestroy(stream);
@@ -138,7 +138,7 @@ Status Connection::install_locked(Channel& channel, ncclComm_t comm, cudaStream_
 }
 
 BatchHandle::~BatchHandle() {
-  DeviceGuard device(connection_->device());
+  CudaDeviceGuard device(connection_->device());
   cudaEventDestroy(done_);
 }
 
@@ -150,7 +150,7 @@ TransferState BatchHandle::poll() {
 TransferState BatchHandle::poll_locked() {
   if (state_ != TransferState::kPending) return state_;
   std::lock_guard connection_lock(connection_->mutex);
-  DeviceGuard device(connection_->device());
+  CudaDeviceGuard device(connection_->device());
   // The connection first: after an abort, an event behind a killed kernel may read as complete.
   Status alive = connection_->check_locked();
   if (!alive.is_ok()) {

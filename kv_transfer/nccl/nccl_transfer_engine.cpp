@@ -77,13 +77,13 @@ class NcclTransferEngine final : public TransferEngine {
     std::lock_guard lock(mutex_);
     connections_.clear();  // each fails itself: communicators aborted, mappings closed
     if (scratch_ != nullptr) {
-      DeviceGuard guard(device_);
+      CudaDeviceGuard guard(device_);
       cudaFree(scratch_);
     }
   }
 
   Status start() {
-    DeviceGuard guard(device_);
+    CudaDeviceGuard guard(device_);
     RECGPT_RETURN_IF_ERROR(cuda_status(cudaMalloc(&scratch_, 64), "cudaMalloc of the engine's scratch bytes"));
     RECGPT_ASSIGN_OR_RETURN(control_endpoint_, control_->local_endpoint());
     control_thread_ = std::thread([this] { control_loop(); });
@@ -97,7 +97,7 @@ class NcclTransferEngine final : public TransferEngine {
     if (region.kind != MemoryKind::kCuda) {
       return invalid_argument("the nccl backend reaches CUDA device memory only, got host memory");
     }
-    DeviceGuard guard(device_);
+    CudaDeviceGuard guard(device_);
     cudaPointerAttributes attributes{};
     if (cudaPointerGetAttributes(&attributes, region.base) != cudaSuccess || attributes.type != cudaMemoryTypeDevice ||
         attributes.device != device_) {
@@ -234,7 +234,7 @@ class NcclTransferEngine final : public TransferEngine {
   Result<std::unique_ptr<TransferHandle>> submit_writes(PeerId peer, std::span<const WriteOp> ops) override {
     RECGPT_ASSIGN_OR_RETURN(std::shared_ptr<Connection> connection, find_connection(peer));
     RECGPT_ASSIGN_OR_RETURN(std::vector<ResolvedOp> resolved, resolve(peer, ops));
-    DeviceGuard guard(device_);
+    CudaDeviceGuard guard(device_);
     cudaEvent_t done = nullptr;
     RECGPT_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate"));
     auto handle = std::make_unique<BatchHandle>(connection, done);  // owns the event from here
@@ -266,7 +266,7 @@ class NcclTransferEngine final : public TransferEngine {
     // Over IPC this engine writes the peer's memory itself: the copies must have finished before the message
     // leaves. They run on this GPU alone, so the wait is bounded.
     if (copies != nullptr) {
-      DeviceGuard guard(device_);
+      CudaDeviceGuard guard(device_);
       Status landed = cuda_status(cudaStreamSynchronize(copies), "the copies before a notification");
       if (!landed.is_ok()) {
         std::lock_guard lock(connection->mutex);
@@ -280,7 +280,7 @@ class NcclTransferEngine final : public TransferEngine {
   }
 
   Result<std::optional<Notification>> wait_notification(Deadline deadline) override {
-    DeviceGuard guard(device_);
+    CudaDeviceGuard guard(device_);
     for (;;) {
       bool waiting_on_gpu = false;
       std::unique_lock lock(mutex_);
@@ -312,7 +312,7 @@ class NcclTransferEngine final : public TransferEngine {
 
   Status peer_status(PeerId peer) override {
     RECGPT_ASSIGN_OR_RETURN(std::shared_ptr<Connection> connection, find_connection(peer));
-    DeviceGuard guard(device_);
+    CudaDeviceGuard guard(device_);
     {
       std::lock_guard lock(connection->mutex);
       RECGPT_RETURN_IF_ERROR(connection->check_locked());
@@ -347,7 +347,7 @@ class NcclTransferEngine final : public TransferEngine {
   }
 
   Status join_as_writer(PeerId peer, Connection& connection, bool uses_nccl, Deadline deadline) {
-    DeviceGuard guard(device_);
+    CudaDeviceGuard guard(device_);
     HelloWire hello;
     hello.use_nccl = uses_nccl ? 1 : 0;
     ncclUniqueId id{};
@@ -375,7 +375,7 @@ class NcclTransferEngine final : public TransferEngine {
     cudaIpcMemHandle_t handle;
     std::memcpy(&handle, key.ipc_handle, kIpcHandleBytes);
     void* base = nullptr;
-    DeviceGuard guard(device_);
+    CudaDeviceGuard guard(device_);
     RECGPT_RETURN_IF_ERROR(cuda_status(cudaIpcOpenMemHandle(&base, handle, cudaIpcMemLazyEnablePeerAccess),
                                        "cudaIpcOpenMemHandle of the peer's region"));
     connection.opened_allocations[handle_bytes] = base;
@@ -639,9 +639,9 @@ Result<std::unique_ptr<TransferEngine>> create_nccl_transfer_engine(const Transf
   cudaError_t counted = cudaGetDeviceCount(&devices);
   if (counted != cudaSuccess || devices == 0) {
     cudaGetLastError();
-    return unavailable("the nccl backend needs a CUDA device: " +
-                       (counted != cudaSuccess ? nccl::cuda_status(counted, "cudaGetDeviceCount").message()
-                                               : std::string("none found")));
+    return unavailable(
+        "the nccl backend needs a CUDA device: " +
+        (counted != cudaSuccess ? cuda_status(counted, "cudaGetDeviceCount").message() : std::string("none found")));
   }
   if (device >= devices) {
     return invalid_argument("nccl setting device=" + std::to_string(device) + ", but there are " +

@@ -1,0 +1,292 @@
+// Paged GQA attention for prompt and decode rows alike, split over the context for long ones (flash-decoding).
+//
+// A thread block takes one (split, KV head, query row) and all the query heads that share that KV head. Its
+// four warps walk the split's positions, a group of lanes per position reading the key (16 bytes a lane where
+// the head size allows) from the paged cache: scores go to shared memory, then a block-wide softmax, then the
+// same walk over the values accumulates in registers, summed across lanes and warps at the end. With one split
+// the block writes the normalised output; with several it writes (max, sum, unnormalised output) per split and
+// a second kernel combines them.
+//
+// Each row reads its own context, so a prompt of n rows reads its keys and values about n / 2 times (from L2
+// for prompts that fit it): right first, fast for decode; a tiled prompt kernel sharing loads across rows is
+// the next step for long prompts.
+#include <algorithm>
+#include <cmath>
+
+#include "cuda_kernels/device_math.cuh"
+#include "cuda_kernels/kernels.h"
+
+namespace recgpt::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kMaxGroup = 8;  // query heads per KV head
+
+// Lanes that read one position's head: 8 elements a lane where that divides evenly (one 16-byte bf16 load), a
+// power of two up to the warp.
+template <int kHeadDim>
+__host__ __device__ constexpr int lanes_per_position() {
+  int lanes = 1;
+  while (lanes * 2 <= kHeadDim / 8 && lanes * 2 <= 32) lanes *= 2;
+  while (kHeadDim % lanes != 0) lanes /= 2;
+  return lanes;
+}
+
+struct SplitOutput {
+  float* partial_out;  // [rows, heads, splits, head_dim]
+  float* partial_max;  // [rows, heads, splits]
+  float* partial_sum;  // [rows, heads, splits]
+};
+
+template <typename CacheT, int kHeadDim>
+__global__ void __launch_bounds__(kThreads)
+    paged_attention_kernel(AttentionRows rows, AttentionShape shape, const CacheT* key_cache, const CacheT* value_cache,
+                           int splits, SplitOutput split_output, bf16* out) {
+  constexpr int kLanes = lanes_per_position<kHeadDim>();
+  constexpr int kPerLane = kHeadDim / kLanes;
+  constexpr int kPositionsPerWarp = 32 / kLanes;
+  extern __shared__ float shared[];  // scores [group][kMaxSplitTokens]; then per-warp outputs [kWarps][group][D]
+  __shared__ float scratch[kWarps];
+  __shared__ float head_max[kMaxGroup], head_sum[kMaxGroup];
+
+  const int split = blockIdx.x, kv_head = blockIdx.y;
+  const int64_t row = blockIdx.z;
+  const int heads = shape.heads.heads, kv_heads = shape.heads.kv_heads, group = heads / kv_heads;
+  const int split_tokens = *rows.split_tokens;
+  const int begin = split * split_tokens;
+  const int count = min(rows.context[row], begin + split_tokens) - begin;  // positions of this split
+  const int64_t head_base = row * heads + int64_t{kv_head} * group;        // (row, first head of the group)
+  if (count <= 0) {  // only when splits > 1: an empty split, skipped by the combine
+    if (threadIdx.x < group) {
+      split_output.partial_max[(head_base + threadIdx.x) * splits + split] = -INFINITY;
+      split_output.partial_sum[(head_base + threadIdx.x) * splits + split] = 0.0f;
+    }
+    return;
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int part = lane % kLanes, slot_in_warp = lane / kLanes;
+  const int32_t* block_table = rows.block_tables + rows.table_offsets[row];
+  const int block_size = shape.block_size;
+  auto element_offset = [&](int index) {  // of this lane's elements of position begin + index
+    const int position = begin + index;
+    const int64_t slot = int64_t{block_table[position / block_size]} * block_size + position % block_size;
+    return (slot * kv_heads + kv_head) * kHeadDim + part * kPerLane;
+  };
+
+  float query[kMaxGroup][kPerLane];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g < group) {
+      load_floats<kPerLane>(rows.query + (head_base + g) * kHeadDim + part * kPerLane, query[g]);
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) query[g][i] *= shape.scale;
+    }
+  }
+
+  float* scores = shared;
+  for (int first = warp * kPositionsPerWarp; first < count; first += kWarps * kPositionsPerWarp) {
+    const int index = first + slot_in_warp;
+    float key[kPerLane] = {};
+    if (index < count) load_floats<kPerLane>(key_cache + element_offset(index), key);
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g < group) {  // uniform over the block: every lane takes the shuffles
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) dot += query[g][i] * key[i];
+#pragma unroll
+        for (int offset = kLanes / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(kFullWarp, dot, offset);
+        if (index < count && part == 0) scores[g * kMaxSplitTokens + index] = dot;
+      }
+    }
+  }
+  __syncthreads();
+
+  for (int g = 0; g < group; ++g) {
+    float* head_scores = scores + g * kMaxSplitTokens;
+    float best = -INFINITY;
+    for (int i = threadIdx.x; i < count; i += kThreads) best = fmaxf(best, head_scores[i]);
+    best = block_max(best, scratch);
+    float total = 0.0f;
+    for (int i = threadIdx.x; i < count; i += kThreads) {
+      const float weight = expf(head_scores[i] - best);
+      head_scores[i] = weight;
+      total += weight;
+    }
+    total = block_sum(total, scratch);
+    if (threadIdx.x == 0) head_max[g] = best, head_sum[g] = total;
+  }
+  __syncthreads();
+
+  float accumulated[kMaxGroup][kPerLane] = {};
+  for (int first = warp * kPositionsPerWarp; first < count; first += kWarps * kPositionsPerWarp) {
+    const int index = first + slot_in_warp;
+    if (index >= count) continue;
+    float value[kPerLane];
+    load_floats<kPerLane>(value_cache + element_offset(index), value);
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g < group) {
+        const float weight = scores[g * kMaxSplitTokens + index];
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) accumulated[g][i] += weight * value[i];
+      }
+    }
+  }
+  // Sum over the positions a warp held at once (lanes kLanes apart), then over the warps in shared memory.
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g < group) {
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) {
+#pragma unroll
+        for (int offset = kLanes; offset < 32; offset *= 2) {
+          accumulated[g][i] += __shfl_xor_sync(kFullWarp, accumulated[g][i], offset);
+        }
+      }
+    }
+  }
+  __syncthreads();  // the scores are read: their memory takes the per-warp outputs
+  float* warp_outputs = shared;
+  if (slot_in_warp == 0) {
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g < group) {
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) {
+          warp_outputs[(warp * group + g) * kHeadDim + part * kPerLane + i] = accumulated[g][i];
+        }
+      }
+    }
+  }
+  __syncthreads();
+  for (int index = threadIdx.x; index < group * kHeadDim; index += kThreads) {
+    const int g = index / kHeadDim, d = index % kHeadDim;
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) total += warp_outputs[(w * group + g) * kHeadDim + d];
+    const int64_t head = head_base + g;
+    if (splits == 1) {
+      out[head * kHeadDim + d] = __float2bfloat16_rn(total / head_sum[g]);
+    } else {
+      split_output.partial_out[(head * splits + split) * kHeadDim + d] = total;
+      if (d == 0) {
+        split_output.partial_max[head * splits + split] = head_max[g];
+        split_output.partial_sum[head * splits + split] = head_sum[g];
+      }
+    }
+  }
+}
+
+// One block per (head, row): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s over the splits that had
+// positions (l_s > 0).
+__global__ void combine_splits_kernel(SplitOutput split_output, int heads, int head_dim, int splits, bf16* out) {
+  const int64_t head = blockIdx.y * int64_t{heads} + blockIdx.x;
+  const float* maxima = split_output.partial_max + head * splits;
+  const float* sums = split_output.partial_sum + head * splits;
+  float best = -INFINITY;
+  for (int s = 0; s < splits; ++s) {
+    if (sums[s] > 0.0f) best = fmaxf(best, maxima[s]);
+  }
+  float total = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    if (sums[s] > 0.0f) total += sums[s] * expf(maxima[s] - best);
+  }
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float value = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      if (sums[s] > 0.0f)
+        value += split_output.partial_out[(head * splits + s) * head_dim + d] * expf(maxima[s] - best);
+    }
+    out[head * head_dim + d] = __float2bfloat16_rn(value / total);
+  }
+}
+
+SplitOutput split_output_in(void* workspace, int64_t rows, int heads, int head_dim, int splits) {
+  const int64_t partials = rows * heads * splits;
+  auto* floats = static_cast<float*>(workspace);
+  return {floats, floats + partials * head_dim, floats + partials * head_dim + partials};
+}
+
+template <typename CacheT, int kHeadDim>
+Status launch(const AttentionRows& rows, const AttentionShape& shape, const void* key_cache, const void* value_cache,
+              int splits, void* workspace, bf16* out, cudaStream_t stream) {
+  const int group = shape.heads.heads / shape.heads.kv_heads;
+  const size_t shared_bytes =
+      sizeof(float) * static_cast<size_t>(std::max(group * kMaxSplitTokens, kWarps * group * kHeadDim));
+  const SplitOutput split_output =
+      splits > 1 ? split_output_in(workspace, rows.rows, shape.heads.heads, kHeadDim, splits) : SplitOutput{};
+  auto* kernel = paged_attention_kernel<CacheT, kHeadDim>;
+  if (shared_bytes > 48 * 1024) {
+    cudaError_t error =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
+    if (error != cudaSuccess) return internal_error(std::string("paged_attention: ") + cudaGetErrorString(error));
+  }
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(shape.heads.kv_heads),
+                  static_cast<unsigned>(rows.rows));
+  kernel<<<grid, kThreads, shared_bytes, stream>>>(rows, shape, static_cast<const CacheT*>(key_cache),
+                                                   static_cast<const CacheT*>(value_cache), splits, split_output, out);
+  RECGPT_RETURN_IF_ERROR(launch_status("paged_attention"));
+  if (splits == 1) return Status::ok();
+  const dim3 combine_grid(static_cast<unsigned>(shape.heads.heads), static_cast<unsigned>(rows.rows));
+  combine_splits_kernel<<<combine_grid, std::min(kHeadDim, 256), 0, stream>>>(split_output, shape.heads.heads, kHeadDim,
+                                                                              splits, out);
+  return launch_status("combine_splits");
+}
+
+template <typename CacheT>
+Status launch_for_head_dim(const AttentionRows& rows, const AttentionShape& shape, const void* key_cache,
+                           const void* value_cache, int splits, void* workspace, bf16* out, cudaStream_t stream) {
+  switch (shape.heads.head_dim) {
+    case 16: return launch<CacheT, 16>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+    case 32: return launch<CacheT, 32>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+    case 48: return launch<CacheT, 48>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+    case 64: return launch<CacheT, 64>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+    case 128: return launch<CacheT, 128>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+    case 256: return launch<CacheT, 256>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+  }
+  return unimplemented("CUDA attention has no kernel for head_dim " + std::to_string(shape.heads.head_dim));
+}
+
+}  // namespace
+
+bool attention_supports(const HeadShape& shape) {
+  const bool known_size = shape.head_dim == 16 || shape.head_dim == 32 || shape.head_dim == 48 ||
+                          shape.head_dim == 64 || shape.head_dim == 128 || shape.head_dim == 256;
+  return known_size && shape.kv_heads > 0 && shape.heads % shape.kv_heads == 0 &&
+         shape.heads / shape.kv_heads <= kMaxGroup;
+}
+
+AttentionSplits attention_splits(int64_t rows, int kv_heads, int max_context, int multiprocessors) {
+  constexpr int kMinSplitTokens = 64;
+  const int64_t blocks = std::max<int64_t>(1, rows * kv_heads);
+  const int64_t wanted = (2 * int64_t{multiprocessors} + blocks - 1) / blocks;
+  const int64_t at_most = std::max(1, max_context / kMinSplitTokens);
+  const int64_t at_least = (max_context + kMaxSplitTokens - 1) / kMaxSplitTokens;
+  const int64_t splits = std::max<int64_t>({1, at_least, std::min(wanted, at_most)});
+  const auto split_tokens = static_cast<int>((max_context + splits - 1) / splits);
+  // Rounding the split up can leave the last splits empty: count only those that hold positions.
+  return {(max_context + split_tokens - 1) / split_tokens, split_tokens};
+}
+
+size_t attention_workspace_bytes(int64_t rows, int heads, int head_dim, int splits) {
+  if (splits <= 1) return 0;
+  const size_t partials = static_cast<size_t>(rows) * heads * splits;
+  return sizeof(float) * partials * (head_dim + 2);
+}
+
+Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, const void* key_cache,
+                       const void* value_cache, int splits, void* workspace, bf16* out, cudaStream_t stream) {
+  if (!attention_supports(shape.heads)) {
+    return unimplemented("CUDA attention supports head_dim 16, 32, 48, 64, 128 or 256 and up to " +
+                         std::to_string(kMaxGroup) + " query heads per KV head");
+  }
+  if (rows.rows == 0) return Status::ok();
+  if (shape.cache_type == CacheType::kBF16) {
+    return launch_for_head_dim<bf16>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+  }
+  return launch_for_head_dim<float>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+}
+
+}  // namespace recgpt::cuda

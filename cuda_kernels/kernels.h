@@ -1,0 +1,101 @@
+// The CUDA backend's kernels, each behind a host launcher that enqueues it on `stream` and returns the launch
+// error as a Status (kInternal naming the kernel). Tensors are row-major device arrays; the shape of each is
+// written beside its pointer. Activations between stages are f32 (the residual stream, projections) or bf16
+// (what a GEMM reads); the paged KV cache is f32 or bf16.
+//
+// Includes the CUDA runtime headers: include it only from cuda_kernels/ and the CUDA tests, never from a header
+// a CPU build sees.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/status.h"
+
+namespace recgpt::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// Element type of the paged KV cache (the engine's DType::kF32 and kBF16).
+enum class CacheType { kF32, kBF16 };
+
+// Hugging Face ACT2FN names: "gelu" (erf), "gelu_pytorch_tanh", "silu", "relu".
+enum class Activation { kGelu, kGeluTanh, kSilu, kRelu };
+
+// Input embeddings. out [rows, hidden] f32: row r is table[tokens[r]] for a vocabulary token (entity_rows[r] < 0),
+// or adaptor[entity_rows[r]] + adaptor_bias for an entity token. table [vocab, hidden] bf16; adaptor
+// [entities, hidden] f32 and adaptor_bias [hidden] f32 may be null when no row names an entity.
+Status embed_tokens(const int32_t* tokens /* [rows] */, const int32_t* entity_rows /* [rows] */, int64_t rows,
+                    const bf16* table, const float* adaptor, const float* adaptor_bias, int hidden, float* out,
+                    cudaStream_t stream);
+
+// x [rows, width] f32, in place: x = activation(x + bias), bias [width] f32.
+Status bias_activation(float* x, const float* bias, int64_t rows, int width, Activation activation,
+                       cudaStream_t stream);
+
+// RMSNorm: out[r] = bf16(x[s] / sqrt(mean(x[s]^2) + eps) * weight) with s = source_rows[r], or r when
+// source_rows is null. x [*, width] f32, weight [width] f32, out [rows, width] bf16.
+Status rms_norm(const float* x, const int32_t* source_rows /* [rows] or null */, int64_t rows, int width,
+                const float* weight, float eps, bf16* out, cudaStream_t stream);
+
+// The attention inputs of one layer, fused: per token, each query and key head of the fused projection's output
+// is RMS-normed over head_dim (q_norm, k_norm [head_dim] f32) and rotated by rotate-half RoPE at
+// positions[t] (inv_freq [head_dim / 2] f32, angle = position * inv_freq in f32 as Hugging Face computes it).
+// Queries go to `query`; keys and values into the paged cache at slots[t] = block * block_size + offset,
+// each cache array [num_blocks * block_size, kv_heads, head_dim] of `cache_type`.
+struct HeadShape {
+  int heads = 0;     // query heads
+  int kv_heads = 0;  // key/value heads; heads % kv_heads == 0
+  int head_dim = 0;  // even
+};
+Status qk_norm_rope_store(const float* qkv /* [tokens, (heads + 2 kv_heads) * head_dim]: q, k, v heads */,
+                          int64_t tokens, HeadShape shape, const float* q_norm, const float* k_norm, float eps,
+                          const int32_t* positions /* [tokens] */, const float* inv_freq,
+                          const int64_t* slots /* [tokens] */, float* query /* [tokens, heads * head_dim] */,
+                          void* key_cache, void* value_cache, CacheType cache_type, cudaStream_t stream);
+
+// SwiGLU: out [rows, width] bf16 = silu(gate) * up, gate_up [rows, 2 * width] f32 with the gate first.
+Status silu_mul(const float* gate_up, int64_t rows, int width, bf16* out, cudaStream_t stream);
+
+// Paged attention over GQA for any mix of prompt rows and decode rows. Each query row attends causally to the
+// first context[r] tokens of its sequence (its position + 1), whose KV blocks are listed from
+// block_tables[table_offsets[r]]. Long contexts are split over `splits` thread blocks per (row, KV head)
+// (flash-decoding), each taking `split_tokens` positions, and combined after.
+struct AttentionRows {
+  const float* query = nullptr;            // [rows, heads, head_dim], RoPE applied
+  const int32_t* context = nullptr;        // [rows]
+  const int32_t* table_offsets = nullptr;  // [rows]
+  const int32_t* block_tables = nullptr;   // the sequences' block tables, one after another
+  const int32_t* split_tokens = nullptr;   // [1]: positions per split, in device memory so a graph can replay
+  int64_t rows = 0;
+};
+struct AttentionShape {
+  HeadShape heads;
+  int block_size = 0;
+  CacheType cache_type = CacheType::kBF16;
+  float scale = 0;  // 1 / sqrt(head_dim)
+};
+
+// Head sizes the attention kernel is built for.
+bool attention_supports(const HeadShape& shape);
+
+// Splits for a step: enough thread blocks to fill `multiprocessors` twice over, none shorter than 64 positions,
+// none longer than kMaxSplitTokens; and the positions each split takes.
+struct AttentionSplits {
+  int splits = 1;
+  int split_tokens = 0;
+};
+constexpr int kMaxSplitTokens = 1024;
+AttentionSplits attention_splits(int64_t rows, int kv_heads, int max_context, int multiprocessors);
+
+// Bytes of the partial results `workspace` holds when splits > 1 (0 otherwise).
+size_t attention_workspace_bytes(int64_t rows, int heads, int head_dim, int splits);
+
+Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, const void* key_cache,
+                       const void* value_cache, int splits, void* workspace, bf16* out /* [rows, heads * head_dim] */,
+                       cudaStream_t stream);
+
+}  // namespace recgpt::cuda

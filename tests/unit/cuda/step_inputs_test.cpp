@@ -1,0 +1,95 @@
+// The host side of a CUDA step, which runs without a GPU: what each token and logit row is given, where the
+// packed sections land, and how attention is split.
+#include "cuda_kernels/step_inputs.h"
+
+#include <catch2/catch.hpp>
+#include <cstring>
+
+#include "cuda_kernels/kernels.h"
+
+namespace recgpt::cuda {
+namespace {
+
+TEST_CASE("a step's inputs name each token's slot, context, table and entity, and each logit row's token") {
+  const int32_t entity = 99;
+  std::vector<int32_t> chunk = {1, entity, 3, 4}, decode = {7}, quiet = {entity, 8, entity};
+  std::vector<float> chunk_vector = {0.5f, 0.25f}, quiet_vectors = {1, 2, 3, 4};
+  std::vector<int32_t> chunk_table = {6, 2, 11}, decode_table = {3, 0, 9, 1}, quiet_table = {5};
+  const Batch batch{{{chunk, chunk_vector, 14, chunk_table, LogitsWanted::kAll},  // positions 14..17
+                     {decode, {}, 40, decode_table, LogitsWanted::kLast},         // position 40
+                     {{}, {}, 0, {}, LogitsWanted::kLast},                        // nothing this step
+                     {quiet, quiet_vectors, 0, quiet_table, LogitsWanted::kNone}}};
+  const StepInputs inputs = plan_step(batch, 16, entity);
+
+  CHECK(inputs.tokens == std::vector<int32_t>{1, entity, 3, 4, 7, entity, 8, entity});
+  CHECK(inputs.positions == std::vector<int32_t>{14, 15, 16, 17, 40, 0, 1, 2});
+  CHECK(inputs.context == std::vector<int32_t>{15, 16, 17, 18, 41, 1, 2, 3});
+  CHECK(inputs.slots == std::vector<int64_t>{6 * 16 + 14, 6 * 16 + 15, 2 * 16 + 0, 2 * 16 + 1, 9 * 16 + 8, 5 * 16,
+                                             5 * 16 + 1, 5 * 16 + 2});
+  CHECK(inputs.entity_rows == std::vector<int32_t>{-1, 0, -1, -1, -1, 1, -1, 2});
+  CHECK(inputs.entity_vectors == std::vector<float>{0.5f, 0.25f, 1, 2, 3, 4});
+  CHECK(inputs.num_entities(2) == 3);
+  // Tables cut to the blocks the positions reach: 18 positions -> 2 blocks, 41 -> 3, 3 -> 1.
+  CHECK(inputs.block_tables == std::vector<int32_t>{6, 2, 3, 0, 9, 5});
+  CHECK(inputs.table_offsets == std::vector<int32_t>{0, 0, 0, 0, 2, 5, 5, 5});
+  CHECK(inputs.logit_rows == std::vector<int32_t>{0, 1, 2, 3, 4});
+  CHECK(inputs.max_context == 41);
+}
+
+TEST_CASE("steps of the same shape put every fixed-size section at the same offset, and packing keeps values") {
+  std::vector<int32_t> tokens = {3, 4}, short_table = {1}, long_table = {1, 2, 3, 4, 5, 6};
+  StepInputs early = plan_step({{{std::span(tokens).first(1), {}, 3, short_table, LogitsWanted::kLast},
+                                 {std::span(tokens).last(1), {}, 0, short_table, LogitsWanted::kLast}}},
+                               16, -1);
+  StepInputs late = plan_step({{{std::span(tokens).first(1), {}, 90, long_table, LogitsWanted::kLast},
+                                {std::span(tokens).last(1), {}, 70, long_table, LogitsWanted::kLast}}},
+                              16, -1);
+  const StepLayout a = layout_of(early), b = layout_of(late);
+  for (auto field :
+       {&StepLayout::slots, &StepLayout::tokens, &StepLayout::entity_rows, &StepLayout::positions, &StepLayout::context,
+        &StepLayout::table_offsets, &StepLayout::logit_rows, &StepLayout::split_tokens, &StepLayout::block_tables}) {
+    CHECK(a.*field == b.*field);
+    CHECK(a.*field % 16 == 0);
+  }
+  CHECK(a.total_bytes < b.total_bytes);
+
+  late.split_tokens = 77;
+  std::vector<std::byte> packed(b.total_bytes);
+  pack(late, b, packed.data());
+  int64_t slots[2];
+  int32_t context[2], split_tokens, tables[11];
+  std::memcpy(slots, packed.data() + b.slots, sizeof(slots));
+  std::memcpy(context, packed.data() + b.context, sizeof(context));
+  std::memcpy(&split_tokens, packed.data() + b.split_tokens, sizeof(split_tokens));
+  std::memcpy(tables, packed.data() + b.block_tables, sizeof(tables));
+  CHECK(slots[0] == 6 * 16 + 90 % 16);
+  CHECK(slots[1] == 5 * 16 + 70 % 16);
+  CHECK(context[0] == 91);
+  CHECK(context[1] == 71);
+  CHECK(split_tokens == 77);
+  CHECK(std::vector<int32_t>(tables, tables + 11) == std::vector<int32_t>{1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5});
+}
+
+TEST_CASE("attention splits cover the context, fill the GPU and stay within the kernel's shared memory") {
+  for (int64_t rows : {1, 3, 32, 512}) {
+    for (int kv_heads : {1, 8}) {
+      for (int max_context : {1, 63, 64, 65, 1000, 1024, 1025, 4096, 40000}) {
+        for (int multiprocessors : {1, 132}) {
+          const AttentionSplits splits = attention_splits(rows, kv_heads, max_context, multiprocessors);
+          INFO("rows " << rows << " kv heads " << kv_heads << " context " << max_context << " SMs " << multiprocessors);
+          CHECK(splits.splits >= 1);
+          CHECK(int64_t{splits.splits} * splits.split_tokens >= max_context);
+          CHECK(splits.split_tokens <= kMaxSplitTokens);
+          // No split is left empty, and splitting happens only where it pays: short of filling the GPU twice, and
+          // never below 64 positions a split.
+          CHECK(int64_t{splits.splits - 1} * splits.split_tokens < max_context);
+          if (max_context <= kMaxSplitTokens && rows * kv_heads >= 2 * multiprocessors) CHECK(splits.splits == 1);
+          if (splits.splits > 1 && max_context > 64) CHECK(splits.split_tokens >= 64);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace recgpt::cuda
