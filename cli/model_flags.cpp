@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "engine/backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model_files.h"
 
@@ -17,12 +18,16 @@ void ModelFlags::add_to(CLI::App& command) {
   command.add_option("--kv-dtype", kv_dtype, "KV cache element type")->check(CLI::IsMember({"f32", "bf16"}));
   command.add_option("--block-size", block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
   command.add_flag("--weights-in-place", weights_in_place, kWeightsInPlaceHelp);
+  command.add_option("--backend", backend, "Compute backend")->check(CLI::IsMember(available_backends()));
+  command.add_option("--cuda-device", cuda_device, "GPU of the cuda backend")->check(CLI::NonNegativeNumber);
 }
 
 GeneratorOptions ModelFlags::generator_options() const {
   GeneratorOptions options;
   options.backend.num_threads = threads;
   options.backend.repack_weights = !weights_in_place;
+  options.backend.cuda_device = cuda_device;
+  options.backend_name = backend;
   options.kv_cache_bytes = kv_cache_mib << 20;
   options.kv_dtype = kv_dtype == "bf16" ? DType::kBF16 : DType::kF32;
   options.block_size = block_size;

@@ -1,6 +1,6 @@
 // Paged GQA attention for prompt and decode rows alike, split over the context for long ones (flash-decoding).
 //
-// A thread block takes one (split, KV head, query row) and all the query heads that share that KV head. Its
+// A thread block takes one (query row, KV head, split) and all the query heads that share that KV head. Its
 // four warps walk the split's positions, a group of lanes per position reading the key (16 bytes a lane where
 // the head size allows) from the paged cache: scores go to shared memory, then a block-wide softmax, then the
 // same walk over the values accumulates in registers, summed across lanes and warps at the end. With one split
@@ -50,8 +50,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float scratch[kWarps];
   __shared__ float head_max[kMaxGroup], head_sum[kMaxGroup];
 
-  const int split = blockIdx.x, kv_head = blockIdx.y;
-  const int64_t row = blockIdx.z;
+  const int64_t row = blockIdx.x;  // x: rows can pass the 65535 that y and z allow
+  const int kv_head = blockIdx.y, split = blockIdx.z;
   const int heads = shape.heads.heads, kv_heads = shape.heads.kv_heads, group = heads / kv_heads;
   const int split_tokens = *rows.split_tokens;
   const int begin = split * split_tokens;
@@ -179,10 +179,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One block per (head, row): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s over the splits that had
+// One block per (row, head): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s over the splits that had
 // positions (l_s > 0).
 __global__ void combine_splits_kernel(SplitOutput split_output, int heads, int head_dim, int splits, bf16* out) {
-  const int64_t head = blockIdx.y * int64_t{heads} + blockIdx.x;
+  const int64_t head = blockIdx.x * int64_t{heads} + blockIdx.y;
   const float* maxima = split_output.partial_max + head * splits;
   const float* sums = split_output.partial_sum + head * splits;
   float best = -INFINITY;
@@ -223,13 +223,13 @@ Status launch(const AttentionRows& rows, const AttentionShape& shape, const void
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
     if (error != cudaSuccess) return internal_error(std::string("paged_attention: ") + cudaGetErrorString(error));
   }
-  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(shape.heads.kv_heads),
-                  static_cast<unsigned>(rows.rows));
+  const dim3 grid(static_cast<unsigned>(rows.rows), static_cast<unsigned>(shape.heads.kv_heads),
+                  static_cast<unsigned>(splits));
   kernel<<<grid, kThreads, shared_bytes, stream>>>(rows, shape, static_cast<const CacheT*>(key_cache),
                                                    static_cast<const CacheT*>(value_cache), splits, split_output, out);
   RECGPT_RETURN_IF_ERROR(launch_status("paged_attention"));
   if (splits == 1) return Status::ok();
-  const dim3 combine_grid(static_cast<unsigned>(shape.heads.heads), static_cast<unsigned>(rows.rows));
+  const dim3 combine_grid(static_cast<unsigned>(rows.rows), static_cast<unsigned>(shape.heads.heads));
   combine_splits_kernel<<<combine_grid, std::min(kHeadDim, 256), 0, stream>>>(split_output, shape.heads.heads, kHeadDim,
                                                                               splits, out);
   return launch_status("combine_splits");

@@ -1,13 +1,12 @@
 #include "cuda_kernels/cuda_backend.h"
 
-#include <cublas_v2.h>
-
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "common/cuda_status.h"
+#include "cuda_kernels/cublas_library.h"
 #include "cuda_kernels/device_buffer.h"
 #include "cuda_kernels/device_weights.h"
 #include "cuda_kernels/kernels.h"
@@ -25,12 +24,6 @@ using cuda::DeviceMatrix;
 
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 constexpr size_t kKvAlignmentBytes = 4096;  // KvCache's array alignment
-
-Status cublas_status(cublasStatus_t status, const char* what) {
-  if (status == CUBLAS_STATUS_SUCCESS) return Status::ok();
-  return unavailable(std::string("cuBLAS ") + what + ": " + cublasGetStatusName(status) + " (" +
-                     cublasGetStatusString(status) + ")");
-}
 
 Result<cuda::Activation> activation_of(const std::string& name) {
   if (name == "gelu") return cuda::Activation::kGelu;
@@ -70,24 +63,26 @@ struct StepShape {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const ModelFiles& model, int device) : model_(model), config_(model.config()), device_(device) {}
+  CudaBackend(const ModelFiles& model, int device, const cuda::CublasLibrary& cublas)
+      : model_(model), config_(model.config()), device_(device), cublas_library_(cublas) {}
 
   ~CudaBackend() override {
     CudaDeviceGuard guard(device_);
     graphs_.clear();
-    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (cublas_ != nullptr) cublas_library_.destroy(cublas_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
   Status open(cuda::DeviceWeights weights) {
     weights_ = std::move(weights);
     RECGPT_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "create a stream"));
-    RECGPT_RETURN_IF_ERROR(cublas_status(cublasCreate(&cublas_), "create"));
-    RECGPT_RETURN_IF_ERROR(cublas_status(cublasSetStream(cublas_, stream_), "set the stream"));
+    RECGPT_RETURN_IF_ERROR(cublas_library_.check(cublas_library_.create(&cublas_), "create"));
+    RECGPT_RETURN_IF_ERROR(cublas_library_.check(cublas_library_.set_stream(cublas_, stream_), "set the stream"));
     // A workspace of our own: cuBLAS must not allocate while a step graph is captured.
     RECGPT_ASSIGN_OR_RETURN(cublas_workspace_, DeviceBuffer::allocate(kCublasWorkspaceBytes));
-    RECGPT_RETURN_IF_ERROR(cublas_status(
-        cublasSetWorkspace(cublas_, cublas_workspace_.as<void>(), cublas_workspace_.bytes()), "set the workspace"));
+    RECGPT_RETURN_IF_ERROR(cublas_library_.check(
+        cublas_library_.set_workspace(cublas_, cublas_workspace_.as<void>(), cublas_workspace_.bytes()),
+        "set the workspace"));
     RECGPT_RETURN_IF_ERROR(cuda_status(
         cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_), "count multiprocessors"));
     if (config_.entity_adaptor) {
@@ -215,10 +210,11 @@ class CudaBackend final : public Backend {
   Status multiply(const void* x, int64_t rows, const DeviceMatrix& w, float* y, bool accumulate) {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     const cudaDataType type = w.is_f32 ? CUDA_R_32F : CUDA_R_16BF;
-    return cublas_status(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, static_cast<int>(rows), w.columns,
-                                      &alpha, w.memory.as<void>(), type, w.columns, x, type, w.columns, &beta, y,
-                                      CUDA_R_32F, w.rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                         "GEMM");
+    return cublas_library_.check(
+        cublas_library_.gemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, static_cast<int>(rows), w.columns, &alpha,
+                             w.memory.as<void>(), type, w.columns, x, type, w.columns, &beta, y, CUDA_R_32F, w.rows,
+                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "GEMM");
   }
 
   // Every device operation of a step, on stream_. With `after_layer`, waits for each layer and calls it.
@@ -293,6 +289,7 @@ class CudaBackend final : public Backend {
   const ModelFiles& model_;
   const ModelConfig& config_;
   const int device_;
+  const cuda::CublasLibrary& cublas_library_;
   cuda::DeviceWeights weights_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
@@ -324,9 +321,10 @@ Result<std::unique_ptr<Backend>> create_cuda_backend(const ModelFiles& model, co
                          " with " + std::to_string(config.num_attention_heads) + " query heads on " +
                          std::to_string(config.num_key_value_heads) + " KV heads");
   }
+  RECGPT_ASSIGN_OR_RETURN(const cuda::CublasLibrary* cublas, cuda::CublasLibrary::get());
   CudaDeviceGuard guard(options.cuda_device);
   RECGPT_ASSIGN_OR_RETURN(cuda::DeviceWeights weights, cuda::upload_weights(model));
-  auto backend = std::make_unique<CudaBackend>(model, options.cuda_device);
+  auto backend = std::make_unique<CudaBackend>(model, options.cuda_device, *cublas);
   RECGPT_RETURN_IF_ERROR(backend->open(std::move(weights)));
   return std::unique_ptr<Backend>(std::move(backend));
 }

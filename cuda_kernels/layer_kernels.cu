@@ -63,8 +63,8 @@ __global__ void qk_norm_rope_store_kernel(const float* qkv, int64_t tokens, Head
                                           CacheT* value_cache) {
   const int warps_per_block = blockDim.x / 32;
   const int slot_count = shape.heads + 2 * shape.kv_heads;
-  const int head_slot = blockIdx.x * warps_per_block + threadIdx.x / 32;
-  const int64_t token = blockIdx.y;
+  const int64_t token = blockIdx.x;  // x: token counts can pass the 65535 that y allows
+  const int head_slot = blockIdx.y * warps_per_block + threadIdx.x / 32;
   if (head_slot >= slot_count) return;  // the whole warp leaves together
   const int lane = threadIdx.x % 32, dim = shape.head_dim, half = dim / 2;
   const float* source = qkv + token * slot_count * dim + int64_t{head_slot} * dim;
@@ -139,7 +139,7 @@ Status qk_norm_rope_store(const float* qkv, int64_t tokens, HeadShape shape, con
                           float* query, void* key_cache, void* value_cache, CacheType cache_type, cudaStream_t stream) {
   if (tokens == 0) return Status::ok();
   constexpr int kWarpsPerBlock = 4;
-  const dim3 grid(grid_size(shape.heads + 2 * shape.kv_heads, kWarpsPerBlock), static_cast<unsigned>(tokens));
+  const dim3 grid(static_cast<unsigned>(tokens), grid_size(shape.heads + 2 * shape.kv_heads, kWarpsPerBlock));
   if (cache_type == CacheType::kBF16) {
     qk_norm_rope_store_kernel<<<grid, 32 * kWarpsPerBlock, 0, stream>>>(
         qkv, tokens, shape, q_norm, k_norm, eps, positions, inv_freq, slots, query, static_cast<bf16*>(key_cache),

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Builds the tests that need a GPU and bundles them with the shared libraries the GPU machine lacks, into
-# build/gpu-bundle (a few MiB: carry it to the device tool's machine, then run scripts/gpu_check.sh there).
-# NCCL (218 MB) is not bundled: the GPU machine's Python has it (nvidia-nccl-cu13). Run here, after
-# scripts/install-deps.sh.
+# Builds the programs the GPU checks run and bundles them with the shared libraries the GPU machine lacks, into
+# build/gpu-bundle/bundle.tar.xz (~30 MiB: carry build/gpu-bundle to the device tool's machine, then run
+# scripts/gpu_check.sh there). CUDA's own libraries (cudart, cuBLAS, NCCL) are left out: the GPU machine has them
+# (its CUDA toolkit and Python packages). Run here, after scripts/install-deps.sh; nvcc must be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake --preset ci -DRECGPT_NCCL=ON >/dev/null
-cmake --build --preset ci --target recgpt_integration_tests kv_transfer_peer
-bundle=build/gpu-bundle
-rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib"
-cp build/ci/tests/integration/recgpt_integration_tests build/ci/tests/integration/kv_transfer_peer "$bundle/bin/"
-strip "$bundle"/bin/*
-# Every library the programs load, but glibc's (the GPU machine's is newer) and NCCL's.
-for program in "$bundle"/bin/*; do ldd "$program"; done | awk '/=> \// {print $3}' | sort -u |
-  grep -v -E '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libnccl)\.so' | xargs -I{} cp -L {} "$bundle/lib/"
-cp -rL /usr/lib/x86_64-linux-gnu/ucx "$bundle/lib/ucx"  # UCX's transports, loaded at run time
-du -sh "$bundle"
+cmake --preset ci -DRECGPT_NCCL=ON -DRECGPT_CUDA=ON >/dev/null
+cmake --build --preset ci --target recgpt recgpt_unit_tests recgpt_integration_tests kv_transfer_peer
+staging=build/gpu-bundle/staging
+rm -rf build/gpu-bundle && mkdir -p "$staging/bin" "$staging/lib"
+cp build/ci/recgpt build/ci/tests/recgpt_unit_tests build/ci/tests/integration/recgpt_integration_tests \
+  build/ci/tests/integration/kv_transfer_peer "$staging/bin/"
+strip "$staging"/bin/*
+# Every library the programs load, but glibc's (the GPU machine's is newer) and CUDA's.
+for program in "$staging"/bin/*; do ldd "$program"; done | awk '/=> \// {print $3}' | sort -u |
+  grep -v -E '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libnccl|libcublas|libcublasLt|libcudart)\.so' |
+  xargs -I{} cp -L {} "$staging/lib/"
+cp -rL /usr/lib/x86_64-linux-gnu/ucx "$staging/lib/ucx"  # UCX's transports, loaded at run time
+tar -C "$staging" -cJf build/gpu-bundle/bundle.tar.xz bin lib
+rm -rf "$staging"
+du -sh build/gpu-bundle/bundle.tar.xz

@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (the device tool) from the repository root, with build/gpu-bundle carried there
-# (scripts/gpu_bundle.sh): the GPU tests of kv_transfer, output kept in $OUT/gpu_check.txt.
+# (scripts/gpu_bundle.sh): the CUDA backend's kernel and model tests, its logits against Hugging Face
+# transformers and the CPU backend, and the GPU tests of kv_transfer. Full output in $OUT/gpu_check.txt, the
+# logits comparison also in $OUT/hf_compare.json.
 #   run: bash scripts/gpu_check.sh      carry: ["build/gpu-bundle"]
 set -uo pipefail
-bundle=$PWD/build/gpu-bundle
-nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))')
-export LD_LIBRARY_PATH=$bundle/lib:$nccl_lib:${LD_LIBRARY_PATH:-}
+out=${OUT:-/tmp}
+bundle=/tmp/recgpt-gpu-bundle
+rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf build/gpu-bundle/bundle.tar.xz
+# CUDA's libraries where this machine has them: its toolkit, or the Python packages PyTorch brought.
+cuda_dirs=$(find -L /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
+  "$(python3 -c 'import site; print(site.getsitepackages()[0])')/nvidia" \
+  \( -name 'libcublas.so.13*' -o -name 'libcudart.so.13*' -o -name 'libnccl.so.2*' \) 2>/dev/null |
+  xargs -r -n1 dirname | sort -u | paste -sd:)
+export LD_LIBRARY_PATH=$bundle/lib:$cuda_dirs:${LD_LIBRARY_PATH:-}
 export UCX_MODULE_DIR=$bundle/lib/ucx
 export KV_TRANSFER_PEER=$bundle/bin/kv_transfer_peer
-out=${OUT:-/tmp}/gpu_check.txt
 {
-  date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; ls "$nccl_lib"
-  timeout 240 "$bundle/bin/recgpt_integration_tests" "[gpu]" -s
-  echo "gpu integration tests exit: $?"
-} 2>&1 | tee "$out" | tail -60
+  date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "CUDA libraries: $cuda_dirs"
+  ldd "$bundle/bin/recgpt" | grep -E 'not found|cublas|cudart' 
+  echo "== CUDA kernels and backend against the CPU backend"
+  timeout 300 "$bundle/bin/recgpt_unit_tests" "[cuda]" --reporter compact 2>&1 | tail -400
+  echo "cuda unit tests exit: ${PIPESTATUS[0]}"
+  echo "== logits against Hugging Face transformers"
+  PYTHONUNBUFFERED=1 timeout 300 python3 scripts/gpu_compare_hf.py --recgpt "$bundle/bin/recgpt" \
+    --work /tmp/recgpt-hf --json "$out/hf_compare.json"
+  echo "hf comparison exit: $?"
+  echo "== kv_transfer on device memory"
+  timeout 240 "$bundle/bin/recgpt_integration_tests" "[gpu]" -s --reporter compact 2>&1 | tail -100
+  echo "gpu integration tests exit: ${PIPESTATUS[0]}"
+} 2>&1 | tee "$out/gpu_check.txt" | tail -150
