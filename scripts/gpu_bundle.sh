@@ -6,11 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake --preset ci -DRECGPT_NCCL=ON -DRECGPT_CUDA=ON >/dev/null
-cmake --build --preset ci --target recgpt recgpt_unit_tests recgpt_integration_tests kv_transfer_peer
+cmake --build --preset ci --target recgpt recgpt_unit_tests recgpt_integration_tests kv_transfer_peer recgpt_cuda_bench
 staging=build/gpu-bundle/staging
 rm -rf build/gpu-bundle && mkdir -p "$staging/bin" "$staging/lib"
-cp build/ci/recgpt build/ci/tests/recgpt_unit_tests build/ci/tests/integration/recgpt_integration_tests \
-  build/ci/tests/integration/kv_transfer_peer "$staging/bin/"
+cp build/ci/recgpt build/ci/recgpt_cuda_bench build/ci/tests/recgpt_unit_tests \
+  build/ci/tests/integration/recgpt_integration_tests build/ci/tests/integration/kv_transfer_peer "$staging/bin/"
 strip "$staging"/bin/*
 # Every library the programs load, but glibc's (the GPU machine's is newer) and CUDA's.
 for program in "$staging"/bin/*; do ldd "$program"; done | awk '/=> \// {print $3}' | sort -u |

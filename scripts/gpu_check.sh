@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (the device tool) from the repository root, with build/gpu-bundle carried there
 # (scripts/gpu_bundle.sh): the CUDA backend's kernel and model tests, its logits against Hugging Face
-# transformers and the CPU backend, and the GPU tests of kv_transfer. Full output in $OUT/gpu_check.txt, the
-# logits comparison also in $OUT/hf_compare.json.
+# transformers and the CPU backend, its speed against the HBM copy bandwidth and transformers' generate, and the
+# GPU tests of kv_transfer. Full output in $OUT/gpu_check.txt; figures also in $OUT/hf_compare.json,
+# $OUT/cuda_bench.json and $OUT/hf_bench.json.
 #   run: bash scripts/gpu_check.sh      carry: ["build/gpu-bundle"]
 set -uo pipefail
 out=${OUT:-/tmp}
@@ -18,7 +19,7 @@ export UCX_MODULE_DIR=$bundle/lib/ucx
 export KV_TRANSFER_PEER=$bundle/bin/kv_transfer_peer
 {
   date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "CUDA libraries: $cuda_dirs"
-  ldd "$bundle/bin/recgpt" | grep -E 'not found|cublas|cudart' 
+  ldd "$bundle/bin/recgpt" | grep -E 'not found|cublas|cudart'
   echo "== CUDA kernels and backend against the CPU backend"
   timeout 300 "$bundle/bin/recgpt_unit_tests" "[cuda]" --reporter compact 2>&1 | tail -400
   echo "cuda unit tests exit: ${PIPESTATUS[0]}"
@@ -26,6 +27,11 @@ export KV_TRANSFER_PEER=$bundle/bin/kv_transfer_peer
   PYTHONUNBUFFERED=1 timeout 300 python3 scripts/gpu_compare_hf.py --recgpt "$bundle/bin/recgpt" \
     --work /tmp/recgpt-hf --json "$out/hf_compare.json"
   echo "hf comparison exit: $?"
+  echo "== speed: HBM copy, decode attention, decode steps (ours, then transformers on the same folder)"
+  timeout 240 "$bundle/bin/recgpt_cuda_bench" /tmp/recgpt-hf/qwen3-0.6b-bf16 512 64 | tee "$out/cuda_bench.json"
+  echo "cuda bench exit: ${PIPESTATUS[0]}"
+  PYTHONUNBUFFERED=1 timeout 240 python3 scripts/gpu_bench_hf.py --model /tmp/recgpt-hf/qwen3-0.6b-bf16 \
+    --context 512 --steps 64 | tee "$out/hf_bench.json"
   echo "== kv_transfer on device memory"
   timeout 240 "$bundle/bin/recgpt_integration_tests" "[gpu]" -s --reporter compact 2>&1 | tail -100
   echo "gpu integration tests exit: ${PIPESTATUS[0]}"
