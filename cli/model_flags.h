@@ -23,7 +23,7 @@ struct ModelFlags {
   std::string kv_dtype = "f32";
   int block_size = 16;
   bool weights_in_place = false;  // BackendOptions::repack_weights off
-  std::string backend = "cpu";     // one of available_backends()
+  std::string backend = "cpu";    // one of available_backends()
   int cuda_device = 0;
 
   void add_to(CLI::App& command);

@@ -5,6 +5,8 @@
 #include "cli/model_flags.h"
 #include "cli/node_flags.h"
 #include "cli/node_runner.h"
+#include "engine/backend.h"
+#include "engine/backend.h"
 #include "engine/model_files.h"
 #include "prefill_node/prefill_server.h"
 
@@ -46,6 +48,10 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
   command->add_option("--threads", flags->server.threads, "Compute threads (0: all cores)")->check(CLI::Range(0, 1024));
   command->add_flag_callback(
       "--weights-in-place", [flags] { flags->server.repack_weights = false; }, kWeightsInPlaceHelp);
+  command->add_option("--backend", flags->server.backend, "Compute backend")
+      ->check(CLI::IsMember(available_backends()));
+  command->add_option("--cuda-device", flags->server.cuda_device, "GPU of the cuda backend")
+      ->check(CLI::NonNegativeNumber);
   command
       ->add_option("--max-batch-tokens", flags->server.limits.max_batch_tokens,
                    "Prompt tokens per forward step (longer prompts are computed in chunks)")

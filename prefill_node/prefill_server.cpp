@@ -48,7 +48,9 @@ class Server : public std::enable_shared_from_this<Server> {
     BackendOptions backend_options;
     backend_options.num_threads = options_.threads;
     backend_options.repack_weights = options_.repack_weights;
-    RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, create_backend("cpu", model_, backend_options));
+    backend_options.cuda_device = options_.cuda_device;
+    RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
+                            create_backend(options_.backend, model_, backend_options));
     RECGPT_ASSIGN_OR_RETURN(KvCache cache, backend->create_kv_cache(cache_config));
     kv::TransferEngineOptions transfer_options;
     transfer_options.name = options_.node_id;
