@@ -106,12 +106,12 @@ std::string attention_figure(int batch, int context, double copy_bytes_per_secon
   const cuda::AttentionRows rows{device_query.as<float>(),     device_context.as<int32_t>(),
                                  device_offsets.as<int32_t>(), device_tables.as<int32_t>(),
                                  device_split.as<int32_t>(),   batch};
-  const cuda::AttentionShape shape{
-      {heads, kv_heads, head_dim}, block_size, cuda::CacheType::kBF16, 1.0f / std::sqrt(128.0f)};
+  const cuda::AttentionShape shape{{heads, kv_heads, head_dim}, block_size, 1.0f / std::sqrt(128.0f)};
+  const cuda::PagedCache cache{keys.as<void>(), values.as<void>(), cuda::CacheType::kBF16};
   const double seconds = median_gpu_seconds(20, [&] {
-    require(cuda::paged_attention(rows, shape, keys.as<void>(), values.as<void>(), splits.splits, workspace.as<void>(),
-                                  out.as<cuda::bf16>(), nullptr),
-            "paged_attention");
+    require(
+        cuda::paged_attention(rows, shape, cache, splits.splits, workspace.as<void>(), out.as<cuda::bf16>(), nullptr),
+        "paged_attention");
   });
   const double kv_bytes = 2.0 * batch * context * kv_heads * head_dim * sizeof(cuda::bf16);
   char line[256];

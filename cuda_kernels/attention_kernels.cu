@@ -42,7 +42,7 @@ struct SplitOutput {
 template <typename CacheT, int kHeadDim>
 __global__ void __launch_bounds__(kThreads)
     paged_attention_kernel(AttentionRows rows, AttentionShape shape, const CacheT* key_cache, const CacheT* value_cache,
-                           int splits, SplitOutput split_output, bf16* out) {
+                           float key_scale, float value_scale, int splits, SplitOutput split_output, bf16* out) {
   constexpr int kLanes = lanes_per_position<kHeadDim>();
   constexpr int kPerLane = kHeadDim / kLanes;
   constexpr int kPositionsPerWarp = 32 / kLanes;
@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kThreads)
     if (g < group) {
       load_floats<kPerLane>(rows.query + (head_base + g) * kHeadDim + part * kPerLane, query[g]);
 #pragma unroll
-      for (int i = 0; i < kPerLane; ++i) query[g][i] *= shape.scale;
+      for (int i = 0; i < kPerLane; ++i) query[g][i] *= shape.scale * key_scale;  // FP8 keys read as e4m3 * scale
     }
   }
 
@@ -166,6 +166,7 @@ __global__ void __launch_bounds__(kThreads)
     float total = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) total += warp_outputs[(w * group + g) * kHeadDim + d];
+    total *= value_scale;  // FP8 values read as e4m3 * scale
     const int64_t head = head_base + g;
     if (splits == 1) {
       out[head * kHeadDim + d] = __float2bfloat16_rn(total / head_sum[g]);
@@ -210,8 +211,8 @@ SplitOutput split_output_in(void* workspace, int64_t rows, int heads, int head_d
 }
 
 template <typename CacheT, int kHeadDim>
-Status launch(const AttentionRows& rows, const AttentionShape& shape, const void* key_cache, const void* value_cache,
-              int splits, void* workspace, bf16* out, cudaStream_t stream) {
+Status launch(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
+              void* workspace, bf16* out, cudaStream_t stream) {
   const int group = shape.heads.heads / shape.heads.kv_heads;
   const size_t shared_bytes =
       sizeof(float) * static_cast<size_t>(std::max(group * kMaxSplitTokens, kWarps * group * kHeadDim));
@@ -225,8 +226,9 @@ Status launch(const AttentionRows& rows, const AttentionShape& shape, const void
   }
   const dim3 grid(static_cast<unsigned>(rows.rows), static_cast<unsigned>(shape.heads.kv_heads),
                   static_cast<unsigned>(splits));
-  kernel<<<grid, kThreads, shared_bytes, stream>>>(rows, shape, static_cast<const CacheT*>(key_cache),
-                                                   static_cast<const CacheT*>(value_cache), splits, split_output, out);
+  kernel<<<grid, kThreads, shared_bytes, stream>>>(rows, shape, static_cast<const CacheT*>(cache.key),
+                                                   static_cast<const CacheT*>(cache.value), cache.key_scale,
+                                                   cache.value_scale, splits, split_output, out);
   RECGPT_RETURN_IF_ERROR(launch_status("paged_attention"));
   if (splits == 1) return Status::ok();
   const dim3 combine_grid(static_cast<unsigned>(rows.rows), static_cast<unsigned>(shape.heads.heads));
@@ -236,15 +238,15 @@ Status launch(const AttentionRows& rows, const AttentionShape& shape, const void
 }
 
 template <typename CacheT>
-Status launch_for_head_dim(const AttentionRows& rows, const AttentionShape& shape, const void* key_cache,
-                           const void* value_cache, int splits, void* workspace, bf16* out, cudaStream_t stream) {
+Status launch_for_head_dim(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
+                           void* workspace, bf16* out, cudaStream_t stream) {
   switch (shape.heads.head_dim) {
-    case 16: return launch<CacheT, 16>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
-    case 32: return launch<CacheT, 32>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
-    case 48: return launch<CacheT, 48>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
-    case 64: return launch<CacheT, 64>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
-    case 128: return launch<CacheT, 128>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
-    case 256: return launch<CacheT, 256>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+    case 16: return launch<CacheT, 16>(rows, shape, cache, splits, workspace, out, stream);
+    case 32: return launch<CacheT, 32>(rows, shape, cache, splits, workspace, out, stream);
+    case 48: return launch<CacheT, 48>(rows, shape, cache, splits, workspace, out, stream);
+    case 64: return launch<CacheT, 64>(rows, shape, cache, splits, workspace, out, stream);
+    case 128: return launch<CacheT, 128>(rows, shape, cache, splits, workspace, out, stream);
+    case 256: return launch<CacheT, 256>(rows, shape, cache, splits, workspace, out, stream);
   }
   return unimplemented("CUDA attention has no kernel for head_dim " + std::to_string(shape.heads.head_dim));
 }
@@ -276,17 +278,20 @@ size_t attention_workspace_bytes(int64_t rows, int heads, int head_dim, int spli
   return sizeof(float) * partials * (head_dim + 2);
 }
 
-Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, const void* key_cache,
-                       const void* value_cache, int splits, void* workspace, bf16* out, cudaStream_t stream) {
+Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
+                       void* workspace, bf16* out, cudaStream_t stream) {
   if (!attention_supports(shape.heads)) {
     return unimplemented("CUDA attention supports head_dim 16, 32, 48, 64, 128 or 256 and up to " +
                          std::to_string(kMaxGroup) + " query heads per KV head");
   }
   if (rows.rows == 0) return Status::ok();
-  if (shape.cache_type == CacheType::kBF16) {
-    return launch_for_head_dim<bf16>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+  switch (cache.type) {
+    case CacheType::kF32: return launch_for_head_dim<float>(rows, shape, cache, splits, workspace, out, stream);
+    case CacheType::kBF16: return launch_for_head_dim<bf16>(rows, shape, cache, splits, workspace, out, stream);
+    case CacheType::kFP8E4M3:
+      return launch_for_head_dim<__nv_fp8_e4m3>(rows, shape, cache, splits, workspace, out, stream);
   }
-  return launch_for_head_dim<float>(rows, shape, key_cache, value_cache, splits, workspace, out, stream);
+  return invalid_argument("unknown KV cache type");
 }
 
 }  // namespace recgpt::cuda

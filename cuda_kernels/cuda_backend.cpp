@@ -25,6 +25,14 @@ using cuda::DeviceMatrix;
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 constexpr size_t kKvAlignmentBytes = 4096;  // KvCache's array alignment
 
+cuda::CacheType cache_type_of(DType dtype) {
+  switch (dtype) {
+    case DType::kBF16: return cuda::CacheType::kBF16;
+    case DType::kFP8E4M3: return cuda::CacheType::kFP8E4M3;
+    default: return cuda::CacheType::kF32;  // KvCacheConfig::validate admits no other
+  }
+}
+
 Result<cuda::Activation> activation_of(const std::string& name) {
   if (name == "gelu") return cuda::Activation::kGelu;
   if (name == "gelu_pytorch_tanh") return cuda::Activation::kGeluTanh;
@@ -99,6 +107,8 @@ class CudaBackend final : public Backend {
     return KvCache::create(config, [device](size_t bytes) -> Result<KvMemory> {
       RECGPT_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(bytes + kKvAlignmentBytes));
       RECGPT_RETURN_IF_ERROR(cuda_status(cudaMemset(buffer.as<void>(), 0, buffer.bytes()), "clear the KV cache"));
+      // Finished before the backend's non-blocking stream, which does not wait for the legacy one, writes to it.
+      RECGPT_RETURN_IF_ERROR(cuda_status(cudaDeviceSynchronize(), "clear the KV cache"));
       auto owner = std::make_shared<DeviceBuffer>(std::move(buffer));
       const auto address = reinterpret_cast<uintptr_t>(owner->as<void>());
       auto* data =
@@ -135,8 +145,19 @@ class CudaBackend final : public Backend {
                                                        layout.total_bytes, cudaMemcpyHostToDevice, stream_),
                                        "upload the step's inputs"));
     if (is_replayable(batch, shape)) {
-      const cuda::StepGraphKey key{shape.tokens, shape.logit_rows, shape.splits, kv_cache.storage_data()};
-      RECGPT_RETURN_IF_ERROR(graphs_.run(key, stream_, [&] { return enqueue_step(shape, kv_cache, nullptr); }));
+      const KvCacheConfig& cache_config = kv_cache.config();
+      const cuda::StepGraphKey key{shape.tokens,
+                                   shape.logit_rows,
+                                   shape.splits,
+                                   kv_cache.storage_data(),
+                                   kv_cache.array_stride_bytes(),
+                                   cache_config.block_size,
+                                   static_cast<int>(cache_config.dtype),
+                                   cache_config.key_scale,
+                                   cache_config.value_scale};
+      const Status replayed = graphs_.run(key, stream_, [&] { return enqueue_step(shape, kv_cache, nullptr); });
+      // A step that cannot be captured (a CUDA failure in the capture itself) still runs, uncaptured.
+      if (!replayed.is_ok()) RECGPT_RETURN_IF_ERROR(enqueue_step(shape, kv_cache, nullptr));
     } else {
       RECGPT_RETURN_IF_ERROR(enqueue_step(shape, kv_cache, batch.after_layer));
     }
@@ -257,23 +278,23 @@ class CudaBackend final : public Backend {
     auto* residual = buffers_.residual.as<float>();
     auto* normed = buffers_.normed.as<bf16>();
     const cuda::HeadShape heads{config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim};
-    const cuda::CacheType cache_type =
-        kv_cache.config().dtype == DType::kBF16 ? cuda::CacheType::kBF16 : cuda::CacheType::kF32;
+    const KvCacheConfig& cache_config = kv_cache.config();
+    const cuda::PagedCache cache{kv_cache.key_data(index), kv_cache.value_data(index),
+                                 cache_type_of(cache_config.dtype), cache_config.key_scale, cache_config.value_scale};
 
     RECGPT_RETURN_IF_ERROR(cuda::rms_norm(residual, nullptr, tokens, config_.hidden_size, layer.input_norm.as<float>(),
                                           eps(), normed, stream_));
     RECGPT_RETURN_IF_ERROR(multiply(normed, tokens, layer.qkv, buffers_.qkv.as<float>(), false));
     RECGPT_RETURN_IF_ERROR(cuda::qk_norm_rope_store(
         buffers_.qkv.as<float>(), tokens, heads, layer.q_norm.as<float>(), layer.k_norm.as<float>(), eps(), p.positions,
-        weights_.rope_inv_freq.as<float>(), p.slots, buffers_.query.as<float>(), kv_cache.key_data(index),
-        kv_cache.value_data(index), cache_type, stream_));
+        weights_.rope_inv_freq.as<float>(), p.slots, buffers_.query.as<float>(), cache, stream_));
     const cuda::AttentionRows rows{
         buffers_.query.as<float>(), p.context, p.table_offsets, p.block_tables, p.split_tokens, tokens};
-    const cuda::AttentionShape attention{heads, kv_cache.config().block_size, cache_type,
+    const cuda::AttentionShape attention{heads, cache_config.block_size,
                                          1.0f / std::sqrt(static_cast<float>(config_.head_dim))};
-    RECGPT_RETURN_IF_ERROR(cuda::paged_attention(rows, attention, kv_cache.key_data(index), kv_cache.value_data(index),
-                                                 shape.splits, buffers_.attention_workspace.as<void>(),
-                                                 buffers_.attention.as<bf16>(), stream_));
+    RECGPT_RETURN_IF_ERROR(cuda::paged_attention(rows, attention, cache, shape.splits,
+                                                 buffers_.attention_workspace.as<void>(), buffers_.attention.as<bf16>(),
+                                                 stream_));
     RECGPT_RETURN_IF_ERROR(multiply(buffers_.attention.as<bf16>(), tokens, layer.o, residual, true));
 
     RECGPT_RETURN_IF_ERROR(cuda::rms_norm(residual, nullptr, tokens, config_.hidden_size,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -25,9 +26,13 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) {
   return __float2bfloat16_rn(value);
 }
+template <>
+__device__ __forceinline__ __nv_fp8_e4m3 from_float<__nv_fp8_e4m3>(float value) {
+  return __nv_fp8_e4m3(value);  // round to nearest, saturated to the finite range
+}
 
-// dst[i] = src[i] for kCount contiguous elements, with 16-byte loads where the count allows (the caller keeps
-// src aligned to the load: element offsets that are multiples of kCount from a 16-byte aligned base).
+// dst[i] = src[i] for kCount contiguous elements, with 16-byte loads (8-byte for FP8) where the count allows (the
+// caller keeps src aligned to the load: element offsets that are multiples of kCount from a 16-byte aligned base).
 template <int kCount>
 __device__ __forceinline__ void load_floats(const float* src, float (&dst)[kCount]) {
   if constexpr (kCount % 4 == 0) {
@@ -58,6 +63,25 @@ __device__ __forceinline__ void load_floats(const __nv_bfloat16* src, float (&ds
   } else {
 #pragma unroll
     for (int i = 0; i < kCount; ++i) dst[i] = __bfloat162float(src[i]);
+  }
+}
+
+template <int kCount>
+__device__ __forceinline__ void load_floats(const __nv_fp8_e4m3* src, float (&dst)[kCount]) {
+  if constexpr (kCount % 8 == 0) {
+#pragma unroll
+    for (int i = 0; i < kCount; i += 8) {
+      uint2 packed = *reinterpret_cast<const uint2*>(src + i);
+      const auto* pairs = reinterpret_cast<const __nv_fp8x2_e4m3*>(&packed);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float2 two = static_cast<float2>(pairs[j]);
+        dst[i + 2 * j] = two.x, dst[i + 2 * j + 1] = two.y;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kCount; ++i) dst[i] = static_cast<float>(src[i]);
   }
 }
 

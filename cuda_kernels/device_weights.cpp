@@ -14,6 +14,7 @@ float element_as_f32(const TensorView& view, int64_t index) {
     case DType::kF32: return static_cast<const float*>(view.data)[index];
     case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(view.data)[index]);
     case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(view.data)[index]);
+    case DType::kFP8E4M3: break;  // never a weight's type (dtype_from_safetensors_name)
   }
   return 0.0f;
 }
@@ -123,6 +124,9 @@ Result<DeviceWeights> upload_weights(const ModelFiles& model) {
     inv_freq[i] = 1.0f / std::pow(static_cast<float>(config.rope_theta), exponent);
   }
   RECGPT_ASSIGN_OR_RETURN(device.rope_inv_freq, upload_bytes(inv_freq.data(), inv_freq.size() * sizeof(float)));
+  // cudaMemcpy from pageable memory may return before its last DMA lands, and the backend computes on a
+  // non-blocking stream that does not wait for the legacy one.
+  RECGPT_RETURN_IF_ERROR(cuda_status(cudaDeviceSynchronize(), "upload the weights"));
   return device;
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -19,8 +20,19 @@ namespace recgpt::cuda {
 
 using bf16 = __nv_bfloat16;
 
-// Element type of the paged KV cache (the engine's DType::kF32 and kBF16).
-enum class CacheType { kF32, kBF16 };
+// Element type of the paged KV cache (the engine's DType::kF32, kBF16 and kFP8E4M3).
+enum class CacheType { kF32, kBF16, kFP8E4M3 };
+
+// One layer of the paged KV cache: K and V arrays [num_blocks * block_size, kv_heads, head_dim] of `type`. FP8
+// elements hold e4m3(x / scale), saturated to the finite range, and read back as e4m3 * scale; the scales are 1
+// for the other types.
+struct PagedCache {
+  void* key = nullptr;
+  void* value = nullptr;
+  CacheType type = CacheType::kBF16;
+  float key_scale = 1.0f;
+  float value_scale = 1.0f;
+};
 
 // Hugging Face ACT2FN names: "gelu" (erf), "gelu_pytorch_tanh", "silu", "relu".
 enum class Activation { kGelu, kGeluTanh, kSilu, kRelu };
@@ -44,8 +56,7 @@ Status rms_norm(const float* x, const int32_t* source_rows /* [rows] or null */,
 // The attention inputs of one layer, fused: per token, each query and key head of the fused projection's output
 // is RMS-normed over head_dim (q_norm, k_norm [head_dim] f32) and rotated by rotate-half RoPE at
 // positions[t] (inv_freq [head_dim / 2] f32, angle = position * inv_freq in f32 as Hugging Face computes it).
-// Queries go to `query`; keys and values into the paged cache at slots[t] = block * block_size + offset,
-// each cache array [num_blocks * block_size, kv_heads, head_dim] of `cache_type`.
+// Queries go to `query`; keys and values into the paged cache at slots[t] = block * block_size + offset.
 struct HeadShape {
   int heads = 0;     // query heads
   int kv_heads = 0;  // key/value heads; heads % kv_heads == 0
@@ -55,7 +66,7 @@ Status qk_norm_rope_store(const float* qkv /* [tokens, (heads + 2 kv_heads) * he
                           int64_t tokens, HeadShape shape, const float* q_norm, const float* k_norm, float eps,
                           const int32_t* positions /* [tokens] */, const float* inv_freq,
                           const int64_t* slots /* [tokens] */, float* query /* [tokens, heads * head_dim] */,
-                          void* key_cache, void* value_cache, CacheType cache_type, cudaStream_t stream);
+                          const PagedCache& cache, cudaStream_t stream);
 
 // SwiGLU: out [rows, width] bf16 = silu(gate) * up, gate_up [rows, 2 * width] f32 with the gate first.
 Status silu_mul(const float* gate_up, int64_t rows, int width, bf16* out, cudaStream_t stream);
@@ -75,7 +86,6 @@ struct AttentionRows {
 struct AttentionShape {
   HeadShape heads;
   int block_size = 0;
-  CacheType cache_type = CacheType::kBF16;
   float scale = 0;  // 1 / sqrt(head_dim)
 };
 
@@ -94,8 +104,7 @@ AttentionSplits attention_splits(int64_t rows, int kv_heads, int max_context, in
 // Bytes of the partial results `workspace` holds when splits > 1 (0 otherwise).
 size_t attention_workspace_bytes(int64_t rows, int heads, int head_dim, int splits);
 
-Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, const void* key_cache,
-                       const void* value_cache, int splits, void* workspace, bf16* out /* [rows, heads * head_dim] */,
-                       cudaStream_t stream);
+Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
+                       void* workspace, bf16* out /* [rows, heads * head_dim] */, cudaStream_t stream);
 
 }  // namespace recgpt::cuda

@@ -2,6 +2,7 @@
 // adaptor's bias and activation. Memory-bound and small next to the GEMMs: one pass over their data each.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "cuda_kernels/device_math.cuh"
 #include "cuda_kernels/kernels.h"
@@ -60,7 +61,7 @@ template <typename CacheT>
 __global__ void qk_norm_rope_store_kernel(const float* qkv, int64_t tokens, HeadShape shape, const float* q_norm,
                                           const float* k_norm, float eps, const int32_t* positions,
                                           const float* inv_freq, const int64_t* slots, float* query, CacheT* key_cache,
-                                          CacheT* value_cache) {
+                                          CacheT* value_cache, float key_inverse_scale, float value_inverse_scale) {
   const int warps_per_block = blockDim.x / 32;
   const int slot_count = shape.heads + 2 * shape.kv_heads;
   const int64_t token = blockIdx.x;  // x: token counts can pass the 65535 that y allows
@@ -71,7 +72,7 @@ __global__ void qk_norm_rope_store_kernel(const float* qkv, int64_t tokens, Head
   const int64_t cache_row = (slots[token] * shape.kv_heads) * dim;
   if (head_slot >= shape.heads + shape.kv_heads) {  // a value head: stored as is
     CacheT* target = value_cache + cache_row + int64_t{head_slot - shape.heads - shape.kv_heads} * dim;
-    for (int i = lane; i < dim; i += 32) target[i] = from_float<CacheT>(source[i]);
+    for (int i = lane; i < dim; i += 32) target[i] = from_float<CacheT>(source[i] * value_inverse_scale);
     return;
   }
   const bool is_query = head_slot < shape.heads;
@@ -92,7 +93,8 @@ __global__ void qk_norm_rope_store_kernel(const float* qkv, int64_t tokens, Head
       target[i] = rotated_first, target[i + half] = rotated_second;
     } else {
       CacheT* target = key_cache + cache_row + int64_t{head_slot - shape.heads} * dim;
-      target[i] = from_float<CacheT>(rotated_first), target[i + half] = from_float<CacheT>(rotated_second);
+      target[i] = from_float<CacheT>(rotated_first * key_inverse_scale);
+      target[i + half] = from_float<CacheT>(rotated_second * key_inverse_scale);
     }
   }
 }
@@ -136,18 +138,20 @@ Status rms_norm(const float* x, const int32_t* source_rows, int64_t rows, int wi
 
 Status qk_norm_rope_store(const float* qkv, int64_t tokens, HeadShape shape, const float* q_norm, const float* k_norm,
                           float eps, const int32_t* positions, const float* inv_freq, const int64_t* slots,
-                          float* query, void* key_cache, void* value_cache, CacheType cache_type, cudaStream_t stream) {
+                          float* query, const PagedCache& cache, cudaStream_t stream) {
   if (tokens == 0) return Status::ok();
   constexpr int kWarpsPerBlock = 4;
   const dim3 grid(static_cast<unsigned>(tokens), grid_size(shape.heads + 2 * shape.kv_heads, kWarpsPerBlock));
-  if (cache_type == CacheType::kBF16) {
-    qk_norm_rope_store_kernel<<<grid, 32 * kWarpsPerBlock, 0, stream>>>(
-        qkv, tokens, shape, q_norm, k_norm, eps, positions, inv_freq, slots, query, static_cast<bf16*>(key_cache),
-        static_cast<bf16*>(value_cache));
-  } else {
-    qk_norm_rope_store_kernel<<<grid, 32 * kWarpsPerBlock, 0, stream>>>(
-        qkv, tokens, shape, q_norm, k_norm, eps, positions, inv_freq, slots, query, static_cast<float*>(key_cache),
-        static_cast<float*>(value_cache));
+  auto launch = [&](auto* typed_cache) {
+    using CacheT = std::remove_pointer_t<decltype(typed_cache)>;
+    qk_norm_rope_store_kernel<CacheT><<<grid, 32 * kWarpsPerBlock, 0, stream>>>(
+        qkv, tokens, shape, q_norm, k_norm, eps, positions, inv_freq, slots, query, static_cast<CacheT*>(cache.key),
+        static_cast<CacheT*>(cache.value), 1.0f / cache.key_scale, 1.0f / cache.value_scale);
+  };
+  switch (cache.type) {
+    case CacheType::kF32: launch(static_cast<float*>(nullptr)); break;
+    case CacheType::kBF16: launch(static_cast<bf16*>(nullptr)); break;
+    case CacheType::kFP8E4M3: launch(static_cast<__nv_fp8_e4m3*>(nullptr)); break;
   }
   return launch_status("qk_norm_rope_store");
 }

@@ -19,12 +19,19 @@ struct StepGraphKey {
   int64_t tokens = 0;
   int64_t logit_rows = 0;
   int splits = 0;
-  const void* kv_memory = nullptr;  // the cache the graph writes
+  // What a graph bakes in of the KV cache: its arrays' addresses, the kernels its element type picks and their
+  // parameters. A new cache at a freed one's address differs in one of these, or is the same to the graph.
+  const void* kv_memory = nullptr;
+  size_t kv_array_stride_bytes = 0;
+  int kv_block_size = 0;
+  int kv_dtype = 0;
+  float kv_key_scale = 1.0f, kv_value_scale = 1.0f;
 
-  bool operator<(const StepGraphKey& other) const {
-    return std::tie(tokens, logit_rows, splits, kv_memory) <
-           std::tie(other.tokens, other.logit_rows, other.splits, other.kv_memory);
+  auto tied() const {
+    return std::tie(tokens, logit_rows, splits, kv_memory, kv_array_stride_bytes, kv_block_size, kv_dtype, kv_key_scale,
+                    kv_value_scale);
   }
+  bool operator<(const StepGraphKey& other) const { return tied() < other.tied(); }
 };
 
 class StepGraphs {

@@ -60,8 +60,9 @@ struct ModelConfig;
 // the first violation). Used by validate_batch and by request admission.
 Status validate_tokens(std::span<const int32_t> tokens, size_t num_entity_values, const ModelConfig& config);
 
-// Shared input checks of every backend: token ids within the vocabulary, one entity vector per entity token,
-// block tables covering every position, positions within max_position_embeddings, block ids within the pool.
+// Shared input checks of every backend: a cache of the model's layer and head shape, token ids within the vocabulary,
+// one entity vector per entity token, block tables covering every position, positions within max_position_embeddings,
+// block ids within the pool.
 Status validate_batch(const Batch& batch, const ModelFiles& model, const KvCache& kv_cache);
 
 }  // namespace recgpt

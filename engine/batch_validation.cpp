@@ -51,6 +51,15 @@ Status validate_tokens(std::span<const int32_t> tokens, size_t num_entity_values
 }
 
 Status validate_batch(const Batch& batch, const ModelFiles& model, const KvCache& kv_cache) {
+  const ModelConfig& config = model.config();
+  const KvCacheConfig& cache_config = kv_cache.config();
+  if (cache_config.num_layers != config.num_hidden_layers || cache_config.num_kv_heads != config.num_key_value_heads ||
+      cache_config.head_dim != config.head_dim) {
+    return invalid_argument("the KV cache holds " + std::to_string(cache_config.num_layers) + " layers of " +
+                            std::to_string(cache_config.num_kv_heads) + " x " + std::to_string(cache_config.head_dim) +
+                            " heads; the model needs " + std::to_string(config.num_hidden_layers) + " of " +
+                            std::to_string(config.num_key_value_heads) + " x " + std::to_string(config.head_dim));
+  }
   for (size_t index = 0; index < batch.sequences.size(); ++index) {
     RECGPT_RETURN_IF_ERROR(validate_step(batch.sequences[index], index, model.config(), kv_cache.config()));
   }

@@ -23,6 +23,7 @@ std::string_view dtype_name(DType dtype) {
     case DType::kF32: return "f32";
     case DType::kBF16: return "bf16";
     case DType::kF16: return "f16";
+    case DType::kFP8E4M3: return "fp8_e4m3";
   }
   return "?";
 }
@@ -32,6 +33,7 @@ std::string_view safetensors_dtype_name(DType dtype) {
     case DType::kF32: return "F32";
     case DType::kBF16: return "BF16";
     case DType::kF16: return "F16";
+    case DType::kFP8E4M3: return "F8_E4M3";
   }
   return "F32";
 }
@@ -41,6 +43,7 @@ std::string_view torch_dtype_name(DType dtype) {
     case DType::kF32: return "float32";
     case DType::kBF16: return "bfloat16";
     case DType::kF16: return "float16";
+    case DType::kFP8E4M3: return "float8_e4m3fn";
   }
   return "float32";
 }

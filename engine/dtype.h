@@ -8,16 +8,25 @@
 
 namespace recgpt {
 
-enum class DType { kF32, kBF16, kF16 };
+// kFP8E4M3 is a KV cache type only (the CUDA backend's): no model file or CPU kernel holds it.
+enum class DType { kF32, kBF16, kF16, kFP8E4M3 };
 
 // Bytes per element.
-constexpr size_t dtype_size(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+constexpr size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return 4;
+    case DType::kBF16:
+    case DType::kF16: return 2;
+    case DType::kFP8E4M3: return 1;
+  }
+  return 4;
+}
 
 // safetensors / config names: "F32", "BF16", "F16" (safetensors) and "float32", "bfloat16", "float16"
-// (torch_dtype). Unknown names give nullopt.
+// (torch_dtype). Unknown names give nullopt, and so does FP8: weights are never FP8.
 std::optional<DType> dtype_from_safetensors_name(std::string_view name);
 std::optional<DType> dtype_from_torch_name(std::string_view name);
-std::string_view dtype_name(DType dtype);              // "f32", "bf16", "f16"
+std::string_view dtype_name(DType dtype);              // "f32", "bf16", "f16", "fp8_e4m3"
 std::string_view safetensors_dtype_name(DType dtype);  // inverse of dtype_from_safetensors_name
 std::string_view torch_dtype_name(DType dtype);        // inverse of dtype_from_torch_name
 

@@ -1,6 +1,7 @@
 #include "engine/kv_cache.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <string>
 #include <utility>
@@ -35,8 +36,12 @@ Status KvCacheConfig::validate() const {
   RECGPT_RETURN_IF_ERROR(require_positive(head_dim, "head_dim"));
   RECGPT_RETURN_IF_ERROR(require_positive(block_size, "block_size"));
   RECGPT_RETURN_IF_ERROR(require_positive(num_blocks, "num_blocks"));
-  if (dtype != DType::kF32 && dtype != DType::kBF16) {
-    return invalid_argument("KV cache dtype must be f32 or bf16, got " + std::string(dtype_name(dtype)));
+  if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kFP8E4M3) {
+    return invalid_argument("KV cache dtype must be f32, bf16 or fp8_e4m3, got " + std::string(dtype_name(dtype)));
+  }
+  if (!(key_scale > 0.0f && std::isfinite(key_scale)) || !(value_scale > 0.0f && std::isfinite(value_scale))) {
+    return invalid_argument("KV cache scales must be positive and finite, got " + std::to_string(key_scale) + " and " +
+                            std::to_string(value_scale));
   }
   if (num_blocks > std::numeric_limits<int32_t>::max()) {
     return invalid_argument("KV cache num_blocks " + std::to_string(num_blocks) + " exceeds the int32 block id range");

@@ -30,10 +30,14 @@ struct KvCacheConfig {
   int num_kv_heads = 0;
   int head_dim = 0;
   int block_size = 16;        // tokens per block
-  DType dtype = DType::kF32;  // kF32 or kBF16
+  DType dtype = DType::kF32;  // kF32, kBF16, or kFP8E4M3 (the CUDA backend's)
   int64_t num_blocks = 0;
+  // FP8 only: an element holds e4m3(x / scale) and reads back as e4m3 * scale, per tensor (vLLM's k_scale and
+  // v_scale). 1 suits Qwen3's normed keys; values of smaller range keep more precision with a smaller scale.
+  float key_scale = 1.0f;
+  float value_scale = 1.0f;
 
-  // kInvalidArgument naming the field when a size is not positive, dtype is unsupported, num_blocks
+  // kInvalidArgument naming the field when a size or scale is not positive, dtype is unsupported, num_blocks
   // exceeds INT32_MAX (block ids are int32), or the total size overflows.
   Status validate() const;
 

@@ -4,7 +4,8 @@
 For each case, `recgpt make-model` writes a folder there; `recgpt logits` gives every position's logits through the
 cuda and the cpu backends; transformers loads the same folder in float32 (the reference) and in bfloat16 (what
 bf16 arithmetic alone changes, as a yardstick). Prints max |a - b| / max |reference| and the share of positions
-whose greedy token agrees; exits 1 when the CUDA backend is further than 2e-2 from the reference.
+whose greedy token agrees; exits 1 when the CUDA backend is further from the reference than 2e-2 (0.1 with FP8 KV,
+whose CPU comparison uses f32 KV).
 """
 import argparse
 import json
@@ -17,12 +18,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 TOLERANCE = 2e-2  # issue 2's bf16 tolerance, of max |logit|
+FP8_TOLERANCE = 0.1  # FP8 KV: the bound tests/unit/engine/cuda_backend_test.cpp states
 CASES = [  # preset, weight dtype, prompt length, KV dtype
     ("tiny", "f32", 64, "f32"),
     ("tiny", "bf16", 300, "bf16"),
     ("small", "bf16", 200, "bf16"),
     ("qwen3-0.6b", "bf16", 128, "bf16"),
     ("qwen3-0.6b", "bf16", 1100, "bf16"),
+    ("qwen3-0.6b", "bf16", 1100, "fp8_e4m3"),
 ]
 
 
@@ -66,17 +69,20 @@ def main():
         row = {"preset": preset, "weights": weight_dtype, "kv": kv_dtype, "tokens": len(tokens)}
         row["cuda_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cuda", kv_dtype,
                                                       os.path.join(args.work, "cuda.npy")), reference)
-        row["cpu_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cpu", kv_dtype,
+        row["cpu_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cpu",
+                                                     "f32" if kv_dtype == "fp8_e4m3" else kv_dtype,
                                                      os.path.join(args.work, "cpu.npy")), reference)
         row["hf_bf16_vs_hf_f32"] = compare(hf_logits(folder, tokens, torch.bfloat16), reference)
-        worst = max(worst, row["cuda_vs_hf_f32"]["relative"])
+        bound = FP8_TOLERANCE if kv_dtype == "fp8_e4m3" else TOLERANCE
+        worst = max(worst, row["cuda_vs_hf_f32"]["relative"] / bound)
         results.append(row)
         print(f"{preset:11} w={weight_dtype:4} kv={kv_dtype:4} n={len(tokens):5}  "
               + "  ".join(f"{key} {row[key]['relative']:.2e} (greedy {row[key]['greedy_agreement']:.3f})"
                           for key in ("cuda_vs_hf_f32", "cpu_vs_hf_f32", "hf_bf16_vs_hf_f32")), flush=True)
-    json.dump({"tolerance": TOLERANCE, "cases": results}, open(args.json, "w"), indent=1)
-    print(f"worst cuda vs hf f32: {worst:.2e} (tolerance {TOLERANCE})")
-    return 0 if worst <= TOLERANCE else 1
+    json.dump({"tolerance": TOLERANCE, "fp8_tolerance": FP8_TOLERANCE, "cases": results}, open(args.json, "w"),
+              indent=1)
+    print(f"worst cuda vs hf f32, as a share of its bound: {worst:.2f} (bounds {TOLERANCE}, FP8 KV {FP8_TOLERANCE})")
+    return 0 if worst <= 1 else 1
 
 
 if __name__ == "__main__":

@@ -98,6 +98,13 @@ class CpuBackend final : public Backend {
 
   std::string_view name() const override { return "cpu"; }
 
+  Result<KvCache> create_kv_cache(const KvCacheConfig& config) override {
+    if (config.dtype != DType::kF32 && config.dtype != DType::kBF16) {
+      return unimplemented("the CPU backend keeps KV in f32 or bf16, not " + std::string(dtype_name(config.dtype)));
+    }
+    return KvCache::create(config);
+  }
+
   std::vector<std::span<const std::byte>> decode_weight_memory() const override {
     if (tiled_.packed_bytes() == 0) return {};
     std::vector<std::span<const std::byte>> memory;

@@ -170,6 +170,38 @@ TEST_CASE("the CUDA backend matches the CPU over a long context in chunks, where
   }
 }
 
+// FP8 KV rounds every stored key and value to 3 mantissa bits: the logits move further than bf16's, and this is the
+// bound we state (to be confirmed on the GPU machine's first run; docs/benchmarks.md records what it measured).
+constexpr double kFp8Tolerance = 0.1;
+
+TEST_CASE("FP8 KV keeps the CUDA backend's logits within the stated bound of the CPU's f32 KV", "[cuda][gpu]") {
+  SKIP_WITHOUT_GPU();
+  const ModelFiles& model = random_model("small", DType::kBF16);
+  const ModelConfig& config = model.config();
+  Engine cpu("cpu", model, DType::kF32, 32), cuda("cuda", model, DType::kFP8E4M3, 32);
+  std::vector<int32_t> prompt = random_tokens(config, 150, 6), blocks(12);
+  for (int32_t i = 0; i < 12; ++i) blocks[i] = 31 - 2 * i;
+  const Batch batch{{{prompt, {}, 0, blocks, LogitsWanted::kAll}}};
+  const std::vector<float> expected = cpu.run(batch);
+  const std::vector<float> actual = cuda.run(batch);
+  CHECK(relative_difference(actual, expected) < kFp8Tolerance);
+  int agreeing = 0;
+  for (int64_t row = 0; row < 150; ++row) {
+    agreeing += greedy(actual, row, config.vocab_size) == greedy(expected, row, config.vocab_size);
+  }
+  CHECK(agreeing >= 140);
+}
+
+TEST_CASE("the CPU backend refuses FP8 KV, which only the CUDA backend reads", "[cuda]") {
+  const ModelFiles& model = random_model("tiny", DType::kBF16);
+  const ModelConfig& config = model.config();
+  auto backend = create_backend("cpu", model, {});
+  REQUIRE(backend.is_ok());
+  auto cache = (*backend)->create_kv_cache(
+      {config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 16, DType::kFP8E4M3, 4});
+  CHECK(cache.status().code() == StatusCode::kUnimplemented);
+}
+
 TEST_CASE("the CUDA backend refuses a KV cache it did not make", "[cuda][gpu]") {
   SKIP_WITHOUT_GPU();
   const ModelFiles& model = random_model("tiny", DType::kBF16);
@@ -197,7 +229,7 @@ TEST_CASE("asking for the CUDA backend says why it cannot be had", "[cuda]") {
   if (!made.is_ok()) {
     INFO(made.status().to_string());
     CHECK(made.status().code() == StatusCode::kUnavailable);
-    CHECK_THAT(made.status().message(), Catch::Contains("no CUDA device"));
+    CHECK_THAT(made.status().message(), Catch::Contains("no CUDA device") || Catch::Contains("cannot open libcublas"));
   }
   BackendOptions far_device;
   far_device.cuda_device = 64;
