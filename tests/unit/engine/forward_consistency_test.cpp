@@ -184,6 +184,15 @@ TEST_CASE("entity tokens take their embedding from the adaptor") {
   std::vector<float> logits;
   Status missing = engine.backend->forward({{{prompt, {}, 0, blocks, LogitsWanted::kAll}}}, *engine.cache, logits);
   CHECK(missing.code() == StatusCode::kInvalidArgument);
+
+  // A cache of another model's shape is refused before any kernel indexes it.
+  auto other_shape =
+      KvCache::create({config.num_hidden_layers, config.num_key_value_heads, config.head_dim * 2, 16, DType::kF32, 4});
+  REQUIRE(other_shape.is_ok());
+  Status mismatched =
+      engine.backend->forward({{{prompt, vectors, 0, blocks, LogitsWanted::kAll}}}, *other_shape, logits);
+  CHECK(mismatched.code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(mismatched.message(), Catch::Contains("the model needs"));
 }
 
 TEST_CASE("generator reuses a shared prefix and generates the same tokens as without caching") {

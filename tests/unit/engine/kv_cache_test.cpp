@@ -75,6 +75,15 @@ TEST_CASE("nonsensical KV cache shapes are kInvalidArgument naming the field") {
   config = small_config();
   config.num_blocks = int64_t{1} << 40;
   CHECK(KvCache::create(config).status().code() == StatusCode::kInvalidArgument);
+
+  config = small_config();
+  config.dtype = DType::kFP8E4M3;
+  config.value_scale = 0.0f;
+  CHECK_THAT(KvCache::create(config).status().message(), Catch::Contains("scales"));
+  config.value_scale = 0.25f;
+  auto fp8 = KvCache::create(config);
+  REQUIRE(fp8.is_ok());
+  CHECK(config.block_bytes_per_layer() == 4 * 2 * 8 * 1);
 }
 
 TEST_CASE("a KV cache larger than memory allows is kResourceExhausted, not a crash") {
