@@ -10,6 +10,7 @@ whose CPU comparison uses f32 KV).
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -30,7 +31,7 @@ CASES = [  # preset, weight dtype, prompt length, KV dtype
 
 
 def recgpt_logits(recgpt, folder, tokens, backend, kv_dtype, out):
-    subprocess.run([recgpt, "logits", "--model", folder, "--tokens", ",".join(map(str, tokens)), "--backend",
+    subprocess.run(shlex.split(recgpt) + ["logits", "--model", folder, "--tokens", ",".join(map(str, tokens)), "--backend",
                     backend, "--kv-dtype", kv_dtype, "--out", out], check=True)
     return np.load(out)
 
@@ -51,7 +52,7 @@ def compare(actual, reference):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--recgpt", required=True)
+    parser.add_argument("--recgpt", required=True, help="the recgpt command, e.g. a library wrapper and the binary")
     parser.add_argument("--work", required=True)
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
@@ -60,7 +61,7 @@ def main():
     for preset, weight_dtype, length, kv_dtype in CASES:
         folder = os.path.join(args.work, f"{preset}-{weight_dtype}")
         if not os.path.exists(folder):
-            subprocess.run([args.recgpt, "make-model", "--preset", preset, "--seed", "5", "--dtype", weight_dtype,
+            subprocess.run(shlex.split(args.recgpt) + ["make-model", "--preset", preset, "--seed", "5", "--dtype", weight_dtype,
                             "--out", folder], check=True)
         config = json.load(open(os.path.join(folder, "config.json")))
         rng = np.random.default_rng(length)
