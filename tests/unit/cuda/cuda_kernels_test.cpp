@@ -15,6 +15,7 @@
 #include "engine/cpu/ops.h"
 #include "engine/cpu/thread_pool.h"
 #include "tests/unit/engine/cpu_kernel_test_support.h"
+#include "tests/unit/engine/random_models.h"
 
 namespace recgpt::cuda {
 namespace {
@@ -68,16 +69,8 @@ std::vector<float> bf16_values_as_float(const std::vector<uint16_t>& bits) {
   return values;
 }
 
-// max |actual - expected| / max |expected|; NaN (an unwritten output) gives infinity.
 double relative_error(const std::vector<float>& actual, const std::vector<float>& expected) {
-  REQUIRE(actual.size() == expected.size());
-  double worst = 0, scale = 1e-30;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    if (!std::isfinite(actual[i])) return INFINITY;
-    worst = std::max(worst, std::fabs(static_cast<double>(actual[i]) - expected[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(expected[i])));
-  }
-  return worst / scale;
+  return testing::relative_difference(actual, expected);
 }
 
 // The cache element types, FP8 with scales that are not 1 (so a missed scale shows).

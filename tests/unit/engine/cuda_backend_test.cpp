@@ -2,19 +2,16 @@
 // entity vectors, decode steps (replayed CUDA graphs after the first of each shape), mixed batches, contexts long
 // enough to split attention, both KV dtypes. Through the Backend face only, so this builds everywhere; without a
 // GPU (or a build without CUDA) the comparisons say "SKIPPED:" and ctest counts them as skipped.
-#include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <filesystem>
-#include <map>
 #include <random>
 
 #include "engine/backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model_files.h"
-#include "engine/model_maker.h"
+#include "tests/unit/engine/random_models.h"
 
 namespace recgpt {
 namespace {
@@ -25,17 +22,7 @@ bool cuda_built() {
 }
 
 const ModelFiles& random_model(const std::string& preset, DType dtype) {
-  static std::map<std::string, std::unique_ptr<ModelFiles>> models;
-  const std::string key = preset + "_" + std::string(dtype_name(dtype));
-  if (!models[key]) {
-    auto dir = std::filesystem::temp_directory_path() / ("recgpt_cuda_" + std::to_string(::getpid()) + "_" + key);
-    REQUIRE(make_model({preset, 11, dtype, dir.string()}).is_ok());
-    auto opened = ModelFiles::open(dir.string());
-    REQUIRE(opened.is_ok());
-    models[key] = std::move(opened).value();
-    std::filesystem::remove_all(dir);  // the mapping stays valid after unlink
-  }
-  return *models[key];
+  return testing::random_model(preset, dtype, 11);
 }
 
 // A backend and a cache it made, of `num_blocks` blocks of 16 tokens.
@@ -77,17 +64,7 @@ std::string why_no_gpu_run() {
     return;                                               \
   }
 
-// max |cuda - cpu| over max |cpu|, per step: bf16 weights and activations on the GPU.
-double relative_difference(const std::vector<float>& cuda, const std::vector<float>& cpu) {
-  REQUIRE(cuda.size() == cpu.size());
-  double worst = 0, scale = 1e-30;
-  for (size_t i = 0; i < cpu.size(); ++i) {
-    if (!std::isfinite(cuda[i])) return INFINITY;
-    worst = std::max(worst, std::fabs(static_cast<double>(cuda[i]) - cpu[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(cpu[i])));
-  }
-  return worst / scale;
-}
+using testing::relative_difference;
 
 constexpr double kTolerance = 2e-2;  // issue 2's bf16 tolerance, of max |logit|
 

@@ -11,25 +11,12 @@
 #include "engine/kv_cache.h"
 #include "engine/model_files.h"
 #include "engine/model_maker.h"
+#include "tests/unit/engine/random_models.h"
 
 namespace recgpt {
 namespace {
 
-// One random tiny model per dtype, written once per test process.
-const ModelFiles& tiny_model(DType dtype) {
-  static std::unique_ptr<ModelFiles> models[2];
-  int index = dtype == DType::kF32 ? 0 : 1;
-  if (!models[index]) {
-    auto dir = std::filesystem::temp_directory_path() /
-               ("recgpt_forward_" + std::to_string(::getpid()) + "_" + std::string(dtype_name(dtype)));
-    REQUIRE(make_model({"tiny", 7, dtype, dir.string()}).is_ok());
-    auto opened = ModelFiles::open(dir.string());
-    REQUIRE(opened.is_ok());
-    models[index] = std::move(opened).value();
-    std::filesystem::remove_all(dir);  // the mapping stays valid after unlink
-  }
-  return *models[index];
-}
+const ModelFiles& tiny_model(DType dtype) { return testing::random_model("tiny", dtype, 7); }
 
 struct Engine {
   std::unique_ptr<Backend> backend;
@@ -67,16 +54,7 @@ std::vector<int32_t> random_tokens(const ModelConfig& config, int count, uint32_
   return tokens;
 }
 
-// max |a - b| relative to max |a|.
-double relative_difference(std::span<const float> a, std::span<const float> b) {
-  REQUIRE(a.size() == b.size());
-  double max_diff = 0, max_value = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(a[i]) - b[i]));
-    max_value = std::max(max_value, std::fabs(static_cast<double>(a[i])));
-  }
-  return max_diff / max_value;
-}
+using testing::relative_difference;
 
 std::span<const float> rows(const std::vector<float>& logits, const ModelConfig& config, int64_t first, int64_t count) {
   return std::span(logits).subspan(first * config.vocab_size, count * config.vocab_size);
