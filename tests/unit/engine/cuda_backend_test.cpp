@@ -68,16 +68,7 @@ using testing::relative_difference;
 
 constexpr double kTolerance = 2e-2;  // issue 2's bf16 tolerance, of max |logit|
 
-std::vector<int32_t> random_tokens(const ModelConfig& config, int count, uint32_t seed) {
-  std::mt19937 random(seed);
-  std::uniform_int_distribution<int32_t> pick(0, config.vocab_size - 1);
-  std::vector<int32_t> tokens(count);
-  for (int32_t& token : tokens) {
-    do token = pick(random);
-    while (token == config.entity_adaptor->entity_token_id);
-  }
-  return tokens;
-}
+using testing::random_tokens;
 
 int32_t greedy(const std::vector<float>& logits, int64_t row, int vocab) {
   auto begin = logits.begin() + row * vocab;

@@ -43,16 +43,7 @@ struct Engine {
   }
 };
 
-std::vector<int32_t> random_tokens(const ModelConfig& config, int count, uint32_t seed) {
-  std::mt19937 random(seed);
-  std::uniform_int_distribution<int32_t> pick(0, config.vocab_size - 1);
-  std::vector<int32_t> tokens(count);
-  for (int32_t& token : tokens) {
-    do token = pick(random);
-    while (token == config.entity_adaptor->entity_token_id);
-  }
-  return tokens;
-}
+using testing::random_tokens;
 
 using testing::relative_difference;
 

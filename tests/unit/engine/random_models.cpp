@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <random>
 
 #include "engine/model_maker.h"
 
@@ -26,6 +27,17 @@ const ModelFiles& random_model(const std::string& preset, DType dtype, uint64_t 
     std::filesystem::remove_all(dir);
   }
   return *model;
+}
+
+std::vector<int32_t> random_tokens(const ModelConfig& config, int count, uint32_t seed) {
+  std::mt19937 random(seed);
+  std::uniform_int_distribution<int32_t> pick(0, config.vocab_size - 1);
+  std::vector<int32_t> tokens(count);
+  for (int32_t& token : tokens) {
+    do token = pick(random);
+    while (config.entity_adaptor && token == config.entity_adaptor->entity_token_id);
+  }
+  return tokens;
 }
 
 double relative_difference(std::span<const float> actual, std::span<const float> expected) {
