@@ -2,10 +2,10 @@
 //
 // A thread block takes one (query row, KV head, split) and all the query heads that share that KV head. Its
 // four warps walk the split's positions, a group of lanes per position reading the key (16 bytes a lane where
-// the head size allows) from the paged cache: scores go to shared memory, then a block-wide softmax, then the
-// same walk over the values accumulates in registers, summed across lanes and warps at the end. With one split
-// the block writes the normalised output; with several it writes (max, sum, unnormalised output) per split and
-// a second kernel combines them.
+// the head size allows) from the paged cache, four positions a lane group in flight at once: scores go to shared
+// memory, then a block-wide softmax, then the same walk over the values accumulates in registers, summed across lanes
+// and warps at the end. With one split the block writes the normalised output; with several it writes (max, sum,
+// unnormalised output) per split and a second kernel combines them.
 //
 // Each row reads its own context, so a prompt of n rows reads its keys and values about n / 2 times (from L2
 // for prompts that fit it): right first, fast for decode; a tiled prompt kernel sharing loads across rows is
@@ -22,6 +22,7 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kMaxGroup = 8;  // query heads per KV head
+constexpr int kUnroll = 4;    // position groups whose loads a warp has in flight at once
 
 // Lanes that read one position's head: 8 elements a lane where that divides evenly (one 16-byte bf16 load), a
 // power of two up to the warp.
@@ -39,7 +40,8 @@ struct SplitOutput {
   float* partial_sum;  // [rows, heads, splits]
 };
 
-template <typename CacheT, int kHeadDim>
+// kGroupCap: the query heads per KV head the registers are sized for (2, 4 or 8), at least the model's.
+template <typename CacheT, int kHeadDim, int kGroupCap>
 __global__ void __launch_bounds__(kThreads)
     paged_attention_kernel(AttentionRows rows, AttentionShape shape, const CacheT* key_cache, const CacheT* value_cache,
                            float key_scale, float value_scale, int splits, SplitOutput split_output, bf16* out) {
@@ -74,9 +76,9 @@ __global__ void __launch_bounds__(kThreads)
     return (slot * kv_heads + kv_head) * kHeadDim + part * kPerLane;
   };
 
-  float query[kMaxGroup][kPerLane];
+  float query[kGroupCap][kPerLane];
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
+  for (int g = 0; g < kGroupCap; ++g) {
     if (g < group) {
       load_floats<kPerLane>(rows.query + (head_base + g) * kHeadDim + part * kPerLane, query[g]);
 #pragma unroll
@@ -84,20 +86,30 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
+  // A warp takes kUnroll groups of kPositionsPerWarp positions at once, all their loads issued before the first
+  // use: one position a lane group at a time leaves too few bytes in flight to draw on HBM's bandwidth.
+  constexpr int kWarpStride = kPositionsPerWarp * kUnroll;
   float* scores = shared;
-  for (int first = warp * kPositionsPerWarp; first < count; first += kWarps * kPositionsPerWarp) {
-    const int index = first + slot_in_warp;
-    float key[kPerLane] = {};
-    if (index < count) load_floats<kPerLane>(key_cache + element_offset(index), key);
+  for (int first = warp * kWarpStride; first < count; first += kWarps * kWarpStride) {  // uniform in the warp
+    float key[kUnroll][kPerLane] = {};
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g < group) {  // uniform over the block: every lane takes the shuffles
-        float dot = 0.0f;
+    for (int u = 0; u < kUnroll; ++u) {
+      const int index = first + u * kPositionsPerWarp + slot_in_warp;
+      if (index < count) load_floats<kPerLane>(key_cache + element_offset(index), key[u]);
+    }
 #pragma unroll
-        for (int i = 0; i < kPerLane; ++i) dot += query[g][i] * key[i];
+    for (int u = 0; u < kUnroll; ++u) {
+      const int index = first + u * kPositionsPerWarp + slot_in_warp;
 #pragma unroll
-        for (int offset = kLanes / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(kFullWarp, dot, offset);
-        if (index < count && part == 0) scores[g * kMaxSplitTokens + index] = dot;
+      for (int g = 0; g < kGroupCap; ++g) {
+        if (g < group) {  // uniform over the block: every lane takes the shuffles
+          float dot = 0.0f;
+#pragma unroll
+          for (int i = 0; i < kPerLane; ++i) dot += query[g][i] * key[u][i];
+#pragma unroll
+          for (int offset = kLanes / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(kFullWarp, dot, offset);
+          if (index < count && part == 0) scores[g * kMaxSplitTokens + index] = dot;
+        }
       }
     }
   }
@@ -119,24 +131,31 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  float accumulated[kMaxGroup][kPerLane] = {};
-  for (int first = warp * kPositionsPerWarp; first < count; first += kWarps * kPositionsPerWarp) {
-    const int index = first + slot_in_warp;
-    if (index >= count) continue;
-    float value[kPerLane];
-    load_floats<kPerLane>(value_cache + element_offset(index), value);
+  float accumulated[kGroupCap][kPerLane] = {};
+  for (int first = warp * kWarpStride; first < count; first += kWarps * kWarpStride) {
+    float value[kUnroll][kPerLane] = {};
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g < group) {
-        const float weight = scores[g * kMaxSplitTokens + index];
+    for (int u = 0; u < kUnroll; ++u) {
+      const int index = first + u * kPositionsPerWarp + slot_in_warp;
+      if (index < count) load_floats<kPerLane>(value_cache + element_offset(index), value[u]);
+    }
 #pragma unroll
-        for (int i = 0; i < kPerLane; ++i) accumulated[g][i] += weight * value[i];
+    for (int u = 0; u < kUnroll; ++u) {
+      const int index = first + u * kPositionsPerWarp + slot_in_warp;
+      if (index >= count) continue;
+#pragma unroll
+      for (int g = 0; g < kGroupCap; ++g) {
+        if (g < group) {
+          const float weight = scores[g * kMaxSplitTokens + index];
+#pragma unroll
+          for (int i = 0; i < kPerLane; ++i) accumulated[g][i] += weight * value[u][i];
+        }
       }
     }
   }
   // Sum over the positions a warp held at once (lanes kLanes apart), then over the warps in shared memory.
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
+  for (int g = 0; g < kGroupCap; ++g) {
     if (g < group) {
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {
@@ -151,7 +170,7 @@ __global__ void __launch_bounds__(kThreads)
   float* warp_outputs = shared;
   if (slot_in_warp == 0) {
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
+    for (int g = 0; g < kGroupCap; ++g) {
       if (g < group) {
 #pragma unroll
         for (int i = 0; i < kPerLane; ++i) {
@@ -210,7 +229,7 @@ SplitOutput split_output_in(void* workspace, int64_t rows, int heads, int head_d
   return {floats, floats + partials * head_dim, floats + partials * head_dim + partials};
 }
 
-template <typename CacheT, int kHeadDim>
+template <typename CacheT, int kHeadDim, int kGroupCap>
 Status launch(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
               void* workspace, bf16* out, cudaStream_t stream) {
   const int group = shape.heads.heads / shape.heads.kv_heads;
@@ -218,7 +237,7 @@ Status launch(const AttentionRows& rows, const AttentionShape& shape, const Page
       sizeof(float) * static_cast<size_t>(std::max(group * kMaxSplitTokens, kWarps * group * kHeadDim));
   const SplitOutput split_output =
       splits > 1 ? split_output_in(workspace, rows.rows, shape.heads.heads, kHeadDim, splits) : SplitOutput{};
-  auto* kernel = paged_attention_kernel<CacheT, kHeadDim>;
+  auto* kernel = paged_attention_kernel<CacheT, kHeadDim, kGroupCap>;
   if (shared_bytes > 48 * 1024) {
     cudaError_t error =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
@@ -237,16 +256,25 @@ Status launch(const AttentionRows& rows, const AttentionShape& shape, const Page
   return launch_status("combine_splits");
 }
 
+template <typename CacheT, int kHeadDim>
+Status launch_for_group(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
+                        void* workspace, bf16* out, cudaStream_t stream) {
+  const int group = shape.heads.heads / shape.heads.kv_heads;
+  if (group <= 2) return launch<CacheT, kHeadDim, 2>(rows, shape, cache, splits, workspace, out, stream);
+  if (group <= 4) return launch<CacheT, kHeadDim, 4>(rows, shape, cache, splits, workspace, out, stream);
+  return launch<CacheT, kHeadDim, kMaxGroup>(rows, shape, cache, splits, workspace, out, stream);
+}
+
 template <typename CacheT>
 Status launch_for_head_dim(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
                            void* workspace, bf16* out, cudaStream_t stream) {
   switch (shape.heads.head_dim) {
-    case 16: return launch<CacheT, 16>(rows, shape, cache, splits, workspace, out, stream);
-    case 32: return launch<CacheT, 32>(rows, shape, cache, splits, workspace, out, stream);
-    case 48: return launch<CacheT, 48>(rows, shape, cache, splits, workspace, out, stream);
-    case 64: return launch<CacheT, 64>(rows, shape, cache, splits, workspace, out, stream);
-    case 128: return launch<CacheT, 128>(rows, shape, cache, splits, workspace, out, stream);
-    case 256: return launch<CacheT, 256>(rows, shape, cache, splits, workspace, out, stream);
+    case 16: return launch_for_group<CacheT, 16>(rows, shape, cache, splits, workspace, out, stream);
+    case 32: return launch_for_group<CacheT, 32>(rows, shape, cache, splits, workspace, out, stream);
+    case 48: return launch_for_group<CacheT, 48>(rows, shape, cache, splits, workspace, out, stream);
+    case 64: return launch_for_group<CacheT, 64>(rows, shape, cache, splits, workspace, out, stream);
+    case 128: return launch_for_group<CacheT, 128>(rows, shape, cache, splits, workspace, out, stream);
+    case 256: return launch_for_group<CacheT, 256>(rows, shape, cache, splits, workspace, out, stream);
   }
   return unimplemented("CUDA attention has no kernel for head_dim " + std::to_string(shape.heads.head_dim));
 }
