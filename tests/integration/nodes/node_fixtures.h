@@ -77,16 +77,10 @@ struct Node {
   uint16_t admin_port = 0;
   Node(const std::string& role, const TinyModel& model, const std::string& tls, int kv_cache_mib = 8,
        const std::vector<std::string>& extra_flags = {}) {
-    std::vector<std::string> argv = {RECGPT_PATH,
-                                     role,
-                                     "--model",
-                                     model.dir.string(),
-                                     "--kv-cache-mib",
-                                     std::to_string(kv_cache_mib),
-                                     "--threads",
-                                     "1",
-                                     "--transfer-setting",
-                                     "tls=" + tls};
+    std::vector<std::string> argv = {
+        RECGPT_PATH, role, "--model", model.dir.string(), "--kv-cache-mib", std::to_string(kv_cache_mib),
+        "--threads", "1"};
+    if (!tls.empty()) argv.insert(argv.end(), {"--transfer-setting", "tls=" + tls});  // empty: not a ucx node
     if (std::find(extra_flags.begin(), extra_flags.end(), "--node-id") == extra_flags.end())
       argv.insert(argv.end(), {"--node-id", role + "-test"});
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
