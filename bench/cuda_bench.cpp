@@ -82,7 +82,9 @@ std::string attention_figure(int batch, int context, double copy_bytes_per_secon
   DeviceBuffer values = value_or_exit(DeviceBuffer::allocate(cache_bytes), "values");
   cudaMemset(keys.as<void>(), 0x3c, cache_bytes);  // 0x3c3c: bf16 0.0115, not zero
   cudaMemset(values.as<void>(), 0x3c, cache_bytes);
-  std::vector<int32_t> tables(num_blocks), context_of(batch, context), offsets(batch);
+  std::vector<int32_t> tables(num_blocks), context_of(batch, context), offsets(batch), tile_rows(batch),
+      tile_counts(batch, 1);
+  std::iota(tile_rows.begin(), tile_rows.end(), 0);  // decode rows: a tile each
   std::iota(tables.begin(), tables.end(), 0);
   std::shuffle(tables.begin(), tables.end(), std::mt19937(1));
   for (int b = 0; b < batch; ++b) offsets[b] = static_cast<int32_t>(b * blocks_per_sequence);
@@ -98,14 +100,22 @@ std::string attention_figure(int batch, int context, double copy_bytes_per_secon
   };
   DeviceBuffer device_tables = upload(tables), device_context = upload(context_of), device_offsets = upload(offsets);
   DeviceBuffer device_query = upload(query), device_split = upload(std::vector<int32_t>{splits.split_tokens});
+  DeviceBuffer device_tile_rows = upload(tile_rows), device_tile_counts = upload(tile_counts);
   DeviceBuffer workspace =
       value_or_exit(DeviceBuffer::allocate(
                         std::max<size_t>(1, cuda::attention_workspace_bytes(batch, heads, head_dim, splits.splits))),
                     "workspace");
   DeviceBuffer out = value_or_exit(DeviceBuffer::allocate(query.size() * sizeof(cuda::bf16)), "out");
-  const cuda::AttentionRows rows{device_query.as<float>(),     device_context.as<int32_t>(),
-                                 device_offsets.as<int32_t>(), device_tables.as<int32_t>(),
-                                 device_split.as<int32_t>(),   batch};
+  const cuda::AttentionRows rows{device_query.as<float>(),
+                                 device_context.as<int32_t>(),
+                                 device_offsets.as<int32_t>(),
+                                 device_tables.as<int32_t>(),
+                                 device_tile_rows.as<int32_t>(),
+                                 device_tile_counts.as<int32_t>(),
+                                 device_split.as<int32_t>(),
+                                 batch,
+                                 batch,
+                                 1};
   const cuda::AttentionShape shape{{heads, kv_heads, head_dim}, block_size, 1.0f / std::sqrt(128.0f)};
   const cuda::PagedCache cache{keys.as<void>(), values.as<void>(), cuda::CacheType::kBF16};
   const double seconds = median_gpu_seconds(20, [&] {

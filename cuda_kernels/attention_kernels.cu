@@ -1,15 +1,16 @@
 // Paged GQA attention for prompt and decode rows alike, split over the context for long ones (flash-decoding).
 //
-// A thread block takes one (query row, KV head, split) and all the query heads that share that KV head. Its
-// four warps walk the split's positions, a group of lanes per position reading the key (16 bytes a lane where
-// the head size allows) from the paged cache, four positions a lane group in flight at once: scores go to shared
-// memory, then a block-wide softmax, then the same walk over the values accumulates in registers, summed across lanes
-// and warps at the end. With one split the block writes the normalised output; with several it writes (max, sum,
-// unnormalised output) per split and a second kernel combines them.
+// A thread block takes one (row tile, KV head, split): a tile is one decode row, or up to kMaxTileQueries / group
+// consecutive rows of one prompt, and the block serves every query head of the tile's rows that shares the KV
+// head, so each key and value it reads is used by all of them. Its four warps walk the split's positions, a group
+// of lanes per position reading the key (16 bytes a lane where the head size allows) from the paged cache, four
+// positions a lane group in flight at once: scores go to shared memory (masked past each row's causal end), then
+// a block-wide softmax per query, then the same walk over the values accumulates in registers, summed across
+// lanes and warps at the end. With one split the block writes the normalised output; with several it writes
+// (max, sum, unnormalised output) per split and a second kernel combines them.
 //
-// Each row reads its own context, so a prompt of n rows reads its keys and values about n / 2 times (from L2
-// for prompts that fit it): right first, fast for decode; a tiled prompt kernel sharing loads across rows is
-// the next step for long prompts.
+// Tiles of a few rows cut a prompt's reads of its keys and values by that many; a tensor-core kernel with tiles
+// of 64 rows is what long prompts want next.
 #include <algorithm>
 #include <cmath>
 
@@ -21,8 +22,7 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kMaxGroup = 8;  // query heads per KV head
-constexpr int kUnroll = 4;    // position groups whose loads a warp has in flight at once
+constexpr int kUnroll = 4;  // position groups whose loads a warp has in flight at once
 
 // Lanes that read one position's head: 8 elements a lane where that divides evenly (one 16-byte bf16 load), a
 // power of two up to the warp.
@@ -40,35 +40,41 @@ struct SplitOutput {
   float* partial_sum;  // [rows, heads, splits]
 };
 
-// kGroupCap: the query heads per KV head the registers are sized for (2, 4 or 8), at least the model's.
-template <typename CacheT, int kHeadDim, int kGroupCap>
+// kQueryCap: the queries (tile rows x query heads per KV head) the registers are sized for: 2, 4 or 8.
+template <typename CacheT, int kHeadDim, int kQueryCap>
 __global__ void __launch_bounds__(kThreads)
     paged_attention_kernel(AttentionRows rows, AttentionShape shape, const CacheT* key_cache, const CacheT* value_cache,
                            float key_scale, float value_scale, int splits, SplitOutput split_output, bf16* out) {
   constexpr int kLanes = lanes_per_position<kHeadDim>();
   constexpr int kPerLane = kHeadDim / kLanes;
   constexpr int kPositionsPerWarp = 32 / kLanes;
-  extern __shared__ float shared[];  // scores [group][kMaxSplitTokens]; then per-warp outputs [kWarps][group][D]
+  extern __shared__ float shared[];  // scores [queries][kMaxSplitTokens]; then per-warp outputs [kWarps][queries][D]
   __shared__ float scratch[kWarps];
-  __shared__ float head_max[kMaxGroup], head_sum[kMaxGroup];
+  __shared__ float query_max[kMaxTileQueries], query_sum[kMaxTileQueries];
 
-  const int64_t row = blockIdx.x;  // x: rows can pass the 65535 that y and z allow
+  const int tile = blockIdx.x;  // x: tiles can pass the 65535 that y and z allow
   const int kv_head = blockIdx.y, split = blockIdx.z;
   const int heads = shape.heads.heads, kv_heads = shape.heads.kv_heads, group = heads / kv_heads;
+  const int first_row = rows.tile_first_rows[tile];
+  const int queries = rows.tile_row_counts[tile] * group;  // query j: row first_row + j / group, head j % group
+  // The (row, head) index of query j in [rows, heads]: its output and partial results live there.
+  auto head_index = [&](int j) {
+    return int64_t{first_row + j / group} * heads + int64_t{kv_head} * group + j % group;
+  };
   const int split_tokens = *rows.split_tokens;
   const int begin = split * split_tokens;
-  const int count = min(rows.context[row], begin + split_tokens) - begin;  // positions of this split
-  const int64_t head_base = row * heads + int64_t{kv_head} * group;        // (row, first head of the group)
+  const int last_row = first_row + rows.tile_row_counts[tile] - 1;              // the tile's longest context
+  const int count = min(rows.context[last_row], begin + split_tokens) - begin;  // positions of this split
   if (count <= 0) {  // only when splits > 1: an empty split, skipped by the combine
-    if (threadIdx.x < group) {
-      split_output.partial_max[(head_base + threadIdx.x) * splits + split] = -INFINITY;
-      split_output.partial_sum[(head_base + threadIdx.x) * splits + split] = 0.0f;
+    for (int j = threadIdx.x; j < queries; j += kThreads) {
+      split_output.partial_max[head_index(j) * splits + split] = -INFINITY;
+      split_output.partial_sum[head_index(j) * splits + split] = 0.0f;
     }
     return;
   }
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int part = lane % kLanes, slot_in_warp = lane / kLanes;
-  const int32_t* block_table = rows.block_tables + rows.table_offsets[row];
+  const int32_t* block_table = rows.block_tables + rows.table_offsets[first_row];  // one sequence per tile
   const int block_size = shape.block_size;
   auto element_offset = [&](int index) {  // of this lane's elements of position begin + index
     const int position = begin + index;
@@ -76,13 +82,15 @@ __global__ void __launch_bounds__(kThreads)
     return (slot * kv_heads + kv_head) * kHeadDim + part * kPerLane;
   };
 
-  float query[kGroupCap][kPerLane];
+  float query[kQueryCap][kPerLane];
+  int query_end[kQueryCap];  // positions before this one are the query's causal context
 #pragma unroll
-  for (int g = 0; g < kGroupCap; ++g) {
-    if (g < group) {
-      load_floats<kPerLane>(rows.query + (head_base + g) * kHeadDim + part * kPerLane, query[g]);
+  for (int j = 0; j < kQueryCap; ++j) {
+    if (j < queries) {
+      load_floats<kPerLane>(rows.query + head_index(j) * kHeadDim + part * kPerLane, query[j]);
 #pragma unroll
-      for (int i = 0; i < kPerLane; ++i) query[g][i] *= shape.scale * key_scale;  // FP8 keys read as e4m3 * scale
+      for (int i = 0; i < kPerLane; ++i) query[j][i] *= shape.scale * key_scale;  // FP8 keys read as e4m3 * scale
+      query_end[j] = rows.context[first_row + j / group] - begin;
     }
   }
 
@@ -101,37 +109,38 @@ __global__ void __launch_bounds__(kThreads)
     for (int u = 0; u < kUnroll; ++u) {
       const int index = first + u * kPositionsPerWarp + slot_in_warp;
 #pragma unroll
-      for (int g = 0; g < kGroupCap; ++g) {
-        if (g < group) {  // uniform over the block: every lane takes the shuffles
+      for (int j = 0; j < kQueryCap; ++j) {
+        if (j < queries) {  // uniform over the block: every lane takes the shuffles
           float dot = 0.0f;
 #pragma unroll
-          for (int i = 0; i < kPerLane; ++i) dot += query[g][i] * key[u][i];
+          for (int i = 0; i < kPerLane; ++i) dot += query[j][i] * key[u][i];
 #pragma unroll
           for (int offset = kLanes / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(kFullWarp, dot, offset);
-          if (index < count && part == 0) scores[g * kMaxSplitTokens + index] = dot;
+          if (index < count && part == 0) scores[j * kMaxSplitTokens + index] = index < query_end[j] ? dot : -INFINITY;
         }
       }
     }
   }
   __syncthreads();
 
-  for (int g = 0; g < group; ++g) {
-    float* head_scores = scores + g * kMaxSplitTokens;
+  for (int j = 0; j < queries; ++j) {
+    float* query_scores = scores + j * kMaxSplitTokens;
     float best = -INFINITY;
-    for (int i = threadIdx.x; i < count; i += kThreads) best = fmaxf(best, head_scores[i]);
+    for (int i = threadIdx.x; i < count; i += kThreads) best = fmaxf(best, query_scores[i]);
     best = block_max(best, scratch);
     float total = 0.0f;
     for (int i = threadIdx.x; i < count; i += kThreads) {
-      const float weight = expf(head_scores[i] - best);
-      head_scores[i] = weight;
+      // A query whose causal end falls before this split has no position in it: weight 0 throughout.
+      const float weight = best == -INFINITY ? 0.0f : expf(query_scores[i] - best);
+      query_scores[i] = weight;
       total += weight;
     }
     total = block_sum(total, scratch);
-    if (threadIdx.x == 0) head_max[g] = best, head_sum[g] = total;
+    if (threadIdx.x == 0) query_max[j] = best, query_sum[j] = total;
   }
   __syncthreads();
 
-  float accumulated[kGroupCap][kPerLane] = {};
+  float accumulated[kQueryCap][kPerLane] = {};
   for (int first = warp * kWarpStride; first < count; first += kWarps * kWarpStride) {
     float value[kUnroll][kPerLane] = {};
 #pragma unroll
@@ -144,24 +153,24 @@ __global__ void __launch_bounds__(kThreads)
       const int index = first + u * kPositionsPerWarp + slot_in_warp;
       if (index >= count) continue;
 #pragma unroll
-      for (int g = 0; g < kGroupCap; ++g) {
-        if (g < group) {
-          const float weight = scores[g * kMaxSplitTokens + index];
+      for (int j = 0; j < kQueryCap; ++j) {
+        if (j < queries) {
+          const float weight = scores[j * kMaxSplitTokens + index];
 #pragma unroll
-          for (int i = 0; i < kPerLane; ++i) accumulated[g][i] += weight * value[u][i];
+          for (int i = 0; i < kPerLane; ++i) accumulated[j][i] += weight * value[u][i];
         }
       }
     }
   }
   // Sum over the positions a warp held at once (lanes kLanes apart), then over the warps in shared memory.
 #pragma unroll
-  for (int g = 0; g < kGroupCap; ++g) {
-    if (g < group) {
+  for (int j = 0; j < kQueryCap; ++j) {
+    if (j < queries) {
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {
 #pragma unroll
         for (int offset = kLanes; offset < 32; offset *= 2) {
-          accumulated[g][i] += __shfl_xor_sync(kFullWarp, accumulated[g][i], offset);
+          accumulated[j][i] += __shfl_xor_sync(kFullWarp, accumulated[j][i], offset);
         }
       }
     }
@@ -170,30 +179,30 @@ __global__ void __launch_bounds__(kThreads)
   float* warp_outputs = shared;
   if (slot_in_warp == 0) {
 #pragma unroll
-    for (int g = 0; g < kGroupCap; ++g) {
-      if (g < group) {
+    for (int j = 0; j < kQueryCap; ++j) {
+      if (j < queries) {
 #pragma unroll
         for (int i = 0; i < kPerLane; ++i) {
-          warp_outputs[(warp * group + g) * kHeadDim + part * kPerLane + i] = accumulated[g][i];
+          warp_outputs[(warp * queries + j) * kHeadDim + part * kPerLane + i] = accumulated[j][i];
         }
       }
     }
   }
   __syncthreads();
-  for (int index = threadIdx.x; index < group * kHeadDim; index += kThreads) {
-    const int g = index / kHeadDim, d = index % kHeadDim;
+  for (int index = threadIdx.x; index < queries * kHeadDim; index += kThreads) {
+    const int j = index / kHeadDim, d = index % kHeadDim;
     float total = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) total += warp_outputs[(w * group + g) * kHeadDim + d];
+    for (int w = 0; w < kWarps; ++w) total += warp_outputs[(w * queries + j) * kHeadDim + d];
     total *= value_scale;  // FP8 values read as e4m3 * scale
-    const int64_t head = head_base + g;
+    const int64_t head = head_index(j);
     if (splits == 1) {
-      out[head * kHeadDim + d] = __float2bfloat16_rn(total / head_sum[g]);
+      out[head * kHeadDim + d] = __float2bfloat16_rn(total / query_sum[j]);  // begin 0: every query has position 0
     } else {
       split_output.partial_out[(head * splits + split) * kHeadDim + d] = total;
       if (d == 0) {
-        split_output.partial_max[head * splits + split] = head_max[g];
-        split_output.partial_sum[head * splits + split] = head_sum[g];
+        split_output.partial_max[head * splits + split] = query_max[j];
+        split_output.partial_sum[head * splits + split] = query_sum[j];
       }
     }
   }
@@ -229,21 +238,20 @@ SplitOutput split_output_in(void* workspace, int64_t rows, int heads, int head_d
   return {floats, floats + partials * head_dim, floats + partials * head_dim + partials};
 }
 
-template <typename CacheT, int kHeadDim, int kGroupCap>
+template <typename CacheT, int kHeadDim, int kQueryCap>
 Status launch(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
               void* workspace, bf16* out, cudaStream_t stream) {
-  const int group = shape.heads.heads / shape.heads.kv_heads;
   const size_t shared_bytes =
-      sizeof(float) * static_cast<size_t>(std::max(group * kMaxSplitTokens, kWarps * group * kHeadDim));
+      sizeof(float) * static_cast<size_t>(std::max(kQueryCap * kMaxSplitTokens, kWarps * kQueryCap * kHeadDim));
   const SplitOutput split_output =
       splits > 1 ? split_output_in(workspace, rows.rows, shape.heads.heads, kHeadDim, splits) : SplitOutput{};
-  auto* kernel = paged_attention_kernel<CacheT, kHeadDim, kGroupCap>;
+  auto* kernel = paged_attention_kernel<CacheT, kHeadDim, kQueryCap>;
   if (shared_bytes > 48 * 1024) {
     cudaError_t error =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
     if (error != cudaSuccess) return internal_error(std::string("paged_attention: ") + cudaGetErrorString(error));
   }
-  const dim3 grid(static_cast<unsigned>(rows.rows), static_cast<unsigned>(shape.heads.kv_heads),
+  const dim3 grid(static_cast<unsigned>(rows.tiles), static_cast<unsigned>(shape.heads.kv_heads),
                   static_cast<unsigned>(splits));
   kernel<<<grid, kThreads, shared_bytes, stream>>>(rows, shape, static_cast<const CacheT*>(cache.key),
                                                    static_cast<const CacheT*>(cache.value), cache.key_scale,
@@ -259,10 +267,10 @@ Status launch(const AttentionRows& rows, const AttentionShape& shape, const Page
 template <typename CacheT, int kHeadDim>
 Status launch_for_group(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
                         void* workspace, bf16* out, cudaStream_t stream) {
-  const int group = shape.heads.heads / shape.heads.kv_heads;
-  if (group <= 2) return launch<CacheT, kHeadDim, 2>(rows, shape, cache, splits, workspace, out, stream);
-  if (group <= 4) return launch<CacheT, kHeadDim, 4>(rows, shape, cache, splits, workspace, out, stream);
-  return launch<CacheT, kHeadDim, kMaxGroup>(rows, shape, cache, splits, workspace, out, stream);
+  const int queries = rows.max_tile_rows * (shape.heads.heads / shape.heads.kv_heads);
+  if (queries <= 2) return launch<CacheT, kHeadDim, 2>(rows, shape, cache, splits, workspace, out, stream);
+  if (queries <= 4) return launch<CacheT, kHeadDim, 4>(rows, shape, cache, splits, workspace, out, stream);
+  return launch<CacheT, kHeadDim, kMaxTileQueries>(rows, shape, cache, splits, workspace, out, stream);
 }
 
 template <typename CacheT>
@@ -285,12 +293,12 @@ bool attention_supports(const HeadShape& shape) {
   const bool known_size = shape.head_dim == 16 || shape.head_dim == 32 || shape.head_dim == 48 ||
                           shape.head_dim == 64 || shape.head_dim == 128 || shape.head_dim == 256;
   return known_size && shape.kv_heads > 0 && shape.heads % shape.kv_heads == 0 &&
-         shape.heads / shape.kv_heads <= kMaxGroup;
+         shape.heads / shape.kv_heads <= kMaxTileQueries;
 }
 
-AttentionSplits attention_splits(int64_t rows, int kv_heads, int max_context, int multiprocessors) {
+AttentionSplits attention_splits(int64_t tiles, int kv_heads, int max_context, int multiprocessors) {
   constexpr int kMinSplitTokens = 64;
-  const int64_t blocks = std::max<int64_t>(1, rows * kv_heads);
+  const int64_t blocks = std::max<int64_t>(1, tiles * kv_heads);
   const int64_t wanted = (2 * int64_t{multiprocessors} + blocks - 1) / blocks;
   const int64_t at_most = std::max(1, max_context / kMinSplitTokens);
   const int64_t at_least = (max_context + kMaxSplitTokens - 1) / kMaxSplitTokens;
@@ -310,9 +318,14 @@ Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, c
                        void* workspace, bf16* out, cudaStream_t stream) {
   if (!attention_supports(shape.heads)) {
     return unimplemented("CUDA attention supports head_dim 16, 32, 48, 64, 128 or 256 and up to " +
-                         std::to_string(kMaxGroup) + " query heads per KV head");
+                         std::to_string(kMaxTileQueries) + " query heads per KV head");
   }
   if (rows.rows == 0) return Status::ok();
+  const int group = shape.heads.heads / shape.heads.kv_heads;
+  if (rows.max_tile_rows < 1 || rows.max_tile_rows * group > kMaxTileQueries) {
+    return invalid_argument("attention tiles of " + std::to_string(rows.max_tile_rows) + " rows exceed " +
+                            std::to_string(kMaxTileQueries) + " queries");
+  }
   switch (cache.type) {
     case CacheType::kF32: return launch_for_head_dim<float>(rows, shape, cache, splits, workspace, out, stream);
     case CacheType::kBF16: return launch_for_head_dim<bf16>(rows, shape, cache, splits, workspace, out, stream);

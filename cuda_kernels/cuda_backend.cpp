@@ -59,12 +59,14 @@ struct StepBuffers {
 // Device views of the packed StepInputs.
 struct StepPointers {
   const int64_t* slots;
-  const int32_t *tokens, *entity_rows, *positions, *context, *table_offsets, *logit_rows, *split_tokens, *block_tables;
+  const int32_t *tokens, *entity_rows, *positions, *context, *table_offsets, *logit_rows, *tile_first_rows,
+      *tile_row_counts, *split_tokens, *block_tables;
   const float* entity_vectors;
 };
 
 struct StepShape {
-  int64_t tokens = 0, logit_rows = 0, entities = 0;
+  int64_t tokens = 0, logit_rows = 0, entities = 0, tiles = 0;
+  int max_tile_rows = 1;
   int splits = 1;
   StepPointers pointers{};
 };
@@ -127,14 +129,18 @@ class CudaBackend final : public Backend {
     if (batch.num_tokens() == 0) return Status::ok();
     CudaDeviceGuard guard(device_);
     const int32_t entity_token_id = config_.entity_adaptor ? config_.entity_adaptor->entity_token_id : -1;
-    cuda::StepInputs inputs = cuda::plan_step(batch, kv_cache.config().block_size, entity_token_id);
+    const int group = config_.num_attention_heads / config_.num_key_value_heads;
+    cuda::StepInputs inputs =
+        cuda::plan_step(batch, kv_cache.config().block_size, entity_token_id, cuda::rows_per_tile(group));
     const cuda::AttentionSplits splits =
-        cuda::attention_splits(inputs.num_tokens(), config_.num_key_value_heads, inputs.max_context, multiprocessors_);
+        cuda::attention_splits(inputs.num_tiles(), config_.num_key_value_heads, inputs.max_context, multiprocessors_);
     inputs.split_tokens = splits.split_tokens;
     const cuda::StepLayout layout = cuda::layout_of(inputs);
     StepShape shape;
     shape.tokens = inputs.num_tokens();
     shape.logit_rows = inputs.num_logit_rows();
+    shape.tiles = inputs.num_tiles();
+    shape.max_tile_rows = inputs.max_tile_rows;
     shape.entities = config_.entity_adaptor ? inputs.num_entities(config_.entity_adaptor->entity_dim) : 0;
     shape.splits = splits.splits;
     RECGPT_RETURN_IF_ERROR(reserve(shape, layout));
@@ -221,6 +227,8 @@ class CudaBackend final : public Backend {
             at(layout.context),
             at(layout.table_offsets),
             at(layout.logit_rows),
+            at(layout.tile_first_rows),
+            at(layout.tile_row_counts),
             at(layout.split_tokens),
             at(layout.block_tables),
             reinterpret_cast<const float*>(base + layout.entity_vectors)};
@@ -289,7 +297,8 @@ class CudaBackend final : public Backend {
         buffers_.qkv.as<float>(), tokens, heads, layer.q_norm.as<float>(), layer.k_norm.as<float>(), eps(), p.positions,
         weights_.rope_inv_freq.as<float>(), p.slots, buffers_.query.as<float>(), cache, stream_));
     const cuda::AttentionRows rows{
-        buffers_.query.as<float>(), p.context, p.table_offsets, p.block_tables, p.split_tokens, tokens};
+        buffers_.query.as<float>(), p.context,      p.table_offsets, p.block_tables, p.tile_first_rows,
+        p.tile_row_counts,          p.split_tokens, tokens,          shape.tiles,    shape.max_tile_rows};
     const cuda::AttentionShape attention{heads, cache_config.block_size,
                                          1.0f / std::sqrt(static_cast<float>(config_.head_dim))};
     RECGPT_RETURN_IF_ERROR(cuda::paged_attention(rows, attention, cache, shape.splits,

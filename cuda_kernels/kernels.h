@@ -73,16 +73,26 @@ Status silu_mul(const float* gate_up, int64_t rows, int width, bf16* out, cudaSt
 
 // Paged attention over GQA for any mix of prompt rows and decode rows. Each query row attends causally to the
 // first context[r] tokens of its sequence (its position + 1), whose KV blocks are listed from
-// block_tables[table_offsets[r]]. Long contexts are split over `splits` thread blocks per (row, KV head)
-// (flash-decoding), each taking `split_tokens` positions, and combined after.
+// block_tables[table_offsets[r]]. Rows are served in tiles: consecutive rows of one sequence (positions one
+// apart), at most kMaxTileQueries / (query heads per KV head) of them, sharing every key and value read. Long
+// contexts are split over `splits` thread blocks per (tile, KV head) (flash-decoding), each taking
+// `split_tokens` positions, and combined after.
+constexpr int kMaxTileQueries = 8;  // tile rows x query heads per KV head
 struct AttentionRows {
-  const float* query = nullptr;            // [rows, heads, head_dim], RoPE applied
-  const int32_t* context = nullptr;        // [rows]
-  const int32_t* table_offsets = nullptr;  // [rows]
-  const int32_t* block_tables = nullptr;   // the sequences' block tables, one after another
-  const int32_t* split_tokens = nullptr;   // [1]: positions per split, in device memory so a graph can replay
+  const float* query = nullptr;              // [rows, heads, head_dim], RoPE applied
+  const int32_t* context = nullptr;          // [rows]
+  const int32_t* table_offsets = nullptr;    // [rows]
+  const int32_t* block_tables = nullptr;     // the sequences' block tables, one after another
+  const int32_t* tile_first_rows = nullptr;  // [tiles]
+  const int32_t* tile_row_counts = nullptr;  // [tiles]
+  const int32_t* split_tokens = nullptr;     // [1]: positions per split, in device memory so a graph can replay
   int64_t rows = 0;
+  int64_t tiles = 0;
+  int max_tile_rows = 1;  // over the tiles; sizes the kernel's registers
 };
+
+// Rows a prompt's tile takes for a model with `group` query heads per KV head.
+inline int rows_per_tile(int group) { return group >= kMaxTileQueries ? 1 : kMaxTileQueries / group; }
 struct AttentionShape {
   HeadShape heads;
   int block_size = 0;
@@ -92,14 +102,14 @@ struct AttentionShape {
 // Head sizes the attention kernel is built for.
 bool attention_supports(const HeadShape& shape);
 
-// Splits for a step: enough thread blocks to fill `multiprocessors` twice over, none shorter than 64 positions,
-// none longer than kMaxSplitTokens; and the positions each split takes.
+// Splits for a step of `tiles` row tiles: enough thread blocks to fill `multiprocessors` twice over, none shorter than
+// 64 positions, none longer than kMaxSplitTokens; and the positions each split takes.
 struct AttentionSplits {
   int splits = 1;
   int split_tokens = 0;
 };
 constexpr int kMaxSplitTokens = 1024;
-AttentionSplits attention_splits(int64_t rows, int kv_heads, int max_context, int multiprocessors);
+AttentionSplits attention_splits(int64_t tiles, int kv_heads, int max_context, int multiprocessors);
 
 // Bytes of the partial results `workspace` holds when splits > 1 (0 otherwise).
 size_t attention_workspace_bytes(int64_t rows, int heads, int head_dim, int splits);

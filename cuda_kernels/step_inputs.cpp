@@ -25,7 +25,7 @@ void copy_section(const std::vector<T>& values, size_t offset, std::byte* packed
 
 }  // namespace
 
-StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id) {
+StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id, int rows_per_tile) {
   StepInputs inputs;
   int32_t row = 0;
   int32_t entities = 0;
@@ -53,6 +53,11 @@ StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id
     } else if (step.logits == LogitsWanted::kLast) {
       inputs.logit_rows.push_back(row + count - 1);
     }
+    for (int32_t first = 0; first < count; first += rows_per_tile) {
+      inputs.tile_first_rows.push_back(row + first);
+      inputs.tile_row_counts.push_back(std::min(rows_per_tile, count - first));
+      inputs.max_tile_rows = std::max(inputs.max_tile_rows, inputs.tile_row_counts.back());
+    }
     inputs.max_context = std::max(inputs.max_context, context_end);
     row += count;
   }
@@ -70,6 +75,8 @@ StepLayout layout_of(const StepInputs& inputs) {
   layout.context = place<int32_t>(tokens, end);
   layout.table_offsets = place<int32_t>(tokens, end);
   layout.logit_rows = place<int32_t>(inputs.logit_rows.size(), end);
+  layout.tile_first_rows = place<int32_t>(inputs.tile_first_rows.size(), end);
+  layout.tile_row_counts = place<int32_t>(inputs.tile_row_counts.size(), end);
   layout.split_tokens = place<int32_t>(1, end);
   layout.block_tables = place<int32_t>(inputs.block_tables.size(), end);
   layout.entity_vectors = place<float>(inputs.entity_vectors.size(), end);
@@ -85,6 +92,8 @@ void pack(const StepInputs& inputs, const StepLayout& layout, std::byte* packed)
   copy_section(inputs.context, layout.context, packed);
   copy_section(inputs.table_offsets, layout.table_offsets, packed);
   copy_section(inputs.logit_rows, layout.logit_rows, packed);
+  copy_section(inputs.tile_first_rows, layout.tile_first_rows, packed);
+  copy_section(inputs.tile_row_counts, layout.tile_row_counts, packed);
   std::memcpy(packed + layout.split_tokens, &inputs.split_tokens, sizeof(int32_t));
   copy_section(inputs.block_tables, layout.block_tables, packed);
   copy_section(inputs.entity_vectors, layout.entity_vectors, packed);

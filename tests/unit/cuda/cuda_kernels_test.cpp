@@ -248,7 +248,10 @@ TEST_CASE("CUDA paged attention matches the CPU kernel for prompts, decode rows 
     for (const CacheCase& cache_case : kCacheCases) {
       const DType cache_dtype = cache_case.dtype;
       for (const AttentionCase& attention_case : cases) {
-        for (int multiprocessors : {1, 132}) {  // 1: splits only past kMaxSplitTokens; 132: an H200's count
+        // Multiprocessors 1: splits only past kMaxSplitTokens; 132: an H200's count. Tiles of one row, or as many
+        // as a prompt's tile takes.
+        const int full_tile = rows_per_tile(shape.heads / shape.kv_heads);
+        for (auto [multiprocessors, tile_rows] : {std::pair{1, full_tile}, {132, full_tile}, {132, 1}}) {
           const int dim = shape.head_dim, block_size = 16, q_width = shape.heads * dim;
           // Block tables: a random permutation of the pool, cut per sequence.
           int64_t total_blocks = 0;
@@ -273,7 +276,7 @@ TEST_CASE("CUDA paged attention matches the CPU kernel for prompts, decode rows 
           std::vector<float> queries = random_floats(rows * q_width, seed++, -2, 2);
           std::vector<float> expected(queries.size());
           std::vector<AttentionSequence> sequences;
-          std::vector<int32_t> context, table_offsets, tables;
+          std::vector<int32_t> context, table_offsets, tables, tile_first_rows, tile_row_counts;
           tables.reserve(total_blocks);  // the sequences' spans point into it: it must not move
           int64_t row = 0, next_block = 0;
           for (size_t s = 0; s < attention_case.num_queries.size(); ++s) {
@@ -289,6 +292,10 @@ TEST_CASE("CUDA paged attention matches the CPU kernel for prompts, decode rows 
               context.push_back(attention_case.first_position[s] + i + 1);
               table_offsets.push_back(table_offset);
             }
+            for (int32_t first = 0; first < count; first += tile_rows) {
+              tile_first_rows.push_back(static_cast<int32_t>(row) + first);
+              tile_row_counts.push_back(std::min(tile_rows, count - first));
+            }
             row += count;
           }
           const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
@@ -297,16 +304,26 @@ TEST_CASE("CUDA paged attention matches the CPU kernel for prompts, decode rows 
 
           int max_context = 0;
           for (int32_t end : context_ends) max_context = std::max(max_context, end);
-          const AttentionSplits splits = attention_splits(rows, shape.kv_heads, max_context, multiprocessors);
+          const auto tiles = static_cast<int64_t>(tile_first_rows.size());
+          const int max_tile_rows = *std::max_element(tile_row_counts.begin(), tile_row_counts.end());
+          const AttentionSplits splits = attention_splits(tiles, shape.kv_heads, max_context, multiprocessors);
           DeviceBuffer device_queries = upload(queries), device_context = upload(context);
           DeviceBuffer device_offsets = upload(table_offsets), device_tables = upload(tables);
+          DeviceBuffer device_tile_rows = upload(tile_first_rows), device_tile_counts = upload(tile_row_counts);
           DeviceBuffer device_split = upload(std::vector<int32_t>{splits.split_tokens});
           DeviceBuffer device_keys = upload(key_cache), device_values = upload(value_cache);
           DeviceBuffer workspace = poisoned(attention_workspace_bytes(rows, shape.heads, dim, splits.splits));
           DeviceBuffer out = poisoned(queries.size() * sizeof(bf16));
-          const AttentionRows attention_rows{device_queries.as<float>(),   device_context.as<int32_t>(),
-                                             device_offsets.as<int32_t>(), device_tables.as<int32_t>(),
-                                             device_split.as<int32_t>(),   rows};
+          const AttentionRows attention_rows{device_queries.as<float>(),
+                                             device_context.as<int32_t>(),
+                                             device_offsets.as<int32_t>(),
+                                             device_tables.as<int32_t>(),
+                                             device_tile_rows.as<int32_t>(),
+                                             device_tile_counts.as<int32_t>(),
+                                             device_split.as<int32_t>(),
+                                             rows,
+                                             tiles,
+                                             max_tile_rows};
           const AttentionShape attention_shape{{shape.heads, shape.kv_heads, dim}, block_size, scale};
           const PagedCache cache{device_keys.as<void>(), device_values.as<void>(), cache_type_of(cache_dtype),
                                  cache_case.key_scale, cache_case.value_scale};
@@ -314,8 +331,9 @@ TEST_CASE("CUDA paged attention matches the CPU kernel for prompts, decode rows 
                                   out.as<bf16>(), nullptr)
                       .is_ok());
           INFO("heads " << shape.heads << "/" << shape.kv_heads << " dim " << dim << " cache "
-                        << dtype_name(cache_dtype) << " rows " << rows << " max context " << max_context << " splits "
-                        << splits.splits << " of " << splits.split_tokens);
+                        << dtype_name(cache_dtype) << " rows " << rows << " in tiles of " << tile_rows
+                        << " max context " << max_context << " splits " << splits.splits << " of "
+                        << splits.split_tokens);
           CHECK(splits.split_tokens <= kMaxSplitTokens);
           CHECK(int64_t{splits.splits} * splits.split_tokens >= max_context);
           // Row by row: a row whose outputs are small (a long, flat context) must not hide behind a large one.

@@ -19,7 +19,7 @@ TEST_CASE("a step's inputs name each token's slot, context, table and entity, an
                      {decode, {}, 40, decode_table, LogitsWanted::kLast},         // position 40
                      {{}, {}, 0, {}, LogitsWanted::kLast},                        // nothing this step
                      {quiet, quiet_vectors, 0, quiet_table, LogitsWanted::kNone}}};
-  const StepInputs inputs = plan_step(batch, 16, entity);
+  const StepInputs inputs = plan_step(batch, 16, entity, 3);
 
   CHECK(inputs.tokens == std::vector<int32_t>{1, entity, 3, 4, 7, entity, 8, entity});
   CHECK(inputs.positions == std::vector<int32_t>{14, 15, 16, 17, 40, 0, 1, 2});
@@ -34,16 +34,20 @@ TEST_CASE("a step's inputs name each token's slot, context, table and entity, an
   CHECK(inputs.table_offsets == std::vector<int32_t>{0, 0, 0, 0, 2, 5, 5, 5});
   CHECK(inputs.logit_rows == std::vector<int32_t>{0, 1, 2, 3, 4});
   CHECK(inputs.max_context == 41);
+  // Attention tiles of up to 3 consecutive rows, never across sequences: the chunk's 4 rows as 3 + 1.
+  CHECK(inputs.tile_first_rows == std::vector<int32_t>{0, 3, 4, 5});
+  CHECK(inputs.tile_row_counts == std::vector<int32_t>{3, 1, 1, 3});
+  CHECK(inputs.max_tile_rows == 3);
 }
 
 TEST_CASE("steps of the same shape put every fixed-size section at the same offset, and packing keeps values") {
   std::vector<int32_t> tokens = {3, 4}, short_table = {1}, long_table = {1, 2, 3, 4, 5, 6};
   StepInputs early = plan_step({{{std::span(tokens).first(1), {}, 3, short_table, LogitsWanted::kLast},
                                  {std::span(tokens).last(1), {}, 0, short_table, LogitsWanted::kLast}}},
-                               16, -1);
+                               16, -1, 4);
   StepInputs late = plan_step({{{std::span(tokens).first(1), {}, 90, long_table, LogitsWanted::kLast},
                                 {std::span(tokens).last(1), {}, 70, long_table, LogitsWanted::kLast}}},
-                              16, -1);
+                              16, -1, 4);
   const StepLayout a = layout_of(early), b = layout_of(late);
   for (auto field :
        {&StepLayout::slots, &StepLayout::tokens, &StepLayout::entity_rows, &StepLayout::positions, &StepLayout::context,
