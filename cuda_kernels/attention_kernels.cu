@@ -56,7 +56,9 @@ __global__ void __launch_bounds__(kThreads)
   const int kv_head = blockIdx.y, split = blockIdx.z;
   const int heads = shape.heads.heads, kv_heads = shape.heads.kv_heads, group = heads / kv_heads;
   const int first_row = rows.tile_first_rows[tile];
-  const int queries = rows.tile_row_counts[tile] * group;  // query j: row first_row + j / group, head j % group
+  // Query j: row first_row + j / group, head j % group. Clamped to what the registers and shared memory were sized
+  // for: a tile longer than max_tile_rows is a caller's bug, never an overrun.
+  const int queries = min(rows.tile_row_counts[tile] * group, kQueryCap);
   // The (row, head) index of query j in [rows, heads]: its output and partial results live there.
   auto head_index = [&](int j) {
     return int64_t{first_row + j / group} * heads + int64_t{kv_head} * group + j % group;
@@ -322,9 +324,10 @@ Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, c
   }
   if (rows.rows == 0) return Status::ok();
   const int group = shape.heads.heads / shape.heads.kv_heads;
-  if (rows.max_tile_rows < 1 || rows.max_tile_rows * group > kMaxTileQueries) {
-    return invalid_argument("attention tiles of " + std::to_string(rows.max_tile_rows) + " rows exceed " +
-                            std::to_string(kMaxTileQueries) + " queries");
+  if (rows.tiles < 1 || rows.max_tile_rows < 1 || rows.max_tile_rows * group > kMaxTileQueries) {
+    return invalid_argument("attention over " + std::to_string(rows.tiles) + " tiles of up to " +
+                            std::to_string(rows.max_tile_rows) + " rows: need at least one tile, of 1 to " +
+                            std::to_string(kMaxTileQueries / group) + " rows");
   }
   switch (cache.type) {
     case CacheType::kF32: return launch_for_head_dim<float>(rows, shape, cache, splits, workspace, out, stream);

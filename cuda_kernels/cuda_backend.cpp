@@ -154,6 +154,8 @@ class CudaBackend final : public Backend {
       const KvCacheConfig& cache_config = kv_cache.config();
       const cuda::StepGraphKey key{shape.tokens,
                                    shape.logit_rows,
+                                   shape.tiles,
+                                   shape.max_tile_rows,
                                    shape.splits,
                                    kv_cache.storage_data(),
                                    kv_cache.array_stride_bytes(),

@@ -87,8 +87,8 @@ struct AttentionRows {
   const int32_t* tile_row_counts = nullptr;  // [tiles]
   const int32_t* split_tokens = nullptr;     // [1]: positions per split, in device memory so a graph can replay
   int64_t rows = 0;
-  int64_t tiles = 0;
-  int max_tile_rows = 1;  // over the tiles; sizes the kernel's registers
+  int64_t tiles = 0;      // at least 1 when rows > 0
+  int max_tile_rows = 0;  // over the tiles, at least 1: sizes the kernel's registers (the kernel clamps to it)
 };
 
 // Rows a prompt's tile takes for a model with `group` query heads per KV head.

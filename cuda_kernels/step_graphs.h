@@ -18,6 +18,8 @@ namespace recgpt::cuda {
 struct StepGraphKey {
   int64_t tokens = 0;
   int64_t logit_rows = 0;
+  int64_t attention_tiles = 0;
+  int max_tile_rows = 0;
   int splits = 0;
   // What a graph bakes in of the KV cache: its arrays' addresses, the kernels its element type picks and their
   // parameters. A new cache at a freed one's address differs in one of these, or is the same to the graph.
@@ -28,8 +30,8 @@ struct StepGraphKey {
   float kv_key_scale = 1.0f, kv_value_scale = 1.0f;
 
   auto tied() const {
-    return std::tie(tokens, logit_rows, splits, kv_memory, kv_array_stride_bytes, kv_block_size, kv_dtype, kv_key_scale,
-                    kv_value_scale);
+    return std::tie(tokens, logit_rows, attention_tiles, max_tile_rows, splits, kv_memory, kv_array_stride_bytes,
+                    kv_block_size, kv_dtype, kv_key_scale, kv_value_scale);
   }
   bool operator<(const StepGraphKey& other) const { return tied() < other.tied(); }
 };

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/status.h"
+
 namespace recgpt::cuda {
 namespace {
 
@@ -26,6 +28,7 @@ void copy_section(const std::vector<T>& values, size_t offset, std::byte* packed
 }  // namespace
 
 StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id, int rows_per_tile) {
+  RECGPT_CHECK(rows_per_tile >= 1 && block_size >= 1);
   StepInputs inputs;
   int32_t row = 0;
   int32_t entities = 0;

@@ -51,7 +51,8 @@ TEST_CASE("steps of the same shape put every fixed-size section at the same offs
   const StepLayout a = layout_of(early), b = layout_of(late);
   for (auto field :
        {&StepLayout::slots, &StepLayout::tokens, &StepLayout::entity_rows, &StepLayout::positions, &StepLayout::context,
-        &StepLayout::table_offsets, &StepLayout::logit_rows, &StepLayout::split_tokens, &StepLayout::block_tables}) {
+        &StepLayout::table_offsets, &StepLayout::logit_rows, &StepLayout::tile_first_rows, &StepLayout::tile_row_counts,
+        &StepLayout::split_tokens, &StepLayout::block_tables}) {
     CHECK(a.*field == b.*field);
     CHECK(a.*field % 16 == 0);
   }
@@ -61,16 +62,22 @@ TEST_CASE("steps of the same shape put every fixed-size section at the same offs
   std::vector<std::byte> packed(b.total_bytes);
   pack(late, b, packed.data());
   int64_t slots[2];
-  int32_t context[2], split_tokens, tables[11];
+  int32_t context[2], split_tokens, tables[11], tile_first_rows[2], tile_row_counts[2];
   std::memcpy(slots, packed.data() + b.slots, sizeof(slots));
   std::memcpy(context, packed.data() + b.context, sizeof(context));
   std::memcpy(&split_tokens, packed.data() + b.split_tokens, sizeof(split_tokens));
   std::memcpy(tables, packed.data() + b.block_tables, sizeof(tables));
+  std::memcpy(tile_first_rows, packed.data() + b.tile_first_rows, sizeof(tile_first_rows));
+  std::memcpy(tile_row_counts, packed.data() + b.tile_row_counts, sizeof(tile_row_counts));
   CHECK(slots[0] == 6 * 16 + 90 % 16);
   CHECK(slots[1] == 5 * 16 + 70 % 16);
   CHECK(context[0] == 91);
   CHECK(context[1] == 71);
   CHECK(split_tokens == 77);
+  CHECK(tile_first_rows[0] == 0);
+  CHECK(tile_first_rows[1] == 1);
+  CHECK(tile_row_counts[0] == 1);
+  CHECK(tile_row_counts[1] == 1);
   CHECK(std::vector<int32_t>(tables, tables + 11) == std::vector<int32_t>{1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5});
 }
 
