@@ -10,7 +10,8 @@
 // (max, sum, unnormalised output) per split and a second kernel combines them.
 //
 // Tiles of a few rows cut a prompt's reads of its keys and values by that many; a tensor-core kernel with tiles
-// of 64 rows is what long prompts want next.
+// of 64 rows is what long prompts want next. A step that has prompt tiles runs its one-row tiles in a launch of
+// their own, so decode rows keep the registers (and occupancy) of their smaller instantiation.
 #include <algorithm>
 #include <cmath>
 
@@ -34,6 +35,10 @@ __host__ __device__ constexpr int lanes_per_position() {
   return lanes;
 }
 
+// Which tiles a launch serves: a step with prompt tiles runs its one-row (decode) tiles in a launch of their own,
+// with registers sized for one row's queries rather than a prompt tile's.
+enum class TilePass { kAll, kOneRow, kSeveralRows };
+
 struct SplitOutput {
   float* partial_out;  // [rows, heads, splits, head_dim]
   float* partial_max;  // [rows, heads, splits]
@@ -44,7 +49,8 @@ struct SplitOutput {
 template <typename CacheT, int kHeadDim, int kQueryCap>
 __global__ void __launch_bounds__(kThreads)
     paged_attention_kernel(AttentionRows rows, AttentionShape shape, const CacheT* key_cache, const CacheT* value_cache,
-                           float key_scale, float value_scale, int splits, SplitOutput split_output, bf16* out) {
+                           float key_scale, float value_scale, int splits, TilePass pass, SplitOutput split_output,
+                           bf16* out) {
   constexpr int kLanes = lanes_per_position<kHeadDim>();
   constexpr int kPerLane = kHeadDim / kLanes;
   constexpr int kPositionsPerWarp = 32 / kLanes;
@@ -53,6 +59,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float query_max[kMaxTileQueries], query_sum[kMaxTileQueries];
 
   const int tile = blockIdx.x;  // x: tiles can pass the 65535 that y and z allow
+  const bool one_row = rows.tile_row_counts[tile] == 1;
+  if ((pass == TilePass::kOneRow && !one_row) || (pass == TilePass::kSeveralRows && one_row)) return;  // the other pass
   const int kv_head = blockIdx.y, split = blockIdx.z;
   const int heads = shape.heads.heads, kv_heads = shape.heads.kv_heads, group = heads / kv_heads;
   const int first_row = rows.tile_first_rows[tile];
@@ -242,23 +250,42 @@ SplitOutput split_output_in(void* workspace, int64_t rows, int heads, int head_d
 
 template <typename CacheT, int kHeadDim, int kQueryCap>
 Status launch(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
-              void* workspace, bf16* out, cudaStream_t stream) {
+              TilePass pass, const SplitOutput& split_output, bf16* out, cudaStream_t stream) {
   const size_t shared_bytes =
       sizeof(float) * static_cast<size_t>(std::max(kQueryCap * kMaxSplitTokens, kWarps * kQueryCap * kHeadDim));
-  const SplitOutput split_output =
-      splits > 1 ? split_output_in(workspace, rows.rows, shape.heads.heads, kHeadDim, splits) : SplitOutput{};
-  auto* kernel = paged_attention_kernel<CacheT, kHeadDim, kQueryCap>;
-  if (shared_bytes > 48 * 1024) {
-    cudaError_t error =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
-    if (error != cudaSuccess) return internal_error(std::string("paged_attention: ") + cudaGetErrorString(error));
-  }
+  static_assert(kMaxTileQueries * kMaxSplitTokens * sizeof(float) <= 48 * 1024, "shared memory past the default");
   const dim3 grid(static_cast<unsigned>(rows.tiles), static_cast<unsigned>(shape.heads.kv_heads),
                   static_cast<unsigned>(splits));
-  kernel<<<grid, kThreads, shared_bytes, stream>>>(rows, shape, static_cast<const CacheT*>(cache.key),
-                                                   static_cast<const CacheT*>(cache.value), cache.key_scale,
-                                                   cache.value_scale, splits, split_output, out);
-  RECGPT_RETURN_IF_ERROR(launch_status("paged_attention"));
+  paged_attention_kernel<CacheT, kHeadDim, kQueryCap><<<grid, kThreads, shared_bytes, stream>>>(
+      rows, shape, static_cast<const CacheT*>(cache.key), static_cast<const CacheT*>(cache.value), cache.key_scale,
+      cache.value_scale, splits, pass, split_output, out);
+  return launch_status("paged_attention");
+}
+
+// The kernel whose registers hold `queries` queries: 2, 4 or 8.
+template <typename CacheT, int kHeadDim>
+Status launch_for_queries(int queries, const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache,
+                          int splits, TilePass pass, const SplitOutput& split_output, bf16* out, cudaStream_t stream) {
+  if (queries <= 2) return launch<CacheT, kHeadDim, 2>(rows, shape, cache, splits, pass, split_output, out, stream);
+  if (queries <= 4) return launch<CacheT, kHeadDim, 4>(rows, shape, cache, splits, pass, split_output, out, stream);
+  return launch<CacheT, kHeadDim, kMaxTileQueries>(rows, shape, cache, splits, pass, split_output, out, stream);
+}
+
+template <typename CacheT, int kHeadDim>
+Status launch_for_tiles(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
+                        void* workspace, bf16* out, cudaStream_t stream) {
+  const int group = shape.heads.heads / shape.heads.kv_heads;
+  const SplitOutput split_output =
+      splits > 1 ? split_output_in(workspace, rows.rows, shape.heads.heads, kHeadDim, splits) : SplitOutput{};
+  if (rows.max_tile_rows == 1) {
+    RECGPT_RETURN_IF_ERROR((launch_for_queries<CacheT, kHeadDim>(group, rows, shape, cache, splits, TilePass::kAll,
+                                                                 split_output, out, stream)));
+  } else {
+    RECGPT_RETURN_IF_ERROR((launch_for_queries<CacheT, kHeadDim>(group, rows, shape, cache, splits, TilePass::kOneRow,
+                                                                 split_output, out, stream)));
+    RECGPT_RETURN_IF_ERROR((launch_for_queries<CacheT, kHeadDim>(rows.max_tile_rows * group, rows, shape, cache, splits,
+                                                                 TilePass::kSeveralRows, split_output, out, stream)));
+  }
   if (splits == 1) return Status::ok();
   const dim3 combine_grid(static_cast<unsigned>(rows.rows), static_cast<unsigned>(shape.heads.heads));
   combine_splits_kernel<<<combine_grid, std::min(kHeadDim, 256), 0, stream>>>(split_output, shape.heads.heads, kHeadDim,
@@ -266,25 +293,16 @@ Status launch(const AttentionRows& rows, const AttentionShape& shape, const Page
   return launch_status("combine_splits");
 }
 
-template <typename CacheT, int kHeadDim>
-Status launch_for_group(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
-                        void* workspace, bf16* out, cudaStream_t stream) {
-  const int queries = rows.max_tile_rows * (shape.heads.heads / shape.heads.kv_heads);
-  if (queries <= 2) return launch<CacheT, kHeadDim, 2>(rows, shape, cache, splits, workspace, out, stream);
-  if (queries <= 4) return launch<CacheT, kHeadDim, 4>(rows, shape, cache, splits, workspace, out, stream);
-  return launch<CacheT, kHeadDim, kMaxTileQueries>(rows, shape, cache, splits, workspace, out, stream);
-}
-
 template <typename CacheT>
 Status launch_for_head_dim(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
                            void* workspace, bf16* out, cudaStream_t stream) {
   switch (shape.heads.head_dim) {
-    case 16: return launch_for_group<CacheT, 16>(rows, shape, cache, splits, workspace, out, stream);
-    case 32: return launch_for_group<CacheT, 32>(rows, shape, cache, splits, workspace, out, stream);
-    case 48: return launch_for_group<CacheT, 48>(rows, shape, cache, splits, workspace, out, stream);
-    case 64: return launch_for_group<CacheT, 64>(rows, shape, cache, splits, workspace, out, stream);
-    case 128: return launch_for_group<CacheT, 128>(rows, shape, cache, splits, workspace, out, stream);
-    case 256: return launch_for_group<CacheT, 256>(rows, shape, cache, splits, workspace, out, stream);
+    case 16: return launch_for_tiles<CacheT, 16>(rows, shape, cache, splits, workspace, out, stream);
+    case 32: return launch_for_tiles<CacheT, 32>(rows, shape, cache, splits, workspace, out, stream);
+    case 48: return launch_for_tiles<CacheT, 48>(rows, shape, cache, splits, workspace, out, stream);
+    case 64: return launch_for_tiles<CacheT, 64>(rows, shape, cache, splits, workspace, out, stream);
+    case 128: return launch_for_tiles<CacheT, 128>(rows, shape, cache, splits, workspace, out, stream);
+    case 256: return launch_for_tiles<CacheT, 256>(rows, shape, cache, splits, workspace, out, stream);
   }
   return unimplemented("CUDA attention has no kernel for head_dim " + std::to_string(shape.heads.head_dim));
 }
