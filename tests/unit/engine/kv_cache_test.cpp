@@ -1,7 +1,9 @@
 #include "engine/kv_cache.h"
 
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <set>
 
 namespace recgpt {
@@ -84,6 +86,37 @@ TEST_CASE("nonsensical KV cache shapes are kInvalidArgument naming the field") {
   auto fp8 = KvCache::create(config);
   REQUIRE(fp8.is_ok());
   CHECK(config.block_bytes_per_layer() == 4 * 2 * 8 * 1);
+}
+
+TEST_CASE(
+    "a backend's allocator gives the cache its memory, keeps it until the cache goes, and its failures name the pool") {
+  KvCacheConfig config = small_config();
+  bool released = false;
+  size_t asked = 0;
+  {
+    auto cache = KvCache::create(config, [&](size_t bytes) -> Result<KvMemory> {
+      asked = bytes;
+      auto* memory = static_cast<std::byte*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
+      std::shared_ptr<void> owner(memory, [&](void* pointer) {
+        std::free(pointer);
+        released = true;
+      });
+      return KvMemory{memory, bytes, 3, owner};
+    });
+    REQUIRE(cache.is_ok());
+    CHECK(cache->cuda_device() == 3);
+    CHECK(cache->storage_bytes() == asked);
+    CHECK(asked >= 2 * 3 * cache->layer_bytes());
+    KvCache moved = std::move(cache).value();
+    CHECK_FALSE(released);
+  }
+  CHECK(released);
+
+  auto refused =
+      KvCache::create(config, [](size_t) -> Result<KvMemory> { return resource_exhausted("no GPU memory"); });
+  CHECK(refused.status().code() == StatusCode::kResourceExhausted);
+  CHECK_THAT(refused.status().message(), Catch::Contains("no GPU memory") && Catch::Contains("10 KV blocks"));
+  CHECK(KvCache::create(config)->cuda_device() == -1);
 }
 
 TEST_CASE("a KV cache larger than memory allows is kResourceExhausted, not a crash") {
