@@ -16,7 +16,7 @@ void ModelFlags::add_to(CLI::App& command) {
   command.add_option("--threads", threads, "Compute threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   command.add_option("--kv-cache-mib", kv_cache_mib, "KV pool size in MiB")->check(CLI::PositiveNumber);
   command.add_option("--kv-dtype", kv_dtype, "KV cache element type (fp8_e4m3: the cuda backend's)")
-      ->check(CLI::IsMember({"f32", "bf16", "fp8_e4m3"}));
+      ->check(CLI::IsMember(kv_dtype_names()));
   command.add_option("--block-size", block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
   command.add_flag("--weights-in-place", weights_in_place, kWeightsInPlaceHelp);
   command.add_option("--backend", backend, "Compute backend")->check(CLI::IsMember(available_backends()));
@@ -30,9 +30,15 @@ GeneratorOptions ModelFlags::generator_options() const {
   options.backend.cuda_device = cuda_device;
   options.backend_name = backend;
   options.kv_cache_bytes = kv_cache_mib << 20;
-  options.kv_dtype = kv_dtype == "bf16" ? DType::kBF16 : kv_dtype == "fp8_e4m3" ? DType::kFP8E4M3 : DType::kF32;
+  options.kv_dtype = kv_dtype_from_name(kv_dtype);
   options.block_size = block_size;
   return options;
+}
+
+std::vector<std::string> kv_dtype_names() { return {"f32", "bf16", "fp8_e4m3"}; }
+
+DType kv_dtype_from_name(const std::string& name) {
+  return name == "bf16" ? DType::kBF16 : name == "fp8_e4m3" ? DType::kFP8E4M3 : DType::kF32;
 }
 
 void report_memory(const ModelFiles& model, const KvCache& kv_cache) {

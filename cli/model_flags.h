@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "engine/generator.h"
 
@@ -29,6 +30,10 @@ struct ModelFlags {
   void add_to(CLI::App& command);
   GeneratorOptions generator_options() const;
 };
+
+// --kv-dtype's values and their DType: f32, bf16, fp8_e4m3 (the cuda backend's only).
+std::vector<std::string> kv_dtype_names();
+DType kv_dtype_from_name(const std::string& name);
 
 // Help of --weights-in-place, on every command that loads a model for the CPU backend.
 inline constexpr const char* kWeightsInPlaceHelp =

@@ -6,7 +6,6 @@
 #include "cli/node_flags.h"
 #include "cli/node_runner.h"
 #include "engine/backend.h"
-#include "engine/backend.h"
 #include "engine/model_files.h"
 #include "prefill_node/prefill_server.h"
 
@@ -16,6 +15,7 @@ namespace {
 struct PrefillFlags {
   std::string model_dir;
   int64_t kv_cache_mib = 256;
+  std::string kv_dtype = "f32";
   prefill::PrefillServerOptions server;
   NodeFlagTexts texts;
 };
@@ -23,6 +23,7 @@ struct PrefillFlags {
 Status run_prefill(PrefillFlags& flags) {
   RECGPT_RETURN_IF_ERROR(apply_node_flag_texts(flags.texts, flags.server));
   flags.server.kv_cache_bytes = flags.kv_cache_mib << 20;
+  flags.server.kv_dtype = kv_dtype_from_name(flags.kv_dtype);
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::open(flags.model_dir));
   boost::asio::io_context io;
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<prefill::PrefillServer> server,
@@ -45,6 +46,10 @@ void add_prefill_command(CLI::App& app, int& exit_code) {
   command->add_option("--kv-cache-mib", flags->kv_cache_mib, "This node's KV pool (prefix cache) in MiB")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   command->add_option("--block-size", flags->server.block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
+  command
+      ->add_option("--kv-dtype", flags->kv_dtype,
+                   "KV cache element type, the decode nodes' (fp8_e4m3: the cuda backend's)")
+      ->check(CLI::IsMember(kv_dtype_names()));
   command->add_option("--threads", flags->server.threads, "Compute threads (0: all cores)")->check(CLI::Range(0, 1024));
   command->add_flag_callback(
       "--weights-in-place", [flags] { flags->server.repack_weights = false; }, kWeightsInPlaceHelp);

@@ -42,8 +42,8 @@ class Server : public std::enable_shared_from_this<Server> {
     node::route_protobuf_logs();
     RECGPT_ASSIGN_OR_RETURN(fingerprint_, model_fingerprint(model_));
     const ModelConfig& config = model_.config();
-    KvCacheConfig cache_config{
-        config.num_hidden_layers, config.num_key_value_heads, config.head_dim, options_.block_size, DType::kF32, 0};
+    KvCacheConfig cache_config{config.num_hidden_layers, config.num_key_value_heads, config.head_dim,
+                               options_.block_size,      options_.kv_dtype,          0};
     cache_config.num_blocks = cache_config.num_blocks_for_budget(options_.kv_cache_bytes);
     BackendOptions backend_options;
     backend_options.num_threads = options_.threads;

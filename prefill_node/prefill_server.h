@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/dtype.h"
 #include "prefill_node/prefill_worker_limits.h"
 
 namespace boost::asio {
@@ -36,9 +37,10 @@ struct PrefillServerOptions {
   uint16_t admin_port = 0;
   int64_t kv_cache_bytes = 256LL << 20;  // this node's prefix cache and working blocks
   int block_size = 16;
-  int threads = 0;              // compute threads, 0: all cores
-  bool repack_weights = true;   // BackendOptions::repack_weights
-  std::string backend = "cpu";  // compute backend (engine/backend.h); with cuda the KV pool is in GPU memory
+  DType kv_dtype = DType::kF32;  // must match the decode nodes' (the KV layouts are checked at connect)
+  int threads = 0;               // compute threads, 0: all cores
+  bool repack_weights = true;    // BackendOptions::repack_weights
+  std::string backend = "cpu";   // compute backend (engine/backend.h); with cuda the KV pool is in GPU memory
   int cuda_device = 0;
   std::string entity_store;  // path of an entity store (entity inputs by id); empty: vectors must come inline
   std::string transfer_backend = "ucx";

@@ -106,5 +106,22 @@ TEST_CASE("nodes named by DNS (as a headless Service lists them) are found, conn
   CHECK(listed);
 }
 
+TEST_CASE("prefill and decode nodes with bf16 KV pools push and serve, half the bytes of f32", "[router][kv_dtype]") {
+  TinyModel tiny;
+  Node decode("decode", tiny, "tcp", 8, {"--node-id", "decode-bf16", "--kv-dtype", "bf16"});
+  Node prefill("prefill", tiny, "tcp", 8, {"--node-id", "prefill-bf16", "--kv-dtype", "bf16"});
+  RouterProcess router(tiny, {prefill.port}, {decode.port});
+  const CurlReply reply = router.post(
+      "/v1/completions",
+      json{{"model", "recgpt"}, {"prompt", "a prompt through bf16 KV"}, {"max_tokens", 8}, {"temperature", 0}}.dump());
+  INFO(reply.body);
+  REQUIRE(reply.status == 200);
+  const json body = json::parse(reply.body);
+  CHECK(body["timings"]["prefill_node"] == "prefill-bf16");  // the KV came from the prefill node, not computed locally
+  CHECK(body["usage"]["completion_tokens"] == 8);
+  CHECK(decode.shows_used(0));
+  CHECK(prefill.shows_used(0));
+}
+
 }  // namespace
 }  // namespace recgpt::testing
