@@ -123,5 +123,23 @@ TEST_CASE("prefill and decode nodes with bf16 KV pools push and serve, half the 
   CHECK(prefill.shows_used(0));
 }
 
+TEST_CASE("a prefill node whose KV layout does not fit the decode node is passed over, and the decode node prefills",
+          "[router][kv_dtype]") {
+  TinyModel tiny;
+  Node decode("decode", tiny, "tcp", 8, {"--node-id", "decode-bf16", "--kv-dtype", "bf16"});
+  Node prefill("prefill", tiny, "tcp", 8, {"--node-id", "prefill-f32"});  // f32 KV: misconfigured for this pool
+  RouterProcess router(tiny, {prefill.port}, {decode.port});
+  const CurlReply reply = router.post(
+      "/v1/completions",
+      json{{"model", "recgpt"}, {"prompt", "a prompt for a mismatched pair"}, {"max_tokens", 8}, {"temperature", 0}}
+          .dump());
+  INFO(reply.body);
+  REQUIRE(reply.status == 200);
+  const json body = json::parse(reply.body);
+  CHECK(body["timings"]["prefill_node"] == "decode-bf16");
+  CHECK(body["usage"]["completion_tokens"] == 8);
+  CHECK(decode.shows_used(0));
+}
+
 }  // namespace
 }  // namespace recgpt::testing
