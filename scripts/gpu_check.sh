@@ -1,42 +1,106 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (the device tool) from the repository root, with build/gpu-bundle carried there
 # (scripts/gpu_bundle.sh): the CUDA backend's kernel and model tests, its logits against Hugging Face
-# transformers and the CPU backend, its speed against the HBM copy bandwidth and transformers' generate, and the
-# GPU tests of kv_transfer. Full output in $OUT/gpu_check.txt; figures also in $OUT/hf_compare.json,
-# $OUT/cuda_bench.json and $OUT/hf_bench.json.
-#   run: bash scripts/gpu_check.sh      carry: ["build/gpu-bundle"]
+# transformers and the CPU backend, the GPU tests of kv_transfer and the cluster, and the speed against the HBM
+# copy bandwidth and transformers' generate. Full output in $OUT/gpu_check.txt; figures also in
+# $OUT/hf_compare.json, $OUT/cuda_bench.json and $OUT/hf_bench.json.
+#   run: bash scripts/gpu_check.sh [STEP...]      carry: ["build/gpu-bundle"]
+# STEPs, in the order they run (default: all but sanitize): unit hf integration bench hfbench sanitize.
+# GPU_CHECK_C_LIBRARY=bundled runs our programs under the bundle's C library even where the machine's would do.
+# The whole run keeps within GPU_CHECK_SECONDS (default 540) so that the device call returns what it found; each
+# step gets its own cap, or what is left. A failing step does not stop the others.
 set -uo pipefail
 out=${OUT:-/tmp}
+steps=${*:-unit hf integration bench hfbench}
+deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
 bundle=/tmp/recgpt-gpu-bundle
-rm -rf "$bundle" && mkdir -p "$bundle" && tar -C "$bundle" -xJf build/gpu-bundle/bundle.tar.xz
+rm -rf "$bundle" && mkdir -p "$bundle/run" && tar -C "$bundle" -xJf build/gpu-bundle/bundle.tar.xz
+
 # CUDA's libraries where this machine has them: its toolkit, or the Python packages PyTorch brought.
 cuda_dirs=$(find -L /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
   "$(python3 -c 'import site; print(site.getsitepackages()[0])')/nvidia" \
   \( -name 'libcublas.so.13*' -o -name 'libcudart.so.13*' -o -name 'libnccl.so.2*' \) 2>/dev/null |
   xargs -r -n1 dirname | sort -u | paste -sd:)
-# Our programs run with the bundle's libraries; Python must not (its PyTorch needs the machine's newer libstdc++).
-with_libs=$bundle/with-libs
-cat >"$with_libs" <<WRAPPER
-#!/bin/sh
-LD_LIBRARY_PATH=$bundle/lib:$cuda_dirs UCX_MODULE_DIR=$bundle/lib/ucx KV_TRANSFER_PEER=$bundle/bin/kv_transfer_peer exec "\$@"
-WRAPPER
-chmod +x "$with_libs"
+
+# Our programs run through wrappers in $bundle/run with the bundle's libraries (Python runs without them: its
+# PyTorch needs the machine's newer libstdc++). Where this machine's C library is older than the one they were
+# built against, they run under the bundle's own (its loader, named explicitly).
+write_wrappers() {  # $1: "system" or "bundled" C library
+  local name launch
+  for program in "$bundle"/bin/*; do
+    name=$(basename "$program")
+    if [ "$1" = bundled ]; then
+      launch="$bundle/lib/glibc/ld-linux-x86-64.so.2 --library-path $bundle/lib/glibc:$bundle/lib:$cuda_dirs $program"
+    else
+      launch="env LD_LIBRARY_PATH=$bundle/lib:$cuda_dirs $program"
+    fi
+    printf '#!/bin/sh\nexport UCX_MODULE_DIR=%s RECGPT=%s KV_TRANSFER_PEER=%s\nexec %s "$@"\n' \
+      "$bundle/lib/ucx" "$bundle/run/recgpt" "$bundle/run/kv_transfer_peer" "$launch" >"$bundle/run/$name"
+    chmod +x "$bundle/run/$name"
+  done
+}
+write_wrappers system
+if [ "${GPU_CHECK_C_LIBRARY:-}" = bundled ] || ! "$bundle/run/recgpt" --help >/dev/null 2>"$bundle/start_error.txt"; then
+  write_wrappers bundled
+fi
+run=$bundle/run
+
+# step NAME CAP_SECONDS FUNCTION: runs FUNCTION when NAME was asked for, within its cap and the whole deadline;
+# its whole output goes to $OUT/NAME.txt (kept when it is killed), its last lines to this log.
+step() {
+  local name=$1 cap=$2 function=$3
+  case " $steps " in *" $name "*) ;; *) return 0 ;; esac
+  local left=$((deadline - SECONDS))
+  ((left < cap)) && cap=$left
+  if ((cap < 10)); then
+    echo "== $name: skipped, the run's time is spent"
+    return 0
+  fi
+  echo "== $name (at most ${cap}s)"
+  local started=$SECONDS
+  timeout --kill-after=5 "$cap" bash -c "set -o pipefail; $function" >"$out/$name.txt" 2>&1
+  local status=$?
+  tail -n 120 "$out/$name.txt"
+  echo "== $name exit: $status$( ((status == 124)) && echo ' (timed out)') after $((SECONDS - started))s"
+}
+
+cuda_unit_tests() { "$run/recgpt_unit_tests" "[cuda]" --reporter compact --durations yes; }
+hf_compare() {
+  PYTHONUNBUFFERED=1 python3 scripts/gpu_compare_hf.py --recgpt "$run/recgpt" --work /tmp/recgpt-hf \
+    --json "$out/hf_compare.json"
+}
+gpu_integration_tests() { "$run/recgpt_integration_tests" "[gpu]" -s --reporter compact; }
+cuda_bench() {
+  [ -d /tmp/recgpt-hf/qwen3-0.6b-bf16 ] ||
+    "$run/recgpt" make-model --preset qwen3-0.6b --seed 5 --dtype bf16 --out /tmp/recgpt-hf/qwen3-0.6b-bf16
+  "$run/recgpt_cuda_bench" /tmp/recgpt-hf/qwen3-0.6b-bf16 512 64 | tee "$out/cuda_bench.json"
+}
+hf_bench() {
+  PYTHONUNBUFFERED=1 python3 scripts/gpu_bench_hf.py --model /tmp/recgpt-hf/qwen3-0.6b-bf16 --context 512 \
+    --steps 64 | tee "$out/hf_bench.json"
+}
+# Memory errors in the kernels, on the small cases only (the sanitizer slows kernels 10-100x).
+sanitize() {
+  compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 "$run/recgpt_unit_tests" \
+    "[cuda]~*long context*" --reporter compact
+}
+export out run
+export -f cuda_unit_tests hf_compare gpu_integration_tests cuda_bench hf_bench sanitize
+
 {
-  date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "CUDA libraries: $cuda_dirs"
-  "$with_libs" ldd "$bundle/bin/recgpt" | grep -E 'not found|cudart'
-  echo "== CUDA kernels and backend against the CPU backend"
-  timeout 300 "$with_libs" "$bundle/bin/recgpt_unit_tests" "[cuda]" --reporter compact 2>&1 | tail -400
-  echo "cuda unit tests exit: ${PIPESTATUS[0]}"
-  echo "== logits against Hugging Face transformers"
-  PYTHONUNBUFFERED=1 timeout 300 python3 scripts/gpu_compare_hf.py --recgpt "$with_libs $bundle/bin/recgpt" \
-    --work /tmp/recgpt-hf --json "$out/hf_compare.json"
-  echo "hf comparison exit: $?"
-  echo "== speed: HBM copy, decode attention, decode steps (ours, then transformers on the same folder)"
-  timeout 240 "$with_libs" "$bundle/bin/recgpt_cuda_bench" /tmp/recgpt-hf/qwen3-0.6b-bf16 512 64 | tee "$out/cuda_bench.json"
-  echo "cuda bench exit: ${PIPESTATUS[0]}"
-  PYTHONUNBUFFERED=1 timeout 240 python3 scripts/gpu_bench_hf.py --model /tmp/recgpt-hf/qwen3-0.6b-bf16 \
-    --context 512 --steps 64 | tee "$out/hf_bench.json"
-  echo "== kv_transfer on device memory"
-  timeout 240 "$with_libs" "$bundle/bin/recgpt_integration_tests" "[gpu]" -s --reporter compact 2>&1 | tail -100
-  echo "gpu integration tests exit: ${PIPESTATUS[0]}"
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  grep -m1 'model name' /proc/cpuinfo
+  echo "C library here: $(ldd --version | head -1); our programs run with the $(grep -q glibc/ld-linux "$run/recgpt" &&
+    echo "bundle's" || echo "machine's")"
+  [ -s "$bundle/start_error.txt" ] && echo "with the machine's they failed: $(head -c 400 "$bundle/start_error.txt")"
+  echo "CUDA libraries: $cuda_dirs"
+  echo "steps: $steps"
+  step unit 150 cuda_unit_tests
+  step hf 180 hf_compare
+  step integration 120 gpu_integration_tests
+  step bench 90 cuda_bench
+  step hfbench 60 hf_bench
+  step sanitize 300 sanitize
+  echo "== done after ${SECONDS}s"
 } 2>&1 | tee "$out/gpu_check.txt" | tail -150

@@ -50,6 +50,26 @@ def compare(actual, reference):
             "greedy_agreement": float(np.mean(actual.argmax(-1) == reference.argmax(-1)))}
 
 
+def compare_case(args, preset, weight_dtype, length, kv_dtype):
+    """One case's three comparisons against transformers in float32."""
+    folder = os.path.join(args.work, f"{preset}-{weight_dtype}")
+    if not os.path.exists(folder):
+        subprocess.run(shlex.split(args.recgpt) + ["make-model", "--preset", preset, "--seed", "5", "--dtype",
+                                                   weight_dtype, "--out", folder], check=True)
+    config = json.load(open(os.path.join(folder, "config.json")))
+    rng = np.random.default_rng(length)
+    tokens = [int(t) for t in rng.integers(0, config["vocab_size"], length) if t != config["entity_token_id"]]
+    reference = hf_logits(folder, tokens, torch.float32)
+    row = {"preset": preset, "weights": weight_dtype, "kv": kv_dtype, "tokens": len(tokens)}
+    row["cuda_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cuda", kv_dtype,
+                                                  os.path.join(args.work, "cuda.npy")), reference)
+    row["cpu_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cpu",
+                                                 "f32" if kv_dtype == "fp8_e4m3" else kv_dtype,
+                                                 os.path.join(args.work, "cpu.npy")), reference)
+    row["hf_bf16_vs_hf_f32"] = compare(hf_logits(folder, tokens, torch.bfloat16), reference)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recgpt", required=True, help="the recgpt command, e.g. a library wrapper and the binary")
@@ -59,25 +79,18 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     results, worst = [], 0.0
     for preset, weight_dtype, length, kv_dtype in CASES:
-        folder = os.path.join(args.work, f"{preset}-{weight_dtype}")
-        if not os.path.exists(folder):
-            subprocess.run(shlex.split(args.recgpt) + ["make-model", "--preset", preset, "--seed", "5", "--dtype", weight_dtype,
-                            "--out", folder], check=True)
-        config = json.load(open(os.path.join(folder, "config.json")))
-        rng = np.random.default_rng(length)
-        tokens = [int(t) for t in rng.integers(0, config["vocab_size"], length) if t != config["entity_token_id"]]
-        reference = hf_logits(folder, tokens, torch.float32)
-        row = {"preset": preset, "weights": weight_dtype, "kv": kv_dtype, "tokens": len(tokens)}
-        row["cuda_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cuda", kv_dtype,
-                                                      os.path.join(args.work, "cuda.npy")), reference)
-        row["cpu_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cpu",
-                                                     "f32" if kv_dtype == "fp8_e4m3" else kv_dtype,
-                                                     os.path.join(args.work, "cpu.npy")), reference)
-        row["hf_bf16_vs_hf_f32"] = compare(hf_logits(folder, tokens, torch.bfloat16), reference)
+        try:
+            row = compare_case(args, preset, weight_dtype, length, kv_dtype)
+        except Exception as error:  # pylint: disable=broad-except  (a failed case must not hide the next ones)
+            row = {"preset": preset, "weights": weight_dtype, "kv": kv_dtype, "error": str(error)}
+            print(f"{preset:11} w={weight_dtype:4} kv={kv_dtype:4} FAILED: {error}", flush=True)
+            worst = float("inf")
+            results.append(row)
+            continue
         bound = FP8_TOLERANCE if kv_dtype == "fp8_e4m3" else TOLERANCE
         worst = max(worst, row["cuda_vs_hf_f32"]["relative"] / bound)
         results.append(row)
-        print(f"{preset:11} w={weight_dtype:4} kv={kv_dtype:4} n={len(tokens):5}  "
+        print(f"{preset:11} w={weight_dtype:4} kv={kv_dtype:4} n={row['tokens']:5}  "
               + "  ".join(f"{key} {row[key]['relative']:.2e} (greedy {row[key]['greedy_agreement']:.3f})"
                           for key in ("cuda_vs_hf_f32", "cpu_vs_hf_f32", "hf_bf16_vs_hf_f32")), flush=True)
     json.dump({"tolerance": TOLERANCE, "fp8_tolerance": FP8_TOLERANCE, "cases": results}, open(args.json, "w"),

@@ -4,13 +4,13 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
-#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/subprocess.h"
 #include "kv_transfer/transfer_engine.h"
+#include "tests/integration/programs.h"
 
 namespace recgpt::kv::testing {
 
@@ -23,9 +23,7 @@ class PeerProcess {
   // `backend_arguments`: --backend and --setting flags (and any other) before the scenario's.
   PeerProcess(const std::string& role, std::vector<std::string> backend_arguments, uint64_t seed, int layers,
               int layer_delay_ms = 0) {
-    // KV_TRANSFER_PEER: the program's path where the build tree moved (scripts/gpu_check.sh on the GPU machine).
-    const char* moved = std::getenv("KV_TRANSFER_PEER");
-    std::vector<std::string> arguments{moved != nullptr ? moved : KV_TRANSFER_PEER_PATH, role};
+    std::vector<std::string> arguments{recgpt::testing::kv_transfer_peer_program(), role};
     arguments.insert(arguments.end(), backend_arguments.begin(), backend_arguments.end());
     arguments.insert(arguments.end(), {"--seed", std::to_string(seed), "--layers", std::to_string(layers),
                                        "--layer-delay-ms", std::to_string(layer_delay_ms)});

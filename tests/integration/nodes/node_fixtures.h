@@ -24,6 +24,7 @@
 #include "engine/model_maker.h"
 #include "node/agent_call.h"
 #include "node/node_protocol.h"
+#include "tests/integration/programs.h"
 #include "tests/support/curl.h"
 
 namespace recgpt::testing {
@@ -78,8 +79,8 @@ struct Node {
   Node(const std::string& role, const TinyModel& model, const std::string& tls, int kv_cache_mib = 8,
        const std::vector<std::string>& extra_flags = {}) {
     std::vector<std::string> argv = {
-        RECGPT_PATH, role, "--model", model.dir.string(), "--kv-cache-mib", std::to_string(kv_cache_mib),
-        "--threads", "1"};
+        recgpt_program(), role, "--model", model.dir.string(), "--kv-cache-mib", std::to_string(kv_cache_mib),
+        "--threads",      "1"};
     if (!tls.empty()) argv.insert(argv.end(), {"--transfer-setting", "tls=" + tls});  // empty: not a ucx node
     if (std::find(extra_flags.begin(), extra_flags.end(), "--node-id") == extra_flags.end())
       argv.insert(argv.end(), {"--node-id", role + "-test"});
@@ -150,8 +151,8 @@ struct ColocatedNodes {
   uint16_t decode_port = 0;
   explicit ColocatedNodes(const TinyModel& model, std::vector<std::string> extra_flags = {}) {
     std::vector<std::string> argv = {
-        RECGPT_PATH, "serve",     "--model", model.dir.string(), "--kv-cache-mib", "8", "--prefill-kv-cache-mib",
-        "8",         "--threads", "1"};
+        recgpt_program(), "serve", "--model", model.dir.string(), "--kv-cache-mib", "8", "--prefill-kv-cache-mib", "8",
+        "--threads",      "1"};
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
     std::vector<std::string> lines;
     process = start_child(argv, 2, lines);  // the prefill side's ports, then the decode side's

@@ -38,7 +38,7 @@ TEST_CASE("a malformed --require-peer address stops the node at start, naming it
   TinyModel tiny;
   for (const std::string address : {"127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "::1:80", ":80"}) {
     INFO(address);
-    auto node = Subprocess::spawn({RECGPT_PATH, "decode", "--model", tiny.dir.string(), "--kv-cache-mib", "8",
+    auto node = Subprocess::spawn({recgpt_program(), "decode", "--model", tiny.dir.string(), "--kv-cache-mib", "8",
                                    "--threads", "1", "--require-peer", address});
     REQUIRE(node.is_ok());
     auto exit_code = node->wait(Clock::now() + seconds(30));

@@ -30,7 +30,7 @@ nlohmann::json run_bench(const std::vector<std::string>& argv) {
 TEST_CASE("bench serve drives both clusters over HTTP and reports latency, goodput and router overhead as JSON",
           "[router][bench_serve]") {
   TinyModel tiny;
-  const json report = run_bench({RECGPT_PATH,
+  const json report = run_bench({recgpt_program(),
                                  "bench",
                                  "serve",
                                  "--model",
@@ -73,7 +73,7 @@ TEST_CASE("bench workflows runs intent under load in each mode and reports per-s
           "[router][bench_workflows]") {
   TinyModel tiny;
   const nlohmann::json report =
-      run_bench({RECGPT_PATH, "bench", "workflows", "--model", tiny.dir.string(), "--rate", "4", "--duration", "1",
+      run_bench({recgpt_program(), "bench", "workflows", "--model", tiny.dir.string(), "--rate", "4", "--duration", "1",
                  "--history-len", "12", "--experts", "2", "--kv-cache-mib", "16", "--modes", "hybrid,v1", "--json"});
   for (const char* mode : {"hybrid", "v1"}) {
     const nlohmann::json& figures = report["modes"][mode];

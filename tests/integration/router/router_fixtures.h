@@ -14,7 +14,7 @@ struct RouterProcess {
   uint16_t port = 0;
   RouterProcess(const TinyModel& model, const std::vector<uint16_t>& prefill_ports,
                 const std::vector<uint16_t>& decode_ports, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {RECGPT_PATH, "router", "--model", model.dir.string(), "--port", "0"};
+    std::vector<std::string> argv = {recgpt_program(), "router", "--model", model.dir.string(), "--port", "0"};
     for (uint16_t p : prefill_ports) argv.insert(argv.end(), {"--prefill", "127.0.0.1:" + std::to_string(p)});
     for (uint16_t p : decode_ports) argv.insert(argv.end(), {"--decode", "127.0.0.1:" + std::to_string(p)});
     argv.insert(argv.end(), extra.begin(), extra.end());

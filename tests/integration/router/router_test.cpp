@@ -157,7 +157,7 @@ TEST_CASE("recgpt up starts a local cluster that answers, and Ctrl-C stops all o
   INFO("colocated=" << colocated);
   TinyModel tiny;
   std::vector<std::string> argv = {
-      RECGPT_PATH, "up", "--model", tiny.dir.string(), "--port", "0", "--kv-cache-mib", "8", "--threads", "1"};
+      recgpt_program(), "up", "--model", tiny.dir.string(), "--port", "0", "--kv-cache-mib", "8", "--threads", "1"};
   if (colocated) argv.push_back("--colocated");
   auto up = Subprocess::spawn(argv);
   REQUIRE(up.is_ok());
