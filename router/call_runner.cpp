@@ -3,7 +3,6 @@
 #include "common/log.h"
 #include "common/rpc/listener.h"
 #include "engine/block_hash.h"
-#include "kv_transfer/kv_layout.h"
 #include "node/node_protocol.h"
 
 namespace recgpt::router {
@@ -127,16 +126,9 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
     std::shared_ptr<node::NodeLink> link = cluster.node(Tier::kPrefill, index).link;
     if (link == nullptr) continue;
     // A prefill node whose KV layout the decode node cannot take (dtype, block size, shape: a misconfigured pool)
-    // is passed over; with none left the decode node prefills the call itself.
-    if (Status compatible = kv::check_layouts_match(node::kv_layout_from_proto(link->hello().kv_layout()),
-                                                    node::kv_layout_from_proto(decode->hello().kv_layout()));
-        !compatible.is_ok()) {
-      log_event(LogLevel::kWarning, "router", "prefill node passed over: its KV layout does not fit the decode node",
-                {{"prefill", cluster.node(Tier::kPrefill, index).name()},
-                 {"decode", outcome.decode_node},
-                 {"error", compatible.to_string()}});
-      continue;
-    }
+    // is passed over; with none left the decode node prefills the call itself. The cluster logged the mismatch
+    // when the nodes connected; /readyz and /v1/cluster show it.
+    if (!kv_layouts_fit(*link, *decode).is_ok()) continue;
     ++attempts;
     outcome.prefill_node = cluster.node(Tier::kPrefill, index).name();
     outcome.prefill_index = index;

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "kv_transfer/kv_layout.h"
+#include "node/node_protocol.h"
 
 namespace recgpt::router {
 
@@ -22,6 +24,11 @@ bool ClusterNode::healthy() const {
 
 std::string ClusterNode::name() const {
   return link != nullptr && !link->hello().node_id().empty() ? link->hello().node_id() : address.text();
+}
+
+Status kv_layouts_fit(const node::NodeLink& prefill, const node::NodeLink& decode) {
+  return kv::check_layouts_match(node::kv_layout_from_proto(prefill.hello().kv_layout()),
+                                 node::kv_layout_from_proto(decode.hello().kv_layout()));
 }
 
 Cluster::Cluster(asio::io_context& io, std::string model_fingerprint, std::vector<node::PeerAddress> prefill,
@@ -174,6 +181,7 @@ asio::awaitable<void> Cluster::keep_connected(Tier tier, int index) {
           now.load.set_kv_blocks_free(now.link->hello().kv_layout().num_blocks());
           log_event(LogLevel::kInfo, "router", "node connected",
                     {{"node", now.name()}, {"address", now.address.text()}});
+          warn_of_layout_mismatches(tier, index);
         }
       } else if (now.last_error.message() != link.status().message()) {
         now.last_error = link.status();
@@ -223,6 +231,38 @@ int Cluster::healthy_count(Tier tier) const {
   return count;
 }
 
+Status Cluster::prefill_fit_error(const ClusterNode& prefill) const {
+  Status first = Status::ok();
+  for (const ClusterNode& decode : decode_) {
+    if (!decode.healthy()) continue;
+    Status fit = kv_layouts_fit(*prefill.link, *decode.link);
+    if (fit.is_ok()) return fit;
+    if (first.is_ok())
+      first = failed_precondition("fits no healthy decode node: " + decode.name() + ": " + fit.message());
+  }
+  return first;
+}
+
+int Cluster::usable_prefill_count() const {
+  int count = 0;
+  for (const ClusterNode& prefill : prefill_) count += prefill.healthy() && prefill_fit_error(prefill).is_ok() ? 1 : 0;
+  return count;
+}
+
+void Cluster::warn_of_layout_mismatches(Tier tier, int index) const {
+  const ClusterNode& connected = nodes(tier)[static_cast<size_t>(index)];
+  for (const ClusterNode& other : nodes(tier == Tier::kPrefill ? Tier::kDecode : Tier::kPrefill)) {
+    if (!other.member || other.link == nullptr || !other.link->is_open()) continue;
+    const ClusterNode& prefill = tier == Tier::kPrefill ? connected : other;
+    const ClusterNode& decode = tier == Tier::kPrefill ? other : connected;
+    if (Status fit = kv_layouts_fit(*prefill.link, *decode.link); !fit.is_ok()) {
+      log_event(LogLevel::kWarning, "router",
+                "KV layouts differ: calls placed on this decode node prefill locally, not on this prefill node",
+                {{"prefill", prefill.name()}, {"decode", decode.name()}, {"error", fit.message()}});
+    }
+  }
+}
+
 void Cluster::call_started(Tier tier, int index, std::span<const uint64_t> block_hashes, int64_t prefill_tokens) {
   ClusterNode& entry = node(tier, index);
   ++entry.in_flight;
@@ -251,8 +291,19 @@ std::string Cluster::describe_json() const {
                              {"kv_blocks_used", entry.load.kv_blocks_used()},
                              {"kv_blocks_free", entry.load.kv_blocks_free()},
                              {"prefix_blocks", entry.prefix_blocks.size()}};
-      if (!entry.healthy())
+      if (entry.link != nullptr) {
+        const control::KvLayout& layout = entry.link->hello().kv_layout();
+        item["kv_layout"] = {{"dtype", layout.dtype()},
+                             {"block_size", layout.block_size()},
+                             {"layers", layout.num_layers()},
+                             {"kv_heads", layout.num_kv_heads()},
+                             {"head_dim", layout.head_dim()}};
+      }
+      if (!entry.healthy()) {
         item["error"] = entry.last_error.is_ok() ? "no load report lately" : entry.last_error.message();
+      } else if (Status fit = tier == Tier::kPrefill ? prefill_fit_error(entry) : Status::ok(); !fit.is_ok()) {
+        item["warning"] = "not used: its KV layout " + fit.message();
+      }
       nodes_json.push_back(std::move(item));
     }
   }

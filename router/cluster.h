@@ -46,6 +46,10 @@ struct ClusterNode {
   std::string name() const;  // the node id from its hello, else the address
 };
 
+// Why the KV a prefill node writes cannot go into a decode node's cache: their KV layouts differ (dtype, block
+// size, layer or head shape; kInvalidArgument naming the field). Ok when it can.
+Status kv_layouts_fit(const node::NodeLink& prefill, const node::NodeLink& decode);
+
 class Cluster : public std::enable_shared_from_this<Cluster> {
  public:
   static constexpr std::chrono::milliseconds kReconnectPeriod{1000};
@@ -68,6 +72,8 @@ class Cluster : public std::enable_shared_from_this<Cluster> {
   // Every slot of the tier, members or not (a slot's index never changes; references to slots stay valid).
   const std::deque<ClusterNode>& nodes(Tier tier) const { return tier == Tier::kPrefill ? prefill_ : decode_; }
   int healthy_count(Tier tier) const;
+  // Healthy prefill nodes whose KV layout fits at least one healthy decode node: the ones calls can use.
+  int usable_prefill_count() const;
 
   // The router placed a call there: count it, and (prefix_aware) expect the node to hold its full blocks.
   void call_started(Tier tier, int index, std::span<const uint64_t> block_hashes, int64_t prefill_tokens);
@@ -86,6 +92,10 @@ class Cluster : public std::enable_shared_from_this<Cluster> {
   boost::asio::awaitable<void> keep_connected(Tier tier, int index);
   boost::asio::awaitable<void> keep_resolving(int source);
   void on_report(Tier tier, int index, const control::LoadReport& report);
+  // Logs once per connection each node of the other tier whose KV layout does not fit the one just connected.
+  void warn_of_layout_mismatches(Tier tier, int index) const;
+  // The first reason no healthy decode node takes this prefill node's KV, or ok (one does, or none is healthy).
+  Status prefill_fit_error(const ClusterNode& prefill) const;
   std::deque<ClusterNode>& tier_nodes(Tier tier) { return tier == Tier::kPrefill ? prefill_ : decode_; }
 
   boost::asio::io_context& io_;

@@ -216,14 +216,21 @@ class Service final : public std::enable_shared_from_this<Service> {
     } else if (path == "/readyz") {
       const int decode = cluster_->healthy_count(Tier::kDecode);
       const int prefill = cluster_->healthy_count(Tier::kPrefill);
-      // Decode nodes prefill locally when no prefill node is healthy: one decode node can serve.
+      const int usable_prefill = cluster_->usable_prefill_count();
+      // Decode nodes prefill locally when no prefill node is healthy (or none's KV layout fits them): one decode
+      // node can serve.
       const bool ready = !draining_ && decode > 0;
       text.status = ready ? 200 : 503;
-      text.body = std::string(ready && prefill == 0 ? "ready, degraded: decode nodes prefill locally"
-                              : ready               ? "ready"
-                              : draining_           ? "not ready: draining"
-                                                    : "not ready: no healthy decode node") +
-                  " (prefill " + std::to_string(prefill) + ", decode " + std::to_string(decode) + ")\n";
+      text.body = std::string(ready && usable_prefill == 0 ? "ready, degraded: decode nodes prefill locally"
+                              : ready                      ? "ready"
+                              : draining_                  ? "not ready: draining"
+                                                           : "not ready: no healthy decode node") +
+                  " (prefill " + std::to_string(prefill) + ", decode " + std::to_string(decode) + ")";
+      if (ready && usable_prefill < prefill) {
+        text.body += "; " + std::to_string(prefill - usable_prefill) +
+                     " healthy prefill node(s) unused: KV layout fits no decode node (see /v1/cluster)";
+      }
+      text.body += "\n";
     } else {
       text.content_type = "text/plain; version=0.0.4; charset=utf-8";
       text.body = prometheus::TextSerializer().Serialize(registry_->Collect());

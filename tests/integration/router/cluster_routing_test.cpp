@@ -1,7 +1,10 @@
 // The router over two prefill and two decode processes: greedy outputs equal the colocated engine; calls that
 // share a long prefix go where it is held, so the prefix is computed once (prefill nodes' counters); calls with
 // different prompts spread over both nodes of each tier.
+#include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "engine/tokenizer.h"
 #include "tests/integration/router/router_fixtures.h"
@@ -139,6 +142,31 @@ TEST_CASE("a prefill node whose KV layout does not fit the decode node is passed
   CHECK(body["timings"]["prefill_node"] == "decode-bf16");
   CHECK(body["usage"]["completion_tokens"] == 8);
   CHECK(decode.shows_used(0));
+
+  // An operator sees it: /readyz says so once the prefill node is connected, /v1/cluster names the field.
+  CurlReply ready;
+  for (int attempt = 0; attempt < 100; ++attempt) {  // the router connects to each node within a second or two
+    ready = curl(router.url("/readyz"));
+    if (ready.body.find("unused") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  INFO(ready.body);
+  CHECK(ready.status == 200);
+  CHECK(ready.body.find("ready, degraded: decode nodes prefill locally (prefill 1, decode 1)") == 0);
+  CHECK(ready.body.find("1 healthy prefill node(s) unused: KV layout fits no decode node") != std::string::npos);
+  const json cluster = json::parse(curl(router.url("/v1/cluster")).body);
+  std::map<std::string, json> by_node;
+  for (const json& node : cluster["nodes"]) by_node[node["node"].get<std::string>()] = node;
+  INFO(cluster.dump());
+  REQUIRE(by_node.count("prefill-f32") == 1);
+  REQUIRE(by_node.count("decode-bf16") == 1);
+  CHECK(by_node["prefill-f32"]["kv_layout"]["dtype"] == "f32");
+  CHECK(by_node["decode-bf16"]["kv_layout"]["dtype"] == "bf16");
+  CHECK(by_node["prefill-f32"]["healthy"] == true);
+  const std::string warning = by_node["prefill-f32"].value("warning", "");
+  CHECK(warning.find("decode-bf16") != std::string::npos);
+  CHECK(warning.find("dtype") != std::string::npos);
+  CHECK_FALSE(by_node["decode-bf16"].contains("warning"));
 }
 
 }  // namespace
