@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "common/status.h"
+#include "kv_transfer/device_copy.h"
 #include "kv_transfer/transfer_engine.h"
 
 namespace recgpt::kv {
@@ -13,8 +14,10 @@ Result<std::unique_ptr<TransferEngine>> create_local_transfer_engine(const Trans
 
 // UCP workers, put (or active-message) writes, flush-then-notify (ucx_transfer_engine.cpp). Settings: `tls`
 // (UCX_TLS, e.g. "tcp", "posix,cma,self"), `devices` (UCX_NET_DEVICES), `write_op` ("auto" default: puts over shared
-// memory, active messages over the network; or "put", "am").
-Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(const TransferEngineOptions& options);
+// memory, active messages over the network; or "put", "am"). Device regions UCX cannot reach are staged through
+// host memory with `device_copier` (tests pass their own; null refuses them).
+Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(
+    const TransferEngineOptions& options, std::shared_ptr<DeviceCopier> device_copier = cuda_device_copier());
 
 // CUDA device memory between GPUs: NCCL send/recv of block lists, CUDA IPC copies between engines on one GPU,
 // an inner ucx engine as control channel (nccl/nccl_transfer_engine.cpp; built with RECGPT_WITH_NCCL only).

@@ -16,7 +16,7 @@ struct BackendEntry {
 
 constexpr BackendEntry kBackends[] = {
     {"local", &create_local_transfer_engine},
-    {"ucx", &create_ucx_transfer_engine},
+    {"ucx", [](const TransferEngineOptions& options) { return create_ucx_transfer_engine(options); }},
 #ifdef RECGPT_WITH_NCCL
     {"nccl", &create_nccl_transfer_engine},
 #endif

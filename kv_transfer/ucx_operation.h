@@ -40,8 +40,8 @@ class Operation {
     if (self_while_pending_ == nullptr) self_while_pending_ = self;
   }
 
-  // Keeps `buffers` (what UCX reads from) alive as long as this operation.
-  void attach(std::shared_ptr<const void> buffers) { attached_ = std::move(buffers); }
+  // Keeps `buffers` (what UCX reads from) alive as long as this operation. Call before its requests are tracked.
+  void attach(std::shared_ptr<const void> buffers) { attached_.push_back(std::move(buffers)); }
 
   // Records the first error; `close` also says no request will be added any more.
   void fail(Status error, bool close = false) {
@@ -136,7 +136,7 @@ class Operation {
   std::condition_variable changed_;
   std::unordered_set<void*> requests_;
   std::shared_ptr<Operation> self_while_pending_;  // keeps user_data alive while UCX holds requests
-  std::shared_ptr<const void> attached_;
+  std::vector<std::shared_ptr<const void>> attached_;
   Status error_;
   bool open_ = true;
   bool cancelled_ = false;

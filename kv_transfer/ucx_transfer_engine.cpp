@@ -17,6 +17,11 @@
 // Ordering of notify(): the notification is sent only once a ucp_ep_flush_nbx issued by notify() completed,
 // i.e. once every write submitted to that peer before it landed; a failed flush fails the notification unsent.
 //
+// Device memory: registered with UCX where it has a CUDA transport. Where it has none (Debian's build), a device
+// region is staged through host memory with the CUDA runtime (device_copy.h): writes from it are copied to a host
+// buffer first, writes into it are active messages whose data the receiver copies to the device before it handles
+// anything later (so a notification still comes after the bytes landed). Its key carries no rkey.
+//
 // Peer failure: endpoints use UCP_ERR_HANDLING_MODE_PEER; the error handler marks the peer dead, so its
 // pending requests complete with an error (kUnavailable on the handle) and later submissions are refused.
 // UCX 1.13's shared-memory transports (posix, cma) refuse that mode; over them the engine falls back to no
@@ -36,7 +41,9 @@
 #include <unordered_set>
 
 #include "kv_transfer/backends.h"
+#include "kv_transfer/device_copy.h"
 #include "kv_transfer/ucx_operation.h"
+#include "kv_transfer/ucx_staging.h"
 #include "kv_transfer/ucx_wire.h"
 #include "kv_transfer/ucx_worker.h"
 
@@ -57,13 +64,14 @@ uint64_t random_uuid() {
 struct Region {
   std::byte* base = nullptr;
   uint64_t bytes = 0;
-  ucp_mem_h memory = nullptr;
+  ucp_mem_h memory = nullptr;  // null for a staged region
+  int staged_device = -1;      // >= 0: memory of that CUDA device, which UCX cannot reach here
 };
 
 struct ImportedRegion {
   uint64_t base_address = 0;
   uint64_t bytes = 0;
-  ucp_rkey_h rkey = nullptr;
+  ucp_rkey_h rkey = nullptr;  // null for a region its owner stages: active messages only
   LocalRegionId region_at_peer = 0;
 };
 
@@ -103,11 +111,15 @@ struct IncomingNotification {
 class UcxTransferEngine final : public TransferEngine {
  public:
   UcxTransferEngine(std::string name, std::shared_ptr<UcxWorker> worker, uint64_t memory_types,
-                    WriteOperation write_operation)
+                    WriteOperation write_operation, std::shared_ptr<DeviceCopier> device_copier)
       : name_(std::move(name)),
         worker_(std::move(worker)),
         memory_types_(memory_types),
-        write_operation_(write_operation) {}
+        write_operation_(write_operation),
+        staged_(std::move(device_copier), [this] {
+          std::lock_guard lock(inbox_mutex_);  // so a waiter between its check and its sleep cannot miss it
+          inbox_changed_.notify_all();
+        }) {}
 
   ~UcxTransferEngine() override {
     stopping_ = true;
@@ -132,7 +144,9 @@ class UcxTransferEngine final : public TransferEngine {
     drain_locked(closing);
     for (auto& [id, peer] : peers_) close_peer_locked(peer, &closing);
     drain_locked(closing);
-    for (auto& [id, region] : regions_) ucp_mem_unmap(worker_->context, region.memory);
+    for (auto& [id, region] : regions_) {
+      if (region.memory != nullptr) ucp_mem_unmap(worker_->context, region.memory);
+    }
     // Handles may keep the worker alive after this engine: nothing of it may be called back any more.
     (void)set_am_handlers(false);
   }
@@ -158,10 +172,7 @@ class UcxTransferEngine final : public TransferEngine {
     if (region.base == nullptr) return invalid_argument("cannot register a region with a null base");
     if (region.bytes == 0) return invalid_argument("cannot register an empty region");
     const bool cuda = region.kind == MemoryKind::kCuda;
-    if (cuda && (memory_types_ & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) == 0) {
-      return invalid_argument("this UCX build has no CUDA transport (cuda_copy/cuda_ipc); cannot register device " +
-                              std::to_string(region.cuda_device) + " memory");
-    }
+    if (cuda && (memory_types_ & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) == 0) return register_staged(region);
     ucp_mem_map_params_t params{};
     params.field_mask =
         UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_MEMORY_TYPE;
@@ -211,7 +222,7 @@ class UcxTransferEngine final : public TransferEngine {
     std::lock_guard lock(worker_->mutex);
     auto it = regions_.find(region);
     if (it == regions_.end()) return not_found("region " + std::to_string(region) + " is not registered");
-    ucp_mem_unmap(worker_->context, it->second.memory);
+    if (it->second.memory != nullptr) ucp_mem_unmap(worker_->context, it->second.memory);
     regions_.erase(it);
     return Status::ok();
   }
@@ -220,16 +231,20 @@ class UcxTransferEngine final : public TransferEngine {
     std::lock_guard lock(worker_->mutex);
     auto it = regions_.find(region);
     if (it == regions_.end()) return not_found("region " + std::to_string(region) + " is not registered");
-    void* packed = nullptr;
-    size_t packed_bytes = 0;
-    ucs_status_t status = ucp_rkey_pack(worker_->context, it->second.memory, &packed, &packed_bytes);
-    if (status != UCS_OK) return ucx_failure("ucp_rkey_pack", status);
     RegionKeyWire key;
-    key.payload_bytes = static_cast<uint32_t>(packed_bytes);
     key.engine_uuid = uuid_;
     key.base_address = reinterpret_cast<uint64_t>(it->second.base);
     key.bytes = it->second.bytes;
     key.region = region;
+    if (it->second.staged_device >= 0) {
+      key.flags = kRegionStaged;
+      return to_bytes(key, nullptr, 0);
+    }
+    void* packed = nullptr;
+    size_t packed_bytes = 0;
+    ucs_status_t status = ucp_rkey_pack(worker_->context, it->second.memory, &packed, &packed_bytes);
+    if (status != UCS_OK) return ucx_failure("ucp_rkey_pack", status);
+    key.payload_bytes = static_cast<uint32_t>(packed_bytes);
     Bytes bytes = to_bytes(key, packed, packed_bytes);
     ucp_rkey_buffer_release(packed);
     return bytes;
@@ -239,6 +254,7 @@ class UcxTransferEngine final : public TransferEngine {
 
   Result<PeerId> connect(std::span<const std::byte> endpoint, Deadline deadline) override {
     RECGPT_ASSIGN_OR_RETURN(EndpointWire wire, parse_wire<EndpointWire>(endpoint, kEndpointMagic, "a ucx endpoint"));
+    if (wire.payload_bytes == 0) return invalid_argument("a ucx endpoint must carry a worker address");
     PeerId id = 0;
     auto flush = std::make_shared<Operation>();
     {
@@ -270,10 +286,16 @@ class UcxTransferEngine final : public TransferEngine {
     if (wire.engine_uuid != found->uuid) {
       return invalid_argument("the region key was exported by another engine than peer " + std::to_string(peer));
     }
+    if ((wire.flags & ~kRegionStaged) != 0 || ((wire.flags & kRegionStaged) != 0) != (wire.payload_bytes == 0)) {
+      return invalid_argument("the region key's flags do not fit its payload (flags " + std::to_string(wire.flags) +
+                              ", " + std::to_string(wire.payload_bytes) + " payload bytes)");
+    }
     ImportedRegion imported{wire.base_address, wire.bytes, nullptr, wire.region};
-    ucs_status_t status = ucp_ep_rkey_unpack(found->endpoint, key.data() + sizeof(RegionKeyWire), &imported.rkey);
-    if (status != UCS_OK) {
-      return invalid_argument(std::string("ucp_ep_rkey_unpack refused the region key: ") + ucs_status_string(status));
+    if (wire.payload_bytes > 0) {
+      ucs_status_t status = ucp_ep_rkey_unpack(found->endpoint, key.data() + sizeof(RegionKeyWire), &imported.rkey);
+      if (status != UCS_OK) {
+        return invalid_argument(std::string("ucp_ep_rkey_unpack refused the region key: ") + ucs_status_string(status));
+      }
     }
     const RemoteRegionId id = next_remote_region_id_++;
     found->imported[id] = imported;
@@ -298,11 +320,12 @@ class UcxTransferEngine final : public TransferEngine {
     ucp_request_param_t param = request_param(batch.get());
     auto headers = std::make_shared<std::vector<WriteWire>>(ops.size());  // read by UCX until completion
     batch->attach(headers);
+    RECGPT_ASSIGN_OR_RETURN(std::vector<const std::byte*> sources, stage_sources(ops, resolved, *batch));
     for (size_t i = 0; i < ops.size(); ++i) {
       if (ops[i].length == 0) continue;
       const auto [local, remote] = resolved[i];
-      const std::byte* source = local->base + ops[i].local_offset;
-      if (uses_puts(*found)) {
+      const std::byte* source = sources[i];
+      if (uses_puts(*found) && remote->rkey != nullptr) {
         batch->track(batch,
                      ucp_put_nbx(found->endpoint, source, ops[i].length, remote->base_address + ops[i].remote_offset,
                                  remote->rkey, &param),
@@ -347,9 +370,11 @@ class UcxTransferEngine final : public TransferEngine {
     IncomingNotification incoming;
     {
       std::unique_lock lock(inbox_mutex_);
-      if (!inbox_changed_.wait_until(lock, deadline, [this] { return !inbox_.empty(); })) {
+      if (!inbox_changed_.wait_until(lock, deadline,
+                                     [this] { return !inbox_.empty() || !staged_.failure().is_ok(); })) {
         return std::optional<Notification>();
       }
+      RECGPT_RETURN_IF_ERROR(staged_.failure());
       incoming = std::move(inbox_.front());
       inbox_.pop_front();
     }
@@ -364,6 +389,48 @@ class UcxTransferEngine final : public TransferEngine {
   }
 
  private:
+  // A device region this UCX cannot map: kept for staging through host memory (or refused without a copier).
+  Result<LocalRegionId> register_staged(const MemoryRegion& region) {
+    if (staged_.copier() == nullptr) {
+      return invalid_argument(
+          "this UCX build has no CUDA transport (cuda_copy/cuda_ipc) and this build no CUDA runtime to stage "
+          "through host memory; cannot register device " +
+          std::to_string(region.cuda_device) + " memory");
+    }
+    RECGPT_RETURN_IF_ERROR(staged_.copier()->check(region.base, region.bytes, region.cuda_device));
+    std::lock_guard lock(worker_->mutex);
+    const LocalRegionId id = next_region_id_++;
+    regions_[id] = {static_cast<std::byte*>(region.base), region.bytes, nullptr, region.cuda_device};
+    return id;
+  }
+
+  // Where each op's bytes are sent from: its region, or for a staged region a host copy made now (kept alive by
+  // `batch` until its sends completed). Runs with the worker's mutex held.
+  Result<std::vector<const std::byte*>> stage_sources(std::span<const WriteOp> ops, const ResolvedOps& resolved,
+                                                      Operation& batch) {
+    std::vector<const std::byte*> sources(ops.size());
+    uint64_t staged_bytes = 0;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (resolved[i].first->staged_device >= 0) staged_bytes += ops[i].length;
+    }
+    auto staging = std::make_shared<std::vector<std::byte>>(staged_bytes);
+    batch.attach(staging);
+    uint64_t at = 0;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const Region& local = *resolved[i].first;
+      if (local.staged_device < 0) {
+        sources[i] = local.base + ops[i].local_offset;
+        continue;
+      }
+      std::byte* host = staging->data() + at;
+      RECGPT_RETURN_IF_ERROR(
+          staged_.copier()->to_host(host, local.base + ops[i].local_offset, ops[i].length, local.staged_device));
+      sources[i] = host;
+      at += ops[i].length;
+    }
+    return sources;
+  }
+
   // Installs (or, with enabled=false, removes) the handlers of incoming notifications and writes.
   Status set_am_handlers(bool enabled) {
     for (auto [id, handler] : {std::pair{kNotifyAmId, &UcxTransferEngine::on_notification},
@@ -395,6 +462,11 @@ class UcxTransferEngine final : public TransferEngine {
       return UCS_OK;
     }
     std::byte* destination = region->second.base + wire.offset;
+    if (region->second.staged_device >= 0) {
+      engine->staged_.receive(engine->worker_->worker, region->second.staged_device, destination, data, data_bytes,
+                              rendezvous);
+      return rendezvous ? UCS_INPROGRESS : UCS_OK;
+    }
     if (!rendezvous) {
       std::memcpy(destination, data, data_bytes);
       return UCS_OK;
@@ -599,7 +671,9 @@ class UcxTransferEngine final : public TransferEngine {
   }
 
   void close_peer_locked(Peer& peer, std::vector<ucs_status_ptr_t>* closing) {
-    for (auto& [id, imported] : peer.imported) ucp_rkey_destroy(imported.rkey);
+    for (auto& [id, imported] : peer.imported) {
+      if (imported.rkey != nullptr) ucp_rkey_destroy(imported.rkey);
+    }
     peer.imported.clear();
     if (peer.endpoint != nullptr) {
       ucp_request_param_t param{};
@@ -651,17 +725,20 @@ class UcxTransferEngine final : public TransferEngine {
   std::mutex inbox_mutex_;
   std::condition_variable inbox_changed_;
   std::deque<IncomingNotification> inbox_;
+  StagedReceiver staged_;  // after the inbox: its failure wakes the inbox's waiters
 };
 
 }  // namespace
 
-Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(const TransferEngineOptions& options) {
+Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(const TransferEngineOptions& options,
+                                                                   std::shared_ptr<DeviceCopier> device_copier) {
   RECGPT_ASSIGN_OR_RETURN(UcxSettings settings, parse_ucx_settings(options));
   const std::string name = options.name.empty() ? "ucx" : options.name;
   auto worker = std::make_shared<UcxWorker>();
   uint64_t memory_types = 0;
   RECGPT_RETURN_IF_ERROR(open_ucx_worker(settings, name, *worker, &memory_types));
-  auto engine = std::make_unique<UcxTransferEngine>(name, std::move(worker), memory_types, settings.write_operation);
+  auto engine = std::make_unique<UcxTransferEngine>(name, std::move(worker), memory_types, settings.write_operation,
+                                                    std::move(device_copier));
   RECGPT_RETURN_IF_ERROR(engine->start());
   return std::unique_ptr<TransferEngine>(std::move(engine));
 }

@@ -26,14 +26,18 @@ struct EndpointWire {
   uint64_t engine_uuid = 0;
 };
 
+// RegionKeyWire::flags: device memory this UCX cannot reach, staged through host memory by its owner; no rkey
+// follows, and writes into it are active messages.
+constexpr uint32_t kRegionStaged = 1;
+
 struct RegionKeyWire {
   uint32_t magic = kRegionKeyMagic;
-  uint32_t payload_bytes = 0;  // packed rkey
+  uint32_t payload_bytes = 0;  // packed rkey (none for a staged region)
   uint64_t engine_uuid = 0;
   uint64_t base_address = 0;
   uint64_t bytes = 0;
   LocalRegionId region = 0;  // the exporter's id, named by active-message writes
-  uint32_t reserved = 0;
+  uint32_t flags = 0;
 };
 
 // The active-message header of a write (setting write_op=am); the data is the bytes to write.
@@ -64,11 +68,11 @@ Bytes to_bytes(const Wire& wire, const void* payload, size_t payload_bytes) {
   return bytes;
 }
 
-// The header of `bytes`; its payload follows it.
+// The header of `bytes`; its payload (possibly empty) follows it.
 template <typename Wire>
 Result<Wire> parse_wire(std::span<const std::byte> bytes, uint32_t magic, const std::string& what) {
-  if (bytes.size() <= sizeof(Wire)) {
-    return invalid_argument(what + " must be more than " + std::to_string(sizeof(Wire)) + " bytes, got " +
+  if (bytes.size() < sizeof(Wire)) {
+    return invalid_argument(what + " must be at least " + std::to_string(sizeof(Wire)) + " bytes, got " +
                             std::to_string(bytes.size()));
   }
   Wire wire;

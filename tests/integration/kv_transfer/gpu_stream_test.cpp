@@ -1,7 +1,7 @@
-// KV streams between two processes in CUDA device memory over the nccl backend: a writer child and a reader
-// child, this test relaying their endpoints. With two GPUs the bytes go over NCCL; with one, both processes
-// share it and the backend copies through CUDA IPC. The reader checks every byte of the mapped blocks. Without
-// a GPU (or a build without CUDA) each test says "SKIPPED:" and ctest counts it as skipped.
+// KV streams between two processes in CUDA device memory over the nccl backend (and over ucx): a writer child and
+// a reader child, this test relaying their endpoints. With two GPUs the bytes go over NCCL; with one, both
+// processes share it and the backend copies through CUDA IPC. The reader checks every byte of the mapped blocks.
+// Without a GPU (or a build without CUDA) each test says "SKIPPED:" and ctest counts it as skipped.
 #include <signal.h>
 
 #include <algorithm>
@@ -88,6 +88,30 @@ TEST_CASE("a writer process killed mid-stream fails the reader process's wait wi
   CHECK(received.at(1) != "ok");
   // The reader waits up to its step timeout; the dead writer must be noticed well before.
   CHECK(waited <= kFailureDeadline + kDeadlineSlack);
+}
+
+TEST_CASE("over ucx a writer process streams device blocks into a reader process's device blocks",
+          "[kv_transfer][ucx][gpu][two_process]") {
+  // Where UCX has no CUDA transport (Debian's build) the engines stage the blocks through host memory.
+  if (std::string why = cuda_devices().why_none; !why.empty()) {
+    WARN("SKIPPED: " << why);
+    return;
+  }
+  const std::string tls = GENERATE(as<std::string>{}, "tcp", "posix,cma,self");
+  INFO("tls=" << tls);
+  auto ucx_peer = [&tls](const std::string& role) {
+    return PeerProcess(role, {"--backend", "ucx", "--setting", "tls=" + tls, "--memory", "cuda"}, 67, 6);
+  };
+  PeerProcess reader = ucx_peer("reader");
+  PeerProcess writer = ucx_peer("writer");
+  introduce(writer, reader);
+  CHECK(writer.expect("finished").at(1) == "ok");
+  std::vector<std::string> received = reader.expect("received");
+  REQUIRE(received.at(1) == "ok");
+  CHECK(std::stoull(received.at(2)) > 0);
+  reader.process().close_stdin();
+  CHECK(reader.process().wait(after(kStepTimeout)).value() == 0);
+  CHECK(writer.process().wait(after(kStepTimeout)).value() == 0);
 }
 
 TEST_CASE("two nccl engines of one process on one GPU write each other's device blocks, notification last",

@@ -1,6 +1,6 @@
 // A disaggregated cluster on the GPU: prefill and decode nodes on the CUDA backend with their KV pools in device
-// memory, the KV moved by the nccl transfer backend (CUDA IPC between the two processes on one GPU), the router
-// in front. Without a GPU, or in a build without the CUDA backend or NCCL, it says "SKIPPED:".
+// memory, the KV moved by the nccl transfer backend (CUDA IPC between the two processes on one GPU) or by ucx, the
+// router in front. Without a GPU, or in a build without the CUDA backend or NCCL, it says "SKIPPED:".
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -26,9 +26,14 @@ TEST_CASE("a disaggregated cluster on the GPU answers through the router and ret
     WARN("SKIPPED: " << why);
     return;
   }
+  // The KV over nccl (CUDA IPC on one GPU), or over ucx on tcp (staged through host memory where UCX has no CUDA
+  // transport).
+  const std::string transfer = GENERATE(as<std::string>{}, "nccl", "ucx");
+  INFO("transfer backend " << transfer);
   TinyModel tiny;
-  const std::vector<std::string> on_gpu = {"--backend",          "cuda",    "--transfer-backend", "nccl",
-                                           "--transfer-setting", "device=0"};
+  const std::vector<std::string> on_gpu = {"--backend",          "cuda",
+                                           "--transfer-backend", transfer,
+                                           "--transfer-setting", transfer == "nccl" ? "device=0" : "tls=tcp"};
   Node decode_node("decode", tiny, "", 8, on_gpu);
   Node prefill_node("prefill", tiny, "", 8, on_gpu);
   RouterProcess router(tiny, {prefill_node.port}, {decode_node.port});

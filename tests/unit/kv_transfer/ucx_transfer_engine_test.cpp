@@ -251,17 +251,17 @@ TEST_CASE("ucx active-message writes of large and tiny ops land before the notif
   CHECK((*writes)->wait(after(kWait)).is_ok());
 }
 
-TEST_CASE("the ucx backend refuses CUDA memory when UCX has no CUDA transport, and empty regions",
-          "[kv_transfer][ucx]") {
+TEST_CASE("the ucx backend refuses host memory named as CUDA memory, and empty regions", "[kv_transfer][ucx]") {
   auto engine = make_engine("solo", "tcp");
   if (engine == nullptr) return;
   std::vector<std::byte> buffer(64);
   CHECK(engine->register_memory({buffer.data(), 0, MemoryKind::kHost, -1}).status().code() ==
         StatusCode::kInvalidArgument);
   CHECK(engine->register_memory({nullptr, 64, MemoryKind::kHost, -1}).status().code() == StatusCode::kInvalidArgument);
-  // Plain host memory named as CUDA: either refused (no CUDA transport) or refused by ucp_mem_map.
-  CHECK(engine->register_memory({buffer.data(), buffer.size(), MemoryKind::kCuda, 0}).status().code() ==
-        StatusCode::kInvalidArgument);
+  // Plain host memory named as CUDA: refused by ucp_mem_map (a UCX with CUDA transports), by the CUDA runtime
+  // (not device memory, or no GPU: ucx_staging_test.cpp), or for want of both.
+  const Status refused = engine->register_memory({buffer.data(), buffer.size(), MemoryKind::kCuda, 0}).status();
+  CHECK((refused.code() == StatusCode::kInvalidArgument || refused.code() == StatusCode::kUnavailable));
 }
 
 TEST_CASE("a destroyed ucx peer makes submissions and notifications fail within the deadline", "[kv_transfer][ucx]") {
