@@ -2,9 +2,9 @@
 //   GET /metrics  Prometheus text exposition of the node's registry
 //   GET /healthz  200 while the process serves
 //   GET /readyz   200 once the readiness check passes (model loaded, peers reachable), else 503 with the reason
-// Anything else: 404 (unknown path) or 405 (not GET). Requests are small and bounded: a header over 8 KiB or a
-// body is refused, a client that stalls is dropped after a few seconds. Runs on the caller's io_context, as
-// coroutines; Beast stays inside admin_server.cpp.
+// Anything else: 404 (unknown path) or 405 (not GET or HEAD). Served by common/http's server, with small bounds: a
+// header over 8 KiB (431) or any body (413) is refused, a client that stalls is dropped after a few seconds, at
+// most 64 connections at once. Runs on the caller's io_context, as coroutines.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +37,7 @@ class AdminServer {
   static Result<std::unique_ptr<AdminServer>> start(boost::asio::io_context& io, AdminOptions options);
   virtual ~AdminServer() = default;  // stops accepting; call on the io_context's thread
   virtual uint16_t port() const = 0;
-  // Stops accepting; connections in progress finish. Call from the io_context's thread.
+  // Stops accepting and closes its connections. Call from the io_context's thread.
   virtual void stop() = 0;
 };
 

@@ -1,5 +1,5 @@
 // The admin endpoint against a real HTTP client (curl, from Debian): health, readiness with its reason,
-// Prometheus text, wrong paths and methods, and an oversized request that is dropped while the server keeps
+// Prometheus text, wrong paths and methods, and oversized requests that are refused while the server keeps
 // serving. The io_context runs on its own thread; every curl call has a deadline.
 #include "common/admin/admin_server.h"
 
@@ -84,7 +84,11 @@ TEST_CASE("the admin endpoint refuses unknown paths, other methods and oversized
   const uint16_t port = running.server->port();
   CHECK(curl(port, "/nothing-here").status == 404);
   CHECK(curl(port, "/metrics", {"-X", "POST"}).status == 405);
-  CHECK(curl(port, "/healthz", {"-H", "X-Padding: " + std::string(16 * 1024, 'a')}).status == 0);
+  CHECK(curl(port, "/healthz", {"-H", "X-Padding: " + std::string(16 * 1024, 'a')}).status == 431);
+  CHECK(curl(port, "/healthz", {"-X", "GET", "--data-binary", "a body"}).status == 413);
+  const CurlReply head = curl(port, "/healthz", {"--head"});
+  CHECK(head.status == 200);
+  CHECK_THAT(head.body, Catch::Contains("Content-Length: 0"));  // HEAD: the status and headers, no body
   CHECK(curl(port, "/healthz").status == 200);
 }
 
