@@ -22,6 +22,7 @@
 #include "common/rpc/connection.h"
 #include "common/rpc/listener.h"
 #include "decode_node/decode_core.h"
+#include "decode_node/kv_arrivals.h"
 #include "engine/model_files.h"
 #include "engine/model_fingerprint.h"
 #include "kv_transfer/transfer_engine.h"
@@ -39,6 +40,9 @@ constexpr std::chrono::milliseconds kDefaultReservationLifetime(30000);
 constexpr std::chrono::milliseconds kMaxReservationLifetime(600000);
 constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
 constexpr int kLoadReportEvery = 10;  // housekeeping periods: a LoadReport each second
+// How long a StartDecode waits for its prompt's KV to land after the router saw PrefillDone (normally well under
+// a millisecond: the last writes are on their way or being copied in).
+constexpr std::chrono::seconds kKvArrivalWait(10);
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
@@ -91,6 +95,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     RECGPT_ASSIGN_OR_RETURN(kv::LocalRegionId region, transfer_->register_memory(node::kv_cache_region(cache)));
     RECGPT_ASSIGN_OR_RETURN(kv::Bytes endpoint, transfer_->local_endpoint());
     RECGPT_ASSIGN_OR_RETURN(kv::Bytes key, transfer_->export_region(region));
+    arrivals_ = std::make_unique<KvArrivals>(*transfer_);
     hello_ = node::make_hello(control::ROLE_DECODE, options_.node_id, fingerprint_, options_.transfer_backend, cache);
     hello_.mutable_hello()->set_transfer_endpoint(endpoint.data(), endpoint.size());
     hello_.mutable_hello()->set_kv_region_key(key.data(), key.size());
@@ -190,8 +195,7 @@ class Server final : public std::enable_shared_from_this<Server> {
         });
   }
 
-  // Refreshes the gauges and drains the transfer engine's notifications (the KV streams' `completed` messages:
-  // the router's PrefillDone already orders StartDecode after the KV landed).
+  // Refreshes the gauges and sends the load reports.
   asio::awaitable<void> housekeeping_loop() {
     auto self = shared_from_this();
     while (core_ != nullptr) {
@@ -205,10 +209,6 @@ class Server final : public std::enable_shared_from_this<Server> {
       constraint_seconds_->Increment(counters.constraint_seconds - constraint_seconds_seen_);
       constraint_seconds_seen_ = counters.constraint_seconds;
       if (++housekeeping_ticks_ % kLoadReportEvery == 0) send_load_report(counters);
-      for (int drained = 0; drained < 1000; ++drained) {
-        auto notification = transfer_->wait_notification(Clock::now());
-        if (!notification.is_ok() || !notification->has_value()) break;
-      }
       housekeeping_.expires_after(kHousekeepingPeriod);
       boost::system::error_code error;
       co_await housekeeping_.async_wait(asio::redirect_error(asio::use_awaitable, error));
@@ -362,7 +362,27 @@ class Server final : public std::enable_shared_from_this<Server> {
     request.sampling = *sampling;
     for (uint32_t token : start.sampling().stop_token_ids()) request.stop_tokens.push_back(static_cast<int32_t>(token));
     std::weak_ptr<rpc::Connection> weak = session.connection;
-    const uint64_t reservation = start.reservation_id();
+    if (request.prefill_locally) return start_decoding(weak, id, std::move(request));
+    // The prompt's KV came from a prefill node: decode once it has landed here (kv_arrivals.h).
+    const uint64_t reservation = request.reservation_id;
+    arrivals_->when_landed(
+        reservation, Clock::now() + kKvArrivalWait,
+        [self = shared_from_this(), weak, id, request = std::move(request)](Status landed) mutable {
+          asio::post(self->io_, [self, weak, id, landed = std::move(landed), request = std::move(request)]() mutable {
+            auto connection = weak.lock();
+            if (connection == nullptr) return;  // its reservations were cancelled when it closed
+            if (!landed.is_ok()) {
+              (void)connection->send(rpc::error_frame(id, landed));  // the reservation stays: the router cancels it
+              return;
+            }
+            self->start_decoding(weak, id, std::move(request));
+          });
+        });
+  }
+
+  // Hands a started call to the engine; its tokens go back as TokenChunks under `id`.
+  void start_decoding(const std::weak_ptr<rpc::Connection>& weak, uint64_t id, StartRequest request) {
+    const uint64_t reservation = request.reservation_id;
     core_->start(std::move(request), [self = shared_from_this(), weak, id, reservation](std::vector<int32_t> tokens,
                                                                                         FinishReason finish) {
       asio::post(self->io_, [self, weak, id, reservation, tokens = std::move(tokens), finish] {
@@ -394,6 +414,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   std::optional<EntityStore> entities_;
   std::unique_ptr<node::Constraints> constraints_;
   std::unique_ptr<kv::TransferEngine> transfer_;
+  std::unique_ptr<KvArrivals> arrivals_;  // takes transfer_'s notifications; destroyed before it
   control::Envelope hello_;
   std::shared_ptr<rpc::Listener> listener_;
   bool draining_ = false;

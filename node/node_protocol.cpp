@@ -9,6 +9,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <charconv>
 #include <mutex>
 #include <optional>
 
@@ -58,6 +59,18 @@ kv::KvLayoutDescription kv_layout_from_proto(const control::KvLayout& proto) {
   layout.num_blocks = proto.num_blocks();
   layout.array_stride_bytes = proto.array_stride_bytes();
   return layout;
+}
+
+std::string kv_stream_id(uint64_t reservation_id) { return "reservation-" + std::to_string(reservation_id); }
+
+std::optional<uint64_t> reservation_of_kv_stream(std::string_view stream_id) {
+  constexpr std::string_view kPrefix = "reservation-";
+  if (stream_id.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
+  const std::string_view digits = stream_id.substr(kPrefix.size());
+  uint64_t reservation = 0;
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), reservation);
+  if (digits.empty() || error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return reservation;
 }
 
 control::Envelope make_hello(control::Role role, const std::string& node_id, const std::string& model_fingerprint,

@@ -237,7 +237,7 @@ Status PrefillWorker::prepare(Job& job) {
     config.destination_blocks.push_back(
         static_cast<int32_t>(std::min<uint32_t>(request.destination_block_ids(static_cast<int>(i)), INT32_MAX)));
   }
-  config.request_id = "reservation-" + std::to_string(request.reservation_id());
+  config.request_id = node::kv_stream_id(request.reservation_id());
   job.kv_bytes = config.source_blocks.size() * 2 * static_cast<uint64_t>(config.source_layout.num_layers) *
                  config.source_layout.block_bytes();
   Result<std::unique_ptr<kv::KvStreamWriter>> writer = kv::KvStreamWriter::create(*transfer_, config);

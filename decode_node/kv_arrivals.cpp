@@ -1,0 +1,92 @@
+#include "decode_node/kv_arrivals.h"
+
+#include "kv_transfer/kv_stream.h"
+#include "node/node_protocol.h"
+
+namespace recgpt::decode {
+
+KvArrivals::KvArrivals(kv::TransferEngine& engine) : engine_(engine), thread_([this] { run(); }) {}
+
+KvArrivals::~KvArrivals() {
+  std::vector<Waiter> open;
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  thread_.join();
+  {
+    std::lock_guard lock(mutex_);
+    open.swap(waiters_);
+  }
+  for (Waiter& waiter : open) waiter.landed(unavailable("the decode node is stopping"));
+}
+
+void KvArrivals::when_landed(uint64_t reservation, kv::Deadline deadline, Landed landed) {
+  {
+    std::lock_guard lock(mutex_);
+    if (arrived_.erase(reservation) == 0 && !stopping_) {
+      waiters_.push_back({reservation, deadline, std::move(landed)});
+      return;
+    }
+  }
+  landed(Status::ok());  // arrived already (or stopping: the reservation ends with the node anyway)
+}
+
+KvArrivalCounters KvArrivals::counters() const {
+  std::lock_guard lock(mutex_);
+  return counters_;
+}
+
+void KvArrivals::run() {
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+    }
+    Result<std::optional<kv::Notification>> received = engine_.wait_notification(kv::Clock::now() + kPollSlice);
+    if (received.is_ok() && received->has_value()) {
+      record(**received);
+    } else if (!received.is_ok()) {
+      std::this_thread::sleep_for(kPollSlice);  // a failing engine must not make this thread spin
+    }
+    for (auto& [landed, status] : take_resolved(kv::Clock::now())) landed(std::move(status));
+  }
+}
+
+void KvArrivals::record(const kv::Notification& notification) {
+  Result<kv::StreamNotification> stream = kv::decode_stream_notification(notification.message);
+  std::optional<uint64_t> reservation =
+      stream.is_ok() ? node::reservation_of_kv_stream(stream->request_id) : std::nullopt;
+  std::lock_guard lock(mutex_);
+  if (!reservation.has_value()) {
+    ++counters_.ignored;
+  } else if (stream->kind == kv::StreamEventKind::kCompleted) {
+    ++counters_.completed;
+    arrived_[*reservation] = kv::Clock::now();
+  } else {
+    ++counters_.aborted;  // a retry on another prefill node may still fill the reservation
+  }
+}
+
+std::vector<std::pair<KvArrivals::Landed, Status>> KvArrivals::take_resolved(kv::Clock::time_point now) {
+  std::vector<std::pair<Landed, Status>> resolved;
+  std::lock_guard lock(mutex_);
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (arrived_.erase(it->reservation) > 0) {
+      resolved.emplace_back(std::move(it->landed), Status::ok());
+    } else if (now >= it->deadline) {
+      ++counters_.timed_out;
+      resolved.emplace_back(std::move(it->landed),
+                            deadline_exceeded("the KV of reservation " + std::to_string(it->reservation) +
+                                              " did not arrive from its prefill node in time"));
+    } else {
+      ++it;
+      continue;
+    }
+    it = waiters_.erase(it);
+  }
+  std::erase_if(arrived_, [now](const auto& entry) { return now - entry.second > kRetention; });
+  return resolved;
+}
+
+}  // namespace recgpt::decode

@@ -1,0 +1,128 @@
+// The decode node's wait for a prompt's KV: KV stream notifications sent through the `local` transfer backend
+// open the waits of their reservations, whichever comes first; aborted streams, other notifications and garbage
+// open nothing; a wait without its KV ends at its deadline; the stream ids round-trip.
+#include "decode_node/kv_arrivals.h"
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <future>
+#include <limits>
+#include <string>
+
+#include "kv_transfer/kv_stream.h"
+#include "node/node_protocol.h"
+
+namespace recgpt::decode {
+namespace {
+
+using std::chrono::milliseconds;
+
+// A reader engine (watched by KvArrivals) and a writer engine connected to it.
+struct EnginePair {
+  std::unique_ptr<kv::TransferEngine> reader = make("reader");
+  std::unique_ptr<kv::TransferEngine> writer = make("writer");
+  kv::PeerId peer = writer->connect(reader->local_endpoint().value(), kv::Clock::now() + milliseconds(1000)).value();
+
+  static std::unique_ptr<kv::TransferEngine> make(const std::string& name) {
+    kv::TransferEngineOptions options;
+    options.name = name;
+    return kv::create_transfer_engine("local", options).value();
+  }
+
+  void send(const kv::Bytes& message) {
+    auto sent = writer->notify(peer, message);
+    REQUIRE(sent.is_ok());
+    REQUIRE((*sent)->wait(kv::Clock::now() + milliseconds(1000)).is_ok());
+  }
+
+  void send_stream(kv::StreamEventKind kind, const std::string& stream_id) {
+    send(kv::encode_stream_notification({kind, stream_id, {}, std::nullopt}).value());
+  }
+};
+
+// The result of a wait, or nullopt if it has not come within `timeout`.
+std::optional<Status> outcome(std::future<Status>& future, milliseconds timeout = milliseconds(2000)) {
+  if (future.wait_for(timeout) != std::future_status::ready) return std::nullopt;
+  return future.get();
+}
+
+std::future<Status> wait_for(KvArrivals& arrivals, uint64_t reservation, milliseconds timeout) {
+  auto promise = std::make_shared<std::promise<Status>>();
+  std::future<Status> future = promise->get_future();
+  arrivals.when_landed(reservation, kv::Clock::now() + timeout,
+                       [promise](Status landed) { promise->set_value(landed); });
+  return future;
+}
+
+TEST_CASE("a reservation's KV stream opens its wait, whether it came before the wait or after", "[decode][arrivals]") {
+  EnginePair engines;
+  KvArrivals arrivals(*engines.reader);
+
+  // Before: the wait opens at once.
+  engines.send_stream(kv::StreamEventKind::kCompleted, node::kv_stream_id(7));
+  for (int i = 0; i < 200 && arrivals.counters().completed == 0; ++i) std::this_thread::sleep_for(milliseconds(5));
+  REQUIRE(arrivals.counters().completed == 1);
+  std::future<Status> before = wait_for(arrivals, 7, milliseconds(5000));
+  REQUIRE(before.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+  CHECK(before.get().is_ok());
+
+  // After: the wait opens when it comes, not sooner.
+  std::future<Status> after = wait_for(arrivals, 8, milliseconds(5000));
+  CHECK_FALSE(outcome(after, milliseconds(100)).has_value());
+  engines.send_stream(kv::StreamEventKind::kCompleted, node::kv_stream_id(8));
+  std::optional<Status> landed = outcome(after);
+  REQUIRE(landed.has_value());
+  CHECK(landed->is_ok());
+
+  // One arrival opens one wait: a second wait for 8 has to wait again.
+  std::future<Status> again = wait_for(arrivals, 8, milliseconds(150));
+  std::optional<Status> second = outcome(again);
+  REQUIRE(second.has_value());
+  CHECK(second->code() == StatusCode::kDeadlineExceeded);
+}
+
+TEST_CASE("aborted streams, other notifications and garbage open no wait; the deadline ends it", "[decode][arrivals]") {
+  EnginePair engines;
+  KvArrivals arrivals(*engines.reader);
+  std::future<Status> waiting = wait_for(arrivals, 9, milliseconds(400));
+  engines.send_stream(kv::StreamEventKind::kAborted, node::kv_stream_id(9));  // a retry may still fill it
+  engines.send_stream(kv::StreamEventKind::kCompleted, node::kv_stream_id(10));
+  engines.send_stream(kv::StreamEventKind::kCompleted, "request-9");
+  engines.send(kv::Bytes(12, std::byte{0x5a}));
+  std::optional<Status> result = outcome(waiting);
+  REQUIRE(result.has_value());
+  CHECK(result->code() == StatusCode::kDeadlineExceeded);
+  CHECK_THAT(result->message(), Catch::Contains("reservation 9"));
+  const KvArrivalCounters counters = arrivals.counters();
+  CHECK(counters.aborted == 1);
+  CHECK(counters.completed == 1);
+  CHECK(counters.ignored == 2);
+  CHECK(counters.timed_out == 1);
+}
+
+TEST_CASE("waits still open when the arrivals end are told so", "[decode][arrivals]") {
+  EnginePair engines;
+  std::future<Status> waiting;
+  {
+    KvArrivals arrivals(*engines.reader);
+    waiting = wait_for(arrivals, 11, milliseconds(60000));
+  }
+  std::optional<Status> result = outcome(waiting, milliseconds(0));
+  REQUIRE(result.has_value());
+  CHECK(result->code() == StatusCode::kUnavailable);
+}
+
+TEST_CASE("KV stream ids name their reservation and nothing else parses as one", "[decode][arrivals]") {
+  for (uint64_t reservation : {uint64_t{0}, uint64_t{42}, std::numeric_limits<uint64_t>::max()}) {
+    CHECK(node::reservation_of_kv_stream(node::kv_stream_id(reservation)) == reservation);
+  }
+  for (const char* other : {"", "reservation-", "reservation-12x", "reservation--1", "reservation-+1", "Reservation-1",
+                            "request-1", "reservation-18446744073709551616"}) {
+    INFO(other);
+    CHECK_FALSE(node::reservation_of_kv_stream(other).has_value());
+  }
+}
+
+}  // namespace
+}  // namespace recgpt::decode
