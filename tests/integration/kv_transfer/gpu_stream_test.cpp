@@ -48,6 +48,18 @@ void introduce(PeerProcess& writer, PeerProcess& reader) {
   writer.say("go");
 }
 
+// One whole stream: the writer writes every layer, the reader checks every byte, both exit cleanly.
+void stream_and_check(PeerProcess& writer, PeerProcess& reader) {
+  introduce(writer, reader);
+  CHECK(writer.expect("finished").at(1) == "ok");
+  std::vector<std::string> received = reader.expect("received");
+  REQUIRE(received.at(1) == "ok");
+  CHECK(std::stoull(received.at(2)) > 0);
+  reader.process().close_stdin();
+  CHECK(reader.process().wait(after(kStepTimeout)).value() == 0);
+  CHECK(writer.process().wait(after(kStepTimeout)).value() == 0);
+}
+
 // Writer on device 0; reader on device 1 when there is one (NCCL), else on device 0 too (CUDA IPC).
 int reader_device() { return cuda_devices().count > 1 ? 1 : 0; }
 
@@ -60,14 +72,7 @@ TEST_CASE("a writer process streams device blocks into a reader process, which c
   INFO("reader on device " << reader_device() << (reader_device() == 0 ? " (CUDA IPC)" : " (NCCL)"));
   PeerProcess reader = gpu_peer("reader", reader_device(), 53, 6);
   PeerProcess writer = gpu_peer("writer", 0, 53, 6);
-  introduce(writer, reader);
-  CHECK(writer.expect("finished").at(1) == "ok");
-  std::vector<std::string> received = reader.expect("received");
-  REQUIRE(received.at(1) == "ok");
-  CHECK(std::stoull(received.at(2)) > 0);
-  reader.process().close_stdin();
-  CHECK(reader.process().wait(after(kStepTimeout)).value() == 0);
-  CHECK(writer.process().wait(after(kStepTimeout)).value() == 0);
+  stream_and_check(writer, reader);
 }
 
 TEST_CASE("a writer process killed mid-stream fails the reader process's wait within its deadline",
@@ -104,14 +109,7 @@ TEST_CASE("over ucx a writer process streams device blocks into a reader process
   };
   PeerProcess reader = ucx_peer("reader");
   PeerProcess writer = ucx_peer("writer");
-  introduce(writer, reader);
-  CHECK(writer.expect("finished").at(1) == "ok");
-  std::vector<std::string> received = reader.expect("received");
-  REQUIRE(received.at(1) == "ok");
-  CHECK(std::stoull(received.at(2)) > 0);
-  reader.process().close_stdin();
-  CHECK(reader.process().wait(after(kStepTimeout)).value() == 0);
-  CHECK(writer.process().wait(after(kStepTimeout)).value() == 0);
+  stream_and_check(writer, reader);
 }
 
 TEST_CASE("two nccl engines of one process on one GPU write each other's device blocks, notification last",
