@@ -2,6 +2,7 @@
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -110,6 +111,9 @@ class Server final : public std::enable_shared_from_this<Server> {
       auto self = weak.lock();
       if (self == nullptr) return unavailable("the decode node is stopping");
       if (self->draining_) return unavailable("the decode node is draining");
+      if (Status receiving = self->arrivals_->receive_status(); !receiving.is_ok()) {
+        return unavailable("KV pushed here cannot be received: " + receiving.message());
+      }
       return self->peer_probe_->status();
     };
     RECGPT_ASSIGN_OR_RETURN(admin_, admin::AdminServer::start(io_, admin_options));
@@ -134,6 +138,17 @@ class Server final : public std::enable_shared_from_this<Server> {
                                .Help("Time spent masking logits for constrained tokens (per step: divide by the steps)")
                                .Register(*registry_)
                                .Add({{"role", "decode"}, {"node", options_.node_id}});
+    kv_arrival_wait_ = &prometheus::BuildHistogram()
+                            .Name("recgpt_decode_kv_arrival_wait_seconds")
+                            .Help("From a pushed call's StartDecode to its KV's arrival here (0 when it came first)")
+                            .Register(*registry_)
+                            .Add({{"role", "decode"}, {"node", options_.node_id}},
+                                 prometheus::Histogram::BucketBoundaries{1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10});
+    kv_arrival_timeouts_ = &prometheus::BuildCounter()
+                                .Name("recgpt_decode_kv_arrival_timeouts_total")
+                                .Help("Pushed calls refused because their KV did not arrive in time")
+                                .Register(*registry_)
+                                .Add({{"role", "decode"}, {"node", options_.node_id}});
     sequences_ = &prometheus::BuildCounter()
                       .Name("recgpt_decode_sequences_total")
                       .Help("Sequences this decode node finished, by reason")
@@ -365,9 +380,15 @@ class Server final : public std::enable_shared_from_this<Server> {
     if (request.prefill_locally) return start_decoding(weak, id, std::move(request));
     // The prompt's KV came from a prefill node: decode once it has landed here (kv_arrivals.h).
     const uint64_t reservation = request.reservation_id;
+    const auto asked = Clock::now();
     arrivals_->when_landed(
-        reservation, Clock::now() + kKvArrivalWait,
-        [self = shared_from_this(), weak, id, request = std::move(request)](Status landed) mutable {
+        reservation, asked + kKvArrivalWait,
+        [self = shared_from_this(), weak, id, asked, request = std::move(request)](Status landed) mutable {
+          if (landed.is_ok()) {
+            self->kv_arrival_wait_->Observe(std::chrono::duration<double>(Clock::now() - asked).count());
+          } else if (landed.code() == StatusCode::kDeadlineExceeded) {
+            self->kv_arrival_timeouts_->Increment();
+          }
           asio::post(self->io_, [self, weak, id, landed = std::move(landed), request = std::move(request)]() mutable {
             auto connection = weak.lock();
             if (connection == nullptr) return;  // its reservations were cancelled when it closed
@@ -428,6 +449,8 @@ class Server final : public std::enable_shared_from_this<Server> {
   prometheus::Gauge* running_ = nullptr;
   prometheus::Gauge* reserved_ = nullptr;
   prometheus::Family<prometheus::Counter>* sequences_ = nullptr;
+  prometheus::Histogram* kv_arrival_wait_ = nullptr;
+  prometheus::Counter* kv_arrival_timeouts_ = nullptr;
   prometheus::Counter* local_prefills_ = nullptr;
   prometheus::Counter* constrained_steps_ = nullptr;
   prometheus::Counter* constraint_seconds_ = nullptr;

@@ -37,6 +37,11 @@ KvArrivalCounters KvArrivals::counters() const {
   return counters_;
 }
 
+Status KvArrivals::receive_status() const {
+  std::lock_guard lock(mutex_);
+  return receive_status_;
+}
+
 void KvArrivals::run() {
   for (;;) {
     {
@@ -44,6 +49,10 @@ void KvArrivals::run() {
       if (stopping_) return;
     }
     Result<std::optional<kv::Notification>> received = engine_.wait_notification(kv::Clock::now() + kPollSlice);
+    {
+      std::lock_guard lock(mutex_);
+      receive_status_ = received.status();
+    }
     if (received.is_ok() && received->has_value()) {
       record(**received);
     } else if (!received.is_ok()) {

@@ -42,6 +42,9 @@ class KvArrivals {
   // `landed(kDeadlineExceeded)` at `deadline`; otherwise on the arrivals thread. Each arrival opens one wait.
   void when_landed(uint64_t reservation, kv::Deadline deadline, Landed landed);
   KvArrivalCounters counters() const;
+  // ok while the engine's notifications can be taken; its error while its last wait for them failed (e.g. a copy
+  // into staged device memory was lost: nothing pushed here can be trusted then).
+  Status receive_status() const;
 
   // How long the thread blocks in wait_notification(): the latency of deadlines and of destruction.
   static constexpr std::chrono::milliseconds kPollSlice{20};
@@ -66,6 +69,7 @@ class KvArrivals {
   std::unordered_map<uint64_t, kv::Clock::time_point> arrived_;  // reservation -> when its `completed` came
   std::vector<Waiter> waiters_;
   KvArrivalCounters counters_;
+  Status receive_status_;
   bool stopping_ = false;
   std::thread thread_;  // last: starts after every other member exists
 };

@@ -124,6 +124,9 @@ TEST_CASE("prefill and decode nodes with bf16 KV pools push and serve, half the 
   CHECK(body["usage"]["completion_tokens"] == 8);
   CHECK(decode.shows_used(0));
   CHECK(prefill.shows_used(0));
+  // The decode node started it once the KV had landed (decode_node/kv_arrivals.h), and did not give up on it.
+  CHECK(decode.metric("recgpt_decode_kv_arrival_wait_seconds_count\\{.*\\}") == 1);
+  CHECK(decode.metric("recgpt_decode_kv_arrival_timeouts_total\\{.*\\}") == 0);
 }
 
 TEST_CASE("a prefill node whose KV layout does not fit the decode node is passed over, and the decode node prefills",

@@ -113,6 +113,40 @@ TEST_CASE("waits still open when the arrivals end are told so", "[decode][arriva
   CHECK(result->code() == StatusCode::kUnavailable);
 }
 
+// An engine whose notifications cannot be taken (as after a lost copy into staged device memory).
+class FailingEngine final : public kv::TransferEngine {
+ public:
+  std::string_view backend_name() const override { return "failing"; }
+  Result<kv::LocalRegionId> register_memory(const kv::MemoryRegion&) override { return no(); }
+  Result<kv::AllocatedRegion> allocate_memory(size_t) override { return no(); }
+  Status deregister_memory(kv::LocalRegionId) override { return no(); }
+  Result<kv::Bytes> export_region(kv::LocalRegionId) override { return no(); }
+  Result<kv::Bytes> local_endpoint() override { return no(); }
+  Result<kv::PeerId> connect(std::span<const std::byte>, kv::Deadline) override { return no(); }
+  Result<kv::RemoteRegionId> import_region(kv::PeerId, std::span<const std::byte>) override { return no(); }
+  void disconnect(kv::PeerId) override {}
+  Result<std::unique_ptr<kv::TransferHandle>> submit_writes(kv::PeerId, std::span<const kv::WriteOp>) override {
+    return no();
+  }
+  Result<std::unique_ptr<kv::TransferHandle>> notify(kv::PeerId, std::span<const std::byte>) override { return no(); }
+  Result<std::optional<kv::Notification>> wait_notification(kv::Deadline) override { return no(); }
+  Status peer_status(kv::PeerId) override { return no(); }
+
+ private:
+  static Status no() { return internal_error("a write into device memory was lost"); }
+};
+
+TEST_CASE("an engine whose notifications cannot be taken shows in the receive status", "[decode][arrivals]") {
+  EnginePair engines;
+  KvArrivals working(*engines.reader);
+  CHECK(working.receive_status().is_ok());
+  FailingEngine failing;
+  KvArrivals broken(failing);
+  for (int i = 0; i < 200 && broken.receive_status().is_ok(); ++i) std::this_thread::sleep_for(milliseconds(5));
+  CHECK(broken.receive_status().code() == StatusCode::kInternal);
+  CHECK_THAT(broken.receive_status().message(), Catch::Contains("lost"));
+}
+
 TEST_CASE("KV stream ids name their reservation and nothing else parses as one", "[decode][arrivals]") {
   for (uint64_t reservation : {uint64_t{0}, uint64_t{42}, std::numeric_limits<uint64_t>::max()}) {
     CHECK(node::reservation_of_kv_stream(node::kv_stream_id(reservation)) == reservation);
