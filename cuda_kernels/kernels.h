@@ -117,4 +117,13 @@ size_t attention_workspace_bytes(int64_t rows, int heads, int head_dim, int spli
 Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
                        void* workspace, bf16* out /* [rows, heads * head_dim] */, cudaStream_t stream);
 
+// Tensor-core attention for prompt chunks (FlashAttention-2 style; bf16 operands, f32 accumulation and softmax):
+// the same contract as paged_attention for the rows of `rows`' tiles, each tile up to kPromptTileRows consecutive
+// rows of one sequence (max_tile_rows: the longest); one thread block per (tile, query head), no splits
+// (split_tokens unused). Keys and values enter the products as bf16, queries too (scaled): a bf16 model's error.
+constexpr int kPromptTileRows = 64;
+bool prompt_attention_supports(const HeadShape& shape);  // head_dim 32, 64 or 128
+Status prompt_attention(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache,
+                        bf16* out /* [rows, heads * head_dim] */, cudaStream_t stream);
+
 }  // namespace recgpt::cuda

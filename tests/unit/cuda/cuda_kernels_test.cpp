@@ -233,125 +233,182 @@ TEST_CASE("CUDA q/k norm, RoPE and KV store match the CPU ops", "[cuda][gpu]") {
   }
 }
 
-// Sequences of a step: a decode row, prompt chunks after a cached prefix, and one long enough to split.
+// Sequences of a step: the first position and the rows of each.
 struct AttentionCase {
   std::vector<int32_t> first_position, num_queries;
+};
+
+// One attention problem: random queries and a random paged cache of the case's element type (block tables a
+// random permutation of the pool), the CPU kernel's output for them, and device copies, the rows of each sequence
+// in tiles of up to `tile_rows`.
+struct AttentionProblem {
+  int dim = 0, q_width = 0, max_context = 0;
+  int64_t rows = 0;
+  std::vector<float> queries, expected;
+  std::vector<int32_t> context, table_offsets, tables, tile_first_rows, tile_row_counts;
+  DeviceBuffer device_queries, device_context, device_offsets, device_tables, device_tile_rows, device_tile_counts,
+      device_keys, device_values;
+  AttentionShape shape;
+  PagedCache cache;
+
+  AttentionProblem(const HeadCase& heads, const CacheCase& cache_case, const AttentionCase& attention_case,
+                   int tile_rows, uint32_t& seed) {
+    dim = heads.head_dim;
+    q_width = heads.heads * dim;
+    constexpr int kBlockSize = 16;
+    int64_t total_blocks = 0;
+    std::vector<int32_t> context_ends;
+    for (size_t s = 0; s < attention_case.num_queries.size(); ++s) {
+      context_ends.push_back(attention_case.first_position[s] + attention_case.num_queries[s]);
+      total_blocks += (context_ends.back() + kBlockSize - 1) / kBlockSize;
+      max_context = std::max(max_context, context_ends.back());
+    }
+    std::vector<int32_t> pool_order(total_blocks);
+    for (int32_t i = 0; i < total_blocks; ++i) pool_order[i] = i;
+    std::shuffle(pool_order.begin(), pool_order.end(), std::mt19937(seed++));
+    const size_t cache_elements = total_blocks * kBlockSize * heads.kv_heads * dim;
+    std::vector<float> key_values = random_floats(cache_elements, seed++, -2, 2);
+    std::vector<float> value_values = random_floats(cache_elements, seed++, -2, 2);
+    // The GPU reads the encoded cache; the CPU reads what those elements mean, in f32.
+    const DType dtype = cache_case.dtype;
+    const std::vector<std::byte> key_cache = encode(key_values, dtype, cache_case.key_scale);
+    const std::vector<std::byte> value_cache = encode(value_values, dtype, cache_case.value_scale);
+    std::vector<float> key_meaning = decode(key_cache, dtype, cache_case.key_scale);
+    std::vector<float> value_meaning = decode(value_cache, dtype, cache_case.value_scale);
+    for (int32_t count : attention_case.num_queries) rows += count;
+    queries = random_floats(rows * q_width, seed++, -2, 2);
+    expected.resize(queries.size());
+    std::vector<AttentionSequence> sequences;
+    tables.reserve(total_blocks);  // the sequences' spans point into it: it must not move
+    int64_t row = 0, next_block = 0;
+    for (size_t s = 0; s < attention_case.num_queries.size(); ++s) {
+      const int32_t blocks = (context_ends[s] + kBlockSize - 1) / kBlockSize;
+      const auto table_offset = static_cast<int32_t>(tables.size());
+      tables.insert(tables.end(), pool_order.begin() + next_block, pool_order.begin() + next_block + blocks);
+      next_block += blocks;
+      const int32_t count = attention_case.num_queries[s];
+      sequences.push_back({queries.data() + row * q_width, expected.data() + row * q_width, count,
+                           attention_case.first_position[s],
+                           std::span<const int32_t>(tables).subspan(table_offset, blocks)});
+      for (int32_t i = 0; i < count; ++i) {
+        context.push_back(attention_case.first_position[s] + i + 1);
+        table_offsets.push_back(table_offset);
+      }
+      for (int32_t first = 0; first < count; first += tile_rows) {
+        tile_first_rows.push_back(static_cast<int32_t>(row) + first);
+        tile_row_counts.push_back(std::min(tile_rows, count - first));
+      }
+      row += count;
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+    ThreadPool pool(1);
+    KvLayerView view{key_meaning.data(), value_meaning.data(), DType::kF32, kBlockSize, heads.kv_heads, dim};
+    paged_attention(pool, view, sequences, heads.heads, scale);
+    device_queries = upload(queries), device_context = upload(context);
+    device_offsets = upload(table_offsets), device_tables = upload(tables);
+    device_tile_rows = upload(tile_first_rows), device_tile_counts = upload(tile_row_counts);
+    device_keys = upload(key_cache), device_values = upload(value_cache);
+    shape = {{heads.heads, heads.kv_heads, dim}, kBlockSize, scale};
+    cache = {device_keys.as<void>(), device_values.as<void>(), cache_type_of(dtype), cache_case.key_scale,
+             cache_case.value_scale};
+  }
+
+  int64_t tiles() const { return static_cast<int64_t>(tile_first_rows.size()); }
+  int max_tile_rows() const { return *std::max_element(tile_row_counts.begin(), tile_row_counts.end()); }
+  AttentionRows attention_rows(const int32_t* split_tokens) const {
+    return {device_queries.as<float>(),
+            device_context.as<int32_t>(),
+            device_offsets.as<int32_t>(),
+            device_tables.as<int32_t>(),
+            device_tile_rows.as<int32_t>(),
+            device_tile_counts.as<int32_t>(),
+            split_tokens,
+            rows,
+            tiles(),
+            max_tile_rows()};
+  }
+
+  // Row by row: a row whose outputs are small (a long, flat context) must not hide behind a large one.
+  void check(const DeviceBuffer& out, double tolerance) const {
+    const std::vector<float> actual = bf16_values_as_float(download<uint16_t>(out, queries.size()));
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto row_of = [&](const std::vector<float>& values) {
+        return std::vector<float>(values.begin() + r * q_width, values.begin() + (r + 1) * q_width);
+      };
+      INFO("row " << r);
+      CHECK(relative_error(row_of(actual), row_of(expected)) < tolerance);
+    }
+  }
 };
 
 TEST_CASE("CUDA paged attention matches the CPU kernel for prompts, decode rows and split long contexts",
           "[cuda][gpu]") {
   SKIP_WITHOUT_GPU();
-  ThreadPool pool(1);
-  // The last two straddle split boundaries with prompt tiles: some rows of a tile have no position in a split its
-  // other rows reach (fully masked queries in a split that is not empty).
+  // A decode row, prompt chunks after a cached prefix, and contexts long enough to split. The last two straddle
+  // split boundaries with prompt tiles: some rows of a tile have no position in a split its other rows reach
+  // (fully masked queries in a split that is not empty).
   const AttentionCase cases[] = {{{0}, {1}},    {{40, 0, 7}, {1, 33, 5}}, {{3000, 17, 0}, {1, 16, 1}},
                                  {{5000}, {3}}, {{3000, 1000}, {1, 16}},  {{0}, {150}}};
   uint32_t seed = 1000;
-  for (const HeadCase& shape : kHeadCases) {
+  for (const HeadCase& heads : kHeadCases) {
     for (const CacheCase& cache_case : kCacheCases) {
-      const DType cache_dtype = cache_case.dtype;
       for (const AttentionCase& attention_case : cases) {
         // Multiprocessors 1: splits only past kMaxSplitTokens; 132: an H200's count. Tiles of one row, or as many
         // as a prompt's tile takes.
-        const int full_tile = rows_per_tile(shape.heads / shape.kv_heads);
+        const int full_tile = rows_per_tile(heads.heads / heads.kv_heads);
         for (auto [multiprocessors, tile_rows] : {std::pair{1, full_tile}, {132, full_tile}, {132, 1}}) {
-          const int dim = shape.head_dim, block_size = 16, q_width = shape.heads * dim;
-          // Block tables: a random permutation of the pool, cut per sequence.
-          int64_t total_blocks = 0;
-          std::vector<int32_t> context_ends;
-          for (size_t s = 0; s < attention_case.num_queries.size(); ++s) {
-            context_ends.push_back(attention_case.first_position[s] + attention_case.num_queries[s]);
-            total_blocks += (context_ends.back() + block_size - 1) / block_size;
-          }
-          std::vector<int32_t> pool_order(total_blocks);
-          for (int32_t i = 0; i < total_blocks; ++i) pool_order[i] = i;
-          std::shuffle(pool_order.begin(), pool_order.end(), std::mt19937(seed++));
-          const size_t cache_elements = total_blocks * block_size * shape.kv_heads * dim;
-          std::vector<float> key_values = random_floats(cache_elements, seed++, -2, 2);
-          std::vector<float> value_values = random_floats(cache_elements, seed++, -2, 2);
-          // The GPU reads the encoded cache; the CPU reads what those elements mean, in f32.
-          const std::vector<std::byte> key_cache = encode(key_values, cache_dtype, cache_case.key_scale);
-          const std::vector<std::byte> value_cache = encode(value_values, cache_dtype, cache_case.value_scale);
-          std::vector<float> key_meaning = decode(key_cache, cache_dtype, cache_case.key_scale);
-          std::vector<float> value_meaning = decode(value_cache, cache_dtype, cache_case.value_scale);
-          int64_t rows = 0;
-          for (int32_t count : attention_case.num_queries) rows += count;
-          std::vector<float> queries = random_floats(rows * q_width, seed++, -2, 2);
-          std::vector<float> expected(queries.size());
-          std::vector<AttentionSequence> sequences;
-          std::vector<int32_t> context, table_offsets, tables, tile_first_rows, tile_row_counts;
-          tables.reserve(total_blocks);  // the sequences' spans point into it: it must not move
-          int64_t row = 0, next_block = 0;
-          for (size_t s = 0; s < attention_case.num_queries.size(); ++s) {
-            const int32_t blocks = (context_ends[s] + block_size - 1) / block_size;
-            const auto table_offset = static_cast<int32_t>(tables.size());
-            tables.insert(tables.end(), pool_order.begin() + next_block, pool_order.begin() + next_block + blocks);
-            next_block += blocks;
-            const int32_t count = attention_case.num_queries[s];
-            sequences.push_back({queries.data() + row * q_width, expected.data() + row * q_width, count,
-                                 attention_case.first_position[s],
-                                 std::span<const int32_t>(tables).subspan(table_offset, blocks)});
-            for (int32_t i = 0; i < count; ++i) {
-              context.push_back(attention_case.first_position[s] + i + 1);
-              table_offsets.push_back(table_offset);
-            }
-            for (int32_t first = 0; first < count; first += tile_rows) {
-              tile_first_rows.push_back(static_cast<int32_t>(row) + first);
-              tile_row_counts.push_back(std::min(tile_rows, count - first));
-            }
-            row += count;
-          }
-          const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
-          KvLayerView view{key_meaning.data(), value_meaning.data(), DType::kF32, block_size, shape.kv_heads, dim};
-          paged_attention(pool, view, sequences, shape.heads, scale);
-
-          int max_context = 0;
-          for (int32_t end : context_ends) max_context = std::max(max_context, end);
-          const auto tiles = static_cast<int64_t>(tile_first_rows.size());
-          const int max_tile_rows = *std::max_element(tile_row_counts.begin(), tile_row_counts.end());
-          const AttentionSplits splits = attention_splits(tiles, shape.kv_heads, max_context, multiprocessors);
-          DeviceBuffer device_queries = upload(queries), device_context = upload(context);
-          DeviceBuffer device_offsets = upload(table_offsets), device_tables = upload(tables);
-          DeviceBuffer device_tile_rows = upload(tile_first_rows), device_tile_counts = upload(tile_row_counts);
+          const AttentionProblem problem(heads, cache_case, attention_case, tile_rows, seed);
+          const AttentionSplits splits =
+              attention_splits(problem.tiles(), heads.kv_heads, problem.max_context, multiprocessors);
           DeviceBuffer device_split = upload(std::vector<int32_t>{splits.split_tokens});
-          DeviceBuffer device_keys = upload(key_cache), device_values = upload(value_cache);
-          DeviceBuffer workspace = poisoned(attention_workspace_bytes(rows, shape.heads, dim, splits.splits));
-          DeviceBuffer out = poisoned(queries.size() * sizeof(bf16));
-          const AttentionRows attention_rows{device_queries.as<float>(),
-                                             device_context.as<int32_t>(),
-                                             device_offsets.as<int32_t>(),
-                                             device_tables.as<int32_t>(),
-                                             device_tile_rows.as<int32_t>(),
-                                             device_tile_counts.as<int32_t>(),
-                                             device_split.as<int32_t>(),
-                                             rows,
-                                             tiles,
-                                             max_tile_rows};
-          const AttentionShape attention_shape{{shape.heads, shape.kv_heads, dim}, block_size, scale};
-          const PagedCache cache{device_keys.as<void>(), device_values.as<void>(), cache_type_of(cache_dtype),
-                                 cache_case.key_scale, cache_case.value_scale};
-          REQUIRE(paged_attention(attention_rows, attention_shape, cache, splits.splits, workspace.as<void>(),
-                                  out.as<bf16>(), nullptr)
+          DeviceBuffer workspace =
+              poisoned(attention_workspace_bytes(problem.rows, heads.heads, heads.head_dim, splits.splits));
+          DeviceBuffer out = poisoned(problem.queries.size() * sizeof(bf16));
+          REQUIRE(paged_attention(problem.attention_rows(device_split.as<int32_t>()), problem.shape, problem.cache,
+                                  splits.splits, workspace.as<void>(), out.as<bf16>(), nullptr)
                       .is_ok());
-          INFO("heads " << shape.heads << "/" << shape.kv_heads << " dim " << dim << " cache "
-                        << dtype_name(cache_dtype) << " rows " << rows << " in tiles of " << tile_rows
-                        << " max context " << max_context << " splits " << splits.splits << " of "
+          INFO("heads " << heads.heads << "/" << heads.kv_heads << " dim " << heads.head_dim << " cache "
+                        << dtype_name(cache_case.dtype) << " rows " << problem.rows << " in tiles of " << tile_rows
+                        << " max context " << problem.max_context << " splits " << splits.splits << " of "
                         << splits.split_tokens);
           CHECK(splits.split_tokens <= kMaxSplitTokens);
-          CHECK(int64_t{splits.splits} * splits.split_tokens >= max_context);
-          // Row by row: a row whose outputs are small (a long, flat context) must not hide behind a large one.
-          const std::vector<float> actual = bf16_values_as_float(download<uint16_t>(out, queries.size()));
-          for (int64_t r = 0; r < rows; ++r) {
-            const auto row_of = [&](const std::vector<float>& values) {
-              return std::vector<float>(values.begin() + r * q_width, values.begin() + (r + 1) * q_width);
-            };
-            INFO("row " << r);
-            CHECK(relative_error(row_of(actual), row_of(expected)) < 1e-2);
-          }
+          CHECK(int64_t{splits.splits} * splits.split_tokens >= problem.max_context);
+          problem.check(out, 1e-2);
         }
       }
     }
   }
+}
+
+TEST_CASE("CUDA tensor-core prompt attention matches the CPU kernel for prompt chunks of any length", "[cuda][gpu]") {
+  SKIP_WITHOUT_GPU();
+  // Chunks shorter than a tile, of several tiles, after cached prefixes of any length (so a tile's first key step
+  // starts mid-block and its last rows see keys its first rows do not), a decode-like single row, and a long one.
+  const AttentionCase cases[] = {{{0}, {5}},      {{0}, {64}},           {{40, 0, 7}, {1, 150, 65}},
+                                 {{1000}, {200}}, {{3, 5000}, {130, 1}}, {{0}, {1100}}};
+  uint32_t seed = 2000;
+  for (const HeadCase& heads : kHeadCases) {
+    if (!prompt_attention_supports({heads.heads, heads.kv_heads, heads.head_dim})) continue;
+    for (const CacheCase& cache_case : kCacheCases) {
+      for (const AttentionCase& attention_case : cases) {
+        const AttentionProblem problem(heads, cache_case, attention_case, kPromptTileRows, seed);
+        DeviceBuffer out = poisoned(problem.queries.size() * sizeof(bf16));
+        REQUIRE(prompt_attention(problem.attention_rows(nullptr), problem.shape, problem.cache, out.as<bf16>(), nullptr)
+                    .is_ok());
+        INFO("heads " << heads.heads << "/" << heads.kv_heads << " dim " << heads.head_dim << " cache "
+                      << dtype_name(cache_case.dtype) << " rows " << problem.rows << " max context "
+                      << problem.max_context);
+        // Queries, keys and weights enter the products as bf16 (as in FlashAttention): a bf16 model's error.
+        problem.check(out, 2e-2);
+      }
+    }
+  }
+  const AttentionProblem problem(kHeadCases[1], kCacheCases[1], {{0}, {10}}, kPromptTileRows + 1, seed);
+  DeviceBuffer out = poisoned(problem.queries.size() * sizeof(bf16));
+  AttentionRows too_long = problem.attention_rows(nullptr);
+  too_long.max_tile_rows = kPromptTileRows + 1;
+  CHECK(prompt_attention(too_long, problem.shape, problem.cache, out.as<bf16>(), nullptr).code() ==
+        StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("CUDA SwiGLU, embeddings and the adaptor's bias and activation match the CPU", "[cuda][gpu]") {
