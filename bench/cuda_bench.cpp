@@ -3,6 +3,8 @@
 //   copy: device-to-device copy bandwidth, bytes read plus written per second (the HBM limit);
 //   attention: paged decode attention over batches of long contexts, KV bytes read per second and that over the
 //     copy bandwidth;
+//   prompt_attention: one prompt's causal attention, the SIMT kernel against the tensor-core one (their time and
+//     the tensor-core one's multiply-adds per second);
 //   decode: whole decode steps of the model at each batch size (uploads, graph replay, logits download included),
 //     tokens/s and the fraction of the roofline batch * copy bandwidth / (weights + KV bytes read per step).
 // Usage: recgpt_cuda_bench MODEL_DIR [context_tokens] [steps]
@@ -72,32 +74,116 @@ double copy_bandwidth() {
   return 2.0 * static_cast<double>(bytes) / seconds;
 }
 
+// A device copy of a host vector.
+template <typename T>
+DeviceBuffer upload(const std::vector<T>& host) {
+  DeviceBuffer buffer = value_or_exit(DeviceBuffer::allocate(std::max<size_t>(1, host.size() * sizeof(T))), "upload");
+  cudaMemcpy(buffer.as<void>(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+  return buffer;
+}
+
+// A bf16 cache array of `bytes`, every element 0.0115 (not zero: zeros can run faster than data).
+DeviceBuffer filled_cache(size_t bytes) {
+  DeviceBuffer cache = value_or_exit(DeviceBuffer::allocate(bytes), "a KV array");
+  cudaMemset(cache.as<void>(), 0x3c, bytes);
+  return cache;
+}
+
+std::vector<float> random_queries(size_t count) {
+  std::vector<float> query(count);
+  std::mt19937 random(2);
+  std::uniform_real_distribution<float> uniform(-1, 1);
+  for (float& q : query) q = uniform(random);
+  return query;
+}
+
+// Qwen3-0.6B's attention over a bf16 cache for one prompt of `rows` tokens from position 0: the SIMT kernel (tiles
+// of 4 rows) against the tensor-core one (tiles of 64).
+std::string prompt_attention_figure(int rows, int multiprocessors) {
+  const int heads = 16, kv_heads = 8, head_dim = 128, block_size = 16;
+  const int64_t num_blocks = (rows + block_size - 1) / block_size;
+  const size_t cache_bytes = static_cast<size_t>(num_blocks) * block_size * kv_heads * head_dim * sizeof(cuda::bf16);
+  DeviceBuffer keys = filled_cache(cache_bytes), values = filled_cache(cache_bytes);
+  std::vector<int32_t> tables(num_blocks), context(rows), offsets(rows, 0);
+  std::iota(tables.begin(), tables.end(), 0);
+  std::shuffle(tables.begin(), tables.end(), std::mt19937(1));
+  std::iota(context.begin(), context.end(), 1);
+  DeviceBuffer device_tables = upload(tables), device_context = upload(context), device_offsets = upload(offsets);
+  DeviceBuffer device_query = upload(random_queries(static_cast<size_t>(rows) * heads * head_dim));
+  DeviceBuffer out = value_or_exit(DeviceBuffer::allocate(size_t{2} * rows * heads * head_dim), "out");
+  const cuda::AttentionShape shape{{heads, kv_heads, head_dim}, block_size, 1.0f / std::sqrt(128.0f)};
+  const cuda::PagedCache cache{keys.as<void>(), values.as<void>(), cuda::CacheType::kBF16};
+  auto tiles_of = [rows](int tile_rows) {
+    std::pair<std::vector<int32_t>, std::vector<int32_t>> tiles;
+    for (int first = 0; first < rows; first += tile_rows) {
+      tiles.first.push_back(first);
+      tiles.second.push_back(std::min(tile_rows, rows - first));
+    }
+    return tiles;
+  };
+  const auto [simt_firsts, simt_counts] = tiles_of(cuda::rows_per_tile(heads / kv_heads));
+  const auto [tc_firsts, tc_counts] = tiles_of(cuda::kPromptTileRows);
+  const auto simt_tiles = static_cast<int64_t>(simt_firsts.size());
+  const cuda::AttentionSplits splits = cuda::attention_splits(simt_tiles, kv_heads, rows, multiprocessors);
+  DeviceBuffer simt_first = upload(simt_firsts), simt_count = upload(simt_counts);
+  DeviceBuffer tc_first = upload(tc_firsts), tc_count = upload(tc_counts);
+  DeviceBuffer split = upload(std::vector<int32_t>{splits.split_tokens});
+  DeviceBuffer workspace = value_or_exit(DeviceBuffer::allocate(std::max<size_t>(
+                                             1, cuda::attention_workspace_bytes(rows, heads, head_dim, splits.splits))),
+                                         "workspace");
+  const cuda::AttentionRows simt_rows{device_query.as<float>(),
+                                      device_context.as<int32_t>(),
+                                      device_offsets.as<int32_t>(),
+                                      device_tables.as<int32_t>(),
+                                      simt_first.as<int32_t>(),
+                                      simt_count.as<int32_t>(),
+                                      split.as<int32_t>(),
+                                      rows,
+                                      simt_tiles,
+                                      simt_counts.front()};
+  const cuda::AttentionRows tc_rows{device_query.as<float>(),
+                                    device_context.as<int32_t>(),
+                                    device_offsets.as<int32_t>(),
+                                    device_tables.as<int32_t>(),
+                                    tc_first.as<int32_t>(),
+                                    tc_count.as<int32_t>(),
+                                    nullptr,
+                                    rows,
+                                    static_cast<int64_t>(tc_firsts.size()),
+                                    tc_counts.front()};
+  const double simt_seconds = median_gpu_seconds(10, [&] {
+    require(cuda::paged_attention(simt_rows, shape, cache, splits.splits, workspace.as<void>(), out.as<cuda::bf16>(),
+                                  nullptr),
+            "paged_attention");
+  });
+  const double tc_seconds = median_gpu_seconds(10, [&] {
+    require(cuda::prompt_attention(tc_rows, shape, cache, out.as<cuda::bf16>(), nullptr), "prompt_attention");
+  });
+  // Multiply-adds: (query, key) pairs of the causal triangle, times heads, times head_dim for Q K^T and for P V.
+  const double multiply_adds = 0.5 * rows * (rows + 1.0) * heads * head_dim * 2.0;
+  char line[256];
+  std::snprintf(line, sizeof(line),
+                "{\"rows\": %d, \"simt_seconds\": %.6g, \"tensor_core_seconds\": %.6g, \"speedup\": %.2f, "
+                "\"tensor_core_flops\": %.4g}",
+                rows, simt_seconds, tc_seconds, simt_seconds / tc_seconds, 2.0 * multiply_adds / tc_seconds);
+  return line;
+}
+
 // Qwen3-0.6B's attention shape over a bf16 cache: `batch` sequences of `context` tokens, one decode row each.
 std::string attention_figure(int batch, int context, double copy_bytes_per_second, int multiprocessors) {
   const int heads = 16, kv_heads = 8, head_dim = 128, block_size = 16;
   const int64_t blocks_per_sequence = (context + block_size - 1) / block_size;
   const int64_t num_blocks = batch * blocks_per_sequence;
   const size_t cache_bytes = static_cast<size_t>(num_blocks) * block_size * kv_heads * head_dim * sizeof(cuda::bf16);
-  DeviceBuffer keys = value_or_exit(DeviceBuffer::allocate(cache_bytes), "keys");
-  DeviceBuffer values = value_or_exit(DeviceBuffer::allocate(cache_bytes), "values");
-  cudaMemset(keys.as<void>(), 0x3c, cache_bytes);  // 0x3c3c: bf16 0.0115, not zero
-  cudaMemset(values.as<void>(), 0x3c, cache_bytes);
+  DeviceBuffer keys = filled_cache(cache_bytes), values = filled_cache(cache_bytes);
   std::vector<int32_t> tables(num_blocks), context_of(batch, context), offsets(batch), tile_rows(batch),
       tile_counts(batch, 1);
   std::iota(tile_rows.begin(), tile_rows.end(), 0);  // decode rows: a tile each
   std::iota(tables.begin(), tables.end(), 0);
   std::shuffle(tables.begin(), tables.end(), std::mt19937(1));
   for (int b = 0; b < batch; ++b) offsets[b] = static_cast<int32_t>(b * blocks_per_sequence);
-  std::vector<float> query(static_cast<size_t>(batch) * heads * head_dim);
-  std::mt19937 random(2);
-  std::uniform_real_distribution<float> uniform(-1, 1);
-  for (float& q : query) q = uniform(random);
+  const std::vector<float> query = random_queries(static_cast<size_t>(batch) * heads * head_dim);
   const cuda::AttentionSplits splits = cuda::attention_splits(batch, kv_heads, context, multiprocessors);
-  auto upload = [](const auto& host) {
-    DeviceBuffer buffer = value_or_exit(DeviceBuffer::allocate(host.size() * sizeof(host[0])), "upload");
-    cudaMemcpy(buffer.as<void>(), host.data(), host.size() * sizeof(host[0]), cudaMemcpyHostToDevice);
-    return buffer;
-  };
   DeviceBuffer device_tables = upload(tables), device_context = upload(context_of), device_offsets = upload(offsets);
   DeviceBuffer device_query = upload(query), device_split = upload(std::vector<int32_t>{splits.split_tokens});
   DeviceBuffer device_tile_rows = upload(tile_rows), device_tile_counts = upload(tile_counts);
@@ -221,6 +307,12 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < std::size(attention_cases); ++i) {
     std::printf("%s\n  %s", i == 0 ? "" : ",",
                 attention_figure(attention_cases[i].first, attention_cases[i].second, copy, multiprocessors).c_str());
+    std::fflush(stdout);
+  }
+  std::printf("],\n \"prompt_attention\": [");
+  const int prompt_rows[] = {512, 2048, 8192};
+  for (size_t i = 0; i < std::size(prompt_rows); ++i) {
+    std::printf("%s\n  %s", i == 0 ? "" : ",", prompt_attention_figure(prompt_rows[i], multiprocessors).c_str());
     std::fflush(stdout);
   }
   std::printf("],\n \"decode\": [");

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -60,21 +61,25 @@ struct StepBuffers {
 struct StepPointers {
   const int64_t* slots;
   const int32_t *tokens, *entity_rows, *positions, *context, *table_offsets, *logit_rows, *tile_first_rows,
-      *tile_row_counts, *split_tokens, *block_tables;
+      *tile_row_counts, *prompt_tile_first_rows, *prompt_tile_row_counts, *split_tokens, *block_tables;
   const float* entity_vectors;
 };
 
 struct StepShape {
-  int64_t tokens = 0, logit_rows = 0, entities = 0, tiles = 0;
-  int max_tile_rows = 1;
+  int64_t tokens = 0, logit_rows = 0, entities = 0, tiles = 0, prompt_tiles = 0;
+  int max_tile_rows = 1, max_prompt_tile_rows = 1;
   int splits = 1;
   StepPointers pointers{};
 };
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const ModelFiles& model, int device, const cuda::CublasLibrary& cublas)
-      : model_(model), config_(model.config()), device_(device), cublas_library_(cublas) {}
+  CudaBackend(const ModelFiles& model, int device, const cuda::CublasLibrary& cublas, bool tensor_core_prompts)
+      : model_(model),
+        config_(model.config()),
+        device_(device),
+        cublas_library_(cublas),
+        prompt_tile_rows_(tensor_core_prompts ? cuda::kPromptTileRows : 0) {}
 
   ~CudaBackend() override {
     CudaDeviceGuard guard(device_);
@@ -130,8 +135,8 @@ class CudaBackend final : public Backend {
     CudaDeviceGuard guard(device_);
     const int32_t entity_token_id = config_.entity_adaptor ? config_.entity_adaptor->entity_token_id : -1;
     const int group = config_.num_attention_heads / config_.num_key_value_heads;
-    cuda::StepInputs inputs =
-        cuda::plan_step(batch, kv_cache.config().block_size, entity_token_id, cuda::rows_per_tile(group));
+    cuda::StepInputs inputs = cuda::plan_step(batch, kv_cache.config().block_size, entity_token_id,
+                                              cuda::rows_per_tile(group), prompt_tile_rows_);
     const cuda::AttentionSplits splits =
         cuda::attention_splits(inputs.num_tiles(), config_.num_key_value_heads, inputs.max_context, multiprocessors_);
     inputs.split_tokens = splits.split_tokens;
@@ -141,6 +146,8 @@ class CudaBackend final : public Backend {
     shape.logit_rows = inputs.num_logit_rows();
     shape.tiles = inputs.num_tiles();
     shape.max_tile_rows = inputs.max_tile_rows;
+    shape.prompt_tiles = inputs.num_prompt_tiles();
+    shape.max_prompt_tile_rows = inputs.max_prompt_tile_rows;
     shape.entities = config_.entity_adaptor ? inputs.num_entities(config_.entity_adaptor->entity_dim) : 0;
     shape.splits = splits.splits;
     RECGPT_RETURN_IF_ERROR(reserve(shape, layout));
@@ -231,6 +238,8 @@ class CudaBackend final : public Backend {
             at(layout.logit_rows),
             at(layout.tile_first_rows),
             at(layout.tile_row_counts),
+            at(layout.prompt_tile_first_rows),
+            at(layout.prompt_tile_row_counts),
             at(layout.split_tokens),
             at(layout.block_tables),
             reinterpret_cast<const float*>(base + layout.entity_vectors)};
@@ -298,14 +307,22 @@ class CudaBackend final : public Backend {
     RECGPT_RETURN_IF_ERROR(cuda::qk_norm_rope_store(
         buffers_.qkv.as<float>(), tokens, heads, layer.q_norm.as<float>(), layer.k_norm.as<float>(), eps(), p.positions,
         weights_.rope_inv_freq.as<float>(), p.slots, buffers_.query.as<float>(), cache, stream_));
-    const cuda::AttentionRows rows{
-        buffers_.query.as<float>(), p.context,      p.table_offsets, p.block_tables, p.tile_first_rows,
-        p.tile_row_counts,          p.split_tokens, tokens,          shape.tiles,    shape.max_tile_rows};
     const cuda::AttentionShape attention{heads, cache_config.block_size,
                                          1.0f / std::sqrt(static_cast<float>(config_.head_dim))};
-    RECGPT_RETURN_IF_ERROR(cuda::paged_attention(rows, attention, cache, shape.splits,
-                                                 buffers_.attention_workspace.as<void>(), buffers_.attention.as<bf16>(),
-                                                 stream_));
+    if (shape.tiles > 0) {
+      const cuda::AttentionRows rows{
+          buffers_.query.as<float>(), p.context,      p.table_offsets, p.block_tables, p.tile_first_rows,
+          p.tile_row_counts,          p.split_tokens, tokens,          shape.tiles,    shape.max_tile_rows};
+      RECGPT_RETURN_IF_ERROR(cuda::paged_attention(rows, attention, cache, shape.splits,
+                                                   buffers_.attention_workspace.as<void>(),
+                                                   buffers_.attention.as<bf16>(), stream_));
+    }
+    if (shape.prompt_tiles > 0) {
+      const cuda::AttentionRows rows{
+          buffers_.query.as<float>(), p.context, p.table_offsets, p.block_tables,     p.prompt_tile_first_rows,
+          p.prompt_tile_row_counts,   nullptr,   tokens,          shape.prompt_tiles, shape.max_prompt_tile_rows};
+      RECGPT_RETURN_IF_ERROR(cuda::prompt_attention(rows, attention, cache, buffers_.attention.as<bf16>(), stream_));
+    }
     RECGPT_RETURN_IF_ERROR(multiply(buffers_.attention.as<bf16>(), tokens, layer.o, residual, true));
 
     RECGPT_RETURN_IF_ERROR(cuda::rms_norm(residual, nullptr, tokens, config_.hidden_size,
@@ -328,10 +345,21 @@ class CudaBackend final : public Backend {
   DeviceBuffer cublas_workspace_;
   int multiprocessors_ = 1;
   cuda::Activation adaptor_activation_ = cuda::Activation::kGelu;
+  const int prompt_tile_rows_;  // > 0: long prompt chunks go to the tensor-core kernel in tiles of this many rows
   StepBuffers buffers_;
   std::vector<std::byte> packed_inputs_;
   cuda::StepGraphs graphs_;
 };
+
+// RECGPT_CUDA_PROMPT_ATTENTION: "simt" (the default until the tensor-core kernel has been checked on a GPU) or
+// "tensor_cores" (long prompt chunks through prompt_attention, where the head size has a kernel).
+Result<bool> tensor_core_prompts_wanted(const cuda::HeadShape& heads) {
+  const char* chosen = std::getenv("RECGPT_CUDA_PROMPT_ATTENTION");
+  const std::string choice = chosen != nullptr ? chosen : "simt";
+  if (choice == "simt") return false;
+  if (choice == "tensor_cores") return cuda::prompt_attention_supports(heads);
+  return invalid_argument("RECGPT_CUDA_PROMPT_ATTENTION must be simt or tensor_cores, got '" + choice + "'");
+}
 
 }  // namespace
 
@@ -353,10 +381,11 @@ Result<std::unique_ptr<Backend>> create_cuda_backend(const ModelFiles& model, co
                          " with " + std::to_string(config.num_attention_heads) + " query heads on " +
                          std::to_string(config.num_key_value_heads) + " KV heads");
   }
+  RECGPT_ASSIGN_OR_RETURN(bool tensor_core_prompts, tensor_core_prompts_wanted(heads));
   RECGPT_ASSIGN_OR_RETURN(const cuda::CublasLibrary* cublas, cuda::CublasLibrary::get());
   CudaDeviceGuard guard(options.cuda_device);
   RECGPT_ASSIGN_OR_RETURN(cuda::DeviceWeights weights, cuda::upload_weights(model));
-  auto backend = std::make_unique<CudaBackend>(model, options.cuda_device, *cublas);
+  auto backend = std::make_unique<CudaBackend>(model, options.cuda_device, *cublas, tensor_core_prompts);
   RECGPT_RETURN_IF_ERROR(backend->open(std::move(weights)));
   return std::unique_ptr<Backend>(std::move(backend));
 }

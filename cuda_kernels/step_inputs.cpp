@@ -27,8 +27,9 @@ void copy_section(const std::vector<T>& values, size_t offset, std::byte* packed
 
 }  // namespace
 
-StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id, int rows_per_tile) {
-  RECGPT_CHECK(rows_per_tile >= 1 && block_size >= 1);
+StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id, int rows_per_tile,
+                     int prompt_tile_rows) {
+  RECGPT_CHECK(rows_per_tile >= 1 && block_size >= 1 && prompt_tile_rows >= 0);
   StepInputs inputs;
   int32_t row = 0;
   int32_t entities = 0;
@@ -56,10 +57,18 @@ StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id
     } else if (step.logits == LogitsWanted::kLast) {
       inputs.logit_rows.push_back(row + count - 1);
     }
-    for (int32_t first = 0; first < count; first += rows_per_tile) {
-      inputs.tile_first_rows.push_back(row + first);
-      inputs.tile_row_counts.push_back(std::min(rows_per_tile, count - first));
-      inputs.max_tile_rows = std::max(inputs.max_tile_rows, inputs.tile_row_counts.back());
+    if (prompt_tile_rows > 0 && count >= kMinPromptKernelRows) {
+      for (int32_t first = 0; first < count; first += prompt_tile_rows) {
+        inputs.prompt_tile_first_rows.push_back(row + first);
+        inputs.prompt_tile_row_counts.push_back(std::min(prompt_tile_rows, count - first));
+        inputs.max_prompt_tile_rows = std::max(inputs.max_prompt_tile_rows, inputs.prompt_tile_row_counts.back());
+      }
+    } else {
+      for (int32_t first = 0; first < count; first += rows_per_tile) {
+        inputs.tile_first_rows.push_back(row + first);
+        inputs.tile_row_counts.push_back(std::min(rows_per_tile, count - first));
+        inputs.max_tile_rows = std::max(inputs.max_tile_rows, inputs.tile_row_counts.back());
+      }
     }
     inputs.max_context = std::max(inputs.max_context, context_end);
     row += count;
@@ -80,6 +89,8 @@ StepLayout layout_of(const StepInputs& inputs) {
   layout.logit_rows = place<int32_t>(inputs.logit_rows.size(), end);
   layout.tile_first_rows = place<int32_t>(inputs.tile_first_rows.size(), end);
   layout.tile_row_counts = place<int32_t>(inputs.tile_row_counts.size(), end);
+  layout.prompt_tile_first_rows = place<int32_t>(inputs.prompt_tile_first_rows.size(), end);
+  layout.prompt_tile_row_counts = place<int32_t>(inputs.prompt_tile_row_counts.size(), end);
   layout.split_tokens = place<int32_t>(1, end);
   layout.block_tables = place<int32_t>(inputs.block_tables.size(), end);
   layout.entity_vectors = place<float>(inputs.entity_vectors.size(), end);
@@ -97,6 +108,8 @@ void pack(const StepInputs& inputs, const StepLayout& layout, std::byte* packed)
   copy_section(inputs.logit_rows, layout.logit_rows, packed);
   copy_section(inputs.tile_first_rows, layout.tile_first_rows, packed);
   copy_section(inputs.tile_row_counts, layout.tile_row_counts, packed);
+  copy_section(inputs.prompt_tile_first_rows, layout.prompt_tile_first_rows, packed);
+  copy_section(inputs.prompt_tile_row_counts, layout.prompt_tile_row_counts, packed);
   std::memcpy(packed + layout.split_tokens, &inputs.split_tokens, sizeof(int32_t));
   copy_section(inputs.block_tables, layout.block_tables, packed);
   copy_section(inputs.entity_vectors, layout.entity_vectors, packed);

@@ -23,29 +23,36 @@ struct StepInputs {
   std::vector<int32_t> logit_rows;       // [num logit rows]: the token row each logits row comes from
   std::vector<int32_t> tile_first_rows;  // attention tiles: consecutive rows of one sequence (kernels.h)
   std::vector<int32_t> tile_row_counts;
+  std::vector<int32_t> prompt_tile_first_rows;  // the tiles of the tensor-core prompt kernel, when it is used
+  std::vector<int32_t> prompt_tile_row_counts;
   int32_t split_tokens = 0;           // positions per attention split, set by the caller
   std::vector<int32_t> block_tables;  // each sequence's table, cut to the blocks its positions reach
   std::vector<float> entity_vectors;  // [num entities, entity_dim]
 
   int max_context = 0;
   int max_tile_rows = 1;
+  int max_prompt_tile_rows = 1;
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
   int64_t num_logit_rows() const { return static_cast<int64_t>(logit_rows.size()); }
   int64_t num_tiles() const { return static_cast<int64_t>(tile_first_rows.size()); }
+  int64_t num_prompt_tiles() const { return static_cast<int64_t>(prompt_tile_first_rows.size()); }
   int64_t num_entities(int entity_dim) const {
     return entity_dim > 0 ? static_cast<int64_t>(entity_vectors.size()) / entity_dim : 0;
   }
 };
 
 // `entity_token_id` < 0 when the model has no entity adaptor; a sequence's rows go to attention in tiles of up to
-// `rows_per_tile`. The batch was validated (validate_batch).
-StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id, int rows_per_tile);
+// `rows_per_tile`, or, with `prompt_tile_rows` > 0, a sequence of at least kMinPromptKernelRows rows in tiles of up
+// to `prompt_tile_rows` for the tensor-core prompt kernel. The batch was validated (validate_batch).
+constexpr int kMinPromptKernelRows = 16;
+StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id, int rows_per_tile,
+                     int prompt_tile_rows = 0);
 
 // Byte offsets of each section in the packed upload, 16-byte aligned.
 struct StepLayout {
   size_t slots = 0, tokens = 0, entity_rows = 0, positions = 0, context = 0, table_offsets = 0, logit_rows = 0,
-         tile_first_rows = 0, tile_row_counts = 0, split_tokens = 0, block_tables = 0, entity_vectors = 0,
-         total_bytes = 0;
+         tile_first_rows = 0, tile_row_counts = 0, prompt_tile_first_rows = 0, prompt_tile_row_counts = 0,
+         split_tokens = 0, block_tables = 0, entity_vectors = 0, total_bytes = 0;
 };
 StepLayout layout_of(const StepInputs& inputs);
 

@@ -64,7 +64,13 @@ step() {
   echo "== $name exit: $status$( ((status == 124)) && echo ' (timed out)') after $((SECONDS - started))s"
 }
 
-cuda_unit_tests() { "$run/recgpt_unit_tests" "[cuda]" --reporter compact --durations yes; }
+cuda_unit_tests() {
+  "$run/recgpt_unit_tests" "[cuda]" --reporter compact --durations yes
+  local simt=$?
+  echo "== the backend's tests again with tensor-core prompt attention"
+  RECGPT_CUDA_PROMPT_ATTENTION=tensor_cores "$run/recgpt_unit_tests" "[cuda]~CUDA*" --reporter compact --durations yes
+  return $((simt || $?))
+}
 hf_compare() {
   PYTHONUNBUFFERED=1 python3 scripts/gpu_compare_hf.py --recgpt "$run/recgpt" --work /tmp/recgpt-hf \
     --json "$out/hf_compare.json"

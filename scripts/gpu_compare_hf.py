@@ -2,7 +2,7 @@
 """On the GPU machine: the CUDA backend's logits against Hugging Face transformers' Qwen3 and the CPU backend.
 
 For each case, `recgpt make-model` writes a folder there; `recgpt logits` gives every position's logits through the
-cuda and the cpu backends; transformers loads the same folder in float32 (the reference) and in bfloat16 (what
+cuda backend (its SIMT prompt attention, and its tensor-core one: RECGPT_CUDA_PROMPT_ATTENTION) and the cpu backend; transformers loads the same folder in float32 (the reference) and in bfloat16 (what
 bf16 arithmetic alone changes, as a yardstick). Prints max |a - b| / max |reference| and the share of positions
 whose greedy token agrees; exits 1 when the CUDA backend is further from the reference than 2e-2 (0.1 with FP8 KV,
 whose CPU comparison uses f32 KV).
@@ -30,9 +30,10 @@ CASES = [  # preset, weight dtype, prompt length, KV dtype
 ]
 
 
-def recgpt_logits(recgpt, folder, tokens, backend, kv_dtype, out):
+def recgpt_logits(recgpt, folder, tokens, backend, kv_dtype, out, prompt_attention="simt"):
+    environment = dict(os.environ, RECGPT_CUDA_PROMPT_ATTENTION=prompt_attention)
     subprocess.run(shlex.split(recgpt) + ["logits", "--model", folder, "--tokens", ",".join(map(str, tokens)), "--backend",
-                    backend, "--kv-dtype", kv_dtype, "--out", out], check=True)
+                    backend, "--kv-dtype", kv_dtype, "--out", out], check=True, env=environment)
     return np.load(out)
 
 
@@ -63,6 +64,9 @@ def compare_case(args, preset, weight_dtype, length, kv_dtype):
     row = {"preset": preset, "weights": weight_dtype, "kv": kv_dtype, "tokens": len(tokens)}
     row["cuda_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cuda", kv_dtype,
                                                   os.path.join(args.work, "cuda.npy")), reference)
+    row["cuda_tensor_cores_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cuda", kv_dtype,
+                                                               os.path.join(args.work, "cuda_tc.npy"), "tensor_cores"),
+                                                 reference)
     row["cpu_vs_hf_f32"] = compare(recgpt_logits(args.recgpt, folder, tokens, "cpu",
                                                  "f32" if kv_dtype == "fp8_e4m3" else kv_dtype,
                                                  os.path.join(args.work, "cpu.npy")), reference)
@@ -88,11 +92,13 @@ def main():
             results.append(row)
             continue
         bound = FP8_TOLERANCE if kv_dtype == "fp8_e4m3" else TOLERANCE
-        worst = max(worst, row["cuda_vs_hf_f32"]["relative"] / bound)
+        worst = max(worst, row["cuda_vs_hf_f32"]["relative"] / bound,
+                    row["cuda_tensor_cores_vs_hf_f32"]["relative"] / bound)
         results.append(row)
         print(f"{preset:11} w={weight_dtype:4} kv={kv_dtype:4} n={row['tokens']:5}  "
               + "  ".join(f"{key} {row[key]['relative']:.2e} (greedy {row[key]['greedy_agreement']:.3f})"
-                          for key in ("cuda_vs_hf_f32", "cpu_vs_hf_f32", "hf_bf16_vs_hf_f32")), flush=True)
+                          for key in ("cuda_vs_hf_f32", "cuda_tensor_cores_vs_hf_f32", "cpu_vs_hf_f32",
+                                      "hf_bf16_vs_hf_f32")), flush=True)
     json.dump({"tolerance": TOLERANCE, "fp8_tolerance": FP8_TOLERANCE, "cases": results}, open(args.json, "w"),
               indent=1)
     print(f"worst cuda vs hf f32, as a share of its bound: {worst:.2f} (bounds {TOLERANCE}, FP8 KV {FP8_TOLERANCE})")

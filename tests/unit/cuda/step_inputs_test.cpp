@@ -2,6 +2,7 @@
 // packed sections land, and how attention is split.
 #include "cuda_kernels/step_inputs.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstring>
 
@@ -40,6 +41,43 @@ TEST_CASE("a step's inputs name each token's slot, context, table and entity, an
   CHECK(inputs.max_tile_rows == 3);
 }
 
+TEST_CASE("with the tensor-core prompt kernel, long chunks go to its tiles and the rest to the others") {
+  std::vector<int32_t> long_chunk(150, 5), short_chunk(kMinPromptKernelRows - 1, 6), decode = {7};
+  std::vector<int32_t> table(16, 0);
+  const Batch batch{{{decode, {}, 40, table, LogitsWanted::kLast},
+                     {long_chunk, {}, 30, table, LogitsWanted::kLast},
+                     {short_chunk, {}, 0, table, LogitsWanted::kLast}}};
+  const StepInputs inputs = plan_step(batch, 16, -1, 4, kPromptTileRows);
+  // The 150 rows (1..150) as 64 + 64 + 22; the decode row and the 15-row chunk (151..165) in tiles of 4.
+  CHECK(inputs.prompt_tile_first_rows == std::vector<int32_t>{1, 65, 129});
+  CHECK(inputs.prompt_tile_row_counts == std::vector<int32_t>{64, 64, 22});
+  CHECK(inputs.max_prompt_tile_rows == 64);
+  CHECK(inputs.tile_first_rows == std::vector<int32_t>{0, 151, 155, 159, 163});
+  CHECK(inputs.tile_row_counts == std::vector<int32_t>{1, 4, 4, 4, 3});
+  // Every row in exactly one tile.
+  std::vector<int> covered(inputs.tokens.size(), 0);
+  for (auto [firsts, counts] : {std::pair{&inputs.tile_first_rows, &inputs.tile_row_counts},
+                                {&inputs.prompt_tile_first_rows, &inputs.prompt_tile_row_counts}}) {
+    for (size_t i = 0; i < firsts->size(); ++i) {
+      for (int32_t r = 0; r < (*counts)[i]; ++r) ++covered[(*firsts)[i] + r];
+    }
+  }
+  CHECK(std::all_of(covered.begin(), covered.end(), [](int times) { return times == 1; }));
+  // Without it (the default), every chunk in the small tiles.
+  const StepInputs without = plan_step(batch, 16, -1, 4);
+  CHECK(without.num_prompt_tiles() == 0);
+  CHECK(without.num_tiles() == 1 + 38 + 4);
+
+  const StepLayout layout = layout_of(inputs);
+  std::vector<std::byte> packed(layout.total_bytes);
+  pack(inputs, layout, packed.data());
+  int32_t first_rows[3], row_counts[3];
+  std::memcpy(first_rows, packed.data() + layout.prompt_tile_first_rows, sizeof(first_rows));
+  std::memcpy(row_counts, packed.data() + layout.prompt_tile_row_counts, sizeof(row_counts));
+  CHECK(std::vector<int32_t>(first_rows, first_rows + 3) == inputs.prompt_tile_first_rows);
+  CHECK(std::vector<int32_t>(row_counts, row_counts + 3) == inputs.prompt_tile_row_counts);
+}
+
 TEST_CASE("steps of the same shape put every fixed-size section at the same offset, and packing keeps values") {
   std::vector<int32_t> tokens = {3, 4}, short_table = {1}, long_table = {1, 2, 3, 4, 5, 6};
   StepInputs early = plan_step({{{std::span(tokens).first(1), {}, 3, short_table, LogitsWanted::kLast},
@@ -49,10 +87,10 @@ TEST_CASE("steps of the same shape put every fixed-size section at the same offs
                                 {std::span(tokens).last(1), {}, 70, long_table, LogitsWanted::kLast}}},
                               16, -1, 4);
   const StepLayout a = layout_of(early), b = layout_of(late);
-  for (auto field :
-       {&StepLayout::slots, &StepLayout::tokens, &StepLayout::entity_rows, &StepLayout::positions, &StepLayout::context,
-        &StepLayout::table_offsets, &StepLayout::logit_rows, &StepLayout::tile_first_rows, &StepLayout::tile_row_counts,
-        &StepLayout::split_tokens, &StepLayout::block_tables}) {
+  for (auto field : {&StepLayout::slots, &StepLayout::tokens, &StepLayout::entity_rows, &StepLayout::positions,
+                     &StepLayout::context, &StepLayout::table_offsets, &StepLayout::logit_rows,
+                     &StepLayout::tile_first_rows, &StepLayout::tile_row_counts, &StepLayout::prompt_tile_first_rows,
+                     &StepLayout::prompt_tile_row_counts, &StepLayout::split_tokens, &StepLayout::block_tables}) {
     CHECK(a.*field == b.*field);
     CHECK(a.*field % 16 == 0);
   }
