@@ -128,9 +128,10 @@ std::string prompt_attention_figure(int rows, int multiprocessors) {
   DeviceBuffer simt_first = upload(simt_firsts), simt_count = upload(simt_counts);
   DeviceBuffer tc_first = upload(tc_firsts), tc_count = upload(tc_counts);
   DeviceBuffer split = upload(std::vector<int32_t>{splits.split_tokens});
-  DeviceBuffer workspace = value_or_exit(DeviceBuffer::allocate(std::max<size_t>(
-                                             1, cuda::attention_workspace_bytes(rows, heads, head_dim, splits.splits))),
-                                         "workspace");
+  DeviceBuffer workspace = value_or_exit(
+      DeviceBuffer::allocate(std::max<size_t>(
+          1, cuda::attention_workspace_bytes(simt_tiles * simt_counts.front(), heads, head_dim, splits.splits))),
+      "workspace");
   const cuda::AttentionRows simt_rows{device_query.as<float>(),
                                       device_context.as<int32_t>(),
                                       device_offsets.as<int32_t>(),

@@ -64,12 +64,17 @@ __global__ void __launch_bounds__(kThreads)
   const int kv_head = blockIdx.y, split = blockIdx.z;
   const int heads = shape.heads.heads, kv_heads = shape.heads.kv_heads, group = heads / kv_heads;
   const int first_row = rows.tile_first_rows[tile];
-  // Query j: row first_row + j / group, head j % group. Clamped to what the registers and shared memory were sized
-  // for: a tile longer than max_tile_rows is a caller's bug, never an overrun.
-  const int queries = min(rows.tile_row_counts[tile] * group, kQueryCap);
-  // The (row, head) index of query j in [rows, heads]: its output and partial results live there.
+  // Query j: row first_row + j / group, head j % group. Clamped to what the registers, shared memory and split
+  // workspace were sized for: a tile longer than max_tile_rows is a caller's bug, never an overrun.
+  const int queries = min(min(rows.tile_row_counts[tile], rows.max_tile_rows) * group, kQueryCap);
+  // The (row, head) index of query j in [rows, heads]: its output lives there.
   auto head_index = [&](int j) {
     return int64_t{first_row + j / group} * heads + int64_t{kv_head} * group + j % group;
+  };
+  // Its partial results: in [tiles * max_tile_rows, heads], so that rows no tile holds (a prompt's rows that
+  // another kernel serves) take no workspace.
+  auto partial_index = [&](int j) {
+    return (int64_t{tile} * rows.max_tile_rows + j / group) * heads + int64_t{kv_head} * group + j % group;
   };
   const int split_tokens = *rows.split_tokens;
   const int begin = split * split_tokens;
@@ -77,8 +82,8 @@ __global__ void __launch_bounds__(kThreads)
   const int count = min(rows.context[last_row], begin + split_tokens) - begin;  // positions of this split
   if (count <= 0) {  // only when splits > 1: an empty split, skipped by the combine
     for (int j = threadIdx.x; j < queries; j += kThreads) {
-      split_output.partial_max[head_index(j) * splits + split] = -INFINITY;
-      split_output.partial_sum[head_index(j) * splits + split] = 0.0f;
+      split_output.partial_max[partial_index(j) * splits + split] = -INFINITY;
+      split_output.partial_sum[partial_index(j) * splits + split] = 0.0f;
     }
     return;
   }
@@ -205,23 +210,29 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) total += warp_outputs[(w * queries + j) * kHeadDim + d];
     total *= value_scale;  // FP8 values read as e4m3 * scale
-    const int64_t head = head_index(j);
     if (splits == 1) {
-      out[head * kHeadDim + d] = __float2bfloat16_rn(total / query_sum[j]);  // begin 0: every query has position 0
+      // begin 0: every query has position 0
+      out[head_index(j) * kHeadDim + d] = __float2bfloat16_rn(total / query_sum[j]);
     } else {
-      split_output.partial_out[(head * splits + split) * kHeadDim + d] = total;
+      const int64_t partial = partial_index(j);
+      split_output.partial_out[(partial * splits + split) * kHeadDim + d] = total;
       if (d == 0) {
-        split_output.partial_max[head * splits + split] = query_max[j];
-        split_output.partial_sum[head * splits + split] = query_sum[j];
+        split_output.partial_max[partial * splits + split] = query_max[j];
+        split_output.partial_sum[partial * splits + split] = query_sum[j];
       }
     }
   }
 }
 
-// One block per (row, head): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s over the splits that had
-// positions (l_s > 0).
-__global__ void combine_splits_kernel(SplitOutput split_output, int heads, int head_dim, int splits, bf16* out) {
-  const int64_t head = blockIdx.x * int64_t{heads} + blockIdx.y;
+// One block per (tile row slot, head): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s over the splits that
+// had positions (l_s > 0). Slots past their tile's rows do nothing.
+__global__ void combine_splits_kernel(AttentionRows rows, SplitOutput split_output, int heads, int head_dim, int splits,
+                                      bf16* out) {
+  const int64_t slot = blockIdx.x;
+  const int tile = static_cast<int>(slot / rows.max_tile_rows), in_tile = static_cast<int>(slot % rows.max_tile_rows);
+  if (in_tile >= rows.tile_row_counts[tile]) return;
+  const int64_t head = slot * heads + blockIdx.y;
+  const int64_t out_head = int64_t{rows.tile_first_rows[tile] + in_tile} * heads + blockIdx.y;
   const float* maxima = split_output.partial_max + head * splits;
   const float* sums = split_output.partial_sum + head * splits;
   float best = -INFINITY;
@@ -238,12 +249,12 @@ __global__ void combine_splits_kernel(SplitOutput split_output, int heads, int h
       if (sums[s] > 0.0f)
         value += split_output.partial_out[(head * splits + s) * head_dim + d] * expf(maxima[s] - best);
     }
-    out[head * head_dim + d] = __float2bfloat16_rn(value / total);
+    out[out_head * head_dim + d] = __float2bfloat16_rn(value / total);
   }
 }
 
-SplitOutput split_output_in(void* workspace, int64_t rows, int heads, int head_dim, int splits) {
-  const int64_t partials = rows * heads * splits;
+SplitOutput split_output_in(void* workspace, int64_t row_slots, int heads, int head_dim, int splits) {
+  const int64_t partials = row_slots * heads * splits;
   auto* floats = static_cast<float*>(workspace);
   return {floats, floats + partials * head_dim, floats + partials * head_dim + partials};
 }
@@ -276,7 +287,8 @@ Status launch_for_tiles(const AttentionRows& rows, const AttentionShape& shape, 
                         void* workspace, bf16* out, cudaStream_t stream) {
   const int group = shape.heads.heads / shape.heads.kv_heads;
   const SplitOutput split_output =
-      splits > 1 ? split_output_in(workspace, rows.rows, shape.heads.heads, kHeadDim, splits) : SplitOutput{};
+      splits > 1 ? split_output_in(workspace, rows.tiles * rows.max_tile_rows, shape.heads.heads, kHeadDim, splits)
+                 : SplitOutput{};
   if (rows.max_tile_rows == 1) {
     RECGPT_RETURN_IF_ERROR((launch_for_queries<CacheT, kHeadDim>(group, rows, shape, cache, splits, TilePass::kAll,
                                                                  split_output, out, stream)));
@@ -287,9 +299,10 @@ Status launch_for_tiles(const AttentionRows& rows, const AttentionShape& shape, 
                                                                  TilePass::kSeveralRows, split_output, out, stream)));
   }
   if (splits == 1) return Status::ok();
-  const dim3 combine_grid(static_cast<unsigned>(rows.rows), static_cast<unsigned>(shape.heads.heads));
-  combine_splits_kernel<<<combine_grid, std::min(kHeadDim, 256), 0, stream>>>(split_output, shape.heads.heads, kHeadDim,
-                                                                              splits, out);
+  const dim3 combine_grid(static_cast<unsigned>(rows.tiles * rows.max_tile_rows),
+                          static_cast<unsigned>(shape.heads.heads));
+  combine_splits_kernel<<<combine_grid, std::min(kHeadDim, 256), 0, stream>>>(rows, split_output, shape.heads.heads,
+                                                                              kHeadDim, splits, out);
   return launch_status("combine_splits");
 }
 
@@ -318,6 +331,7 @@ bool attention_supports(const HeadShape& shape) {
 
 AttentionSplits attention_splits(int64_t tiles, int kv_heads, int max_context, int multiprocessors) {
   constexpr int kMinSplitTokens = 64;
+  if (max_context <= 0) return {1, kMaxSplitTokens};  // no row: nothing to split
   const int64_t blocks = std::max<int64_t>(1, tiles * kv_heads);
   const int64_t wanted = (2 * int64_t{multiprocessors} + blocks - 1) / blocks;
   const int64_t at_most = std::max(1, max_context / kMinSplitTokens);
@@ -328,9 +342,9 @@ AttentionSplits attention_splits(int64_t tiles, int kv_heads, int max_context, i
   return {(max_context + split_tokens - 1) / split_tokens, split_tokens};
 }
 
-size_t attention_workspace_bytes(int64_t rows, int heads, int head_dim, int splits) {
+size_t attention_workspace_bytes(int64_t row_slots, int heads, int head_dim, int splits) {
   if (splits <= 1) return 0;
-  const size_t partials = static_cast<size_t>(rows) * heads * splits;
+  const size_t partials = static_cast<size_t>(row_slots) * heads * splits;
   return sizeof(float) * partials * (head_dim + 2);
 }
 

@@ -111,8 +111,9 @@ struct AttentionSplits {
 constexpr int kMaxSplitTokens = 1024;
 AttentionSplits attention_splits(int64_t tiles, int kv_heads, int max_context, int multiprocessors);
 
-// Bytes of the partial results `workspace` holds when splits > 1 (0 otherwise).
-size_t attention_workspace_bytes(int64_t rows, int heads, int head_dim, int splits);
+// Bytes of the partial results `workspace` holds when splits > 1 (0 otherwise), for `row_slots` = tiles x
+// max_tile_rows of the AttentionRows.
+size_t attention_workspace_bytes(int64_t row_slots, int heads, int head_dim, int splits);
 
 Status paged_attention(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
                        void* workspace, bf16* out /* [rows, heads * head_dim] */, cudaStream_t stream);

@@ -69,8 +69,8 @@ StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id
         inputs.tile_row_counts.push_back(std::min(rows_per_tile, count - first));
         inputs.max_tile_rows = std::max(inputs.max_tile_rows, inputs.tile_row_counts.back());
       }
+      inputs.max_context = std::max(inputs.max_context, context_end);
     }
-    inputs.max_context = std::max(inputs.max_context, context_end);
     row += count;
   }
   return inputs;

@@ -29,7 +29,7 @@ struct StepInputs {
   std::vector<int32_t> block_tables;  // each sequence's table, cut to the blocks its positions reach
   std::vector<float> entity_vectors;  // [num entities, entity_dim]
 
-  int max_context = 0;
+  int max_context = 0;  // over the rows in (SIMT) tiles: what their attention splits are sized by
   int max_tile_rows = 1;
   int max_prompt_tile_rows = 1;
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }

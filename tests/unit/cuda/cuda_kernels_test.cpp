@@ -361,8 +361,8 @@ TEST_CASE("CUDA paged attention matches the CPU kernel for prompts, decode rows 
           const AttentionSplits splits =
               attention_splits(problem.tiles(), heads.kv_heads, problem.max_context, multiprocessors);
           DeviceBuffer device_split = upload(std::vector<int32_t>{splits.split_tokens});
-          DeviceBuffer workspace =
-              poisoned(attention_workspace_bytes(problem.rows, heads.heads, heads.head_dim, splits.splits));
+          DeviceBuffer workspace = poisoned(attention_workspace_bytes(problem.tiles() * problem.max_tile_rows(),
+                                                                      heads.heads, heads.head_dim, splits.splits));
           DeviceBuffer out = poisoned(problem.queries.size() * sizeof(bf16));
           REQUIRE(paged_attention(problem.attention_rows(device_split.as<int32_t>()), problem.shape, problem.cache,
                                   splits.splits, workspace.as<void>(), out.as<bf16>(), nullptr)

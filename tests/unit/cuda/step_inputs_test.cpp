@@ -54,6 +54,8 @@ TEST_CASE("with the tensor-core prompt kernel, long chunks go to its tiles and t
   CHECK(inputs.max_prompt_tile_rows == 64);
   CHECK(inputs.tile_first_rows == std::vector<int32_t>{0, 151, 155, 159, 163});
   CHECK(inputs.tile_row_counts == std::vector<int32_t>{1, 4, 4, 4, 3});
+  // The SIMT tiles' splits are sized by their own rows' contexts (the decode row's 41), not the long chunk's 180.
+  CHECK(inputs.max_context == 41);
   // Every row in exactly one tile.
   std::vector<int> covered(inputs.tokens.size(), 0);
   for (auto [firsts, counts] : {std::pair{&inputs.tile_first_rows, &inputs.tile_row_counts},

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 
 #include "engine/backend.h"
@@ -136,6 +137,49 @@ TEST_CASE("the CUDA backend matches the CPU over a long context in chunks, where
     INFO("decode step " << step);
     CHECK(relative_difference(cuda.run(decode), expected) < kTolerance);
   }
+}
+
+TEST_CASE(
+    "with tensor-core prompt attention, a step mixing a long prompt chunk, a short one and a split decode row "
+    "matches the CPU",
+    "[cuda][gpu]") {
+  SKIP_WITHOUT_GPU();
+  // The environment decides it when the backend is made (cuda_backend.h); set for this test only.
+  struct PromptAttention {
+    const char* before = std::getenv("RECGPT_CUDA_PROMPT_ATTENTION");
+    std::string kept = before != nullptr ? before : "";
+    PromptAttention() { setenv("RECGPT_CUDA_PROMPT_ATTENTION", "tensor_cores", 1); }
+    ~PromptAttention() {
+      if (before != nullptr) {
+        setenv("RECGPT_CUDA_PROMPT_ATTENTION", kept.c_str(), 1);
+      } else {
+        unsetenv("RECGPT_CUDA_PROMPT_ATTENTION");
+      }
+    }
+  } tensor_cores;
+  const ModelFiles& model = random_model("small", DType::kBF16);  // head_dim 32: the tensor-core kernel has it
+  const ModelConfig& config = model.config();
+  Engine cpu("cpu", model, DType::kBF16, 200), cuda("cuda", model, DType::kBF16, 200);
+  std::vector<int32_t> long_context = random_tokens(config, 2100, 5), chunk = random_tokens(config, 100, 6),
+                       short_chunk = random_tokens(config, 5, 7);
+  std::vector<int32_t> blocks_a(140), blocks_b(10), blocks_c(1);
+  for (int32_t i = 0; i < 140; ++i) blocks_a[i] = (i * 37) % 200;
+  for (int32_t i = 0; i < 10; ++i) blocks_b[i] = (140 * 37 + i * 37) % 200;  // the permutation goes on
+  blocks_c[0] = (150 * 37) % 200;
+  for (int32_t begin = 0; begin < 2100; begin += 700) {  // sequence A's context, in chunks of 700 (the kernel's)
+    const Batch prefill{{{std::span(long_context).subspan(begin, 700), {}, begin, blocks_a, LogitsWanted::kLast}}};
+    std::vector<float> expected = cpu.run(prefill);
+    INFO("prefill chunk at " << begin);
+    CHECK(relative_difference(cuda.run(prefill), expected) < kTolerance);
+  }
+  // A's decode row at position 2100 (its attention splits), B's 100-row prompt (tensor cores, 2 tiles) and C's
+  // 5-row one (SIMT) in one step.
+  const int32_t next = long_context[0];
+  const Batch mixed{{{std::span(&next, 1), {}, 2100, blocks_a, LogitsWanted::kLast},
+                     {chunk, {}, 0, blocks_b, LogitsWanted::kAll},
+                     {short_chunk, {}, 0, blocks_c, LogitsWanted::kAll}}};
+  std::vector<float> expected = cpu.run(mixed);
+  CHECK(relative_difference(cuda.run(mixed), expected) < kTolerance);
 }
 
 // FP8 KV rounds every stored key and value to 3 mantissa bits: the logits move further than bf16's, and this is the
