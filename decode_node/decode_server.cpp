@@ -169,6 +169,7 @@ class Server final : public std::enable_shared_from_this<Server> {
   // Stops and joins the engine thread: no callback from it runs after this.
   void shutdown() {
     stop();
+    arrivals_.reset();  // its open waits end now (their posts find core_ gone), before what they use goes
     core_.reset();
   }
 
@@ -379,11 +380,18 @@ class Server final : public std::enable_shared_from_this<Server> {
     std::weak_ptr<rpc::Connection> weak = session.connection;
     if (request.prefill_locally) return start_decoding(weak, id, std::move(request));
     // The prompt's KV came from a prefill node: decode once it has landed here (kv_arrivals.h).
+    if (arrivals_ == nullptr) {
+      (void)session.connection->send(rpc::error_frame(id, unavailable("the decode node is stopping")));
+      return;
+    }
     const uint64_t reservation = request.reservation_id;
     const auto asked = Clock::now();
+    // The wait holds the server weakly: the server owns the waits (through arrivals_).
     arrivals_->when_landed(
         reservation, asked + kKvArrivalWait,
-        [self = shared_from_this(), weak, id, asked, request = std::move(request)](Status landed) mutable {
+        [owner = weak_from_this(), weak, id, asked, request = std::move(request)](Status landed) mutable {
+          auto self = owner.lock();
+          if (self == nullptr) return;
           if (landed.is_ok()) {
             self->kv_arrival_wait_->Observe(std::chrono::duration<double>(Clock::now() - asked).count());
           } else if (landed.code() == StatusCode::kDeadlineExceeded) {
@@ -391,7 +399,8 @@ class Server final : public std::enable_shared_from_this<Server> {
           }
           asio::post(self->io_, [self, weak, id, landed = std::move(landed), request = std::move(request)]() mutable {
             auto connection = weak.lock();
-            if (connection == nullptr) return;  // its reservations were cancelled when it closed
+            if (connection == nullptr) return;   // its reservations were cancelled when it closed
+            if (self->core_ == nullptr) return;  // shut down
             if (!landed.is_ok()) {
               (void)connection->send(rpc::error_frame(id, landed));  // the reservation stays: the router cancels it
               return;

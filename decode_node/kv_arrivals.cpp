@@ -22,14 +22,19 @@ KvArrivals::~KvArrivals() {
 }
 
 void KvArrivals::when_landed(uint64_t reservation, kv::Deadline deadline, Landed landed) {
+  Status now = Status::ok();
   {
     std::lock_guard lock(mutex_);
-    if (arrived_.erase(reservation) == 0 && !stopping_) {
+    if (stopping_) {
+      now = unavailable("the decode node is stopping");
+    } else if (!receive_status_.is_ok()) {
+      now = receive_status_;
+    } else if (arrived_.erase(reservation) == 0) {
       waiters_.push_back({reservation, deadline, std::move(landed)});
       return;
     }
   }
-  landed(Status::ok());  // arrived already (or stopping: the reservation ends with the node anyway)
+  landed(std::move(now));  // arrived already, or it never can
 }
 
 KvArrivalCounters KvArrivals::counters() const {
@@ -81,7 +86,9 @@ std::vector<std::pair<KvArrivals::Landed, Status>> KvArrivals::take_resolved(kv:
   std::vector<std::pair<Landed, Status>> resolved;
   std::lock_guard lock(mutex_);
   for (auto it = waiters_.begin(); it != waiters_.end();) {
-    if (arrived_.erase(it->reservation) > 0) {
+    if (!receive_status_.is_ok()) {  // nothing more can arrive: fail now rather than at each deadline
+      resolved.emplace_back(std::move(it->landed), receive_status_);
+    } else if (arrived_.erase(it->reservation) > 0) {
       resolved.emplace_back(std::move(it->landed), Status::ok());
     } else if (now >= it->deadline) {
       ++counters_.timed_out;

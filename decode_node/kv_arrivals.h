@@ -39,7 +39,9 @@ class KvArrivals {
   KvArrivals& operator=(const KvArrivals&) = delete;
 
   // `landed(ok)` once reservation's KV arrived (at once, on this thread, if it already did), or
-  // `landed(kDeadlineExceeded)` at `deadline`; otherwise on the arrivals thread. Each arrival opens one wait.
+  // `landed(kDeadlineExceeded)` at `deadline`, or the engine's error as soon as its notifications cannot be taken
+  // (receive_status), or kUnavailable while stopping; otherwise on the arrivals thread. Each arrival opens one
+  // wait.
   void when_landed(uint64_t reservation, kv::Deadline deadline, Landed landed);
   KvArrivalCounters counters() const;
   // ok while the engine's notifications can be taken; its error while its last wait for them failed (e.g. a copy
@@ -50,7 +52,8 @@ class KvArrivals {
   static constexpr std::chrono::milliseconds kPollSlice{20};
   // Arrivals nobody waited for (their reservation was cancelled or expired after the KV came) are dropped after
   // this long.
-  static constexpr std::chrono::minutes kRetention{10};
+  // Longer than a reservation may live (decode_server.cpp: 10 minutes) plus the wait.
+  static constexpr std::chrono::minutes kRetention{15};
 
  private:
   struct Waiter {

@@ -13,9 +13,12 @@ struct StagedReceiver::Pending {
   std::vector<std::byte> host;
 };
 
-void StagedReceiver::receive(ucp_worker_h worker, int device, std::byte* destination, void* data, size_t bytes,
+bool StagedReceiver::receive(ucp_worker_h worker, int device, std::byte* destination, void* data, size_t bytes,
                              bool rendezvous) {
-  if (!rendezvous) return record(copier_->to_device(destination, data, bytes, device));
+  if (!rendezvous) {
+    record(copier_->to_device(destination, data, bytes, device));
+    return false;
+  }
   auto pending = std::make_unique<Pending>(Pending{this, device, destination, std::vector<std::byte>(bytes)});
   ucp_request_param_t param{};
   param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
@@ -25,14 +28,20 @@ void StagedReceiver::receive(ucp_worker_h worker, int device, std::byte* destina
     if (status == UCS_OK) received->receiver->land(*received);  // else the writer failed: its handle says so
     ucp_request_free(request);
   };
+  // Immediate completion denied: the callback finishes a receive that started (UCX may run it before this call
+  // returns). A null answer would still mean the data is here.
+  param.op_attr_mask |= UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
   ucs_status_ptr_t request = ucp_am_recv_data_nbx(worker, data, pending->host.data(), bytes, &param);
-  if (request == nullptr) {  // completed at once: no callback comes
+  if (request == nullptr) {
     land(*pending);
-  } else if (UCS_PTR_IS_ERR(request)) {
-    record(ucx_failure("receiving a write into device memory", UCS_PTR_STATUS(request)));
-  } else {
-    (void)pending.release();  // the callback owns it now
+    return true;  // the data was taken, as by any started receive
   }
+  if (UCS_PTR_IS_ERR(request)) {
+    record(ucx_failure("receiving a write into device memory", UCS_PTR_STATUS(request)));
+    return false;
+  }
+  (void)pending.release();  // the callback owns it now
+  return true;
 }
 
 void StagedReceiver::land(const Pending& received) {

@@ -28,8 +28,10 @@ class StagedReceiver {
 
   // The data of an active message for `bytes` at `destination` on CUDA device `device`: copied there now (eager),
   // or received into a host buffer and copied when it completes (rendezvous). From a UCX active-message handler,
-  // on the progress thread; `worker` is its worker.
-  void receive(ucp_worker_h worker, int device, std::byte* destination, void* data, size_t bytes, bool rendezvous);
+  // on the progress thread; `worker` is its worker. True when a rendezvous receive took the data (the handler
+  // returns UCS_INPROGRESS, as after any ucp_am_recv_data_nbx); false for eager data and for a receive that could
+  // not start (recorded as lost; the handler returns UCS_OK so UCX releases the data and the writer completes).
+  bool receive(ucp_worker_h worker, int device, std::byte* destination, void* data, size_t bytes, bool rendezvous);
 
   // ok, or the first copy into a staged region that was lost.
   Status failure() const;

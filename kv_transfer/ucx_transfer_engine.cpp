@@ -14,8 +14,11 @@
 // Over RDMA networks (hardware puts) set write_op=put.
 // A batch's handle completes with a ucp_ep_flush_nbx issued after its operations.
 //
-// Ordering of notify(): the notification is sent only once a ucp_ep_flush_nbx issued by notify() completed,
-// i.e. once every write submitted to that peer before it landed; a failed flush fails the notification unsent.
+// Ordering of notify(): the notification is sent only once a ucp_ep_flush_nbx issued by notify() completed; a
+// failed flush fails the notification unsent. A completed flush does not mean the receiver has handled the writes
+// (over tcp, active messages count as flushed once in the writer's socket), but the notification travels behind
+// them on the same lane and the receiver's progress thread handles it after them: it is the receiver's proof that
+// the writes landed, and a batch's done handle is only the writer's proof that they left.
 //
 // Device memory: registered with UCX where it has a CUDA transport. Where it has none (Debian's build), a device
 // region is staged through host memory with the CUDA runtime (device_copy.h): writes from it are copied to a host
@@ -338,8 +341,8 @@ class UcxTransferEngine final : public TransferEngine {
                                    ops[i].length, &param),
                    op_label(i) + " (ucp_am_send_nbx)");
     }
-    // Sends complete locally once their source may be reused; the flush completes once they landed remotely
-    // (a rendezvous send completes only after the receiver fetched its data).
+    // Sends complete locally once their source may be reused; the flush once the transport has them out (puts
+    // over shared memory: written; active messages over tcp: in the socket, not yet handled by the receiver).
     batch->track(batch, ucp_ep_flush_nbx(found->endpoint, &param), "flushing the writes (ucp_ep_flush_nbx)");
     batch->close();
     ucp_worker_signal(worker_->worker);
@@ -458,14 +461,13 @@ class UcxTransferEngine final : public TransferEngine {
     if (header_bytes != sizeof(WriteWire) || wire.magic != kWriteMagic || wire.bytes != data_bytes ||
         region == engine->regions_.end() || data_bytes > region->second.bytes ||
         wire.offset > region->second.bytes - data_bytes) {
-      if (rendezvous) ucp_am_data_release(engine->worker_->worker, data);
-      return UCS_OK;
+      return UCS_OK;  // dropped; for a rendezvous UCX releases the data and lets the writer's send complete
     }
     std::byte* destination = region->second.base + wire.offset;
     if (region->second.staged_device >= 0) {
-      engine->staged_.receive(engine->worker_->worker, region->second.staged_device, destination, data, data_bytes,
-                              rendezvous);
-      return rendezvous ? UCS_INPROGRESS : UCS_OK;
+      const bool receiving = engine->staged_.receive(engine->worker_->worker, region->second.staged_device, destination,
+                                                     data, data_bytes, rendezvous);
+      return receiving ? UCS_INPROGRESS : UCS_OK;
     }
     if (!rendezvous) {
       std::memcpy(destination, data, data_bytes);

@@ -145,6 +145,11 @@ TEST_CASE("an engine whose notifications cannot be taken shows in the receive st
   for (int i = 0; i < 200 && broken.receive_status().is_ok(); ++i) std::this_thread::sleep_for(milliseconds(5));
   CHECK(broken.receive_status().code() == StatusCode::kInternal);
   CHECK_THAT(broken.receive_status().message(), Catch::Contains("lost"));
+  // A wait on it ends at once with that error, not at its deadline.
+  std::future<Status> waiting = wait_for(broken, 3, milliseconds(60000));
+  std::optional<Status> result = outcome(waiting, milliseconds(1000));
+  REQUIRE(result.has_value());
+  CHECK(result->code() == StatusCode::kInternal);
 }
 
 TEST_CASE("KV stream ids name their reservation and nothing else parses as one", "[decode][arrivals]") {
