@@ -39,7 +39,8 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
 }
 
 template <typename CacheT, int kHeadDim>
-__global__ void __launch_bounds__(kThreads)
+// At least 3 blocks per multiprocessor: 168 registers at head_dim 128 (172 unbounded, which fits only 2).
+__global__ void __launch_bounds__(kThreads, 3)
     prompt_attention_kernel(AttentionRows rows, AttentionShape shape, const CacheT* key_cache,
                             const CacheT* value_cache, float key_scale, float value_scale, bf16* out) {
   static_assert(kHeadDim % 16 == 0 && kHeadDim <= 128, "k steps of 16; registers for at most 128");
@@ -61,6 +62,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int h = 0; h < 2; ++h) visible[h] = local_row[h] < row_count ? rows.context[first_row + local_row[h]] : 0;
   const int keys_total = rows.context[first_row + row_count - 1];  // the last row sees the most
+  // The keys this warp's rows see at most (its last row's context): past them its products would be all masked.
+  const int warp_keys = warp * 16 < row_count ? rows.context[first_row + min(warp * 16 + 15, row_count - 1)] : 0;
   const int32_t* block_table = rows.block_tables + rows.table_offsets[first_row];
   const int block_size = shape.block_size;
   auto element_offset = [&](int position, int chunk) {
@@ -108,6 +111,9 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < 8; ++e) values_t[chunk * 8 + e][k] = __float2bfloat16_rn(part[e]);
     }
     __syncthreads();
+    // A step wholly past this warp's rows (the causal triangle's far side, or a tile's missing rows) would leave
+    // its softmax and output as they are: skip its products (the barriers above are every warp's).
+    if (key0 >= warp_keys) continue;
 
     // Scores of this warp's 16 rows against the step's keys (base-2 logits).
     float score[kKeys / 8][4] = {};
