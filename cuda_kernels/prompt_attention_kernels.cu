@@ -50,7 +50,8 @@ __global__ void __launch_bounds__(kThreads, 3)
   __shared__ __align__(16) bf16 keys[kKeys][kHeadDim + kPad];
   __shared__ __align__(16) bf16 values_t[kHeadDim][kKeys + kPad];  // transposed: a fragment's keys are adjacent
 
-  const int tile = blockIdx.x, head = blockIdx.y;
+  // Last tiles first: a sequence's later tiles walk more keys, and starting them early shortens the tail.
+  const int tile = gridDim.x - 1 - blockIdx.x, head = blockIdx.y;
   const int heads = shape.heads.heads, kv_heads = shape.heads.kv_heads;
   const int kv_head = head / (heads / kv_heads);
   const int first_row = rows.tile_first_rows[tile];
