@@ -135,8 +135,11 @@ class CudaBackend final : public Backend {
     CudaDeviceGuard guard(device_);
     const int32_t entity_token_id = config_.entity_adaptor ? config_.entity_adaptor->entity_token_id : -1;
     const int group = config_.num_attention_heads / config_.num_key_value_heads;
-    cuda::StepInputs inputs = cuda::plan_step(batch, kv_cache.config().block_size, entity_token_id,
-                                              cuda::rows_per_tile(group), prompt_tile_rows_);
+    // The tensor-core kernel runs a block per (tile, query head): worth it from one block per multiprocessor on.
+    const cuda::PromptTiling prompt{prompt_tile_rows_,
+                                    (multiprocessors_ + config_.num_attention_heads - 1) / config_.num_attention_heads};
+    cuda::StepInputs inputs =
+        cuda::plan_step(batch, kv_cache.config().block_size, entity_token_id, cuda::rows_per_tile(group), prompt);
     const cuda::AttentionSplits splits =
         cuda::attention_splits(inputs.num_tiles(), config_.num_key_value_heads, inputs.max_context, multiprocessors_);
     inputs.split_tokens = splits.split_tokens;

@@ -28,8 +28,15 @@ void copy_section(const std::vector<T>& values, size_t offset, std::byte* packed
 }  // namespace
 
 StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id, int rows_per_tile,
-                     int prompt_tile_rows) {
-  RECGPT_CHECK(rows_per_tile >= 1 && block_size >= 1 && prompt_tile_rows >= 0);
+                     PromptTiling prompt) {
+  RECGPT_CHECK(rows_per_tile >= 1 && block_size >= 1 && prompt.tile_rows >= 0);
+  auto takes_prompt_kernel = [&prompt](int32_t count) { return prompt.tile_rows > 0 && count >= kMinPromptKernelRows; };
+  int64_t prompt_tiles = 0;
+  for (const SequenceStep& step : batch.sequences) {
+    const auto count = static_cast<int32_t>(step.tokens.size());
+    if (takes_prompt_kernel(count)) prompt_tiles += (count + prompt.tile_rows - 1) / prompt.tile_rows;
+  }
+  if (prompt_tiles < prompt.min_tiles) prompt.tile_rows = 0;  // too few to fill the GPU: all SIMT
   StepInputs inputs;
   int32_t row = 0;
   int32_t entities = 0;
@@ -57,10 +64,10 @@ StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id
     } else if (step.logits == LogitsWanted::kLast) {
       inputs.logit_rows.push_back(row + count - 1);
     }
-    if (prompt_tile_rows > 0 && count >= kMinPromptKernelRows) {
-      for (int32_t first = 0; first < count; first += prompt_tile_rows) {
+    if (takes_prompt_kernel(count)) {
+      for (int32_t first = 0; first < count; first += prompt.tile_rows) {
         inputs.prompt_tile_first_rows.push_back(row + first);
-        inputs.prompt_tile_row_counts.push_back(std::min(prompt_tile_rows, count - first));
+        inputs.prompt_tile_row_counts.push_back(std::min(prompt.tile_rows, count - first));
         inputs.max_prompt_tile_rows = std::max(inputs.max_prompt_tile_rows, inputs.prompt_tile_row_counts.back());
       }
     } else {

@@ -41,12 +41,22 @@ struct StepInputs {
   }
 };
 
-// `entity_token_id` < 0 when the model has no entity adaptor; a sequence's rows go to attention in tiles of up to
-// `rows_per_tile`, or, with `prompt_tile_rows` > 0, a sequence of at least kMinPromptKernelRows rows in tiles of up
-// to `prompt_tile_rows` for the tensor-core prompt kernel. The batch was validated (validate_batch).
+// How a step's rows are shared with the tensor-core prompt kernel: with tile_rows > 0, sequences of at least
+// kMinPromptKernelRows rows go to it in tiles of up to tile_rows, provided the step has at least min_tiles such
+// tiles. Fewer would leave the GPU mostly idle (a block per tile and query head, no split of the keys), and the
+// SIMT kernel, which splits long contexts, serves them instead (e.g. an agent's short suffix after a long cached
+// context).
 constexpr int kMinPromptKernelRows = 16;
+struct PromptTiling {
+  int tile_rows = 0;
+  int64_t min_tiles = 1;
+};
+
+// `entity_token_id` < 0 when the model has no entity adaptor; a sequence's rows go to attention in tiles of up to
+// `rows_per_tile`, or to the tensor-core prompt kernel's as `prompt` says. The batch was validated
+// (validate_batch).
 StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id, int rows_per_tile,
-                     int prompt_tile_rows = 0);
+                     PromptTiling prompt = {});
 
 // Byte offsets of each section in the packed upload, 16-byte aligned.
 struct StepLayout {

@@ -47,7 +47,7 @@ TEST_CASE("with the tensor-core prompt kernel, long chunks go to its tiles and t
   const Batch batch{{{decode, {}, 40, table, LogitsWanted::kLast},
                      {long_chunk, {}, 30, table, LogitsWanted::kLast},
                      {short_chunk, {}, 0, table, LogitsWanted::kLast}}};
-  const StepInputs inputs = plan_step(batch, 16, -1, 4, kPromptTileRows);
+  const StepInputs inputs = plan_step(batch, 16, -1, 4, {kPromptTileRows, 3});
   // The 150 rows (1..150) as 64 + 64 + 22; the decode row and the 15-row chunk (151..165) in tiles of 4.
   CHECK(inputs.prompt_tile_first_rows == std::vector<int32_t>{1, 65, 129});
   CHECK(inputs.prompt_tile_row_counts == std::vector<int32_t>{64, 64, 22});
@@ -65,10 +65,13 @@ TEST_CASE("with the tensor-core prompt kernel, long chunks go to its tiles and t
     }
   }
   CHECK(std::all_of(covered.begin(), covered.end(), [](int times) { return times == 1; }));
-  // Without it (the default), every chunk in the small tiles.
-  const StepInputs without = plan_step(batch, 16, -1, 4);
-  CHECK(without.num_prompt_tiles() == 0);
-  CHECK(without.num_tiles() == 1 + 38 + 4);
+  // Without it (the default), or when its 3 tiles would be fewer than the step needs to fill the GPU, every chunk
+  // in the small tiles.
+  for (const StepInputs& without : {plan_step(batch, 16, -1, 4), plan_step(batch, 16, -1, 4, {kPromptTileRows, 4})}) {
+    CHECK(without.num_prompt_tiles() == 0);
+    CHECK(without.num_tiles() == 1 + 38 + 4);
+    CHECK(without.max_context == 180);
+  }
 
   const StepLayout layout = layout_of(inputs);
   std::vector<std::byte> packed(layout.total_bytes);

@@ -159,21 +159,23 @@ TEST_CASE(
   } tensor_cores;
   const ModelFiles& model = random_model("small", DType::kBF16);  // head_dim 32: the tensor-core kernel has it
   const ModelConfig& config = model.config();
-  Engine cpu("cpu", model, DType::kBF16, 200), cuda("cuda", model, DType::kBF16, 200);
-  std::vector<int32_t> long_context = random_tokens(config, 2100, 5), chunk = random_tokens(config, 100, 6),
+  Engine cpu("cpu", model, DType::kBF16, 256), cuda("cuda", model, DType::kBF16, 256);
+  // B's chunk: 25 tiles of 64 rows, enough blocks (x 8 heads) for the kernel to be chosen on GPUs of up to 200
+  // multiprocessors (cuda_backend.cpp, PromptTiling).
+  std::vector<int32_t> long_context = random_tokens(config, 2100, 5), chunk = random_tokens(config, 1600, 6),
                        short_chunk = random_tokens(config, 5, 7);
-  std::vector<int32_t> blocks_a(140), blocks_b(10), blocks_c(1);
-  for (int32_t i = 0; i < 140; ++i) blocks_a[i] = (i * 37) % 200;
-  for (int32_t i = 0; i < 10; ++i) blocks_b[i] = (140 * 37 + i * 37) % 200;  // the permutation goes on
-  blocks_c[0] = (150 * 37) % 200;
+  std::vector<int32_t> blocks_a(140), blocks_b(100), blocks_c(1);
+  for (int32_t i = 0; i < 140; ++i) blocks_a[i] = (i * 37) % 256;  // a permutation: 37 and 256 are coprime
+  for (int32_t i = 0; i < 100; ++i) blocks_b[i] = ((140 + i) * 37) % 256;
+  blocks_c[0] = (240 * 37) % 256;
   for (int32_t begin = 0; begin < 2100; begin += 700) {  // sequence A's context, in chunks of 700 (the kernel's)
     const Batch prefill{{{std::span(long_context).subspan(begin, 700), {}, begin, blocks_a, LogitsWanted::kLast}}};
     std::vector<float> expected = cpu.run(prefill);
     INFO("prefill chunk at " << begin);
     CHECK(relative_difference(cuda.run(prefill), expected) < kTolerance);
   }
-  // A's decode row at position 2100 (its attention splits), B's 100-row prompt (tensor cores, 2 tiles) and C's
-  // 5-row one (SIMT) in one step.
+  // A's decode row at position 2100 (its attention splits), B's 1600-row prompt (tensor cores) and C's 5-row one
+  // (SIMT) in one step.
   const int32_t next = long_context[0];
   const Batch mixed{{{std::span(&next, 1), {}, 2100, blocks_a, LogitsWanted::kLast},
                      {chunk, {}, 0, blocks_b, LogitsWanted::kAll},
