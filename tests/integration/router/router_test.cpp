@@ -2,6 +2,7 @@
 // npm package (completions and chat, streaming and not) and curl. Greedy output must equal the colocated engine
 // on the same prompt, usage must count the tokens, bad input must be a 4xx in OpenAI's shape naming the field,
 // and a client that hangs up must get its blocks freed on the decode node.
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -136,18 +137,39 @@ TEST_CASE("a stop string ends the completion before it; a client that hangs up f
   CHECK(body["choices"][0]["text"] == full.substr(0, cut));
   CHECK(body["choices"][0]["finish_reason"] == "stop");
 
-  // A long generation the client abandons after a moment.
-  const CurlReply abandoned = router.post(
-      "/v1/completions", json{{"model", "recgpt"}, {"prompt", prompt}, {"max_tokens", 3000}, {"stream", true}}.dump(),
-      {"--max-time", "0.5"});
-  CHECK(abandoned.status == 200);  // the stream had started
-  // The decode node ends the sequence as cancelled (not by length) and its blocks come back.
-  double cancelled = 0;
-  for (int i = 0; i < 200 && cancelled < 1; ++i) {
-    cancelled = decode_node.metric("recgpt_decode_sequences_total\\{.*reason=\"cancelled\".*\\}");
-    if (cancelled < 1) std::this_thread::sleep_for(milliseconds(50));
+  // Sequences the decode node ended, by reason (the stopped one may have ended either way: the router cancels it
+  // once it saw the stop string, unless it reached its length first).
+  auto finished = [&decode_node](const std::string& reason) {
+    return std::max(0.0, decode_node.metric("recgpt_decode_sequences_total\\{.*reason=\"" + reason + "\".*\\}"));
+  };
+  REQUIRE(decode_node.shows_used(0));  // the stopped sequence is over
+  const double cancelled_before = finished("cancelled"), length_before = finished("length");
+
+  // A long generation the client abandons as soon as its stream starts: `head` takes the first bytes and exits,
+  // and curl, writing the next event into the closed pipe, dies and drops the connection. (A fixed client timeout
+  // raced the tiny model, which can decode all 3000 tokens in a fraction of a second.)
+  const std::filesystem::path body_file = tiny.dir / "abandoned.json";
+  std::ofstream(body_file) << json{{"model", "recgpt"}, {"prompt", prompt}, {"max_tokens", 3000}, {"stream", true}};
+  auto hangs_up =
+      Subprocess::spawn({"/bin/sh", "-c",
+                         "/usr/bin/curl -sN --max-time 30 -H 'Content-Type: application/json' --data-binary @" +
+                             body_file.string() + " " + router.url("/v1/completions") + " | head -c 16; echo"});
+  REQUIRE(hangs_up.is_ok());
+  std::string first_bytes;
+  for (auto line = hangs_up->read_line(Clock::now() + seconds(30)); line.is_ok();
+       line = hangs_up->read_line(Clock::now() + seconds(30))) {
+    first_bytes += *line;
   }
-  CHECK(cancelled == 1);
+  (void)hangs_up->wait(Clock::now() + seconds(30));
+  CHECK(first_bytes.rfind("data: ", 0) == 0);  // the stream had started
+  // The decode node ends the sequence as cancelled (not by length) and its blocks come back.
+  double cancelled = cancelled_before;
+  for (int i = 0; i < 200 && cancelled < cancelled_before + 1; ++i) {
+    cancelled = finished("cancelled");
+    if (cancelled < cancelled_before + 1) std::this_thread::sleep_for(milliseconds(50));
+  }
+  CHECK(cancelled == cancelled_before + 1);
+  CHECK(finished("length") == length_before);
   CHECK(decode_node.shows_used(0));
   CHECK(prefill_node.shows_used(0));
 }
