@@ -255,7 +255,10 @@ class Server final : public std::enable_shared_from_this<Server> {
                {"reason", connection->close_reason().message()},
                {"cancelled", it->second.owned.size()}});
     if (core_ != nullptr) {
-      for (uint64_t reservation : it->second.owned) core_->cancel(reservation);
+      for (uint64_t reservation : it->second.owned) {
+        core_->cancel(reservation);
+        if (arrivals_ != nullptr) arrivals_->forget(reservation);
+      }
     }
     sessions_.erase(it);
   }
@@ -281,6 +284,7 @@ class Server final : public std::enable_shared_from_this<Server> {
         auto call = session.reservation_of_call.find(id);
         if (call != session.reservation_of_call.end()) {
           core_->cancel(call->second);
+          if (arrivals_ != nullptr) arrivals_->forget(call->second);
           session.owned.erase(call->second);
         }
         return;
@@ -401,10 +405,15 @@ class Server final : public std::enable_shared_from_this<Server> {
             auto connection = weak.lock();
             if (connection == nullptr) return;   // its reservations were cancelled when it closed
             if (self->core_ == nullptr) return;  // shut down
-            if (!landed.is_ok()) {
+            auto session = self->sessions_.find(connection);
+            const bool cancelled =
+                session == self->sessions_.end() || session->second.owned.count(request.reservation_id) == 0;
+            if (!landed.is_ok() && !cancelled) {
               (void)connection->send(rpc::error_frame(id, landed));  // the reservation stays: the router cancels it
               return;
             }
+            // The KV landed, or the call was cancelled while it waited: then the core ends its stream as cancelled,
+            // the answer every cancelled stream gets.
             self->start_decoding(weak, id, std::move(request));
           });
         });

@@ -37,6 +37,25 @@ void KvArrivals::when_landed(uint64_t reservation, kv::Deadline deadline, Landed
   landed(std::move(now));  // arrived already, or it never can
 }
 
+void KvArrivals::forget(uint64_t reservation) {
+  std::vector<Landed> ended;
+  {
+    std::lock_guard lock(mutex_);
+    arrived_.erase(reservation);
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->reservation != reservation) {
+        ++it;
+        continue;
+      }
+      ended.push_back(std::move(it->landed));
+      it = waiters_.erase(it);
+    }
+  }
+  for (Landed& landed : ended) {
+    landed(failed_precondition("reservation " + std::to_string(reservation) + " ended before its KV arrived"));
+  }
+}
+
 KvArrivalCounters KvArrivals::counters() const {
   std::lock_guard lock(mutex_);
   return counters_;

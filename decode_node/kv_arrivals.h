@@ -43,6 +43,10 @@ class KvArrivals {
   // (receive_status), or kUnavailable while stopping; otherwise on the arrivals thread. Each arrival opens one
   // wait.
   void when_landed(uint64_t reservation, kv::Deadline deadline, Landed landed);
+  // The reservation ended (cancelled, or its connection closed): its arrival is dropped, and a wait for it ends now
+  // with kFailedPrecondition rather than at its deadline.
+  void forget(uint64_t reservation);
+
   KvArrivalCounters counters() const;
   // ok while the engine's notifications can be taken; its error while its last wait for them failed (e.g. a copy
   // into staged device memory was lost: nothing pushed here can be trusted then).

@@ -101,6 +101,24 @@ TEST_CASE("aborted streams, other notifications and garbage open no wait; the de
   CHECK(counters.timed_out == 1);
 }
 
+TEST_CASE("a reservation that ends ends its wait at once and drops its arrival", "[decode][arrivals]") {
+  EnginePair engines;
+  KvArrivals arrivals(*engines.reader);
+  std::future<Status> waiting = wait_for(arrivals, 12, milliseconds(60000));
+  arrivals.forget(12);
+  std::optional<Status> result = outcome(waiting, milliseconds(0));
+  REQUIRE(result.has_value());
+  CHECK(result->code() == StatusCode::kFailedPrecondition);
+  // An arrival for a reservation that then ended opens no later wait.
+  engines.send_stream(kv::StreamEventKind::kCompleted, node::kv_stream_id(13));
+  for (int i = 0; i < 200 && arrivals.counters().completed == 0; ++i) std::this_thread::sleep_for(milliseconds(5));
+  arrivals.forget(13);
+  std::future<Status> later = wait_for(arrivals, 13, milliseconds(150));
+  std::optional<Status> late = outcome(later);
+  REQUIRE(late.has_value());
+  CHECK(late->code() == StatusCode::kDeadlineExceeded);
+}
+
 TEST_CASE("waits still open when the arrivals end are told so", "[decode][arrivals]") {
   EnginePair engines;
   std::future<Status> waiting;
