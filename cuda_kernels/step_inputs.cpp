@@ -20,6 +20,16 @@ size_t place(size_t count, size_t& end) {
   return offset;
 }
 
+// Appends the tiles of `count` rows from `first_row`, `tile_rows` at most each.
+void add_tiles(int32_t first_row, int32_t count, int tile_rows, std::vector<int32_t>& first_rows,
+               std::vector<int32_t>& row_counts, int& max_rows) {
+  for (int32_t first = 0; first < count; first += tile_rows) {
+    first_rows.push_back(first_row + first);
+    row_counts.push_back(std::min(tile_rows, count - first));
+    max_rows = std::max(max_rows, row_counts.back());
+  }
+}
+
 template <typename T>
 void copy_section(const std::vector<T>& values, size_t offset, std::byte* packed) {
   if (!values.empty()) std::memcpy(packed + offset, values.data(), values.size() * sizeof(T));
@@ -65,17 +75,10 @@ StepInputs plan_step(const Batch& batch, int block_size, int32_t entity_token_id
       inputs.logit_rows.push_back(row + count - 1);
     }
     if (takes_prompt_kernel(count)) {
-      for (int32_t first = 0; first < count; first += prompt.tile_rows) {
-        inputs.prompt_tile_first_rows.push_back(row + first);
-        inputs.prompt_tile_row_counts.push_back(std::min(prompt.tile_rows, count - first));
-        inputs.max_prompt_tile_rows = std::max(inputs.max_prompt_tile_rows, inputs.prompt_tile_row_counts.back());
-      }
+      add_tiles(row, count, prompt.tile_rows, inputs.prompt_tile_first_rows, inputs.prompt_tile_row_counts,
+                inputs.max_prompt_tile_rows);
     } else {
-      for (int32_t first = 0; first < count; first += rows_per_tile) {
-        inputs.tile_first_rows.push_back(row + first);
-        inputs.tile_row_counts.push_back(std::min(rows_per_tile, count - first));
-        inputs.max_tile_rows = std::max(inputs.max_tile_rows, inputs.tile_row_counts.back());
-      }
+      add_tiles(row, count, rows_per_tile, inputs.tile_first_rows, inputs.tile_row_counts, inputs.max_tile_rows);
       inputs.max_context = std::max(inputs.max_context, context_end);
     }
     row += count;

@@ -1,5 +1,7 @@
 #include "decode_node/kv_arrivals.h"
 
+#include <optional>
+
 #include "kv_transfer/kv_stream.h"
 #include "node/node_protocol.h"
 
@@ -42,14 +44,11 @@ void KvArrivals::forget(uint64_t reservation) {
   {
     std::lock_guard lock(mutex_);
     arrived_.erase(reservation);
-    for (auto it = waiters_.begin(); it != waiters_.end();) {
-      if (it->reservation != reservation) {
-        ++it;
-        continue;
-      }
-      ended.push_back(std::move(it->landed));
-      it = waiters_.erase(it);
-    }
+    std::erase_if(waiters_, [&](Waiter& waiter) {
+      if (waiter.reservation != reservation) return false;
+      ended.push_back(std::move(waiter.landed));
+      return true;
+    });
   }
   for (Landed& landed : ended) {
     landed(failed_precondition("reservation " + std::to_string(reservation) + " ended before its KV arrived"));
@@ -104,22 +103,20 @@ void KvArrivals::record(const kv::Notification& notification) {
 std::vector<std::pair<KvArrivals::Landed, Status>> KvArrivals::take_resolved(kv::Clock::time_point now) {
   std::vector<std::pair<Landed, Status>> resolved;
   std::lock_guard lock(mutex_);
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    if (!receive_status_.is_ok()) {  // nothing more can arrive: fail now rather than at each deadline
-      resolved.emplace_back(std::move(it->landed), receive_status_);
-    } else if (arrived_.erase(it->reservation) > 0) {
-      resolved.emplace_back(std::move(it->landed), Status::ok());
-    } else if (now >= it->deadline) {
-      ++counters_.timed_out;
-      resolved.emplace_back(std::move(it->landed),
-                            deadline_exceeded("the KV of reservation " + std::to_string(it->reservation) +
-                                              " did not arrive from its prefill node in time"));
-    } else {
-      ++it;
-      continue;
-    }
-    it = waiters_.erase(it);
-  }
+  // The result of a waiter's wait if it ends now.
+  auto ended = [&](const Waiter& waiter) -> std::optional<Status> {
+    if (!receive_status_.is_ok()) return receive_status_;  // nothing more can arrive: fail now, not at each deadline
+    if (arrived_.erase(waiter.reservation) > 0) return Status::ok();
+    if (now < waiter.deadline) return std::nullopt;
+    ++counters_.timed_out;
+    return deadline_exceeded("the KV of reservation " + std::to_string(waiter.reservation) +
+                             " did not arrive from its prefill node in time");
+  };
+  std::erase_if(waiters_, [&](Waiter& waiter) {
+    std::optional<Status> result = ended(waiter);
+    if (result.has_value()) resolved.emplace_back(std::move(waiter.landed), std::move(*result));
+    return result.has_value();
+  });
   std::erase_if(arrived_, [now](const auto& entry) { return now - entry.second > kRetention; });
   return resolved;
 }

@@ -54,9 +54,8 @@ class KvArrivals {
 
   // How long the thread blocks in wait_notification(): the latency of deadlines and of destruction.
   static constexpr std::chrono::milliseconds kPollSlice{20};
-  // Arrivals nobody waited for (their reservation was cancelled or expired after the KV came) are dropped after
-  // this long.
-  // Longer than a reservation may live (decode_server.cpp: 10 minutes) plus the wait.
+  // Arrivals nobody waited for (their reservation expired after the KV came) are dropped after this long: longer
+  // than a reservation may live (decode_server.cpp: 10 minutes) plus the wait.
   static constexpr std::chrono::minutes kRetention{15};
 
  private:

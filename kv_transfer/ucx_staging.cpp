@@ -1,6 +1,6 @@
 #include "kv_transfer/ucx_staging.h"
 
-#include <vector>
+#include <memory>
 
 #include "kv_transfer/ucx_worker.h"
 
@@ -10,7 +10,8 @@ struct StagedReceiver::Pending {
   StagedReceiver* receiver = nullptr;
   int device = -1;
   std::byte* destination = nullptr;
-  std::vector<std::byte> host;
+  size_t bytes = 0;
+  std::unique_ptr<std::byte[]> host;  // not zeroed: the receive fills it
 };
 
 bool StagedReceiver::receive(ucp_worker_h worker, int device, std::byte* destination, void* data, size_t bytes,
@@ -19,7 +20,8 @@ bool StagedReceiver::receive(ucp_worker_h worker, int device, std::byte* destina
     record(copier_->to_device(destination, data, bytes, device));
     return false;
   }
-  auto pending = std::make_unique<Pending>(Pending{this, device, destination, std::vector<std::byte>(bytes)});
+  auto pending = std::make_unique<Pending>(
+      Pending{this, device, destination, bytes, std::unique_ptr<std::byte[]>(new std::byte[bytes])});
   ucp_request_param_t param{};
   param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   param.user_data = pending.get();
@@ -31,7 +33,7 @@ bool StagedReceiver::receive(ucp_worker_h worker, int device, std::byte* destina
   // Immediate completion denied: the callback finishes a receive that started (UCX may run it before this call
   // returns). A null answer would still mean the data is here.
   param.op_attr_mask |= UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
-  ucs_status_ptr_t request = ucp_am_recv_data_nbx(worker, data, pending->host.data(), bytes, &param);
+  ucs_status_ptr_t request = ucp_am_recv_data_nbx(worker, data, pending->host.get(), bytes, &param);
   if (request == nullptr) {
     land(*pending);
     return true;  // the data was taken, as by any started receive
@@ -45,7 +47,7 @@ bool StagedReceiver::receive(ucp_worker_h worker, int device, std::byte* destina
 }
 
 void StagedReceiver::land(const Pending& received) {
-  record(copier_->to_device(received.destination, received.host.data(), received.host.size(), received.device));
+  record(copier_->to_device(received.destination, received.host.get(), received.bytes, received.device));
 }
 
 void StagedReceiver::record(Status copied) {

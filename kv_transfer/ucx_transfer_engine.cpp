@@ -408,24 +408,27 @@ class UcxTransferEngine final : public TransferEngine {
   }
 
   // Where each op's bytes are sent from: its region, or for a staged region a host copy made now (kept alive by
-  // `batch` until its sends completed). Runs with the worker's mutex held.
+  // `batch` until its sends completed; no buffer when nothing is staged). Runs with the worker's mutex held.
   Result<std::vector<const std::byte*>> stage_sources(std::span<const WriteOp> ops, const ResolvedOps& resolved,
                                                       Operation& batch) {
     std::vector<const std::byte*> sources(ops.size());
     uint64_t staged_bytes = 0;
     for (size_t i = 0; i < ops.size(); ++i) {
-      if (resolved[i].first->staged_device >= 0) staged_bytes += ops[i].length;
+      const Region& local = *resolved[i].first;
+      if (local.staged_device >= 0) {
+        staged_bytes += ops[i].length;
+      } else {
+        sources[i] = local.base + ops[i].local_offset;
+      }
     }
-    auto staging = std::make_shared<std::vector<std::byte>>(staged_bytes);
+    if (staged_bytes == 0) return sources;
+    std::shared_ptr<std::byte[]> staging(new std::byte[staged_bytes]);  // not zeroed: every byte is copied in
     batch.attach(staging);
     uint64_t at = 0;
     for (size_t i = 0; i < ops.size(); ++i) {
       const Region& local = *resolved[i].first;
-      if (local.staged_device < 0) {
-        sources[i] = local.base + ops[i].local_offset;
-        continue;
-      }
-      std::byte* host = staging->data() + at;
+      if (local.staged_device < 0) continue;
+      std::byte* host = staging.get() + at;
       RECGPT_RETURN_IF_ERROR(
           staged_.copier()->to_host(host, local.base + ops[i].local_offset, ops[i].length, local.staged_device));
       sources[i] = host;

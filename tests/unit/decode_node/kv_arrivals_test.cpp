@@ -47,6 +47,13 @@ std::optional<Status> outcome(std::future<Status>& future, milliseconds timeout 
   return future.get();
 }
 
+// The result of a wait that must have ended within `timeout`.
+Status ended(std::future<Status>& future, milliseconds timeout = milliseconds(2000)) {
+  std::optional<Status> result = outcome(future, timeout);
+  REQUIRE(result.has_value());
+  return *result;
+}
+
 std::future<Status> wait_for(KvArrivals& arrivals, uint64_t reservation, milliseconds timeout) {
   auto promise = std::make_shared<std::promise<Status>>();
   std::future<Status> future = promise->get_future();
@@ -71,15 +78,13 @@ TEST_CASE("a reservation's KV stream opens its wait, whether it came before the 
   std::future<Status> after = wait_for(arrivals, 8, milliseconds(5000));
   CHECK_FALSE(outcome(after, milliseconds(100)).has_value());
   engines.send_stream(kv::StreamEventKind::kCompleted, node::kv_stream_id(8));
-  std::optional<Status> landed = outcome(after);
-  REQUIRE(landed.has_value());
-  CHECK(landed->is_ok());
+  const Status landed = ended(after);
+  CHECK(landed.is_ok());
 
   // One arrival opens one wait: a second wait for 8 has to wait again.
   std::future<Status> again = wait_for(arrivals, 8, milliseconds(150));
-  std::optional<Status> second = outcome(again);
-  REQUIRE(second.has_value());
-  CHECK(second->code() == StatusCode::kDeadlineExceeded);
+  const Status second = ended(again);
+  CHECK(second.code() == StatusCode::kDeadlineExceeded);
 }
 
 TEST_CASE("aborted streams, other notifications and garbage open no wait; the deadline ends it", "[decode][arrivals]") {
@@ -90,10 +95,9 @@ TEST_CASE("aborted streams, other notifications and garbage open no wait; the de
   engines.send_stream(kv::StreamEventKind::kCompleted, node::kv_stream_id(10));
   engines.send_stream(kv::StreamEventKind::kCompleted, "request-9");
   engines.send(kv::Bytes(12, std::byte{0x5a}));
-  std::optional<Status> result = outcome(waiting);
-  REQUIRE(result.has_value());
-  CHECK(result->code() == StatusCode::kDeadlineExceeded);
-  CHECK_THAT(result->message(), Catch::Contains("reservation 9"));
+  const Status result = ended(waiting);
+  CHECK(result.code() == StatusCode::kDeadlineExceeded);
+  CHECK_THAT(result.message(), Catch::Contains("reservation 9"));
   const KvArrivalCounters counters = arrivals.counters();
   CHECK(counters.aborted == 1);
   CHECK(counters.completed == 1);
@@ -106,17 +110,15 @@ TEST_CASE("a reservation that ends ends its wait at once and drops its arrival",
   KvArrivals arrivals(*engines.reader);
   std::future<Status> waiting = wait_for(arrivals, 12, milliseconds(60000));
   arrivals.forget(12);
-  std::optional<Status> result = outcome(waiting, milliseconds(0));
-  REQUIRE(result.has_value());
-  CHECK(result->code() == StatusCode::kFailedPrecondition);
+  const Status result = ended(waiting, milliseconds(0));
+  CHECK(result.code() == StatusCode::kFailedPrecondition);
   // An arrival for a reservation that then ended opens no later wait.
   engines.send_stream(kv::StreamEventKind::kCompleted, node::kv_stream_id(13));
   for (int i = 0; i < 200 && arrivals.counters().completed == 0; ++i) std::this_thread::sleep_for(milliseconds(5));
   arrivals.forget(13);
   std::future<Status> later = wait_for(arrivals, 13, milliseconds(150));
-  std::optional<Status> late = outcome(later);
-  REQUIRE(late.has_value());
-  CHECK(late->code() == StatusCode::kDeadlineExceeded);
+  const Status late = ended(later);
+  CHECK(late.code() == StatusCode::kDeadlineExceeded);
 }
 
 TEST_CASE("waits still open when the arrivals end are told so", "[decode][arrivals]") {
@@ -126,9 +128,8 @@ TEST_CASE("waits still open when the arrivals end are told so", "[decode][arriva
     KvArrivals arrivals(*engines.reader);
     waiting = wait_for(arrivals, 11, milliseconds(60000));
   }
-  std::optional<Status> result = outcome(waiting, milliseconds(0));
-  REQUIRE(result.has_value());
-  CHECK(result->code() == StatusCode::kUnavailable);
+  const Status result = ended(waiting, milliseconds(0));
+  CHECK(result.code() == StatusCode::kUnavailable);
 }
 
 // An engine whose notifications cannot be taken (as after a lost copy into staged device memory).
@@ -165,9 +166,8 @@ TEST_CASE("an engine whose notifications cannot be taken shows in the receive st
   CHECK_THAT(broken.receive_status().message(), Catch::Contains("lost"));
   // A wait on it ends at once with that error, not at its deadline.
   std::future<Status> waiting = wait_for(broken, 3, milliseconds(60000));
-  std::optional<Status> result = outcome(waiting, milliseconds(1000));
-  REQUIRE(result.has_value());
-  CHECK(result->code() == StatusCode::kInternal);
+  const Status result = ended(waiting, milliseconds(1000));
+  CHECK(result.code() == StatusCode::kInternal);
 }
 
 TEST_CASE("KV stream ids name their reservation and nothing else parses as one", "[decode][arrivals]") {
