@@ -95,7 +95,8 @@ Status check_layouts_match(const KvLayoutDescription& local, const KvLayoutDescr
 
 Result<std::vector<BlockCopy>> layer_copies(const KvLayoutDescription& source, std::span<const int32_t> source_blocks,
                                             const KvLayoutDescription& destination,
-                                            std::span<const int32_t> destination_blocks, int layer) {
+                                            std::span<const int32_t> destination_blocks, int layer,
+                                            int last_block_tokens) {
   if (source_blocks.size() != destination_blocks.size()) {
     return invalid_argument("block lists differ in length: " + std::to_string(source_blocks.size()) + " source, " +
                             std::to_string(destination_blocks.size()) + " destination");
@@ -108,7 +109,15 @@ Result<std::vector<BlockCopy>> layer_copies(const KvLayoutDescription& source, s
     RECGPT_RETURN_IF_ERROR(check_block(source_blocks, i, source.num_blocks, "source"));
     RECGPT_RETURN_IF_ERROR(check_block(destination_blocks, i, destination.num_blocks, "destination"));
   }
+  if (last_block_tokens < 0 || last_block_tokens > source.block_size) {
+    return invalid_argument("last_block_tokens " + std::to_string(last_block_tokens) + " is outside [0, " +
+                            std::to_string(source.block_size) + "]");
+  }
   const uint64_t block = source.block_bytes();
+  // Bytes of the last block's rows that stay behind (its rows are block_bytes / block_size each).
+  const uint64_t last_block_short = last_block_tokens == 0 ? 0
+                                                           : block / static_cast<uint64_t>(source.block_size) *
+                                                                 (source.block_size - last_block_tokens);
   std::vector<BlockCopy> copies;
   for (int array = 0; array < 2; ++array) {  // K, then V
     const uint64_t source_base = (2 * static_cast<uint64_t>(layer) + array) * source.array_stride_bytes;
@@ -125,6 +134,7 @@ Result<std::vector<BlockCopy>> layer_copies(const KvLayoutDescription& source, s
       }
       run_begin = i;
     }
+    if (!source_blocks.empty()) copies.back().length -= last_block_short;  // the last run ends with the last block
   }
   return copies;
 }

@@ -53,10 +53,14 @@ struct BlockCopy {
 
 // The copies that move source block source_blocks[i] into destination block destination_blocks[i] for one
 // layer, K then V; blocks adjacent on both sides (source and destination ids both ascending by one) become
-// one copy. kInvalidArgument for lists of different lengths, a block id out of range, or a layer out of
-// range; the layouts must have passed check_layouts_match.
+// one copy. Of the last listed block only its first `last_block_tokens` token rows move (0: all of it), so a
+// prompt's partial last block never overwrites the rows the receiver decodes into (a block is
+// [block_size, num_kv_heads, head_dim]: its leading rows are contiguous). kInvalidArgument for lists of
+// different lengths, a block id out of range, a layer out of range, or last_block_tokens outside
+// [0, block_size]; the layouts must have passed check_layouts_match.
 Result<std::vector<BlockCopy>> layer_copies(const KvLayoutDescription& source, std::span<const int32_t> source_blocks,
                                             const KvLayoutDescription& destination,
-                                            std::span<const int32_t> destination_blocks, int layer);
+                                            std::span<const int32_t> destination_blocks, int layer,
+                                            int last_block_tokens = 0);
 
 }  // namespace recgpt::kv

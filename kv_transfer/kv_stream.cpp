@@ -177,19 +177,23 @@ Result<StreamNotification> decode_stream_notification(std::span<const std::byte>
 }
 
 uint64_t kv_stream_checksum(const std::byte* memory, const KvLayoutDescription& layout, std::span<const int32_t> blocks,
-                            std::span<const int32_t> layers) {
+                            std::span<const int32_t> layers, int last_block_tokens) {
   RECGPT_CHECK(memory != nullptr);
   RECGPT_CHECK(validate_layout(layout).is_ok());
+  RECGPT_CHECK(last_block_tokens >= 0 && last_block_tokens <= layout.block_size);
   const uint64_t block_bytes = layout.block_bytes();
+  const uint64_t last_block_bytes =
+      last_block_tokens == 0 ? block_bytes : block_bytes / static_cast<uint64_t>(layout.block_size) * last_block_tokens;
   uint64_t hash = kFnvOffsetBasis;
   for (int32_t layer : layers) {
     RECGPT_CHECK(layer >= 0 && layer < layout.num_layers);
     for (uint64_t array = 0; array < 2; ++array) {  // K, then V
       const std::byte* array_base = memory + (2 * static_cast<uint64_t>(layer) + array) * layout.array_stride_bytes;
-      for (int32_t block : blocks) {
-        RECGPT_CHECK(block >= 0 && block < layout.num_blocks);
-        const std::byte* bytes = array_base + static_cast<uint64_t>(block) * block_bytes;
-        for (uint64_t i = 0; i < block_bytes; ++i) hash = (hash ^ static_cast<uint8_t>(bytes[i])) * kFnvPrime;
+      for (size_t b = 0; b < blocks.size(); ++b) {
+        RECGPT_CHECK(blocks[b] >= 0 && blocks[b] < layout.num_blocks);
+        const std::byte* bytes = array_base + static_cast<uint64_t>(blocks[b]) * block_bytes;
+        const uint64_t length = b + 1 == blocks.size() ? last_block_bytes : block_bytes;
+        for (uint64_t i = 0; i < length; ++i) hash = (hash ^ static_cast<uint8_t>(bytes[i])) * kFnvPrime;
       }
     }
   }
@@ -207,10 +211,10 @@ Result<std::unique_ptr<KvStreamWriter>> KvStreamWriter::create(TransferEngine& e
                             " layers exceed the stream limit of " + std::to_string(kMaxStreamLayers));
   }
   // layer_copies() checks the lengths and ids of the block lists; layer 0 exists in every valid layout.
-  RECGPT_RETURN_IF_ERROR(
-      layer_copies(config.source_layout, config.source_blocks, config.destination_layout, config.destination_blocks, 0)
-          .status()
-          .with_context(label));
+  RECGPT_RETURN_IF_ERROR(layer_copies(config.source_layout, config.source_blocks, config.destination_layout,
+                                      config.destination_blocks, 0, config.last_block_tokens)
+                             .status()
+                             .with_context(label));
   RECGPT_RETURN_IF_ERROR(check_distinct(config.destination_blocks, "destination").with_context(label));
   return std::unique_ptr<KvStreamWriter>(new KvStreamWriter(engine, std::move(config)));
 }
@@ -230,7 +234,7 @@ Status KvStreamWriter::write_layer(int layer) {
   if (layer_written_[layer]) return failed_precondition(label + ": already written");
   RECGPT_ASSIGN_OR_RETURN(std::vector<BlockCopy> copies,
                           layer_copies(config_.source_layout, config_.source_blocks, config_.destination_layout,
-                                       config_.destination_blocks, layer));
+                                       config_.destination_blocks, layer, config_.last_block_tokens));
   std::vector<WriteOp> ops;
   ops.reserve(copies.size());
   for (const BlockCopy& copy : copies) {
@@ -299,8 +303,8 @@ Status KvStreamWriter::wait_and_notify_completed(Deadline deadline) {
   }
   StreamNotification notification{StreamEventKind::kCompleted, config_.request_id, written_layers(), std::nullopt};
   if (config_.checksum_source != nullptr) {
-    notification.checksum =
-        kv_stream_checksum(config_.checksum_source, config_.source_layout, config_.source_blocks, notification.layers);
+    notification.checksum = kv_stream_checksum(config_.checksum_source, config_.source_layout, config_.source_blocks,
+                                               notification.layers, config_.last_block_tokens);
   }
   RECGPT_ASSIGN_OR_RETURN(Bytes message, encode_stream_notification(notification));
   Result<std::unique_ptr<TransferHandle>> sent = engine_.notify(config_.peer, message);
@@ -345,6 +349,10 @@ Status KvStreamReceiver::expect(const std::string& request_id, PeerId peer, Dead
     RECGPT_RETURN_IF_ERROR(validate_layout(destination->layout).with_context(label + ": destination"));
     RECGPT_RETURN_IF_ERROR(
         check_blocks_in_range(destination->blocks, destination->layout.num_blocks, "destination").with_context(label));
+    if (destination->last_block_tokens < 0 || destination->last_block_tokens > destination->layout.block_size) {
+      return invalid_argument(label + ": destination last_block_tokens " +
+                              std::to_string(destination->last_block_tokens) + " is outside [0, block_size]");
+    }
   }
   RECGPT_RETURN_IF_ERROR(engine_.peer_status(peer).with_context(label + ": peer " + std::to_string(peer)));
   auto expectation = std::make_shared<Expectation>();
@@ -388,8 +396,8 @@ Result<KvStreamCompletion> KvStreamReceiver::wait(const std::string& request_id,
     }
   }
   if (!notification.checksum.has_value()) return completion;
-  const uint64_t checksum =
-      kv_stream_checksum(destination.memory, destination.layout, destination.blocks, notification.layers);
+  const uint64_t checksum = kv_stream_checksum(destination.memory, destination.layout, destination.blocks,
+                                               notification.layers, destination.last_block_tokens);
   if (checksum != *notification.checksum) {
     return data_loss(label + ": checksum of the destination blocks " + std::to_string(checksum) +
                      " differs from the writer's " + std::to_string(*notification.checksum));

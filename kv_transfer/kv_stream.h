@@ -60,11 +60,13 @@ Result<Bytes> encode_stream_notification(const StreamNotification& notification)
 Result<StreamNotification> decode_stream_notification(std::span<const std::byte> message);
 
 // FNV-1a (64-bit) over, for each layer in `layers` and for K then V, the bytes of blocks[0], blocks[1], ... of
-// that layer in the KV cache at host address `memory` laid out as `layout`. Equal for a source and a destination
-// holding the same bytes, whatever their block ids and strides. Debugging aid: it reads every byte on the CPU.
-// Preconditions (checked, abort): `layout` valid, every block id and layer in range.
+// that layer in the KV cache at host address `memory` laid out as `layout`, of the last block only its first
+// `last_block_tokens` rows (0: all; as layer_copies moves them). Equal for a source and a destination holding the
+// same bytes, whatever their block ids and strides. Debugging aid: it reads every byte on the CPU.
+// Preconditions (checked, abort): `layout` valid, every block id and layer in range, last_block_tokens in
+// [0, block_size].
 uint64_t kv_stream_checksum(const std::byte* memory, const KvLayoutDescription& layout, std::span<const int32_t> blocks,
-                            std::span<const int32_t> layers);
+                            std::span<const int32_t> layers, int last_block_tokens = 0);
 
 // ---- Writer (prefill side) -------------------------------------------------------------------------------------
 
@@ -77,6 +79,9 @@ struct KvStreamWriterConfig {
   std::vector<int32_t> source_blocks;       // source_blocks[i] goes to destination_blocks[i]
   std::vector<int32_t> destination_blocks;  // no id twice
   std::string request_id;                   // 1..kMaxRequestIdBytes bytes
+  // Token rows of the last block to write, 1..block_size (0: all): a prompt's partial last block moves only
+  // the prompt's rows, so a late duplicate of the stream cannot overwrite rows the receiver has decoded into.
+  int last_block_tokens = 0;
   // Debugging aid: when set, the host address of source_region's base; finish() hashes the written blocks
   // there (kv_stream_checksum) and sends the hash for the receiver to verify. Host memory only.
   const std::byte* checksum_source = nullptr;
@@ -142,6 +147,7 @@ struct KvStreamDestination {
   const std::byte* memory = nullptr;  // host address of the destination region's base
   KvLayoutDescription layout;
   std::vector<int32_t> blocks;  // in the writer's order: destination_blocks of its config
+  int last_block_tokens = 0;    // the writer's config's
 };
 
 struct KvStreamCompletion {

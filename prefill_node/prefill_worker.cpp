@@ -238,8 +238,12 @@ Status PrefillWorker::prepare(Job& job) {
         static_cast<int32_t>(std::min<uint32_t>(request.destination_block_ids(static_cast<int>(i)), INT32_MAX)));
   }
   config.request_id = node::kv_stream_id(request.reservation_id());
-  job.kv_bytes = config.source_blocks.size() * 2 * static_cast<uint64_t>(config.source_layout.num_layers) *
-                 config.source_layout.block_bytes();
+  // The decode node appends its tokens after the prompt's in the last block: only the prompt's rows go there.
+  const auto last_block_tokens = static_cast<int>(job.prompt.size() - (prompt_blocks - 1) * block_size);
+  config.last_block_tokens = last_block_tokens;
+  const uint64_t row_bytes = config.source_layout.block_bytes() / block_size;
+  job.kv_bytes = ((config.source_blocks.size() - 1) * block_size + last_block_tokens) * row_bytes * 2 *
+                 static_cast<uint64_t>(config.source_layout.num_layers);
   Result<std::unique_ptr<kv::KvStreamWriter>> writer = kv::KvStreamWriter::create(*transfer_, config);
   if (!writer.is_ok()) {
     executor_.release(*job.plan);

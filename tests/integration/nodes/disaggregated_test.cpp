@@ -76,13 +76,14 @@ TEST_CASE(
           CHECK(more.tokens == colocated_greedy(*tiny.model, another));
         }
         // From the prefill node's counters: the context was computed once (53 tokens, then 17 per other agent)
-        // and moved once (4 blocks, then 2 per other agent).
+        // and moved once, only the prompt's rows of a partial last block (53 token rows, then 17 per other agent).
         const kv::KvLayoutDescription layout = node::kv_layout_from_proto(decode_hello.kv_layout());
-        const double block_bytes = 2.0 * layout.num_layers * static_cast<double>(layout.block_bytes());
+        const double row_bytes =
+            2.0 * layout.num_layers * static_cast<double>(layout.block_bytes()) / layout.block_size;
         CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 53 + 3 * 17);
         CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"cached\".*\\}") == 3 * 48);
         CHECK(prefill_node.metric("recgpt_kv_transfer_bytes_total\\{.*outcome=\"ok\".*\\}") ==
-              (4 + 3 * 2) * block_bytes);
+              (53 + 3 * 17) * row_bytes);
 
         CallResult entities = co_await driver.run(with_entities);
         CHECK(entities.tokens == colocated_greedy(*tiny.model, with_entities));

@@ -78,6 +78,9 @@ TEST_CASE("KV layout copies coalesce runs adjacent on both sides", "[kv_transfer
 }
 
 TEST_CASE("KV layout copies move exactly the mapped blocks of every layer", "[kv_transfer][layout]") {
+  // Of the last block, only its first rows when asked (a prompt's partial last block).
+  const int last_block_tokens = GENERATE(0, 1, 3, 4);
+  CAPTURE(last_block_tokens);
   KvLayoutDescription source = small_layout(32);
   KvLayoutDescription destination = small_layout(48);
   std::mt19937 random(7);
@@ -95,19 +98,22 @@ TEST_CASE("KV layout copies move exactly the mapped blocks of every layer", "[kv
 
   std::vector<uint8_t> destination_bytes(destination.region_bytes(), 0);
   for (int layer = 0; layer < source.num_layers; ++layer) {
-    Result<std::vector<BlockCopy>> copies = layer_copies(source, source_ids, destination, destination_ids, layer);
+    Result<std::vector<BlockCopy>> copies =
+        layer_copies(source, source_ids, destination, destination_ids, layer, last_block_tokens);
     REQUIRE(copies.is_ok());
     apply(copies.value(), source_bytes, destination_bytes);
   }
   const uint64_t block = source.block_bytes();
+  const uint64_t last_block = last_block_tokens == 0 ? block : block / source.block_size * last_block_tokens;
   std::vector<bool> written(destination.region_bytes(), false);
   for (int layer = 0; layer < source.num_layers; ++layer) {
     for (int array = 0; array < 2; ++array) {
       for (size_t i = 0; i < source_ids.size(); ++i) {
         uint64_t from = (2 * layer + array) * source.array_stride_bytes + source_ids[i] * block;
         uint64_t to = (2 * layer + array) * destination.array_stride_bytes + destination_ids[i] * block;
-        REQUIRE(std::memcmp(destination_bytes.data() + to, source_bytes.data() + from, block) == 0);
-        std::fill(written.begin() + to, written.begin() + to + block, true);
+        const uint64_t length = i + 1 == source_ids.size() ? last_block : block;
+        REQUIRE(std::memcmp(destination_bytes.data() + to, source_bytes.data() + from, length) == 0);
+        std::fill(written.begin() + to, written.begin() + to + length, true);
       }
     }
   }
@@ -130,6 +136,8 @@ TEST_CASE("KV layout refuses bad ids, lengths and layers", "[kv_transfer][layout
   CHECK(layer_copies(layout, ok, layout, ok, 3).status().message().find("layer 3") != std::string::npos);
   CHECK(layer_copies(layout, ok, layout, ok, -1).status().code() == StatusCode::kInvalidArgument);
   CHECK(layer_copies(layout, {}, layout, {}, 0).value().empty());
+  CHECK(layer_copies(layout, ok, layout, ok, 0, 5).status().message().find("last_block_tokens 5") != std::string::npos);
+  CHECK(layer_copies(layout, ok, layout, ok, 0, -1).status().code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("KV layouts that differ are refused naming the field", "[kv_transfer][layout]") {

@@ -311,6 +311,42 @@ TEST_CASE("a writer streams layers in any order and the receiver sees exactly th
   CHECK(pair.receiver->wait("r1", after(milliseconds(10))).status().code() == StatusCode::kNotFound);
 }
 
+TEST_CASE("a partial last block moves only its first rows and leaves the receiver's later rows alone",
+          "[kv_transfer][stream]") {
+  StreamPair pair;
+  std::fill(pair.destination.begin(), pair.destination.end(), std::byte{0xab});  // rows the receiver decoded into
+  constexpr int kLastBlockTokens = 3;                                            // of 8
+  KvStreamWriterConfig config = pair.config("r1");
+  config.last_block_tokens = kLastBlockTokens;
+  KvStreamDestination destination = pair.destination_view();
+  destination.last_block_tokens = kLastBlockTokens;
+  REQUIRE(pair.receiver->expect("r1", pair.prefill_at_decode, after(milliseconds(10000)), destination).is_ok());
+  auto writer = KvStreamWriter::create(*pair.prefill, config);
+  REQUIRE(writer.is_ok());
+  for (int layer = 0; layer < 4; ++layer) REQUIRE((*writer)->write_layer(layer).is_ok());
+  REQUIRE((*writer)->finish(after(milliseconds(5000))).is_ok());
+  auto completion = pair.receiver->wait("r1", after(milliseconds(5000)));
+  REQUIRE(completion.is_ok());
+  CHECK(completion->checksum_verified);
+
+  const uint64_t block = pair.source_layout.block_bytes();
+  const uint64_t moved = block / 8 * kLastBlockTokens;
+  for (uint64_t array = 0; array < 8; ++array) {  // K and V of 4 layers
+    for (int i = 0; i < kNumMapped; ++i) {
+      const std::byte* from =
+          pair.source.data() + array * pair.source_layout.array_stride_bytes + pair.source_blocks[i] * block;
+      const std::byte* to = pair.destination.data() + array * pair.destination_layout.array_stride_bytes +
+                            pair.destination_blocks[i] * block;
+      const bool last = i + 1 == kNumMapped;
+      REQUIRE(std::memcmp(from, to, last ? moved : block) == 0);
+      if (last) REQUIRE(std::all_of(to + moved, to + block, [](std::byte b) { return b == std::byte{0xab}; }));
+    }
+  }
+  destination.last_block_tokens = 9;
+  CHECK(pair.receiver->expect("r2", pair.prefill_at_decode, after(milliseconds(1000)), destination).code() ==
+        StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("a destination corrupted after the writes landed fails its checksum", "[kv_transfer][stream]") {
   StreamPair pair;
   REQUIRE(pair.expect("r1").is_ok());
