@@ -17,7 +17,8 @@ Result<std::unique_ptr<DecodeCore>> DecodeCore::create(const ModelFiles& model, 
 DecodeCore::DecodeCore(std::unique_ptr<Generator> generator)
     : generator_(std::move(generator)),
       reservations_(std::make_unique<ReservationTable>(generator_->kv_cache().blocks(),
-                                                       generator_->kv_cache().config().block_size)) {
+                                                       generator_->kv_cache().config().block_size)),
+      fences_(std::make_unique<WriteFences>(generator_->kv_cache().blocks())) {
   counters_.kv_blocks_total = generator_->kv_cache().blocks().num_blocks();
   generator_->kv_cache().blocks().set_journal(&journal_);
   thread_ = std::thread([this] { run(); });
@@ -137,6 +138,25 @@ void DecodeCore::cancel(uint64_t reservation_id) {
   wake_.notify_all();
 }
 
+uint64_t DecodeCore::fence(uint64_t reservation_id) {
+  const uint64_t fence_id = next_fence_id_++;
+  std::lock_guard lock(mutex_);
+  commands_.push_back([this, reservation_id, fence_id] {
+    const Reservation* reservation = reservations_->find(reservation_id);
+    if (reservation == nullptr) return;
+    fences_->hold(fence_id, reservation->prompt_blocks_to_fill(generator_->kv_cache().config().block_size),
+                  reservation->expires + kLateWriteGrace);
+  });
+  wake_.notify_all();
+  return fence_id;
+}
+
+void DecodeCore::release_fence(uint64_t fence_id) {
+  std::lock_guard lock(mutex_);
+  commands_.push_back([this, fence_id] { fences_->release(fence_id); });
+  wake_.notify_all();
+}
+
 DecodeCounters DecodeCore::counters() const {
   std::lock_guard lock(mutex_);
   return counters_;
@@ -148,19 +168,27 @@ void DecodeCore::run() {
     {
       std::unique_lock lock(mutex_);
       if (commands_.empty() && !stopping_ && generator_->idle()) {
-        wake_.wait_until(lock, std::min(reservations_->next_expiry(), Clock::now() + kIdleWait));
+        wake_.wait_until(lock,
+                         std::min({reservations_->next_expiry(), fences_->next_lapse(), Clock::now() + kIdleWait}));
       }
       commands.swap(commands_);
       stopping = stopping_;
     }
     for (auto& command : commands) command();  // even when stopping: each answers its caller
     if (stopping) break;
-    const std::vector<uint64_t> expired_ids = reservations_->expire(Clock::now());
+    const auto now = Clock::now();
+    const std::vector<uint64_t> expired_ids = reservations_->expire(now, [&](const Reservation& reservation) {
+      fences_->hold(next_fence_id_++, reservation.prompt_blocks_to_fill(generator_->kv_cache().config().block_size),
+                    now + kLateWriteGrace);
+    });
     for (uint64_t id : expired_ids) pending_.erase(id);
     const auto expired = static_cast<int64_t>(expired_ids.size());
+    const int64_t lapsed = fences_->release_lapsed(now);
     if (!generator_->idle()) step_batch();
     std::lock_guard lock(mutex_);
     counters_.reservations_expired += expired;
+    counters_.fences_lapsed += lapsed;
+    counters_.kv_blocks_fenced = fences_->held_blocks();
     counters_.reservations = static_cast<int64_t>(reservations_->size());
     counters_.running = static_cast<int64_t>(running_.size());
     counters_.kv_blocks_used = generator_->kv_cache().blocks().num_used_blocks();
@@ -174,6 +202,7 @@ void DecodeCore::run() {
   }
   running_.clear();
   reservations_.reset();
+  fences_.reset();
 }
 
 void DecodeCore::step_batch() {

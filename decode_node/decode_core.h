@@ -7,9 +7,10 @@
 // stream to the sink until a stop token, the budget, or cancel. When no prefill node can take the call, start
 // may compute the prompt here instead (prefill_locally), into the same reservation: the colocated fallback.
 // A reservation not started by its deadline expires; cancel works at any stage; destruction ends everything.
-// Every path returns the blocks.
+// Every path returns the blocks, once no prefill node may still write them (write_fences.h).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -23,6 +24,7 @@
 
 #include "common/status.h"
 #include "decode_node/reservation_table.h"
+#include "decode_node/write_fences.h"
 #include "engine/generator.h"
 #include "engine/prefix_index_journal.h"
 
@@ -62,6 +64,8 @@ struct DecodeCounters {
   int64_t prompt_tokens_prefilled_locally = 0;  // computed here by started reservations (prefill_locally)
   int64_t constrained_steps = 0;                // tokens sampled under a constraint
   double constraint_seconds = 0;                // spent masking logits for them
+  int64_t kv_blocks_fenced = 0;                 // kept from reuse while a prefill attempt may write them
+  int64_t fences_lapsed = 0;                    // fences released by time, not by their writers' ends
 };
 
 class DecodeCore {
@@ -77,6 +81,16 @@ class DecodeCore {
   void start(StartRequest request, TokenSink sink);
   // Ends the reservation or the sequence started from it, whichever is live; unknown ids are ignored.
   void cancel(uint64_t reservation_id);
+
+  // Prefill attempts the router gave up on may still write the reservation's prompt blocks: from here on they
+  // stay out of reuse, whatever ends the reservation, until release_fence() with the returned id or the
+  // reservation's deadline plus kLateWriteGrace (a prefill node stops writing at that deadline). Call it before
+  // the start or cancel that ends the reservation (commands run in order); nothing is held when the reservation
+  // is no longer live. An expired reservation's prompt blocks are fenced for kLateWriteGrace by itself.
+  uint64_t fence(uint64_t reservation_id);
+  void release_fence(uint64_t fence_id);
+  // A prefill node's writes submitted in its last compute step before its deadline, and still in flight.
+  static constexpr std::chrono::seconds kLateWriteGrace{5};
 
   DecodeCounters counters() const;
   // The changes of this node's prefix index, for LoadReports. Thread-safe.
@@ -103,6 +117,8 @@ class DecodeCore {
   PrefixIndexJournal journal_;  // before generator_: outlives its block manager
   std::unique_ptr<Generator> generator_;
   std::unique_ptr<ReservationTable> reservations_;
+  std::unique_ptr<WriteFences> fences_;  // engine thread only
+  std::atomic<uint64_t> next_fence_id_{1};
 
   mutable std::mutex mutex_;  // commands_, stopping_, counters_
   std::condition_variable wake_;

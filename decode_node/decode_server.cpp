@@ -44,6 +44,8 @@ constexpr int kLoadReportEvery = 10;  // housekeeping periods: a LoadReport each
 // How long a StartDecode waits for its prompt's KV to land after the router saw PrefillDone (normally well under
 // a millisecond: the last writes are on their way or being copied in).
 constexpr std::chrono::seconds kKvArrivalWait(10);
+// More prefill attempts into one reservation than a router makes (it tries two prefill nodes).
+constexpr uint32_t kMaxPrefillAttempts = 64;
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
@@ -149,6 +151,20 @@ class Server final : public std::enable_shared_from_this<Server> {
                                 .Help("Pushed calls refused because their KV did not arrive in time")
                                 .Register(*registry_)
                                 .Add({{"role", "decode"}, {"node", options_.node_id}});
+    blocks_fenced_ = &prometheus::BuildGauge()
+                          .Name("recgpt_decode_kv_blocks_fenced")
+                          .Help(
+                              "KV blocks (also counted as used) kept from reuse while a prefill attempt the router "
+                              "gave up on may still write them")
+                          .Register(*registry_)
+                          .Add({{"role", "decode"}, {"node", options_.node_id}});
+    fences_lapsed_ = &prometheus::BuildCounter()
+                          .Name("recgpt_decode_kv_fences_lapsed_total")
+                          .Help(
+                              "Fences released at their deadline rather than by their writers' ends (expired "
+                              "reservations, dead or silent prefill nodes, closed router connections)")
+                          .Register(*registry_)
+                          .Add({{"role", "decode"}, {"node", options_.node_id}});
     sequences_ = &prometheus::BuildCounter()
                       .Name("recgpt_decode_sequences_total")
                       .Help("Sequences this decode node finished, by reason")
@@ -224,6 +240,9 @@ class Server final : public std::enable_shared_from_this<Server> {
       constrained_steps_seen_ = counters.constrained_steps;
       constraint_seconds_->Increment(counters.constraint_seconds - constraint_seconds_seen_);
       constraint_seconds_seen_ = counters.constraint_seconds;
+      blocks_fenced_->Set(static_cast<double>(counters.kv_blocks_fenced));
+      fences_lapsed_->Increment(static_cast<double>(counters.fences_lapsed - fences_lapsed_seen_));
+      fences_lapsed_seen_ = counters.fences_lapsed;
       if (++housekeeping_ticks_ % kLoadReportEvery == 0) send_load_report(counters);
       housekeeping_.expires_after(kHousekeepingPeriod);
       boost::system::error_code error;
@@ -256,6 +275,9 @@ class Server final : public std::enable_shared_from_this<Server> {
                {"cancelled", it->second.owned.size()}});
     if (core_ != nullptr) {
       for (uint64_t reservation : it->second.owned) {
+        // Which prefill attempts the router sent is unknown now: a reservation not started yet stays fenced until
+        // its deadline (plus the grace); a started one was fenced at its start.
+        (void)core_->fence(reservation);
         core_->cancel(reservation);
         if (arrivals_ != nullptr) arrivals_->forget(reservation);
       }
@@ -283,6 +305,8 @@ class Server final : public std::enable_shared_from_this<Server> {
       case control::Envelope::kCancel: {
         auto call = session.reservation_of_call.find(id);
         if (call != session.reservation_of_call.end()) {
+          const uint32_t attempts = std::min(envelope.cancel().prefill_attempts(), kMaxPrefillAttempts);
+          fence_attempts(call->second, attempts, 0);
           core_->cancel(call->second);
           if (arrivals_ != nullptr) arrivals_->forget(call->second);
           session.owned.erase(call->second);
@@ -346,6 +370,45 @@ class Server final : public std::enable_shared_from_this<Server> {
     });
   }
 
+  // kInvalidArgument unless a StartDecode names its prefill attempt sensibly: none with prefill_locally, else
+  // one of the attempts sent.
+  static Status check_attempts(const control::StartDecode& start) {
+    const std::string sent = std::to_string(start.prefill_attempts());
+    if (start.prefill_attempts() > kMaxPrefillAttempts) {
+      return invalid_argument("prefill_attempts " + sent + " exceeds " + std::to_string(kMaxPrefillAttempts));
+    }
+    if (start.prefill_locally() && start.prefill_attempt() != 0) {
+      return invalid_argument("a StartDecode with prefill_locally names no prefill_attempt");
+    }
+    if (!start.prefill_locally() &&
+        (start.prefill_attempt() == 0 || start.prefill_attempt() > start.prefill_attempts())) {
+      return invalid_argument("prefill_attempt " + std::to_string(start.prefill_attempt()) + " is not one of the " +
+                              sent + " prefill attempts sent");
+    }
+    return Status::ok();
+  }
+
+  // Prefill attempts 1..attempts other than `decoded_from` may still write the reservation's prompt blocks: they
+  // stay fenced (DecodeCore::fence) until those attempts' streams ended here, or the fence lapses.
+  void fence_attempts(uint64_t reservation, uint32_t attempts, uint32_t decoded_from) {
+    std::vector<uint32_t> others;
+    for (uint32_t attempt = 1; attempt <= attempts; ++attempt) {
+      if (attempt != decoded_from) others.push_back(attempt);
+    }
+    if (others.empty()) return;
+    const uint64_t fence = core_->fence(reservation);
+    if (arrivals_ == nullptr) return;  // stopping: the fence lapses
+    arrivals_->when_ended(reservation, std::move(others),
+                          Clock::now() + kMaxReservationLifetime + DecodeCore::kLateWriteGrace,
+                          [owner = weak_from_this(), fence](bool) {
+                            auto self = owner.lock();
+                            if (self == nullptr) return;
+                            asio::post(self->io_, [self, fence] {
+                              if (self->core_ != nullptr) self->core_->release_fence(fence);
+                            });
+                          });
+  }
+
   void on_start(Session& session, uint64_t id, const control::StartDecode& start) {
     if (session.owned.count(start.reservation_id()) == 0) {
       (void)session.connection->send(rpc::error_frame(
@@ -364,6 +427,10 @@ class Server final : public std::enable_shared_from_this<Server> {
       return;
     }
     request.constraint = std::move(constraint).value();
+    if (Status attempts = check_attempts(start); !attempts.is_ok()) {
+      (void)session.connection->send(rpc::error_frame(id, attempts));
+      return;
+    }
     if (start.prefill_locally()) {
       const int entity_dim = model_.config().entity_adaptor ? model_.config().entity_adaptor->entity_dim : 0;
       Result<node::ResolvedEntities> entities =
@@ -378,6 +445,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     }
     session.reservation_of_call[id] = start.reservation_id();
     request.reservation_id = start.reservation_id();
+    fence_attempts(start.reservation_id(), start.prefill_attempts(), start.prefill_attempt());
     request.first_token = static_cast<int32_t>(std::min<uint32_t>(start.first_token(), INT32_MAX));
     request.sampling = *sampling;
     for (uint32_t token : start.sampling().stop_token_ids()) request.stop_tokens.push_back(static_cast<int32_t>(token));
@@ -392,7 +460,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     const auto asked = Clock::now();
     // The wait holds the server weakly: the server owns the waits (through arrivals_).
     arrivals_->when_landed(
-        reservation, asked + kKvArrivalWait,
+        reservation, start.prefill_attempt(), asked + kKvArrivalWait,
         [owner = weak_from_this(), weak, id, asked, request = std::move(request)](Status landed) mutable {
           auto self = owner.lock();
           if (self == nullptr) return;
@@ -472,6 +540,9 @@ class Server final : public std::enable_shared_from_this<Server> {
   prometheus::Counter* local_prefills_ = nullptr;
   prometheus::Counter* constrained_steps_ = nullptr;
   prometheus::Counter* constraint_seconds_ = nullptr;
+  prometheus::Gauge* blocks_fenced_ = nullptr;
+  prometheus::Counter* fences_lapsed_ = nullptr;
+  int64_t fences_lapsed_seen_ = 0;
   int64_t constrained_steps_seen_ = 0;
   double constraint_seconds_seen_ = 0;
 };

@@ -1,16 +1,24 @@
 #include "decode_node/kv_arrivals.h"
 
-#include <optional>
+#include <algorithm>
 
 #include "kv_transfer/kv_stream.h"
 #include "node/node_protocol.h"
 
 namespace recgpt::decode {
+namespace {
+
+std::string attempt_label(uint64_t reservation, uint32_t attempt) {
+  return "prefill attempt " + std::to_string(attempt) + " of reservation " + std::to_string(reservation);
+}
+
+}  // namespace
 
 KvArrivals::KvArrivals(kv::TransferEngine& engine) : engine_(engine), thread_([this] { run(); }) {}
 
 KvArrivals::~KvArrivals() {
-  std::vector<Waiter> open;
+  std::vector<LandingWaiter> landing;
+  std::vector<EndsWaiter> ending;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -18,34 +26,56 @@ KvArrivals::~KvArrivals() {
   thread_.join();
   {
     std::lock_guard lock(mutex_);
-    open.swap(waiters_);
+    landing.swap(landing_);
+    ending.swap(ending_);
   }
-  for (Waiter& waiter : open) waiter.landed(unavailable("the decode node is stopping"));
+  for (LandingWaiter& waiter : landing) waiter.landed(unavailable("the decode node is stopping"));
+  for (EndsWaiter& waiter : ending) waiter.ended(false);
 }
 
-void KvArrivals::when_landed(uint64_t reservation, kv::Deadline deadline, Landed landed) {
-  Status now = Status::ok();
+void KvArrivals::when_landed(uint64_t reservation, uint32_t attempt, kv::Deadline deadline, Landed landed) {
+  std::optional<Status> now;
   {
     std::lock_guard lock(mutex_);
+    LandingWaiter waiter{{reservation, attempt}, deadline, std::move(landed)};
     if (stopping_) {
       now = unavailable("the decode node is stopping");
-    } else if (!receive_status_.is_ok()) {
-      now = receive_status_;
-    } else if (arrived_.erase(reservation) == 0) {
-      waiters_.push_back({reservation, deadline, std::move(landed)});
+    } else {
+      now = landing_result(waiter, kv::Clock::now());
+    }
+    if (!now.has_value()) {
+      landing_.push_back(std::move(waiter));
       return;
     }
+    landed = std::move(waiter.landed);
   }
-  landed(std::move(now));  // arrived already, or it never can
+  landed(std::move(*now));  // arrived already, or it never can
+}
+
+void KvArrivals::when_ended(uint64_t reservation, std::vector<uint32_t> attempts, kv::Deadline deadline, Ended ended) {
+  bool all_ended = false;
+  {
+    std::lock_guard lock(mutex_);
+    EndsWaiter waiter{reservation, std::move(attempts), deadline, std::move(ended)};
+    if (!stopping_) {
+      all_ended = take_ends(waiter);
+      if (!all_ended) {
+        ending_.push_back(std::move(waiter));
+        return;
+      }
+    }
+    ended = std::move(waiter.ended);
+  }
+  ended(all_ended);
 }
 
 void KvArrivals::forget(uint64_t reservation) {
   std::vector<Landed> ended;
   {
     std::lock_guard lock(mutex_);
-    arrived_.erase(reservation);
-    std::erase_if(waiters_, [&](Waiter& waiter) {
-      if (waiter.reservation != reservation) return false;
+    std::erase_if(ends_, [&](const auto& entry) { return entry.first.first == reservation; });
+    std::erase_if(landing_, [&](LandingWaiter& waiter) {
+      if (waiter.stream.first != reservation) return false;
       ended.push_back(std::move(waiter.landed));
       return true;
     });
@@ -81,44 +111,61 @@ void KvArrivals::run() {
     } else if (!received.is_ok()) {
       std::this_thread::sleep_for(kPollSlice);  // a failing engine must not make this thread spin
     }
-    for (auto& [landed, status] : take_resolved(kv::Clock::now())) landed(std::move(status));
+    for (auto& answer : take_resolved(kv::Clock::now())) answer();
   }
 }
 
 void KvArrivals::record(const kv::Notification& notification) {
   Result<kv::StreamNotification> stream = kv::decode_stream_notification(notification.message);
-  std::optional<uint64_t> reservation =
-      stream.is_ok() ? node::reservation_of_kv_stream(stream->request_id) : std::nullopt;
+  std::optional<node::KvStreamName> name = stream.is_ok() ? node::parse_kv_stream_id(stream->request_id) : std::nullopt;
   std::lock_guard lock(mutex_);
-  if (!reservation.has_value()) {
+  if (!name.has_value()) {
     ++counters_.ignored;
-  } else if (stream->kind == kv::StreamEventKind::kCompleted) {
-    ++counters_.completed;
-    arrived_[*reservation] = kv::Clock::now();
-  } else {
-    ++counters_.aborted;  // a retry on another prefill node may still fill the reservation
+    return;
   }
+  const bool completed = stream->kind == kv::StreamEventKind::kCompleted;
+  ++(completed ? counters_.completed : counters_.aborted);
+  ends_[{name->reservation, name->attempt}] = {completed, kv::Clock::now()};
 }
 
-std::vector<std::pair<KvArrivals::Landed, Status>> KvArrivals::take_resolved(kv::Clock::time_point now) {
-  std::vector<std::pair<Landed, Status>> resolved;
+std::optional<Status> KvArrivals::landing_result(const LandingWaiter& waiter, kv::Clock::time_point now) {
+  if (!receive_status_.is_ok()) return receive_status_;  // nothing more can arrive: fail now, not at each deadline
+  auto end = ends_.find(waiter.stream);
+  if (end != ends_.end()) {
+    const bool completed = end->second.completed;
+    ends_.erase(end);
+    if (completed) return Status::ok();
+    return unavailable(attempt_label(waiter.stream.first, waiter.stream.second) + " was aborted by its prefill node");
+  }
+  if (now < waiter.deadline) return std::nullopt;
+  ++counters_.timed_out;
+  return deadline_exceeded("the KV of " + attempt_label(waiter.stream.first, waiter.stream.second) +
+                           " did not arrive from its prefill node in time");
+}
+
+bool KvArrivals::take_ends(EndsWaiter& waiter) {
+  std::erase_if(waiter.open, [&](uint32_t attempt) { return ends_.erase({waiter.reservation, attempt}) > 0; });
+  return waiter.open.empty();
+}
+
+std::vector<std::function<void()>> KvArrivals::take_resolved(kv::Clock::time_point now) {
+  std::vector<std::function<void()>> answers;
   std::lock_guard lock(mutex_);
-  // The result of a waiter's wait if it ends now.
-  auto ended = [&](const Waiter& waiter) -> std::optional<Status> {
-    if (!receive_status_.is_ok()) return receive_status_;  // nothing more can arrive: fail now, not at each deadline
-    if (arrived_.erase(waiter.reservation) > 0) return Status::ok();
-    if (now < waiter.deadline) return std::nullopt;
-    ++counters_.timed_out;
-    return deadline_exceeded("the KV of reservation " + std::to_string(waiter.reservation) +
-                             " did not arrive from its prefill node in time");
-  };
-  std::erase_if(waiters_, [&](Waiter& waiter) {
-    std::optional<Status> result = ended(waiter);
-    if (result.has_value()) resolved.emplace_back(std::move(waiter.landed), std::move(*result));
-    return result.has_value();
+  std::erase_if(landing_, [&](LandingWaiter& waiter) {
+    std::optional<Status> result = landing_result(waiter, now);
+    if (!result.has_value()) return false;
+    answers.push_back([landed = std::move(waiter.landed), result = std::move(*result)] { landed(result); });
+    return true;
   });
-  std::erase_if(arrived_, [now](const auto& entry) { return now - entry.second > kRetention; });
-  return resolved;
+  std::erase_if(ending_, [&](EndsWaiter& waiter) {
+    const bool all_ended = take_ends(waiter);
+    if (!all_ended && now < waiter.deadline) return false;
+    if (!all_ended) ++counters_.ends_timed_out;
+    answers.push_back([ended = std::move(waiter.ended), all_ended] { ended(all_ended); });
+    return true;
+  });
+  std::erase_if(ends_, [now](const auto& entry) { return now - entry.second.at > kRetention; });
+  return answers;
 }
 
 }  // namespace recgpt::decode

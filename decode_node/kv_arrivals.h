@@ -1,20 +1,22 @@
-// Which reservations' KV has landed on this decode node. A thread takes every notification of the node's
-// transfer engine (nothing else may wait on it): a KV stream's `completed` for node::kv_stream_id(N) marks
-// reservation N filled, because a backend delivers a notification only after the writes sent before it
-// (kv_transfer/transfer_engine.h). StartDecode waits for it: the router's PrefillDone says only that the prefill
-// node's writes left it, which over a network transport (UCX active messages over tcp) can be before this node
-// has handled them.
+// Which prefill attempts' KV streams ended on this decode node. A thread takes every notification of the node's
+// transfer engine (nothing else may wait on it): a KV stream named node::kv_stream_id({N, A}) is the router's
+// A-th prefill attempt into reservation N, and its `completed` means that attempt's KV is in the blocks, because a
+// backend delivers a notification only after the writes sent before it (kv_transfer/transfer_engine.h).
 //
-// Known limit: a prefill attempt the router gave up on may still complete; its `completed` then opens the wait
-// of the retry's StartDecode early (the face cannot fence a live writer, kv_stream.h).
+// StartDecode waits for the `completed` of the attempt it names: the router's PrefillDone says only that the
+// prefill node's writes left it, which over a network transport (UCX active messages over tcp) can be before
+// this node has handled them; and a late `completed` of an attempt the router gave up on must not stand in for
+// it. The blocks' write fences (write_fences.h) wait for the ends (`completed` or `aborted`) of the other
+// attempts.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -23,28 +25,34 @@
 namespace recgpt::decode {
 
 struct KvArrivalCounters {
-  uint64_t completed = 0;  // `completed` notifications of reservations
-  uint64_t aborted = 0;    // `aborted` ones (a prefill attempt failed; a retry may still fill the blocks)
-  uint64_t ignored = 0;    // notifications that are not of a KV stream into a reservation
-  uint64_t timed_out = 0;  // waits that reached their deadline
+  uint64_t completed = 0;       // `completed` notifications of prefill attempts
+  uint64_t aborted = 0;         // `aborted` ones (a prefill attempt failed; a retry may still fill the blocks)
+  uint64_t ignored = 0;         // notifications that are not of a KV stream into a reservation
+  uint64_t timed_out = 0;       // landing waits that reached their deadline
+  uint64_t ends_timed_out = 0;  // waits for attempts' ends that reached their deadline
 };
 
 class KvArrivals {
  public:
   using Landed = std::function<void(Status)>;
+  using Ended = std::function<void(bool all_ended)>;
 
   explicit KvArrivals(kv::TransferEngine& engine);  // the engine must outlive it
   ~KvArrivals();                                    // waits still open get kUnavailable
   KvArrivals(const KvArrivals&) = delete;
   KvArrivals& operator=(const KvArrivals&) = delete;
 
-  // `landed(ok)` once reservation's KV arrived (at once, on this thread, if it already did), or
-  // `landed(kDeadlineExceeded)` at `deadline`, or the engine's error as soon as its notifications cannot be taken
-  // (receive_status), or kUnavailable while stopping; otherwise on the arrivals thread. Each arrival opens one
-  // wait.
-  void when_landed(uint64_t reservation, kv::Deadline deadline, Landed landed);
-  // The reservation ended (cancelled, or its connection closed): its arrival is dropped, and a wait for it ends now
-  // with kFailedPrecondition rather than at its deadline.
+  // `landed(ok)` once prefill attempt `attempt`'s KV arrived in the reservation (at once, on this thread, if it
+  // already did); kUnavailable when that attempt aborted; kDeadlineExceeded at `deadline`; the engine's error as
+  // soon as its notifications cannot be taken (receive_status); kUnavailable while stopping. Otherwise on the
+  // arrivals thread. Each arrival opens one wait.
+  void when_landed(uint64_t reservation, uint32_t attempt, kv::Deadline deadline, Landed landed);
+  // `ended(true)` once every one of `attempts` of the reservation has ended here (its `completed` or `aborted`
+  // came; at once, on this thread, if they all did), `ended(false)` at `deadline` or while stopping. Not ended
+  // by forget(): a cancelled reservation's attempts may still be writing.
+  void when_ended(uint64_t reservation, std::vector<uint32_t> attempts, kv::Deadline deadline, Ended ended);
+  // The reservation ended (cancelled, or its connection closed): its arrivals are dropped, and a landing wait for
+  // it ends now with kFailedPrecondition rather than at its deadline.
   void forget(uint64_t reservation);
 
   KvArrivalCounters counters() const;
@@ -54,26 +62,43 @@ class KvArrivals {
 
   // How long the thread blocks in wait_notification(): the latency of deadlines and of destruction.
   static constexpr std::chrono::milliseconds kPollSlice{20};
-  // Arrivals nobody waited for (their reservation expired after the KV came) are dropped after this long: longer
-  // than a reservation may live (decode_server.cpp: 10 minutes) plus the wait.
+  // Ends nobody waited for (their reservation expired after the KV came, or a late attempt ended after its
+  // fence lapsed) are dropped after this long: longer than a reservation may live (decode_server.cpp: 10
+  // minutes) plus the wait.
   static constexpr std::chrono::minutes kRetention{15};
 
  private:
-  struct Waiter {
-    uint64_t reservation = 0;
+  using StreamKey = std::pair<uint64_t, uint32_t>;  // (reservation, attempt)
+  struct StreamEnd {
+    bool completed = false;  // else aborted
+    kv::Clock::time_point at;
+  };
+  struct LandingWaiter {
+    StreamKey stream;
     kv::Deadline deadline;
     Landed landed;
+  };
+  struct EndsWaiter {
+    uint64_t reservation = 0;
+    std::vector<uint32_t> open;  // the attempts whose end has not come yet
+    kv::Deadline deadline;
+    Ended ended;
   };
 
   void run();
   void record(const kv::Notification& notification);
-  // The waiters whose KV arrived or whose deadline passed, with their results; drops stale arrivals.
-  std::vector<std::pair<Landed, Status>> take_resolved(kv::Clock::time_point now);
+  // The result of a landing wait if it ends now; takes the end it consumed. Under mutex_.
+  std::optional<Status> landing_result(const LandingWaiter& waiter, kv::Clock::time_point now);
+  // Takes the ends of `waiter.open` that came; true once none is open. Under mutex_.
+  bool take_ends(EndsWaiter& waiter);
+  // The answers of the waits that end now (to call outside the lock); drops stale ends.
+  std::vector<std::function<void()>> take_resolved(kv::Clock::time_point now);
 
   kv::TransferEngine& engine_;
   mutable std::mutex mutex_;
-  std::unordered_map<uint64_t, kv::Clock::time_point> arrived_;  // reservation -> when its `completed` came
-  std::vector<Waiter> waiters_;
+  std::map<StreamKey, StreamEnd> ends_;  // streams that ended here and nobody took yet
+  std::vector<LandingWaiter> landing_;
+  std::vector<EndsWaiter> ending_;
   KvArrivalCounters counters_;
   Status receive_status_;
   bool stopping_ = false;

@@ -73,19 +73,26 @@ Status ReservationTable::cancel(uint64_t id) {
   return Status::ok();
 }
 
-std::vector<uint64_t> ReservationTable::expire(Clock::time_point now) {
+std::vector<uint64_t> ReservationTable::expire(Clock::time_point now,
+                                               const std::function<void(const Reservation&)>& expiring) {
   std::vector<uint64_t> expired;
   for (auto it = live_.begin(); it != live_.end();) {
     if (it->second.expires > now) {
       ++it;
       continue;
     }
+    if (expiring) expiring(it->second);
     expired.push_back(it->first);
     release(it->second);
     it = live_.erase(it);
   }
   std::sort(expired.begin(), expired.end());
   return expired;
+}
+
+const Reservation* ReservationTable::find(uint64_t id) const {
+  auto it = live_.find(id);
+  return it == live_.end() ? nullptr : &it->second;
 }
 
 Clock::time_point ReservationTable::next_expiry() const {

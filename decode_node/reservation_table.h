@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -40,6 +41,11 @@ struct Reservation {
   std::span<const int32_t> blocks_to_fill(int block_size) const {
     return std::span<const int32_t>(blocks).subspan(static_cast<size_t>(cached_tokens / block_size));
   }
+  // Of those, the ones holding prompt tokens: what a prefill node writes.
+  std::span<const int32_t> prompt_blocks_to_fill(int block_size) const {
+    const auto prompt_blocks = static_cast<size_t>((prompt_tokens + block_size - 1) / block_size);
+    return blocks_to_fill(block_size).first(prompt_blocks - static_cast<size_t>(cached_tokens / block_size));
+  }
 };
 
 class ReservationTable {
@@ -60,8 +66,12 @@ class ReservationTable {
   Result<Reservation> take(uint64_t id);
   // Returns a live reservation's blocks. kNotFound when unknown, taken or expired.
   Status cancel(uint64_t id);
-  // Returns the blocks of every reservation whose deadline is at or before `now`; their ids.
-  std::vector<uint64_t> expire(Clock::time_point now);
+  // Returns the blocks of every reservation whose deadline is at or before `now`; their ids. `expiring`, when
+  // set, sees each such reservation before its blocks go.
+  std::vector<uint64_t> expire(Clock::time_point now,
+                               const std::function<void(const Reservation&)>& expiring = nullptr);
+  // The live reservation `id`, or null.
+  const Reservation* find(uint64_t id) const;
 
   size_t size() const { return live_.size(); }
   int64_t reserved_blocks() const { return reserved_blocks_; }

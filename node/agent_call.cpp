@@ -92,9 +92,11 @@ control::Envelope make_reserve(const AgentCall& call, const EntityShape& shape) 
 }
 
 control::Envelope make_prefill_request(const AgentCall& call, const EntityShape& shape,
-                                       const control::Reservation& reservation, const control::Hello& decode_hello) {
+                                       const control::Reservation& reservation, const control::Hello& decode_hello,
+                                       uint32_t attempt) {
   control::Envelope envelope;
   control::PrefillRequest& body = *envelope.mutable_prefill_request();
+  body.set_attempt(attempt);
   for (int32_t token : call.prompt) body.add_token_ids(static_cast<uint32_t>(token));
   add_entity_inputs(call, shape, *body.mutable_entities());
   *body.mutable_sampling() = sampling_to_proto(call);
@@ -109,25 +111,31 @@ control::Envelope make_prefill_request(const AgentCall& call, const EntityShape&
   return envelope;
 }
 
-control::Envelope make_start(const AgentCall& call, uint64_t reservation_id, uint32_t first_token) {
+control::Envelope make_start(const AgentCall& call, uint64_t reservation_id, uint32_t first_token, uint32_t attempt,
+                             uint32_t attempts) {
   control::Envelope envelope;
-  envelope.mutable_start_decode()->set_reservation_id(reservation_id);
-  envelope.mutable_start_decode()->set_first_token(first_token);
-  *envelope.mutable_start_decode()->mutable_sampling() = sampling_to_proto(call);
+  control::StartDecode& body = *envelope.mutable_start_decode();
+  body.set_reservation_id(reservation_id);
+  body.set_first_token(first_token);
+  *body.mutable_sampling() = sampling_to_proto(call);
+  body.set_prefill_attempt(attempt);
+  body.set_prefill_attempts(attempts);
   return envelope;
 }
 
-control::Envelope make_local_start(const AgentCall& call, const EntityShape& shape, uint64_t reservation_id) {
-  control::Envelope envelope = make_start(call, reservation_id, 0);
+control::Envelope make_local_start(const AgentCall& call, const EntityShape& shape, uint64_t reservation_id,
+                                   uint32_t attempts) {
+  control::Envelope envelope = make_start(call, reservation_id, 0, 0, attempts);
   envelope.mutable_start_decode()->set_prefill_locally(true);
   add_entity_inputs(call, shape, *envelope.mutable_start_decode()->mutable_entities());
   return envelope;
 }
 
-control::Envelope make_cancel(uint64_t request_id, const std::string& reason) {
+control::Envelope make_cancel(uint64_t request_id, const std::string& reason, uint32_t prefill_attempts) {
   control::Envelope envelope;
   envelope.set_request_id(request_id);
   envelope.mutable_cancel()->set_reason(reason);
+  envelope.mutable_cancel()->set_prefill_attempts(prefill_attempts);
   return envelope;
 }
 

@@ -52,11 +52,18 @@ Status check_entities(const AgentCall& call, const EntityShape& shape);
 std::vector<uint64_t> entity_keys(const AgentCall& call, const EntityShape& shape);
 
 control::Envelope make_reserve(const AgentCall& call, const EntityShape& shape);
+// The router's `attempt`-th prefill of the reservation (1, 2, ...).
 control::Envelope make_prefill_request(const AgentCall& call, const EntityShape& shape,
-                                       const control::Reservation& reservation, const control::Hello& decode_hello);
-control::Envelope make_start(const AgentCall& call, uint64_t reservation_id, uint32_t first_token);
-// StartDecode with prefill_locally: the decode node computes the prompt itself (no prefill node can).
-control::Envelope make_local_start(const AgentCall& call, const EntityShape& shape, uint64_t reservation_id);
-control::Envelope make_cancel(uint64_t request_id, const std::string& reason);
+                                       const control::Reservation& reservation, const control::Hello& decode_hello,
+                                       uint32_t attempt);
+// Decoding from the KV of prefill attempt `attempt`, after `attempts` attempts were sent into the reservation.
+control::Envelope make_start(const AgentCall& call, uint64_t reservation_id, uint32_t first_token, uint32_t attempt,
+                             uint32_t attempts);
+// StartDecode with prefill_locally: the decode node computes the prompt itself (no prefill node can), after
+// `attempts` prefill attempts failed.
+control::Envelope make_local_start(const AgentCall& call, const EntityShape& shape, uint64_t reservation_id,
+                                   uint32_t attempts);
+// `prefill_attempts`: when cancelling a reservation, the prefill attempts sent into it.
+control::Envelope make_cancel(uint64_t request_id, const std::string& reason, uint32_t prefill_attempts = 0);
 
 }  // namespace recgpt::node

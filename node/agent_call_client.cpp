@@ -33,11 +33,11 @@ asio::awaitable<Result<control::Envelope>> AgentCallClient::prefill(const AgentC
                                                                     const control::Reservation& reservation,
                                                                     rpc::Deadline deadline) {
   RECGPT_CO_RETURN_IF_ERROR(check_entities(call, shape_));
-  co_return co_await prefill_->call(make_prefill_request(call, shape_, reservation, decode_->hello()), deadline);
+  co_return co_await prefill_->call(make_prefill_request(call, shape_, reservation, decode_->hello(), 1), deadline);
 }
 
 Result<uint64_t> AgentCallClient::start(const AgentCall& call, uint64_t reservation_id, uint32_t first_token) {
-  return decode_->start_stream(make_start(call, reservation_id, first_token));
+  return decode_->start_stream(make_start(call, reservation_id, first_token, 1, 1));
 }
 
 Status AgentCallClient::cancel(uint64_t request_id) {

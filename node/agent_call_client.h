@@ -28,6 +28,7 @@ class AgentCallClient {
   // The decode node's reply: a reservation, no room, or an Error frame.
   boost::asio::awaitable<Result<control::Envelope>> reserve(const AgentCall& call);
   // The prefill node's reply: PrefillDone or an Error frame; a failure when the node died or the deadline passed.
+  // Each call is prefill attempt 1 of its reservation (this client does not retry).
   boost::asio::awaitable<Result<control::Envelope>> prefill(const AgentCall& call,
                                                             const control::Reservation& reservation,
                                                             rpc::Deadline deadline);

@@ -61,16 +61,27 @@ kv::KvLayoutDescription kv_layout_from_proto(const control::KvLayout& proto) {
   return layout;
 }
 
-std::string kv_stream_id(uint64_t reservation_id) { return "reservation-" + std::to_string(reservation_id); }
+std::string kv_stream_id(KvStreamName name) {
+  return "reservation-" + std::to_string(name.reservation) + "." + std::to_string(name.attempt);
+}
 
-std::optional<uint64_t> reservation_of_kv_stream(std::string_view stream_id) {
+std::optional<KvStreamName> parse_kv_stream_id(std::string_view stream_id) {
   constexpr std::string_view kPrefix = "reservation-";
   if (stream_id.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
-  const std::string_view digits = stream_id.substr(kPrefix.size());
-  uint64_t reservation = 0;
-  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), reservation);
-  if (digits.empty() || error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
-  return reservation;
+  // Plain decimal digits only: from_chars alone would also take a leading '-'.
+  const auto number = [](std::string_view digits, auto& value) {
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string_view::npos) return false;
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    return error == std::errc() && end == digits.data() + digits.size();
+  };
+  const std::string_view rest = stream_id.substr(kPrefix.size());
+  const size_t dot = rest.find('.');
+  KvStreamName name;
+  if (dot == std::string_view::npos || !number(rest.substr(0, dot), name.reservation) ||
+      !number(rest.substr(dot + 1), name.attempt)) {
+    return std::nullopt;
+  }
+  return name;
 }
 
 control::Envelope make_hello(control::Role role, const std::string& node_id, const std::string& model_fingerprint,

@@ -30,10 +30,16 @@ kv::KvLayoutDescription describe_kv_cache(const KvCache& cache);
 kv::MemoryRegion kv_cache_region(KvCache& cache);
 control::KvLayout kv_layout_to_proto(const kv::KvLayoutDescription& layout);
 kv::KvLayoutDescription kv_layout_from_proto(const control::KvLayout& proto);
-// The request id of the KV stream a prefill node writes into a decode node's reservation ("reservation-N"), and
-// back (nullopt for any other text).
-std::string kv_stream_id(uint64_t reservation_id);
-std::optional<uint64_t> reservation_of_kv_stream(std::string_view stream_id);
+// The request id of the KV stream a prefill node writes into a decode node's reservation on the router's
+// attempt-th try ("reservation-N.A"), and back (nullopt for any other text).
+struct KvStreamName {
+  uint64_t reservation = 0;
+  uint32_t attempt = 0;
+
+  bool operator==(const KvStreamName&) const = default;
+};
+std::string kv_stream_id(KvStreamName name);
+std::optional<KvStreamName> parse_kv_stream_id(std::string_view stream_id);
 
 // A Hello frame for this node (transfer endpoint and region key are the caller's to add).
 control::Envelope make_hello(control::Role role, const std::string& node_id, const std::string& model_fingerprint,

@@ -211,6 +211,7 @@ Status PrefillWorker::prepare(Job& job) {
   RECGPT_ASSIGN_OR_RETURN(node::ConstraintMaker constraint, constraints_->maker(request.sampling()));
   if (constraint) job.input.logits_processor = constraint(job.prompt.size());
 
+  if (request.attempt() == 0) return invalid_argument("the request names no prefill attempt (1 or more)");
   const auto block_size = static_cast<uint32_t>(executor_.block_size());
   if (request.cached_tokens() % block_size != 0 || request.cached_tokens() >= job.prompt.size()) {
     return invalid_argument("the decode node's cached tokens (" + std::to_string(request.cached_tokens()) +
@@ -237,7 +238,7 @@ Status PrefillWorker::prepare(Job& job) {
     config.destination_blocks.push_back(
         static_cast<int32_t>(std::min<uint32_t>(request.destination_block_ids(static_cast<int>(i)), INT32_MAX)));
   }
-  config.request_id = node::kv_stream_id(request.reservation_id());
+  config.request_id = node::kv_stream_id({request.reservation_id(), request.attempt()});
   // The decode node appends its tokens after the prompt's in the last block: only the prompt's rows go there.
   const auto last_block_tokens = static_cast<int>(job.prompt.size() - (prompt_blocks - 1) * block_size);
   config.last_block_tokens = last_block_tokens;

@@ -113,14 +113,16 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
   CallOutcome outcome;
   outcome.decode_node = cluster.node(Tier::kDecode, reserved->decode).name();
   outcome.decode_index = reserved->decode;
+  // Prefill attempts sent into the reservation: each names its KV stream, and the decode node keeps the blocks
+  // out of reuse until the attempts it did not decode from have ended (control.proto, StartDecode).
+  uint32_t attempts = 0;
   const auto release_reservation = [&] {
-    (void)decode->send(node::make_cancel(reserved->request_id, "the call ended before decoding"));
+    (void)decode->send(node::make_cancel(reserved->request_id, "the call ended before decoding", attempts));
   };
   cancel.set_on_cancel(release_reservation);
 
   // Prefill on the best prefill node; a failure of the node (not of the call) is retried once on the next.
   Result<control::Envelope> prefilled = unavailable("no prefill node is healthy");
-  int attempts = 0;
   for (int index : ranking.prefill) {
     if (attempts == 2 || cancel.cancelled()) break;
     std::shared_ptr<node::NodeLink> link = cluster.node(Tier::kPrefill, index).link;
@@ -135,7 +137,8 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
     InFlight on_prefill(cluster, Tier::kPrefill, index, plan.block_hashes,
                         static_cast<int64_t>(plan.call.prompt.size()) - reserved->reservation.cached_tokens());
     prefilled = co_await link->call(
-        node::make_prefill_request(plan.call, plan.entities, reserved->reservation, decode->hello()), plan.deadline);
+        node::make_prefill_request(plan.call, plan.entities, reserved->reservation, decode->hello(), attempts),
+        plan.deadline);
     if (prefilled.is_ok() && prefilled->has_error()) prefilled = status_of(prefilled->error());
     if (prefilled.is_ok() || is_call_error(prefilled.status())) break;
     if (std::chrono::steady_clock::now() >= plan.deadline) break;
@@ -164,8 +167,9 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
 
   const uint64_t reservation_id = reserved->reservation.reservation_id();
   auto stream = decode->start_stream(
-      prefill_locally ? node::make_local_start(plan.call, plan.entities, reservation_id)
-                      : node::make_start(plan.call, reservation_id, prefilled->prefill_done().first_token()));
+      prefill_locally ? node::make_local_start(plan.call, plan.entities, reservation_id, attempts)
+                      : node::make_start(plan.call, reservation_id, prefilled->prefill_done().first_token(), attempts,
+                                         attempts));  // the last attempt is the one that succeeded
   if (!stream.is_ok()) co_return stream.status();
   const uint64_t stream_id = *stream;
   bool stopped_by_sink = false;

@@ -11,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include "common/rpc/listener.h"
 #include "tests/integration/nodes/node_fixtures.h"
 
 namespace recgpt::testing {
@@ -22,7 +23,7 @@ struct DecodeNode : Node {
   bool pool_whole_again() const { return shows_used(0); }
 };
 
-control::Envelope hello(const std::string& fingerprint, uint32_t version = 1) {
+control::Envelope hello(const std::string& fingerprint, uint32_t version = rpc::kProtocolVersion) {
   control::Envelope envelope;
   envelope.mutable_hello()->set_role(control::ROLE_ROUTER);
   envelope.mutable_hello()->set_node_id("test-driver");
@@ -31,10 +32,11 @@ control::Envelope hello(const std::string& fingerprint, uint32_t version = 1) {
   return envelope;
 }
 
-control::Envelope reserve(int tokens, uint32_t max_tokens) {
+control::Envelope reserve(int tokens, uint32_t max_tokens, uint64_t deadline_unix_ms = 0) {
   control::Envelope envelope;
   for (int i = 0; i < tokens; ++i) envelope.mutable_reserve_kv()->add_token_ids(static_cast<uint32_t>(5 + i % 100));
   envelope.mutable_reserve_kv()->set_max_tokens(max_tokens);
+  envelope.mutable_reserve_kv()->set_deadline_unix_ms(deadline_unix_ms);
   return envelope;
 }
 
@@ -87,7 +89,7 @@ TEST_CASE("a decode node refuses a handshake of another protocol version or mode
 
 TEST_CASE(
     "decode node reservations: blocks for prompt and budget, no room at once, cancel and a vanished "
-    "client return every block",
+    "client return every block (a vanished client's prompt blocks after its deadline)",
     "[nodes][decode]") {
   TinyModel model;
   DecodeNode node(model);
@@ -114,13 +116,18 @@ TEST_CASE(
     REQUIRE(unknown.is_ok());
     CHECK(unknown->error().code() == "not_found");
 
-    auto second = co_await connection->call(reserve(70, 30), Clock::now() + seconds(10));
+    auto second =
+        co_await connection->call(reserve(70, 30, unix_ms_from_now(milliseconds(1500))), Clock::now() + seconds(10));
     REQUIRE(second.is_ok());
     INFO(second->DebugString());
     REQUIRE(second->reserve_kv_reply().has_reservation());
     INFO("used blocks " << node.used_blocks());
     CHECK(node.shows_used(7));
   });  // the connection closes with a live reservation
+  // Which prefill attempts its client sent into it is unknown now: its 5 prompt blocks stay fenced until its
+  // deadline plus the grace (decode_core.h), its 2 budget blocks come back at once.
+  CHECK(node.shows_used(5));
+  CHECK(node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") == 5);
   CHECK(node.pool_whole_again());
 }
 

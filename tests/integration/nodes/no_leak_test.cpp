@@ -11,11 +11,6 @@
 namespace recgpt::testing {
 namespace {
 
-uint64_t unix_ms_from_now(milliseconds later) {
-  return static_cast<uint64_t>(
-      (std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()) + later).count());
-}
-
 TEST_CASE("after 500 randomised calls with cancels, expiries and no room, both KV pools are whole again",
           "[nodes][no_leak]") {
   TinyModel tiny;

@@ -24,11 +24,6 @@ GenerationRequest long_prompt() {
   return request;
 }
 
-uint64_t unix_ms_from_now(milliseconds later) {
-  return static_cast<uint64_t>(
-      (std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()) + later).count());
-}
-
 // Kills `node` kKillAfter from now, on the io_context; the time of the kill lands in `killed_at`.
 void kill_later(asio::steady_timer& timer, Node& node, Clock::time_point& killed_at) {
   timer.expires_after(kKillAfter);

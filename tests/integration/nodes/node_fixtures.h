@@ -34,6 +34,12 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
+// A deadline on the wire (Unix milliseconds), `later` from now.
+inline uint64_t unix_ms_from_now(milliseconds later) {
+  return static_cast<uint64_t>(
+      (std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()) + later).count());
+}
+
 // A random model (`tiny` by default, seed 6) in a folder of its own, removed at the end.
 struct TinyModel {
   std::filesystem::path dir = [] {
@@ -196,8 +202,9 @@ class Driver {
   // call's failure (the node died, the deadline passed).
   asio::awaitable<Result<control::Envelope>> try_prefill(const GenerationRequest& request,
                                                          const control::Reservation& reservation,
-                                                         Clock::duration timeout = seconds(60)) {
-    control::Envelope prefill = node::make_prefill_request(agent_call(request), shape_, reservation, decode_hello_);
+                                                         Clock::duration timeout = seconds(60), uint32_t attempt = 1) {
+    control::Envelope prefill =
+        node::make_prefill_request(agent_call(request), shape_, reservation, decode_hello_, attempt);
     co_return co_await prefill_->call(prefill, Clock::now() + timeout);
   }
 
@@ -208,17 +215,25 @@ class Driver {
     co_return *reply;
   }
 
-  // Starts decoding a filled reservation; the stream's chunks carry the returned request id.
-  uint64_t start(const GenerationRequest& request, uint64_t reservation_id, uint32_t first_token) {
-    control::Envelope start = node::make_start(agent_call(request), reservation_id, first_token);
+  // Starts decoding a filled reservation from prefill attempt `attempt` of `attempts`; the stream's chunks carry
+  // the returned request id.
+  uint64_t start(const GenerationRequest& request, uint64_t reservation_id, uint32_t first_token, uint32_t attempt = 1,
+                 uint32_t attempts = 1) {
+    control::Envelope start = node::make_start(agent_call(request), reservation_id, first_token, attempt, attempts);
     const uint64_t id = decode_->new_request_id();
     start.set_request_id(id);
     REQUIRE(decode_->send(start).is_ok());
     return id;
   }
 
-  // Cancels the decode node's call with this request id (a reservation or a stream).
-  void cancel(uint64_t request_id) { REQUIRE(decode_->send(node::make_cancel(request_id, "test")).is_ok()); }
+  // Cancels the decode node's call with this request id (a reservation or a stream), after `prefill_attempts`
+  // prefill attempts into it.
+  void cancel(uint64_t request_id, uint32_t prefill_attempts = 0) {
+    REQUIRE(decode_->send(node::make_cancel(request_id, "test", prefill_attempts)).is_ok());
+  }
+
+  // The stream's chunks so far.
+  const std::vector<control::TokenChunk>& chunks_of(uint64_t id) { return chunks_[id]; }
 
   // The stream's chunks once one says finished (the test fails if none does within 60 s).
   asio::awaitable<std::vector<control::TokenChunk>> finished_stream(uint64_t id) {

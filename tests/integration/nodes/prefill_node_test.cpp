@@ -5,6 +5,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "common/rpc/listener.h"
 #include "tests/integration/nodes/node_fixtures.h"
 
 namespace recgpt::testing {
@@ -29,7 +30,7 @@ TEST_CASE("a prefill node refuses another model and a mismatched KV layout by na
           (*stranger)->start([](control::Envelope) {}, [](const Status&) {});
           control::Envelope hello;
           hello.mutable_hello()->set_model_fingerprint("ffffffffffffffff");
-          hello.mutable_hello()->set_protocol_version(1);
+          hello.mutable_hello()->set_protocol_version(rpc::kProtocolVersion);
           auto refused = co_await (*stranger)->call(hello, Clock::now() + seconds(10));
           REQUIRE(refused.is_ok());
           CHECK(refused->error().code() == "failed_precondition");
@@ -84,7 +85,7 @@ TEST_CASE("a prefill node reports its load to the peers it greeted, about every 
                 [](const Status&) {});
         control::Envelope hello;
         hello.mutable_hello()->set_model_fingerprint(tiny.fingerprint);
-        hello.mutable_hello()->set_protocol_version(1);
+        hello.mutable_hello()->set_protocol_version(rpc::kProtocolVersion);
         auto greeted = co_await (*connection)->call(hello, Clock::now() + seconds(10));
         REQUIRE(greeted.is_ok());
         REQUIRE(greeted->has_hello());

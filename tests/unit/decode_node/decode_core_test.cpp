@@ -96,13 +96,15 @@ std::vector<int32_t> colocated(const ModelFiles& model, const std::vector<int32_
   return tokens;
 }
 
-bool eventually(const std::function<bool()>& condition) {
-  for (int i = 0; i < 400; ++i) {
+bool eventually_within(Clock::duration limit, const std::function<bool()>& condition) {
+  for (const auto end = Clock::now() + limit; Clock::now() < end;) {
     if (condition()) return true;
     std::this_thread::sleep_for(milliseconds(10));
   }
-  return false;
+  return condition();
 }
+
+bool eventually(const std::function<bool()>& condition) { return eventually_within(seconds(4), condition); }
 
 TEST_CASE(
     "a reservation started from the prefill's first token streams the colocated greedy tokens, then its "
@@ -186,7 +188,13 @@ TEST_CASE("an unstarted reservation expires at its deadline and returns its bloc
   REQUIRE(reservation.is_ok());
   CHECK(core->counters().kv_blocks_used > 0);
   CHECK(eventually([&] { return core->counters().reservations_expired == 1; }));
-  CHECK(core->counters().kv_blocks_used == 0);
+  // A prefill node may still be writing its prompt blocks (40 tokens: 3 blocks): they come back after the grace.
+  CHECK(core->counters().kv_blocks_fenced == 3);
+  CHECK(core->counters().kv_blocks_used == 3);
+  CHECK(eventually_within(DecodeCore::kLateWriteGrace + seconds(5),
+                          [&] { return core->counters().kv_blocks_used == 0; }));
+  CHECK(core->counters().kv_blocks_fenced == 0);
+  CHECK(core->counters().fences_lapsed == 1);
   Stream stream;
   core->start({reservation->id, 5, {}, {}}, stream.sink());
   REQUIRE(stream.wait());
@@ -219,6 +227,46 @@ TEST_CASE("cancel ends a reservation or a running sequence, and no room is refus
   auto refused = reserve(*core, std::vector<int32_t>(100000, 3), 10);
   REQUIRE_FALSE(refused.is_ok());
   CHECK(refused.status().code() == StatusCode::kResourceExhausted);
+}
+
+TEST_CASE("a fenced reservation's prompt blocks outlive its cancel until the fence is released",
+          "[decode][core][fence]") {
+  TinyModel tiny;
+  auto core = DecodeCore::create(*tiny.model, small_pool()).value();
+  auto reservation = reserve(*core, std::vector<int32_t>(40, 4), 30);  // 5 blocks, 3 of them the prompt's
+  REQUIRE(reservation.is_ok());
+  REQUIRE(reservation->blocks.size() == 5);
+  const uint64_t fence = core->fence(reservation->id);
+  core->cancel(reservation->id);
+  CHECK(eventually([&] { return core->counters().reservations == 0 && core->counters().kv_blocks_used == 3; }));
+  CHECK(core->counters().kv_blocks_fenced == 3);
+  core->release_fence(fence);
+  CHECK(eventually([&] { return core->counters().kv_blocks_used == 0; }));
+  CHECK(core->counters().kv_blocks_fenced == 0);
+  CHECK(core->counters().fences_lapsed == 0);
+  // Nothing to hold once the reservation is gone.
+  (void)core->fence(reservation->id);
+  CHECK(eventually([&] { return core->counters().kv_blocks_used == 0 && core->counters().kv_blocks_fenced == 0; }));
+}
+
+TEST_CASE("a fence on a started reservation outlives its sequence and lapses at the deadline plus the grace",
+          "[decode][core][fence]") {
+  TinyModel tiny;
+  auto core = DecodeCore::create(*tiny.model, small_pool()).value();
+  const std::vector<int32_t> prompt(20, 6);  // 2 prompt blocks
+  auto reservation = reserve(*core, prompt, 3, milliseconds(500));
+  REQUIRE(reservation.is_ok());
+  const int32_t first = prefill_into(*tiny.model, *core, *reservation, prompt);
+  (void)core->fence(reservation->id);
+  Stream stream;
+  core->start({reservation->id, first, {}, {}}, stream.sink());
+  REQUIRE(stream.wait());
+  CHECK(stream.finish == FinishReason::kLength);
+  CHECK(eventually([&] { return core->counters().running == 0 && core->counters().kv_blocks_used == 2; }));
+  CHECK(core->counters().reservations_expired == 0);  // started: it did not expire, only its fence lapses
+  CHECK(eventually_within(DecodeCore::kLateWriteGrace + seconds(5),
+                          [&] { return core->counters().kv_blocks_used == 0; }));
+  CHECK(core->counters().fences_lapsed == 1);
 }
 
 TEST_CASE("destroying the core ends running sequences with kCancelled", "[decode][core]") {

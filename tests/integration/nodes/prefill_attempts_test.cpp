@@ -1,0 +1,109 @@
+// Prefill attempts the router gave up on, between a real prefill process and a real decode process over ucx
+// (tcp): a StartDecode waits for the KV of the attempt it names, not for an earlier attempt's; and blocks a
+// late attempt may still write stay out of reuse until that attempt ended on the decode node. Every wait has a
+// deadline; the processes are killed at the end.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "tests/integration/nodes/node_fixtures.h"
+
+namespace recgpt::testing {
+namespace {
+
+GenerationRequest forty_token_request() {
+  GenerationRequest request;
+  for (int i = 0; i < 40; ++i) request.prompt.push_back(4 + (i * 31) % 170);  // 3 blocks of 16
+  request.max_new_tokens = 8;
+  request.sampling.repetition_penalty = 1.8f;  // makes the output depend on the KV (disaggregated_test.cpp)
+  return request;
+}
+
+// Runs `body` with a driver over a fresh prefill and decode node pair, within a budget.
+void with_nodes(const std::function<asio::awaitable<void>(Driver&, Node& decode_node, const TinyModel&)>& body) {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp");
+  asio::io_context io;
+  bool finished = false;
+  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        control::Hello decode_hello;
+        auto decode = co_await greet(decode_node.port, tiny.fingerprint, &chunks, &decode_hello);
+        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, nullptr);
+        const ModelConfig& config = tiny.model->config();
+        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
+                      config.entity_adaptor->entity_dim);
+        co_await body(driver, decode_node, tiny);
+        decode->close(Status::ok());
+        prefill->close(Status::ok());
+        finished = true;
+      },
+      asio::detached);
+  io.run_for(seconds(120));
+  REQUIRE(finished);
+}
+
+TEST_CASE("a StartDecode waits for the prefill attempt it names, not for an earlier one the router gave up on",
+          "[nodes][attempts]") {
+  with_nodes([](Driver& driver, Node& decode_node, const TinyModel& tiny) -> asio::awaitable<void> {
+    const GenerationRequest request = forty_token_request();
+    control::Envelope reserved = co_await driver.reserve(request);
+    REQUIRE(reserved.reserve_kv_reply().has_reservation());
+    const control::Reservation reservation = reserved.reserve_kv_reply().reservation();
+
+    // Attempt 1 completes, but the router had given up on it: decoding from attempt 2 must wait for attempt 2.
+    Result<control::Envelope> first = co_await driver.try_prefill(request, reservation, seconds(60), 1);
+    REQUIRE(first.is_ok());
+    REQUIRE(first->has_prefill_done());
+    const uint64_t stream =
+        driver.start(request, reservation.reservation_id(), first->prefill_done().first_token(), 2, 2);
+    asio::steady_timer pause(co_await asio::this_coro::executor);
+    pause.expires_after(milliseconds(500));
+    co_await pause.async_wait(asio::use_awaitable);
+    CHECK(driver.chunks_of(stream).empty());  // neither tokens nor an error: still waiting
+
+    Result<control::Envelope> second = co_await driver.try_prefill(request, reservation, seconds(60), 2);
+    REQUIRE(second.is_ok());
+    REQUIRE(second->has_prefill_done());
+    std::vector<int32_t> tokens = {static_cast<int32_t>(second->prefill_done().first_token())};
+    for (const control::TokenChunk& chunk : co_await driver.finished_stream(stream)) {
+      tokens.insert(tokens.end(), chunk.token_ids().begin(), chunk.token_ids().end());
+    }
+    CHECK(tokens == colocated_greedy(*tiny.model, request));
+    // Attempt 1 ended before the start: nothing stays fenced.
+    CHECK(decode_node.shows_used(0));
+    CHECK(decode_node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") == 0);
+  });
+}
+
+TEST_CASE("a cancelled reservation's prompt blocks stay out of reuse until the late prefill attempt ended",
+          "[nodes][attempts]") {
+  with_nodes([](Driver& driver, Node& decode_node, const TinyModel&) -> asio::awaitable<void> {
+    GenerationRequest request = forty_token_request();
+    request.max_new_tokens = 30;  // 70 tokens: 5 blocks, 3 of them the prompt's
+    control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(seconds(60)));
+    REQUIRE(reserved.reserve_kv_reply().has_reservation());
+    const control::Reservation reservation = reserved.reserve_kv_reply().reservation();
+    CHECK(decode_node.shows_used(5));
+
+    // The router sent attempt 1, lost its prefill node's answer and gave up on the call.
+    driver.cancel(reserved.request_id(), 1);
+    CHECK(decode_node.shows_used(3));  // the budget's blocks came back, the prompt's did not
+    CHECK(decode_node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") == 3);
+
+    // The attempt was alive after all: it writes the blocks and ends; then (long before the reservation's
+    // deadline) they come back.
+    Result<control::Envelope> late = co_await driver.try_prefill(request, reservation, seconds(60), 1);
+    REQUIRE(late.is_ok());
+    CHECK(late->has_prefill_done());
+    CHECK(decode_node.shows_used(0));
+    CHECK(decode_node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") == 0);
+    CHECK(decode_node.metric("recgpt_decode_kv_fences_lapsed_total\\{.*\\}") == 0);
+  });
+}
+
+}  // namespace
+}  // namespace recgpt::testing
