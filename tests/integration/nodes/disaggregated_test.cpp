@@ -47,53 +47,35 @@ TEST_CASE(
   with_entities.max_new_tokens = 9;
   with_entities.sampling.repetition_penalty = 1.8f;
 
-  asio::io_context io;
-  bool finished = false;
-  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        control::Hello decode_hello;
-        auto decode = co_await greet(decode_node.port, tiny.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, nullptr);
-        Driver driver(prefill, decode, decode_hello, chunks, entity_token, entity_dim);
+  drive_pair(tiny, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
+    CallResult first = co_await driver.run(plain);
+    CHECK(first.tokens == colocated_greedy(*tiny.model, plain));
+    CHECK(first.prefill.tokens_computed() == 53);
+    CHECK(first.decode_cached_tokens == 0);
 
-        CallResult first = co_await driver.run(plain);
-        CHECK(first.tokens == colocated_greedy(*tiny.model, plain));
-        CHECK(first.prefill.tokens_computed() == 53);
-        CHECK(first.decode_cached_tokens == 0);
+    CallResult second = co_await driver.run(shared);
+    CHECK(second.tokens == colocated_greedy(*tiny.model, shared));
+    CHECK(second.prefill.tokens_cached() == 48);  // computed once, on the prefill node
+    CHECK(second.prefill.tokens_computed() == 17);
+    CHECK(second.decode_cached_tokens == 48);  // and not moved again
+    CHECK(second.prefill.kv_bytes_moved() < first.prefill.kv_bytes_moved());
+    for (int tail = 0; tail < 2; ++tail) {  // more agents of the same user context
+      GenerationRequest another = shared;
+      for (int i = 48; i < 65; ++i) another.prompt[static_cast<size_t>(i)] = 300 + 20 * tail + i;
+      CallResult more = co_await driver.run(another);
+      CHECK(more.tokens == colocated_greedy(*tiny.model, another));
+    }
+    // From the prefill node's counters: the context was computed once (53 tokens, then 17 per other agent)
+    // and moved once, only the prompt's rows of a partial last block (53 token rows, then 17 per other agent).
+    const kv::KvLayoutDescription layout = node::kv_layout_from_proto(driver.decode_hello().kv_layout());
+    const double row_bytes = 2.0 * layout.num_layers * static_cast<double>(layout.block_bytes()) / layout.block_size;
+    CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 53 + 3 * 17);
+    CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"cached\".*\\}") == 3 * 48);
+    CHECK(prefill_node.metric("recgpt_kv_transfer_bytes_total\\{.*outcome=\"ok\".*\\}") == (53 + 3 * 17) * row_bytes);
 
-        CallResult second = co_await driver.run(shared);
-        CHECK(second.tokens == colocated_greedy(*tiny.model, shared));
-        CHECK(second.prefill.tokens_cached() == 48);  // computed once, on the prefill node
-        CHECK(second.prefill.tokens_computed() == 17);
-        CHECK(second.decode_cached_tokens == 48);  // and not moved again
-        CHECK(second.prefill.kv_bytes_moved() < first.prefill.kv_bytes_moved());
-        for (int tail = 0; tail < 2; ++tail) {  // more agents of the same user context
-          GenerationRequest another = shared;
-          for (int i = 48; i < 65; ++i) another.prompt[static_cast<size_t>(i)] = 300 + 20 * tail + i;
-          CallResult more = co_await driver.run(another);
-          CHECK(more.tokens == colocated_greedy(*tiny.model, another));
-        }
-        // From the prefill node's counters: the context was computed once (53 tokens, then 17 per other agent)
-        // and moved once, only the prompt's rows of a partial last block (53 token rows, then 17 per other agent).
-        const kv::KvLayoutDescription layout = node::kv_layout_from_proto(decode_hello.kv_layout());
-        const double row_bytes =
-            2.0 * layout.num_layers * static_cast<double>(layout.block_bytes()) / layout.block_size;
-        CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 53 + 3 * 17);
-        CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"cached\".*\\}") == 3 * 48);
-        CHECK(prefill_node.metric("recgpt_kv_transfer_bytes_total\\{.*outcome=\"ok\".*\\}") ==
-              (53 + 3 * 17) * row_bytes);
-
-        CallResult entities = co_await driver.run(with_entities);
-        CHECK(entities.tokens == colocated_greedy(*tiny.model, with_entities));
-        decode->close(Status::ok());
-        prefill->close(Status::ok());
-        finished = true;
-      },
-      asio::detached);
-  io.run_for(seconds(180));
-  REQUIRE(finished);
+    CallResult entities = co_await driver.run(with_entities);
+    CHECK(entities.tokens == colocated_greedy(*tiny.model, with_entities));
+  });
 }
 
 // Sends every request at once over one driver (so the prefill node finds them queued together); the results in

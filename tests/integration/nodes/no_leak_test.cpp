@@ -16,21 +16,12 @@ TEST_CASE("after 500 randomised calls with cancels, expiries and no room, both K
   TinyModel tiny;
   Node decode_node("decode", tiny, "tcp");
   Node prefill_node("prefill", tiny, "tcp");
-  const int32_t entity_token = tiny.model->config().entity_adaptor->entity_token_id;
-  const int entity_dim = tiny.model->config().entity_adaptor->entity_dim;
   std::mt19937_64 random(20261203);
   std::map<std::string, int> outcomes;
 
-  asio::io_context io;
-  bool finished = false;
-  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        control::Hello decode_hello;
-        auto decode = co_await greet(decode_node.port, tiny.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, nullptr);
-        Driver driver(prefill, decode, decode_hello, chunks, entity_token, entity_dim);
+  drive_pair(
+      tiny, decode_node, prefill_node,
+      [&](Driver& driver) -> asio::awaitable<void> {
         const std::vector<std::vector<int32_t>> contexts = {std::vector<int32_t>(32, 40), std::vector<int32_t>(16, 41),
                                                             std::vector<int32_t>(48, 42)};
         for (int call = 0; call < 500; ++call) {
@@ -69,13 +60,8 @@ TEST_CASE("after 500 randomised calls with cancels, expiries and no room, both K
           std::vector<control::TokenChunk> chunks_of_call = co_await driver.finished_stream(stream);
           ++outcomes[chunks_of_call.back().finish_reason()];
         }
-        decode->close(Status::ok());
-        prefill->close(Status::ok());
-        finished = true;
       },
-      asio::detached);
-  io.run_for(seconds(600));
-  REQUIRE(finished);
+      seconds(600));
   for (const auto& [outcome, count] : outcomes) INFO(outcome << ": " << count);
   CHECK(outcomes["no room"] > 0);
   CHECK(outcomes["expired"] > 0);

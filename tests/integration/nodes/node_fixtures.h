@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -232,6 +235,8 @@ class Driver {
     REQUIRE(decode_->send(node::make_cancel(request_id, "test", prefill_attempts)).is_ok());
   }
 
+  const control::Hello& decode_hello() const { return decode_hello_; }
+
   // The stream's chunks so far.
   const std::vector<control::TokenChunk>& chunks_of(uint64_t id) { return chunks_[id]; }
 
@@ -317,6 +322,32 @@ inline asio::awaitable<std::shared_ptr<rpc::Connection>> greet(
                                          Clock::now() + seconds(10), hello);
   REQUIRE(connection.is_ok());
   co_return *connection;
+}
+
+// Greets a decode node and a prefill node of `model` as a router, runs `body` with a Driver over them, then
+// closes both connections; on a fresh io_context within `budget`. Fails the test when the body did not finish.
+inline void drive_pair(const TinyModel& model, const Node& decode_node, const Node& prefill_node,
+                       const std::function<asio::awaitable<void>(Driver&)>& body, seconds budget = seconds(180)) {
+  asio::io_context io;
+  bool finished = false;
+  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        control::Hello decode_hello;
+        auto decode = co_await greet(decode_node.port, model.fingerprint, &chunks, &decode_hello);
+        auto prefill = co_await greet(prefill_node.port, model.fingerprint, nullptr, nullptr);
+        const ModelConfig& config = model.model->config();
+        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
+                      config.entity_adaptor->entity_dim);
+        co_await body(driver);
+        decode->close(Status::ok());
+        prefill->close(Status::ok());
+        finished = true;
+      },
+      asio::detached);
+  io.run_for(budget);
+  REQUIRE(finished);
 }
 
 }  // namespace recgpt::testing

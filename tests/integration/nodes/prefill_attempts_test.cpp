@@ -2,10 +2,6 @@
 // (tcp): a StartDecode waits for the KV of the attempt it names, not for an earlier attempt's; and blocks a
 // late attempt may still write stay out of reuse until that attempt ended on the decode node. Every wait has a
 // deadline; the processes are killed at the end.
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-
 #include "tests/integration/nodes/node_fixtures.h"
 
 namespace recgpt::testing {
@@ -19,36 +15,12 @@ GenerationRequest forty_token_request() {
   return request;
 }
 
-// Runs `body` with a driver over a fresh prefill and decode node pair, within a budget.
-void with_nodes(const std::function<asio::awaitable<void>(Driver&, Node& decode_node, const TinyModel&)>& body) {
+TEST_CASE("a StartDecode waits for the prefill attempt it names, not for an earlier one the router gave up on",
+          "[nodes][attempts]") {
   TinyModel tiny;
   Node decode_node("decode", tiny, "tcp");
   Node prefill_node("prefill", tiny, "tcp");
-  asio::io_context io;
-  bool finished = false;
-  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        control::Hello decode_hello;
-        auto decode = co_await greet(decode_node.port, tiny.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, nullptr);
-        const ModelConfig& config = tiny.model->config();
-        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
-                      config.entity_adaptor->entity_dim);
-        co_await body(driver, decode_node, tiny);
-        decode->close(Status::ok());
-        prefill->close(Status::ok());
-        finished = true;
-      },
-      asio::detached);
-  io.run_for(seconds(120));
-  REQUIRE(finished);
-}
-
-TEST_CASE("a StartDecode waits for the prefill attempt it names, not for an earlier one the router gave up on",
-          "[nodes][attempts]") {
-  with_nodes([](Driver& driver, Node& decode_node, const TinyModel& tiny) -> asio::awaitable<void> {
+  drive_pair(tiny, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
     const GenerationRequest request = forty_token_request();
     control::Envelope reserved = co_await driver.reserve(request);
     REQUIRE(reserved.reserve_kv_reply().has_reservation());
@@ -81,7 +53,10 @@ TEST_CASE("a StartDecode waits for the prefill attempt it names, not for an earl
 
 TEST_CASE("a cancelled reservation's prompt blocks stay out of reuse until the late prefill attempt ended",
           "[nodes][attempts]") {
-  with_nodes([](Driver& driver, Node& decode_node, const TinyModel&) -> asio::awaitable<void> {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp");
+  drive_pair(tiny, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
     GenerationRequest request = forty_token_request();
     request.max_new_tokens = 30;  // 70 tokens: 5 blocks, 3 of them the prompt's
     control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(seconds(60)));
