@@ -4,6 +4,7 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -165,7 +166,12 @@ class Server : public std::enable_shared_from_this<Server> {
           if (auto connection = weak.lock()) self->on_frame(connection, std::move(envelope));
         },
         [self, weak](const Status&) {
-          if (auto connection = weak.lock()) self->connections_.erase(connection);
+          auto connection = weak.lock();
+          if (connection == nullptr) return;
+          auto peer = self->connections_.find(connection);
+          if (peer == self->connections_.end()) return;
+          peer->second.gone->store(true);  // its requests still queued or computing are dropped
+          self->connections_.erase(peer);
         });
   }
 
@@ -186,48 +192,52 @@ class Server : public std::enable_shared_from_this<Server> {
           id, invalid_argument("a prefill node does not take " + rpc::body_name(envelope) + " frames")));
       return;
     }
-    std::weak_ptr<rpc::Connection> weak = connection;
     const uint64_t reservation = envelope.prefill_request().reservation_id();
-    worker_->submit(std::move(*envelope.mutable_prefill_request()),
-                    [self = shared_from_this(), weak, id, reservation](Result<control::PrefillDone> result) {
-                      asio::post(self->io_, [self, weak, id, reservation, result = std::move(result)] {
-                        if (self->worker_ != nullptr) {
-                          self->blocks_used_->Set(static_cast<double>(self->worker_->used_blocks()));
-                          const double batches = static_cast<double>(self->worker_->batches());
-                          if (batches > self->batches_->Value())
-                            self->batches_->Increment(batches - self->batches_->Value());
-                        }
-                        if (result.is_ok()) {
-                          log_event(LogLevel::kInfo, "prefill", "prefilled",
-                                    {{"node", self->options_.node_id},
-                                     {"request_id", id},
-                                     {"reservation_id", reservation},
-                                     {"computed", result->tokens_computed()},
-                                     {"cached", result->tokens_cached()},
-                                     {"kv_bytes", result->kv_bytes_moved()}});
-                        } else {
-                          log_event(LogLevel::kWarning, "prefill", "prefill failed",
-                                    {{"node", self->options_.node_id},
-                                     {"request_id", id},
-                                     {"reservation_id", reservation},
-                                     {"error", result.status().to_string()}});
-                        }
-                        if (result.is_ok()) {
-                          self->tokens_computed_->Increment(result->tokens_computed());
-                          self->tokens_cached_->Increment(result->tokens_cached());
-                        }
-                        auto connection = weak.lock();
-                        if (connection == nullptr) return;
-                        control::Envelope reply;
-                        reply.set_request_id(id);
-                        if (result.is_ok()) {
-                          *reply.mutable_prefill_done() = result.value();
-                        } else {
-                          reply = rpc::error_frame(id, result.status());
-                        }
-                        (void)connection->send(reply);
-                      });
-                    });
+    worker_->submit(std::move(*envelope.mutable_prefill_request()), answer_to(connection, id, reservation),
+                    known->second.gone);
+  }
+
+  // Answers a prefill request on its connection (if still open) from the io thread, and counts and logs it.
+  PrefillWorker::Done answer_to(const std::shared_ptr<rpc::Connection>& connection, uint64_t id, uint64_t reservation) {
+    std::weak_ptr<rpc::Connection> weak = connection;
+    return [self = shared_from_this(), weak, id, reservation](Result<control::PrefillDone> result) {
+      asio::post(self->io_, [self, weak, id, reservation, result = std::move(result)] {
+        if (self->worker_ != nullptr) {
+          self->blocks_used_->Set(static_cast<double>(self->worker_->used_blocks()));
+          const double batches = static_cast<double>(self->worker_->batches());
+          if (batches > self->batches_->Value()) self->batches_->Increment(batches - self->batches_->Value());
+        }
+        if (result.is_ok()) {
+          log_event(LogLevel::kInfo, "prefill", "prefilled",
+                    {{"node", self->options_.node_id},
+                     {"request_id", id},
+                     {"reservation_id", reservation},
+                     {"computed", result->tokens_computed()},
+                     {"cached", result->tokens_cached()},
+                     {"kv_bytes", result->kv_bytes_moved()}});
+        } else {
+          log_event(LogLevel::kWarning, "prefill", "prefill failed",
+                    {{"node", self->options_.node_id},
+                     {"request_id", id},
+                     {"reservation_id", reservation},
+                     {"error", result.status().to_string()}});
+        }
+        if (result.is_ok()) {
+          self->tokens_computed_->Increment(result->tokens_computed());
+          self->tokens_cached_->Increment(result->tokens_cached());
+        }
+        auto connection = weak.lock();
+        if (connection == nullptr) return;
+        control::Envelope reply;
+        reply.set_request_id(id);
+        if (result.is_ok()) {
+          *reply.mutable_prefill_done() = result.value();
+        } else {
+          reply = rpc::error_frame(id, result.status());
+        }
+        (void)connection->send(reply);
+      });
+    };
   }
 
   asio::io_context& io_;
@@ -245,6 +255,8 @@ class Server : public std::enable_shared_from_this<Server> {
   struct Peer {
     bool greeted = false;
     bool has_prefix_index = false;  // a LoadReport gave it this node's whole prefix index
+    // Set when the connection closed: nobody waits for its requests' answers (PrefillWorker::Abandoned).
+    std::shared_ptr<std::atomic<bool>> gone = std::make_shared<std::atomic<bool>>(false);
   };
   std::unordered_map<std::shared_ptr<rpc::Connection>, Peer> connections_;
   prometheus::Counter* tokens_computed_ = nullptr;

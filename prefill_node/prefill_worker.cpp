@@ -15,12 +15,17 @@ namespace {
 constexpr std::chrono::milliseconds kDefaultDeadline(30000);
 constexpr std::chrono::milliseconds kMaxDeadline(600000);
 
+Status abandoned_failure() {
+  return failed_precondition("the prefill request's caller is gone (its connection closed)");
+}
+
 }  // namespace
 
 // One request through a batch. Its input views its own vectors: a Job never moves once prepared.
 struct PrefillWorker::Job {
   control::PrefillRequest request;
   Done done;
+  Abandoned abandoned;
   kv::Deadline deadline;
   std::vector<int32_t> prompt;
   std::vector<float> entity_vectors;
@@ -32,6 +37,7 @@ struct PrefillWorker::Job {
   Status failure;  // the first error: the job answers it
   bool answered = false;
 
+  bool is_abandoned() const { return abandoned != nullptr && abandoned->load(); }
   int64_t remaining_tokens() const {
     return plan.has_value() ? static_cast<int64_t>(prompt.size()) - plan->computed_tokens : request.token_ids_size();
   }
@@ -66,18 +72,18 @@ Status PrefillWorker::register_cache() {
   return Status::ok();
 }
 
-void PrefillWorker::submit(control::PrefillRequest request, Done done) {
+void PrefillWorker::submit(control::PrefillRequest request, Done done, Abandoned abandoned) {
   ++pending_;
   {
     std::lock_guard lock(mutex_);
-    queue_.emplace_back(std::move(request), std::move(done));
+    queue_.push_back({std::move(request), std::move(done), std::move(abandoned)});
   }
   wake_.notify_all();
 }
 
 void PrefillWorker::run() {
   for (;;) {
-    std::vector<std::pair<control::PrefillRequest, Done>> admitted;
+    std::vector<Submission> admitted;
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || !queue_.empty() || !active_.empty(); });
@@ -87,22 +93,23 @@ void PrefillWorker::run() {
       for (const auto& job : active_) budget -= job->remaining_tokens();
       while (!queue_.empty() && static_cast<int>(active_.size() + admitted.size()) < limits_.max_batch_requests &&
              budget > 0) {
-        budget -= queue_.front().first.token_ids_size();
+        budget -= queue_.front().request.token_ids_size();
         admitted.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
     }
     // A request this node's cache cannot hold while others run waits for their blocks, first in line.
-    std::vector<std::pair<control::PrefillRequest, Done>> deferred;
-    for (auto& [request, done] : admitted) {
+    std::vector<Submission> deferred;
+    for (Submission& submission : admitted) {
       auto job = std::make_unique<Job>();
-      job->request = std::move(request);
-      job->done = std::move(done);
-      job->failure = prepare(*job);
+      job->request = std::move(submission.request);
+      job->done = std::move(submission.done);
+      job->abandoned = std::move(submission.abandoned);
+      job->failure = job->is_abandoned() ? abandoned_failure() : prepare(*job);
       if (job->failure.is_ok()) {
         active_.push_back(std::move(job));
       } else if (job->failure.code() == StatusCode::kResourceExhausted && !active_.empty()) {
-        deferred.emplace_back(std::move(job->request), std::move(job->done));
+        deferred.push_back({std::move(job->request), std::move(job->done), std::move(job->abandoned)});
       } else {
         answer(*job, nullptr);
       }
@@ -120,8 +127,8 @@ void PrefillWorker::run() {
   }
   active_.clear();
   std::lock_guard lock(mutex_);
-  for (auto& [request, done] : queue_) {
-    done(unavailable("the prefill node is stopping"));
+  for (Submission& submission : queue_) {
+    submission.done(unavailable("the prefill node is stopping"));
     --pending_;
   }
 }
@@ -136,6 +143,10 @@ void PrefillWorker::run_step() {
   for (auto& job : active_) {
     if (now >= job->deadline) {
       job->failure = deadline_exceeded("the prefill request's deadline passed while it waited for compute");
+      continue;
+    }
+    if (job->is_abandoned()) {
+      job->failure = abandoned_failure();
       continue;
     }
     const int64_t take = std::min(job->remaining_tokens(), budget);

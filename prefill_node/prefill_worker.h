@@ -40,6 +40,10 @@ namespace recgpt::prefill {
 class PrefillWorker {
  public:
   using Done = std::function<void(Result<control::PrefillDone>)>;  // runs on the worker thread
+  // Set by the submitter once nobody waits for the answer (its connection closed): the request is dropped, with
+  // kFailedPrecondition, before its next step instead of computing and pushing KV nobody will decode. A request
+  // in its last step finishes it.
+  using Abandoned = std::shared_ptr<const std::atomic<bool>>;
 
   PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,
                 std::unique_ptr<kv::TransferEngine> transfer, std::optional<EntityStore> entities,
@@ -47,7 +51,7 @@ class PrefillWorker {
   ~PrefillWorker();  // answers what is still queued with kUnavailable, then joins the thread
 
   Status register_cache();
-  void submit(control::PrefillRequest request, Done done);
+  void submit(control::PrefillRequest request, Done done, Abandoned abandoned = nullptr);
 
   bool busy() const { return pending_.load() > 0; }    // a request is queued or running
   int64_t pending() const { return pending_.load(); }  // requests queued or running
@@ -58,6 +62,11 @@ class PrefillWorker {
 
  private:
   struct Job;
+  struct Submission {
+    control::PrefillRequest request;
+    Done done;
+    Abandoned abandoned;
+  };
 
   void run();
   void run_step();
@@ -84,7 +93,7 @@ class PrefillWorker {
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<std::pair<control::PrefillRequest, Done>> queue_;
+  std::deque<Submission> queue_;
   bool stopping_ = false;
   std::thread thread_;
 };

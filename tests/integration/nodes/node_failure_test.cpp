@@ -24,6 +24,11 @@ GenerationRequest long_prompt() {
   return request;
 }
 
+// A prefill call whose answer nobody reads (it fails once the caller hung up). `driver` must outlive it.
+asio::awaitable<void> send_prefill(Driver& driver, GenerationRequest request, control::Reservation reservation) {
+  (void)co_await driver.try_prefill(request, reservation);
+}
+
 // Kills `node` kKillAfter from now, on the io_context; the time of the kill lands in `killed_at`.
 void kill_later(asio::steady_timer& timer, Node& node, Clock::time_point& killed_at) {
   timer.expires_after(kKillAfter);
@@ -113,6 +118,52 @@ TEST_CASE(
       asio::detached);
   io.run_for(seconds(120));
   REQUIRE(finished);
+  CHECK(prefill_node.shows_used(0));
+}
+
+TEST_CASE("a caller that hangs up frees the prefill node: its running and queued prefills are dropped, not computed",
+          "[nodes][failure][hang_up]") {
+  TinyModel small("small");
+  Node decode_node("decode", small, "tcp", 128);
+  Node prefill_node("prefill", small, "tcp", 128, {"--max-batch-tokens", "64"});  // ~110 steps for the long one
+  const GenerationRequest long_prompt_request = long_prompt();
+  drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
+    std::vector<control::LoadReport> reports;
+    auto observer = co_await greet(prefill_node.port, small.fingerprint, nullptr, nullptr, &reports);
+    GenerationRequest short_one;
+    short_one.prompt = std::vector<int32_t>(40, 9);
+    short_one.max_new_tokens = 4;
+    std::vector<control::Reservation> reservations;
+    for (const GenerationRequest* request : std::vector<const GenerationRequest*>{&long_prompt_request, &short_one}) {
+      control::Envelope reserved = co_await driver.reserve(*request, unix_ms_from_now(seconds(60)));
+      REQUIRE(reserved.reserve_kv_reply().has_reservation());
+      reservations.push_back(reserved.reserve_kv_reply().reservation());
+    }
+    // Both sent; the short one queues behind the long one (which takes the whole step budget).
+    auto executor = co_await asio::this_coro::executor;
+    asio::co_spawn(executor, send_prefill(driver, long_prompt_request, reservations[0]), asio::detached);
+    asio::co_spawn(executor, send_prefill(driver, short_one, reservations[1]), asio::detached);
+    // Hang up once the prefill node reports both in hand (its load reports come each second).
+    asio::steady_timer wait(executor);
+    auto report_shows = [&](uint32_t depth, size_t after) {
+      return reports.size() > after && reports.back().queue_depth() == depth;
+    };
+    for (int i = 0; i < 300 && !report_shows(2, 0); ++i) {
+      wait.expires_after(milliseconds(10));
+      co_await wait.async_wait(asio::use_awaitable);
+    }
+    REQUIRE(report_shows(2, 0));
+    driver.hang_up_prefill();
+    const size_t at_hang_up = reports.size();
+    for (int i = 0; i < 1000 && !report_shows(0, at_hang_up); ++i) {
+      wait.expires_after(milliseconds(10));
+      co_await wait.async_wait(asio::use_awaitable);
+    }
+    REQUIRE(report_shows(0, at_hang_up));
+    observer->close(Status::ok());
+  });
+  // Neither finished: the long one stopped between steps, the short one was never computed.
+  CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 0);
   CHECK(prefill_node.shows_used(0));
 }
 

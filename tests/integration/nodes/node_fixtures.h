@@ -236,6 +236,8 @@ class Driver {
   }
 
   const control::Hello& decode_hello() const { return decode_hello_; }
+  // Closes the connection to the prefill node, as a router that died would.
+  void hang_up_prefill() { prefill_->close(Status::ok()); }
 
   // The stream's chunks so far.
   const std::vector<control::TokenChunk>& chunks_of(uint64_t id) { return chunks_[id]; }
