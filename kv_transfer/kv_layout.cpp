@@ -1,8 +1,10 @@
 #include "kv_transfer/kv_layout.h"
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 
 namespace recgpt::kv {
 namespace {
@@ -64,6 +66,14 @@ Status validate_layout(const KvLayoutDescription& layout) {
               multiply(2 * static_cast<uint64_t>(layout.num_layers), layout.array_stride_bytes, &arrays) &&
               !__builtin_add_overflow(arrays, array, &region);
   if (!fits) return invalid_argument("KV layout sizes overflow 64 bits");
+  if (layout.dtype == "fp8_e4m3") {
+    for (const auto& [scale, field] : {std::pair{layout.key_scale, "key_scale"}, {layout.value_scale, "value_scale"}}) {
+      if (!(scale > 0.0f && std::isfinite(scale))) {
+        return invalid_argument(std::string("KV layout field ") + field + " must be positive and finite, got " +
+                                std::to_string(scale));
+      }
+    }
+  }
   if (layout.array_stride_bytes < array) {
     return invalid_argument("KV layout field array_stride_bytes " + std::to_string(layout.array_stride_bytes) +
                             " is smaller than num_blocks x block bytes = " + std::to_string(array));
@@ -89,6 +99,14 @@ Status check_layouts_match(const KvLayoutDescription& local, const KvLayoutDescr
     return differ("block_size", std::to_string(local.block_size), std::to_string(remote.block_size));
   }
   if (local.dtype != remote.dtype) return differ("dtype", local.dtype, remote.dtype);
+  if (local.dtype == "fp8_e4m3") {
+    if (local.key_scale != remote.key_scale) {
+      return differ("key_scale", std::to_string(local.key_scale), std::to_string(remote.key_scale));
+    }
+    if (local.value_scale != remote.value_scale) {
+      return differ("value_scale", std::to_string(local.value_scale), std::to_string(remote.value_scale));
+    }
+  }
   RECGPT_RETURN_IF_ERROR(validate_layout(local).with_context("local KV layout"));
   return validate_layout(remote).with_context("peer KV layout");
 }

@@ -25,6 +25,9 @@ struct KvLayoutDescription {
   std::string dtype;                // element type of K and V: "f32", "bf16", "f16" or "fp8_e4m3"
   int64_t num_blocks = 0;           // at most INT32_MAX (block ids are int32)
   uint64_t array_stride_bytes = 0;  // >= num_blocks * block_bytes()
+  // fp8_e4m3 only: an element reads back as e4m3 * scale (engine/kv_cache.h); ignored for other dtypes.
+  float key_scale = 1.0f;
+  float value_scale = 1.0f;
 
   // Bytes of one block of one layer's K (or V): block_size * num_kv_heads * head_dim * element size.
   // Only meaningful after validate() passed.
@@ -35,11 +38,12 @@ struct KvLayoutDescription {
 };
 
 // kInvalidArgument naming the field: a size not positive, an unknown dtype, too many blocks, a stride too
-// small for the blocks, or sizes whose products overflow.
+// small for the blocks, sizes whose products overflow, or (fp8_e4m3) a scale not positive and finite.
 Status validate_layout(const KvLayoutDescription& layout);
 
 // kInvalidArgument naming the first field in which the layouts differ, e.g. "KV layouts differ in
-// block_size: 16 here, 32 at the peer". num_blocks and array_stride_bytes may differ.
+// block_size: 16 here, 32 at the peer". num_blocks and array_stride_bytes may differ; the scales must agree
+// for fp8_e4m3 (the same bytes mean other values under another scale).
 Status check_layouts_match(const KvLayoutDescription& local, const KvLayoutDescription& remote);
 
 // One contiguous copy, as byte offsets from each side's region base.

@@ -28,6 +28,8 @@ kv::KvLayoutDescription describe_kv_cache(const KvCache& cache) {
   layout.dtype = std::string(dtype_name(config.dtype));
   layout.num_blocks = config.num_blocks;
   layout.array_stride_bytes = cache.array_stride_bytes();
+  layout.key_scale = config.key_scale;
+  layout.value_scale = config.value_scale;
   return layout;
 }
 
@@ -46,6 +48,8 @@ control::KvLayout kv_layout_to_proto(const kv::KvLayoutDescription& layout) {
   proto.set_head_dim(static_cast<uint32_t>(layout.head_dim));
   proto.set_dtype(layout.dtype);
   proto.set_array_stride_bytes(layout.array_stride_bytes);
+  proto.set_key_scale(layout.key_scale);
+  proto.set_value_scale(layout.value_scale);
   return proto;
 }
 
@@ -58,6 +62,8 @@ kv::KvLayoutDescription kv_layout_from_proto(const control::KvLayout& proto) {
   layout.dtype = proto.dtype();
   layout.num_blocks = proto.num_blocks();
   layout.array_stride_bytes = proto.array_stride_bytes();
+  layout.key_scale = proto.key_scale();
+  layout.value_scale = proto.value_scale();
   return layout;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -153,6 +154,21 @@ TEST_CASE("KV layouts that differ are refused naming the field", "[kv_transfer][
   CHECK(mismatch([](auto& l) { l.num_kv_heads = 4; }).find("num_kv_heads") != std::string::npos);
   CHECK(mismatch([](auto& l) { l.head_dim = 16; }).find("head_dim") != std::string::npos);
   CHECK(mismatch([](auto& l) { l.num_layers = 2; }).find("num_layers") != std::string::npos);
+  CHECK(mismatch([](auto& l) { l.key_scale = 0.5f; }).empty());  // scales mean nothing for bf16
+
+  // FP8: the same bytes are other values under another scale.
+  here.dtype = "fp8_e4m3";
+  here.array_stride_bytes = here.num_blocks * here.block_bytes();
+  CHECK(check_layouts_match(here, here).is_ok());
+  CHECK(mismatch([](auto& l) { l.key_scale = 0.5f; }) ==
+        "KV layouts differ in key_scale: 1.000000 here, 0.500000 at the peer");
+  CHECK(mismatch([](auto& l) { l.value_scale = 2.0f; }).find("value_scale") != std::string::npos);
+  for (float bad : {0.0f, -1.0f, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    KvLayoutDescription broken = here;
+    broken.key_scale = bad;
+    broken.value_scale = bad;
+    CHECK_THAT(validate_layout(broken).message(), Catch::Contains("key_scale must be positive and finite"));
+  }
 }
 
 TEST_CASE("KV layout validation names the bad field", "[kv_transfer][layout]") {
