@@ -73,7 +73,10 @@ void KvArrivals::forget(uint64_t reservation) {
   std::vector<Landed> ended;
   {
     std::lock_guard lock(mutex_);
-    std::erase_if(ends_, [&](const auto& entry) { return entry.first.first == reservation; });
+    // Ended streams nobody will take go; a started one stays (a write fence may need to know its writer).
+    std::erase_if(streams_, [&](const auto& entry) {
+      return entry.first.first == reservation && entry.second.completed.has_value();
+    });
     std::erase_if(landing_, [&](LandingWaiter& waiter) {
       if (waiter.stream.first != reservation) return false;
       ended.push_back(std::move(waiter.landed));
@@ -123,17 +126,25 @@ void KvArrivals::record(const kv::Notification& notification) {
     ++counters_.ignored;
     return;
   }
+  Stream& known = streams_[{name->reservation, name->attempt}];
+  known.at = kv::Clock::now();
+  if (stream->kind == kv::StreamEventKind::kStarted) {
+    ++counters_.started;
+    known.writer = notification.peer;
+    return;
+  }
   const bool completed = stream->kind == kv::StreamEventKind::kCompleted;
   ++(completed ? counters_.completed : counters_.aborted);
-  ends_[{name->reservation, name->attempt}] = {completed, kv::Clock::now()};
+  known.completed = completed;
 }
 
 std::optional<Status> KvArrivals::landing_result(const LandingWaiter& waiter, kv::Clock::time_point now) {
   if (!receive_status_.is_ok()) return receive_status_;  // nothing more can arrive: fail now, not at each deadline
-  auto end = ends_.find(waiter.stream);
-  if (end != ends_.end()) {
-    const bool completed = end->second.completed;
-    ends_.erase(end);
+  // A dead writer does not fail the wait: its `completed`, sent before it died, may still be on its way.
+  auto stream = streams_.find(waiter.stream);
+  if (stream != streams_.end() && stream->second.completed.has_value()) {
+    const bool completed = *stream->second.completed;
+    streams_.erase(stream);
     if (completed) return Status::ok();
     return unavailable(attempt_label(waiter.stream.first, waiter.stream.second) + " was aborted by its prefill node");
   }
@@ -144,7 +155,17 @@ std::optional<Status> KvArrivals::landing_result(const LandingWaiter& waiter, kv
 }
 
 bool KvArrivals::take_ends(EndsWaiter& waiter) {
-  std::erase_if(waiter.open, [&](uint32_t attempt) { return ends_.erase({waiter.reservation, attempt}) > 0; });
+  std::erase_if(waiter.open, [&](uint32_t attempt) {
+    auto stream = streams_.find({waiter.reservation, attempt});
+    if (stream == streams_.end()) return false;
+    const bool ended = stream->second.completed.has_value();
+    const bool writer_died =
+        !ended && stream->second.writer.has_value() && !engine_.peer_status(*stream->second.writer).is_ok();
+    if (!ended && !writer_died) return false;
+    if (writer_died) ++counters_.writers_died;
+    streams_.erase(stream);
+    return true;
+  });
   return waiter.open.empty();
 }
 
@@ -164,7 +185,7 @@ std::vector<std::function<void()>> KvArrivals::take_resolved(kv::Clock::time_poi
     answers.push_back([ended = std::move(waiter.ended), all_ended] { ended(all_ended); });
     return true;
   });
-  std::erase_if(ends_, [now](const auto& entry) { return now - entry.second.at > kRetention; });
+  std::erase_if(streams_, [now](const auto& entry) { return now - entry.second.at > kRetention; });
   return answers;
 }
 

@@ -6,8 +6,9 @@
 // StartDecode waits for the `completed` of the attempt it names: the router's PrefillDone says only that the
 // prefill node's writes left it, which over a network transport (UCX active messages over tcp) can be before
 // this node has handled them; and a late `completed` of an attempt the router gave up on must not stand in for
-// it. The blocks' write fences (write_fences.h) wait for the ends (`completed` or `aborted`) of the other
-// attempts.
+// it. The blocks' write fences (write_fences.h) wait for the other attempts to be over: their stream ended here
+// (`completed` or `aborted`), or the peer that said it `started` the stream died (a dead writer writes nothing
+// more; one that never started cannot be told from one whose `started` is on its way).
 #pragma once
 
 #include <chrono>
@@ -27,7 +28,9 @@ namespace recgpt::decode {
 struct KvArrivalCounters {
   uint64_t completed = 0;       // `completed` notifications of prefill attempts
   uint64_t aborted = 0;         // `aborted` ones (a prefill attempt failed; a retry may still fill the blocks)
+  uint64_t started = 0;         // `started` ones
   uint64_t ignored = 0;         // notifications that are not of a KV stream into a reservation
+  uint64_t writers_died = 0;    // attempts over because their writer died before their stream ended
   uint64_t timed_out = 0;       // landing waits that reached their deadline
   uint64_t ends_timed_out = 0;  // waits for attempts' ends that reached their deadline
 };
@@ -47,12 +50,12 @@ class KvArrivals {
   // soon as its notifications cannot be taken (receive_status); kUnavailable while stopping. Otherwise on the
   // arrivals thread. Each arrival opens one wait.
   void when_landed(uint64_t reservation, uint32_t attempt, kv::Deadline deadline, Landed landed);
-  // `ended(true)` once every one of `attempts` of the reservation has ended here (its `completed` or `aborted`
-  // came; at once, on this thread, if they all did), `ended(false)` at `deadline` or while stopping. Not ended
-  // by forget(): a cancelled reservation's attempts may still be writing.
+  // `ended(true)` once every one of `attempts` of the reservation is over here (its `completed` or `aborted`
+  // came, or the peer that `started` it died; at once, on this thread, if they all are), `ended(false)` at
+  // `deadline` or while stopping. Not ended by forget(): a cancelled reservation's attempts may still be writing.
   void when_ended(uint64_t reservation, std::vector<uint32_t> attempts, kv::Deadline deadline, Ended ended);
-  // The reservation ended (cancelled, or its connection closed): its arrivals are dropped, and a landing wait for
-  // it ends now with kFailedPrecondition rather than at its deadline.
+  // The reservation ended (cancelled, or its connection closed): its ended streams are dropped, and a landing
+  // wait for it ends now with kFailedPrecondition rather than at its deadline.
   void forget(uint64_t reservation);
 
   KvArrivalCounters counters() const;
@@ -69,9 +72,10 @@ class KvArrivals {
 
  private:
   using StreamKey = std::pair<uint64_t, uint32_t>;  // (reservation, attempt)
-  struct StreamEnd {
-    bool completed = false;  // else aborted
-    kv::Clock::time_point at;
+  struct Stream {
+    std::optional<kv::PeerId> writer;  // from its `started`
+    std::optional<bool> completed;     // its end: completed, or aborted
+    kv::Clock::time_point at;          // of the last notification
   };
   struct LandingWaiter {
     StreamKey stream;
@@ -89,14 +93,14 @@ class KvArrivals {
   void record(const kv::Notification& notification);
   // The result of a landing wait if it ends now; takes the end it consumed. Under mutex_.
   std::optional<Status> landing_result(const LandingWaiter& waiter, kv::Clock::time_point now);
-  // Takes the ends of `waiter.open` that came; true once none is open. Under mutex_.
+  // Takes the attempts of `waiter.open` that are over; true once none is open. Under mutex_.
   bool take_ends(EndsWaiter& waiter);
   // The answers of the waits that end now (to call outside the lock); drops stale ends.
   std::vector<std::function<void()>> take_resolved(kv::Clock::time_point now);
 
   kv::TransferEngine& engine_;
   mutable std::mutex mutex_;
-  std::map<StreamKey, StreamEnd> ends_;  // streams that ended here and nobody took yet
+  std::map<StreamKey, Stream> streams_;  // streams heard of here that no wait has taken yet
   std::vector<LandingWaiter> landing_;
   std::vector<EndsWaiter> ending_;
   KvArrivalCounters counters_;

@@ -117,6 +117,9 @@ std::string request_label(const std::string& request_id) { return "request '" + 
 Result<Bytes> encode_stream_notification(const StreamNotification& notification) {
   RECGPT_RETURN_IF_ERROR(check_request_id(notification.request_id).with_context("KV stream notification"));
   RECGPT_RETURN_IF_ERROR(check_layers(notification.layers).with_context("KV stream notification"));
+  if (notification.kind == StreamEventKind::kStarted && (!notification.layers.empty() || notification.checksum)) {
+    return invalid_argument("KV stream notification: a started notification carries no layers and no checksum");
+  }
   WireWriter wire;
   wire.integer(kNotificationMagic, 4);
   wire.integer(kNotificationVersion, 1);
@@ -141,7 +144,8 @@ Result<StreamNotification> decode_stream_notification(std::span<const std::byte>
   }
   RECGPT_ASSIGN_OR_RETURN(uint64_t kind, wire.integer(1, "kind"));
   if (kind != static_cast<uint8_t>(StreamEventKind::kCompleted) &&
-      kind != static_cast<uint8_t>(StreamEventKind::kAborted)) {
+      kind != static_cast<uint8_t>(StreamEventKind::kAborted) &&
+      kind != static_cast<uint8_t>(StreamEventKind::kStarted)) {
     return malformed("unknown kind " + std::to_string(kind));
   }
   RECGPT_ASSIGN_OR_RETURN(uint64_t flags, wire.integer(1, "flags"));
@@ -173,6 +177,9 @@ Result<StreamNotification> decode_stream_notification(std::span<const std::byte>
     RECGPT_ASSIGN_OR_RETURN(notification.checksum, wire.integer(8, "checksum"));
   }
   if (wire.remaining() != 0) return malformed(std::to_string(wire.remaining()) + " trailing bytes");
+  if (notification.kind == StreamEventKind::kStarted && (!notification.layers.empty() || notification.checksum)) {
+    return malformed("a started notification carries no layers and no checksum");
+  }
   return notification;
 }
 
@@ -220,7 +227,18 @@ Result<std::unique_ptr<KvStreamWriter>> KvStreamWriter::create(TransferEngine& e
 }
 
 KvStreamWriter::KvStreamWriter(TransferEngine& engine, KvStreamWriterConfig config)
-    : engine_(engine), config_(std::move(config)), layer_written_(config_.source_layout.num_layers, false) {}
+    : engine_(engine), config_(std::move(config)), layer_written_(config_.source_layout.num_layers, false) {
+  Result<Bytes> message =  // cannot fail: create() checked the id
+      encode_stream_notification({StreamEventKind::kStarted, config_.request_id, {}, std::nullopt});
+  Result<std::unique_ptr<TransferHandle>> sent = message.is_ok()
+                                                     ? engine_.notify(config_.peer, *message)
+                                                     : Result<std::unique_ptr<TransferHandle>>(message.status());
+  if (sent.is_ok()) {
+    started_ = std::move(sent).value();
+  } else {
+    failure_ = sent.status().with_context(request_label(config_.request_id) + ": sending started");
+  }
+}
 
 KvStreamWriter::~KvStreamWriter() { abort(); }
 
@@ -284,6 +302,8 @@ std::vector<int32_t> KvStreamWriter::written_layers() const {
 }
 
 void KvStreamWriter::cancel_in_flight() {
+  if (started_ != nullptr) started_->cancel();
+  started_.reset();
   for (auto& [layer, handle] : in_flight_) handle->cancel();
   in_flight_.clear();
 }
@@ -298,6 +318,7 @@ void KvStreamWriter::send_aborted(Deadline deadline) {
 
 Status KvStreamWriter::wait_and_notify_completed(Deadline deadline) {
   const std::string label = request_label(config_.request_id);
+  if (started_ != nullptr) RECGPT_RETURN_IF_ERROR(started_->wait(deadline).with_context(label + ": sending started"));
   for (auto& [layer, handle] : in_flight_) {
     RECGPT_RETURN_IF_ERROR(handle->wait(deadline).with_context(label + ", layer " + std::to_string(layer)));
   }
@@ -481,6 +502,7 @@ void KvStreamReceiver::dispatch(const Notification& notification) {
     ++counters_.malformed;
     return;
   }
+  if (decoded->kind == StreamEventKind::kStarted) return;  // the expectation names its writer already
   auto found = expected_.find(decoded->request_id);
   if (found == expected_.end() || found->second->peer != notification.peer || found->second->resolved()) {
     ++counters_.unexpected;

@@ -1,6 +1,7 @@
 // Layer-wise KV streaming over any TransferEngine: a prefill node pushes each layer's KV into the blocks a decode
 // node reserved as soon as that layer is computed, then tells the decode node the request is complete (or
-// aborted) with one notification. Backend-agnostic: only the TransferEngine face is used.
+// aborted) with one notification. Before any write it says the stream started, so the receiver knows which peer
+// writes it (and can tell a dead writer from a slow one). Backend-agnostic: only the TransferEngine face is used.
 //
 //   prefill (writer)                                decode (receiver)
 //   writer = KvStreamWriter::create(...)            receiver.expect(request id, writer peer, deadline)
@@ -32,7 +33,7 @@ namespace recgpt::kv {
 // ---- Notification wire format ----------------------------------------------------------------------------------
 //
 // Version 1, every integer little-endian:
-//   u32 magic "RKVS" (0x53564b52) | u8 version = 1 | u8 kind (1 completed, 2 aborted) | u8 flags (bit 0: has
+//   u32 magic "RKVS" (0x53564b52) | u8 version = 1 | u8 kind (1 completed, 2 aborted, 3 started) | u8 flags (bit 0: has
 //   checksum; other bits 0) | u8 reserved = 0 | u16 request id bytes (1..kMaxRequestIdBytes) | request id |
 //   u32 layer count (<= kMaxStreamLayers) | u32 layer index, strictly ascending, each <= INT32_MAX |
 //   u64 checksum (only with flag bit 0)
@@ -41,7 +42,8 @@ namespace recgpt::kv {
 inline constexpr size_t kMaxRequestIdBytes = 256;
 inline constexpr size_t kMaxStreamLayers = 4096;
 
-enum class StreamEventKind : uint8_t { kCompleted = 1, kAborted = 2 };
+// kStarted comes first, before any write, with no layers; then exactly one of kCompleted or kAborted.
+enum class StreamEventKind : uint8_t { kCompleted = 1, kAborted = 2, kStarted = 3 };
 
 struct StreamNotification {
   StreamEventKind kind = StreamEventKind::kCompleted;
@@ -52,8 +54,8 @@ struct StreamNotification {
   bool operator==(const StreamNotification&) const = default;
 };
 
-// kInvalidArgument for a request id empty or longer than kMaxRequestIdBytes, too many layers, or layers not
-// strictly ascending non-negative.
+// kInvalidArgument for a request id empty or longer than kMaxRequestIdBytes, too many layers, layers not
+// strictly ascending non-negative, or a `started` with layers or a checksum.
 Result<Bytes> encode_stream_notification(const StreamNotification& notification);
 // kInvalidArgument saying what is wrong for any bytes that are not exactly one valid version-1 message.
 // Safe on arbitrary input.
@@ -95,7 +97,7 @@ class KvStreamWriter {
  public:
   // kInvalidArgument when the layouts differ (naming the field, from check_layouts_match), the block lists
   // differ in length, a block id is out of range, a destination block repeats, or the request id is empty or
-  // too long.
+  // too long. Sends `started` (not waited for here; a failure to send it poisons the writer like a failed write).
   static Result<std::unique_ptr<KvStreamWriter>> create(TransferEngine& engine, KvStreamWriterConfig config);
 
   KvStreamWriter(const KvStreamWriter&) = delete;
@@ -137,6 +139,7 @@ class KvStreamWriter {
   State state_ = State::kOpen;
   Status failure_;                                                          // the first failed write_layer()
   std::vector<bool> layer_written_;                                         // [num_layers]
+  std::unique_ptr<TransferHandle> started_;                                 // the `started` notification
   std::vector<std::pair<int, std::unique_ptr<TransferHandle>>> in_flight_;  // (layer, its writes)
 };
 

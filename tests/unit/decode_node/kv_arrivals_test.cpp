@@ -189,6 +189,26 @@ TEST_CASE("a wait for attempts' ends ends once each completed or aborted, before
   CHECK(already.get());
 }
 
+TEST_CASE("an attempt whose writer died is over for a wait for ends, but does not fail a landing wait",
+          "[decode][arrivals]") {
+  EnginePair engines;
+  KvArrivals arrivals(*engines.reader);
+  engines.send_stream(kv::StreamEventKind::kStarted, stream(40, 1));
+  engines.send_stream(kv::StreamEventKind::kStarted, stream(41, 1));
+  for (int i = 0; i < 400 && arrivals.counters().started < 2; ++i) std::this_thread::sleep_for(milliseconds(5));
+  REQUIRE(arrivals.counters().started == 2);
+  std::future<bool> fence = ends_of(arrivals, 40, {1}, milliseconds(60000));
+  std::future<Status> landing = wait_for(arrivals, 41, 1, milliseconds(500));
+  CHECK_FALSE(outcome(fence, milliseconds(100)).has_value());  // a live writer that started: still writing
+
+  engines.writer.reset();  // the writer's engine is destroyed: it writes nothing more
+  CHECK(outcome(fence) == std::optional<bool>(true));
+  CHECK(arrivals.counters().writers_died == 1);
+  // Its `completed` might still be on its way: the landing wait keeps to its deadline.
+  const Status landed = ended(landing);
+  CHECK(landed.code() == StatusCode::kDeadlineExceeded);
+}
+
 TEST_CASE("a reservation that ends ends its wait at once and drops its arrival", "[decode][arrivals]") {
   EnginePair engines;
   KvArrivals arrivals(*engines.reader);

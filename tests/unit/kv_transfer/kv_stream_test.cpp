@@ -255,7 +255,8 @@ TEST_CASE("a stream notification with a bad field is refused naming it", "[kv_tr
   const Corruption corruptions[] = {
       {0, 'X', "magic"},
       {4, 2, "version 2"},
-      {5, 3, "kind 3"},
+      {5, 4, "kind 4"},
+      {5, 3, "started notification carries no layers"},
       {6, 0x81, "flags"},
       {7, 1, "reserved"},
       {8, 0, "request id length 0"},
