@@ -15,6 +15,10 @@ namespace {
 constexpr std::chrono::milliseconds kDefaultDeadline(30000);
 constexpr std::chrono::milliseconds kMaxDeadline(600000);
 
+kv::Deadline deadline_of(const control::PrefillRequest& request) {
+  return node::deadline_from_unix_ms(request.deadline_unix_ms(), kDefaultDeadline, kMaxDeadline);
+}
+
 Status abandoned_failure() {
   return failed_precondition("the prefill request's caller is gone (its connection closed)");
 }
@@ -84,6 +88,7 @@ void PrefillWorker::submit(control::PrefillRequest request, Done done, Abandoned
 void PrefillWorker::run() {
   for (;;) {
     std::vector<Submission> admitted;
+    std::vector<Announcement> announcements;
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || !queue_.empty() || !active_.empty(); });
@@ -97,7 +102,16 @@ void PrefillWorker::run() {
         admitted.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      for (Submission& waiting : queue_) {
+        if (waiting.announced || waiting.request.attempt() == 0) continue;
+        waiting.announced = true;
+        announcements.push_back({waiting.request.decode_transfer_endpoint(), waiting.request.decode_kv_region_key(),
+                                 waiting.request.reservation_id(), waiting.request.attempt(),
+                                 deadline_of(waiting.request)});
+      }
     }
+    for (const Announcement& announcement : announcements) announce(announcement);
+    std::erase_if(announcements_, [](const auto& sent) { return sent->poll() != kv::TransferState::kPending; });
     // A request this node's cache cannot hold while others run waits for their blocks, first in line.
     std::vector<Submission> deferred;
     for (Submission& submission : admitted) {
@@ -126,6 +140,8 @@ void PrefillWorker::run() {
     answer(*job, nullptr);
   }
   active_.clear();
+  for (auto& sent : announcements_) sent->cancel();
+  announcements_.clear();
   std::lock_guard lock(mutex_);
   for (Submission& submission : queue_) {
     submission.done(unavailable("the prefill node is stopping"));
@@ -208,7 +224,7 @@ void PrefillWorker::answer(Job& job, const PrefillOutcome* outcome) {
 // Parses and checks the request, plans its blocks and opens its KV stream. On error nothing is held.
 Status PrefillWorker::prepare(Job& job) {
   const control::PrefillRequest& request = job.request;
-  job.deadline = node::deadline_from_unix_ms(request.deadline_unix_ms(), kDefaultDeadline, kMaxDeadline);
+  job.deadline = deadline_of(request);
   for (uint32_t token : request.token_ids())
     job.prompt.push_back(static_cast<int32_t>(std::min<uint32_t>(token, INT32_MAX)));
   const int entity_dim = model_.config().entity_adaptor ? model_.config().entity_adaptor->entity_dim : 0;
@@ -235,7 +251,8 @@ Status PrefillWorker::prepare(Job& job) {
                             " destination blocks for " + std::to_string(prompt_blocks - first_block) +
                             " uncached prompt blocks");
   }
-  RECGPT_ASSIGN_OR_RETURN(auto destination, decode_destination(request, job.deadline));
+  RECGPT_ASSIGN_OR_RETURN(auto destination, decode_destination(request.decode_transfer_endpoint(),
+                                                               request.decode_kv_region_key(), job.deadline));
   RECGPT_ASSIGN_OR_RETURN(PrefillPlan plan, executor_.plan(job.input));
   job.plan = std::move(plan);
   kv::KvStreamWriterConfig config;
@@ -266,19 +283,33 @@ Status PrefillWorker::prepare(Job& job) {
   return Status::ok();
 }
 
-Result<std::pair<kv::PeerId, kv::RemoteRegionId>> PrefillWorker::decode_destination(
-    const control::PrefillRequest& request, kv::Deadline deadline) {
-  const std::string key = request.decode_transfer_endpoint() + request.decode_kv_region_key();
+Result<std::pair<kv::PeerId, kv::RemoteRegionId>> PrefillWorker::decode_destination(std::string_view endpoint,
+                                                                                    std::string_view region_key,
+                                                                                    kv::Deadline deadline) {
+  const std::string key = std::string(endpoint) + std::string(region_key);
   auto known = destinations_.find(key);
   if (known != destinations_.end() && transfer_->peer_status(known->second.first).is_ok()) return known->second;
-  const auto* endpoint = reinterpret_cast<const std::byte*>(request.decode_transfer_endpoint().data());
-  RECGPT_ASSIGN_OR_RETURN(kv::PeerId peer,
-                          transfer_->connect(std::span(endpoint, request.decode_transfer_endpoint().size()), deadline));
-  const auto* region_key = reinterpret_cast<const std::byte*>(request.decode_kv_region_key().data());
-  RECGPT_ASSIGN_OR_RETURN(kv::RemoteRegionId region,
-                          transfer_->import_region(peer, std::span(region_key, request.decode_kv_region_key().size())));
+  const auto as_bytes = [](std::string_view text) {
+    return std::span(reinterpret_cast<const std::byte*>(text.data()), text.size());
+  };
+  RECGPT_ASSIGN_OR_RETURN(kv::PeerId peer, transfer_->connect(as_bytes(endpoint), deadline));
+  RECGPT_ASSIGN_OR_RETURN(kv::RemoteRegionId region, transfer_->import_region(peer, as_bytes(region_key)));
   destinations_[key] = {peer, region};
   return destinations_[key];
+}
+
+void PrefillWorker::announce(const Announcement& announcement) {
+  Result<std::pair<kv::PeerId, kv::RemoteRegionId>> destination =
+      decode_destination(announcement.decode_endpoint, announcement.decode_region_key, announcement.deadline);
+  if (!destination.is_ok()) return;  // prepare() answers the request with this error later
+  Result<kv::Bytes> message =
+      kv::encode_stream_notification({kv::StreamEventKind::kStarted,
+                                      node::kv_stream_id({announcement.reservation_id, announcement.attempt}),
+                                      {},
+                                      std::nullopt});
+  if (!message.is_ok()) return;
+  Result<std::unique_ptr<kv::TransferHandle>> sent = transfer_->notify(destination->first, *message);
+  if (sent.is_ok()) announcements_.push_back(std::move(sent).value());
 }
 
 }  // namespace recgpt::prefill

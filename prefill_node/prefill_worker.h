@@ -66,13 +66,27 @@ class PrefillWorker {
     control::PrefillRequest request;
     Done done;
     Abandoned abandoned;
+    bool announced = false;  // its decode node was told this node will write it (announce())
+  };
+  // Where a waiting request's KV will go, copied out of the queue to announce it without the lock.
+  struct Announcement {
+    std::string decode_endpoint;
+    std::string decode_region_key;
+    uint64_t reservation_id = 0;
+    uint32_t attempt = 0;
+    kv::Deadline deadline;
   };
 
   void run();
   void run_step();
   Status prepare(Job& job);
+  // Sends a request still waiting for compute its KV stream's `started`, so that its decode node knows which peer
+  // will write it (a prepared request's writer sends it itself): the node's write fences then end when this
+  // node dies, not at the reservation's deadline. Best effort.
+  void announce(const Announcement& announcement);
   void answer(Job& job, const PrefillOutcome* outcome);
-  Result<std::pair<kv::PeerId, kv::RemoteRegionId>> decode_destination(const control::PrefillRequest& request,
+  Result<std::pair<kv::PeerId, kv::RemoteRegionId>> decode_destination(std::string_view endpoint,
+                                                                       std::string_view region_key,
                                                                        kv::Deadline deadline);
 
   const ModelFiles& model_;
@@ -90,6 +104,7 @@ class PrefillWorker {
   std::atomic<int64_t> pending_ = 0;
   std::atomic<int64_t> batches_ = 0;
   std::vector<std::unique_ptr<Job>> active_;  // prepared, computing a chunk per step; the worker thread's own
+  std::vector<std::unique_ptr<kv::TransferHandle>> announcements_;  // in flight; the worker thread's own
 
   std::mutex mutex_;
   std::condition_variable wake_;

@@ -24,9 +24,21 @@ GenerationRequest long_prompt() {
   return request;
 }
 
-// A prefill call whose answer nobody reads (it fails once the caller hung up). `driver` must outlive it.
-asio::awaitable<void> send_prefill(Driver& driver, GenerationRequest request, control::Reservation reservation) {
+// A prefill call whose answer nobody reads (it fails once the caller hung up); counts itself in `ended` when done.
+// `driver` and `ended` must outlive it: await_calls() before they go.
+asio::awaitable<void> send_prefill(Driver& driver, GenerationRequest request, control::Reservation reservation,
+                                   int& ended) {
   (void)co_await driver.try_prefill(request, reservation);
+  ++ended;
+}
+
+asio::awaitable<void> await_calls(const int& ended, int calls) {
+  asio::steady_timer wait(co_await asio::this_coro::executor);
+  for (int i = 0; i < 3000 && ended < calls; ++i) {
+    wait.expires_after(milliseconds(10));
+    co_await wait.async_wait(asio::use_awaitable);
+  }
+  REQUIRE(ended == calls);
 }
 
 // Kills `node` kKillAfter from now, on the io_context; the time of the kill lands in `killed_at`.
@@ -141,8 +153,9 @@ TEST_CASE("a caller that hangs up frees the prefill node: its running and queued
     }
     // Both sent; the short one queues behind the long one (which takes the whole step budget).
     auto executor = co_await asio::this_coro::executor;
-    asio::co_spawn(executor, send_prefill(driver, long_prompt_request, reservations[0]), asio::detached);
-    asio::co_spawn(executor, send_prefill(driver, short_one, reservations[1]), asio::detached);
+    int ended = 0;
+    asio::co_spawn(executor, send_prefill(driver, long_prompt_request, reservations[0], ended), asio::detached);
+    asio::co_spawn(executor, send_prefill(driver, short_one, reservations[1], ended), asio::detached);
     // Hang up once the prefill node reports both in hand (its load reports come each second).
     asio::steady_timer wait(executor);
     auto report_shows = [&](uint32_t depth, size_t after) {
@@ -161,10 +174,53 @@ TEST_CASE("a caller that hangs up frees the prefill node: its running and queued
     }
     REQUIRE(report_shows(0, at_hang_up));
     observer->close(Status::ok());
+    co_await await_calls(ended, 2);
   });
   // Neither finished: the long one stopped between steps, the short one was never computed.
   CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 0);
   CHECK(prefill_node.shows_used(0));
+}
+
+TEST_CASE(
+    "blocks fenced for prefill attempts the router gave up on come back when their prefill node dies, running or "
+    "queued",
+    "[nodes][failure][fence]") {
+  TinyModel small("small");
+  Node decode_node("decode", small, "tcp", 128);
+  Node prefill_node("prefill", small, "tcp", 128, {"--max-batch-tokens", "64"});
+  const GenerationRequest long_prompt_request = long_prompt();
+  drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
+    GenerationRequest short_one;
+    short_one.prompt = std::vector<int32_t>(40, 9);
+    short_one.max_new_tokens = 4;
+    std::vector<control::Envelope> reserved;
+    for (const GenerationRequest* request : std::vector<const GenerationRequest*>{&long_prompt_request, &short_one}) {
+      reserved.push_back(co_await driver.reserve(*request, unix_ms_from_now(seconds(60))));
+      REQUIRE(reserved.back().reserve_kv_reply().has_reservation());
+    }
+    auto executor = co_await asio::this_coro::executor;
+    int ended = 0;
+    for (int i = 0; i < 2; ++i) {
+      asio::co_spawn(executor,
+                     send_prefill(driver, i == 0 ? long_prompt_request : short_one,
+                                  reserved[static_cast<size_t>(i)].reserve_kv_reply().reservation(), ended),
+                     asio::detached);
+    }
+    asio::steady_timer wait(executor);
+    wait.expires_after(milliseconds(300));  // the long one computes, the short one waits behind it
+    co_await wait.async_wait(asio::use_awaitable);
+
+    // The router gives up on both calls: their prompt blocks stay fenced (3 of the short one's 3, the long one's
+    // 438 of 438) while the prefill node may still write them.
+    for (const control::Envelope& reservation : reserved) driver.cancel(reservation.request_id(), 1);
+    CHECK(decode_node.shows_used((7000 + 15) / 16 + 3));
+    prefill_node.process.kill(SIGKILL);
+    co_await await_calls(ended, 2);  // both fail with the node
+  });
+  // Dead, it writes nothing more: both fences end long before the reservations' deadline (60 s), the queued call's
+  // too (its prefill node announced it).
+  CHECK(decode_node.shows_used(0));
+  CHECK(decode_node.metric("recgpt_decode_kv_fences_lapsed_total\\{.*\\}") == 0);
 }
 
 TEST_CASE("SIGTERM drains a decode node: no new reservations, the running stream finishes, then exit 0",

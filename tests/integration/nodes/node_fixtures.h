@@ -138,13 +138,13 @@ struct Node {
   // The KV blocks in use, from /metrics; -1 when the node does not report them.
   int used_blocks() const { return static_cast<int>(metric("recgpt_kv_blocks\\{.*state=\"used\"\\}")); }
 
-  // Whether /metrics shows `expected` used blocks within ~10 s (gauges refresh every 100 ms).
-  bool shows_used(int expected) const {
-    for (int i = 0; i < 200; ++i) {
+  // Whether /metrics shows `expected` used blocks within `within` (gauges refresh every 100 ms).
+  bool shows_used(int expected, milliseconds within = seconds(10)) const {
+    for (const auto end = Clock::now() + within; Clock::now() < end;) {
       if (used_blocks() == expected) return true;
       std::this_thread::sleep_for(milliseconds(50));
     }
-    return false;
+    return used_blocks() == expected;
   }
   ~Node() {
     process.kill(SIGTERM);
