@@ -56,39 +56,24 @@ TEST_CASE("killing the prefill node mid-request fails the call at once; the deco
   TinyModel small("small");
   Node decode_node("decode", small, "tcp", 128);
   Node prefill_node("prefill", small, "tcp", 128);
-  const ModelConfig& config = small.model->config();
-  asio::io_context io;
-  bool finished = false;
-  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        control::Hello decode_hello;
-        auto decode = co_await greet(decode_node.port, small.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, small.fingerprint, nullptr, nullptr);
-        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
-                      config.entity_adaptor->entity_dim);
-        const GenerationRequest request = long_prompt();
-        control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(kReservationLifetime));
-        REQUIRE(reserved.reserve_kv_reply().has_reservation());
-        CHECK(decode_node.shows_used((7000 + 4 + 15) / 16));
+  drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
+    const GenerationRequest request = long_prompt();
+    control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(kReservationLifetime));
+    REQUIRE(reserved.reserve_kv_reply().has_reservation());
+    CHECK(decode_node.shows_used((7000 + 4 + 15) / 16));
 
-        asio::steady_timer timer(co_await asio::this_coro::executor);
-        Clock::time_point killed_at;
-        kill_later(timer, prefill_node, killed_at);
-        Result<control::Envelope> reply =
-            co_await driver.try_prefill(request, reserved.reserve_kv_reply().reservation());
-        INFO("the prefill call ended with " << (reply.is_ok() ? reply->DebugString() : reply.status().to_string()));
-        REQUIRE(killed_at != Clock::time_point{});  // the prefill was still running when its node died
-        CHECK_FALSE(reply.is_ok());
-        CHECK(Clock::now() - killed_at < kFailureDeadline);
-        decode->close(Status::ok());
-        finished = true;
-      },
-      asio::detached);
-  io.run_for(seconds(120));
-  REQUIRE(finished);
-  CHECK(decode_node.shows_used(0));  // the reservation expired: no KV came
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    Clock::time_point killed_at;
+    kill_later(timer, prefill_node, killed_at);
+    Result<control::Envelope> reply = co_await driver.try_prefill(request, reserved.reserve_kv_reply().reservation());
+    INFO("the prefill call ended with " << (reply.is_ok() ? reply->DebugString() : reply.status().to_string()));
+    REQUIRE(killed_at != Clock::time_point{});  // the prefill was still running when its node died
+    CHECK_FALSE(reply.is_ok());
+    CHECK(Clock::now() - killed_at < kFailureDeadline);
+  });
+  // The caller's connection closed with the reservation live: which prefill attempts it sent is unknown there, so
+  // the prompt blocks stay fenced until the reservation's deadline plus 5 s.
+  CHECK(decode_node.shows_used(0, kReservationLifetime + seconds(20)));
 }
 
 TEST_CASE(
@@ -98,38 +83,21 @@ TEST_CASE(
   TinyModel small("small");
   Node decode_node("decode", small, "tcp", 128);
   Node prefill_node("prefill", small, "tcp", 128);
-  const ModelConfig& config = small.model->config();
-  asio::io_context io;
-  bool finished = false;
-  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        control::Hello decode_hello;
-        auto decode = co_await greet(decode_node.port, small.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, small.fingerprint, nullptr, nullptr);
-        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
-                      config.entity_adaptor->entity_dim);
-        const GenerationRequest request = long_prompt();
-        control::Envelope reserved = co_await driver.reserve(request);
-        REQUIRE(reserved.reserve_kv_reply().has_reservation());
+  drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
+    const GenerationRequest request = long_prompt();
+    control::Envelope reserved = co_await driver.reserve(request);
+    REQUIRE(reserved.reserve_kv_reply().has_reservation());
 
-        asio::steady_timer timer(co_await asio::this_coro::executor);
-        Clock::time_point killed_at;
-        kill_later(timer, decode_node, killed_at);
-        Result<control::Envelope> reply =
-            co_await driver.try_prefill(request, reserved.reserve_kv_reply().reservation());
-        INFO("the prefill call ended with " << (reply.is_ok() ? reply->DebugString() : reply.status().to_string()));
-        REQUIRE(killed_at != Clock::time_point{});
-        REQUIRE(reply.is_ok());  // the prefill node itself is alive and answers
-        CHECK(reply->has_error());
-        CHECK(Clock::now() - killed_at < kFailureDeadline + seconds(30));  // the stream's finish deadline bounds it
-        prefill->close(Status::ok());
-        finished = true;
-      },
-      asio::detached);
-  io.run_for(seconds(120));
-  REQUIRE(finished);
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    Clock::time_point killed_at;
+    kill_later(timer, decode_node, killed_at);
+    Result<control::Envelope> reply = co_await driver.try_prefill(request, reserved.reserve_kv_reply().reservation());
+    INFO("the prefill call ended with " << (reply.is_ok() ? reply->DebugString() : reply.status().to_string()));
+    REQUIRE(killed_at != Clock::time_point{});
+    REQUIRE(reply.is_ok());  // the prefill node itself is alive and answers
+    CHECK(reply->has_error());
+    CHECK(Clock::now() - killed_at < kFailureDeadline + seconds(30));  // the stream's finish deadline bounds it
+  });
   CHECK(prefill_node.shows_used(0));
 }
 
