@@ -114,12 +114,18 @@ std::string request_label(const std::string& request_id) { return "request '" + 
 
 // ---- Wire format -----------------------------------------------------------------------------------------------
 
+// `started` says only who writes: no layers, no checksum.
+Status check_started_is_bare(const StreamNotification& notification) {
+  if (notification.kind != StreamEventKind::kStarted || (notification.layers.empty() && !notification.checksum)) {
+    return Status::ok();
+  }
+  return malformed("a started notification carries no layers and no checksum");
+}
+
 Result<Bytes> encode_stream_notification(const StreamNotification& notification) {
   RECGPT_RETURN_IF_ERROR(check_request_id(notification.request_id).with_context("KV stream notification"));
   RECGPT_RETURN_IF_ERROR(check_layers(notification.layers).with_context("KV stream notification"));
-  if (notification.kind == StreamEventKind::kStarted && (!notification.layers.empty() || notification.checksum)) {
-    return invalid_argument("KV stream notification: a started notification carries no layers and no checksum");
-  }
+  RECGPT_RETURN_IF_ERROR(check_started_is_bare(notification));
   WireWriter wire;
   wire.integer(kNotificationMagic, 4);
   wire.integer(kNotificationVersion, 1);
@@ -177,9 +183,7 @@ Result<StreamNotification> decode_stream_notification(std::span<const std::byte>
     RECGPT_ASSIGN_OR_RETURN(notification.checksum, wire.integer(8, "checksum"));
   }
   if (wire.remaining() != 0) return malformed(std::to_string(wire.remaining()) + " trailing bytes");
-  if (notification.kind == StreamEventKind::kStarted && (!notification.layers.empty() || notification.checksum)) {
-    return malformed("a started notification carries no layers and no checksum");
-  }
+  RECGPT_RETURN_IF_ERROR(check_started_is_bare(notification));
   return notification;
 }
 
@@ -226,13 +230,16 @@ Result<std::unique_ptr<KvStreamWriter>> KvStreamWriter::create(TransferEngine& e
   return std::unique_ptr<KvStreamWriter>(new KvStreamWriter(engine, std::move(config)));
 }
 
+Result<std::unique_ptr<TransferHandle>> send_started(TransferEngine& engine, PeerId peer,
+                                                     const std::string& request_id) {
+  RECGPT_ASSIGN_OR_RETURN(Bytes message,
+                          encode_stream_notification({StreamEventKind::kStarted, request_id, {}, std::nullopt}));
+  return engine.notify(peer, message);
+}
+
 KvStreamWriter::KvStreamWriter(TransferEngine& engine, KvStreamWriterConfig config)
     : engine_(engine), config_(std::move(config)), layer_written_(config_.source_layout.num_layers, false) {
-  Result<Bytes> message =  // cannot fail: create() checked the id
-      encode_stream_notification({StreamEventKind::kStarted, config_.request_id, {}, std::nullopt});
-  Result<std::unique_ptr<TransferHandle>> sent = message.is_ok()
-                                                     ? engine_.notify(config_.peer, *message)
-                                                     : Result<std::unique_ptr<TransferHandle>>(message.status());
+  Result<std::unique_ptr<TransferHandle>> sent = send_started(engine_, config_.peer, config_.request_id);
   if (sent.is_ok()) {
     started_ = std::move(sent).value();
   } else {

@@ -70,6 +70,11 @@ Result<StreamNotification> decode_stream_notification(std::span<const std::byte>
 uint64_t kv_stream_checksum(const std::byte* memory, const KvLayoutDescription& layout, std::span<const int32_t> blocks,
                             std::span<const int32_t> layers, int last_block_tokens = 0);
 
+// Sends `started` for `request_id` to `peer`: the writer's own first notification, or (ahead of the writer) a
+// node's word that it will write the stream. The handle of the send, or its error.
+Result<std::unique_ptr<TransferHandle>> send_started(TransferEngine& engine, PeerId peer,
+                                                     const std::string& request_id);
+
 // ---- Writer (prefill side) -------------------------------------------------------------------------------------
 
 struct KvStreamWriterConfig {

@@ -30,6 +30,7 @@ struct PrefillWorker::Job {
   control::PrefillRequest request;
   Done done;
   Abandoned abandoned;
+  bool announced = false;  // its Submission's
   kv::Deadline deadline;
   std::vector<int32_t> prompt;
   std::vector<float> entity_vectors;
@@ -119,11 +120,12 @@ void PrefillWorker::run() {
       job->request = std::move(submission.request);
       job->done = std::move(submission.done);
       job->abandoned = std::move(submission.abandoned);
+      job->announced = submission.announced;
       job->failure = job->is_abandoned() ? abandoned_failure() : prepare(*job);
       if (job->failure.is_ok()) {
         active_.push_back(std::move(job));
       } else if (job->failure.code() == StatusCode::kResourceExhausted && !active_.empty()) {
-        deferred.push_back({std::move(job->request), std::move(job->done), std::move(job->abandoned)});
+        deferred.push_back({std::move(job->request), std::move(job->done), std::move(job->abandoned), job->announced});
       } else {
         answer(*job, nullptr);
       }
@@ -302,13 +304,8 @@ void PrefillWorker::announce(const Announcement& announcement) {
   Result<std::pair<kv::PeerId, kv::RemoteRegionId>> destination =
       decode_destination(announcement.decode_endpoint, announcement.decode_region_key, announcement.deadline);
   if (!destination.is_ok()) return;  // prepare() answers the request with this error later
-  Result<kv::Bytes> message =
-      kv::encode_stream_notification({kv::StreamEventKind::kStarted,
-                                      node::kv_stream_id({announcement.reservation_id, announcement.attempt}),
-                                      {},
-                                      std::nullopt});
-  if (!message.is_ok()) return;
-  Result<std::unique_ptr<kv::TransferHandle>> sent = transfer_->notify(destination->first, *message);
+  Result<std::unique_ptr<kv::TransferHandle>> sent = kv::send_started(
+      *transfer_, destination->first, node::kv_stream_id({announcement.reservation_id, announcement.attempt}));
   if (sent.is_ok()) announcements_.push_back(std::move(sent).value());
 }
 

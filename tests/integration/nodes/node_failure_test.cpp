@@ -6,7 +6,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
 
 #include "tests/integration/nodes/node_fixtures.h"
 
@@ -196,49 +195,33 @@ TEST_CASE("SIGTERM drains a decode node: no new reservations, the running stream
   TinyModel small("small");
   Node decode_node("decode", small, "tcp", 128);
   Node prefill_node("prefill", small, "tcp", 128);
-  const ModelConfig& config = small.model->config();
-  asio::io_context io;
-  bool finished = false;
-  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        control::Hello decode_hello;
-        auto decode = co_await greet(decode_node.port, small.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, small.fingerprint, nullptr, nullptr);
-        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
-                      config.entity_adaptor->entity_dim);
-        GenerationRequest request;
-        request.prompt = std::vector<int32_t>(64, 17);
-        request.max_new_tokens = 3000;
-        control::Envelope reserved = co_await driver.reserve(request);
-        REQUIRE(reserved.reserve_kv_reply().has_reservation());
-        const control::Reservation reservation = reserved.reserve_kv_reply().reservation();
-        control::Envelope done = co_await driver.prefill(request, reservation);
-        REQUIRE(done.has_prefill_done());
-        const uint64_t stream = driver.start(request, reservation.reservation_id(), done.prefill_done().first_token());
-        asio::steady_timer wait(co_await asio::this_coro::executor);
-        while (chunks[stream].empty()) {
-          wait.expires_after(milliseconds(5));
-          co_await wait.async_wait(asio::use_awaitable);
-        }
-        decode_node.process.kill(SIGTERM);
-        wait.expires_after(milliseconds(50));
-        co_await wait.async_wait(asio::use_awaitable);
-        control::Envelope refused = co_await driver.reserve(request);
-        CHECK(refused.error().code() == "unavailable");
-        CHECK_THAT(refused.error().message(), Catch::Contains("draining"));
-        std::vector<control::TokenChunk> all = co_await driver.finished_stream(stream);
-        CHECK(all.back().finish_reason() == "length");
-        int64_t tokens = 0;
-        for (const control::TokenChunk& chunk : all) tokens += chunk.token_ids_size();
-        CHECK(tokens == 2999);  // every token after the first, none cut off
-        prefill->close(Status::ok());
-        finished = true;
-      },
-      asio::detached);
-  io.run_for(seconds(120));
-  REQUIRE(finished);
+  drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
+    GenerationRequest request;
+    request.prompt = std::vector<int32_t>(64, 17);
+    request.max_new_tokens = 3000;
+    control::Envelope reserved = co_await driver.reserve(request);
+    REQUIRE(reserved.reserve_kv_reply().has_reservation());
+    const control::Reservation reservation = reserved.reserve_kv_reply().reservation();
+    control::Envelope done = co_await driver.prefill(request, reservation);
+    REQUIRE(done.has_prefill_done());
+    const uint64_t stream = driver.start(request, reservation.reservation_id(), done.prefill_done().first_token());
+    asio::steady_timer wait(co_await asio::this_coro::executor);
+    while (driver.chunks_of(stream).empty()) {
+      wait.expires_after(milliseconds(5));
+      co_await wait.async_wait(asio::use_awaitable);
+    }
+    decode_node.process.kill(SIGTERM);
+    wait.expires_after(milliseconds(50));
+    co_await wait.async_wait(asio::use_awaitable);
+    control::Envelope refused = co_await driver.reserve(request);
+    CHECK(refused.error().code() == "unavailable");
+    CHECK_THAT(refused.error().message(), Catch::Contains("draining"));
+    std::vector<control::TokenChunk> all = co_await driver.finished_stream(stream);
+    CHECK(all.back().finish_reason() == "length");
+    int64_t tokens = 0;
+    for (const control::TokenChunk& chunk : all) tokens += chunk.token_ids_size();
+    CHECK(tokens == 2999);  // every token after the first, none cut off
+  });
   auto exit_code = decode_node.process.wait(Clock::now() + seconds(30));
   REQUIRE(exit_code.is_ok());
   CHECK(*exit_code == 0);
