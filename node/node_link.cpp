@@ -47,6 +47,22 @@ asio::awaitable<Result<control::Envelope>> NodeLink::call(control::Envelope requ
   co_return co_await connection_->call(std::move(request), deadline);
 }
 
+asio::awaitable<Result<control::Envelope>> NodeLink::call(uint64_t id, control::Envelope request,
+                                                          rpc::Deadline deadline) {
+  auto self = shared_from_this();
+  co_return co_await connection_->call(id, std::move(request), deadline);
+}
+
+uint64_t NodeLink::watch_close(std::function<void()> watch) {
+  const uint64_t id = next_watch_++;
+  if (!is_open()) {
+    watch();
+    return id;
+  }
+  close_watches_.emplace(id, std::move(watch));
+  return id;
+}
+
 Status NodeLink::send(const control::Envelope& frame) { return connection_->send(frame); }
 
 Result<uint64_t> NodeLink::start_stream(control::Envelope request) {
@@ -112,6 +128,7 @@ void NodeLink::on_closed(const Status& why) {
   for (auto& [id, stream] : streams_) {
     if (stream.wake != nullptr) stream.wake->cancel();
   }
+  for (auto& [id, watch] : std::exchange(close_watches_, {})) watch();
   if (on_closed_) std::exchange(on_closed_, nullptr)(why);
 }
 

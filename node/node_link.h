@@ -39,7 +39,18 @@ class NodeLink : public std::enable_shared_from_this<NodeLink> {
 
   // The first reply to `request`; kDeadlineExceeded, or kUnavailable when the link closed.
   boost::asio::awaitable<Result<control::Envelope>> call(control::Envelope request, rpc::Deadline deadline);
+  // Under `id` (from new_request_id()), to name the call in a Cancel frame or to abandon_call() it while it waits.
+  boost::asio::awaitable<Result<control::Envelope>> call(uint64_t id, control::Envelope request,
+                                                         rpc::Deadline deadline);
+  uint64_t new_request_id() { return connection_->new_request_id(); }
+  // Ends the call waiting under `id` now with `why` (rpc::Connection::abandon_call).
+  void abandon_call(uint64_t id, const Status& why) { connection_->abandon_call(id, why); }
   Status send(const control::Envelope& frame);
+
+  // Runs `watch` once when the link closes (at once, here, if it is closed), unless unwatch_close() came first.
+  // Returns the watch's id.
+  uint64_t watch_close(std::function<void()> watch);
+  void unwatch_close(uint64_t watch) { close_watches_.erase(watch); }
 
   // Sends `request` under a fresh id whose replies are a token stream; returns the id.
   Result<uint64_t> start_stream(control::Envelope request);
@@ -68,6 +79,8 @@ class NodeLink : public std::enable_shared_from_this<NodeLink> {
   LoadHandler on_load_;
   ClosedHandler on_closed_;
   std::unordered_map<uint64_t, Stream> streams_;
+  std::unordered_map<uint64_t, std::function<void()>> close_watches_;
+  uint64_t next_watch_ = 1;
 };
 
 }  // namespace recgpt::node

@@ -49,7 +49,10 @@ Status Connection::send(const control::Envelope& envelope) {
 }
 
 asio::awaitable<Result<control::Envelope>> Connection::call(control::Envelope request, Deadline deadline) {
-  const uint64_t id = new_request_id();
+  co_return co_await call(new_request_id(), std::move(request), deadline);
+}
+
+asio::awaitable<Result<control::Envelope>> Connection::call(uint64_t id, control::Envelope request, Deadline deadline) {
   request.set_request_id(id);
   auto pending = std::make_shared<PendingCall>(socket_.get_executor());
   pending->wake.expires_at(deadline);
@@ -64,6 +67,14 @@ asio::awaitable<Result<control::Envelope>> Connection::call(control::Envelope re
   if (pending->reply.has_value()) co_return std::move(*pending->reply);
   if (!pending->failure.is_ok()) co_return pending->failure;
   co_return deadline_exceeded("no reply from " + peer_name_ + " to a " + body_name(request) + " before the deadline");
+}
+
+void Connection::abandon_call(uint64_t id, const Status& why) {
+  auto pending = pending_.find(id);
+  if (pending == pending_.end()) return;
+  pending->second->failure = why.is_ok() ? internal_error("a call was abandoned without a reason") : why;
+  pending->second->wake.cancel();
+  pending_.erase(pending);
 }
 
 void Connection::close(const Status& why) {

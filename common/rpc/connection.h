@@ -49,6 +49,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Sends `request` under a fresh request id and waits for the first frame carrying that id. At the deadline:
   // kDeadlineExceeded, and a late reply is dropped.
   boost::asio::awaitable<Result<control::Envelope>> call(control::Envelope request, Deadline deadline);
+  // Like call(), under `id` (from new_request_id()): the caller can name the call while it waits, in a Cancel
+  // frame to the peer or to abandon_call().
+  boost::asio::awaitable<Result<control::Envelope>> call(uint64_t id, control::Envelope request, Deadline deadline);
+  // Ends the call waiting under `id` now: it returns `why` (not ok), and a reply that comes later goes to the
+  // frame handler as any unknown id's does. No-op when no call waits under `id`.
+  void abandon_call(uint64_t id, const Status& why);
 
   // A fresh request id, for exchanges the caller follows itself (a token stream: many frames, one id).
   uint64_t new_request_id() { return next_request_id_++; }

@@ -144,6 +144,34 @@ TEST_CASE("a call nobody answers ends at its deadline", "[rpc]") {
   });
 }
 
+TEST_CASE("a call abandoned while it waits returns the reason at once; other calls go on", "[rpc]") {
+  asio::io_context io;
+  TestServer server(io);
+  run(io, [&]() -> asio::awaitable<void> {
+    auto client = co_await connect_started(server.port());
+    client->abandon_call(12345, failed_precondition("no such call"));  // nothing waits under it: no effect
+    control::Envelope cancel;                                          // the server never answers these
+    cancel.mutable_cancel()->set_reason("no answer");
+    const uint64_t id = client->new_request_id();
+    asio::steady_timer later(co_await asio::this_coro::executor, milliseconds(100));
+    later.async_wait([client, id](boost::system::error_code) {
+      client->abandon_call(id, failed_precondition("the caller gave up"));
+    });
+    const auto start = Clock::now();
+    auto reply = co_await client->call(id, cancel, start + milliseconds(8000));
+    REQUIRE_FALSE(reply.is_ok());
+    CHECK(reply.status().code() == StatusCode::kFailedPrecondition);
+    CHECK(reply.status().message() == "the caller gave up");
+    CHECK(Clock::now() - start < milliseconds(4000));  // well before the call's own deadline
+    REQUIRE(server.received_ids.size() == 1);
+    CHECK(server.received_ids[0] == id);  // the call went out under the caller's id
+    CHECK(client->is_open());
+    auto next = co_await client->call(reserve(2), Clock::now() + milliseconds(2000));
+    REQUIRE(next.is_ok());
+    CHECK(next->reserve_kv_reply().no_room().needed_blocks() == 2);
+  });
+}
+
 TEST_CASE("calls in flight fail when the peer closes the connection", "[rpc]") {
   asio::io_context io;
   TestServer server(io);
