@@ -230,11 +230,25 @@ Result<std::unique_ptr<KvStreamWriter>> KvStreamWriter::create(TransferEngine& e
   return std::unique_ptr<KvStreamWriter>(new KvStreamWriter(engine, std::move(config)));
 }
 
+namespace {
+
+// A notification with no layers and no checksum.
+Result<std::unique_ptr<TransferHandle>> send_bare(TransferEngine& engine, PeerId peer, StreamEventKind kind,
+                                                  const std::string& request_id) {
+  RECGPT_ASSIGN_OR_RETURN(Bytes message, encode_stream_notification({kind, request_id, {}, std::nullopt}));
+  return engine.notify(peer, message);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<TransferHandle>> send_started(TransferEngine& engine, PeerId peer,
                                                      const std::string& request_id) {
-  RECGPT_ASSIGN_OR_RETURN(Bytes message,
-                          encode_stream_notification({StreamEventKind::kStarted, request_id, {}, std::nullopt}));
-  return engine.notify(peer, message);
+  return send_bare(engine, peer, StreamEventKind::kStarted, request_id);
+}
+
+Result<std::unique_ptr<TransferHandle>> send_unwritten_aborted(TransferEngine& engine, PeerId peer,
+                                                               const std::string& request_id) {
+  return send_bare(engine, peer, StreamEventKind::kAborted, request_id);
 }
 
 KvStreamWriter::KvStreamWriter(TransferEngine& engine, KvStreamWriterConfig config)

@@ -74,6 +74,10 @@ uint64_t kv_stream_checksum(const std::byte* memory, const KvLayoutDescription& 
 // node's word that it will write the stream. The handle of the send, or its error.
 Result<std::unique_ptr<TransferHandle>> send_started(TransferEngine& engine, PeerId peer,
                                                      const std::string& request_id);
+// Sends `aborted` (no layers) for `request_id` to `peer`, for a stream none of whose writes was ever issued: a node
+// that announced the stream (send_started) and then gave the request up before writing ends it on the receiver.
+Result<std::unique_ptr<TransferHandle>> send_unwritten_aborted(TransferEngine& engine, PeerId peer,
+                                                               const std::string& request_id);
 
 // ---- Writer (prefill side) -------------------------------------------------------------------------------------
 

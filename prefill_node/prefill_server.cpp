@@ -34,6 +34,12 @@ namespace {
 
 namespace asio = boost::asio;
 
+// Raises a counter to a total the worker keeps.
+void catch_up(prometheus::Counter& counter, int64_t total) {
+  const auto value = static_cast<double>(total);
+  if (value > counter.Value()) counter.Increment(value - counter.Value());
+}
+
 class Server : public std::enable_shared_from_this<Server> {
  public:
   Server(asio::io_context& io, const ModelFiles& model, PrefillServerOptions options)
@@ -93,6 +99,11 @@ class Server : public std::enable_shared_from_this<Server> {
     batches_ = &prometheus::BuildCounter()
                     .Name("recgpt_prefill_batches_total")
                     .Help("Forward passes of the prefill node (each runs every request it batched)")
+                    .Register(*registry_)
+                    .Add({{"role", "prefill"}, {"node", options_.node_id}});
+    dropped_ = &prometheus::BuildCounter()
+                    .Name("recgpt_prefill_requests_dropped_total")
+                    .Help("Prefill requests dropped before their KV was pushed: the caller cancelled them or went away")
                     .Register(*registry_)
                     .Add({{"role", "prefill"}, {"node", options_.node_id}});
     hello_ = node::make_hello(control::ROLE_PREFILL, options_.node_id, fingerprint_, options_.transfer_backend,
@@ -170,7 +181,8 @@ class Server : public std::enable_shared_from_this<Server> {
           if (connection == nullptr) return;
           auto peer = self->connections_.find(connection);
           if (peer == self->connections_.end()) return;
-          peer->second.gone->store(true);  // its requests still queued or computing are dropped
+          // Nobody waits for its requests still queued or computing: they are dropped.
+          for (auto& [id, abandoned] : peer->second.live) abandoned->store(true);
           self->connections_.erase(peer);
         });
   }
@@ -183,6 +195,11 @@ class Server : public std::enable_shared_from_this<Server> {
       known->second.greeted = node::answer_first_frame(*connection, envelope, hello_, fingerprint_);
       return;
     }
+    Peer& peer = known->second;
+    if (envelope.has_cancel()) {  // one-way: a request already answered (or unknown) is left alone
+      if (auto live = peer.live.find(id); live != peer.live.end()) live->second->store(true);
+      return;
+    }
     if (draining_) {
       (void)connection->send(rpc::error_frame(id, unavailable("the prefill node is draining")));
       return;
@@ -192,9 +209,16 @@ class Server : public std::enable_shared_from_this<Server> {
           id, invalid_argument("a prefill node does not take " + rpc::body_name(envelope) + " frames")));
       return;
     }
+    if (id == 0 || peer.live.contains(id)) {  // a Cancel could not name it, or would name two
+      (void)connection->send(rpc::error_frame(
+          id, invalid_argument("request id " + std::to_string(id) + " is 0 or names a prefill request in progress")));
+      return;
+    }
+    auto abandoned = std::make_shared<std::atomic<bool>>(false);
+    peer.live.emplace(id, abandoned);
     const uint64_t reservation = envelope.prefill_request().reservation_id();
     worker_->submit(std::move(*envelope.mutable_prefill_request()), answer_to(connection, id, reservation),
-                    known->second.gone);
+                    std::move(abandoned));
   }
 
   // Answers a prefill request on its connection (if still open) from the io thread, and counts and logs it.
@@ -204,8 +228,8 @@ class Server : public std::enable_shared_from_this<Server> {
       asio::post(self->io_, [self, weak, id, reservation, result = std::move(result)] {
         if (self->worker_ != nullptr) {
           self->blocks_used_->Set(static_cast<double>(self->worker_->used_blocks()));
-          const double batches = static_cast<double>(self->worker_->batches());
-          if (batches > self->batches_->Value()) self->batches_->Increment(batches - self->batches_->Value());
+          catch_up(*self->batches_, self->worker_->batches());
+          catch_up(*self->dropped_, self->worker_->dropped());
         }
         if (result.is_ok()) {
           log_event(LogLevel::kInfo, "prefill", "prefilled",
@@ -228,6 +252,8 @@ class Server : public std::enable_shared_from_this<Server> {
         }
         auto connection = weak.lock();
         if (connection == nullptr) return;
+        if (auto peer = self->connections_.find(connection); peer != self->connections_.end())
+          peer->second.live.erase(id);
         control::Envelope reply;
         reply.set_request_id(id);
         if (result.is_ok()) {
@@ -255,14 +281,16 @@ class Server : public std::enable_shared_from_this<Server> {
   struct Peer {
     bool greeted = false;
     bool has_prefix_index = false;  // a LoadReport gave it this node's whole prefix index
-    // Set when the connection closed: nobody waits for its requests' answers (PrefillWorker::Abandoned).
-    std::shared_ptr<std::atomic<bool>> gone = std::make_shared<std::atomic<bool>>(false);
+    // Its prefill requests not answered yet, by request id: each one's flag is set when a Cancel names it or the
+    // connection closes (PrefillWorker::Abandoned).
+    std::unordered_map<uint64_t, std::shared_ptr<std::atomic<bool>>> live;
   };
   std::unordered_map<std::shared_ptr<rpc::Connection>, Peer> connections_;
   prometheus::Counter* tokens_computed_ = nullptr;
   prometheus::Counter* tokens_cached_ = nullptr;
   prometheus::Gauge* blocks_used_ = nullptr;
   prometheus::Counter* batches_ = nullptr;
+  prometheus::Counter* dropped_ = nullptr;
 };
 
 class ServerHandle final : public PrefillServer {

@@ -3,6 +3,8 @@
 //   PrefillRequest  -> PrefillDone once the prompt's KV (past the decode node's cached prefix) landed in the
 //                   decode node's reserved blocks, layer by layer as computed, and the decode node was notified;
 //                   an Error otherwise (bad prompt, mismatched KV layout naming the field, transfer failure)
+//   Cancel          naming a PrefillRequest in progress: it is dropped (answered with an Error) at the engine's
+//                   next turn if it waits, else before its next step; as when its connection closes
 // Work runs on one engine thread in steps of up to a token budget (batched, long prompts chunked), with this
 // node's own prefix cache (so a shared user context is computed once). The admin port serves /metrics, /healthz,
 // /readyz.

@@ -14,14 +14,18 @@ namespace {
 
 constexpr std::chrono::milliseconds kDefaultDeadline(30000);
 constexpr std::chrono::milliseconds kMaxDeadline(600000);
+// How long telling a decode node that a stream ends unwritten may wait to connect to it (end_unwritten_stream).
+constexpr std::chrono::milliseconds kEndNoticeConnectTimeout(1000);
 
 kv::Deadline deadline_of(const control::PrefillRequest& request) {
   return node::deadline_from_unix_ms(request.deadline_unix_ms(), kDefaultDeadline, kMaxDeadline);
 }
 
 Status abandoned_failure() {
-  return failed_precondition("the prefill request's caller is gone (its connection closed)");
+  return failed_precondition("the prefill request was dropped: its caller cancelled it or went away");
 }
+
+bool is_abandoned(const PrefillWorker::Abandoned& abandoned) { return abandoned != nullptr && abandoned->load(); }
 
 }  // namespace
 
@@ -41,8 +45,8 @@ struct PrefillWorker::Job {
   uint64_t kv_bytes = 0;
   Status failure;  // the first error: the job answers it
   bool answered = false;
+  bool decode_unreachable = false;  // prepare() could not connect to its decode node
 
-  bool is_abandoned() const { return abandoned != nullptr && abandoned->load(); }
   int64_t remaining_tokens() const {
     return plan.has_value() ? static_cast<int64_t>(prompt.size()) - plan->computed_tokens : request.token_ids_size();
   }
@@ -89,11 +93,21 @@ void PrefillWorker::submit(control::PrefillRequest request, Done done, Abandoned
 void PrefillWorker::run() {
   for (;;) {
     std::vector<Submission> admitted;
+    std::vector<Submission> dropped;
     std::vector<Announcement> announcements;
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || !queue_.empty() || !active_.empty(); });
       if (stopping_) break;
+      // Requests abandoned while they waited leave the queue now, wherever they are in it.
+      for (auto waiting = queue_.begin(); waiting != queue_.end();) {
+        if (!is_abandoned(waiting->abandoned)) {
+          ++waiting;
+          continue;
+        }
+        dropped.push_back(std::move(*waiting));
+        waiting = queue_.erase(waiting);
+      }
       // New requests join while the step's token budget has room (a long one is then computed in chunks).
       int64_t budget = limits_.max_batch_tokens;
       for (const auto& job : active_) budget -= job->remaining_tokens();
@@ -112,16 +126,25 @@ void PrefillWorker::run() {
       }
     }
     for (const Announcement& announcement : announcements) announce(announcement);
-    std::erase_if(announcements_, [](const auto& sent) { return sent->poll() != kv::TransferState::kPending; });
-    // A request this node's cache cannot hold while others run waits for their blocks, first in line.
-    std::vector<Submission> deferred;
-    for (Submission& submission : admitted) {
+    std::erase_if(notices_, [](const auto& sent) { return sent->poll() != kv::TransferState::kPending; });
+    const auto job_of = [](Submission& submission) {
       auto job = std::make_unique<Job>();
       job->request = std::move(submission.request);
       job->done = std::move(submission.done);
       job->abandoned = std::move(submission.abandoned);
       job->announced = submission.announced;
-      job->failure = job->is_abandoned() ? abandoned_failure() : prepare(*job);
+      return job;
+    };
+    for (Submission& submission : dropped) {
+      std::unique_ptr<Job> job = job_of(submission);
+      job->failure = abandoned_failure();
+      answer(*job, nullptr);
+    }
+    // A request this node's cache cannot hold while others run waits for their blocks, first in line.
+    std::vector<Submission> deferred;
+    for (Submission& submission : admitted) {
+      std::unique_ptr<Job> job = job_of(submission);
+      job->failure = is_abandoned(job->abandoned) ? abandoned_failure() : prepare(*job);
       if (job->failure.is_ok()) {
         active_.push_back(std::move(job));
       } else if (job->failure.code() == StatusCode::kResourceExhausted && !active_.empty()) {
@@ -142,8 +165,8 @@ void PrefillWorker::run() {
     answer(*job, nullptr);
   }
   active_.clear();
-  for (auto& sent : announcements_) sent->cancel();
-  announcements_.clear();
+  for (auto& sent : notices_) sent->cancel();
+  notices_.clear();
   std::lock_guard lock(mutex_);
   for (Submission& submission : queue_) {
     submission.done(unavailable("the prefill node is stopping"));
@@ -163,7 +186,7 @@ void PrefillWorker::run_step() {
       job->failure = deadline_exceeded("the prefill request's deadline passed while it waited for compute");
       continue;
     }
-    if (job->is_abandoned()) {
+    if (is_abandoned(job->abandoned)) {
       job->failure = abandoned_failure();
       continue;
     }
@@ -207,9 +230,16 @@ void PrefillWorker::run_step() {
 void PrefillWorker::answer(Job& job, const PrefillOutcome* outcome) {
   if (job.answered) return;
   job.answered = true;
-  if (job.writer && (outcome == nullptr)) job.writer->abort();
+  if (outcome == nullptr) {
+    if (job.writer) {
+      job.writer->abort();
+    } else {
+      end_unwritten_stream(job.request, !job.decode_unreachable);
+    }
+  }
   if (job.plan.has_value()) executor_.release(*job.plan);
   used_blocks_ = cache_->blocks().num_used_blocks();  // before `done`: its caller reads the count
+  if (job.failure.code() == StatusCode::kFailedPrecondition && is_abandoned(job.abandoned)) ++dropped_;
   --pending_;
   if (outcome == nullptr) {
     job.done(job.failure.is_ok() ? internal_error("a prefill request ended without an outcome") : job.failure);
@@ -253,15 +283,19 @@ Status PrefillWorker::prepare(Job& job) {
                             " destination blocks for " + std::to_string(prompt_blocks - first_block) +
                             " uncached prompt blocks");
   }
-  RECGPT_ASSIGN_OR_RETURN(auto destination, decode_destination(request.decode_transfer_endpoint(),
-                                                               request.decode_kv_region_key(), job.deadline));
+  Result<std::pair<kv::PeerId, kv::RemoteRegionId>> destination =
+      decode_destination(request.decode_transfer_endpoint(), request.decode_kv_region_key(), job.deadline);
+  if (!destination.is_ok()) {
+    job.decode_unreachable = true;
+    return destination.status();
+  }
   RECGPT_ASSIGN_OR_RETURN(PrefillPlan plan, executor_.plan(job.input));
   job.plan = std::move(plan);
   kv::KvStreamWriterConfig config;
-  config.peer = destination.first;
+  config.peer = destination->first;
   config.source_region = region_;
   config.source_layout = node::describe_kv_cache(*cache_);
-  config.destination_region = destination.second;
+  config.destination_region = destination->second;
   config.destination_layout = node::kv_layout_from_proto(request.decode_kv_layout());
   config.source_blocks.assign(job.plan->blocks.begin() + static_cast<long>(first_block), job.plan->blocks.end());
   for (size_t i = 0; i < prompt_blocks - first_block; ++i) {
@@ -306,7 +340,22 @@ void PrefillWorker::announce(const Announcement& announcement) {
   if (!destination.is_ok()) return;  // prepare() answers the request with this error later
   Result<std::unique_ptr<kv::TransferHandle>> sent = kv::send_started(
       *transfer_, destination->first, node::kv_stream_id({announcement.reservation_id, announcement.attempt}));
-  if (sent.is_ok()) announcements_.push_back(std::move(sent).value());
+  if (sent.is_ok()) notices_.push_back(std::move(sent).value());
+}
+
+void PrefillWorker::end_unwritten_stream(const control::PrefillRequest& request, bool may_connect) {
+  if (request.attempt() == 0) return;  // refused as invalid: no stream of it can exist
+  const std::string& endpoint = request.decode_transfer_endpoint();
+  const std::string& region_key = request.decode_kv_region_key();
+  auto known = destinations_.find(endpoint + region_key);
+  const bool connected = known != destinations_.end() && transfer_->peer_status(known->second.first).is_ok();
+  if (!connected && !may_connect) return;
+  const kv::Deadline deadline = std::min(deadline_of(request), kv::Clock::now() + kEndNoticeConnectTimeout);
+  Result<std::pair<kv::PeerId, kv::RemoteRegionId>> destination = decode_destination(endpoint, region_key, deadline);
+  if (!destination.is_ok()) return;
+  Result<std::unique_ptr<kv::TransferHandle>> sent = kv::send_unwritten_aborted(
+      *transfer_, destination->first, node::kv_stream_id({request.reservation_id(), request.attempt()}));
+  if (sent.is_ok()) notices_.push_back(std::move(sent).value());
 }
 
 }  // namespace recgpt::prefill

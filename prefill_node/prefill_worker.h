@@ -40,9 +40,10 @@ namespace recgpt::prefill {
 class PrefillWorker {
  public:
   using Done = std::function<void(Result<control::PrefillDone>)>;  // runs on the worker thread
-  // Set by the submitter once nobody waits for the answer (its connection closed): the request is dropped, with
-  // kFailedPrecondition, before its next step instead of computing and pushing KV nobody will decode. A request
-  // in its last step finishes it.
+  // Set by the submitter once nobody waits for the answer (the caller cancelled the request, or its connection
+  // closed): the request is dropped, with kFailedPrecondition, at the worker's next turn if it still waits for
+  // compute, else before its next step, instead of computing and pushing KV nobody will decode. A request in its
+  // last step finishes it. A dropped request's decode node is told its KV stream ended (`aborted`).
   using Abandoned = std::shared_ptr<const std::atomic<bool>>;
 
   PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,
@@ -59,6 +60,7 @@ class PrefillWorker {
   int64_t used_blocks() const { return used_blocks_.load(); }  // held by requests in progress
   PrefixIndexJournal& prefix_journal() { return journal_; }    // thread-safe
   int64_t batches() const { return batches_.load(); }          // forwards (steps) run so far
+  int64_t dropped() const { return dropped_.load(); }          // requests dropped as abandoned so far
 
  private:
   struct Job;
@@ -84,6 +86,10 @@ class PrefillWorker {
   // will write it (a prepared request's writer sends it itself): the node's write fences then end when this
   // node dies, not at the reservation's deadline. Best effort.
   void announce(const Announcement& announcement);
+  // Sends `aborted` for the KV stream of a request that ends before any of its writes (it never got a writer):
+  // the decode node's write fences wait for the end of every attempt the router sent. Best effort; connects to
+  // the decode node first if needed and `may_connect` (waiting at most kEndNoticeConnectTimeout).
+  void end_unwritten_stream(const control::PrefillRequest& request, bool may_connect);
   void answer(Job& job, const PrefillOutcome* outcome);
   Result<std::pair<kv::PeerId, kv::RemoteRegionId>> decode_destination(std::string_view endpoint,
                                                                        std::string_view region_key,
@@ -103,8 +109,11 @@ class PrefillWorker {
   std::atomic<int64_t> used_blocks_ = 0;
   std::atomic<int64_t> pending_ = 0;
   std::atomic<int64_t> batches_ = 0;
+  std::atomic<int64_t> dropped_ = 0;
   std::vector<std::unique_ptr<Job>> active_;  // prepared, computing a chunk per step; the worker thread's own
-  std::vector<std::unique_ptr<kv::TransferHandle>> announcements_;  // in flight; the worker thread's own
+  // Bare notifications in flight (`started` of waiting requests, `aborted` of unwritten streams); the worker
+  // thread's own.
+  std::vector<std::unique_ptr<kv::TransferHandle>> notices_;
 
   std::mutex mutex_;
   std::condition_variable wake_;
