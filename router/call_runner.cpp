@@ -124,7 +124,7 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
   // Prefill on the best prefill node; a failure of the node (not of the call) is retried once on the next.
   Result<control::Envelope> prefilled = unavailable("no prefill node is healthy");
   for (int index : ranking.prefill) {
-    if (attempts == 2 || cancel.cancelled()) break;
+    if (attempts == 2 || cancel.cancelled() || !decode->is_open()) break;
     std::shared_ptr<node::NodeLink> link = cluster.node(Tier::kPrefill, index).link;
     if (link == nullptr) continue;
     // A prefill node whose KV layout the decode node cannot take (dtype, block size, shape: a misconfigured pool)
@@ -136,11 +136,27 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
     outcome.prefill_index = index;
     InFlight on_prefill(cluster, Tier::kPrefill, index, plan.block_hashes,
                         static_cast<int64_t>(plan.call.prompt.size()) - reserved->reservation.cached_tokens());
+    // The attempt ends at once, here and on the prefill node (which drops the request and ends its KV stream),
+    // when the call is cancelled or the decode node holding its blocks goes away.
+    const uint64_t prefill_call = link->new_request_id();
+    const auto stop_attempt = [link, prefill_call](const Status& why) {
+      (void)link->send(node::make_cancel(prefill_call, why.message()));
+      link->abandon_call(prefill_call, why);
+    };
+    cancel.set_on_cancel([&] {
+      release_reservation();
+      stop_attempt(failed_precondition("the call was cancelled"));
+    });
+    const uint64_t decode_watch =
+        decode->watch_close([&] { stop_attempt(unavailable("the decode node holding the call's blocks went away")); });
     prefilled = co_await link->call(
+        prefill_call,
         node::make_prefill_request(plan.call, plan.entities, reserved->reservation, decode->hello(), attempts),
         plan.deadline);
+    decode->unwatch_close(decode_watch);
+    if (!cancel.cancelled()) cancel.set_on_cancel(release_reservation);
     if (prefilled.is_ok() && prefilled->has_error()) prefilled = status_of(prefilled->error());
-    if (prefilled.is_ok() || is_call_error(prefilled.status())) break;
+    if (prefilled.is_ok() || is_call_error(prefilled.status()) || cancel.cancelled() || !decode->is_open()) break;
     if (std::chrono::steady_clock::now() >= plan.deadline) break;
     log_event(LogLevel::kWarning, "router", "prefill failed, retrying on another node",
               {{"prefill", outcome.prefill_node}, {"error", prefilled.status().to_string()}});

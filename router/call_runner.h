@@ -1,7 +1,8 @@
 // One agent call across the cluster (../shared/DESIGN.md §2): rank the nodes, reserve KV on the best decode node
 // that has room, have the best prefill node fill it (a failed prefill is retried once on the next prefill node),
 // start decoding and hand the tokens to the caller as they stream. Every step has the call's deadline; a
-// reservation or stream the call leaves behind is cancelled on the node. When no prefill node can take the call
+// reservation, prefill request or stream the call leaves behind is cancelled on its node (a prefill request also
+// when the decode node holding its blocks goes away). When no prefill node can take the call
 // (none healthy, or the retry failed too), the decode node prefills it locally: the colocated fallback.
 //
 // Threading: the cluster's io_context; a coroutine per call.

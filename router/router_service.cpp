@@ -1,6 +1,7 @@
 #include "router/router_service.h"
 
 #include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
@@ -34,6 +35,8 @@ using Clock = std::chrono::steady_clock;
 constexpr std::string_view kWorkflowsPath = "/v1/workflows/";
 // Tokens a workflow's context must leave for the agents' own prompts and outputs.
 constexpr int64_t kWorkflowPromptRoom = 512;
+// The status counted for a request whose client went away before its answer (nginx's "client closed request").
+constexpr int kClientClosedRequest = 499;
 
 int64_t unix_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -177,10 +180,12 @@ class Service final : public std::enable_shared_from_this<Service> {
       co_return;
     }
     if (path.rfind(kWorkflowsPath, 0) == 0 && request.method == "POST") {
+      RunningRequest running(*running_, path_label(path));
       co_await workflow(exchange, path.substr(kWorkflowsPath.size()));
       co_return;
     }
     if (is_completion_path(path) && request.method == "POST") {
+      RunningRequest running(*running_, path_label(path));
       co_await completion(exchange, path == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChatCompletions);
       co_return;
     }
@@ -282,8 +287,17 @@ class Service final : public std::enable_shared_from_this<Service> {
       const std::string event = workflow_step_json(name, step);
       co_await exchange.event(event);
     };
+    // A client that goes away ends the workflow: its running calls are cancelled on their nodes.
+    WorkflowCancel cancel;
+    exchange.on_client_gone([&cancel] { cancel.cancel(); });
     const WorkflowRun run = co_await run_workflow(*cluster_, settings, counter_, definition, request, context,
-                                                  received + timeout, step_done);
+                                                  received + timeout, step_done, cancel);
+    if (cancel.cancelled() || exchange.client_gone()) {
+      log_event(LogLevel::kInfo, "router", "workflow cancelled: the client went away",
+                {{"workflow", name}, {"steps_run", static_cast<int64_t>(run.steps.size())}});
+      count_request(exchange.request().path, kClientClosedRequest);
+      co_return;
+    }
     // The last step produced nothing: the workflow failed (every call of it was dropped).
     const StepRun& last = run.steps.back();
     const auto answered =
@@ -419,7 +433,10 @@ class Service final : public std::enable_shared_from_this<Service> {
     prompt_tokens_->Increment(static_cast<double>(result.usage.prompt_tokens));
     completion_tokens_->Increment(static_cast<double>(result.usage.completion_tokens));
     duration_->Observe(std::chrono::duration<double>(Clock::now() - received).count());
-    if (exchange.client_gone()) co_return;
+    if (exchange.client_gone()) {
+      count_request(exchange.request().path, kClientClosedRequest);
+      co_return;
+    }
     if (request.stream) {
       if (!streaming_started) co_await exchange.start_events();
       const std::string last = chunk_json(endpoint, result, rest, first_chunk, result.finish_reason);
@@ -513,8 +530,12 @@ class Service final : public std::enable_shared_from_this<Service> {
   void register_metrics() {
     requests_ = &prometheus::BuildCounter()
                      .Name("recgpt_router_requests_total")
-                     .Help("HTTP requests answered, by path and status")
+                     .Help("HTTP requests answered, by path and status (499: the client went away first)")
                      .Register(*registry_);
+    running_ = &prometheus::BuildGauge()
+                    .Name("recgpt_router_requests_running")
+                    .Help("Completion and workflow requests being answered, by path")
+                    .Register(*registry_);
     const prometheus::Histogram::BucketBoundaries buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                              1,     2.5,  5,     10,   30,  60};
     duration_ = &prometheus::BuildHistogram()
@@ -551,12 +572,30 @@ class Service final : public std::enable_shared_from_this<Service> {
     return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
   }
 
-  void count_request(const std::string& path, int status) {
-    const std::string label = path.rfind(kWorkflowsPath, 0) == 0 ? std::string("/v1/workflows")
-                              : is_known_path(path)              ? path
-                                                                 : std::string("other");
-    requests_->Add({{"path", label}, {"code", std::to_string(status)}}).Increment();
+  static std::string path_label(const std::string& path) {
+    return path.rfind(kWorkflowsPath, 0) == 0 ? std::string("/v1/workflows")
+           : is_known_path(path)              ? path
+                                              : std::string("other");
   }
+
+  void count_request(const std::string& path, int status) {
+    requests_->Add({{"path", path_label(path)}, {"code", std::to_string(status)}}).Increment();
+  }
+
+  // A request on its path's gauge while its handler runs.
+  class RunningRequest {
+   public:
+    RunningRequest(prometheus::Family<prometheus::Gauge>& family, const std::string& path)
+        : gauge_(family.Add({{"path", path}})) {
+      gauge_.Increment();
+    }
+    ~RunningRequest() { gauge_.Decrement(); }
+    RunningRequest(const RunningRequest&) = delete;
+    RunningRequest& operator=(const RunningRequest&) = delete;
+
+   private:
+    prometheus::Gauge& gauge_;
+  };
 
   asio::io_context& io_;
   const ModelFiles& model_;
@@ -570,6 +609,7 @@ class Service final : public std::enable_shared_from_this<Service> {
   std::unique_ptr<http::Server> server_;
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* running_ = nullptr;
   prometheus::Histogram* duration_ = nullptr;
   prometheus::Histogram* ttft_ = nullptr;
   prometheus::Counter* prompt_tokens_ = nullptr;

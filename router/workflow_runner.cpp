@@ -62,6 +62,7 @@ struct WorkflowState {
   const WorkflowDefinition& definition;
   const WorkflowRequest& request;
   const HybridContext& context;
+  WorkflowCancel& cancel;
   std::map<std::string, std::string> values;  // template variables
   int preferred_prefill = -1;                 // workflow affinity: the pair the first call ran on
   int preferred_decode = -1;
@@ -109,7 +110,8 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
                                 rpc::Deadline stage_deadline, AgentRun& out) {
   const auto start = Clock::now();
   out.prompt_tokens = static_cast<int64_t>(call.prompt.size());
-  for (int attempt = 0; attempt <= step.retries; ++attempt) {
+  out.status = failed_precondition("the workflow was cancelled");  // unless a call runs
+  for (int attempt = 0; attempt <= step.retries && !state.cancel.cancelled(); ++attempt) {
     ++out.attempts;
     CallPlan plan;
     plan.call = call;
@@ -123,7 +125,13 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
       co_return true;
     };
     CallCancel cancel;
+    state.cancel.attach(cancel);
     auto outcome = co_await run_call(state.cluster, state.settings.policy, state.counter++, plan, sink, cancel);
+    state.cancel.detach(cancel);
+    if (cancel.cancelled()) {
+      out.status = failed_precondition("the workflow was cancelled");
+      break;
+    }
     if (outcome.is_ok()) {
       out.status = Status::ok();
       out.text = state.settings.tokenizer->decode(tokens, true);
@@ -219,6 +227,19 @@ std::string join(const std::vector<std::string>& items) {
 
 }  // namespace
 
+void WorkflowCancel::cancel() {
+  cancelled_ = true;
+  for (CallCancel* call : std::exchange(calls_, {})) call->cancel();
+}
+
+void WorkflowCancel::attach(CallCancel& call) {
+  if (cancelled_) {
+    call.cancel();
+    return;
+  }
+  calls_.push_back(&call);
+}
+
 std::vector<std::string> StepRun::items() const {
   std::vector<std::string> all;
   for (const AgentRun& call : calls) {
@@ -231,9 +252,10 @@ std::vector<std::string> StepRun::items() const {
 
 asio::awaitable<WorkflowRun> run_workflow(Cluster& cluster, const AgentCallSettings& settings, uint64_t& counter,
                                           const WorkflowDefinition& definition, const WorkflowRequest& request,
-                                          const HybridContext& context, rpc::Deadline deadline, StepDone step_done) {
+                                          const HybridContext& context, rpc::Deadline deadline, StepDone step_done,
+                                          WorkflowCancel& cancel) {
   const auto start = Clock::now();
-  WorkflowState state{cluster, settings, counter, definition, request, context, {}, -1, -1};
+  WorkflowState state{cluster, settings, counter, definition, request, context, cancel, {}, -1, -1};
   for (const auto& [name, value] : request.options) state.values["options." + name] = std::to_string(value);
   state.values["request.item"] = request.item;
   state.values["request.candidate"] = request.candidate;
@@ -247,6 +269,7 @@ asio::awaitable<WorkflowRun> run_workflow(Cluster& cluster, const AgentCallSetti
 
   WorkflowRun run;
   for (const WorkflowStep& step : definition.steps) {
+    if (cancel.cancelled()) break;
     StepRun done = co_await run_step(state, step, run.steps, deadline);
     std::vector<std::string> texts;
     for (const AgentRun& call : done.calls) {

@@ -67,9 +67,26 @@ struct AgentCallSettings {
 // Runs after each step (e.g. to stream it as an event).
 using StepDone = std::function<boost::asio::awaitable<void>(const StepRun&)>;
 
+// Lets the router end a workflow from outside (its client went away): the agent calls running are cancelled
+// (CallCancel: on their nodes too), and no step, call or retry starts after. Same thread as the workflow.
+class WorkflowCancel {
+ public:
+  void cancel();
+  bool cancelled() const { return cancelled_; }
+  // While a call is attached, cancel() cancels it too (at once if the workflow already is).
+  void attach(CallCancel& call);
+  void detach(CallCancel& call) { std::erase(calls_, &call); }
+
+ private:
+  bool cancelled_ = false;
+  std::vector<CallCancel*> calls_;
+};
+
+// The run's steps are those that ran: all of the definition's, unless `cancel` ended it early (then the last one
+// may have calls dropped as cancelled).
 boost::asio::awaitable<WorkflowRun> run_workflow(Cluster& cluster, const AgentCallSettings& settings, uint64_t& counter,
                                                  const WorkflowDefinition& definition, const WorkflowRequest& request,
                                                  const HybridContext& context, rpc::Deadline deadline,
-                                                 StepDone step_done);
+                                                 StepDone step_done, WorkflowCancel& cancel);
 
 }  // namespace recgpt::router

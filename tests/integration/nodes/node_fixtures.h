@@ -14,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <regex>
 #include <thread>
@@ -81,6 +82,33 @@ inline uint16_t port_in(const std::string& line, const std::string& key) {
 }
 
 // A `recgpt prefill` or `recgpt decode` child and the control port it printed.
+// Whether `condition` holds within `within`, polled every 50 ms.
+inline bool eventually(const std::function<bool()>& condition, milliseconds within = seconds(10)) {
+  for (const auto end = Clock::now() + within; Clock::now() < end;) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  return condition();
+}
+
+// The value of the first sample of /metrics on 127.0.0.1:`port` (curl) whose name and labels match `sample` (a
+// regex over the text before the value, e.g. `recgpt_kv_blocks\{.*state="used"\}`); -1 when none does.
+inline double metric_at(uint16_t port, const std::string& sample) {
+  auto curl = Subprocess::spawn(
+      {"/usr/bin/curl", "-s", "--max-time", "5", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+  REQUIRE(curl.is_ok());
+  double value = -1;
+  const std::regex pattern("^" + sample + " ([-+0-9.eE]+)$");
+  for (;;) {
+    auto line = curl->read_line(Clock::now() + seconds(10));
+    if (!line.is_ok()) break;
+    std::smatch match;
+    if (value < 0 && std::regex_search(*line, match, pattern)) value = std::stod(match[1]);
+  }
+  (void)curl->wait(Clock::now() + seconds(10));
+  return value;
+}
+
 struct Node {
   Subprocess process;
   uint16_t port = 0;
@@ -100,22 +128,11 @@ struct Node {
     admin_port = port_in(lines[0], "admin_port");
   }
 
-  // The value of the first /metrics sample (curl) whose name and labels match `sample` (a regex over the text
-  // before the value, e.g. `recgpt_kv_blocks\{.*state="used"\}`); -1 when none does.
-  double metric(const std::string& sample) const {
-    auto curl = Subprocess::spawn(
-        {"/usr/bin/curl", "-s", "--max-time", "5", "http://127.0.0.1:" + std::to_string(admin_port) + "/metrics"});
-    REQUIRE(curl.is_ok());
-    double value = -1;
-    const std::regex pattern("^" + sample + " ([-+0-9.eE]+)$");
-    for (;;) {
-      auto line = curl->read_line(Clock::now() + seconds(10));
-      if (!line.is_ok()) break;
-      std::smatch match;
-      if (value < 0 && std::regex_search(*line, match, pattern)) value = std::stod(match[1]);
-    }
-    (void)curl->wait(Clock::now() + seconds(10));
-    return value;
+  // The node's /metrics sample matching `sample` (metric_at).
+  double metric(const std::string& sample) const { return metric_at(admin_port, sample); }
+  // Whether that sample reads `expected` within `within`.
+  bool shows(const std::string& sample, double expected, milliseconds within = seconds(10)) const {
+    return eventually([&] { return metric(sample) == expected; }, within);
   }
 
   // GET /readyz (curl): the HTTP status (0 when none came) and the body.
@@ -140,11 +157,7 @@ struct Node {
 
   // Whether /metrics shows `expected` used blocks within `within` (gauges refresh every 100 ms).
   bool shows_used(int expected, milliseconds within = seconds(10)) const {
-    for (const auto end = Clock::now() + within; Clock::now() < end;) {
-      if (used_blocks() == expected) return true;
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    return used_blocks() == expected;
+    return eventually([&] { return used_blocks() == expected; }, within);
   }
   ~Node() {
     process.kill(SIGTERM);

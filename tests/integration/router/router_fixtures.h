@@ -33,6 +33,7 @@ struct RouterProcess {
     (void)process.wait(Clock::now() + seconds(10));
   }
   std::string url(const std::string& path) const { return local_url(port, path); }
+  double metric(const std::string& sample) const { return metric_at(port, sample); }
   CurlReply post(const std::string& path, const std::string& body, std::vector<std::string> extra = {}) const {
     extra.insert(extra.end(), {"-H", "Content-Type: application/json", "--data-binary", body});
     return curl(url(path), extra);

@@ -76,7 +76,7 @@ TEST_CASE("bad requests get a 4xx in OpenAI's shape naming the field, and the ro
     std::string param;  // "" : none expected
   };
   std::string long_prompt;
-  for (int i = 0; i < 3000; ++i) long_prompt += "hello world ";
+  for (int i = 0; i < 4000; ++i) long_prompt += "hello world ";
   const std::vector<Case> cases = {
       {"/v1/completions", "{\"model\": \"recgpt\", ", 400, ""},
       {"/v1/completions", R"({"model": "recgpt"})", 400, "prompt"},
@@ -172,6 +172,56 @@ TEST_CASE("a stop string ends the completion before it; a client that hangs up f
   CHECK(finished("length") == length_before);
   CHECK(decode_node.shows_used(0));
   CHECK(prefill_node.shows_used(0));
+}
+
+TEST_CASE("a client that hangs up while its prompt waits on the prefill node: the prompt is dropped, blocks freed",
+          "[router][disconnect][cancel]") {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  // One request at a time, 2 prompt tokens a step: a long prompt keeps the node busy while the next one waits.
+  Node prefill_node("prefill", tiny, "tcp", 8, {"--max-batch-requests", "1", "--max-batch-tokens", "2"});
+  RouterProcess router(tiny, {prefill_node.port}, {decode_node.port}, {"--request-timeout-seconds", "120"});
+  // Stopped, the prefill node takes frames into its socket and computes nothing until it resumes.
+  prefill_node.process.kill(SIGSTOP);
+  std::vector<int> long_prompt;
+  for (int i = 0; i < 4000; ++i) long_prompt.push_back(4 + (i * 31) % 170);
+  Subprocess ahead = start_curl(router.url("/v1/completions"),
+                                {"--max-time", "60", "-H", "Content-Type: application/json", "--data-binary",
+                                 json{{"model", "recgpt"}, {"prompt", long_prompt}, {"max_tokens", 1}}.dump()});
+  int used_ahead = 0;
+  const bool reserved_ahead = eventually([&] { return (used_ahead = decode_node.used_blocks()) > 0; });
+  const std::string body = json{
+      {"model", "recgpt"},
+      {"prompt", "Once upon a time in a land far away there lived a king who"},
+      {"max_tokens", 16},
+      {"stream", true}}.dump();
+  Subprocess client =
+      start_curl(router.url("/v1/completions"),
+                 {"-N", "--max-time", "60", "-H", "Content-Type: application/json", "--data-binary", body});
+  // Its reservation is made, so the router has sent its prompt to the prefill node; then the client goes.
+  const bool reserved = eventually([&] { return decode_node.used_blocks() > used_ahead; });
+  client.kill(SIGKILL);
+  (void)client.wait(Clock::now() + seconds(10));
+  // The router cancelled the reservation: the decode node keeps its prompt blocks fenced while the prefill
+  // attempt may still write them.
+  const bool fenced = eventually([&] { return decode_node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") > 0; });
+  prefill_node.process.kill(SIGCONT);
+  REQUIRE(reserved_ahead);
+  REQUIRE(reserved);
+  REQUIRE(fenced);
+  // The router's Cancel reached the prefill node while the prompt waited behind the long one: the prompt is
+  // dropped, never computed, and its KV stream ends on the decode node, which frees its blocks now rather than
+  // at the call's deadline.
+  CHECK(finish_curl(ahead).status == 200);
+  CHECK(prefill_node.shows("recgpt_prefill_requests_dropped_total\\{.*\\}", 1));
+  CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 4000);
+  CHECK(decode_node.shows_used(0));
+  CHECK(decode_node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") == 0);
+  CHECK(decode_node.metric("recgpt_decode_kv_fences_lapsed_total\\{.*\\}") == 0);
+  CHECK(prefill_node.shows_used(0));
+  CHECK(eventually([&] {
+    return router.metric("recgpt_router_requests_total\\{.*code=\"499\".*path=\"/v1/completions\".*\\}") == 1;
+  }));
 }
 
 TEST_CASE("recgpt up starts a local cluster that answers, and Ctrl-C stops all of it", "[router][up]") {

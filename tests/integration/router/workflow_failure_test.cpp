@@ -89,5 +89,48 @@ TEST_CASE("a step past its stage deadline is dropped and named; the workflow goe
   CHECK(decode.shows_used(0));
 }
 
+TEST_CASE("a workflow whose client goes away stops: its running call is cancelled and no later step runs",
+          "[router][workflow][workflow_failure][disconnect]") {
+  TinyModel tiny;
+  const std::filesystem::path dir = tiny.dir / "workflows";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "steps.json") << R"({
+    "name": "steps",
+    "steps": [
+      {"name": "first", "prompt": "Name a topic.", "max_tokens": 8},
+      {"name": "second", "fan_out": ["a", "b"], "prompt": "Write about {{item}} and {{steps.first.text}}.",
+       "max_tokens": 8},
+      {"name": "third", "prompt": "Sum up: {{steps.second.text}}", "max_tokens": 8}
+    ]})";
+  Node decode("decode", tiny, "tcp", 16);
+  Node prefill("prefill", tiny, "tcp", 16);
+  RouterProcess router(tiny, {prefill.port}, {decode.port}, {"--workflows", dir.string()});
+  // Stopped, the decode node answers no reservation: the first step's call waits in its ReserveKv.
+  decode.process.kill(SIGSTOP);
+  Subprocess client = start_curl(
+      router.url("/v1/workflows/steps"),
+      {"--max-time", "60", "-H", "Content-Type: application/json", "--data-binary", sample_request().dump()});
+  const bool running =
+      eventually([&] { return router.metric("recgpt_router_requests_running\\{.*path=\"/v1/workflows\".*\\}") == 1; });
+  client.kill(SIGKILL);
+  (void)client.wait(Clock::now() + seconds(10));
+  // The router noticed: the workflow ended once its call, cancelled, got its reservation back and released it.
+  const bool stopped =
+      eventually([&] { return router.metric("recgpt_router_requests_running\\{.*path=\"/v1/workflows\".*\\}") == 0; },
+                 milliseconds(500));
+  decode.process.kill(SIGCONT);
+  REQUIRE(running);
+  CHECK_FALSE(stopped);  // it could not end while the decode node was stopped
+  CHECK(eventually([&] {
+    return router.metric("recgpt_router_requests_total\\{.*code=\"499\".*path=\"/v1/workflows\".*\\}") == 1;
+  }));
+  CHECK(router.metric("recgpt_router_requests_running\\{.*path=\"/v1/workflows\".*\\}") == 0);
+  // Nothing was prefilled or decoded for it, and the reservation came back.
+  CHECK(decode.shows_used(0));
+  CHECK(prefill.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 0);
+  CHECK(decode.metric("recgpt_decode_local_prefills_total\\{.*\\}") <= 0);
+  CHECK(decode.metric("recgpt_decode_sequences_total\\{.*\\}") <= 0);
+}
+
 }  // namespace
 }  // namespace recgpt::testing
