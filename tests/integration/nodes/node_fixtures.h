@@ -3,6 +3,7 @@
 // the reservation, start decoding, read the token stream), step by step or whole.
 #pragma once
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <boost/asio/awaitable.hpp>
@@ -18,6 +19,7 @@
 #include <map>
 #include <regex>
 #include <thread>
+#include <utility>
 
 #include "common/rpc/connection.h"
 #include "common/subprocess.h"
@@ -163,6 +165,23 @@ struct Node {
     process.kill(SIGTERM);
     (void)process.wait(Clock::now() + seconds(10));
   }
+};
+
+// A node's process stopped (SIGSTOP) from construction until resume() or destruction (SIGCONT), even when a
+// check in between fails: meanwhile it takes frames into its sockets and answers nothing.
+class Paused {
+ public:
+  explicit Paused(Node& node) : node_(node) { node_.process.kill(SIGSTOP); }
+  ~Paused() { resume(); }
+  Paused(const Paused&) = delete;
+  Paused& operator=(const Paused&) = delete;
+  void resume() {
+    if (std::exchange(paused_, false)) node_.process.kill(SIGCONT);
+  }
+
+ private:
+  Node& node_;
+  bool paused_ = true;
 };
 
 // `recgpt serve`: prefill and decode in one process over the in-process transfer backend, each side with its own

@@ -3,7 +3,6 @@
 // prefill node killed leaves the decode node prefilling locally, with the same greedy output; a call past its own
 // deadline gets a clear error. Each ends with every surviving node's KV blocks free.
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "tests/integration/router/router_fixtures.h"
 
@@ -31,18 +30,6 @@ std::vector<Subprocess> start_calls(const RouterProcess& router, const std::vect
                                                    "--data-binary", completion_body(prompt, max_tokens)}));
   }
   return calls;
-}
-
-// The router's value of a counter (its /metrics), 0 when absent.
-double router_metric(const RouterProcess& router, const std::string& name) {
-  const CurlReply reply = curl(router.url("/metrics"));
-  const std::regex pattern("^" + name + "(\\{\\})? ([-+0-9.eE]+)$");
-  std::istringstream lines(reply.body);
-  for (std::string line; std::getline(lines, line);) {
-    std::smatch match;
-    if (std::regex_match(line, match, pattern)) return std::stod(match[2]);
-  }
-  return 0;
 }
 
 TEST_CASE("a decode node killed under load costs its calls a retry on the other one; later calls all succeed",
@@ -74,7 +61,7 @@ TEST_CASE("a decode node killed under load costs its calls a retry on the other 
     CHECK(body["usage"]["completion_tokens"] == kLong);
     CHECK(body["timings"]["decode_node"] == "decode-b");  // where it finished
   }
-  CHECK(router_metric(router, "recgpt_router_call_retries_total") >= 1);
+  CHECK(router.metric("recgpt_router_call_retries_total(\\{\\})?") >= 1);
 
   // Later calls: all on the survivor, with the colocated engine's greedy output.
   for (int i = 0; i < 4; ++i) {
@@ -140,6 +127,29 @@ TEST_CASE("with its only prefill node killed under load, the decode node prefill
   // A call whose prefill attempt reached the node only as it died (or not at all) cannot be told from one its
   // node still holds: its prompt blocks stay fenced until the call's deadline (30 s) plus 5 s (write_fences.h).
   CHECK(decode.shows_used(0, seconds(40)));
+}
+
+TEST_CASE("a decode node killed while its call's prompt waits on a prefill node: the call fails at once",
+          "[router][node_failure][cancel]") {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp");
+  RouterProcess router(tiny, {prefill_node.port}, {decode_node.port});
+  // Stopped, the prefill node takes the prompt into its socket and answers nothing until it resumes.
+  Paused paused(prefill_node);
+  std::vector<Subprocess> calls = start_calls(router, {"Once upon a time in a land far away"}, 8);
+  const bool reserved = eventually([&] { return decode_node.used_blocks() > 0; });
+  decode_node.process.kill(SIGKILL);
+  // The router stops waiting for the prefill node when the decode node holding the call's blocks goes away:
+  // the client has its answer (no decode node is left, so an error) while the prefill node is still stopped.
+  const CurlReply reply = finish_curl(calls[0], seconds(20));
+  paused.resume();
+  REQUIRE(reserved);
+  INFO(reply.body);
+  CHECK(reply.status == 503);
+  // The prefill node then finds the prompt cancelled, or its decode node unreachable: nothing is computed.
+  CHECK(prefill_node.shows_used(0));
+  CHECK(prefill_node.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 0);
 }
 
 }  // namespace

@@ -182,7 +182,7 @@ TEST_CASE("a client that hangs up while its prompt waits on the prefill node: th
   Node prefill_node("prefill", tiny, "tcp", 8, {"--max-batch-requests", "1", "--max-batch-tokens", "2"});
   RouterProcess router(tiny, {prefill_node.port}, {decode_node.port}, {"--request-timeout-seconds", "120"});
   // Stopped, the prefill node takes frames into its socket and computes nothing until it resumes.
-  prefill_node.process.kill(SIGSTOP);
+  Paused paused(prefill_node);
   std::vector<int> long_prompt;
   for (int i = 0; i < 4000; ++i) long_prompt.push_back(4 + (i * 31) % 170);
   Subprocess ahead = start_curl(router.url("/v1/completions"),
@@ -205,7 +205,7 @@ TEST_CASE("a client that hangs up while its prompt waits on the prefill node: th
   // The router cancelled the reservation: the decode node keeps its prompt blocks fenced while the prefill
   // attempt may still write them.
   const bool fenced = eventually([&] { return decode_node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") > 0; });
-  prefill_node.process.kill(SIGCONT);
+  paused.resume();
   REQUIRE(reserved_ahead);
   REQUIRE(reserved);
   REQUIRE(fenced);

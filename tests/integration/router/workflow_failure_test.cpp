@@ -106,7 +106,7 @@ TEST_CASE("a workflow whose client goes away stops: its running call is cancelle
   Node prefill("prefill", tiny, "tcp", 16);
   RouterProcess router(tiny, {prefill.port}, {decode.port}, {"--workflows", dir.string()});
   // Stopped, the decode node answers no reservation: the first step's call waits in its ReserveKv.
-  decode.process.kill(SIGSTOP);
+  Paused paused(decode);
   Subprocess client = start_curl(
       router.url("/v1/workflows/steps"),
       {"--max-time", "60", "-H", "Content-Type: application/json", "--data-binary", sample_request().dump()});
@@ -118,7 +118,7 @@ TEST_CASE("a workflow whose client goes away stops: its running call is cancelle
   const bool stopped =
       eventually([&] { return router.metric("recgpt_router_requests_running\\{.*path=\"/v1/workflows\".*\\}") == 0; },
                  milliseconds(500));
-  decode.process.kill(SIGCONT);
+  paused.resume();
   REQUIRE(running);
   CHECK_FALSE(stopped);  // it could not end while the decode node was stopped
   CHECK(eventually([&] {
