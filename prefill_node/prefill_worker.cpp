@@ -14,8 +14,10 @@ namespace {
 
 constexpr std::chrono::milliseconds kDefaultDeadline(30000);
 constexpr std::chrono::milliseconds kMaxDeadline(600000);
-// How long telling a decode node that a stream ends unwritten may wait to connect to it (end_unwritten_stream).
+// How long telling a decode node that a stream ends unwritten may wait to connect to it (end_unwritten_stream),
+// and how long after a failed connection to a decode node it does not try again.
 constexpr std::chrono::milliseconds kEndNoticeConnectTimeout(1000);
+constexpr std::chrono::milliseconds kEndNoticeRetryAfter(10000);
 
 kv::Deadline deadline_of(const control::PrefillRequest& request) {
   return node::deadline_from_unix_ms(request.deadline_unix_ms(), kDefaultDeadline, kMaxDeadline);
@@ -45,7 +47,6 @@ struct PrefillWorker::Job {
   uint64_t kv_bytes = 0;
   Status failure;  // the first error: the job answers it
   bool answered = false;
-  bool decode_unreachable = false;  // prepare() could not connect to its decode node
 
   int64_t remaining_tokens() const {
     return plan.has_value() ? static_cast<int64_t>(prompt.size()) - plan->computed_tokens : request.token_ids_size();
@@ -234,7 +235,7 @@ void PrefillWorker::answer(Job& job, const PrefillOutcome* outcome) {
     if (job.writer) {
       job.writer->abort();
     } else {
-      end_unwritten_stream(job.request, !job.decode_unreachable);
+      end_unwritten_stream(job.request);
     }
   }
   if (job.plan.has_value()) executor_.release(*job.plan);
@@ -283,19 +284,15 @@ Status PrefillWorker::prepare(Job& job) {
                             " destination blocks for " + std::to_string(prompt_blocks - first_block) +
                             " uncached prompt blocks");
   }
-  Result<std::pair<kv::PeerId, kv::RemoteRegionId>> destination =
-      decode_destination(request.decode_transfer_endpoint(), request.decode_kv_region_key(), job.deadline);
-  if (!destination.is_ok()) {
-    job.decode_unreachable = true;
-    return destination.status();
-  }
+  RECGPT_ASSIGN_OR_RETURN(auto destination, decode_destination(request.decode_transfer_endpoint(),
+                                                               request.decode_kv_region_key(), job.deadline));
   RECGPT_ASSIGN_OR_RETURN(PrefillPlan plan, executor_.plan(job.input));
   job.plan = std::move(plan);
   kv::KvStreamWriterConfig config;
-  config.peer = destination->first;
+  config.peer = destination.first;
   config.source_region = region_;
   config.source_layout = node::describe_kv_cache(*cache_);
-  config.destination_region = destination->second;
+  config.destination_region = destination.second;
   config.destination_layout = node::kv_layout_from_proto(request.decode_kv_layout());
   config.source_blocks.assign(job.plan->blocks.begin() + static_cast<long>(first_block), job.plan->blocks.end());
   for (size_t i = 0; i < prompt_blocks - first_block; ++i) {
@@ -328,9 +325,15 @@ Result<std::pair<kv::PeerId, kv::RemoteRegionId>> PrefillWorker::decode_destinat
   const auto as_bytes = [](std::string_view text) {
     return std::span(reinterpret_cast<const std::byte*>(text.data()), text.size());
   };
-  RECGPT_ASSIGN_OR_RETURN(kv::PeerId peer, transfer_->connect(as_bytes(endpoint), deadline));
-  RECGPT_ASSIGN_OR_RETURN(kv::RemoteRegionId region, transfer_->import_region(peer, as_bytes(region_key)));
-  destinations_[key] = {peer, region};
+  Result<kv::PeerId> peer = transfer_->connect(as_bytes(endpoint), deadline);
+  Result<kv::RemoteRegionId> region =
+      peer.is_ok() ? transfer_->import_region(*peer, as_bytes(region_key)) : Result<kv::RemoteRegionId>(peer.status());
+  if (!region.is_ok()) {
+    unreachable_[key] = kv::Clock::now() + kEndNoticeRetryAfter;
+    return region.status();
+  }
+  unreachable_.erase(key);
+  destinations_[key] = {*peer, *region};
   return destinations_[key];
 }
 
@@ -343,14 +346,15 @@ void PrefillWorker::announce(const Announcement& announcement) {
   if (sent.is_ok()) notices_.push_back(std::move(sent).value());
 }
 
-void PrefillWorker::end_unwritten_stream(const control::PrefillRequest& request, bool may_connect) {
+void PrefillWorker::end_unwritten_stream(const control::PrefillRequest& request) {
   if (request.attempt() == 0) return;  // refused as invalid: no stream of it can exist
   const std::string& endpoint = request.decode_transfer_endpoint();
   const std::string& region_key = request.decode_kv_region_key();
-  auto known = destinations_.find(endpoint + region_key);
-  const bool connected = known != destinations_.end() && transfer_->peer_status(known->second.first).is_ok();
-  if (!connected && !may_connect) return;
-  const kv::Deadline deadline = std::min(deadline_of(request), kv::Clock::now() + kEndNoticeConnectTimeout);
+  // Not again and again to a decode node that is gone (many requests for it may end at once).
+  const auto now = kv::Clock::now();
+  if (auto failed = unreachable_.find(endpoint + region_key); failed != unreachable_.end() && now < failed->second)
+    return;
+  const kv::Deadline deadline = std::min(deadline_of(request), now + kEndNoticeConnectTimeout);
   Result<std::pair<kv::PeerId, kv::RemoteRegionId>> destination = decode_destination(endpoint, region_key, deadline);
   if (!destination.is_ok()) return;
   Result<std::unique_ptr<kv::TransferHandle>> sent = kv::send_unwritten_aborted(

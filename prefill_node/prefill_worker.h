@@ -88,8 +88,8 @@ class PrefillWorker {
   void announce(const Announcement& announcement);
   // Sends `aborted` for the KV stream of a request that ends before any of its writes (it never got a writer):
   // the decode node's write fences wait for the end of every attempt the router sent. Best effort; connects to
-  // the decode node first if needed and `may_connect` (waiting at most kEndNoticeConnectTimeout).
-  void end_unwritten_stream(const control::PrefillRequest& request, bool may_connect);
+  // the decode node first if needed (for at most 1 s), unless connecting to it failed in the last 10 s.
+  void end_unwritten_stream(const control::PrefillRequest& request);
   void answer(Job& job, const PrefillOutcome* outcome);
   Result<std::pair<kv::PeerId, kv::RemoteRegionId>> decode_destination(std::string_view endpoint,
                                                                        std::string_view region_key,
@@ -106,6 +106,7 @@ class PrefillWorker {
   const PrefillWorkerLimits limits_;
   kv::LocalRegionId region_ = 0;
   std::map<std::string, std::pair<kv::PeerId, kv::RemoteRegionId>> destinations_;  // by endpoint + key
+  std::map<std::string, kv::Clock::time_point> unreachable_;  // by endpoint + key: until when not to retry
   std::atomic<int64_t> used_blocks_ = 0;
   std::atomic<int64_t> pending_ = 0;
   std::atomic<int64_t> batches_ = 0;

@@ -20,6 +20,14 @@ json sample_request() {
   return json::parse(text.str());
 }
 
+// A folder for the router's --workflows holding one workflow, `name`, defined by `definition` (JSON).
+std::filesystem::path workflows_folder(const TinyModel& tiny, const std::string& name, const std::string& definition) {
+  const std::filesystem::path dir = tiny.dir / "workflows";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / (name + ".json")) << definition;
+  return dir;
+}
+
 TEST_CASE("a workflow whose decode node dies after the planner finishes on the other decode node",
           "[router][workflow][workflow_failure]") {
   TinyModel tiny;
@@ -64,15 +72,13 @@ TEST_CASE("a workflow whose decode node dies after the planner finishes on the o
 TEST_CASE("a step past its stage deadline is dropped and named; the workflow goes on with what finished",
           "[router][workflow][workflow_failure]") {
   TinyModel tiny;
-  const std::filesystem::path dir = tiny.dir / "workflows";
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir / "hurry.json") << R"({
+  const std::filesystem::path dir = workflows_folder(tiny, "hurry", R"({
     "name": "hurry",
     "steps": [
       {"name": "slow", "fan_out": ["a", "b"], "prompt": "Write about {{item}}.", "max_tokens": 4000,
        "deadline_ms": 1, "retries": 1},
       {"name": "summary", "prompt": "Sum up: {{steps.slow.text}}", "max_tokens": 8}
-    ]})";
+    ]})");
   Node decode("decode", tiny, "tcp", 16);
   Node prefill("prefill", tiny, "tcp", 16);
   RouterProcess router(tiny, {prefill.port}, {decode.port}, {"--workflows", dir.string()});
@@ -92,16 +98,14 @@ TEST_CASE("a step past its stage deadline is dropped and named; the workflow goe
 TEST_CASE("a workflow whose client goes away stops: its running call is cancelled and no later step runs",
           "[router][workflow][workflow_failure][disconnect]") {
   TinyModel tiny;
-  const std::filesystem::path dir = tiny.dir / "workflows";
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir / "steps.json") << R"({
+  const std::filesystem::path dir = workflows_folder(tiny, "steps", R"({
     "name": "steps",
     "steps": [
       {"name": "first", "prompt": "Name a topic.", "max_tokens": 8},
       {"name": "second", "fan_out": ["a", "b"], "prompt": "Write about {{item}} and {{steps.first.text}}.",
        "max_tokens": 8},
       {"name": "third", "prompt": "Sum up: {{steps.second.text}}", "max_tokens": 8}
-    ]})";
+    ]})");
   Node decode("decode", tiny, "tcp", 16);
   Node prefill("prefill", tiny, "tcp", 16);
   RouterProcess router(tiny, {prefill.port}, {decode.port}, {"--workflows", dir.string()});
