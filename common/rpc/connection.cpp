@@ -84,7 +84,7 @@ void Connection::close(const Status& why) {
   boost::system::error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
-  outbox_.clear();
+  if (!writing_) outbox_.clear();  // else the write in flight still points into it: write_loop() clears it
   for (auto& [id, pending] : pending_) {
     pending->failure = unavailable(close_reason_.message());
     pending->wake.cancel();
@@ -153,6 +153,7 @@ asio::awaitable<void> Connection::write_loop() {
     for (size_t i = 0; i < count; ++i) buffers.push_back(asio::buffer(outbox_[i]));
     boost::system::error_code error;
     co_await asio::async_write(socket_, buffers, asio::redirect_error(asio::use_awaitable, error));
+    if (!open_) break;  // closed meanwhile (the write may have completed all the same): the outbox goes below
     if (error) {
       close(unavailable("writing to " + peer_name_ + ": " + error.message()));
       break;
@@ -160,6 +161,7 @@ asio::awaitable<void> Connection::write_loop() {
     outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(count));
   }
   writing_ = false;
+  if (!open_) outbox_.clear();
   if (close_when_sent_.has_value()) close(*close_when_sent_);
 }
 

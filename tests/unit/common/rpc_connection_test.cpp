@@ -172,6 +172,26 @@ TEST_CASE("a call abandoned while it waits returns the reason at once; other cal
   });
 }
 
+TEST_CASE("a connection closed while its frames are being written ends cleanly", "[rpc]") {
+  asio::io_context io;
+  TestServer server(io);
+  run(io, [&]() -> asio::awaitable<void> {
+    asio::steady_timer wait(co_await asio::this_coro::executor);
+    for (int round = 0; round < 20; ++round) {
+      auto client = co_await connect_started(server.port());
+      control::Envelope cancel;
+      cancel.mutable_cancel()->set_reason("written, then closed");
+      for (int i = 0; i < 3; ++i) REQUIRE(client->send(cancel).is_ok());  // the write starts at once
+      client->close(unavailable("closed while writing"));                  // before its completion runs
+      CHECK_FALSE(client->is_open());
+      CHECK_FALSE(client->send(cancel).is_ok());
+      wait.expires_after(milliseconds(5));
+      co_await wait.async_wait(asio::use_awaitable);  // the write's completion runs on the closed connection
+    }
+  });
+  CHECK(server.close_reasons.size() == 20);  // the server saw each one end (and kept accepting)
+}
+
 TEST_CASE("calls in flight fail when the peer closes the connection", "[rpc]") {
   asio::io_context io;
   TestServer server(io);
