@@ -15,6 +15,7 @@ struct RouterFlags {
   router::RouterOptions router;
   std::string api_key_file;
   int request_timeout_seconds = 120;
+  int node_silence_seconds = 10;
   int dns_refresh_seconds = 5;
   int drain_seconds = 30;
 };
@@ -27,6 +28,7 @@ Status run_router(RouterFlags& flags) {
     if (flags.router.api_key.empty()) return invalid_argument("--api-key-file '" + flags.api_key_file + "' is empty");
   }
   flags.router.request_timeout = std::chrono::seconds(flags.request_timeout_seconds);
+  flags.router.node_silence = std::chrono::seconds(flags.node_silence_seconds);
   flags.router.dns_refresh = std::chrono::seconds(flags.dns_refresh_seconds);
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::open(flags.model_dir));
   boost::asio::io_context io;
@@ -69,6 +71,11 @@ void add_router_command(CLI::App& app, int& exit_code) {
       ->add_option("--request-timeout-seconds", flags->request_timeout_seconds,
                    "A request's deadline unless it sets `timeout`")
       ->check(CLI::Range(1, 3600));
+  command
+      ->add_option("--node-silence-seconds", flags->node_silence_seconds,
+                   "A node that sends nothing (not even its load report, each second) for this long is cut off: "
+                   "its calls fail over to other nodes, and it is connected again once it answers")
+      ->check(CLI::Range(2, 3600));
   command->add_option("--max-connections", flags->router.max_connections, "Concurrent HTTP connections")
       ->check(CLI::Range(1, 1 << 20));
   command->add_option("--drain-seconds", flags->drain_seconds, "On SIGTERM, how long requests may take to finish")

@@ -40,7 +40,7 @@ asio::awaitable<Result<std::shared_ptr<NodeLink>>> NodeLink::open(const std::str
 
 NodeLink::~NodeLink() { connection_->close(Status::ok()); }
 
-void NodeLink::close() { connection_->close(Status::ok()); }
+void NodeLink::close(const Status& why) { connection_->close(why); }
 
 asio::awaitable<Result<control::Envelope>> NodeLink::call(control::Envelope request, rpc::Deadline deadline) {
   auto self = shared_from_this();

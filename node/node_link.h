@@ -61,7 +61,8 @@ class NodeLink : public std::enable_shared_from_this<NodeLink> {
   // Forgets a stream (its later chunks are dropped).
   void end_stream(uint64_t stream) { streams_.erase(stream); }
 
-  void close();
+  // Ends the link; calls in flight fail with `why` (unavailable when ok).
+  void close(const Status& why = Status::ok());
 
  private:
   struct Stream {

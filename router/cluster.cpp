@@ -22,9 +22,7 @@ bool ClusterNode::healthy() const {
          std::chrono::steady_clock::now() - last_report < Cluster::kReportTimeout;
 }
 
-std::string ClusterNode::name() const {
-  return link != nullptr && !link->hello().node_id().empty() ? link->hello().node_id() : address.text();
-}
+std::string ClusterNode::name() const { return node_id.empty() ? address.text() : node_id; }
 
 Status kv_layouts_fit(const node::NodeLink& prefill, const node::NodeLink& decode) {
   return kv::check_layouts_match(node::kv_layout_from_proto(prefill.hello().kv_layout()),
@@ -174,6 +172,7 @@ asio::awaitable<void> Cluster::keep_connected(Tier tier, int index) {
           (*link)->close();
         } else {
           now.link = std::move(link).value();
+          now.node_id = now.link->hello().node_id();
           now.last_error = Status::ok();
           now.last_report = std::chrono::steady_clock::now();  // healthy from the hello on; reports keep it so
           now.prefix_blocks.clear();  // a (re)connected node's first report carries its whole index
@@ -188,6 +187,13 @@ asio::awaitable<void> Cluster::keep_connected(Tier tier, int index) {
         log_event(LogLevel::kWarning, "router", "node unreachable",
                   {{"address", now.address.text()}, {"reason", link.status().message()}});
       }
+    } else if (const auto silent = std::chrono::steady_clock::now() - entry.last_report; silent >= silence_limit_) {
+      const auto silent_ms = std::chrono::duration_cast<std::chrono::milliseconds>(silent).count();
+      entry.last_error = unavailable("the node " + entry.name() + " sent nothing for " + std::to_string(silent_ms) +
+                                     " ms; its link was closed");
+      log_event(LogLevel::kWarning, "router", "node silent, closing its link",
+                {{"node", entry.name()}, {"address", entry.address.text()}, {"silent_ms", silent_ms}});
+      entry.link->close(entry.last_error);
     }
     timer.expires_after(kReconnectPeriod);
     boost::system::error_code ignored;

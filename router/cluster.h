@@ -38,12 +38,13 @@ struct ClusterNode {
   Status last_error = unavailable("not connected yet");
   control::LoadReport load;  // the latest (prefix fields cleared)
   std::chrono::steady_clock::time_point last_report{};
+  std::string node_id;                         // from its latest hello, kept while it is down
   std::unordered_set<uint64_t> prefix_blocks;  // as reported, plus the router's own placements
   int64_t in_flight = 0;
   int64_t in_flight_tokens = 0;
 
   bool healthy() const;
-  std::string name() const;  // the node id from its hello, else the address
+  std::string name() const;  // the node id from its latest hello, else the address
 };
 
 // Why the KV a prefill node writes cannot go into a decode node's cache: their KV layouts differ (dtype, block
@@ -55,12 +56,17 @@ class Cluster : public std::enable_shared_from_this<Cluster> {
   static constexpr std::chrono::milliseconds kReconnectPeriod{1000};
   // A node that sent no LoadReport for this long counts as unhealthy (they come each second).
   static constexpr std::chrono::milliseconds kReportTimeout{5000};
+  // A node silent this long (hung, paused, or cut off without a reset) has its link closed: the calls waiting on
+  // it fail over to other nodes instead of waiting out their deadlines; it is connected again once it answers.
+  static constexpr std::chrono::milliseconds kDefaultSilenceLimit{10000};
 
   Cluster(boost::asio::io_context& io, std::string model_fingerprint, std::vector<node::PeerAddress> prefill,
           std::vector<node::PeerAddress> decode);
   // A DNS name ("name:port") whose addresses are nodes of `tier`, resolved at start and every `refresh`.
   // Call before start().
   void add_dns_source(Tier tier, node::PeerAddress name, std::chrono::milliseconds refresh);
+  // How long a node may stay silent before its link is closed (kDefaultSilenceLimit). Call before start().
+  void set_silence_limit(std::chrono::milliseconds limit) { silence_limit_ = limit; }
   // Starts connecting to every node (and keeps reconnecting), and resolving the DNS names.
   void start();
   // The addresses DNS name `source` resolved to now: new ones join (and are connected), missing ones leave.
@@ -103,6 +109,7 @@ class Cluster : public std::enable_shared_from_this<Cluster> {
   std::deque<ClusterNode> prefill_;
   std::deque<ClusterNode> decode_;
   std::vector<DnsSource> dns_sources_;
+  std::chrono::milliseconds silence_limit_ = kDefaultSilenceLimit;
   bool started_ = false;
   bool stopped_ = false;
 };

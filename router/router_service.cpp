@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -130,6 +131,7 @@ class Service final : public std::enable_shared_from_this<Service> {
     }
     RECGPT_ASSIGN_OR_RETURN(std::string fingerprint, model_fingerprint(model_));
     cluster_ = std::make_shared<Cluster>(io_, fingerprint, std::move(prefill), std::move(decode));
+    cluster_->set_silence_limit(options_.node_silence);
     for (auto [names, tier] :
          {std::pair{&options_.prefill_dns, Tier::kPrefill}, std::pair{&options_.decode_dns, Tier::kDecode}}) {
       for (const std::string& text : *names) {
@@ -238,6 +240,7 @@ class Service final : public std::enable_shared_from_this<Service> {
       text.body += "\n";
     } else {
       text.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      refresh_node_up();
       text.body = prometheus::TextSerializer().Serialize(registry_->Collect());
     }
     return text;
@@ -532,6 +535,10 @@ class Service final : public std::enable_shared_from_this<Service> {
                      .Name("recgpt_router_requests_total")
                      .Help("HTTP requests answered, by path and status (499: the client went away first)")
                      .Register(*registry_);
+    node_up_ = &prometheus::BuildGauge()
+                    .Name("recgpt_node_up")
+                    .Help("Whether the router counts a node healthy: its link is open and it reported load in 5 s")
+                    .Register(*registry_);
     running_ = &prometheus::BuildGauge()
                     .Name("recgpt_router_requests_running")
                     .Help("Completion and workflow requests being answered, by path")
@@ -572,6 +579,26 @@ class Service final : public std::enable_shared_from_this<Service> {
     return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
   }
 
+  // recgpt_node_up per member node, named by its node id once it said one (its address until then).
+  void refresh_node_up() {
+    for (Tier tier : {Tier::kPrefill, Tier::kDecode}) {
+      const std::string role = tier == Tier::kPrefill ? "prefill" : "decode";
+      for (const ClusterNode& entry : cluster_->nodes(tier)) {
+        auto& [name, gauge] = node_up_series_[role + " " + entry.address.text()];
+        if (gauge != nullptr && (name != entry.name() || !entry.member)) {
+          node_up_->Remove(gauge);
+          gauge = nullptr;
+        }
+        if (!entry.member) continue;
+        if (gauge == nullptr) {
+          name = entry.name();
+          gauge = &node_up_->Add({{"role", role}, {"node", name}});
+        }
+        gauge->Set(entry.healthy() ? 1 : 0);
+      }
+    }
+  }
+
   static std::string path_label(const std::string& path) {
     return path.rfind(kWorkflowsPath, 0) == 0 ? std::string("/v1/workflows")
            : is_known_path(path)              ? path
@@ -610,6 +637,8 @@ class Service final : public std::enable_shared_from_this<Service> {
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   prometheus::Family<prometheus::Gauge>* running_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* node_up_ = nullptr;
+  std::map<std::string, std::pair<std::string, prometheus::Gauge*>> node_up_series_;  // by role and address
   prometheus::Histogram* duration_ = nullptr;
   prometheus::Histogram* ttft_ = nullptr;
   prometheus::Counter* prompt_tokens_ = nullptr;

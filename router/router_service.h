@@ -40,6 +40,7 @@ struct RouterOptions {
   std::string workflows_dir;  // workflow definitions (*.json); empty: the built-in ones (intent, explain, judge)
   std::string entity_store;   // items it knows become entity tokens in workflow contexts; empty: titles
   std::chrono::milliseconds request_timeout{120000};  // a request's deadline unless it sets `timeout`
+  std::chrono::milliseconds node_silence{10000};      // a node silent this long is cut off (Cluster)
   uint64_t max_body_bytes = 8 << 20;
   int max_connections = 1024;
 };
