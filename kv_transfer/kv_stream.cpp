@@ -292,11 +292,11 @@ Status KvStreamWriter::write_layer(int layer) {
   return Status::ok();
 }
 
-Status KvStreamWriter::finish(Deadline deadline) {
+Status KvStreamWriter::finish(Deadline deadline, const std::function<bool()>& give_up) {
   if (state_ != State::kOpen) {
     return failed_precondition(request_label(config_.request_id) + ": the stream was already finished or aborted");
   }
-  Status result = failure_.is_ok() ? wait_and_notify_completed(deadline) : failure_;
+  Status result = failure_.is_ok() ? wait_and_notify_completed(deadline, give_up) : failure_;
   if (!result.is_ok()) {
     cancel_in_flight();
     send_aborted(Clock::now() + kAbortNotifyTimeout);
@@ -337,11 +337,21 @@ void KvStreamWriter::send_aborted(Deadline deadline) {
   if (sent.is_ok() && !sent.value()->wait(deadline).is_ok()) sent.value()->cancel();
 }
 
-Status KvStreamWriter::wait_and_notify_completed(Deadline deadline) {
+Status KvStreamWriter::wait_and_notify_completed(Deadline deadline, const std::function<bool()>& give_up) {
   const std::string label = request_label(config_.request_id);
-  if (started_ != nullptr) RECGPT_RETURN_IF_ERROR(started_->wait(deadline).with_context(label + ": sending started"));
+  // In slices while someone may give up: a handle's wait that times out leaves its batch in flight.
+  const auto wait = [&](TransferHandle& handle) -> Status {
+    if (!give_up) return handle.wait(deadline);
+    for (;;) {
+      const Deadline slice = std::min(deadline, Clock::now() + kGiveUpPoll);
+      Status status = handle.wait(slice);
+      if (status.code() != StatusCode::kDeadlineExceeded || slice == deadline) return status;
+      if (give_up()) return failed_precondition("the writer gave up waiting for its writes");
+    }
+  };
+  if (started_ != nullptr) RECGPT_RETURN_IF_ERROR(wait(*started_).with_context(label + ": sending started"));
   for (auto& [layer, handle] : in_flight_) {
-    RECGPT_RETURN_IF_ERROR(handle->wait(deadline).with_context(label + ", layer " + std::to_string(layer)));
+    RECGPT_RETURN_IF_ERROR(wait(*handle).with_context(label + ", layer " + std::to_string(layer)));
   }
   StreamNotification notification{StreamEventKind::kCompleted, config_.request_id, written_layers(), std::nullopt};
   if (config_.checksum_source != nullptr) {
@@ -351,7 +361,7 @@ Status KvStreamWriter::wait_and_notify_completed(Deadline deadline) {
   RECGPT_ASSIGN_OR_RETURN(Bytes message, encode_stream_notification(notification));
   Result<std::unique_ptr<TransferHandle>> sent = engine_.notify(config_.peer, message);
   if (!sent.is_ok()) return sent.status().with_context(label + ": sending completed");
-  Status delivered = sent.value()->wait(deadline);
+  Status delivered = wait(*sent.value());
   if (!delivered.is_ok()) {
     sent.value()->cancel();
     return delivered.with_context(label + ": sending completed");

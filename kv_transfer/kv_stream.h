@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -121,8 +122,11 @@ class KvStreamWriter {
 
   // Waits (each until `deadline`) for every submitted layer to land, then sends `completed` (with the checksum
   // when configured) and waits for it to be sent. On any failure it cancels what is in flight, sends `aborted`
-  // (best effort) and returns the error. kFailedPrecondition when called twice or after abort().
-  Status finish(Deadline deadline);
+  // (best effort) and returns the error. kFailedPrecondition when called twice or after abort(). `give_up`
+  // (optional) is asked every kGiveUpPoll while it waits: true ends the wait like a failure, with
+  // kFailedPrecondition (the stream's caller went away; a peer that stopped reading must not hold the writer's
+  // thread until the deadline).
+  Status finish(Deadline deadline, const std::function<bool()>& give_up = nullptr);
 
   // Cancels the writes in flight and sends `aborted` (best effort, waiting at most kAbortNotifyTimeout for it
   // to be sent). No-op after finish() or abort(). The face drops a notification that follows a failed write, so
@@ -132,6 +136,7 @@ class KvStreamWriter {
   const std::string& request_id() const { return config_.request_id; }
 
   static constexpr std::chrono::milliseconds kAbortNotifyTimeout{1000};
+  static constexpr std::chrono::milliseconds kGiveUpPoll{50};
 
  private:
   enum class State { kOpen, kFinished, kAborted };
@@ -141,7 +146,7 @@ class KvStreamWriter {
   std::vector<int32_t> written_layers() const;
   void cancel_in_flight();
   void send_aborted(Deadline deadline);
-  Status wait_and_notify_completed(Deadline deadline);
+  Status wait_and_notify_completed(Deadline deadline, const std::function<bool()>& give_up);
 
   TransferEngine& engine_;
   const KvStreamWriterConfig config_;

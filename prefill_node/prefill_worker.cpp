@@ -217,8 +217,9 @@ void PrefillWorker::run_step() {
   }
   for (size_t i = 0; i < outcomes.size(); ++i) {
     if (outcomes[i].has_value() && stepping[i]->failure.is_ok()) {
-      stepping[i]->failure = stepping[i]->writer->finish(stepping[i]->deadline);
-      if (stepping[i]->failure.is_ok()) answer(*stepping[i], &*outcomes[i]);
+      Job* job = stepping[i];
+      job->failure = job->writer->finish(job->deadline, [job] { return is_abandoned(job->abandoned); });
+      if (job->failure.is_ok()) answer(*job, &*outcomes[i]);
     }
   }
   for (auto& job : active_) {

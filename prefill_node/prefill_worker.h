@@ -42,8 +42,9 @@ class PrefillWorker {
   using Done = std::function<void(Result<control::PrefillDone>)>;  // runs on the worker thread
   // Set by the submitter once nobody waits for the answer (the caller cancelled the request, or its connection
   // closed): the request is dropped, with kFailedPrecondition, at the worker's next turn if it still waits for
-  // compute, else before its next step, instead of computing and pushing KV nobody will decode. A request in its
-  // last step finishes it. A dropped request's decode node is told its KV stream ended (`aborted`).
+  // compute, else before its next step, instead of computing and pushing KV nobody will decode; in its last step,
+  // it stops waiting for its writes to land. A dropped request's decode node is told its KV stream ended
+  // (`aborted`).
   using Abandoned = std::shared_ptr<const std::atomic<bool>>;
 
   PrefillWorker(const ModelFiles& model, std::unique_ptr<Backend> backend, std::unique_ptr<KvCache> cache,

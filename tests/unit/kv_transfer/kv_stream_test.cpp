@@ -194,6 +194,54 @@ class WithholdingEngine final : public TransferEngine {
   std::atomic<bool> withholding_{true};
 };
 
+// A batch that stays in flight until cancelled: writes to a peer that stopped reading.
+class StalledHandle final : public TransferHandle {
+ public:
+  TransferState poll() override { return cancelled_ ? TransferState::kFailed : TransferState::kPending; }
+  Status wait(Deadline deadline) override {
+    std::this_thread::sleep_until(std::min(deadline, Clock::now() + milliseconds(10)));
+    return cancelled_ ? status() : deadline_exceeded("stalled");
+  }
+  void cancel() override { cancelled_ = true; }
+  Status status() override { return cancelled_ ? unavailable("cancelled") : Status::ok(); }
+
+ private:
+  std::atomic<bool> cancelled_{false};
+};
+
+// Forwards to a real engine, but its writes never land (notifications go through).
+class StallingEngine final : public TransferEngine {
+ public:
+  explicit StallingEngine(TransferEngine& inner) : inner_(inner) {}
+
+  std::string_view backend_name() const override { return inner_.backend_name(); }
+  Result<LocalRegionId> register_memory(const MemoryRegion& region) override { return inner_.register_memory(region); }
+  Result<AllocatedRegion> allocate_memory(size_t bytes) override { return inner_.allocate_memory(bytes); }
+  Status deregister_memory(LocalRegionId region) override { return inner_.deregister_memory(region); }
+  Result<Bytes> export_region(LocalRegionId region) override { return inner_.export_region(region); }
+  Result<Bytes> local_endpoint() override { return inner_.local_endpoint(); }
+  Result<PeerId> connect(std::span<const std::byte> endpoint, Deadline deadline) override {
+    return inner_.connect(endpoint, deadline);
+  }
+  Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key) override {
+    return inner_.import_region(peer, key);
+  }
+  void disconnect(PeerId peer) override { inner_.disconnect(peer); }
+  Result<std::unique_ptr<TransferHandle>> submit_writes(PeerId, std::span<const WriteOp>) override {
+    return std::unique_ptr<TransferHandle>(std::make_unique<StalledHandle>());
+  }
+  Result<std::unique_ptr<TransferHandle>> notify(PeerId peer, std::span<const std::byte> message) override {
+    return inner_.notify(peer, message);
+  }
+  Result<std::optional<Notification>> wait_notification(Deadline deadline) override {
+    return inner_.wait_notification(deadline);
+  }
+  Status peer_status(PeerId peer) override { return inner_.peer_status(peer); }
+
+ private:
+  TransferEngine& inner_;
+};
+
 // Appends rather than "r" + std::to_string(): GCC 12 misreports the latter under -Wrestrict.
 std::string request_name(size_t index) {
   std::string name = "r";
@@ -449,6 +497,31 @@ TEST_CASE("a writer dropped without finish makes the wait fail as aborted, not a
   CHECK(completion.status().code() == StatusCode::kUnavailable);
   CHECK_THAT(completion.status().message(), Catch::Contains("aborted"));
   CHECK(pair.receiver->counters().aborted == 1);
+}
+
+TEST_CASE("a writer whose writes do not land stops waiting when its caller gives up, and aborts the stream",
+          "[kv_transfer][stream]") {
+  StreamPair pair;
+  StallingEngine stalling(*pair.prefill);
+  REQUIRE(pair.expect("r1").is_ok());
+  auto created = KvStreamWriter::create(stalling, pair.config("r1"));
+  REQUIRE(created.is_ok());
+  KvStreamWriter& writer = **created;
+  for (int layer = 0; layer < 4; ++layer) REQUIRE(writer.write_layer(layer).is_ok());
+  std::atomic<bool> gone{false};
+  std::thread caller([&gone] {
+    std::this_thread::sleep_for(milliseconds(200));
+    gone = true;
+  });
+  const auto start = Clock::now();
+  const Status finished = writer.finish(after(milliseconds(30000)), [&gone] { return gone.load(); });
+  caller.join();
+  CHECK(finished.code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(finished.message(), Catch::Contains("gave up"));
+  CHECK(Clock::now() - start < milliseconds(15000));  // long before the finish's deadline
+  auto completion = pair.receiver->wait("r1", after(milliseconds(5000)));
+  CHECK(completion.status().code() == StatusCode::kUnavailable);
+  CHECK_THAT(completion.status().message(), Catch::Contains("aborted"));
 }
 
 TEST_CASE("a dead writer engine makes the wait fail with kUnavailable before its deadline", "[kv_transfer][stream]") {
