@@ -14,10 +14,13 @@ namespace {
 
 constexpr std::chrono::milliseconds kDefaultDeadline(30000);
 constexpr std::chrono::milliseconds kMaxDeadline(600000);
-// How long telling a decode node that a stream ends unwritten may wait to connect to it (end_unwritten_stream),
-// and how long after a failed connection to a decode node it does not try again.
+// Connecting to a decode node blocks the worker thread (and every request behind it): for at most this long, and
+// for at most 1 s only to say that a stream ends unwritten (end_unwritten_stream).
+constexpr std::chrono::milliseconds kConnectTimeout(5000);
 constexpr std::chrono::milliseconds kEndNoticeConnectTimeout(1000);
-constexpr std::chrono::milliseconds kEndNoticeRetryAfter(10000);
+// After a decode node could not be reached, requests bound for it fail at once for this long (a dead node with no
+// reset to say so would otherwise cost each of them the connect timeout, one after another).
+constexpr std::chrono::milliseconds kUnreachableFor(10000);
 
 kv::Deadline deadline_of(const control::PrefillRequest& request) {
   return node::deadline_from_unix_ms(request.deadline_unix_ms(), kDefaultDeadline, kMaxDeadline);
@@ -323,15 +326,20 @@ Result<std::pair<kv::PeerId, kv::RemoteRegionId>> PrefillWorker::decode_destinat
   const std::string key = std::string(endpoint) + std::string(region_key);
   auto known = destinations_.find(key);
   if (known != destinations_.end() && transfer_->peer_status(known->second.first).is_ok()) return known->second;
+  const auto now = kv::Clock::now();
+  if (auto failed = unreachable_.find(key); failed != unreachable_.end() && now < failed->second.until)
+    return failed->second.why;
   const auto as_bytes = [](std::string_view text) {
     return std::span(reinterpret_cast<const std::byte*>(text.data()), text.size());
   };
-  Result<kv::PeerId> peer = transfer_->connect(as_bytes(endpoint), deadline);
+  Result<kv::PeerId> peer = transfer_->connect(as_bytes(endpoint), std::min(deadline, now + kConnectTimeout));
   Result<kv::RemoteRegionId> region =
       peer.is_ok() ? transfer_->import_region(*peer, as_bytes(region_key)) : Result<kv::RemoteRegionId>(peer.status());
   if (!region.is_ok()) {
-    unreachable_[key] = kv::Clock::now() + kEndNoticeRetryAfter;
-    return region.status();
+    Status why = unavailable("the decode node could not be reached (" + region.status().message() +
+                             "); requests for it fail for " + std::to_string(kUnreachableFor.count()) + " ms");
+    unreachable_[key] = {kv::Clock::now() + kUnreachableFor, why};
+    return why;
   }
   unreachable_.erase(key);
   destinations_[key] = {*peer, *region};
@@ -351,11 +359,7 @@ void PrefillWorker::end_unwritten_stream(const control::PrefillRequest& request)
   if (request.attempt() == 0) return;  // refused as invalid: no stream of it can exist
   const std::string& endpoint = request.decode_transfer_endpoint();
   const std::string& region_key = request.decode_kv_region_key();
-  // Not again and again to a decode node that is gone (many requests for it may end at once).
-  const auto now = kv::Clock::now();
-  if (auto failed = unreachable_.find(endpoint + region_key); failed != unreachable_.end() && now < failed->second)
-    return;
-  const kv::Deadline deadline = std::min(deadline_of(request), now + kEndNoticeConnectTimeout);
+  const kv::Deadline deadline = std::min(deadline_of(request), kv::Clock::now() + kEndNoticeConnectTimeout);
   Result<std::pair<kv::PeerId, kv::RemoteRegionId>> destination = decode_destination(endpoint, region_key, deadline);
   if (!destination.is_ok()) return;
   Result<std::unique_ptr<kv::TransferHandle>> sent = kv::send_unwritten_aborted(

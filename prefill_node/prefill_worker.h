@@ -89,9 +89,11 @@ class PrefillWorker {
   void announce(const Announcement& announcement);
   // Sends `aborted` for the KV stream of a request that ends before any of its writes (it never got a writer):
   // the decode node's write fences wait for the end of every attempt the router sent. Best effort; connects to
-  // the decode node first if needed (for at most 1 s), unless connecting to it failed in the last 10 s.
+  // the decode node first if needed (for at most 1 s).
   void end_unwritten_stream(const control::PrefillRequest& request);
   void answer(Job& job, const PrefillOutcome* outcome);
+  // The connection to a decode node and its imported KV region, made once (within `deadline` and 5 s) and kept;
+  // kUnavailable at once for 10 s after one could not be made.
   Result<std::pair<kv::PeerId, kv::RemoteRegionId>> decode_destination(std::string_view endpoint,
                                                                        std::string_view region_key,
                                                                        kv::Deadline deadline);
@@ -107,7 +109,11 @@ class PrefillWorker {
   const PrefillWorkerLimits limits_;
   kv::LocalRegionId region_ = 0;
   std::map<std::string, std::pair<kv::PeerId, kv::RemoteRegionId>> destinations_;  // by endpoint + key
-  std::map<std::string, kv::Clock::time_point> unreachable_;  // by endpoint + key: until when not to retry
+  struct Unreachable {
+    kv::Clock::time_point until;  // requests for it fail at once until then
+    Status why;
+  };
+  std::map<std::string, Unreachable> unreachable_;  // by endpoint + key
   std::atomic<int64_t> used_blocks_ = 0;
   std::atomic<int64_t> pending_ = 0;
   std::atomic<int64_t> batches_ = 0;
