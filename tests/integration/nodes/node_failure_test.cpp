@@ -196,57 +196,36 @@ TEST_CASE("a decode node that answers nothing costs the prefill node one bounded
   Node hung("decode", tiny, "tcp", 8, {"--node-id", "decode-hung"});
   Node decode_node("decode", tiny, "tcp");
   Node prefill_node("prefill", tiny, "tcp");
-  asio::io_context io;
-  bool finished = false;
-  std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        control::Hello hung_hello, decode_hello;
-        auto to_hung = co_await greet(hung.port, tiny.fingerprint, &chunks, &hung_hello);
-        auto to_decode = co_await greet(decode_node.port, tiny.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, nullptr);
-        const ModelConfig& config = tiny.model->config();
-        const int32_t entity_token = config.entity_adaptor->entity_token_id;
-        const int entity_dim = config.entity_adaptor->entity_dim;
-        Driver for_hung(prefill, to_hung, hung_hello, chunks, entity_token, entity_dim);
-        Driver for_decode(prefill, to_decode, decode_hello, chunks, entity_token, entity_dim);
-        GenerationRequest request;
-        for (int i = 0; i < 40; ++i) request.prompt.push_back(4 + (i * 31) % 170);
-        request.max_new_tokens = 4;
-        const control::Envelope hung_reserved = co_await for_hung.reserve(request, unix_ms_from_now(seconds(60)));
-        const control::Envelope reserved = co_await for_decode.reserve(request, unix_ms_from_now(seconds(60)));
-        REQUIRE(hung_reserved.reserve_kv_reply().has_reservation());
-        REQUIRE(reserved.reserve_kv_reply().has_reservation());
-        {
-          // Stopped, the decode node accepts the prefill node's connection in its kernel and never completes the
-          // transfer engine's wire-up: the connect gives up after 5 s, long before the request's 30 s deadline
-          // (the answer must come within 20 s).
-          Paused paused(hung);
-          Result<control::Envelope> first =
-              co_await for_hung.try_prefill(request, hung_reserved.reserve_kv_reply().reservation(), seconds(20), 1);
-          REQUIRE(first.is_ok());
-          REQUIRE(first->has_error());
-          CHECK_THAT(first->error().message(), Catch::Contains("could not be reached"));
-          // The next request for it fails at once rather than costing the connect timeout again...
-          Result<control::Envelope> again =
-              co_await for_hung.try_prefill(request, hung_reserved.reserve_kv_reply().reservation(), seconds(3), 2);
-          REQUIRE(again.is_ok());
-          REQUIRE(again->has_error());
-          CHECK_THAT(again->error().message(), Catch::Contains("fail for"));
-          // ...and a request for another decode node goes through.
-          const control::Envelope done =
-              co_await for_decode.prefill(request, reserved.reserve_kv_reply().reservation());
-          CHECK(done.has_prefill_done());
-        }
-        to_hung->close(Status::ok());
-        to_decode->close(Status::ok());
-        prefill->close(Status::ok());
-        finished = true;
-      },
-      asio::detached);
-  io.run_for(seconds(120));
-  CHECK(finished);
+  drive_pair(tiny, decode_node, prefill_node, [&](Driver& for_decode) -> asio::awaitable<void> {
+    control::Hello hung_hello;
+    auto to_hung = co_await greet(hung.port, tiny.fingerprint, nullptr, &hung_hello);
+    Driver for_hung = for_decode.with_decode(to_hung, hung_hello);
+    GenerationRequest request;
+    for (int i = 0; i < 40; ++i) request.prompt.push_back(4 + (i * 31) % 170);
+    request.max_new_tokens = 4;
+    const control::Envelope hung_reserved = co_await for_hung.reserve(request, unix_ms_from_now(seconds(60)));
+    const control::Envelope reserved = co_await for_decode.reserve(request, unix_ms_from_now(seconds(60)));
+    REQUIRE(hung_reserved.reserve_kv_reply().has_reservation());
+    REQUIRE(reserved.reserve_kv_reply().has_reservation());
+    // Stopped, the decode node accepts the prefill node's connection in its kernel and never completes the
+    // transfer engine's wire-up: the connect gives up after 5 s, long before the request's 30 s deadline (the
+    // answer must come within 20 s).
+    Paused paused(hung);
+    const control::Reservation& hung_reservation = hung_reserved.reserve_kv_reply().reservation();
+    Result<control::Envelope> first = co_await for_hung.try_prefill(request, hung_reservation, seconds(20), 1);
+    REQUIRE(first.is_ok());
+    REQUIRE(first->has_error());
+    CHECK_THAT(first->error().message(), Catch::Contains("could not be reached"));
+    // The next request for it fails at once rather than costing the connect timeout again...
+    Result<control::Envelope> again = co_await for_hung.try_prefill(request, hung_reservation, seconds(3), 2);
+    REQUIRE(again.is_ok());
+    REQUIRE(again->has_error());
+    CHECK_THAT(again->error().message(), Catch::Contains("fail for"));
+    // ...and a request for another decode node goes through.
+    const control::Envelope done = co_await for_decode.prefill(request, reserved.reserve_kv_reply().reservation());
+    CHECK(done.has_prefill_done());
+    to_hung->close(Status::ok());
+  });
   CHECK(prefill_node.shows_used(0));
 }
 

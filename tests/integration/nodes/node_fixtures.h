@@ -268,6 +268,10 @@ class Driver {
   }
 
   const control::Hello& decode_hello() const { return decode_hello_; }
+  // A driver over the same prefill node (and token chunks) and another greeted decode node.
+  Driver with_decode(std::shared_ptr<rpc::Connection> decode, control::Hello hello) const {
+    return Driver(prefill_, std::move(decode), std::move(hello), chunks_, shape_.entity_token, shape_.entity_dim);
+  }
   // Closes the connection to the prefill node, as a router that died would.
   void hang_up_prefill() { prefill_->close(Status::ok()); }
 

@@ -153,11 +153,10 @@ struct StreamPair {
   }
 };
 
-// Forwards to a real engine, but withholds its notifications until peer_status() first reports a dead peer: the
-// receiver then sees a peer's death while that peer's last notification still waits in the engine.
-class WithholdingEngine final : public TransferEngine {
+// Forwards everything to a real engine; the engines below change one part.
+class ForwardingEngine : public TransferEngine {
  public:
-  explicit WithholdingEngine(TransferEngine& inner) : inner_(inner) {}
+  explicit ForwardingEngine(TransferEngine& inner) : inner_(inner) {}
 
   std::string_view backend_name() const override { return inner_.backend_name(); }
   Result<LocalRegionId> register_memory(const MemoryRegion& region) override { return inner_.register_memory(region); }
@@ -179,6 +178,20 @@ class WithholdingEngine final : public TransferEngine {
     return inner_.notify(peer, message);
   }
   Result<std::optional<Notification>> wait_notification(Deadline deadline) override {
+    return inner_.wait_notification(deadline);
+  }
+  Status peer_status(PeerId peer) override { return inner_.peer_status(peer); }
+
+ protected:
+  TransferEngine& inner_;
+};
+
+// Withholds the notifications until peer_status() first reports a dead peer: the receiver then sees a peer's
+// death while that peer's last notification still waits in the engine.
+class WithholdingEngine final : public ForwardingEngine {
+ public:
+  using ForwardingEngine::ForwardingEngine;
+  Result<std::optional<Notification>> wait_notification(Deadline deadline) override {
     if (!withholding_) return inner_.wait_notification(deadline);
     std::this_thread::sleep_until(deadline);
     return std::optional<Notification>();
@@ -190,7 +203,6 @@ class WithholdingEngine final : public TransferEngine {
   }
 
  private:
-  TransferEngine& inner_;
   std::atomic<bool> withholding_{true};
 };
 
@@ -209,37 +221,13 @@ class StalledHandle final : public TransferHandle {
   std::atomic<bool> cancelled_{false};
 };
 
-// Forwards to a real engine, but its writes never land (notifications go through).
-class StallingEngine final : public TransferEngine {
+// Its writes never land (notifications go through).
+class StallingEngine final : public ForwardingEngine {
  public:
-  explicit StallingEngine(TransferEngine& inner) : inner_(inner) {}
-
-  std::string_view backend_name() const override { return inner_.backend_name(); }
-  Result<LocalRegionId> register_memory(const MemoryRegion& region) override { return inner_.register_memory(region); }
-  Result<AllocatedRegion> allocate_memory(size_t bytes) override { return inner_.allocate_memory(bytes); }
-  Status deregister_memory(LocalRegionId region) override { return inner_.deregister_memory(region); }
-  Result<Bytes> export_region(LocalRegionId region) override { return inner_.export_region(region); }
-  Result<Bytes> local_endpoint() override { return inner_.local_endpoint(); }
-  Result<PeerId> connect(std::span<const std::byte> endpoint, Deadline deadline) override {
-    return inner_.connect(endpoint, deadline);
-  }
-  Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key) override {
-    return inner_.import_region(peer, key);
-  }
-  void disconnect(PeerId peer) override { inner_.disconnect(peer); }
+  using ForwardingEngine::ForwardingEngine;
   Result<std::unique_ptr<TransferHandle>> submit_writes(PeerId, std::span<const WriteOp>) override {
     return std::unique_ptr<TransferHandle>(std::make_unique<StalledHandle>());
   }
-  Result<std::unique_ptr<TransferHandle>> notify(PeerId peer, std::span<const std::byte> message) override {
-    return inner_.notify(peer, message);
-  }
-  Result<std::optional<Notification>> wait_notification(Deadline deadline) override {
-    return inner_.wait_notification(deadline);
-  }
-  Status peer_status(PeerId peer) override { return inner_.peer_status(peer); }
-
- private:
-  TransferEngine& inner_;
 };
 
 // Appends rather than "r" + std::to_string(): GCC 12 misreports the latter under -Wrestrict.
