@@ -185,5 +185,35 @@ TEST_CASE("a decode node that hangs is cut off after its silence: its call goes 
   CHECK(prefill_node.shows_used(0));
 }
 
+TEST_CASE("a prefill node that hangs is cut off after its silence: the decode node prefills the call itself",
+          "[router][node_failure][silent]") {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp", 8, {"--node-id", "decode-a"});
+  Node prefill_node("prefill", tiny, "tcp", 8, {"--node-id", "prefill-a"});
+  RouterProcess router(tiny, {prefill_node.port}, {decode_node.port},
+                       {"--node-silence-seconds", "3", "--request-timeout-seconds", "30"});
+  const std::string prompt = "Once upon a time in a land far away";
+  int64_t prompt_tokens = 0;
+  const std::string expected = expected_text(tiny, prompt, 8, &prompt_tokens);
+  {
+    // Stopped, the prefill node takes the prompt into its socket and answers nothing.
+    Paused paused(prefill_node);
+    std::vector<Subprocess> calls = start_calls(router, {prompt}, 8);
+    const CurlReply reply = finish_curl(calls[0], seconds(40));
+    INFO(reply.body);
+    REQUIRE(reply.status == 200);
+    const json body = json::parse(reply.body);
+    // Cut off after 3 s of silence, well before the call's 30 s: the decode node computed the prompt itself.
+    CHECK(body["timings"]["prefill_node"] == "decode-a");
+    CHECK(body["choices"][0]["text"] == expected);
+  }
+  // Woken, the prefill node finds its router connection gone and drops the prompt (or, if its engine took the
+  // prompt before it noticed, pushes it): either way its KV stream ends on the decode node, which frees the
+  // blocks it kept from that attempt long before the call's deadline.
+  CHECK(decode_node.shows_used(0));
+  CHECK(decode_node.metric("recgpt_decode_kv_fences_lapsed_total\\{.*\\}") == 0);
+  CHECK(decode_node.metric("recgpt_decode_local_prefills_total\\{.*\\}") == 1);
+}
+
 }  // namespace
 }  // namespace recgpt::testing
