@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/hex.h"
@@ -167,6 +168,13 @@ TEST_CASE("a writer killed mid-stream fails the reader's wait within its deadlin
     Peer writer("writer", via.tls, 37, 8, /*layer_delay_ms=*/300);
     reader.accept(writer);
     writer.expect("layer");  // layer 0 submitted; 7 more to go, 300 ms apart
+    if (!via.detects_dead_peers) {
+      // Over shared memory the kill lands between layers, once layer 0's messages are out: a sender killed while
+      // putting a message into the receiver's FIFO (UCX's mm transport) leaves that element unfinished, and the
+      // receiver, reading the FIFO in order, then gets nothing more from any sender (the second writer's stream
+      // below never arrived, about 1 run in 40 under load). docs/architecture.md, KV transfer.
+      std::this_thread::sleep_for(milliseconds(150));
+    }
     writer.process().kill(SIGKILL);
     REQUIRE(writer.process().wait(after(kStepTimeout)).value() == -SIGKILL);
   }
