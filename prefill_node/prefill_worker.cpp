@@ -338,7 +338,9 @@ Result<std::pair<kv::PeerId, kv::RemoteRegionId>> PrefillWorker::decode_destinat
   if (!region.is_ok()) {
     Status why = unavailable("the decode node could not be reached (" + region.status().message() +
                              "); requests for it fail for " + std::to_string(kUnreachableFor.count()) + " ms");
-    unreachable_[key] = {kv::Clock::now() + kUnreachableFor, why};
+    const auto failed_at = kv::Clock::now();
+    std::erase_if(unreachable_, [failed_at](const auto& entry) { return entry.second.until <= failed_at; });
+    unreachable_[key] = {failed_at + kUnreachableFor, why};  // kept only as long as it counts: bounded
     return why;
   }
   unreachable_.erase(key);
