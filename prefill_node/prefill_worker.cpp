@@ -332,9 +332,15 @@ Result<std::pair<kv::PeerId, kv::RemoteRegionId>> PrefillWorker::decode_destinat
   const auto as_bytes = [](std::string_view text) {
     return std::span(reinterpret_cast<const std::byte*>(text.data()), text.size());
   };
+  // A connect cut short by the caller's own deadline says nothing about the node: only one given the whole
+  // timeout, or refused outright, marks it unreachable.
+  const bool whole_timeout = deadline >= now + kConnectTimeout;
   Result<kv::PeerId> peer = transfer_->connect(as_bytes(endpoint), std::min(deadline, now + kConnectTimeout));
   Result<kv::RemoteRegionId> region =
       peer.is_ok() ? transfer_->import_region(*peer, as_bytes(region_key)) : Result<kv::RemoteRegionId>(peer.status());
+  if (!region.is_ok() && !whole_timeout && region.status().code() == StatusCode::kDeadlineExceeded) {
+    return region.status();
+  }
   if (!region.is_ok()) {
     Status why = unavailable("the decode node could not be reached (" + region.status().message() +
                              "); requests for it fail for " + std::to_string(kUnreachableFor.count()) + " ms");

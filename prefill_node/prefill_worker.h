@@ -93,7 +93,7 @@ class PrefillWorker {
   void end_unwritten_stream(const control::PrefillRequest& request);
   void answer(Job& job, const PrefillOutcome* outcome);
   // The connection to a decode node and its imported KV region, made once (within `deadline` and 5 s) and kept;
-  // kUnavailable at once for 10 s after one could not be made.
+  // kUnavailable at once for 10 s after one could not be made (refused, or no answer in the whole 5 s).
   Result<std::pair<kv::PeerId, kv::RemoteRegionId>> decode_destination(std::string_view endpoint,
                                                                        std::string_view region_key,
                                                                        kv::Deadline deadline);
