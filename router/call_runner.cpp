@@ -155,6 +155,9 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
         plan.deadline);
     decode->unwatch_close(decode_watch);
     if (!cancel.cancelled()) cancel.set_on_cancel(release_reservation);
+    // The prefill node stops at the same deadline by its own clock; a Cancel covers a clock behind the router's.
+    if (!prefilled.is_ok() && prefilled.status().code() == StatusCode::kDeadlineExceeded)
+      (void)link->send(node::make_cancel(prefill_call, "deadline"));
     if (prefilled.is_ok() && prefilled->has_error()) prefilled = status_of(prefilled->error());
     if (prefilled.is_ok() || is_call_error(prefilled.status()) || cancel.cancelled() || !decode->is_open()) break;
     if (std::chrono::steady_clock::now() >= plan.deadline) break;
