@@ -169,7 +169,7 @@ TEST_CASE("a decode node reports its load to the peers it greeted, about every s
   CHECK(reports.back().queue_depth() == 1);
 }
 
-TEST_CASE("a malformed frame closes only its connection; the decode node keeps serving", "[nodes][decode]") {
+TEST_CASE("a malformed frame closes only its connection, the decode node keeps serving", "[nodes][decode]") {
   TinyModel model;
   DecodeNode node(model);
   {

@@ -50,7 +50,7 @@ void kill_later(asio::steady_timer& timer, Node& node, Clock::time_point& killed
   });
 }
 
-TEST_CASE("killing the prefill node mid-request fails the call at once; the decode node's blocks come back",
+TEST_CASE("killing the prefill node mid-request fails the call at once, the decode node's blocks come back",
           "[nodes][failure]") {
   TinyModel small("small");
   Node decode_node("decode", small, "tcp", 128);
@@ -76,7 +76,7 @@ TEST_CASE("killing the prefill node mid-request fails the call at once; the deco
 }
 
 TEST_CASE(
-    "killing the decode node mid-transfer fails the prefill within the deadline; the prefill node frees its "
+    "killing the decode node mid-transfer fails the prefill within the deadline, the prefill node frees its "
     "blocks",
     "[nodes][failure]") {
   TinyModel small("small");

@@ -32,7 +32,7 @@ std::vector<Subprocess> start_calls(const RouterProcess& router, const std::vect
   return calls;
 }
 
-TEST_CASE("a decode node killed under load costs its calls a retry on the other one; later calls all succeed",
+TEST_CASE("a decode node killed under load costs its calls a retry on the other one, later calls all succeed",
           "[router][failure][decode_killed]") {
   TinyModel tiny;
   Node decode_a("decode", tiny, "tcp", 32, {"--node-id", "decode-a"});
@@ -61,7 +61,7 @@ TEST_CASE("a decode node killed under load costs its calls a retry on the other 
     CHECK(body["usage"]["completion_tokens"] == kLong);
     CHECK(body["timings"]["decode_node"] == "decode-b");  // where it finished
   }
-  CHECK(router.metric("recgpt_router_call_retries_total(\\{\\})?") >= 1);
+  CHECK(router.metric("recgpt_router_call_retries_total(?:\\{\\})?") >= 1);
 
   // Later calls: all on the survivor, with the colocated engine's greedy output.
   for (int i = 0; i < 4; ++i) {

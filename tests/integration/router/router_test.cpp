@@ -113,7 +113,7 @@ TEST_CASE("bad requests get a 4xx in OpenAI's shape naming the field, and the ro
   CHECK(fine.status == 200);
 }
 
-TEST_CASE("a stop string ends the completion before it; a client that hangs up frees its blocks",
+TEST_CASE("a stop string ends the completion before it, a client that hangs up frees its blocks",
           "[router][stop][disconnect]") {
   TinyModel tiny;
   Node decode_node("decode", tiny, "tcp");

@@ -69,7 +69,7 @@ TEST_CASE("a workflow whose decode node dies after the planner finishes on the o
   CHECK_FALSE(result["output"]["final_tags"].empty());
 }
 
-TEST_CASE("a step past its stage deadline is dropped and named; the workflow goes on with what finished",
+TEST_CASE("a step past its stage deadline is dropped and named, the workflow goes on with what finished",
           "[router][workflow][workflow_failure]") {
   TinyModel tiny;
   const std::filesystem::path dir = workflows_folder(tiny, "hurry", R"({

@@ -154,7 +154,7 @@ TEST_CASE("a client that hangs up is noticed while its request is still being wo
   CHECK(active == 0);
 }
 
-TEST_CASE("over the connection limit a client gets 503; a drain finishes the request in progress", "[http]") {
+TEST_CASE("over the connection limit a client gets 503, a drain finishes the request in progress", "[http]") {
   ServerOptions options;
   options.max_connections = 1;
   RunningServer running(options);

@@ -144,7 +144,7 @@ TEST_CASE("a call nobody answers ends at its deadline", "[rpc]") {
   });
 }
 
-TEST_CASE("a call abandoned while it waits returns the reason at once; other calls go on", "[rpc]") {
+TEST_CASE("a call abandoned while it waits returns the reason at once, other calls go on", "[rpc]") {
   asio::io_context io;
   TestServer server(io);
   run(io, [&]() -> asio::awaitable<void> {
@@ -232,11 +232,11 @@ void expect_refused(const std::string& raw, const std::string& reason) {
   CHECK_THAT(server.close_reasons[0].message(), Catch::Contains(reason));
 }
 
-TEST_CASE("an oversized frame closes that connection with the reason; the server keeps serving", "[rpc]") {
+TEST_CASE("an oversized frame closes that connection with the reason, the server keeps serving", "[rpc]") {
   expect_refused(std::string("\xff\xff\xff\x7f", 4), "over the limit");
 }
 
-TEST_CASE("a malformed frame closes that connection with the reason; the server keeps serving", "[rpc]") {
+TEST_CASE("a malformed frame closes that connection with the reason, the server keeps serving", "[rpc]") {
   expect_refused(std::string("\x08\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff", 12), "not a control envelope");
 }
 

@@ -48,7 +48,7 @@ TEST_CASE("writing to a child that exited is an error, not a SIGPIPE", "[common]
   CHECK(written.code() == StatusCode::kUnavailable);
 }
 
-TEST_CASE("a program that cannot run exits with 127; an empty command line is refused", "[common][subprocess]") {
+TEST_CASE("a program that cannot run exits with 127, an empty command line is refused", "[common][subprocess]") {
   auto missing = Subprocess::spawn({"/nonexistent/program"});
   REQUIRE(missing.is_ok());
   CHECK(missing->wait(after(milliseconds(5000))).value() == 127);

@@ -180,7 +180,7 @@ TEST_CASE("a local prefill the engine refuses (entity vectors missing) ends canc
   CHECK(core->counters().prompt_tokens_prefilled_locally == 0);
 }
 
-TEST_CASE("an unstarted reservation expires at its deadline and returns its blocks; starting it then fails",
+TEST_CASE("an unstarted reservation expires at its deadline and returns its blocks, starting it then fails",
           "[decode][core]") {
   TinyModel tiny;
   auto core = DecodeCore::create(*tiny.model, small_pool()).value();

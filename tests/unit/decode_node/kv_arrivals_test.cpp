@@ -126,7 +126,7 @@ TEST_CASE("a late completion of an attempt the router gave up on does not open t
   CHECK(landed.is_ok());
 }
 
-TEST_CASE("other attempts, other notifications and garbage open no wait; the deadline ends it; its own abort ends it",
+TEST_CASE("other attempts, other notifications and garbage open no wait, the deadline ends it, its own abort ends it",
           "[decode][arrivals]") {
   EnginePair engines;
   KvArrivals arrivals(*engines.reader);

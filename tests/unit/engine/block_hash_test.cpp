@@ -30,7 +30,7 @@ TEST_CASE("block hashes are pinned: changing them breaks routers and engines of 
   CHECK(entity_key_from_vector(vector) == 0xC313F5C7BF7B77CDull);
 }
 
-TEST_CASE("one hash per full block; a partial tail block is not hashed") {
+TEST_CASE("one hash per full block, a partial tail block is not hashed") {
   std::vector<int32_t> tokens(50, 7);
   CHECK(compute_block_hashes(tokens, {}, 16).size() == 3);
   CHECK(compute_block_hashes(std::span<const int32_t>(tokens).first(15), {}, 16).empty());
@@ -69,7 +69,7 @@ TEST_CASE("a shared prefix gives shared leading hashes whatever follows") {
   CHECK(planner_hashes[2] != expert_hashes[2]);
 }
 
-TEST_CASE("entity keys distinguish blocks with equal token ids; all-zero keys equal no keys") {
+TEST_CASE("entity keys distinguish blocks with equal token ids, all-zero keys equal no keys") {
   std::vector<int32_t> tokens(16, 5);
   std::vector<uint64_t> zero_keys(16, 0);
   CHECK(compute_block_hashes(tokens, zero_keys, 16) == compute_block_hashes(tokens, {}, 16));

@@ -80,7 +80,7 @@ TEST_CASE("two sequences with a common prefix share its blocks and their ref cou
   require_consistent(manager);
 }
 
-TEST_CASE("a duplicate hash keeps the first block; the second stays unregistered and becomes free") {
+TEST_CASE("a duplicate hash keeps the first block, the second stays unregistered and becomes free") {
   BlockManager manager(4);
   auto blocks = manager.allocate(2);
   REQUIRE(blocks.is_ok());

@@ -41,7 +41,7 @@ TEST_CASE("nccl settings that are not known or not a device index are refused by
   }
 }
 
-TEST_CASE("the nccl backend without a GPU is unavailable and says why; with one it refuses host memory",
+TEST_CASE("the nccl backend without a GPU is unavailable and says why, with one it refuses host memory",
           "[kv_transfer][nccl]") {
   if (!nccl_built()) {
     WARN("SKIPPED: the nccl backend is not in this build (no CUDA runtime or NCCL found)");

@@ -190,7 +190,7 @@ TEST_CASE("device memory is refused by name without a copier, or when the copier
   CHECK(with->register_memory(region_of(buffer, true)).is_ok());
 }
 
-TEST_CASE("a staged region's key carries no rkey; a key whose flags do not fit its payload is refused",
+TEST_CASE("a staged region's key carries no rkey, a key whose flags do not fit its payload is refused",
           "[kv_transfer][ucx][staging]") {
   StagedPair pair("tcp", 4096, false, true);
   if (!pair.ready) return;

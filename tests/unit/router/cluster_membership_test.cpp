@@ -18,7 +18,7 @@ std::vector<node::PeerAddress> addresses(std::initializer_list<const char*> text
 
 size_t listed_nodes(const Cluster& cluster) { return nlohmann::json::parse(cluster.describe_json())["nodes"].size(); }
 
-TEST_CASE("DNS-resolved nodes join and leave the cluster; flag-given ones stay", "[router][cluster]") {
+TEST_CASE("DNS-resolved nodes join and leave the cluster, flag-given ones stay", "[router][cluster]") {
   boost::asio::io_context io;
   auto cluster = std::make_shared<Cluster>(io, "fingerprint", addresses({"10.0.0.1:7000"}), addresses({}));
   cluster->add_dns_source(Tier::kDecode, node::parse_peer_address("decode.svc:7001").value(),
