@@ -92,6 +92,8 @@ class DecodeCore {
   // A prefill node's writes submitted in its last compute step before its deadline, and still in flight.
   static constexpr std::chrono::seconds kLateWriteGrace{5};
 
+  // A snapshot the engine thread refreshes at the end of each turn: an answer (a reservation, a stream's end)
+  // can reach its caller just before the counters show its effect.
   DecodeCounters counters() const;
   // The changes of this node's prefix index, for LoadReports. Thread-safe.
   PrefixIndexJournal& prefix_journal() { return journal_; }
