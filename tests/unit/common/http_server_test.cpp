@@ -26,7 +26,9 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::curl;
 using testing::CurlReply;
+using testing::finish_curl;
 using testing::local_url;
+using testing::start_curl;
 
 // Waits on the io thread until `done` or the time passes (a handler that works slowly).
 asio::awaitable<void> sleep_until(std::function<bool()> done, milliseconds most) {
@@ -158,7 +160,8 @@ TEST_CASE("over the connection limit a client gets 503, a drain finishes the req
   ServerOptions options;
   options.max_connections = 1;
   RunningServer running(options);
-  auto slow = std::async(std::launch::async, [&] { return curl(local_url(running.port(), "/slow")); });
+  Subprocess slow =
+      start_curl(local_url(running.port(), "/slow"));  // finished on this thread: Catch2 is not thread-safe
   for (int i = 0; i < 200 && running.on_io([&] { return running.server->active_exchanges(); }) == 0; ++i)
     std::this_thread::sleep_for(milliseconds(10));
   CurlReply refused = curl(local_url(running.port(), "/echo"));
@@ -173,7 +176,7 @@ TEST_CASE("over the connection limit a client gets 503, a drain finishes the req
   CHECK(curl(local_url(running.port(), "/echo")).status == 0);  // no longer accepting
   CHECK_FALSE(drained);
   running.release_slow = true;
-  const CurlReply slow_reply = slow.get();
+  const CurlReply slow_reply = finish_curl(slow);
   INFO("client gone noticed " << running.gone_noticed << " times");
   CHECK(slow_reply.status == 200);
   CHECK(slow_reply.body == "slow done\n");
