@@ -160,8 +160,8 @@ TEST_CASE("over the connection limit a client gets 503, a drain finishes the req
   ServerOptions options;
   options.max_connections = 1;
   RunningServer running(options);
-  Subprocess slow =
-      start_curl(local_url(running.port(), "/slow"));  // finished on this thread: Catch2 is not thread-safe
+  // Started here and finished on this thread (finish_curl below): Catch2's assertions are not thread-safe.
+  Subprocess slow = start_curl(local_url(running.port(), "/slow"));
   for (int i = 0; i < 200 && running.on_io([&] { return running.server->active_exchanges(); }) == 0; ++i)
     std::this_thread::sleep_for(milliseconds(10));
   CurlReply refused = curl(local_url(running.port(), "/echo"));

@@ -182,7 +182,7 @@ TEST_CASE("a connection closed while its frames are being written ends cleanly",
       control::Envelope cancel;
       cancel.mutable_cancel()->set_reason("written, then closed");
       for (int i = 0; i < 3; ++i) REQUIRE(client->send(cancel).is_ok());  // the write starts at once
-      client->close(unavailable("closed while writing"));                  // before its completion runs
+      client->close(unavailable("closed while writing"));                 // before its completion runs
       CHECK_FALSE(client->is_open());
       CHECK_FALSE(client->send(cancel).is_ok());
       wait.expires_after(milliseconds(5));
