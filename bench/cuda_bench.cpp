@@ -6,7 +6,8 @@
 //   prompt_attention: one prompt's causal attention, the SIMT kernel against the tensor-core one (their time and
 //     the tensor-core one's multiply-adds per second);
 //   decode: whole decode steps of the model at each batch size (uploads, graph replay, logits download included),
-//     tokens/s and the fraction of the roofline batch * copy bandwidth / (weights + KV bytes read per step).
+//     tokens/s and the fraction of the roofline batch * copy bandwidth / (weights + KV bytes read per step), and the
+//     share of a step's time that downloading its logits to host memory takes on its own.
 // Usage: recgpt_cuda_bench MODEL_DIR [context_tokens] [steps]
 #include <algorithm>
 #include <chrono>
@@ -275,11 +276,19 @@ std::string decode_figure(const ModelFiles& model, int batch, int context, int s
   const double weight_bytes = 2.0 * static_cast<double>(decode_weight_elements(model.weights()));
   const double bytes_per_step = weight_bytes + batch * (context + 3 + steps / 2.0) * kv_bytes_per_token;
   const double roofline = batch * copy_bytes_per_second / bytes_per_step;
-  char line[256];
+  // What the Backend interface's host logits cost a step: the same download into pageable memory, alone.
+  DeviceBuffer device_logits = value_or_exit(DeviceBuffer::allocate(logits.size() * sizeof(float)), "logits");
+  const auto download_start = Clock::now();
+  for (int s = 0; s < steps; ++s) {
+    cudaMemcpy(logits.data(), device_logits.as<void>(), logits.size() * sizeof(float), cudaMemcpyDeviceToHost);
+  }
+  const double download_seconds = std::chrono::duration<double>(Clock::now() - download_start).count() / steps;
+  char line[320];
   std::snprintf(line, sizeof(line),
                 "{\"batch\": %d, \"context\": %d, \"tokens_per_second\": %.1f, \"bytes_per_step\": %.4g, "
-                "\"roofline_tokens_per_second\": %.1f, \"of_roofline\": %.3f}",
-                batch, context, tokens_per_second, bytes_per_step, roofline, tokens_per_second / roofline);
+                "\"roofline_tokens_per_second\": %.1f, \"of_roofline\": %.3f, \"logits_download_share\": %.3f}",
+                batch, context, tokens_per_second, bytes_per_step, roofline, tokens_per_second / roofline,
+                download_seconds / (seconds / steps));
   return line;
 }
 

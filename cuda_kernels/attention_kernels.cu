@@ -2,16 +2,19 @@
 //
 // A thread block takes one (row tile, KV head, split): a tile is one decode row, or up to kMaxTileQueries / group
 // consecutive rows of one prompt, and the block serves every query head of the tile's rows that shares the KV
-// head, so each key and value it reads is used by all of them. Its four warps walk the split's positions, a group
-// of lanes per position reading the key (16 bytes a lane where the head size allows) from the paged cache, four
-// positions a lane group in flight at once: scores go to shared memory (masked past each row's causal end), then
-// a block-wide softmax per query, then the same walk over the values accumulates in registers, summed across
-// lanes and warps at the end. With one split the block writes the normalised output; with several it writes
-// (max, sum, unnormalised output) per split and a second kernel combines them.
+// head, so each key and value it reads is used by all of them. With one split the block writes the normalised
+// output; with several it writes (max, sum, unnormalised output) per split and a second kernel combines them.
 //
-// Tiles of a few rows cut a prompt's reads of its keys and values by that many; a tensor-core kernel with tiles
-// of 64 rows is what long prompts want next. A step that has prompt tiles runs its one-row tiles in a launch of
-// their own, so decode rows keep the registers (and occupancy) of their smaller instantiation.
+// Tiles of one row (decode rows) take one pass over their split (decode_attention_kernel): every position is in
+// the row's causal context, so each warp keeps a running max and sum (online softmax) and reads a position's key
+// and value together, several positions a lane group in flight, from block-table entries staged in shared memory
+// (no dependent global load before each read). That is what draws on HBM's bandwidth.
+//
+// Tiles of several rows (paged_attention_kernel) mask per row, so they take two passes: scores to shared memory,
+// a block-wide softmax per query, then the values. Its four warps walk the split's positions, a group of lanes
+// per position reading the key (16 bytes a lane where the head size allows), four positions a lane group in
+// flight. Tiles of a few rows cut a prompt's reads of its keys and values by that many; long prompts go to the
+// tensor-core kernel (prompt_attention_kernels.cu).
 #include <algorithm>
 #include <cmath>
 
@@ -35,10 +38,6 @@ __host__ __device__ constexpr int lanes_per_position() {
   return lanes;
 }
 
-// Which tiles a launch serves: a step with prompt tiles runs its one-row (decode) tiles in a launch of their own,
-// with registers sized for one row's queries rather than a prompt tile's.
-enum class TilePass { kAll, kOneRow, kSeveralRows };
-
 struct SplitOutput {
   float* partial_out;  // [rows, heads, splits, head_dim]
   float* partial_max;  // [rows, heads, splits]
@@ -49,8 +48,7 @@ struct SplitOutput {
 template <typename CacheT, int kHeadDim, int kQueryCap>
 __global__ void __launch_bounds__(kThreads)
     paged_attention_kernel(AttentionRows rows, AttentionShape shape, const CacheT* key_cache, const CacheT* value_cache,
-                           float key_scale, float value_scale, int splits, TilePass pass, SplitOutput split_output,
-                           bf16* out) {
+                           float key_scale, float value_scale, int splits, SplitOutput split_output, bf16* out) {
   constexpr int kLanes = lanes_per_position<kHeadDim>();
   constexpr int kPerLane = kHeadDim / kLanes;
   constexpr int kPositionsPerWarp = 32 / kLanes;
@@ -58,9 +56,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float scratch[kWarps];
   __shared__ float query_max[kMaxTileQueries], query_sum[kMaxTileQueries];
 
-  const int tile = blockIdx.x;  // x: tiles can pass the 65535 that y and z allow
-  const bool one_row = rows.tile_row_counts[tile] == 1;
-  if ((pass == TilePass::kOneRow && !one_row) || (pass == TilePass::kSeveralRows && one_row)) return;  // the other pass
+  const int tile = blockIdx.x;                  // x: tiles can pass the 65535 that y and z allow
+  if (rows.tile_row_counts[tile] == 1) return;  // decode_attention_kernel's
   const int kv_head = blockIdx.y, split = blockIdx.z;
   const int heads = shape.heads.heads, kv_heads = shape.heads.kv_heads, group = heads / kv_heads;
   const int first_row = rows.tile_first_rows[tile];
@@ -224,6 +221,170 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+constexpr int kDecodeUnroll = 4;  // positions a lane group has in flight at once in decode_attention_kernel
+
+// Tiles of one row: one pass, online softmax per warp (see the file's comment). Several-row tiles are left to
+// paged_attention_kernel. Dynamic shared memory: the split's block-table entries (decode_table_entries).
+template <typename CacheT, int kHeadDim, int kQueryCap>
+__global__ void __launch_bounds__(kThreads)
+    decode_attention_kernel(AttentionRows rows, AttentionShape shape, const CacheT* key_cache,
+                            const CacheT* value_cache, float key_scale, float value_scale, int splits,
+                            SplitOutput split_output, bf16* out) {
+  constexpr int kLanes = lanes_per_position<kHeadDim>();
+  constexpr int kPerLane = kHeadDim / kLanes;
+  constexpr int kPositionsPerWarp = 32 / kLanes;
+  constexpr int kWarpStride = kPositionsPerWarp * kDecodeUnroll;
+  extern __shared__ int32_t split_blocks[];
+  __shared__ float warp_max[kWarps][kQueryCap], warp_sum[kWarps][kQueryCap];
+  __shared__ float warp_out[kWarps][kQueryCap][kHeadDim];
+
+  const int tile = blockIdx.x;
+  if (rows.tile_row_counts[tile] != 1) return;  // paged_attention_kernel's
+  const int kv_head = blockIdx.y, split = blockIdx.z;
+  const int heads = shape.heads.heads, kv_heads = shape.heads.kv_heads, group = heads / kv_heads;
+  const int row = rows.tile_first_rows[tile];
+  const int queries = min(group, kQueryCap);
+  // Query j is head kv_head * group + j of the row; its partial results sit where paged_attention_kernel's
+  // would (the tile's slots in [tiles * max_tile_rows, heads]).
+  const int64_t first_head = int64_t{row} * heads + int64_t{kv_head} * group;
+  const int64_t first_partial = int64_t{tile} * rows.max_tile_rows * heads + int64_t{kv_head} * group;
+  const int split_tokens = *rows.split_tokens;
+  const int begin = split * split_tokens;
+  const int count = min(rows.context[row], begin + split_tokens) - begin;  // all in the row's causal context
+  if (count <= 0) {  // only when splits > 1: an empty split, skipped by the combine
+    for (int j = threadIdx.x; j < queries; j += kThreads) {
+      split_output.partial_max[(first_partial + j) * splits + split] = -INFINITY;
+      split_output.partial_sum[(first_partial + j) * splits + split] = 0.0f;
+    }
+    return;
+  }
+  const int block_size = shape.block_size;
+  const int first_block = begin / block_size;
+  const int32_t* block_table = rows.block_tables + rows.table_offsets[row];
+  for (int i = threadIdx.x; i <= (begin + count - 1) / block_size - first_block; i += kThreads) {
+    split_blocks[i] = block_table[first_block + i];
+  }
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int part = lane % kLanes, slot_in_warp = lane / kLanes;
+  float query[kQueryCap][kPerLane];
+#pragma unroll
+  for (int j = 0; j < kQueryCap; ++j) {
+    if (j < queries) {
+      load_floats<kPerLane>(rows.query + (first_head + j) * kHeadDim + part * kPerLane, query[j]);
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) query[j][i] *= shape.scale * key_scale;  // FP8 keys read as e4m3 * scale
+    }
+  }
+  __syncthreads();                        // split_blocks is written
+  auto element_offset = [&](int index) {  // of this lane's elements of position begin + index
+    const int position = begin + index;
+    const int64_t slot =
+        int64_t{split_blocks[position / block_size - first_block]} * block_size + position % block_size;
+    return (slot * kv_heads + kv_head) * kHeadDim + part * kPerLane;
+  };
+
+  // Every lane of a warp holds the warp's running max (reduced over the warp at each step); a lane's sum and
+  // output cover the positions its lane group read, and are summed over the lane groups at the end.
+  float running_max[kQueryCap], running_sum[kQueryCap], accumulated[kQueryCap][kPerLane];
+#pragma unroll
+  for (int j = 0; j < kQueryCap; ++j) {
+    running_max[j] = -INFINITY, running_sum[j] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) accumulated[j][i] = 0.0f;
+  }
+  for (int first = warp * kWarpStride; first < count; first += kWarps * kWarpStride) {  // uniform in the warp
+    float key[kDecodeUnroll][kPerLane] = {}, value[kDecodeUnroll][kPerLane] = {};
+#pragma unroll
+    for (int u = 0; u < kDecodeUnroll; ++u) {
+      const int index = first + u * kPositionsPerWarp + slot_in_warp;
+      if (index < count) {
+        const int64_t offset = element_offset(index);
+        load_floats<kPerLane>(key_cache + offset, key[u]);
+        load_floats<kPerLane>(value_cache + offset, value[u]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kQueryCap; ++j) {
+      if (j < queries) {  // uniform over the block: every lane takes the shuffles
+        float score[kDecodeUnroll];
+        float step_max = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < kDecodeUnroll; ++u) {
+          float dot = 0.0f;
+#pragma unroll
+          for (int i = 0; i < kPerLane; ++i) dot += query[j][i] * key[u][i];
+#pragma unroll
+          for (int offset = kLanes / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(kFullWarp, dot, offset);
+          score[u] = first + u * kPositionsPerWarp + slot_in_warp < count ? dot : -INFINITY;
+          step_max = fmaxf(step_max, score[u]);
+        }
+#pragma unroll
+        for (int offset = kLanes; offset < 32; offset *= 2) {
+          step_max = fmaxf(step_max, __shfl_xor_sync(kFullWarp, step_max, offset));
+        }
+        // Finite: position `first` is in the split, and its lane group's score reached every lane.
+        const float new_max = fmaxf(running_max[j], step_max);
+        const float correction = expf(running_max[j] - new_max);  // 0 while the max was -inf
+        running_sum[j] *= correction;
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) accumulated[j][i] *= correction;
+#pragma unroll
+        for (int u = 0; u < kDecodeUnroll; ++u) {
+          const float weight = expf(score[u] - new_max);  // 0 past the split's end
+          running_sum[j] += weight;
+#pragma unroll
+          for (int i = 0; i < kPerLane; ++i) accumulated[j][i] += weight * value[u][i];
+        }
+        running_max[j] = new_max;
+      }
+    }
+  }
+  // Sum over the lane groups (lanes kLanes apart), which share the warp's max; then across warps below.
+#pragma unroll
+  for (int j = 0; j < kQueryCap; ++j) {
+    if (j < queries) {
+#pragma unroll
+      for (int offset = kLanes; offset < 32; offset *= 2) {
+        running_sum[j] += __shfl_xor_sync(kFullWarp, running_sum[j], offset);
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) accumulated[j][i] += __shfl_xor_sync(kFullWarp, accumulated[j][i], offset);
+      }
+      if (slot_in_warp == 0) {
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) warp_out[warp][j][part * kPerLane + i] = accumulated[j][i];
+      }
+      if (lane == 0) warp_max[warp][j] = running_max[j], warp_sum[warp][j] = running_sum[j];
+    }
+  }
+  __syncthreads();
+  // A warp that had no position (a short split) holds max -inf and sum 0: weight 0. Warp 0 always had one.
+  for (int index = threadIdx.x; index < queries * kHeadDim; index += kThreads) {
+    const int j = index / kHeadDim, d = index % kHeadDim;
+    float best = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) best = fmaxf(best, warp_max[w][j]);
+    float total = 0.0f, output = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float weight = expf(warp_max[w][j] - best);
+      total += warp_sum[w][j] * weight;
+      output += warp_out[w][j][d] * weight;
+    }
+    output *= value_scale;  // FP8 values read as e4m3 * scale
+    if (splits == 1) {
+      out[(first_head + j) * kHeadDim + d] = __float2bfloat16_rn(output / total);
+    } else {
+      const int64_t partial = first_partial + j;
+      split_output.partial_out[(partial * splits + split) * kHeadDim + d] = output;
+      if (d == 0) {
+        split_output.partial_max[partial * splits + split] = best;
+        split_output.partial_sum[partial * splits + split] = total;
+      }
+    }
+  }
+}
+
 // One block per (tile row slot, head): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s over the splits that
 // had positions (l_s > 0). Slots past their tile's rows do nothing.
 __global__ void combine_splits_kernel(AttentionRows rows, SplitOutput split_output, int heads, int head_dim, int splits,
@@ -259,27 +420,44 @@ SplitOutput split_output_in(void* workspace, int64_t row_slots, int heads, int h
   return {floats, floats + partials * head_dim, floats + partials * head_dim + partials};
 }
 
+// Block-table entries a split of up to kMaxSplitTokens positions spans, from any first position.
+int decode_table_entries(int block_size) { return kMaxSplitTokens / block_size + 2; }
+
 template <typename CacheT, int kHeadDim, int kQueryCap>
 Status launch(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
-              TilePass pass, const SplitOutput& split_output, bf16* out, cudaStream_t stream) {
+              bool one_row_tiles, const SplitOutput& split_output, bf16* out, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(rows.tiles), static_cast<unsigned>(shape.heads.kv_heads),
+                  static_cast<unsigned>(splits));
+  const auto* key = static_cast<const CacheT*>(cache.key);
+  const auto* value = static_cast<const CacheT*>(cache.value);
+  if (one_row_tiles) {
+    const size_t shared_bytes = sizeof(int32_t) * static_cast<size_t>(decode_table_entries(shape.block_size));
+    static_assert(
+        sizeof(float) * kWarps * kMaxTileQueries * (256 + 2) + sizeof(int32_t) * (kMaxSplitTokens + 2) <= 48 * 1024,
+        "shared memory past the default");
+    decode_attention_kernel<CacheT, kHeadDim, kQueryCap><<<grid, kThreads, shared_bytes, stream>>>(
+        rows, shape, key, value, cache.key_scale, cache.value_scale, splits, split_output, out);
+    return launch_status("decode_attention");
+  }
   const size_t shared_bytes =
       sizeof(float) * static_cast<size_t>(std::max(kQueryCap * kMaxSplitTokens, kWarps * kQueryCap * kHeadDim));
   static_assert(kMaxTileQueries * kMaxSplitTokens * sizeof(float) <= 48 * 1024, "shared memory past the default");
-  const dim3 grid(static_cast<unsigned>(rows.tiles), static_cast<unsigned>(shape.heads.kv_heads),
-                  static_cast<unsigned>(splits));
   paged_attention_kernel<CacheT, kHeadDim, kQueryCap><<<grid, kThreads, shared_bytes, stream>>>(
-      rows, shape, static_cast<const CacheT*>(cache.key), static_cast<const CacheT*>(cache.value), cache.key_scale,
-      cache.value_scale, splits, pass, split_output, out);
+      rows, shape, key, value, cache.key_scale, cache.value_scale, splits, split_output, out);
   return launch_status("paged_attention");
 }
 
 // The kernel whose registers hold `queries` queries: 2, 4 or 8.
 template <typename CacheT, int kHeadDim>
 Status launch_for_queries(int queries, const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache,
-                          int splits, TilePass pass, const SplitOutput& split_output, bf16* out, cudaStream_t stream) {
-  if (queries <= 2) return launch<CacheT, kHeadDim, 2>(rows, shape, cache, splits, pass, split_output, out, stream);
-  if (queries <= 4) return launch<CacheT, kHeadDim, 4>(rows, shape, cache, splits, pass, split_output, out, stream);
-  return launch<CacheT, kHeadDim, kMaxTileQueries>(rows, shape, cache, splits, pass, split_output, out, stream);
+                          int splits, bool one_row_tiles, const SplitOutput& split_output, bf16* out,
+                          cudaStream_t stream) {
+  if (queries <= 2)
+    return launch<CacheT, kHeadDim, 2>(rows, shape, cache, splits, one_row_tiles, split_output, out, stream);
+  if (queries <= 4)
+    return launch<CacheT, kHeadDim, 4>(rows, shape, cache, splits, one_row_tiles, split_output, out, stream);
+  return launch<CacheT, kHeadDim, kMaxTileQueries>(rows, shape, cache, splits, one_row_tiles, split_output, out,
+                                                   stream);
 }
 
 template <typename CacheT, int kHeadDim>
@@ -289,14 +467,13 @@ Status launch_for_tiles(const AttentionRows& rows, const AttentionShape& shape, 
   const SplitOutput split_output =
       splits > 1 ? split_output_in(workspace, rows.tiles * rows.max_tile_rows, shape.heads.heads, kHeadDim, splits)
                  : SplitOutput{};
-  if (rows.max_tile_rows == 1) {
-    RECGPT_RETURN_IF_ERROR((launch_for_queries<CacheT, kHeadDim>(group, rows, shape, cache, splits, TilePass::kAll,
-                                                                 split_output, out, stream)));
-  } else {
-    RECGPT_RETURN_IF_ERROR((launch_for_queries<CacheT, kHeadDim>(group, rows, shape, cache, splits, TilePass::kOneRow,
-                                                                 split_output, out, stream)));
+  // One-row tiles in one launch, several-row tiles (a step's prompt tiles) in another: each kernel skips the
+  // other's tiles.
+  RECGPT_RETURN_IF_ERROR(
+      (launch_for_queries<CacheT, kHeadDim>(group, rows, shape, cache, splits, true, split_output, out, stream)));
+  if (rows.max_tile_rows > 1) {
     RECGPT_RETURN_IF_ERROR((launch_for_queries<CacheT, kHeadDim>(rows.max_tile_rows * group, rows, shape, cache, splits,
-                                                                 TilePass::kSeveralRows, split_output, out, stream)));
+                                                                 false, split_output, out, stream)));
   }
   if (splits == 1) return Status::ok();
   const dim3 combine_grid(static_cast<unsigned>(rows.tiles * rows.max_tile_rows),
@@ -333,7 +510,7 @@ AttentionSplits attention_splits(int64_t tiles, int kv_heads, int max_context, i
   constexpr int kMinSplitTokens = 64;
   if (max_context <= 0) return {1, kMaxSplitTokens};  // no row: nothing to split
   const int64_t blocks = std::max<int64_t>(1, tiles * kv_heads);
-  const int64_t wanted = (2 * int64_t{multiprocessors} + blocks - 1) / blocks;
+  const int64_t wanted = (kBlocksPerMultiprocessor * int64_t{multiprocessors} + blocks - 1) / blocks;
   const int64_t at_most = std::max(1, max_context / kMinSplitTokens);
   const int64_t at_least = (max_context + kMaxSplitTokens - 1) / kMaxSplitTokens;
   const int64_t splits = std::max<int64_t>({1, at_least, std::min(wanted, at_most)});

@@ -355,11 +355,12 @@ class CudaBackend final : public Backend {
   cuda::StepGraphs graphs_;
 };
 
-// RECGPT_CUDA_PROMPT_ATTENTION: "simt" (the default until the tensor-core kernel has been checked on a GPU) or
-// "tensor_cores" (long prompt chunks through prompt_attention, where the head size has a kernel).
+// RECGPT_CUDA_PROMPT_ATTENTION: "tensor_cores" (the default: long prompt chunks through prompt_attention, where
+// the head size has a kernel; checked on an H200 against the CPU and transformers, docs/benchmarks.md) or "simt"
+// (every chunk through paged_attention).
 Result<bool> tensor_core_prompts_wanted(const cuda::HeadShape& heads) {
   const char* chosen = std::getenv("RECGPT_CUDA_PROMPT_ATTENTION");
-  const std::string choice = chosen != nullptr ? chosen : "simt";
+  const std::string choice = chosen != nullptr ? chosen : "tensor_cores";
   if (choice == "simt") return false;
   if (choice == "tensor_cores") return cuda::prompt_attention_supports(heads);
   return invalid_argument("RECGPT_CUDA_PROMPT_ATTENTION must be simt or tensor_cores, got '" + choice + "'");

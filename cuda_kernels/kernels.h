@@ -102,13 +102,15 @@ struct AttentionShape {
 // Head sizes the attention kernel is built for.
 bool attention_supports(const HeadShape& shape);
 
-// Splits for a step of `tiles` row tiles: enough thread blocks to fill `multiprocessors` twice over, none shorter than
-// 64 positions, none longer than kMaxSplitTokens; and the positions each split takes.
+// Splits for a step of `tiles` row tiles: enough thread blocks for kBlocksPerMultiprocessor on each of
+// `multiprocessors` (the decode kernel's blocks that fit one at once: its loads in flight are what draw on HBM's
+// bandwidth), none shorter than 64 positions, none longer than kMaxSplitTokens; and the positions each split takes.
 struct AttentionSplits {
   int splits = 1;
   int split_tokens = 0;
 };
 constexpr int kMaxSplitTokens = 1024;
+constexpr int kBlocksPerMultiprocessor = 4;
 AttentionSplits attention_splits(int64_t tiles, int kv_heads, int max_context, int multiprocessors);
 
 // Bytes of the partial results `workspace` holds when splits > 1 (0 otherwise), for `row_slots` = tiles x

@@ -64,18 +64,29 @@ step() {
   echo "== $name exit: $status$( ((status == 124)) && echo ' (timed out)') after $((SECONDS - started))s"
 }
 
+# each_case PROGRAM SPEC: every test case SPEC matches, each in its own process, so that a crash or a sticky CUDA
+# error costs one case, not the rest. A ',' in a name would split the filter: it is escaped.
+each_case() {
+  local program=$1 spec=$2 name failed=0
+  while IFS= read -r name; do
+    [ -n "$name" ] || continue
+    echo "-- $name"
+    "$program" "${name//,/\\,}" --reporter compact --durations yes || failed=1
+  done < <("$program" "$spec" --list-test-names-only)
+  return $failed
+}
 cuda_unit_tests() {
-  "$run/recgpt_unit_tests" "[cuda]" --reporter compact --durations yes
+  each_case "$run/recgpt_unit_tests" "[cuda]"
   local simt=$?
-  echo "== the backend's tests again with tensor-core prompt attention"
-  RECGPT_CUDA_PROMPT_ATTENTION=tensor_cores "$run/recgpt_unit_tests" "[cuda]~CUDA*" --reporter compact --durations yes
+  echo "== the backend's tests again with SIMT prompt attention (the default is tensor cores)"
+  RECGPT_CUDA_PROMPT_ATTENTION=simt each_case "$run/recgpt_unit_tests" "[cuda]~CUDA*"
   return $((simt || $?))
 }
 hf_compare() {
   PYTHONUNBUFFERED=1 python3 scripts/gpu_compare_hf.py --recgpt "$run/recgpt" --work /tmp/recgpt-hf \
     --json "$out/hf_compare.json"
 }
-gpu_integration_tests() { "$run/recgpt_integration_tests" "[gpu]" -s --reporter compact; }
+gpu_integration_tests() { each_case "$run/recgpt_integration_tests" "[gpu]"; }
 cuda_bench() {
   [ -d /tmp/recgpt-hf/qwen3-0.6b-bf16 ] ||
     "$run/recgpt" make-model --preset qwen3-0.6b --seed 5 --dtype bf16 --out /tmp/recgpt-hf/qwen3-0.6b-bf16
@@ -91,7 +102,7 @@ sanitize() {
     "[cuda]~*long context*" --reporter compact
 }
 export out run
-export -f cuda_unit_tests hf_compare gpu_integration_tests cuda_bench hf_bench sanitize
+export -f each_case cuda_unit_tests hf_compare gpu_integration_tests cuda_bench hf_bench sanitize
 
 {
   date -u

@@ -134,10 +134,15 @@ TEST_CASE("attention splits cover the context, fill the GPU and stay within the 
           CHECK(splits.splits >= 1);
           CHECK(int64_t{splits.splits} * splits.split_tokens >= max_context);
           CHECK(splits.split_tokens <= kMaxSplitTokens);
-          // No split is left empty, and splitting happens only where it pays: short of filling the GPU twice, and
-          // never below 64 positions a split.
+          // No split is left empty, and splitting happens only where it pays: short of filling the GPU with
+          // kBlocksPerMultiprocessor blocks on each multiprocessor, and never below 64 positions a split.
           CHECK(int64_t{splits.splits - 1} * splits.split_tokens < max_context);
-          if (max_context <= kMaxSplitTokens && rows * kv_heads >= 2 * multiprocessors) CHECK(splits.splits == 1);
+          if (max_context <= kMaxSplitTokens && rows * kv_heads >= kBlocksPerMultiprocessor * multiprocessors) {
+            CHECK(splits.splits == 1);
+          }
+          if (rows * kv_heads * splits.splits < kBlocksPerMultiprocessor * multiprocessors && max_context >= 128) {
+            CHECK(splits.split_tokens < 128);  // short of a full GPU only where splits would go below 64 positions
+          }
           if (splits.splits > 1 && max_context > 64) CHECK(splits.split_tokens >= 64);
         }
       }
