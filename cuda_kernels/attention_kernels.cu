@@ -6,9 +6,10 @@
 // output; with several it writes (max, sum, unnormalised output) per split and a second kernel combines them.
 //
 // Tiles of one row (decode rows) take one pass over their split (decode_attention_kernel): every position is in
-// the row's causal context, so each warp keeps a running max and sum (online softmax) and reads a position's key
-// and value together, several positions a lane group in flight, from block-table entries staged in shared memory
-// (no dependent global load before each read). That is what draws on HBM's bandwidth.
+// the row's causal context, so each warp keeps a running max and sum (online softmax). Its lanes copy keys and
+// values into a ring of shared-memory stages with cp.async, three stages ahead of the one they read, from
+// block-table entries staged in shared memory: bytes in flight without registers to hold them, and no dependent
+// global load before each copy. That is what draws on HBM's bandwidth.
 //
 // Tiles of several rows (paged_attention_kernel) mask per row, so they take two passes: scores to shared memory,
 // a block-wide softmax per query, then the values. Its four warps walk the split's positions, a group of lanes
@@ -221,22 +222,43 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-constexpr int kDecodeUnroll = 4;  // positions a lane group has in flight at once in decode_attention_kernel
+// decode_attention_kernel's shared memory: per warp a ring of kStages stages, each holding every lane's slice
+// (kPerLane elements) of the keys and values of kUnroll positions per lane group, filled by cp.async; then the
+// split's block-table entries. After the walk the ring's memory takes the warps' outputs.
+template <typename CacheT, int kHeadDim, int kQueryCap>
+struct DecodeLayout {
+  static constexpr int kLanes = lanes_per_position<kHeadDim>();
+  static constexpr int kPerLane = kHeadDim / kLanes;
+  static constexpr int kPositionsPerWarp = 32 / kLanes;
+  static constexpr int kSliceBytes = kPerLane * static_cast<int>(sizeof(CacheT));
+  static constexpr int kUnroll = kSliceBytes >= 32 ? 1 : 32 / kSliceBytes;  // ~32 bytes of keys a lane a stage
+  static constexpr int kStageBytes = kUnroll * 2 * 32 * kSliceBytes;        // keys and values, every lane
+  // Stages ahead of the one in use are in flight: 3 where the ring fits 32 KiB, at least 1.
+  static constexpr int kStages = std::clamp(32 * 1024 / (kWarps * kStageBytes), 2, 4);
+  static constexpr int kRingBytes = kWarps * kStages * kStageBytes;
+  static constexpr int kOutputBytes = kWarps * kQueryCap * kHeadDim * static_cast<int>(sizeof(float));
+  static constexpr int kTableOffset = (std::max(kRingBytes, kOutputBytes) + 15) / 16 * 16;
+  static size_t shared_bytes(int block_size) {
+    return kTableOffset + sizeof(int32_t) * static_cast<size_t>(kMaxSplitTokens / block_size + 2);
+  }
+};
 
 // Tiles of one row: one pass, online softmax per warp (see the file's comment). Several-row tiles are left to
-// paged_attention_kernel. Dynamic shared memory: the split's block-table entries (decode_table_entries).
+// paged_attention_kernel. Each lane copies its own slices (cp.async) and reads back only those, so a warp needs
+// no barrier between its stages.
 template <typename CacheT, int kHeadDim, int kQueryCap>
 __global__ void __launch_bounds__(kThreads)
     decode_attention_kernel(AttentionRows rows, AttentionShape shape, const CacheT* key_cache,
                             const CacheT* value_cache, float key_scale, float value_scale, int splits,
                             SplitOutput split_output, bf16* out) {
-  constexpr int kLanes = lanes_per_position<kHeadDim>();
-  constexpr int kPerLane = kHeadDim / kLanes;
-  constexpr int kPositionsPerWarp = 32 / kLanes;
-  constexpr int kWarpStride = kPositionsPerWarp * kDecodeUnroll;
-  extern __shared__ int32_t split_blocks[];
+  using Layout = DecodeLayout<CacheT, kHeadDim, kQueryCap>;
+  constexpr int kLanes = Layout::kLanes, kPerLane = Layout::kPerLane, kUnroll = Layout::kUnroll;
+  constexpr int kStages = Layout::kStages, kSliceBytes = Layout::kSliceBytes;
+  constexpr int kWarpStride = Layout::kPositionsPerWarp * kUnroll;  // positions a warp takes a stage
+  using Slice = Packed<CacheT, kPerLane>;
+  extern __shared__ __align__(16) unsigned char decode_shared[];
+  auto* split_blocks = reinterpret_cast<int32_t*>(decode_shared + Layout::kTableOffset);
   __shared__ float warp_max[kWarps][kQueryCap], warp_sum[kWarps][kQueryCap];
-  __shared__ float warp_out[kWarps][kQueryCap][kHeadDim];
 
   const int tile = blockIdx.x;
   if (rows.tile_row_counts[tile] != 1) return;  // paged_attention_kernel's
@@ -276,15 +298,35 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < kPerLane; ++i) query[j][i] *= shape.scale * key_scale;  // FP8 keys read as e4m3 * scale
     }
   }
-  __syncthreads();                        // split_blocks is written
-  auto element_offset = [&](int index) {  // of this lane's elements of position begin + index
-    const int position = begin + index;
-    const int64_t slot =
-        int64_t{split_blocks[position / block_size - first_block]} * block_size + position % block_size;
-    return (slot * kv_heads + kv_head) * kHeadDim + part * kPerLane;
+  __syncthreads();  // split_blocks is written
+
+  // Chunk c of this warp: positions warp_first + c * stride + u * kPositionsPerWarp + slot_in_warp, in stage
+  // c % kStages of the warp's ring.
+  const int warp_first = warp * kWarpStride, stride = kWarps * kWarpStride;
+  const int chunks = warp_first < count ? (count - warp_first + stride - 1) / stride : 0;  // uniform in the warp
+  unsigned char* ring = decode_shared + warp * kStages * Layout::kStageBytes;
+  auto slice = [&](int chunk, int u, int is_value) {
+    return ring + (((chunk % kStages) * kUnroll + u) * 2 + is_value) * 32 * kSliceBytes + lane * kSliceBytes;
+  };
+  auto issue = [&](int chunk) {  // one commit group per chunk, empty past the last, so that waits count alike
+    if (chunk < chunks) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int index = warp_first + chunk * stride + u * Layout::kPositionsPerWarp + slot_in_warp;
+        if (index < count) {
+          const int position = begin + index;
+          const int64_t slot =
+              int64_t{split_blocks[position / block_size - first_block]} * block_size + position % block_size;
+          const int64_t offset = (slot * kv_heads + kv_head) * kHeadDim + part * kPerLane;
+          copy_async<kSliceBytes>(slice(chunk, u, 0), key_cache + offset);
+          copy_async<kSliceBytes>(slice(chunk, u, 1), value_cache + offset);
+        }
+      }
+    }
+    copy_async_commit();
   };
 
-  // Every lane of a warp holds the warp's running max (reduced over the warp at each step); a lane's sum and
+  // Every lane of a warp holds the warp's running max (reduced over the warp at each chunk); a lane's sum and
   // output cover the positions its lane group read, and are summed over the lane groups at the end.
   float running_max[kQueryCap], running_sum[kQueryCap], accumulated[kQueryCap][kPerLane];
 #pragma unroll
@@ -293,30 +335,27 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) accumulated[j][i] = 0.0f;
   }
-  for (int first = warp * kWarpStride; first < count; first += kWarps * kWarpStride) {  // uniform in the warp
-    float key[kDecodeUnroll][kPerLane] = {}, value[kDecodeUnroll][kPerLane] = {};
 #pragma unroll
-    for (int u = 0; u < kDecodeUnroll; ++u) {
-      const int index = first + u * kPositionsPerWarp + slot_in_warp;
-      if (index < count) {
-        const int64_t offset = element_offset(index);
-        load_floats<kPerLane>(key_cache + offset, key[u]);
-        load_floats<kPerLane>(value_cache + offset, value[u]);
-      }
-    }
+  for (int chunk = 0; chunk < kStages - 1; ++chunk) issue(chunk);
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    issue(chunk + kStages - 1);  // into the stage the previous chunk used: this lane has read it
+    copy_async_wait<kStages - 1>();
+    const int first = warp_first + chunk * stride;
 #pragma unroll
     for (int j = 0; j < kQueryCap; ++j) {
       if (j < queries) {  // uniform over the block: every lane takes the shuffles
-        float score[kDecodeUnroll];
+        float score[kUnroll];
         float step_max = -INFINITY;
 #pragma unroll
-        for (int u = 0; u < kDecodeUnroll; ++u) {
+        for (int u = 0; u < kUnroll; ++u) {
+          const Slice key = *reinterpret_cast<const Slice*>(slice(chunk, u, 0));
           float dot = 0.0f;
 #pragma unroll
-          for (int i = 0; i < kPerLane; ++i) dot += query[j][i] * key[u][i];
+          for (int i = 0; i < kPerLane; ++i) dot += query[j][i] * to_float(key.values[i]);
 #pragma unroll
           for (int offset = kLanes / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(kFullWarp, dot, offset);
-          score[u] = first + u * kPositionsPerWarp + slot_in_warp < count ? dot : -INFINITY;
+          // Past the split's end the slice holds stale bytes: the score, not the dot, says so.
+          score[u] = first + u * Layout::kPositionsPerWarp + slot_in_warp < count ? dot : -INFINITY;
           step_max = fmaxf(step_max, score[u]);
         }
 #pragma unroll
@@ -330,16 +369,21 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int i = 0; i < kPerLane; ++i) accumulated[j][i] *= correction;
 #pragma unroll
-        for (int u = 0; u < kDecodeUnroll; ++u) {
-          const float weight = expf(score[u] - new_max);  // 0 past the split's end
+        for (int u = 0; u < kUnroll; ++u) {
+          if (score[u] == -INFINITY) continue;  // past the split's end: its value slice is stale too
+          const float weight = expf(score[u] - new_max);
+          const Slice value = *reinterpret_cast<const Slice*>(slice(chunk, u, 1));
           running_sum[j] += weight;
 #pragma unroll
-          for (int i = 0; i < kPerLane; ++i) accumulated[j][i] += weight * value[u][i];
+          for (int i = 0; i < kPerLane; ++i) accumulated[j][i] += weight * to_float(value.values[i]);
         }
         running_max[j] = new_max;
       }
     }
   }
+  copy_async_wait<0>();  // only empty groups are left; the ring's memory is about to take the outputs
+  __syncthreads();
+  auto* warp_out = reinterpret_cast<float*>(decode_shared);  // [kWarps][kQueryCap][kHeadDim]
   // Sum over the lane groups (lanes kLanes apart), which share the warp's max; then across warps below.
 #pragma unroll
   for (int j = 0; j < kQueryCap; ++j) {
@@ -352,7 +396,9 @@ __global__ void __launch_bounds__(kThreads)
       }
       if (slot_in_warp == 0) {
 #pragma unroll
-        for (int i = 0; i < kPerLane; ++i) warp_out[warp][j][part * kPerLane + i] = accumulated[j][i];
+        for (int i = 0; i < kPerLane; ++i) {
+          warp_out[(warp * kQueryCap + j) * kHeadDim + part * kPerLane + i] = accumulated[j][i];
+        }
       }
       if (lane == 0) warp_max[warp][j] = running_max[j], warp_sum[warp][j] = running_sum[j];
     }
@@ -369,7 +415,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int w = 0; w < kWarps; ++w) {
       const float weight = expf(warp_max[w][j] - best);
       total += warp_sum[w][j] * weight;
-      output += warp_out[w][j][d] * weight;
+      output += warp_out[(w * kQueryCap + j) * kHeadDim + d] * weight;
     }
     output *= value_scale;  // FP8 values read as e4m3 * scale
     if (splits == 1) {
@@ -420,9 +466,6 @@ SplitOutput split_output_in(void* workspace, int64_t row_slots, int heads, int h
   return {floats, floats + partials * head_dim, floats + partials * head_dim + partials};
 }
 
-// Block-table entries a split of up to kMaxSplitTokens positions spans, from any first position.
-int decode_table_entries(int block_size) { return kMaxSplitTokens / block_size + 2; }
-
 template <typename CacheT, int kHeadDim, int kQueryCap>
 Status launch(const AttentionRows& rows, const AttentionShape& shape, const PagedCache& cache, int splits,
               bool one_row_tiles, const SplitOutput& split_output, bf16* out, cudaStream_t stream) {
@@ -431,9 +474,11 @@ Status launch(const AttentionRows& rows, const AttentionShape& shape, const Page
   const auto* key = static_cast<const CacheT*>(cache.key);
   const auto* value = static_cast<const CacheT*>(cache.value);
   if (one_row_tiles) {
-    const size_t shared_bytes = sizeof(int32_t) * static_cast<size_t>(decode_table_entries(shape.block_size));
+    using Layout = DecodeLayout<CacheT, kHeadDim, kQueryCap>;
+    const size_t shared_bytes = Layout::shared_bytes(shape.block_size);
     static_assert(
-        sizeof(float) * kWarps * kMaxTileQueries * (256 + 2) + sizeof(int32_t) * (kMaxSplitTokens + 2) <= 48 * 1024,
+        Layout::kTableOffset + sizeof(int32_t) * (kMaxSplitTokens + 2) + sizeof(float) * 2 * kWarps * kQueryCap <=
+            48 * 1024,
         "shared memory past the default");
     decode_attention_kernel<CacheT, kHeadDim, kQueryCap><<<grid, kThreads, shared_bytes, stream>>>(
         rows, shape, key, value, cache.key_scale, cache.value_scale, splits, split_output, out);

@@ -15,6 +15,7 @@ constexpr unsigned kFullWarp = 0xffffffffu;
 
 __device__ __forceinline__ float to_float(float value) { return value; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 value) { return __bfloat162float(value); }
+__device__ __forceinline__ float to_float(__nv_fp8_e4m3 value) { return static_cast<float>(value); }
 
 template <typename T>
 __device__ __forceinline__ T from_float(float value);
@@ -83,6 +84,48 @@ __device__ __forceinline__ void load_floats(const __nv_fp8_e4m3* src, float (&ds
 #pragma unroll
     for (int i = 0; i < kCount; ++i) dst[i] = static_cast<float>(src[i]);
   }
+}
+
+// The widest access (4 to 16 bytes) that `bytes` of elements at a multiple of their size allow.
+__host__ __device__ constexpr int packed_alignment(int bytes) {
+  int alignment = 16;
+  while (alignment > 4 && bytes % alignment != 0) alignment /= 2;
+  return alignment;
+}
+
+// kCount elements as stored, converted (to_float) where they are used.
+template <typename T, int kCount>
+struct alignas(packed_alignment(static_cast<int>(sizeof(T)) * kCount)) Packed {
+  T values[kCount];
+};
+
+// Asynchronous copies global -> shared (cp.async, sm_80 on) of kBytes, a multiple of 4, both addresses aligned to
+// packed_alignment(kBytes); 16-byte pieces bypass L1. A thread's copies complete by groups: commit closes one,
+// wait<N> returns once at most N of this thread's groups are pending. Only the copying thread may assume its
+// data arrived; others need a barrier after its wait. Each is a compiler barrier to shared memory accesses ("memory"),
+// so that a copy into a buffer never moves above the thread's own reads of what the buffer held.
+template <int kBytes>
+__device__ __forceinline__ void copy_async(void* shared_destination, const void* global_source) {
+  constexpr int kPiece = packed_alignment(kBytes);
+  static_assert(kBytes % 4 == 0, "cp.async copies 4, 8 or 16 bytes");
+  const auto destination = static_cast<unsigned>(__cvta_generic_to_shared(shared_destination));
+  const auto* source = static_cast<const char*>(global_source);
+#pragma unroll
+  for (int offset = 0; offset < kBytes; offset += kPiece) {
+    if constexpr (kPiece == 16) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(destination + offset), "l"(source + offset)
+                   : "memory");
+    } else {
+      asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(destination + offset), "l"(source + offset),
+                   "n"(kPiece)
+                   : "memory");
+    }
+  }
+}
+__device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void copy_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 __device__ __forceinline__ float warp_sum(float value) {

@@ -110,7 +110,7 @@ struct AttentionSplits {
   int split_tokens = 0;
 };
 constexpr int kMaxSplitTokens = 1024;
-constexpr int kBlocksPerMultiprocessor = 4;
+constexpr int kBlocksPerMultiprocessor = 6;  // bf16, head_dim 128: shared memory (33 KiB a block) allows 6
 AttentionSplits attention_splits(int64_t tiles, int kv_heads, int max_context, int multiprocessors);
 
 // Bytes of the partial results `workspace` holds when splits > 1 (0 otherwise), for `row_slots` = tiles x
