@@ -432,9 +432,13 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // One block per (tile row slot, head): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s over the splits that
-// had positions (l_s > 0). Slots past their tile's rows do nothing.
+// had positions (l_s > 0). The splits' weights e^(m_s - M) are found by the block together and kept in shared
+// memory (dynamic: `splits` floats), so a thread's walk over the splits is a run of independent loads rather than
+// a chain of them. Slots past their tile's rows do nothing.
 __global__ void combine_splits_kernel(AttentionRows rows, SplitOutput split_output, int heads, int head_dim, int splits,
                                       bf16* out) {
+  extern __shared__ float split_weights[];  // [splits]
+  __shared__ float scratch[32];
   const int64_t slot = blockIdx.x;
   const int tile = static_cast<int>(slot / rows.max_tile_rows), in_tile = static_cast<int>(slot % rows.max_tile_rows);
   if (in_tile >= rows.tile_row_counts[tile]) return;
@@ -443,18 +447,25 @@ __global__ void combine_splits_kernel(AttentionRows rows, SplitOutput split_outp
   const float* maxima = split_output.partial_max + head * splits;
   const float* sums = split_output.partial_sum + head * splits;
   float best = -INFINITY;
-  for (int s = 0; s < splits; ++s) {
+  for (int s = threadIdx.x; s < splits; s += blockDim.x) {
     if (sums[s] > 0.0f) best = fmaxf(best, maxima[s]);
   }
+  best = block_max(best, scratch);
   float total = 0.0f;
-  for (int s = 0; s < splits; ++s) {
-    if (sums[s] > 0.0f) total += sums[s] * expf(maxima[s] - best);
+  for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+    // An empty split wrote no output: weight 0 marks it, and it is skipped below (its output is not even 0).
+    const float weight = sums[s] > 0.0f ? expf(maxima[s] - best) : 0.0f;
+    split_weights[s] = weight;
+    total += sums[s] * weight;
   }
+  total = block_sum(total, scratch);  // its barriers also publish split_weights
+  const float* partial_out = split_output.partial_out + head * splits * head_dim;
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float value = 0.0f;
+#pragma unroll 8
     for (int s = 0; s < splits; ++s) {
-      if (sums[s] > 0.0f)
-        value += split_output.partial_out[(head * splits + s) * head_dim + d] * expf(maxima[s] - best);
+      const float weight = split_weights[s];
+      if (weight != 0.0f) value += partial_out[int64_t{s} * head_dim + d] * weight;
     }
     out[out_head * head_dim + d] = __float2bfloat16_rn(value / total);
   }
@@ -523,8 +534,8 @@ Status launch_for_tiles(const AttentionRows& rows, const AttentionShape& shape, 
   if (splits == 1) return Status::ok();
   const dim3 combine_grid(static_cast<unsigned>(rows.tiles * rows.max_tile_rows),
                           static_cast<unsigned>(shape.heads.heads));
-  combine_splits_kernel<<<combine_grid, std::min(kHeadDim, 256), 0, stream>>>(rows, split_output, shape.heads.heads,
-                                                                              kHeadDim, splits, out);
+  combine_splits_kernel<<<combine_grid, std::min(kHeadDim, 256), sizeof(float) * splits, stream>>>(
+      rows, split_output, shape.heads.heads, kHeadDim, splits, out);
   return launch_status("combine_splits");
 }
 
@@ -553,12 +564,15 @@ bool attention_supports(const HeadShape& shape) {
 
 AttentionSplits attention_splits(int64_t tiles, int kv_heads, int max_context, int multiprocessors) {
   constexpr int kMinSplitTokens = 64;
-  if (max_context <= 0) return {1, kMaxSplitTokens};  // no row: nothing to split
-  const int64_t blocks = std::max<int64_t>(1, tiles * kv_heads);
-  const int64_t wanted = (kBlocksPerMultiprocessor * int64_t{multiprocessors} + blocks - 1) / blocks;
+  if (max_context <= 0) return {1, kMaxSplitTokens};              // no row: nothing to split
+  const int64_t blocks = std::max<int64_t>(1, tiles * kv_heads);  // per split
+  const int64_t resident = int64_t{kBlocksPerMultiprocessor} * std::max(1, multiprocessors);  // run at once
   const int64_t at_most = std::max(1, max_context / kMinSplitTokens);
   const int64_t at_least = (max_context + kMaxSplitTokens - 1) / kMaxSplitTokens;
-  const int64_t splits = std::max<int64_t>({1, at_least, std::min(wanted, at_most)});
+  // As many splits as fill the fewest rounds of resident blocks that at_least needs: a last round left mostly
+  // idle costs as long as a full one (8 sequences of 16K tokens: 24 splits in 2 full rounds, not 16 in 1.3).
+  const int64_t rounds = (blocks * at_least + resident - 1) / resident;
+  const int64_t splits = std::max<int64_t>({1, at_least, std::min(rounds * resident / blocks, at_most)});
   const auto split_tokens = static_cast<int>((max_context + splits - 1) / splits);
   // Rounding the split up can leave the last splits empty: count only those that hold positions.
   return {(max_context + split_tokens - 1) / split_tokens, split_tokens};

@@ -102,9 +102,10 @@ struct AttentionShape {
 // Head sizes the attention kernel is built for.
 bool attention_supports(const HeadShape& shape);
 
-// Splits for a step of `tiles` row tiles: enough thread blocks for kBlocksPerMultiprocessor on each of
-// `multiprocessors` (the decode kernel's blocks that fit one at once: its loads in flight are what draw on HBM's
-// bandwidth), none shorter than 64 positions, none longer than kMaxSplitTokens; and the positions each split takes.
+// Splits for a step of `tiles` row tiles: as many thread blocks as fill whole rounds of kBlocksPerMultiprocessor on
+// each of `multiprocessors` (the decode kernel's blocks that fit at once: its loads in flight are what draw on
+// HBM's bandwidth), the fewest rounds the longest context allows, none shorter than 64 positions, none longer than
+// kMaxSplitTokens; and the positions each split takes.
 struct AttentionSplits {
   int splits = 1;
   int split_tokens = 0;

@@ -125,9 +125,9 @@ TEST_CASE("steps of the same shape put every fixed-size section at the same offs
 }
 
 TEST_CASE("attention splits cover the context, fill the GPU and stay within the kernel's shared memory") {
-  for (int64_t rows : {1, 3, 32, 512}) {
+  for (int64_t rows : {1, 3, 8, 32, 64, 512}) {
     for (int kv_heads : {1, 8}) {
-      for (int max_context : {1, 63, 64, 65, 1000, 1024, 1025, 4096, 40000}) {
+      for (int max_context : {1, 63, 64, 65, 1000, 1024, 1025, 4096, 16384, 32768, 40000}) {
         for (int multiprocessors : {1, 132}) {
           const AttentionSplits splits = attention_splits(rows, kv_heads, max_context, multiprocessors);
           INFO("rows " << rows << " kv heads " << kv_heads << " context " << max_context << " SMs " << multiprocessors);
@@ -140,9 +140,13 @@ TEST_CASE("attention splits cover the context, fill the GPU and stay within the 
           if (max_context <= kMaxSplitTokens && rows * kv_heads >= kBlocksPerMultiprocessor * multiprocessors) {
             CHECK(splits.splits == 1);
           }
-          if (rows * kv_heads * splits.splits < kBlocksPerMultiprocessor * multiprocessors && max_context >= 128) {
-            CHECK(splits.split_tokens < 128);  // short of a full GPU only where splits would go below 64 positions
-          }
+          // Whole rounds of resident blocks: never more rounds than the longest allowed split needs, and a split
+          // more would start another round, unless the 64-position floor binds (splits of 64 to 127 positions).
+          const int64_t blocks = rows * kv_heads, resident = int64_t{kBlocksPerMultiprocessor} * multiprocessors;
+          const int64_t at_least = (max_context + kMaxSplitTokens - 1) / kMaxSplitTokens;
+          const int64_t rounds = (blocks * at_least + resident - 1) / resident;
+          CHECK(blocks * splits.splits <= rounds * resident);
+          if (splits.split_tokens >= 128) CHECK(blocks * (splits.splits + 1) > rounds * resident);
           if (splits.splits > 1 && max_context > 64) CHECK(splits.split_tokens >= 64);
         }
       }
