@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/cpu/cpu_features.h"
 #include "engine/cpu/isa_kernels.h"
 #include "engine/cpu/ops.h"
 
@@ -46,6 +47,11 @@ void store_kv(ThreadPool& pool, const KvLayerView& kv, const int64_t* slots, con
   });
 }
 
+bool uses_bf16_decode_attention(const KvLayerView& kv, const AttentionSequence& sequence, int num_heads) {
+  return kv.dtype == DType::kBF16 && kv.head_dim % 32 == 0 && cpu_features().avx512_bf16 &&
+         int64_t{sequence.num_queries} * (num_heads / kv.num_kv_heads) <= kBf16DecodeRowsPerHead;
+}
+
 void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const AttentionSequence> sequences,
                      int num_heads, float scale) {
   check_view(kv);
@@ -59,19 +65,26 @@ void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const At
                      "block table too short for the sequence's positions");
   }
 
-  // Items take up to kRowsPerWorkItem query rows: many queries of one kv head (prefill) or the few queries of
-  // a decode step over several kv heads, whose K/V rows lie side by side in each slot. Heads are split further
-  // while there are too few items to keep every thread busy.
-  auto queries_per_item = [&](const AttentionSequence& sequence) {
-    return std::min(sequence.num_queries, std::max(1, kRowsPerWorkItem / group));
+  // Items take up to kRowsPerWorkItem query rows (kBf16DecodeItemRows on the bf16 decode kernel): many queries of
+  // one kv head (prefill) or the few queries of a decode step over several kv heads, whose K/V rows lie side by
+  // side in each slot. Heads are split further while there are too few items to keep every thread busy.
+  std::vector<bool> bf16_decode(sequences.size());
+  for (size_t i = 0; i < sequences.size(); ++i)
+    bf16_decode[i] = uses_bf16_decode_attention(kv, sequences[i], num_heads);
+  auto rows_per_item = [&](size_t i) { return bf16_decode[i] ? kBf16DecodeItemRows : kRowsPerWorkItem; };
+  auto queries_per_item = [&](size_t i) {
+    return std::min(sequences[i].num_queries, std::max(1, rows_per_item(i) / group));
+  };
+  auto heads_per_item = [&](size_t i, int max_heads_per_item) {
+    return std::clamp(rows_per_item(i) / (queries_per_item(i) * group), 1, max_heads_per_item);
   };
   auto count_items = [&](int max_heads_per_item) {
     int64_t total = 0;
-    for (const AttentionSequence& sequence : sequences) {
-      if (sequence.num_queries == 0) continue;
-      int32_t queries = queries_per_item(sequence);
-      int heads = std::clamp(kRowsPerWorkItem / (queries * group), 1, max_heads_per_item);
-      total += int64_t{(sequence.num_queries + queries - 1) / queries} * ((kv.num_kv_heads + heads - 1) / heads);
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      if (sequences[i].num_queries == 0) continue;
+      int32_t queries = queries_per_item(i);
+      int heads = heads_per_item(i, max_heads_per_item);
+      total += int64_t{(sequences[i].num_queries + queries - 1) / queries} * ((kv.num_kv_heads + heads - 1) / heads);
     }
     return total;
   };
@@ -81,15 +94,17 @@ void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const At
   }
 
   std::vector<AttentionWorkItem> items;
-  for (const AttentionSequence& sequence : sequences) {
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const AttentionSequence& sequence = sequences[i];
     if (sequence.num_queries == 0) continue;
-    int32_t queries = queries_per_item(sequence);
-    int heads = std::clamp(kRowsPerWorkItem / (queries * group), 1, max_heads_per_item);
+    int32_t queries = queries_per_item(i);
+    int heads = heads_per_item(i, max_heads_per_item);
     // Later query blocks see more keys: list them first so the longest items start early.
     for (int32_t end = sequence.num_queries; end > 0; end -= queries) {
       int32_t begin = std::max(0, end - queries);
       for (int head = 0; head < kv.num_kv_heads; head += heads) {
-        items.push_back({&kv, &sequence, num_heads, head, std::min(kv.num_kv_heads, head + heads), begin, end, scale});
+        items.push_back({&kv, &sequence, num_heads, head, std::min(kv.num_kv_heads, head + heads), begin, end, scale,
+                         nullptr, bf16_decode[i]});
       }
     }
   }
@@ -98,7 +113,7 @@ void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const At
     for (int64_t i = begin; i < end; ++i) {
       AttentionWorkItem item = items[i];
       item.next = i + 1 < end ? &items[i + 1] : nullptr;  // this thread's next item, known within a claim
-      kernels.attend(item);
+      item.bf16_decode ? attend_bf16_dot(item) : kernels.attend(item);
     }
   });
 }

@@ -66,9 +66,27 @@ struct AttentionWorkItem {
   // The item the same thread runs next, if known: a hint only (the decode path requests its first chunk during
   // this item's last one).
   const AttentionWorkItem* next = nullptr;
+  // Runs on attend_bf16_dot (uses_bf16_decode_attention said so of its sequence).
+  bool bf16_decode = false;
 };
 inline constexpr int kMaxAttentionRows = 64;
 inline constexpr int kMaxAttentionHeadDim = 256;  // head_dim must also be a multiple of 16
+
+// The pool slot of `sequence`'s position.
+inline int64_t slot_of(const KvLayerView& kv, const AttentionSequence& sequence, int32_t position) {
+  return int64_t{sequence.block_table[position / kv.block_size]} * kv.block_size + position % kv.block_size;
+}
+
+// Query row r of a work item: kv head kv_head_begin + r / rows_per_head, then query-major within the head, so that
+// positions ascend within each head's rows.
+struct RowIndex {
+  int32_t query;
+  int head;
+};
+inline RowIndex row_index(const AttentionWorkItem& item, int group, int rows_per_head, int r) {
+  int within = r % rows_per_head;
+  return {item.query_begin + within / group, (item.kv_head_begin + r / rows_per_head) * group + within % group};
+}
 
 struct IsaKernels {
   const char* name;
@@ -89,6 +107,13 @@ const IsaKernels& isa_kernels();
 
 // x bf16, W bf16, VDPBF16PS; needs cpu_features().avx512_bf16.
 MatmulKernel bf16_dot_matmul_kernel();
+
+// The decode attention kernel for bf16 pools (attention_bf16_dot.cpp; needs cpu_features().avx512_bf16): items of
+// at most kBf16DecodeItemRows query rows, at most kBf16DecodeRowsPerHead per kv head, head_dim a multiple of 32. It
+// rounds queries and softmax weights to bf16 (attention.h, uses_bf16_decode_attention).
+inline constexpr int kBf16DecodeItemRows = 16;
+inline constexpr int kBf16DecodeRowsPerHead = 4;
+void attend_bf16_dot(const AttentionWorkItem& item);
 
 // AMX (matmul_amx.cpp; needs cpu_features().amx_bf16, k % 32 == 0). x, already bf16, is packed per tile of 16
 // rows (rows past m are zero) into [ceil(m / 16), k / 32, 16 pairs, 16 rows, 2] for the B operand.

@@ -65,9 +65,10 @@ struct PagedCache {
   ThreadPool store_pool;  // writes K and V as the backend does, over two threads
 };
 
-// Softmax attention in double on the stored keys and values.
+// Softmax attention in double on the stored keys and values; with `round_queries`, on the queries rounded to bf16
+// (as the bf16 decode kernel takes them).
 std::vector<double> reference_attention(const PagedCache& cache, const AttentionSequence& sequence, int num_heads,
-                                        float scale) {
+                                        float scale, bool round_queries) {
   const KvLayerView& kv = cache.view;
   const int group = num_heads / kv.num_kv_heads;
   std::vector<double> out(int64_t{sequence.num_queries} * num_heads * kv.head_dim);
@@ -79,7 +80,10 @@ std::vector<double> reference_attention(const PagedCache& cache, const Attention
       for (int32_t p = 0; p <= last; ++p) {
         int64_t slot = int64_t{sequence.block_table[p / kv.block_size]} * kv.block_size + p % kv.block_size;
         double dot = 0;
-        for (int d = 0; d < kv.head_dim; ++d) dot += query[d] * cache.read(cache.key, slot, h / group, d);
+        for (int d = 0; d < kv.head_dim; ++d) {
+          const double q = round_queries ? bf16_to_f32(f32_to_bf16(query[d])) : query[d];
+          dot += q * cache.read(cache.key, slot, h / group, d);
+        }
         scores[p] = dot * scale;
       }
       double max_score = *std::max_element(scores.begin(), scores.end()), total = 0;
@@ -98,9 +102,11 @@ std::vector<double> reference_attention(const PagedCache& cache, const Attention
 
 // Outputs are convex combinations of values in [-1, 1]; the kernel's f32 sums over < 200 keys and its ~2 ulp exp
 // keep the error well under 1e-5, so 2e-5 absolute is a tight bound (bf16 rounding is in the stored values,
-// which the reference reads too).
-void check_attention(DType dtype, int block_size, int num_heads, int kv_heads, int head_dim,
-                     const std::vector<SequenceSpec>& specs) {
+// which the reference reads too). Sequences on the bf16 decode kernel are held to its contract
+// (uses_bf16_decode_attention): the reference takes bf16 queries, and the weights' rounding adds up to 2^-9 of
+// max |v| = 1. Returns how many sequences ran on that kernel.
+int check_attention(DType dtype, int block_size, int num_heads, int kv_heads, int head_dim,
+                    const std::vector<SequenceSpec>& specs) {
   ThreadPool pool(2);
   int num_blocks = 0;
   for (const SequenceSpec& spec : specs)
@@ -120,13 +126,18 @@ void check_attention(DType dtype, int block_size, int num_heads, int kv_heads, i
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   paged_attention(pool, cache.view, sequences, num_heads, scale);
+  int bf16_decode_sequences = 0;
   for (size_t s = 0; s < specs.size(); ++s) {
-    std::vector<double> expected = reference_attention(cache, sequences[s], num_heads, scale);
+    const bool bf16_decode = uses_bf16_decode_attention(cache.view, sequences[s], num_heads);
+    bf16_decode_sequences += bf16_decode;
+    const double tolerance = bf16_decode ? 2e-5 + std::ldexp(1.0, -9) : 2e-5;
+    std::vector<double> expected = reference_attention(cache, sequences[s], num_heads, scale, bf16_decode);
     for (size_t i = 0; i < expected.size(); ++i) {
-      INFO("sequence " << s << " element " << i);
-      REQUIRE(std::fabs(outputs[s][i] - expected[i]) <= 2e-5);
+      INFO("sequence " << s << " element " << i << (bf16_decode ? " (bf16 decode kernel)" : ""));
+      REQUIRE(std::fabs(outputs[s][i] - expected[i]) <= tolerance);
     }
   }
+  return bf16_decode_sequences;
 }
 
 TEST_CASE("paged attention matches a double reference for mixed prefill, cached prefix and decode",
@@ -163,6 +174,29 @@ TEST_CASE("paged attention splits a single decode sequence's kv heads over the t
     INFO(path.name);
     check_attention(DType::kF32, 16, 16, 8, 128, {{1, 300}});
     check_attention(DType::kBF16, 32, 8, 8, 64, {{2, 77}});
+  }
+}
+
+TEST_CASE("bf16 decode kernel: many chunks and blocks, 1 to 4 rows per kv head, heads split over items",
+          "[cpu][attention][bf16_decode]") {
+  if (!detected_cpu_features().avx512_bf16) {
+    WARN("SKIPPED: this CPU has no AVX512_BF16, so paged attention has no bf16 decode kernel here");
+    return;
+  }
+  // {num_heads, kv_heads}: query heads per kv head 1, 2, 3 and 4; decode steps of 1 and 2 queries; contexts that
+  // end mid-chunk (odd slot counts) and within the first chunk; block sizes off the 16-slot chunk.
+  const std::vector<std::pair<int, int>> shapes = {{8, 8}, {16, 8}, {6, 2}, {16, 4}};
+  for (auto [num_heads, kv_heads] : shapes) {
+    for (int block_size : {16, 7, 64}) {
+      INFO("heads " << num_heads << "/" << kv_heads << " block_size " << block_size);
+      const int group = num_heads / kv_heads;
+      std::vector<SequenceSpec> batch = {{1, 300}, {1, 0}, {1, 16}, {1, 45}};
+      if (group <= 2) batch.push_back({2, 90});
+      const int on_kernel = check_attention(DType::kBF16, block_size, num_heads, kv_heads, 128, batch);
+      CHECK(on_kernel == static_cast<int>(batch.size()));
+      // One sequence alone: its kv heads split over several items.
+      CHECK(check_attention(DType::kBF16, block_size, num_heads, kv_heads, 64, {{1, 200}}) == 1);
+    }
   }
 }
 
