@@ -1,17 +1,26 @@
 // Microbenchmark of the CPU kernels on Qwen3-0.6B's shapes, as fractions of this machine's limits measured in
-// the same run. Not run by CI. Usage: recgpt_kernels_bench [threads] [matmul|decode|attention|ops|pool]...
+// the same run. Not run by CI. Usage: recgpt_kernels_bench [threads] [matmul|decode|attention|kv_reads|ops|pool]...
+// GCC 12's AVX-512 intrinsics initialise their "undefined" vectors from themselves (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <random>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include "bench/machine_limits.h"
+#include "common/huge_page_memory.h"
 #include "engine/cpu/attention.h"
 #include "engine/cpu/cpu_features.h"
 #include "engine/cpu/matmul.h"
@@ -135,8 +144,10 @@ void bench_decode_token(ThreadPool& pool, DType dtype, double bandwidth) {
 void bench_attention(ThreadPool& pool, DType dtype, double bandwidth, double fma_peak) {
   const int num_heads = 16, kv_heads = 8, head_dim = 128, block_size = 16;
   const int num_blocks = 32 * 1024 / block_size + 64;
-  std::vector<uint16_t> key(num_blocks * block_size * kv_heads * head_dim * 2);
-  std::vector<uint16_t> value(key.size());
+  // On 2 MiB pages, as the engine's KV pool (KvCache): with 4 KiB pages the prefetchers stop at every page.
+  const size_t pool_bytes = size_t{2} * num_blocks * block_size * kv_heads * head_dim * 2;
+  HugePageMemory key = HugePageMemory::allocate(pool_bytes).value();
+  HugePageMemory value = HugePageMemory::allocate(pool_bytes).value();
   std::vector<float> fill = random_floats(kv_heads * head_dim, 4);
   KvLayerView kv{key.data(), value.data(), dtype, block_size, kv_heads, head_dim};
   for (int64_t slot = 0; slot < int64_t{num_blocks} * block_size; ++slot) {
@@ -167,11 +178,74 @@ void bench_attention(ThreadPool& pool, DType dtype, double bandwidth, double fma
                               context - 1, blocks});
       }
     }
-    seconds =
-        median_seconds([&](int64_t i) { paged_attention(pool, kv, batches[i % num_batches], num_heads, 0.088f); });
-    double bytes = 32.0 * context * kv_heads * head_dim * 2 * dtype_size(dtype);
-    std::printf("attention %s decode 32 x %d: %.3f ms, %.1f GB/s KV = %.2f of read bandwidth\n",
-                dtype_name(dtype).data(), context, seconds * 1e3, bytes / seconds / 1e9, bytes / seconds / bandwidth);
+    // bf16 pools also run without AVX512_BF16, so on the f32 kernel (attention.h, uses_bf16_decode_attention).
+    const bool both_kernels = dtype == DType::kBF16 && cpu_features().avx512_bf16;
+    for (bool bf16_kernel : {true, false}) {
+      if (!bf16_kernel && !both_kernels) continue;
+      std::optional<CpuFeatures> narrowed;
+      if (!bf16_kernel) narrowed = CpuFeatures{true, true, false, false};
+      set_cpu_features_for_testing(narrowed);
+      seconds =
+          median_seconds([&](int64_t i) { paged_attention(pool, kv, batches[i % num_batches], num_heads, 0.088f); });
+      set_cpu_features_for_testing(std::nullopt);
+      double bytes = 32.0 * context * kv_heads * head_dim * 2 * dtype_size(dtype);
+      std::printf("attention %s decode 32 x %d%s: %.3f ms, %.1f GB/s KV = %.2f of read bandwidth\n",
+                  dtype_name(dtype).data(), context, bf16_kernel ? "" : " (f32 kernel)", seconds * 1e3,
+                  bytes / seconds / 1e9, bytes / seconds / bandwidth);
+    }
+  }
+}
+
+// The sum of a block of `slots` slots of kSlotBytes, one AVX-512 load per 64-byte line: in address order, or
+// head by head (per chunk of 16 slots, each head's rows of kRowBytes, a slot apart, as the f32 decode kernels
+// read a chunk).
+constexpr int64_t kSlotBytes = 2048, kHeads = 8, kRowBytes = kSlotBytes / kHeads, kChunkSlots = 16;
+__attribute__((target("avx512f"))) float sum_block(const char* block, int64_t slots, bool head_major) {
+  __m512 sum = _mm512_setzero_ps();
+  if (!head_major) {
+    for (int64_t byte = 0; byte < slots * kSlotBytes; byte += 64)
+      sum = _mm512_add_ps(sum, _mm512_load_ps(block + byte));
+    return _mm512_reduce_add_ps(sum);
+  }
+  for (int64_t chunk = 0; chunk < slots; chunk += kChunkSlots) {
+    for (int64_t head = 0; head < kHeads; ++head) {
+      for (int64_t slot = chunk; slot < chunk + kChunkSlots; ++slot) {
+        const char* row = block + slot * kSlotBytes + head * kRowBytes;
+        for (int64_t byte = 0; byte < kRowBytes; byte += 64) sum = _mm512_add_ps(sum, _mm512_load_ps(row + byte));
+      }
+    }
+  }
+  return _mm512_reduce_add_ps(sum);
+}
+
+// How fast a KV pool's access pattern can stream, without any arithmetic: random blocks of 2 KiB slots (Qwen3-0.6B's
+// bf16 K rows, 8 kv heads x 128, side by side per slot), every line read once, per block in address order or head
+// by head. Each thread takes a contiguous share of the blocks, as attention's items do.
+void bench_kv_reads(ThreadPool& pool, double bandwidth) {
+  if (!cpu_features().avx512) return;
+  const int64_t pool_bytes = int64_t{1} << 30;
+  HugePageMemory memory = HugePageMemory::allocate(pool_bytes).value();  // as the engine's KV pool
+  std::fill(memory.data(), memory.data() + pool_bytes, std::byte{1});
+  const auto* base = reinterpret_cast<const char*>(memory.data());
+  for (int64_t slots : {16, 64, 128}) {
+    const int64_t block_bytes = slots * kSlotBytes, num_blocks = pool_bytes / block_bytes;
+    std::vector<int64_t> blocks(num_blocks);
+    for (int64_t b = 0; b < num_blocks; ++b) blocks[b] = b;
+    std::shuffle(blocks.begin(), blocks.end(), std::mt19937(7));
+    for (bool head_major : {false, true}) {
+      if (head_major && slots != 16) continue;
+      std::atomic<float> sink{0};
+      const double seconds = median_seconds([&](int64_t) {
+        pool.parallel_for(num_blocks, [&](int64_t begin, int64_t end) {
+          float sum = 0;
+          for (int64_t b = begin; b < end; ++b) sum += sum_block(base + blocks[b] * block_bytes, slots, head_major);
+          sink.store(sum, std::memory_order_relaxed);
+        });
+      });
+      std::printf("kv reads, random blocks of %3ld slots x 2 KiB, %s: %.1f GB/s = %.2f of read bandwidth\n",
+                  static_cast<long>(slots), head_major ? "head by head    " : "in address order",
+                  pool_bytes / seconds / 1e9, pool_bytes / seconds / bandwidth);
+    }
   }
 }
 
@@ -233,6 +307,7 @@ int run(int argc, char** argv) {
     bench_attention(pool, DType::kF32, bandwidth, fma_peak);
   }
   if (wanted("ops")) bench_ops(pool);
+  if (wanted("kv_reads")) bench_kv_reads(pool, bandwidth);
   if (wanted("pool")) bench_pool(pool);
   std::printf("limits after: read bandwidth %.1f GB/s\n", measure_read_bandwidth_bytes_per_second(pool) / 1e9);
   return 0;
