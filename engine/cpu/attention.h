@@ -49,8 +49,8 @@ void paged_attention(ThreadPool& pool, const KvLayerView& kv, std::span<const At
 // cpu_features() says at the call), head_dim a multiple of 32, and a decode step (num_queries x query heads per
 // kv head <= 4). Such a sequence's queries are rounded to bf16 before q·K, and its softmax weights before the sum
 // over V (as GPU attention kernels do; the normalising sum stays unrounded), so each output element lies within
-// 2^-9 · max |v| (the weights' rounding) plus f32 error of softmax(scale · bf16(q)·Kᵀ) · V. Why: it reads K and V
-// in address order, which took batch-32 decode of Qwen3-0.6B at 1K-token contexts 1.2-1.5x faster on Zen 5
+// 2^-9 · max |v| (the weights' rounding) plus f32 error of softmax(scale · bf16(q)·Kᵀ) · V. Why: VDPBF16PS on K
+// and V as stored took batch-32 decode of Qwen3-0.6B at 1K-token contexts 1.2-1.5x faster on Zen 5
 // (docs/benchmarks.md, 2026-12-04).
 bool uses_bf16_decode_attention(const KvLayerView& kv, const AttentionSequence& sequence, int num_heads);
 

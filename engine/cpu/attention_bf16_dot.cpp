@@ -1,12 +1,16 @@
 // The decode attention kernel for bf16 KV pools on AVX512_BF16 (isa_kernels.h, attend_bf16_dot).
 //
-// Why its own kernel: the f32 decode path (attention_kernels.inc, attend_direct) reads a chunk head by head, 16
-// rows of one head a slot (2 KiB for Qwen3's 8 x 128) apart, and random 32 KiB blocks read that way stream at
-// about two thirds of the rate of the same blocks read in address order (a read-only loop on Zen 5, 2 threads:
-// 15-24 against 21-32 GB/s). Here a vector's lanes are the item's query rows (kv head x query row, at most 16),
-// so one slot's K run (all the item's heads, side by side) gives every row's score in one pass, and its V run
-// every row's update: both are read in address order. VDPBF16PS takes the bf16 rows as they are stored, which
-// needs the queries and the softmax weights in bf16 too.
+// Why its own kernel: the f32 decode path (attention_kernels.inc, attend_direct) widens every bf16 K and V element
+// to f32 and issues a software prefetch per line; with the KV already in L2 (4 sequences of 32-128 tokens) it
+// computed at 31-35 GB/s of KV on 2 threads of Zen 5, short of the memory's ~55. Here a vector's lanes are the
+// item's query rows (kv head x query row, at most 16): one slot's K run (all the item's heads side by side) gives
+// every row's score in one pass of VDPBF16PS over the rows as stored, and its V run every row's update; without
+// its prefetches it computed at 48-55 GB/s in L2. VDPBF16PS needs the queries and the softmax weights in bf16.
+//
+// The order of reads is not what makes it faster: random 32 KiB blocks read in address order stream at ~0.58 of
+// the read bandwidth, head by head (the f32 path's order) at ~0.89 (`recgpt_kernels_bench 2 kv_reads`, 2026-12-04).
+// What keeps this kernel's reads flowing is requesting each slot's V run while its K run is scored, so that the
+// two stream together.
 //
 // Per chunk of 16 slots: scores slot by slot (each slot's V run requested into L1 meanwhile, and the next chunk's
 // K runs into L2, so that K and V stream together); the chunk's online-softmax update, all rows at once; then V
