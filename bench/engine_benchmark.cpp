@@ -258,6 +258,8 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
                              weight_dtype == DType::kBF16 ? DType::kBF16 : DType::kF32,
                              0};
   cache_config.num_blocks = tokens_needed / cache_config.block_size + max_batch + 1;
+  report.kv_dtype = std::string(dtype_name(cache_config.dtype));
+  report.kv_block_size = cache_config.block_size;
   RECGPT_ASSIGN_OR_RETURN(KvCache cache, backend->create_kv_cache(cache_config));
   Bench bench(options, *model, std::move(backend), std::move(cache), report.decode_weight_bytes);
 
@@ -301,8 +303,9 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
 std::string engine_bench_report_text(const EngineBenchReport& report) {
   char line[512];
   std::string text;
-  std::snprintf(line, sizeof(line), "model %s (%s weights, %.2f GB), %d threads, %s\n", report.model_dir.c_str(),
-                report.weight_dtype.c_str(), report.weight_bytes / 1e9, report.threads, report.cpu.c_str());
+  std::snprintf(line, sizeof(line), "model %s (%s weights, %.2f GB; %s KV in blocks of %d), %d threads, %s\n",
+                report.model_dir.c_str(), report.weight_dtype.c_str(), report.weight_bytes / 1e9,
+                report.kv_dtype.c_str(), report.kv_block_size, report.threads, report.cpu.c_str());
   text += line;
   const double aligned_share = report.weight_bytes_cache_line_aligned / report.decode_weight_bytes;
   std::snprintf(line, sizeof(line),
@@ -344,6 +347,8 @@ std::string engine_bench_report_json(const EngineBenchReport& report) {
   nlohmann::json json = {
       {"model_dir", report.model_dir},
       {"weight_dtype", report.weight_dtype},
+      {"kv_dtype", report.kv_dtype},
+      {"kv_block_size", report.kv_block_size},
       {"threads", report.threads},
       {"cpu", report.cpu},
       {"weight_bytes", report.weight_bytes},

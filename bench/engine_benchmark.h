@@ -40,6 +40,8 @@ struct DecodeFigure {
 struct EngineBenchReport {
   std::string model_dir;
   std::string weight_dtype;
+  std::string kv_dtype;  // the cache's: bf16 for bf16 weights (attention.h says which kernel decodes it), else f32
+  int kv_block_size = 0;
   int threads = 0;
   std::string cpu;  // the kernels' instruction sets and OpenBLAS's kernel set, e.g. "avx512_bf16, OpenBLAS Cooperlake"
   double read_bandwidth_bytes_per_second = 0;          // at the start (median of 5); each decode figure has its own

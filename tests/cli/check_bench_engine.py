@@ -4,8 +4,8 @@
 Usage: check_bench_engine.py RECGPT_BINARY MODEL_DIR
 Speed is not checked (it lives in docs/benchmarks.md); what is checked: every rate is positive and finite, the
 bytes per step cover the model's weights, and each decode fraction is its tokens/s over the roofline computed
-from its own bandwidth, for the fresh buffer and for the mapped weights alike; and the weights (written by our
-model maker) start on cache lines.
+from its own bandwidth, for the fresh buffer and for the mapped weights alike; the weights (written by our model
+maker) start on cache lines; and the report names its KV cache's element type and block size.
 """
 import json
 import math
@@ -27,6 +27,11 @@ def check(report):
     if report["weight_bytes_cache_line_aligned"] < 0.9 * report["decode_weight_bytes"]:
         errors.append(f"only {report['weight_bytes_cache_line_aligned']} of {report['decode_weight_bytes']} weight "
                       "bytes start on a cache line")
+    # The bench keeps KV as the engine serves bf16 models (bf16) and the rest (f32), in blocks of 16 tokens.
+    expected_kv = "bf16" if report["weight_dtype"] == "bf16" else "f32"
+    if report["kv_dtype"] != expected_kv or report["kv_block_size"] != 16:
+        errors.append(f"KV {report['kv_dtype']} in blocks of {report['kv_block_size']} for {report['weight_dtype']} "
+                      f"weights, expected {expected_kv} in blocks of 16")
     if report["decode_context_tokens"] != 24:
         errors.append(f"decode_context_tokens {report['decode_context_tokens']} != 24 (--decode-context)")
     if [d["batch_size"] for d in report["decode"]] != [1, 2]:
