@@ -21,6 +21,7 @@
 
 #include "bench/machine_limits.h"
 #include "common/huge_page_memory.h"
+#include "common/status.h"
 #include "engine/cpu/attention.h"
 #include "engine/cpu/cpu_features.h"
 #include "engine/cpu/matmul.h"
@@ -144,8 +145,9 @@ void bench_decode_token(ThreadPool& pool, DType dtype, double bandwidth) {
 void bench_attention(ThreadPool& pool, DType dtype, double bandwidth, double fma_peak) {
   const int num_heads = 16, kv_heads = 8, head_dim = 128, block_size = 16;
   const int num_blocks = 32 * 1024 / block_size + 64;
-  // On 2 MiB pages, as the engine's KV pool (KvCache): with 4 KiB pages the prefetchers stop at every page.
-  const size_t pool_bytes = size_t{2} * num_blocks * block_size * kv_heads * head_dim * 2;
+  // On 2 MiB pages, as the engine's KV pool (KvCache): with 4 KiB pages the prefetchers stop at every page. Sized
+  // for f32 elements, so that either dtype fits.
+  const size_t pool_bytes = size_t{1} * num_blocks * block_size * kv_heads * head_dim * sizeof(float);
   HugePageMemory key = HugePageMemory::allocate(pool_bytes).value();
   HugePageMemory value = HugePageMemory::allocate(pool_bytes).value();
   std::vector<float> fill = random_floats(kv_heads * head_dim, 4);
@@ -225,7 +227,7 @@ void bench_kv_reads(ThreadPool& pool, double bandwidth) {
   if (!cpu_features().avx512) return;
   const int64_t pool_bytes = int64_t{1} << 30;
   HugePageMemory memory = HugePageMemory::allocate(pool_bytes).value();  // as the engine's KV pool
-  std::fill(memory.data(), memory.data() + pool_bytes, std::byte{1});
+  RECGPT_CHECK(memory.commit().is_ok());                                 // faulted in (zeroed) before any pass is timed
   const auto* base = reinterpret_cast<const char*>(memory.data());
   for (int64_t slots : {16, 64, 128}) {
     const int64_t block_bytes = slots * kSlotBytes, num_blocks = pool_bytes / block_bytes;

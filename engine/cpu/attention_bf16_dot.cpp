@@ -13,7 +13,7 @@
 // two stream together.
 //
 // Per chunk of 16 slots: scores slot by slot (each slot's V run requested into L1 meanwhile, and the next chunk's
-// K runs into L2, so that K and V stream together); the chunk's online-softmax update, all rows at once; then V
+// K runs into L2); the chunk's online-softmax update, all rows at once; then V
 // by pairs of slots, each pair's two rows interleaved per element so that one VDPBF16PS adds both slots' weighted
 // values. The outputs accumulate in that pair order and are put back in element order at the end.
 #include <algorithm>

@@ -74,16 +74,17 @@ std::vector<double> reference_attention(const PagedCache& cache, const Attention
   std::vector<double> out(int64_t{sequence.num_queries} * num_heads * kv.head_dim);
   for (int32_t q = 0; q < sequence.num_queries; ++q) {
     for (int h = 0; h < num_heads; ++h) {
-      const float* query = sequence.queries + (int64_t{q} * num_heads + h) * kv.head_dim;
+      const float* stored_query = sequence.queries + (int64_t{q} * num_heads + h) * kv.head_dim;
+      std::vector<double> query(stored_query, stored_query + kv.head_dim);
+      if (round_queries) {
+        for (double& element : query) element = bf16_to_f32(f32_to_bf16(static_cast<float>(element)));
+      }
       int32_t last = sequence.first_position + q;
       std::vector<double> scores(last + 1);
       for (int32_t p = 0; p <= last; ++p) {
         int64_t slot = int64_t{sequence.block_table[p / kv.block_size]} * kv.block_size + p % kv.block_size;
         double dot = 0;
-        for (int d = 0; d < kv.head_dim; ++d) {
-          const double q = round_queries ? bf16_to_f32(f32_to_bf16(query[d])) : query[d];
-          dot += q * cache.read(cache.key, slot, h / group, d);
-        }
+        for (int d = 0; d < kv.head_dim; ++d) dot += query[d] * cache.read(cache.key, slot, h / group, d);
         scores[p] = dot * scale;
       }
       double max_score = *std::max_element(scores.begin(), scores.end()), total = 0;
