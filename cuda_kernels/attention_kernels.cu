@@ -431,13 +431,19 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The combine's split weights in shared memory, padded with zeros to a multiple of 8: its unrolled loop over them
+// is compiled to 16-byte loads that may be issued ahead of the loop's bounds test (compute-sanitizer's memcheck on
+// an H200: 2 splits, a 16-byte read of an 8-byte array). Padded, every such load stays inside the array and reads
+// a weight of 0, which the loop skips.
+__host__ __device__ constexpr int padded_splits(int splits) { return (splits + 7) / 8 * 8; }
+
 // One block per (tile row slot, head): out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s over the splits that
 // had positions (l_s > 0). The splits' weights e^(m_s - M) are found by the block together and kept in shared
-// memory (dynamic: `splits` floats), so a thread's walk over the splits is a run of independent loads rather than
-// a chain of them. Slots past their tile's rows do nothing.
+// memory (dynamic: padded_splits(splits) floats), so a thread's walk over the splits is a run of independent loads
+// rather than a chain of them. Slots past their tile's rows do nothing.
 __global__ void combine_splits_kernel(AttentionRows rows, SplitOutput split_output, int heads, int head_dim, int splits,
                                       bf16* out) {
-  extern __shared__ float split_weights[];  // [splits]
+  extern __shared__ float split_weights[];  // [padded_splits(splits)]
   __shared__ float scratch[32];
   const int64_t slot = blockIdx.x;
   const int tile = static_cast<int>(slot / rows.max_tile_rows), in_tile = static_cast<int>(slot % rows.max_tile_rows);
@@ -452,11 +458,14 @@ __global__ void combine_splits_kernel(AttentionRows rows, SplitOutput split_outp
   }
   best = block_max(best, scratch);
   float total = 0.0f;
-  for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+  for (int s = threadIdx.x; s < padded_splits(splits); s += blockDim.x) {
     // An empty split wrote no output: weight 0 marks it, and it is skipped below (its output is not even 0).
-    const float weight = sums[s] > 0.0f ? expf(maxima[s] - best) : 0.0f;
+    float weight = 0.0f;
+    if (s < splits && sums[s] > 0.0f) {
+      weight = expf(maxima[s] - best);
+      total += sums[s] * weight;
+    }
     split_weights[s] = weight;
-    total += sums[s] * weight;
   }
   total = block_sum(total, scratch);  // its barriers also publish split_weights
   const float* partial_out = split_output.partial_out + head * splits * head_dim;
@@ -534,7 +543,7 @@ Status launch_for_tiles(const AttentionRows& rows, const AttentionShape& shape, 
   if (splits == 1) return Status::ok();
   const dim3 combine_grid(static_cast<unsigned>(rows.tiles * rows.max_tile_rows),
                           static_cast<unsigned>(shape.heads.heads));
-  combine_splits_kernel<<<combine_grid, std::min(kHeadDim, 256), sizeof(float) * splits, stream>>>(
+  combine_splits_kernel<<<combine_grid, std::min(kHeadDim, 256), sizeof(float) * padded_splits(splits), stream>>>(
       rows, split_output, shape.heads.heads, kHeadDim, splits, out);
   return launch_status("combine_splits");
 }
