@@ -5,7 +5,8 @@
 # copy bandwidth and transformers' generate. Full output in $OUT/gpu_check.txt; figures also in
 # $OUT/hf_compare.json, $OUT/cuda_bench.json and $OUT/hf_bench.json.
 #   run: bash scripts/gpu_check.sh [STEP...]      carry: ["build/gpu-bundle"]
-# STEPs, in the order they run (default: all but sanitize): unit hf integration bench hfbench sanitize.
+# STEPs, in the order they run (default: all but the sanitizers): unit hf integration bench hfbench sanitize
+# racecheck.
 # GPU_CHECK_C_LIBRARY=bundled runs our programs under the bundle's C library even where the machine's would do.
 # The whole run keeps within GPU_CHECK_SECONDS (default 540) so that the device call returns what it found; each
 # step gets its own cap, or what is left. A failing step does not stop the others.
@@ -96,15 +97,41 @@ hf_bench() {
   PYTHONUNBUFFERED=1 python3 scripts/gpu_bench_hf.py --model /tmp/recgpt-hf/qwen3-0.6b-bf16 --context 512 \
     --steps 64 | tee "$out/hf_bench.json"
 }
-# Memory errors in the kernels, on the small cases only (the sanitizer slows kernels 10-100x): the filter leaves
-# out the backend's long-context case and the attention kernel's own case (~15 s bare; its name says "long
-# contexts" too). The attention kernels still run under it, through the backend's logits cases.
-sanitize() {
-  compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 "$run/recgpt_unit_tests" \
-    "[cuda]~*long context*" --reporter compact
+# under_sanitizer TOOL [OPTION...]: the small cases that run on the GPU, each in its own process (a sticky CUDA
+# error costs one case), under compute-sanitizer's TOOL (the sanitizer slows kernels 10-100x). The filter leaves out
+# the backend's long-context case and the attention kernel's own case (~15 s bare; its name says "long contexts"
+# too); the attention kernels still run, through the backend's cases. A case with no CUDA call would fail the
+# sanitizer ("terminated before first instrumented API call"): [gpu] leaves those out.
+under_sanitizer() {
+  local tool=$1 name failed=0
+  shift
+  while IFS= read -r name; do
+    [ -n "$name" ] || continue
+    echo "-- $tool: $name"
+    compute-sanitizer --tool "$tool" "$@" "$run/recgpt_unit_tests" "${name//,/\\,}" --reporter compact || failed=1
+  done < <("$run/recgpt_unit_tests" "[cuda][gpu]~*long context*" --list-test-names-only)
+  return $failed
+}
+# Out-of-bounds and misaligned accesses, and device memory leaked.
+sanitize() { under_sanitizer memcheck --leak-check full --error-exitcode 3; }
+# Shared-memory races (the decode kernel's cp.async ring, the split combine, the tensor-core tiles), then barrier
+# misuse. Racecheck also reports hazards inside cuBLAS's own Hopper GEMMs (nvjet_*, which order their shared
+# memory through mbarriers and the tensor memory accelerator, outside its model): only a hazard in a kernel of
+# ours fails the step.
+racecheck() {
+  local report=/tmp/recgpt-racecheck.txt status=0
+  under_sanitizer racecheck >"$report" 2>&1 || status=1
+  cat "$report"
+  if grep -E '(Error|Warning): .* at ' "$report" | grep -v nvjet_; then
+    echo "racecheck: hazards in our kernels (above)"
+    status=1
+  fi
+  under_sanitizer synccheck --error-exitcode 3
+  return $((status || $?))
 }
 export out run
-export -f each_case cuda_unit_tests hf_compare gpu_integration_tests cuda_bench hf_bench sanitize
+export -f each_case cuda_unit_tests hf_compare gpu_integration_tests cuda_bench hf_bench under_sanitizer sanitize \
+  racecheck
 
 {
   date -u
@@ -120,6 +147,7 @@ export -f each_case cuda_unit_tests hf_compare gpu_integration_tests cuda_bench 
   step integration 120 gpu_integration_tests
   step bench 90 cuda_bench
   step hfbench 60 hf_bench
-  step sanitize 300 sanitize
+  step sanitize 200 sanitize
+  step racecheck 240 racecheck
   echo "== done after ${SECONDS}s"
 } 2>&1 | tee "$out/gpu_check.txt" | tail -150
