@@ -143,6 +143,7 @@ class Bench {
         config_(model.config()),
         backend_(std::move(backend)),
         cache_(std::move(cache)),
+        logits_(backend_->logits_memory()),
         weight_bytes_(weight_bytes) {}
 
   // Seconds of one prefill of the prompt.
@@ -205,7 +206,7 @@ class Bench {
   const ModelConfig& config_;
   std::unique_ptr<Backend> backend_;
   KvCache cache_;
-  std::vector<float> logits_;
+  HostLogits logits_;
   double weight_bytes_;  // read by every decode step
 };
 

@@ -53,7 +53,7 @@ Status run_logits(LogitsFlags flags) {
   options.kv_cache_bytes = per_token_bytes * (static_cast<int64_t>(tokens.size()) + 2LL * options.block_size);
   options.prefix_caching = false;
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Generator> generator, Generator::create(*model, options));
-  RECGPT_ASSIGN_OR_RETURN(std::vector<float> logits, generator->score(tokens, entity_vectors));
+  RECGPT_ASSIGN_OR_RETURN(HostLogits logits, generator->score(tokens, entity_vectors));
   int64_t shape[] = {static_cast<int64_t>(tokens.size()), config.vocab_size};
   return write_npy_f32(flags.out_path, shape, logits);
 }

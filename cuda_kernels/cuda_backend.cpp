@@ -1,8 +1,11 @@
 #include "cuda_kernels/cuda_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <memory_resource>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -57,6 +60,26 @@ struct StepBuffers {
   DeviceBuffer logits;                        // f32 [R, vocab]
 };
 
+// Host memory the GPU copies into at the bus's rate: ordinary allocations, page-locked with cudaHostRegister. Where
+// locking fails (the system's limit on locked memory, say) the memory stays pageable and works, more slowly.
+// Stateless, so one instance serves every backend and outlives them all.
+class PageLockedHostMemory final : public std::pmr::memory_resource {
+  static constexpr std::align_val_t kPageAlignment{4096};
+
+  void* do_allocate(size_t bytes, size_t) override {  // any alignment up to a page
+    bytes = std::max<size_t>(bytes, 1);
+    void* memory = ::operator new(bytes, kPageAlignment);
+    // A failure is CUDA's last error too, which the next launch check would report as its own: cleared.
+    if (cudaHostRegister(memory, bytes, cudaHostRegisterDefault) != cudaSuccess) cudaGetLastError();
+    return memory;
+  }
+  void do_deallocate(void* memory, size_t, size_t) override {
+    if (cudaHostUnregister(memory) != cudaSuccess) cudaGetLastError();  // not locked: nothing to undo
+    ::operator delete(memory, kPageAlignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+};
+
 // Device views of the packed StepInputs.
 struct StepPointers {
   const int64_t* slots;
@@ -108,6 +131,11 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
 
+  std::pmr::memory_resource* logits_memory() const override {
+    static PageLockedHostMemory memory;
+    return &memory;
+  }
+
   Result<KvCache> create_kv_cache(const KvCacheConfig& config) override {
     CudaDeviceGuard guard(device_);
     const int device = device_;
@@ -124,7 +152,7 @@ class CudaBackend final : public Backend {
     });
   }
 
-  Status forward(const Batch& batch, KvCache& kv_cache, std::vector<float>& logits) override {
+  Status forward(const Batch& batch, KvCache& kv_cache, HostLogits& logits) override {
     RECGPT_RETURN_IF_ERROR(validate_batch(batch, model_, kv_cache));
     if (kv_cache.cuda_device() != device_) {
       return invalid_argument("the KV cache is not in the memory of CUDA device " + std::to_string(device_) +

@@ -1,9 +1,9 @@
 // The CUDA backend: the Qwen3 forward on one GPU. Weights live on the device as bf16 (GEMMs through cuBLAS with
 // f32 accumulation and an f32 residual stream), the paged KV cache in the device's memory (create_kv_cache),
-// and decode steps replay CUDA graphs. Built only with CUDA (RECGPT_CUDA); only the backend registry includes
-// this header. RECGPT_CUDA_PROMPT_ATTENTION=tensor_cores sends prompt chunks of 16 rows or more to the
-// tensor-core attention kernel (kernels.h, prompt_attention); "simt", the default until that kernel has been
-// checked on a GPU, keeps every row on the SIMT kernel. Any other value fails the creation.
+// and decode steps replay CUDA graphs; logits come back into page-locked host memory (logits_memory). Built only
+// with CUDA (RECGPT_CUDA); only the backend registry includes this header. RECGPT_CUDA_PROMPT_ATTENTION:
+// "tensor_cores", the default, sends long prompt chunks to the tensor-core attention kernel (kernels.h,
+// prompt_attention); "simt" keeps every row on the SIMT kernel. Any other value fails the creation.
 #pragma once
 
 #include <memory>

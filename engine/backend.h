@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <memory_resource>
 #include <span>
 #include <string>
 #include <string_view>
@@ -16,6 +17,10 @@ namespace recgpt {
 class KvCache;
 class ModelFiles;
 struct KvCacheConfig;
+
+// A step's logits in host memory, [rows, vocab_size] floats. Its memory resource is the caller's choice: the one
+// the backend names (Backend::logits_memory) is where forward() writes fastest, any other works too.
+using HostLogits = std::pmr::vector<float>;
 
 struct BackendOptions {
   int num_threads = 0;  // 0: one per available core
@@ -39,7 +44,13 @@ class Backend {
   // Runs one step. Checks the batch first (validate_batch); a bad batch leaves the cache untouched.
   // `logits` is resized to [batch.num_logit_rows(), vocab_size], rows in sequence order.
   // Not thread-safe: one step at a time (the engine step thread owns the backend).
-  virtual Status forward(const Batch& batch, KvCache& kv_cache, std::vector<float>& logits) = 0;
+  virtual Status forward(const Batch& batch, KvCache& kv_cache, HostLogits& logits) = 0;
+
+  // The memory a caller's HostLogits should draw on, for forward() to fill it fastest; it outlives every backend.
+  // CUDA: page-locked host memory, which the GPU writes at the bus's rate; pageable memory goes through the
+  // driver's staging copies, a third to three quarters of a decode step at batches of 32-128 on an H200
+  // (docs/benchmarks.md).
+  virtual std::pmr::memory_resource* logits_memory() const { return std::pmr::new_delete_resource(); }
 
   // The host memory a decode step reads the projection and LM-head weights from, where the backend reads a copy
   // of its own (benchmarks set decode against the read rate of exactly these bytes); empty when it reads them in

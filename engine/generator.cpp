@@ -90,7 +90,11 @@ Result<std::unique_ptr<Generator>> Generator::create(const ModelFiles& model, co
 
 Generator::Generator(const ModelFiles& model, const GeneratorOptions& options, std::unique_ptr<KvCache> kv_cache,
                      std::unique_ptr<Backend> backend)
-    : model_(model), options_(options), kv_cache_(std::move(kv_cache)), backend_(std::move(backend)) {}
+    : model_(model),
+      options_(options),
+      kv_cache_(std::move(kv_cache)),
+      backend_(std::move(backend)),
+      logits_(backend_->logits_memory()) {}
 
 Generator::~Generator() {
   for (auto& sequence : sequences_) release(*sequence);
@@ -402,13 +406,13 @@ Result<std::vector<StepToken>> Generator::step() {
   return produced;
 }
 
-Result<std::vector<float>> Generator::score(std::span<const int32_t> prompt, std::span<const float> entity_vectors) {
+Result<HostLogits> Generator::score(std::span<const int32_t> prompt, std::span<const float> entity_vectors) {
   if (prompt.empty()) return invalid_argument("prompt is empty");
   RECGPT_ASSIGN_OR_RETURN(std::vector<int32_t> blocks, kv_cache_->blocks().allocate(blocks_for(
                                                            static_cast<int64_t>(prompt.size()), options_.block_size)));
   Batch batch;
   batch.sequences.push_back({prompt, entity_vectors, 0, blocks, LogitsWanted::kAll});
-  std::vector<float> logits;
+  HostLogits logits(backend_->logits_memory());
   Status status = backend_->forward(batch, *kv_cache_, logits);
   kv_cache_->blocks().release(blocks);
   if (!status.is_ok()) return status;

@@ -109,7 +109,7 @@ class Generator {
   Backend& backend() { return *backend_; }
 
   // Logits [prompt.size(), vocab] of every prompt position in one step, without caching or sampling.
-  Result<std::vector<float>> score(std::span<const int32_t> prompt, std::span<const float> entity_vectors);
+  Result<HostLogits> score(std::span<const int32_t> prompt, std::span<const float> entity_vectors);
 
  private:
   struct Sequence;
@@ -145,7 +145,7 @@ class Generator {
   std::vector<std::unique_ptr<Sequence>> sequences_;  // in arrival order
   int64_t next_sequence_id_ = 1;
   GeneratorStats stats_;
-  std::vector<float> logits_;
+  HostLogits logits_;  // in the backend's logits memory
 };
 
 }  // namespace recgpt

@@ -8,7 +8,11 @@
 namespace recgpt::prefill {
 
 PrefillExecutor::PrefillExecutor(const ModelConfig& config, Backend& backend, KvCache& cache, bool prefix_caching)
-    : config_(config), backend_(backend), cache_(cache), prefix_caching_(prefix_caching) {}
+    : config_(config),
+      backend_(backend),
+      cache_(cache),
+      prefix_caching_(prefix_caching),
+      logits_(backend.logits_memory()) {}
 
 Result<PrefillPlan> PrefillExecutor::plan(const PrefillInput& input) {
   if (input.prompt.empty()) return invalid_argument("prompt is empty");

@@ -93,7 +93,7 @@ class PrefillExecutor {
   Backend& backend_;
   KvCache& cache_;
   const bool prefix_caching_;
-  std::vector<float> logits_;
+  HostLogits logits_;  // in the backend's logits memory
 };
 
 }  // namespace recgpt::prefill

@@ -112,7 +112,7 @@ class CpuBackend final : public Backend {
     return memory;
   }
 
-  Status forward(const Batch& batch, KvCache& kv_cache, std::vector<float>& logits) override {
+  Status forward(const Batch& batch, KvCache& kv_cache, HostLogits& logits) override {
     RECGPT_RETURN_IF_ERROR(validate_batch(batch, model_, kv_cache));
     int64_t num_tokens = batch.num_tokens();
     // No zero fill: compute_logits writes every row (a 32-sequence step's logits are 19 MB).
@@ -250,7 +250,7 @@ class CpuBackend final : public Backend {
     paged_attention(pool(), kv_layer, attention_sequences_, config_.num_attention_heads, scale);
   }
 
-  void compute_logits(const Batch& batch, std::vector<float>& logits) {
+  void compute_logits(const Batch& batch, std::span<float> logits) {
     int64_t hidden = config_.hidden_size;
     std::vector<float>& selected = scratch_.normed;  // [logit rows, hidden]; free after the last layer
     int64_t logit_rows = 0;

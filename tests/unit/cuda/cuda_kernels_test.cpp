@@ -14,6 +14,7 @@
 #include "engine/cpu/attention.h"
 #include "engine/cpu/ops.h"
 #include "engine/cpu/thread_pool.h"
+#include "tests/unit/cuda/skip_without_gpu.h"
 #include "tests/unit/engine/cpu_kernel_test_support.h"
 #include "tests/unit/engine/random_models.h"
 
@@ -21,19 +22,6 @@ namespace recgpt::cuda {
 namespace {
 
 using testing::random_floats;
-
-std::string why_no_gpu() {
-  int count = 0;
-  const cudaError_t error = cudaGetDeviceCount(&count);
-  if (error != cudaSuccess) return std::string("no CUDA device: ") + cudaGetErrorString(error);
-  return count == 0 ? "no CUDA device" : "";
-}
-
-#define SKIP_WITHOUT_GPU()                            \
-  if (std::string why = why_no_gpu(); !why.empty()) { \
-    WARN("SKIPPED: " << why);                         \
-    return;                                           \
-  }
 
 // A device copy of `values`.
 template <typename T>

@@ -73,7 +73,7 @@ int32_t prefill_into(const ModelFiles& model, DecodeCore& core, const Reservatio
   REQUIRE(backend.is_ok());
   Batch batch;
   batch.sequences.push_back({prompt, {}, 0, reservation.blocks, LogitsWanted::kLast});
-  std::vector<float> logits;
+  HostLogits logits;
   REQUIRE((*backend)->forward(batch, core.kv_cache(), logits).is_ok());
   logits[model.config().entity_adaptor->entity_token_id] = -std::numeric_limits<float>::infinity();
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());

@@ -184,11 +184,12 @@ std::vector<float> prefill_then_decode(const ModelFiles& model, bool repack) {
   std::vector<int32_t> tokens;
   for (int i = 0; i < 24; ++i) tokens.push_back((i * 37 + 11) % config.vocab_size);
   const std::vector<int32_t> blocks = {2, 0};
-  std::vector<float> all, logits;
+  std::vector<float> all;
+  HostLogits logits;
   Batch prefill;
   prefill.sequences.push_back({std::span(tokens).first(20), {}, 0, blocks, LogitsWanted::kAll});
   REQUIRE((*backend)->forward(prefill, *cache, logits).is_ok());
-  all = logits;
+  all.assign(logits.begin(), logits.end());
   for (int32_t position = 20; position < 24; ++position) {
     Batch step;
     step.sequences.push_back({std::span(tokens).subspan(position, 1), {}, position, blocks, LogitsWanted::kLast});

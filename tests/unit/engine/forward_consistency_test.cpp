@@ -35,11 +35,11 @@ struct Engine {
   }
 
   std::vector<float> run(const Batch& batch) {
-    std::vector<float> logits;
+    HostLogits logits;
     Status status = backend->forward(batch, *cache, logits);
     INFO(status.to_string());
     REQUIRE(status.is_ok());
-    return logits;
+    return {logits.begin(), logits.end()};
   }
 };
 
@@ -150,7 +150,7 @@ TEST_CASE("entity tokens take their embedding from the adaptor") {
   CHECK(relative_difference(rows(first, config, 0, 3), rows(swapped, config, 0, 3)) == 0.0);
   CHECK(relative_difference(rows(first, config, 3, 9), rows(swapped, config, 3, 9)) > 1e-3);
 
-  std::vector<float> logits;
+  HostLogits logits;
   Status missing = engine.backend->forward({{{prompt, {}, 0, blocks, LogitsWanted::kAll}}}, *engine.cache, logits);
   CHECK(missing.code() == StatusCode::kInvalidArgument);
 

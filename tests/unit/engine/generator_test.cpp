@@ -156,7 +156,7 @@ std::pair<std::vector<int32_t>, int32_t> prefill_elsewhere(Generator& generator,
   REQUIRE(blocks.is_ok());
   Batch batch;
   batch.sequences.push_back({request.prompt, request.entity_vectors, 0, *blocks, LogitsWanted::kLast});
-  std::vector<float> logits;
+  HostLogits logits;
   REQUIRE(generator.backend().forward(batch, generator.kv_cache(), logits).is_ok());
   logits[entity_token] = -std::numeric_limits<float>::infinity();
   const auto first = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
