@@ -1,5 +1,6 @@
 // Microbenchmark of the CPU kernels on Qwen3-0.6B's shapes, as fractions of this machine's limits measured in
-// the same run. Not run by CI. Usage: recgpt_kernels_bench [threads] [matmul|decode|attention|kv_reads|ops|pool]...
+// the same run. Not run by CI.
+// Usage: recgpt_kernels_bench [threads] [matmul|decode|attention|kv_reads|ops|sampling|pool]...
 // GCC 12's AVX-512 intrinsics initialise their "undefined" vectors from themselves (GCC bug 105593).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -28,6 +29,7 @@
 #include "engine/cpu/openblas_setup.h"
 #include "engine/cpu/ops.h"
 #include "engine/cpu/tiled_weights.h"
+#include "engine/sampler.h"
 
 namespace recgpt {
 namespace {
@@ -269,6 +271,44 @@ void bench_ops(ThreadPool& pool) {
   }
 }
 
+// One sequence's sampling from a row of Qwen3's vocabulary (600 previous tokens), on one thread, in each mode;
+// against reading the row once at the measured bandwidth. Logits ~ N(0, 3²), and for top-p also a flat row
+// (uniform over ±3), whose nucleus holds most of the vocabulary.
+void bench_sampling(double bandwidth) {
+  constexpr int64_t kVocab = 151936;
+  std::vector<float> row(kVocab), flat = random_floats(kVocab, 9), logits(kVocab);
+  for (float& logit : flat) logit *= 3.0f;
+  std::mt19937 random(10);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (float& logit : logits) logit = normal(random);
+  std::vector<int32_t> previous(600);
+  for (size_t i = 0; i < previous.size(); ++i) previous[i] = static_cast<int32_t>((i * 7919) % kVocab);
+  struct Mode {
+    const char* name;
+    SamplingParams params;
+    const std::vector<float>* logits;
+  };
+  const Mode modes[] = {{"greedy", {}, &logits},
+                        {"temperature 0.7", {.temperature = 0.7f}, &logits},
+                        {"temperature 0.7, top_k 50", {.temperature = 0.7f, .top_k = 50}, &logits},
+                        {"temperature 0.7, top_p 0.9", {.temperature = 0.7f, .top_p = 0.9f}, &logits},
+                        {"temperature 0.7, top_p 0.9, penalty 1.1",
+                         {.temperature = 0.7f, .top_p = 0.9f, .repetition_penalty = 1.1f},
+                         &logits},
+                        {"temperature 0.7, top_p 0.9, flat row", {.temperature = 0.7f, .top_p = 0.9f}, &flat}};
+  const double read_seconds = static_cast<double>(kVocab * sizeof(float)) / bandwidth;
+  for (const auto& [name, params, source] : modes) {
+    Sampler sampler(params);
+    int64_t sink = 0;
+    const double seconds = median_seconds([&](int64_t) {
+      std::copy(source->begin(), source->end(), row.begin());
+      sink += sampler.sample(row, previous);
+    });
+    std::printf("sampling, %-40s %7.1f us a row (copy in included), %5.1f x the row's read time (%ld)\n", name,
+                seconds * 1e6, seconds / read_seconds, static_cast<long>(sink % 10));
+  }
+}
+
 // Cost of one parallel_for with trivial tasks, back to back (decode issues ~200 of them per token).
 void bench_pool(ThreadPool& pool) {
   std::atomic<int64_t> sink{0};
@@ -310,6 +350,7 @@ int run(int argc, char** argv) {
   }
   if (wanted("ops")) bench_ops(pool);
   if (wanted("kv_reads")) bench_kv_reads(pool, bandwidth);
+  if (wanted("sampling")) bench_sampling(bandwidth);
   if (wanted("pool")) bench_pool(pool);
   std::printf("limits after: read bandwidth %.1f GB/s\n", measure_read_bandwidth_bytes_per_second(pool) / 1e9);
   return 0;

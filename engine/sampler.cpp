@@ -5,6 +5,8 @@
 #include <limits>
 #include <string>
 
+#include "engine/cpu/ops.h"
+
 namespace recgpt {
 namespace {
 
@@ -14,16 +16,28 @@ constexpr auto more_likely = [](const std::pair<float, int32_t>& a, const std::p
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 };
 
-// Less likely than any (logit, token): a draw bounded by it keeps every token.
-constexpr std::pair<float, int32_t> kKeepAll = {-std::numeric_limits<float>::infinity(),
-                                                std::numeric_limits<int32_t>::max()};
+// Rows are taken in blocks: a block's maximum or weight sum comes from one vector pass (engine/cpu/ops.h), and
+// only the block that holds the answer is read element by element.
+constexpr size_t kBlock = 2048;
+
+size_t blocks_of(size_t vocab) { return (vocab + kBlock - 1) / kBlock; }
 
 int32_t argmax_lowest_id(std::span<const float> logits) {
-  size_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i) {
-    if (logits[i] > logits[best]) best = i;
+  size_t best_block = 0;
+  float best = -std::numeric_limits<float>::infinity();
+  for (size_t block = 0; block < blocks_of(logits.size()); ++block) {
+    const size_t begin = block * kBlock;
+    const float block_max = max_value(logits.data() + begin, std::min(kBlock, logits.size() - begin));
+    if (block_max > best) {
+      best = block_max;
+      best_block = block;
+    }
   }
-  return static_cast<int32_t>(best);
+  const size_t end = std::min(logits.size(), (best_block + 1) * kBlock);
+  for (size_t i = best_block * kBlock; i < end; ++i) {
+    if (logits[i] == best) return static_cast<int32_t>(i);
+  }
+  return 0;  // the first block all NaN, and nothing anywhere above -inf
 }
 
 }  // namespace
@@ -53,16 +67,23 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> previo
 
   const float inverse_temperature = 1.0f / params_.temperature;
   for (float& logit : logits) logit *= inverse_temperature;
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  const float max_logit = max_value(logits.data(), static_cast<int64_t>(logits.size()));
   if (max_logit == -std::numeric_limits<float>::infinity()) {
     return 0;  // everything masked: nothing is more likely than anything else
   }
   // Unnormalized probabilities, computed once: selection and the draw only compare and add them.
   weights_.resize(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) weights_[i] = std::exp(logits[i] - max_logit);
-  const bool truncates =
-      (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < logits.size()) || params_.top_p < 1.0f;
-  return draw(logits, truncates ? least_likely_kept(logits) : kKeepAll);
+  block_weights_.resize(blocks_of(logits.size()));
+  for (size_t block = 0; block < block_weights_.size(); ++block) {
+    const size_t begin = block * kBlock;
+    block_weights_[block] =
+        exp_shifted(logits.data() + begin, static_cast<int64_t>(std::min(kBlock, logits.size() - begin)), max_logit,
+                    weights_.data() + begin);
+  }
+  const bool top_k = params_.top_k > 0 && static_cast<size_t>(params_.top_k) < logits.size();
+  if (!top_k && params_.top_p >= 1.0f) return draw_from_all();
+  select_candidates(logits, top_k);
+  return draw_from_candidates(logits);
 }
 
 void Sampler::apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> previous_tokens) {
@@ -80,29 +101,54 @@ void Sampler::apply_repetition_penalty(std::span<float> logits, std::span<const 
   for (size_t i = 0; i < previous_tokens.size(); ++i) logits[previous_tokens[i]] = penalized_[i];
 }
 
-Sampler::Candidate Sampler::least_likely_kept(std::span<const float> logits) {
-  const size_t vocab = logits.size();
-  candidates_.resize(vocab);
-  for (size_t i = 0; i < vocab; ++i) candidates_[i] = {logits[i], static_cast<int32_t>(i)};
-  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < vocab) {
-    auto kth = candidates_.begin() + (params_.top_k - 1);
-    std::nth_element(candidates_.begin(), kth, candidates_.end(), more_likely);
-    candidates_.resize(static_cast<size_t>(params_.top_k));
+void Sampler::select_candidates(std::span<const float> logits, bool top_k) {
+  candidates_.clear();
+  if (!top_k) {  // top-p over the whole row: only tokens heavy enough to be in the nucleus become candidates
+    double total = 0;
+    for (double block_weight : block_weights_) total += block_weight;
+    // Compared in float, rounded down: a few more candidates at most, never fewer.
+    const float lightest_possible = std::nextafter(static_cast<float>(nucleus_floor(total, logits.size())), 0.0f);
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (weights_[i] >= lightest_possible) candidates_.push_back({logits[i], static_cast<int32_t>(i)});
+    }
+    keep_nucleus(total, logits.size());
+    return;
   }
-  if (params_.top_p < 1.0f) keep_nucleus();
-  return *std::max_element(candidates_.begin(), candidates_.end(), more_likely);  // the "largest" = least likely
+  // The k most likely, as a heap whose front is the least likely of them: a token enters only when it is more
+  // likely than that one, so most of the row costs one float comparison a token.
+  const auto k = static_cast<size_t>(params_.top_k);
+  float floor = -std::numeric_limits<float>::infinity();  // the front's logit, once the heap is full
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] < floor) continue;
+    const Candidate candidate = {logits[i], static_cast<int32_t>(i)};
+    if (candidates_.size() < k) {
+      candidates_.push_back(candidate);
+      std::push_heap(candidates_.begin(), candidates_.end(), more_likely);
+      if (candidates_.size() == k) floor = candidates_.front().first;
+    } else if (more_likely(candidate, candidates_.front())) {
+      std::pop_heap(candidates_.begin(), candidates_.end(), more_likely);
+      candidates_.back() = candidate;
+      std::push_heap(candidates_.begin(), candidates_.end(), more_likely);
+      floor = candidates_.front().first;
+    }
+  }
+  if (params_.top_p < 1.0f) {
+    double total = 0;
+    for (const Candidate& candidate : candidates_) total += weights_[candidate.second];
+    keep_nucleus(total, candidates_.size());
+  }
 }
 
-void Sampler::keep_nucleus() {
-  // Probabilities are relative to the candidates (what top-k kept).
-  auto weight = [this](const Candidate& candidate) { return static_cast<double>(weights_[candidate.second]); };
-  double total = 0;
-  for (const Candidate& candidate : candidates_) total += weight(candidate);
+// A token lighter than (1 - top_p) * total / tokens cannot be in the nucleus: all such tokens together weigh at
+// most (1 - top_p) of the mass, so the heavier ones alone already reach top_p. Cheap, and with a peaked
+// distribution it leaves only a handful of candidates.
+double Sampler::nucleus_floor(double total, size_t tokens) const {
+  return (1.0 - params_.top_p) * total / static_cast<double>(tokens);
+}
 
-  // A token lighter than (1 - top_p) * total / n cannot be in the nucleus: all such tokens together weigh
-  // at most (1 - top_p) of the mass, so the heavier ones alone already reach top_p. Cheap, and with a
-  // peaked distribution it leaves only a handful of candidates.
-  const double lightest_possible = (1.0 - params_.top_p) * total / static_cast<double>(candidates_.size());
+void Sampler::keep_nucleus(double total, size_t tokens) {
+  auto weight = [this](const Candidate& candidate) { return static_cast<double>(weights_[candidate.second]); };
+  const double lightest_possible = nucleus_floor(total, tokens);
   std::erase_if(candidates_, [&](const Candidate& candidate) { return weight(candidate) < lightest_possible; });
 
   // Quickselect by mass: candidates_[0, low) are the most likely and hold less than top_p of the mass;
@@ -134,21 +180,53 @@ void Sampler::keep_nucleus() {
   candidates_.resize(std::max<size_t>(high, 1));  // rounding short of top_p keeps everything up to high
 }
 
-int32_t Sampler::draw(std::span<const float> logits, Candidate least_likely) {
-  // Draws in token id order over every token at least as likely as `least_likely`, so the result does not
-  // depend on how selection arranged the candidates.
-  auto kept = [&](size_t token) { return !more_likely(least_likely, {logits[token], static_cast<int32_t>(token)}); };
+int32_t Sampler::draw_from_all() {
+  // In token id order: whole blocks are passed while the running sum stays at or below the target, then tokens
+  // one by one from the block that holds it (on past its end, should the block's vector sum have rounded above
+  // its tokens' running sum).
   double total = 0;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (kept(i)) total += weights_[i];
-  }
+  for (double block_weight : block_weights_) total += block_weight;
   const double target = next_uniform() * total;
   double cumulative = 0;
-  int32_t last_possible = argmax_lowest_id(logits);
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (weights_[i] <= 0 || !kept(i)) continue;
+  size_t block = 0;
+  while (block + 1 < block_weights_.size() && cumulative + block_weights_[block] <= target) {
+    cumulative += block_weights_[block++];
+  }
+  for (size_t i = block * kBlock; i < weights_.size(); ++i) {
     cumulative += weights_[i];
-    last_possible = static_cast<int32_t>(i);
+    if (weights_[i] > 0 && cumulative > target) return static_cast<int32_t>(i);
+  }
+  // Rounding left the target past every weight: the last token that has one.
+  for (size_t i = weights_.size(); i-- > 0;) {
+    if (weights_[i] > 0) return static_cast<int32_t>(i);
+  }
+  return 0;  // unreachable: the most likely token weighs 1
+}
+
+int32_t Sampler::draw_from_candidates(std::span<const float> logits) {
+  // In token id order, so the result does not depend on how selection arranged the candidates: a few are sorted
+  // by id; many (a flat distribution's nucleus) are walked in the row as every token at least as likely as the
+  // least likely of them, which costs less than sorting them.
+  if (candidates_.size() > kBlock) {
+    const Candidate least_likely = *std::max_element(candidates_.begin(), candidates_.end(), more_likely);
+    candidates_.clear();
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const Candidate token = {logits[i], static_cast<int32_t>(i)};
+      if (!more_likely(least_likely, token)) candidates_.push_back(token);
+    }
+  } else {
+    std::sort(candidates_.begin(), candidates_.end(),
+              [](const Candidate& a, const Candidate& b) { return a.second < b.second; });
+  }
+  double total = 0;
+  for (const Candidate& candidate : candidates_) total += weights_[candidate.second];
+  const double target = next_uniform() * total;
+  double cumulative = 0;
+  int32_t last_possible = candidates_.front().second;  // replaced below: the most likely candidate weighs 1
+  for (const Candidate& candidate : candidates_) {
+    if (weights_[candidate.second] <= 0) continue;
+    cumulative += weights_[candidate.second];
+    last_possible = candidate.second;
     if (cumulative > target) return last_possible;
   }
   return last_possible;

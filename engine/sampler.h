@@ -11,8 +11,11 @@
 //   6. draw from the softmax of what is left with the sampler's own random generator.
 // Logits of -inf (masked by a constraint) are never drawn unless nothing else is left.
 //
-// Cost for a vocabulary of V: expected O(V) per token in every mode. Top-k and top-p select with
-// nth_element (top-p by probability mass), never sorting the vocabulary.
+// Cost for a vocabulary of V: O(V) per token in every mode, in vector passes over the row (engine/cpu/ops.h:
+// its maximum, and exp(logit - maximum) with sums by block) and one scalar pass when top-k or top-p truncate.
+// Top-k keeps a heap of k; top-p takes only tokens heavy enough to matter and selects by mass; neither sorts the
+// vocabulary. The weights come from the vector exp (~2 ulp): the same seed and logits give the same tokens on
+// CPUs of the same vector width (AVX-512 or AVX2).
 #pragma once
 
 #include <cstdint>
@@ -55,12 +58,15 @@ class Sampler {
   using Candidate = std::pair<float, int32_t>;  // (logit, token)
 
   void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> previous_tokens);
-  // The least likely token top-k and top-p keep: every token at least as likely is kept.
-  Candidate least_likely_kept(std::span<const float> logits);
-  // Shrinks candidates_ (any order) to the top-p nucleus of itself (any order).
-  void keep_nucleus();
-  // Draws from the softmax over the tokens at least as likely as `least_likely`.
-  int32_t draw(std::span<const float> logits, Candidate least_likely);
+  // candidates_ = what top-k and top-p keep of the row (any order); `top_k` says whether top-k applies.
+  void select_candidates(std::span<const float> logits, bool top_k);
+  // Below this weight a token cannot be in the top-p nucleus of `tokens` tokens weighing `total`.
+  double nucleus_floor(double total, size_t tokens) const;
+  // Shrinks candidates_ (any order), drawn from `tokens` tokens weighing `total`, to its top-p nucleus.
+  void keep_nucleus(double total, size_t tokens);
+  // Draw from the softmax over the whole row, or over candidates_.
+  int32_t draw_from_all();
+  int32_t draw_from_candidates(std::span<const float> logits);
   double next_uniform();  // [0, 1), 53 random bits; portable, unlike std::uniform_real_distribution
 
   SamplingParams params_;
@@ -68,6 +74,7 @@ class Sampler {
   std::vector<Candidate> candidates_;  // scratch, reused across calls
   std::vector<float> penalized_;       // scratch for the repetition penalty
   std::vector<float> weights_;         // [vocab] exp(logit - max logit) of the current call
+  std::vector<double> block_weights_;  // sums of weights_ by blocks of the row (sampler.cpp)
 };
 
 }  // namespace recgpt

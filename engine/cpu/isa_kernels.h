@@ -97,6 +97,8 @@ struct IsaKernels {
   void (*add)(float* x, const float* y, int64_t n);
   void (*f32_to_bf16)(const float* in, int64_t n, uint16_t* out);
   void (*bf16_to_f32)(const uint16_t* in, int64_t n, float* out);
+  float (*max_value)(const float* x, int64_t n);
+  float (*exp_shifted)(const float* x, int64_t n, float shift, float* out);
   void (*attend)(const AttentionWorkItem& item);
 };
 

@@ -103,4 +103,10 @@ void convert_f32_to_bf16(const float* in, int64_t n, uint16_t* out) { isa_kernel
 
 void convert_bf16_to_f32(const uint16_t* in, int64_t n, float* out) { isa_kernels().bf16_to_f32(in, n, out); }
 
+float max_value(const float* x, int64_t n) { return isa_kernels().max_value(x, n); }
+
+float exp_shifted(const float* x, int64_t n, float shift, float* out) {
+  return isa_kernels().exp_shifted(x, n, shift, out);
+}
+
 }  // namespace recgpt

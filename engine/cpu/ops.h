@@ -43,4 +43,11 @@ void add_inplace(ThreadPool& pool, float* x /* [n] */, const float* y /* [n] */,
 void convert_f32_to_bf16(const float* in /* [n] */, int64_t n, uint16_t* out /* [n] */);
 void convert_bf16_to_f32(const uint16_t* in /* [n] */, int64_t n, float* out /* [n] */);
 
+// The sampler's passes over a vocabulary row, on the calling thread.
+// The largest of x[0, n), passing over NaN; -inf when nothing else is there (n == 0 too).
+float max_value(const float* x /* [n] */, int64_t n);
+// out[i] = exp(x[i] - shift), by the vector exp (within ~2 ulp for x[i] - shift <= 88; 0 for -inf); returns the
+// sum of out, added in float vector lanes (each lane's n / lanes additions round to 2^-24 of its sum).
+float exp_shifted(const float* x /* [n] */, int64_t n, float shift, float* out /* [n] */);
+
 }  // namespace recgpt

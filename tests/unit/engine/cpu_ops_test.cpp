@@ -124,5 +124,33 @@ TEST_CASE("bf16 row conversions round like f32_to_bf16 and widen exactly", "[cpu
   }
 }
 
+TEST_CASE("max_value and exp_shifted, the sampler's row passes, match scalar loops", "[cpu][ops]") {
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const auto& path : kernel_paths()) {
+    ScopedCpuFeatures scoped(path.features);
+    for (int64_t n : {1, 15, 17, 2048, 100003}) {
+      INFO(path.name << " n " << n);
+      std::vector<float> x = random_floats(n, 9, -20.0f, 20.0f);
+      x[n - 1] = 25.0f;  // the maximum in the last, partial vector
+      if (n > 3) x[0] = std::numeric_limits<float>::quiet_NaN(), x[1] = -inf, x[2] = 30.0f;
+      const float expected_max = n > 3 ? 30.0f : 25.0f;
+      REQUIRE(max_value(x.data(), n) == expected_max);
+      std::vector<float> weights(n);
+      const float sum = exp_shifted(x.data() + 1, n - 1, expected_max, weights.data());
+      double expected_sum = 0;
+      for (int64_t i = 1; i < n; ++i) {
+        const double expected = std::exp(static_cast<double>(x[i]) - expected_max);
+        REQUIRE(std::fabs(weights[i - 1] - expected) <= 1e-5 * expected + 1e-30);
+        expected_sum += expected;
+      }
+      // Added in float lanes: each lane's ~n / lanes additions round to 2^-24 of its sum.
+      REQUIRE(std::fabs(sum - expected_sum) <= 1e-4 * expected_sum);
+    }
+    const std::vector<float> masked = {-inf, -inf, std::numeric_limits<float>::quiet_NaN()};
+    REQUIRE(max_value(masked.data(), 3) == -inf);
+    REQUIRE(max_value(masked.data(), 0) == -inf);
+  }
+}
+
 }  // namespace
 }  // namespace recgpt

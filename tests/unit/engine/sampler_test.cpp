@@ -139,6 +139,57 @@ TEST_CASE("top-p over a large flat vocabulary never draws outside the nucleus") 
   for (int32_t token : draw(params, logits, 200)) CHECK(logits[token] >= smallest_kept);
 }
 
+// Rows of a real vocabulary's size, which the sampler takes in blocks (sampler.cpp): answers in any block, ties
+// across blocks, the partial last block.
+TEST_CASE("greedy over a full vocabulary row finds the lowest-id maximum in any block") {
+  const float masked = -std::numeric_limits<float>::infinity();
+  std::vector<float> logits = random_logits(151'936, 31);
+  for (int32_t best : {0, 2047, 2048, 77'777, 151'935}) {
+    std::vector<float> row = logits;
+    row[best] = 50.0f;
+    CHECK(sample_once({}, row) == best);
+  }
+  std::vector<float> row = logits;
+  row[140'000] = row[9'000] = row[100'000] = 50.0f;  // ties in three blocks
+  CHECK(sample_once({}, row) == 9'000);
+  row[3] = std::numeric_limits<float>::quiet_NaN();  // passed over
+  CHECK(sample_once({}, row) == 9'000);
+  CHECK(sample_once({}, std::vector<float>(5'000, masked)) == 0);
+}
+
+TEST_CASE("top-k over a full vocabulary row keeps the k most likely, lower ids first among equals") {
+  std::vector<float> logits(151'936, -5.0f);
+  // Tokens spread over the row, one heavier than the rest; the boundary logit 2.0 held by more tokens than k has
+  // room for: the lower ids among them are kept.
+  for (int32_t token : {10, 4'000, 70'000, 150'000}) logits[token] = 2.0f;
+  logits[90'000] = 3.0f;
+  std::vector<int> counts(logits.size(), 0);
+  for (int32_t token : draw({.temperature = 1.0f, .top_k = 3, .seed = 4}, logits, 6'000)) ++counts[token];
+  CHECK(counts[90'000] + counts[10] + counts[4'000] == 6'000);
+  // exp(3) : exp(2) : exp(2), 2 dof, p = 0.001.
+  CHECK(chi_square({counts[90'000], counts[10], counts[4'000]}, softmax({3.0f, 2.0f, 2.0f}, 1.0f), 6'000) < 13.8);
+}
+
+TEST_CASE("temperature over a full vocabulary row draws tokens from any block by their softmax") {
+  // Heavy tokens in the first, a middle and the last, partial block; the other 151,933 weigh ~e^-20 each, under
+  // 0.1% of the mass together, counted as a fourth outcome.
+  std::vector<float> logits(151'936, -10.0f);
+  logits[5] = 10.0f;
+  logits[75'000] = 10.5f;
+  logits[151'935] = 9.5f;
+  std::vector<int> counts(4, 0);
+  constexpr int kDraws = 20'000;
+  for (int32_t token : draw({.temperature = 1.0f, .seed = 12}, logits, kDraws)) {
+    ++counts[token == 5 ? 0 : token == 75'000 ? 1 : token == 151'935 ? 2 : 3];
+  }
+  std::vector<double> expected = softmax({10.0f, 10.5f, 9.5f}, 1.0f);
+  const double rest = 151'933 * std::exp(-20.0) * expected[0];
+  for (double& p : expected) p *= 1.0 - rest;
+  expected.push_back(rest);
+  CHECK(counts[3] < 60);  // ~0.1% expected: 20 draws
+  CHECK(chi_square({counts[0], counts[1], counts[2]}, {expected[0], expected[1], expected[2]}, kDraws) < 13.8);
+}
+
 TEST_CASE("repetition penalty changes the argmax as Hugging Face does") {
   // Positive logits are divided: token 0 (3.0 -> 1.5) loses to token 1 (2.0).
   CHECK(sample_once({.repetition_penalty = 2.0f}, {3.0f, 2.0f, 0.5f}, {0}) == 1);
