@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <thread>
 
 #include "engine/block_hash.h"
+#include "engine/cpu/thread_pool.h"
 #include "engine/entity_store.h"
 #include "engine/model_files.h"
 
@@ -94,7 +96,11 @@ Generator::Generator(const ModelFiles& model, const GeneratorOptions& options, s
       options_(options),
       kv_cache_(std::move(kv_cache)),
       backend_(std::move(backend)),
-      logits_(backend_->logits_memory()) {}
+      logits_(backend_->logits_memory()) {
+  int threads = options.sampling_threads > 0 ? options.sampling_threads : options.backend.num_threads;
+  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  if (threads > 1) sampling_pool_ = std::make_unique<ThreadPool>(threads, ThreadPool::Blas::kLeave);
+}
 
 Generator::~Generator() {
   for (auto& sequence : sequences_) release(*sequence);
@@ -343,6 +349,9 @@ void Generator::schedule_prompts(StepPlan& plan, std::vector<StepToken>& produce
 void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>& produced) {
   const ModelConfig& config = model_.config();
   int32_t entity_token = config.entity_adaptor ? config.entity_adaptor->entity_token_id : -1;
+  // In step order: each sequence's progress, and each logit row's constraint. A row the constraint leaves
+  // nothing in is kept empty: its sequence ends below.
+  draws_.clear();
   int64_t logit_row = 0;
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     Sequence& sequence = *plan.sequences[i];
@@ -359,12 +368,32 @@ void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>&
       sequence.request.logits_processor->process(row, sequence.tokens);
       stats_.constraint_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       ++stats_.constrained_steps;
-      if (std::none_of(row.begin(), row.end(), [](float logit) { return std::isfinite(logit); })) {
-        finish(sequence, -1, FinishReason::kConstraint, produced);  // the constraint allows nothing here
-        continue;
-      }
+      if (std::none_of(row.begin(), row.end(), [](float logit) { return std::isfinite(logit); })) row = {};
     }
-    int32_t token = sequence.sampler.sample(row, sequence.tokens);
+    draws_.push_back({&sequence, row, -1});
+  }
+  // The draws, spread over the sampling pool: each sequence has its own sampler and row, so its token does not
+  // depend on which thread drew it, nor on what the others drew.
+  auto sample = [this](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      Draw& draw = draws_[j];
+      if (!draw.row.empty()) draw.token = draw.sequence->sampler.sample(draw.row, draw.sequence->tokens);
+    }
+  };
+  const auto draws = static_cast<int64_t>(draws_.size());
+  if (sampling_pool_ != nullptr && draws > 1) {
+    sampling_pool_->parallel_for(draws, sample);
+  } else {
+    sample(0, draws);
+  }
+  // In step order again: the tokens, and the sequences they end.
+  for (const Draw& draw : draws_) {
+    Sequence& sequence = *draw.sequence;
+    if (draw.row.empty()) {
+      finish(sequence, -1, FinishReason::kConstraint, produced);  // the constraint allows nothing here
+      continue;
+    }
+    const int32_t token = draw.token;
     sequence.tokens.push_back(token);
     sequence.entity_keys.push_back(0);
     ++sequence.num_generated;

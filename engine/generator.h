@@ -24,6 +24,7 @@ namespace recgpt {
 
 class EntityStore;
 class ModelFiles;
+class ThreadPool;
 
 struct GeneratorOptions {
   int block_size = 16;
@@ -33,6 +34,9 @@ struct GeneratorOptions {
   bool prefix_caching = true;
   BackendOptions backend;
   std::string backend_name = "cpu";
+  // Threads that sample a step's logit rows, the step thread among them: 0 takes the backend's thread count
+  // (backend.num_threads, itself 0 for one per available core); 1 samples on the step thread alone.
+  int sampling_threads = 0;
 };
 
 struct GenerationRequest {
@@ -146,6 +150,14 @@ class Generator {
   int64_t next_sequence_id_ = 1;
   GeneratorStats stats_;
   HostLogits logits_;  // in the backend's logits memory
+  // A logit row to sample and the token drawn from it; an empty row when the sequence's constraint allowed nothing.
+  struct Draw {
+    Sequence* sequence;
+    std::span<float> row;
+    int32_t token;
+  };
+  std::vector<Draw> draws_;                    // this step's, reused
+  std::unique_ptr<ThreadPool> sampling_pool_;  // null: sampling on the step thread
 };
 
 }  // namespace recgpt

@@ -33,9 +33,9 @@ uint32_t wait_for_change(const std::atomic<uint32_t>& value, uint32_t seen) {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads), shares_(num_threads) {
+ThreadPool::ThreadPool(int num_threads, Blas blas) : num_threads_(num_threads), shares_(num_threads) {
   RECGPT_CHECK(num_threads >= 1);
-  configure_openblas(num_threads);
+  if (blas == Blas::kConfigure) configure_openblas(num_threads);
   workers_.reserve(num_threads - 1);
   for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { worker_main(i); });
 }

@@ -18,9 +18,13 @@ class ThreadPool {
   // How long an idle worker polls for the next loop before it sleeps.
   static constexpr int kSpinMicroseconds = 100;
 
-  // `num_threads` >= 1 counts the calling thread: the pool starts num_threads - 1 workers. Also configures
+  // Whether the pool sets OpenBLAS's thread count to its own: the compute pools do; a pool for other work (the
+  // generator's sampling) leaves it as the compute pool set it.
+  enum class Blas { kConfigure, kLeave };
+
+  // `num_threads` >= 1 counts the calling thread: the pool starts num_threads - 1 workers. kConfigure configures
   // OpenBLAS for num_threads threads (configure_openblas; OpenBLAS is only called from outside parallel_for).
-  explicit ThreadPool(int num_threads);
+  explicit ThreadPool(int num_threads, Blas blas = Blas::kConfigure);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
