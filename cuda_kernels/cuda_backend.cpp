@@ -60,9 +60,10 @@ struct StepBuffers {
   DeviceBuffer logits;                        // f32 [R, vocab]
 };
 
-// Host memory the GPU copies into at the bus's rate: ordinary allocations, page-locked with cudaHostRegister. Where
-// locking fails (the system's limit on locked memory, say) the memory stays pageable and works, more slowly.
-// Stateless, so one instance serves every backend and outlives them all.
+// Host memory the GPU copies into at the bus's rate: ordinary allocations, page-locked with cudaHostRegister, for
+// every device's context (portable: the step thread's current device need not be the backend's). Where locking
+// fails (the system's limit on locked memory, say) the memory stays pageable and works, more slowly. Stateless,
+// so one instance serves every backend and outlives them all.
 class PageLockedHostMemory final : public std::pmr::memory_resource {
   static constexpr std::align_val_t kPageAlignment{4096};
 
@@ -70,7 +71,7 @@ class PageLockedHostMemory final : public std::pmr::memory_resource {
     bytes = std::max<size_t>(bytes, 1);
     void* memory = ::operator new(bytes, kPageAlignment);
     // A failure is CUDA's last error too, which the next launch check would report as its own: cleared.
-    if (cudaHostRegister(memory, bytes, cudaHostRegisterDefault) != cudaSuccess) cudaGetLastError();
+    if (cudaHostRegister(memory, bytes, cudaHostRegisterPortable) != cudaSuccess) cudaGetLastError();
     return memory;
   }
   void do_deallocate(void* memory, size_t, size_t) override {
