@@ -103,15 +103,8 @@ void Sampler::apply_repetition_penalty(std::span<float> logits, std::span<const 
 
 void Sampler::select_candidates(std::span<const float> logits, bool top_k) {
   candidates_.clear();
-  if (!top_k) {  // top-p over the whole row: only tokens heavy enough to be in the nucleus become candidates
-    double total = 0;
-    for (double block_weight : block_weights_) total += block_weight;
-    // Compared in float, rounded down: a few more candidates at most, never fewer.
-    const float lightest_possible = std::nextafter(static_cast<float>(nucleus_floor(total, logits.size())), 0.0f);
-    for (size_t i = 0; i < logits.size(); ++i) {
-      if (weights_[i] >= lightest_possible) candidates_.push_back({logits[i], static_cast<int32_t>(i)});
-    }
-    keep_nucleus(total, logits.size());
+  if (!top_k) {
+    select_nucleus_candidates(logits);
     return;
   }
   // The k most likely, as a heap whose front is the least likely of them: a token enters only when it is more
@@ -135,26 +128,72 @@ void Sampler::select_candidates(std::span<const float> logits, bool top_k) {
   if (params_.top_p < 1.0f) {
     double total = 0;
     for (const Candidate& candidate : candidates_) total += weights_[candidate.second];
-    keep_nucleus(total, candidates_.size());
+    const double lightest_possible = nucleus_floor(total, candidates_.size());
+    std::erase_if(candidates_,
+                  [&](const Candidate& candidate) { return weights_[candidate.second] < lightest_possible; });
+    keep_nucleus(static_cast<double>(params_.top_p) * total, 0);
   }
 }
 
 // A token lighter than (1 - top_p) * total / tokens cannot be in the nucleus: all such tokens together weigh at
-// most (1 - top_p) of the mass, so the heavier ones alone already reach top_p. Cheap, and with a peaked
-// distribution it leaves only a handful of candidates.
+// most (1 - top_p) of the mass, so the heavier ones alone already reach top_p.
 double Sampler::nucleus_floor(double total, size_t tokens) const {
   return (1.0 - params_.top_p) * total / static_cast<double>(tokens);
 }
 
-void Sampler::keep_nucleus(double total, size_t tokens) {
+void Sampler::select_nucleus_candidates(std::span<const float> logits) {
+  const auto size = static_cast<int64_t>(logits.size());
+  double total = 0;
+  for (double block_weight : block_weights_) total += block_weight;
+  const double needed = static_cast<double>(params_.top_p) * total;
+  // t = 2^-k for the least k whose tokens (weight >= t) hold `needed`, by vector passes (weights lie in (0, 1]).
+  // The passes add in float lanes: a margin of 1e-4 on what they must show, so that rounding can only lower t.
+  // Down to 2^-k_max <= nucleus_floor, which the bound above says is enough.
+  const double floor = nucleus_floor(total, logits.size());
+  const int k_max = std::clamp(static_cast<int>(std::ceil(-std::log2(floor))), 0, 126);
+  int low = 0, high = k_max;
+  while (low < high) {
+    const int middle = (low + high) / 2;
+    if (mass_at_least(weights_.data(), size, std::ldexp(1.0f, -middle)) >= needed * (1 + 1e-4)) {
+      high = middle;
+    } else {
+      low = middle + 1;
+    }
+  }
+  const float threshold = std::ldexp(1.0f, -low);
+  indices_.resize(logits.size());
+  indices_.resize(static_cast<size_t>(indices_at_least(weights_.data(), size, threshold, indices_.data())));
+  // Tokens of weight >= 2t hold less than `needed` (t is the largest such power of two): all of them are in the
+  // nucleus, and only the tokens in [t, 2t) need ordering. Masses again in double, exactly as the draw adds.
+  double sure_mass = 0, kept_mass = 0;
+  for (int32_t token : indices_) {
+    candidates_.push_back({logits[token], token});
+    kept_mass += weights_[token];
+    if (weights_[token] >= 2 * threshold) sure_mass += weights_[token];
+  }
+  auto boundary = std::partition(candidates_.begin(), candidates_.end(),
+                                 [&](const Candidate& c) { return weights_[c.second] >= 2 * threshold; });
+  auto sure = static_cast<size_t>(boundary - candidates_.begin());
+  if (kept_mass < needed) {  // the float passes misled the search: every token down to the bound
+    candidates_.clear();
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (weights_[i] >= floor) candidates_.push_back({logits[i], static_cast<int32_t>(i)});
+    }
+    sure = 0;
+    sure_mass = 0;
+  } else if (sure_mass >= needed) {
+    sure = 0;  // likewise: order them all
+    sure_mass = 0;
+  }
+  keep_nucleus(needed - sure_mass, sure);
+}
+
+void Sampler::keep_nucleus(double needed, size_t sure) {
   auto weight = [this](const Candidate& candidate) { return static_cast<double>(weights_[candidate.second]); };
-  const double lightest_possible = nucleus_floor(total, tokens);
-  std::erase_if(candidates_, [&](const Candidate& candidate) { return weight(candidate) < lightest_possible; });
 
   // Quickselect by mass: candidates_[0, low) are the most likely and hold less than top_p of the mass;
   // the boundary token lies in [low, high). Expected O(n), against O(n log n) for sorting.
-  double needed = static_cast<double>(params_.top_p) * total;
-  size_t low = 0;
+  size_t low = sure;
   size_t high = candidates_.size();
   auto begin = candidates_.begin();
   while (high - low > 64) {

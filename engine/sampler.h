@@ -62,8 +62,10 @@ class Sampler {
   void select_candidates(std::span<const float> logits, bool top_k);
   // Below this weight a token cannot be in the top-p nucleus of `tokens` tokens weighing `total`.
   double nucleus_floor(double total, size_t tokens) const;
-  // Shrinks candidates_ (any order), drawn from `tokens` tokens weighing `total`, to its top-p nucleus.
-  void keep_nucleus(double total, size_t tokens);
+  // candidates_ = the top-p nucleus of the whole row (any order).
+  void select_nucleus_candidates(std::span<const float> logits);
+  // Keeps candidates_[0, sure) and, of the rest, the fewest most likely that add `needed` weight (any order).
+  void keep_nucleus(double needed, size_t sure);
   // Draw from the softmax over the whole row, or over candidates_.
   int32_t draw_from_all();
   int32_t draw_from_candidates(std::span<const float> logits);
@@ -72,6 +74,7 @@ class Sampler {
   SamplingParams params_;
   std::mt19937_64 random_;
   std::vector<Candidate> candidates_;  // scratch, reused across calls
+  std::vector<int32_t> indices_;       // scratch: tokens heavy enough for the nucleus
   std::vector<float> penalized_;       // scratch for the repetition penalty
   std::vector<float> weights_;         // [vocab] exp(logit - max logit) of the current call
   std::vector<double> block_weights_;  // sums of weights_ by blocks of the row (sampler.cpp)

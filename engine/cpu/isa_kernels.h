@@ -99,6 +99,8 @@ struct IsaKernels {
   void (*bf16_to_f32)(const uint16_t* in, int64_t n, float* out);
   float (*max_value)(const float* x, int64_t n);
   float (*exp_shifted)(const float* x, int64_t n, float shift, float* out);
+  float (*mass_at_least)(const float* x, int64_t n, float threshold);
+  int64_t (*indices_at_least)(const float* x, int64_t n, float threshold, int32_t* out);
   void (*attend)(const AttentionWorkItem& item);
 };
 

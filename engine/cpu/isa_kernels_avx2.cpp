@@ -1,5 +1,6 @@
 // The shared kernels compiled for AVX2 + FMA.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>

@@ -1,5 +1,6 @@
 // The shared kernels compiled for AVX-512 (F, BW, VL, DQ).
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>

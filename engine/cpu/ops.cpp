@@ -109,4 +109,10 @@ float exp_shifted(const float* x, int64_t n, float shift, float* out) {
   return isa_kernels().exp_shifted(x, n, shift, out);
 }
 
+float mass_at_least(const float* x, int64_t n, float threshold) { return isa_kernels().mass_at_least(x, n, threshold); }
+
+int64_t indices_at_least(const float* x, int64_t n, float threshold, int32_t* out) {
+  return isa_kernels().indices_at_least(x, n, threshold, out);
+}
+
 }  // namespace recgpt

@@ -49,5 +49,9 @@ float max_value(const float* x /* [n] */, int64_t n);
 // out[i] = exp(x[i] - shift), by the vector exp (within ~2 ulp for x[i] - shift <= 88; 0 for -inf); returns the
 // sum of out, added in float vector lanes (each lane's n / lanes additions round to 2^-24 of its sum).
 float exp_shifted(const float* x /* [n] */, int64_t n, float shift, float* out /* [n] */);
+// The sum of the x[i] >= threshold, added in float vector lanes as exp_shifted's.
+float mass_at_least(const float* x /* [n] */, int64_t n, float threshold);
+// Writes the i with x[i] >= threshold to out, in ascending order; returns how many.
+int64_t indices_at_least(const float* x /* [n] */, int64_t n, float threshold, int32_t* out /* [n] */);
 
 }  // namespace recgpt

@@ -83,6 +83,11 @@ struct Simd {
   static F keep_first(F v, int64_t count, F fill) {
     return _mm256_blendv_ps(fill, v, _mm256_castsi256_ps(first_lanes(count)));
   }
+  // Bit i set where lane i of v >= threshold (false for NaN); v where so, else 0.
+  static uint32_t mask_at_least(F v, F threshold) {
+    return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, threshold, _CMP_GE_OQ)));
+  }
+  static F keep_at_least(F v, F threshold) { return _mm256_and_ps(_mm256_cmp_ps(v, threshold, _CMP_GE_OQ), v); }
 
   // exp(x) for x <= 88 (larger x give exp(88); Cephes polynomial, ~2 ulp); x below -87.3 (and -inf) gives 0.
   static F exp(F x) {

@@ -67,6 +67,11 @@ struct Simd {
   static float reduce_max(F v) { return _mm512_reduce_max_ps(v); }
   // Lanes at index >= count replaced by `fill`.
   static F keep_first(F v, int64_t count, F fill) { return _mm512_mask_blend_ps(first_lanes(count), fill, v); }
+  // Bit i set where lane i of v >= threshold (false for NaN); v where so, else 0.
+  static uint32_t mask_at_least(F v, F threshold) { return _mm512_cmp_ps_mask(v, threshold, _CMP_GE_OQ); }
+  static F keep_at_least(F v, F threshold) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, threshold, _CMP_GE_OQ), v);
+  }
 
   // exp(x) for x <= 88.7 (Cephes polynomial, ~2 ulp); very negative x and -inf give 0.
   static F exp(F x) {

@@ -124,7 +124,8 @@ TEST_CASE("bf16 row conversions round like f32_to_bf16 and widen exactly", "[cpu
   }
 }
 
-TEST_CASE("max_value and exp_shifted, the sampler's row passes, match scalar loops", "[cpu][ops]") {
+TEST_CASE("max_value, exp_shifted, mass_at_least and indices_at_least, the sampler's row passes, match scalar loops",
+          "[cpu][ops]") {
   const float inf = std::numeric_limits<float>::infinity();
   for (const auto& path : kernel_paths()) {
     ScopedCpuFeatures scoped(path.features);
@@ -145,6 +146,21 @@ TEST_CASE("max_value and exp_shifted, the sampler's row passes, match scalar loo
       }
       // Added in float lanes: each lane's ~n / lanes additions round to 2^-24 of its sum.
       REQUIRE(std::fabs(sum - expected_sum) <= 1e-4 * expected_sum);
+    }
+    for (int64_t n : {1, 15, 17, 100003}) {
+      INFO(path.name << " n " << n);
+      std::vector<float> x = random_floats(n, 10, 0.0f, 1.0f);
+      x[n - 1] = 0.75f;  // in the last, partial vector
+      for (float threshold : {0.0f, 0.5f, 0.99f, 2.0f}) {
+        std::vector<int32_t> expected_indices, indices(n);
+        double expected_mass = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          if (x[i] >= threshold) expected_indices.push_back(static_cast<int32_t>(i)), expected_mass += x[i];
+        }
+        indices.resize(static_cast<size_t>(indices_at_least(x.data(), n, threshold, indices.data())));
+        REQUIRE(indices == expected_indices);
+        REQUIRE(std::fabs(mass_at_least(x.data(), n, threshold) - expected_mass) <= 1e-4 * expected_mass);
+      }
     }
     const std::vector<float> masked = {-inf, -inf, std::numeric_limits<float>::quiet_NaN()};
     REQUIRE(max_value(masked.data(), 3) == -inf);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -168,6 +169,38 @@ TEST_CASE("top-k over a full vocabulary row keeps the k most likely, lower ids f
   CHECK(counts[90'000] + counts[10] + counts[4'000] == 6'000);
   // exp(3) : exp(2) : exp(2), 2 dof, p = 0.001.
   CHECK(chi_square({counts[90'000], counts[10], counts[4'000]}, softmax({3.0f, 2.0f, 2.0f}, 1.0f), 6'000) < 13.8);
+}
+
+TEST_CASE("top-p over a full vocabulary row keeps exactly the nucleus, lower ids first among equals") {
+  // Ten tokens of weight 1 and ten of weight e^-0.5 = 0.607, spread over the row; the rest weigh e^-30. Top-p 0.9
+  // of 16.07 needs 14.46: the ten heavy ones (10.0) and the eight lowest-id light ones (10 + 8 x 0.607 = 14.85;
+  // seven reach only 14.25).
+  std::vector<float> logits(151'936, -30.0f);
+  std::vector<int32_t> heavy, light;
+  for (int32_t i = 0; i < 10; ++i) {
+    heavy.push_back(100 + i * 15'000);
+    light.push_back(7'000 + i * 14'000);
+  }
+  for (int32_t token : heavy) logits[token] = 0.0f;
+  for (int32_t token : light) logits[token] = -0.5f;
+  std::map<int32_t, int> counts;
+  constexpr int kDraws = 20'000;
+  for (int32_t token : draw({.temperature = 1.0f, .top_p = 0.9f, .seed = 6}, logits, kDraws)) ++counts[token];
+  std::vector<int> observed;
+  std::vector<double> expected;
+  const double kept = 10 + 8 * std::exp(-0.5);
+  for (int32_t token : heavy) {
+    observed.push_back(counts[token]);
+    expected.push_back(1 / kept);
+  }
+  for (int i = 0; i < 8; ++i) {
+    observed.push_back(counts[light[i]]);
+    expected.push_back(std::exp(-0.5) / kept);
+  }
+  CHECK(counts[light[8]] == 0);
+  CHECK(counts[light[9]] == 0);
+  CHECK(std::accumulate(observed.begin(), observed.end(), 0) == kDraws);
+  CHECK(chi_square(observed, expected, kDraws) < 40.8);  // 17 dof, p = 0.001
 }
 
 TEST_CASE("temperature over a full vocabulary row draws tokens from any block by their softmax") {
