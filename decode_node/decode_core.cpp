@@ -194,6 +194,7 @@ void DecodeCore::run() {
     counters_.kv_blocks_used = generator_->kv_cache().blocks().num_used_blocks();
     counters_.constrained_steps = generator_->stats().constrained_steps;
     counters_.constraint_seconds = generator_->stats().constraint_seconds;
+    counters_.sampling_seconds = generator_->stats().sampling_seconds;
   }
   // Shutting down: every sequence and reservation ends here, on the thread that owns them.
   for (auto& [sequence, running] : running_) {

@@ -64,6 +64,7 @@ struct DecodeCounters {
   int64_t prompt_tokens_prefilled_locally = 0;  // computed here by started reservations (prefill_locally)
   int64_t constrained_steps = 0;                // tokens sampled under a constraint
   double constraint_seconds = 0;                // spent masking logits for them
+  double sampling_seconds = 0;                  // spent drawing tokens from logits (wall time of the step thread)
   int64_t kv_blocks_fenced = 0;                 // kept from reuse while a prefill attempt may write them
   int64_t fences_lapsed = 0;                    // fences released by time, not by their writers' ends
 };

@@ -140,6 +140,12 @@ class Server final : public std::enable_shared_from_this<Server> {
                                .Help("Time spent masking logits for constrained tokens (per step: divide by the steps)")
                                .Register(*registry_)
                                .Add({{"role", "decode"}, {"node", options_.node_id}});
+    sampling_seconds_ =
+        &prometheus::BuildCounter()
+             .Name("recgpt_decode_sampling_seconds_total")
+             .Help("Time the step thread spends drawing tokens from logits, constraint masks not included")
+             .Register(*registry_)
+             .Add({{"role", "decode"}, {"node", options_.node_id}});
     kv_arrival_wait_ = &prometheus::BuildHistogram()
                             .Name("recgpt_decode_kv_arrival_wait_seconds")
                             .Help("From a pushed call's StartDecode to its KV's arrival here (0 when it came first)")
@@ -240,6 +246,8 @@ class Server final : public std::enable_shared_from_this<Server> {
       constrained_steps_seen_ = counters.constrained_steps;
       constraint_seconds_->Increment(counters.constraint_seconds - constraint_seconds_seen_);
       constraint_seconds_seen_ = counters.constraint_seconds;
+      sampling_seconds_->Increment(counters.sampling_seconds - sampling_seconds_seen_);
+      sampling_seconds_seen_ = counters.sampling_seconds;
       blocks_fenced_->Set(static_cast<double>(counters.kv_blocks_fenced));
       fences_lapsed_->Increment(static_cast<double>(counters.fences_lapsed - fences_lapsed_seen_));
       fences_lapsed_seen_ = counters.fences_lapsed;
@@ -540,11 +548,13 @@ class Server final : public std::enable_shared_from_this<Server> {
   prometheus::Counter* local_prefills_ = nullptr;
   prometheus::Counter* constrained_steps_ = nullptr;
   prometheus::Counter* constraint_seconds_ = nullptr;
+  prometheus::Counter* sampling_seconds_ = nullptr;
   prometheus::Gauge* blocks_fenced_ = nullptr;
   prometheus::Counter* fences_lapsed_ = nullptr;
   int64_t fences_lapsed_seen_ = 0;
   int64_t constrained_steps_seen_ = 0;
   double constraint_seconds_seen_ = 0;
+  double sampling_seconds_seen_ = 0;
 };
 
 // The face's owner: stops the shared server (whose coroutines may outlive this handle briefly).

@@ -384,11 +384,13 @@ void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>&
     }
   };
   const auto draws = static_cast<int64_t>(draws_.size());
+  const auto sampling_start = std::chrono::steady_clock::now();
   if (sampling_pool_ != nullptr && draws > 1) {
     sampling_pool_->parallel_for(draws, sample);
   } else {
     sample(0, draws);
   }
+  stats_.sampling_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - sampling_start).count();
   // In step order again: the tokens, and the sequences they end.
   for (const Draw& draw : draws_) {
     Sequence& sequence = *draw.sequence;

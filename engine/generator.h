@@ -70,6 +70,7 @@ struct GeneratorStats {
   int64_t generated_tokens = 0;
   int64_t constrained_steps = 0;  // tokens sampled under a logits processor
   double constraint_seconds = 0;  // spent in logits processors (mask time)
+  double sampling_seconds = 0;    // spent drawing tokens from logit rows, across the sampling threads (wall time)
 };
 
 class Generator {

@@ -65,6 +65,7 @@ TEST_CASE(
   }
   CHECK(decode.metric("recgpt_constraint_steps_total\\{.*\\}") > 0);
   CHECK(decode.metric("recgpt_constraint_mask_seconds_total\\{.*\\}") > 0);
+  CHECK(decode.metric("recgpt_decode_sampling_seconds_total\\{.*\\}") > 0);
   CHECK(decode.metric("recgpt_decode_local_prefills_total\\{.*\\}") == 6);
 }
 

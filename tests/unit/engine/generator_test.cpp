@@ -274,6 +274,7 @@ TEST_CASE("sampled tokens do not depend on how many threads sample a step's rows
       }
     }
     REQUIRE((*generator)->idle());
+    CHECK((*generator)->stats().sampling_seconds > 0);
     return tokens;
   };
   const std::vector<std::vector<int32_t>> alone = run(1), spread = run(3);
