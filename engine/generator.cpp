@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
-#include <thread>
 
 #include "engine/block_hash.h"
 #include "engine/cpu/ops.h"
@@ -98,8 +97,8 @@ Generator::Generator(const ModelFiles& model, const GeneratorOptions& options, s
       kv_cache_(std::move(kv_cache)),
       backend_(std::move(backend)),
       logits_(backend_->logits_memory()) {
-  int threads = options.sampling_threads > 0 ? options.sampling_threads : options.backend.num_threads;
-  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  const int threads =
+      ThreadPool::threads_for(options.sampling_threads > 0 ? options.sampling_threads : options.backend.num_threads);
   if (threads > 1) sampling_pool_ = std::make_unique<ThreadPool>(threads, ThreadPool::Blas::kLeave);
 }
 

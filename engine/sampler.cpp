@@ -22,6 +22,9 @@ constexpr size_t kBlock = 2048;
 
 size_t blocks_of(size_t vocab) { return (vocab + kBlock - 1) / kBlock; }
 
+// Up to this many kept tokens are sorted by id for the draw; more are found again by a walk over the row.
+constexpr size_t kMostSortedCandidates = 2048;
+
 int32_t argmax_lowest_id(std::span<const float> logits) {
   size_t best_block = 0;
   float best = -std::numeric_limits<float>::infinity();
@@ -74,15 +77,21 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> previo
   // Unnormalized probabilities, computed once: selection and the draw only compare and add them.
   weights_.resize(logits.size());
   block_weights_.resize(blocks_of(logits.size()));
+  double total = 0;
   for (size_t block = 0; block < block_weights_.size(); ++block) {
     const size_t begin = block * kBlock;
     block_weights_[block] =
         exp_shifted(logits.data() + begin, static_cast<int64_t>(std::min(kBlock, logits.size() - begin)), max_logit,
                     weights_.data() + begin);
+    total += block_weights_[block];
   }
-  const bool top_k = params_.top_k > 0 && static_cast<size_t>(params_.top_k) < logits.size();
-  if (!top_k && params_.top_p >= 1.0f) return draw_from_all();
-  select_candidates(logits, top_k);
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < logits.size()) {
+    select_top_k(logits);
+  } else if (params_.top_p < 1.0f) {
+    select_nucleus(logits, total);
+  } else {
+    return draw_from_all(total);
+  }
   return draw_from_candidates(logits);
 }
 
@@ -101,12 +110,8 @@ void Sampler::apply_repetition_penalty(std::span<float> logits, std::span<const 
   for (size_t i = 0; i < previous_tokens.size(); ++i) logits[previous_tokens[i]] = penalized_[i];
 }
 
-void Sampler::select_candidates(std::span<const float> logits, bool top_k) {
+void Sampler::select_top_k(std::span<const float> logits) {
   candidates_.clear();
-  if (!top_k) {
-    select_nucleus_candidates(logits);
-    return;
-  }
   // The k most likely, as a heap whose front is the least likely of them: a token enters only when it is more
   // likely than that one, so most of the row costs one float comparison a token.
   const auto k = static_cast<size_t>(params_.top_k);
@@ -141,10 +146,8 @@ double Sampler::nucleus_floor(double total, size_t tokens) const {
   return (1.0 - params_.top_p) * total / static_cast<double>(tokens);
 }
 
-void Sampler::select_nucleus_candidates(std::span<const float> logits) {
+void Sampler::select_nucleus(std::span<const float> logits, double total) {
   const auto size = static_cast<int64_t>(logits.size());
-  double total = 0;
-  for (double block_weight : block_weights_) total += block_weight;
   const double needed = static_cast<double>(params_.top_p) * total;
   // t = 2^-k for the least k whose tokens (weight >= t) hold `needed`, by vector passes (weights lie in (0, 1]).
   // The passes add in float lanes: a margin of 1e-4 on what they must show, so that rounding can only lower t.
@@ -160,32 +163,35 @@ void Sampler::select_nucleus_candidates(std::span<const float> logits) {
       low = middle + 1;
     }
   }
-  const float threshold = std::ldexp(1.0f, -low);
-  indices_.resize(logits.size());
-  indices_.resize(static_cast<size_t>(indices_at_least(weights_.data(), size, threshold, indices_.data())));
-  // Tokens of weight >= 2t hold less than `needed` (t is the largest such power of two): all of them are in the
-  // nucleus, and only the tokens in [t, 2t) need ordering. Masses again in double, exactly as the draw adds.
-  double sure_mass = 0, kept_mass = 0;
-  for (int32_t token : indices_) {
-    candidates_.push_back({logits[token], token});
-    kept_mass += weights_[token];
-    if (weights_[token] >= 2 * threshold) sure_mass += weights_[token];
-  }
-  auto boundary = std::partition(candidates_.begin(), candidates_.end(),
-                                 [&](const Candidate& c) { return weights_[c.second] >= 2 * threshold; });
-  auto sure = static_cast<size_t>(boundary - candidates_.begin());
-  if (kept_mass < needed) {  // the float passes misled the search: every token down to the bound
+  // candidates_ = the tokens of weight >= `at_least`; returns their weight, in double as the draw adds it.
+  auto take = [&](float at_least) {
+    indices_.resize(logits.size());
+    indices_.resize(static_cast<size_t>(indices_at_least(weights_.data(), size, at_least, indices_.data())));
     candidates_.clear();
-    for (size_t i = 0; i < logits.size(); ++i) {
-      if (weights_[i] >= floor) candidates_.push_back({logits[i], static_cast<int32_t>(i)});
+    double mass = 0;
+    for (int32_t token : indices_) {
+      candidates_.push_back({logits[token], token});
+      mass += weights_[token];
     }
-    sure = 0;
-    sure_mass = 0;
-  } else if (sure_mass >= needed) {
-    sure = 0;  // likewise: order them all
-    sure_mass = 0;
+    return mass;
+  };
+  const float threshold = std::ldexp(1.0f, -low);
+  if (take(threshold) < needed) {  // the float passes misled the search: every token down to the bound
+    take(std::nextafter(static_cast<float>(floor), 0.0f));
+    keep_nucleus(needed, 0);
+    return;
   }
-  keep_nucleus(needed - sure_mass, sure);
+  // Tokens of weight >= 2t hold less than `needed` (t is the largest such power of two): all of them are in the
+  // nucleus, and only the tokens in [t, 2t) need ordering.
+  const auto boundary = std::partition(candidates_.begin(), candidates_.end(),
+                                       [&](const Candidate& c) { return weights_[c.second] >= 2 * threshold; });
+  double sure_mass = 0;
+  for (auto c = candidates_.begin(); c != boundary; ++c) sure_mass += weights_[c->second];
+  if (sure_mass >= needed) {  // likewise misled: order them all
+    keep_nucleus(needed, 0);
+  } else {
+    keep_nucleus(needed - sure_mass, static_cast<size_t>(boundary - candidates_.begin()));
+  }
 }
 
 void Sampler::keep_nucleus(double needed, size_t sure) {
@@ -219,12 +225,10 @@ void Sampler::keep_nucleus(double needed, size_t sure) {
   candidates_.resize(std::max<size_t>(high, 1));  // rounding short of top_p keeps everything up to high
 }
 
-int32_t Sampler::draw_from_all() {
+int32_t Sampler::draw_from_all(double total) {
   // In token id order: whole blocks are passed while the running sum stays at or below the target, then tokens
   // one by one from the block that holds it (on past its end, should the block's vector sum have rounded above
   // its tokens' running sum).
-  double total = 0;
-  for (double block_weight : block_weights_) total += block_weight;
   const double target = next_uniform() * total;
   double cumulative = 0;
   size_t block = 0;
@@ -246,7 +250,7 @@ int32_t Sampler::draw_from_candidates(std::span<const float> logits) {
   // In token id order, so the result does not depend on how selection arranged the candidates: a few are sorted
   // by id; many (a flat distribution's nucleus) are walked in the row as every token at least as likely as the
   // least likely of them, which costs less than sorting them.
-  if (candidates_.size() > kBlock) {
+  if (candidates_.size() > kMostSortedCandidates) {
     const Candidate least_likely = *std::max_element(candidates_.begin(), candidates_.end(), more_likely);
     candidates_.clear();
     for (size_t i = 0; i < logits.size(); ++i) {

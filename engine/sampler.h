@@ -58,16 +58,16 @@ class Sampler {
   using Candidate = std::pair<float, int32_t>;  // (logit, token)
 
   void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> previous_tokens);
-  // candidates_ = what top-k and top-p keep of the row (any order); `top_k` says whether top-k applies.
-  void select_candidates(std::span<const float> logits, bool top_k);
+  // candidates_ = what top-k, then top-p if set, keep of the row (any order).
+  void select_top_k(std::span<const float> logits);
   // Below this weight a token cannot be in the top-p nucleus of `tokens` tokens weighing `total`.
   double nucleus_floor(double total, size_t tokens) const;
-  // candidates_ = the top-p nucleus of the whole row (any order).
-  void select_nucleus_candidates(std::span<const float> logits);
+  // candidates_ = the top-p nucleus of the whole row (any order), whose weights sum to `total`.
+  void select_nucleus(std::span<const float> logits, double total);
   // Keeps candidates_[0, sure) and, of the rest, the fewest most likely that add `needed` weight (any order).
   void keep_nucleus(double needed, size_t sure);
   // Draw from the softmax over the whole row, or over candidates_.
-  int32_t draw_from_all();
+  int32_t draw_from_all(double total);  // `total`: the row's weight
   int32_t draw_from_candidates(std::span<const float> logits);
   double next_uniform();  // [0, 1), 53 random bits; portable, unlike std::uniform_real_distribution
 

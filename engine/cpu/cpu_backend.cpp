@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <thread>
 
 #include "engine/cpu/attention.h"
 #include "engine/cpu/isa_kernels.h"
@@ -295,8 +294,7 @@ Result<std::unique_ptr<Backend>> create_cpu_backend(const ModelFiles& model, con
     return unimplemented("the CPU attention kernel supports at most " + std::to_string(kMaxAttentionRows) +
                          " query heads per KV head");
   }
-  int threads = options.num_threads > 0 ? options.num_threads : static_cast<int>(std::thread::hardware_concurrency());
-  if (threads <= 0) threads = 1;
+  const int threads = ThreadPool::threads_for(options.num_threads);
   auto pool = std::make_unique<ThreadPool>(threads);
   TiledWeights tiled;
   if (options.repack_weights) {

@@ -5,6 +5,7 @@
 // caller never waits for a worker that is asleep — it runs the remaining tasks itself.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -30,6 +31,11 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int num_threads() const { return num_threads_; }
+
+  // `requested` threads, or one per available core where it is 0 or less (BackendOptions::num_threads' rule).
+  static int threads_for(int requested) {
+    return requested > 0 ? requested : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  }
 
   // Calls body(begin, end) on disjoint ranges covering [0, num_tasks), on the calling thread and the workers, and
   // returns when all have finished. Each thread owns a contiguous share of the tasks and claims it from the front
