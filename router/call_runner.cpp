@@ -30,10 +30,10 @@ bool is_call_error(const Status& status) {
 class InFlight {
  public:
   InFlight(Cluster& cluster, Tier tier, int index, std::span<const uint64_t> hashes, int64_t tokens)
-      : cluster_(cluster), tier_(tier), index_(index), tokens_(tokens) {
+      : cluster_(cluster), tier_(tier), index_(index), hashes_(hashes), tokens_(tokens) {
     cluster_.call_started(tier, index, hashes, tokens);
   }
-  ~InFlight() { cluster_.call_ended(tier_, index_, tokens_); }
+  ~InFlight() { cluster_.call_ended(tier_, index_, hashes_, tokens_); }
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
 
@@ -41,6 +41,7 @@ class InFlight {
   Cluster& cluster_;
   Tier tier_;
   int index_;
+  std::span<const uint64_t> hashes_;  // the call's plan, which outlives this
   int64_t tokens_;
 };
 

@@ -203,9 +203,14 @@ asio::awaitable<void> Cluster::keep_connected(Tier tier, int index) {
 
 void Cluster::on_report(Tier tier, int index, const control::LoadReport& report) {
   ClusterNode& entry = node(tier, index);
-  if (report.prefix_blocks_snapshot()) entry.prefix_blocks.clear();
+  if (report.prefix_blocks_snapshot()) {
+    entry.prefix_blocks.clear();
+    for (const auto& [hash, calls] : entry.in_flight_blocks) entry.prefix_blocks.insert(hash);
+  }
   entry.prefix_blocks.insert(report.prefix_blocks_added().begin(), report.prefix_blocks_added().end());
-  for (uint64_t hash : report.prefix_blocks_evicted()) entry.prefix_blocks.erase(hash);
+  for (uint64_t hash : report.prefix_blocks_evicted()) {
+    if (!entry.in_flight_blocks.contains(hash)) entry.prefix_blocks.erase(hash);
+  }
   entry.load = report;
   entry.load.clear_prefix_blocks_added();
   entry.load.clear_prefix_blocks_evicted();
@@ -274,12 +279,17 @@ void Cluster::call_started(Tier tier, int index, std::span<const uint64_t> block
   ++entry.in_flight;
   entry.in_flight_tokens += prefill_tokens;
   entry.prefix_blocks.insert(block_hashes.begin(), block_hashes.end());
+  for (uint64_t hash : block_hashes) ++entry.in_flight_blocks[hash];
 }
 
-void Cluster::call_ended(Tier tier, int index, int64_t prefill_tokens) {
+void Cluster::call_ended(Tier tier, int index, std::span<const uint64_t> block_hashes, int64_t prefill_tokens) {
   ClusterNode& entry = node(tier, index);
   --entry.in_flight;
   entry.in_flight_tokens -= prefill_tokens;
+  for (uint64_t hash : block_hashes) {
+    auto it = entry.in_flight_blocks.find(hash);
+    if (it != entry.in_flight_blocks.end() && --it->second == 0) entry.in_flight_blocks.erase(it);
+  }
 }
 
 std::string Cluster::describe_json() const {

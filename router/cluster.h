@@ -13,6 +13,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -40,6 +41,11 @@ struct ClusterNode {
   std::chrono::steady_clock::time_point last_report{};
   std::string node_id;                         // from its latest hello, kept while it is down
   std::unordered_set<uint64_t> prefix_blocks;  // as reported, plus the router's own placements
+  // The full blocks of the calls placed here and not ended yet, with their number of calls. A report can predate
+  // a call's blocks (a snapshot taken while it was still prefilling, an eviction before it computed them again),
+  // so these stay in prefix_blocks whatever a report says; once the call ended, the node's index holds them
+  // (it indexes blocks before it answers, on the link its reports take) or a later report says it evicted them.
+  std::unordered_map<uint64_t, int> in_flight_blocks;
   int64_t in_flight = 0;
   int64_t in_flight_tokens = 0;
 
@@ -83,7 +89,10 @@ class Cluster : public std::enable_shared_from_this<Cluster> {
 
   // The router placed a call there: count it, and (prefix_aware) expect the node to hold its full blocks.
   void call_started(Tier tier, int index, std::span<const uint64_t> block_hashes, int64_t prefill_tokens);
-  void call_ended(Tier tier, int index, int64_t prefill_tokens);
+  // The same arguments as its call_started.
+  void call_ended(Tier tier, int index, std::span<const uint64_t> block_hashes, int64_t prefill_tokens);
+  // A LoadReport from the node: its load, and its prefix index (a snapshot or the changes since the last report).
+  void on_report(Tier tier, int index, const control::LoadReport& report);
 
   // The nodes, role, health, load and KV usage as JSON (GET /v1/cluster).
   std::string describe_json() const;
@@ -97,7 +106,6 @@ class Cluster : public std::enable_shared_from_this<Cluster> {
 
   boost::asio::awaitable<void> keep_connected(Tier tier, int index);
   boost::asio::awaitable<void> keep_resolving(int source);
-  void on_report(Tier tier, int index, const control::LoadReport& report);
   // Logs once per connection each node of the other tier whose KV layout does not fit the one just connected.
   void warn_of_layout_mismatches(Tier tier, int index) const;
   // The first reason no healthy decode node takes this prefill node's KV, or ok (one does, or none is healthy).
