@@ -28,8 +28,10 @@ inline constexpr std::chrono::milliseconds kCancelGrace(200);
 // is `open` while requests may still be added to it; it is done once closed with no request pending.
 class Operation {
  public:
-  // Call with the worker's mutex held. `request` is the return value of a *_nbx call whose user_data is this.
-  void track(const std::shared_ptr<Operation>& self, ucs_status_ptr_t request, const std::string& what) {
+  // Call with the worker's mutex held. `request` is the return value of a *_nbx call on `worker` whose user_data
+  // is this; `self` owns this, and the worker keeps it alive while requests are pending.
+  void track(UcxWorker& worker, const std::shared_ptr<Operation>& self, ucs_status_ptr_t request,
+             const std::string& what) {
     if (request == nullptr) return;
     if (UCS_PTR_IS_ERR(request)) {
       fail(ucx_failure(what, UCS_PTR_STATUS(request)));
@@ -37,7 +39,8 @@ class Operation {
     }
     std::lock_guard lock(mutex_);
     requests_.insert(request);
-    if (self_while_pending_ == nullptr) self_while_pending_ = self;
+    worker_ = &worker;
+    worker.pending_operations.try_emplace(this, self);
   }
 
   // Keeps `buffers` (what UCX reads from) alive as long as this operation. Call before its requests are tracked.
@@ -61,10 +64,11 @@ class Operation {
     changed_.notify_all();
   }
 
-  // The UCX completion callback of every tracked request (runs with the worker's mutex held).
+  // The UCX completion callback of every tracked request (runs with the worker's mutex held, or in its
+  // destruction).
   static void on_request_done(void* request, ucs_status_t status, void* user_data) {
     auto* operation = static_cast<Operation*>(user_data);
-    std::shared_ptr<Operation> keep_alive;
+    std::shared_ptr<void> keep_alive;  // until this returns
     {
       std::lock_guard lock(operation->mutex_);
       operation->requests_.erase(request);
@@ -72,7 +76,10 @@ class Operation {
         operation->error_ =
             status == UCS_ERR_CANCELED ? unavailable("cancelled") : ucx_failure("a request failed", status);
       }
-      if (operation->requests_.empty()) keep_alive = std::move(operation->self_while_pending_);
+      if (operation->requests_.empty()) {
+        auto pending = operation->worker_->pending_operations.extract(operation);
+        if (!pending.empty()) keep_alive = std::move(pending.mapped());
+      }
     }
     ucp_request_free(request);
     operation->changed_.notify_all();
@@ -135,7 +142,7 @@ class Operation {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::unordered_set<void*> requests_;
-  std::shared_ptr<Operation> self_while_pending_;  // keeps user_data alive while UCX holds requests
+  UcxWorker* worker_ = nullptr;  // of the tracked requests, which keeps this alive while they are pending
   std::vector<std::shared_ptr<const void>> attached_;
   Status error_;
   bool open_ = true;

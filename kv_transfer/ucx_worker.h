@@ -5,8 +5,10 @@
 #include <ucp/api/ucp.h>
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "common/status.h"
 #include "kv_transfer/transfer_engine.h"
@@ -24,11 +26,15 @@ struct UcxWorker {
   std::mutex mutex;
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
+  // The operations (ucx_operation.h) whose requests UCX still holds, by address: kept alive until their last
+  // request completes, which for requests to a dead peer over shared memory is never; those go with the worker.
+  // Guarded by `mutex`.
+  std::unordered_map<const void*, std::shared_ptr<void>> pending_operations;
 
   ~UcxWorker() {
     if (worker != nullptr) ucp_worker_destroy(worker);
     if (context != nullptr) ucp_cleanup(context);
-  }
+  }  // pending_operations is released after: no request can complete any more
 };
 
 struct UcxSettings {
