@@ -26,12 +26,14 @@ inline constexpr std::chrono::milliseconds kCancelGrace(200);
 
 // The completion of a set of UCX requests (a write batch, a flush, a notification). Thread-safe. An operation
 // is `open` while requests may still be added to it; it is done once closed with no request pending.
-class Operation {
+// Always owned by a shared_ptr: the worker keeps the operation alive while UCX holds its requests.
+class Operation : public std::enable_shared_from_this<Operation> {
  public:
-  // Call with the worker's mutex held. `request` is the return value of a *_nbx call on `worker` whose user_data
-  // is this; `self` owns this, and the worker keeps it alive while requests are pending.
-  void track(UcxWorker& worker, const std::shared_ptr<Operation>& self, ucs_status_ptr_t request,
-             const std::string& what) {
+  // `worker`: the one its requests are issued on.
+  explicit Operation(UcxWorker& worker) : worker_(worker) {}
+
+  // Call with the worker's mutex held. `request` is the return value of a *_nbx call whose user_data is this.
+  void track(ucs_status_ptr_t request, const std::string& what) {
     if (request == nullptr) return;
     if (UCS_PTR_IS_ERR(request)) {
       fail(ucx_failure(what, UCS_PTR_STATUS(request)));
@@ -39,8 +41,7 @@ class Operation {
     }
     std::lock_guard lock(mutex_);
     requests_.insert(request);
-    worker_ = &worker;
-    worker.pending_operations.try_emplace(this, self);
+    worker_.pending_operations.try_emplace(this, shared_from_this());
   }
 
   // Keeps `buffers` (what UCX reads from) alive as long as this operation. Call before its requests are tracked.
@@ -77,7 +78,7 @@ class Operation {
             status == UCS_ERR_CANCELED ? unavailable("cancelled") : ucx_failure("a request failed", status);
       }
       if (operation->requests_.empty()) {
-        auto pending = operation->worker_->pending_operations.extract(operation);
+        auto pending = operation->worker_.pending_operations.extract(operation);
         if (!pending.empty()) keep_alive = std::move(pending.mapped());
       }
     }
@@ -142,7 +143,7 @@ class Operation {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::unordered_set<void*> requests_;
-  UcxWorker* worker_ = nullptr;  // of the tracked requests, which keeps this alive while they are pending
+  UcxWorker& worker_;
   std::vector<std::shared_ptr<const void>> attached_;
   Status error_;
   bool open_ = true;

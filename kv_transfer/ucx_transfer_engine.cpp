@@ -259,13 +259,13 @@ class UcxTransferEngine final : public TransferEngine {
     RECGPT_ASSIGN_OR_RETURN(EndpointWire wire, parse_wire<EndpointWire>(endpoint, kEndpointMagic, "a ucx endpoint"));
     if (wire.payload_bytes == 0) return invalid_argument("a ucx endpoint must carry a worker address");
     PeerId id = 0;
-    auto flush = std::make_shared<Operation>();
+    auto flush = std::make_shared<Operation>(*worker_);
     {
       std::lock_guard lock(worker_->mutex);
       RECGPT_ASSIGN_OR_RETURN(id, peer_for_locked(wire.engine_uuid, endpoint));
       // A flush completes once the endpoint's wire-up with the peer finished: that proves it reachable.
       ucp_request_param_t param = request_param(flush.get());
-      flush->track(*worker_, flush, ucp_ep_flush_nbx(peers_[id].endpoint, &param), "connecting (ucp_ep_flush_nbx)");
+      flush->track(ucp_ep_flush_nbx(peers_[id].endpoint, &param), "connecting (ucp_ep_flush_nbx)");
       flush->close();
       ucp_worker_signal(worker_->worker);
     }
@@ -311,7 +311,7 @@ class UcxTransferEngine final : public TransferEngine {
     std::lock_guard lock(worker_->mutex);
     RECGPT_ASSIGN_OR_RETURN(Peer * found, connected_peer_locked(peer));
     RECGPT_ASSIGN_OR_RETURN(ResolvedOps resolved, resolve_ops_locked(*found, peer, ops));
-    auto batch = std::make_shared<Operation>();
+    auto batch = std::make_shared<Operation>(*worker_);
     ucp_request_param_t param = request_param(batch.get());
     auto headers = std::make_shared<std::vector<WriteWire>>(ops.size());  // read by UCX until completion
     batch->attach(headers);
@@ -321,21 +321,19 @@ class UcxTransferEngine final : public TransferEngine {
       const auto [local, remote] = resolved[i];
       const std::byte* source = sources[i];
       if (uses_puts(*found) && remote->rkey != nullptr) {
-        batch->track(*worker_, batch,
-                     ucp_put_nbx(found->endpoint, source, ops[i].length, remote->base_address + ops[i].remote_offset,
+        batch->track(ucp_put_nbx(found->endpoint, source, ops[i].length, remote->base_address + ops[i].remote_offset,
                                  remote->rkey, &param),
                      op_label(i) + " (ucp_put_nbx)");
         continue;
       }
       (*headers)[i] = {kWriteMagic, remote->region_at_peer, ops[i].remote_offset, ops[i].length};
-      batch->track(*worker_, batch,
-                   ucp_am_send_nbx(found->endpoint, kWriteAmId, &(*headers)[i], sizeof(WriteWire), source,
+      batch->track(ucp_am_send_nbx(found->endpoint, kWriteAmId, &(*headers)[i], sizeof(WriteWire), source,
                                    ops[i].length, &param),
                    op_label(i) + " (ucp_am_send_nbx)");
     }
     // Sends complete locally once their source may be reused; the flush once the transport has them out (puts
     // over shared memory: written; active messages over tcp: in the socket, not yet handled by the receiver).
-    batch->track(*worker_, batch, ucp_ep_flush_nbx(found->endpoint, &param), "flushing the writes (ucp_ep_flush_nbx)");
+    batch->track(ucp_ep_flush_nbx(found->endpoint, &param), "flushing the writes (ucp_ep_flush_nbx)");
     batch->close();
     ucp_worker_signal(worker_->worker);
     return std::unique_ptr<TransferHandle>(std::make_unique<UcxHandle>(worker_, batch, found->abandon));
@@ -346,15 +344,14 @@ class UcxTransferEngine final : public TransferEngine {
     RECGPT_ASSIGN_OR_RETURN(Peer * found, connected_peer_locked(peer));
     PendingNotification pending;
     pending.peer = peer;
-    pending.flush = std::make_shared<Operation>();
-    pending.send = std::make_shared<Operation>();
+    pending.flush = std::make_shared<Operation>(*worker_);
+    pending.send = std::make_shared<Operation>(*worker_);
     pending.payload.header.endpoint_bytes = static_cast<uint32_t>(endpoint_.size());
     pending.payload.header.sender_uuid = uuid_;
     pending.payload.data = endpoint_;
     pending.payload.data.insert(pending.payload.data.end(), message.begin(), message.end());
     ucp_request_param_t param = request_param(pending.flush.get());
-    pending.flush->track(*worker_, pending.flush, ucp_ep_flush_nbx(found->endpoint, &param),
-                         "flushing before a notification");
+    pending.flush->track(ucp_ep_flush_nbx(found->endpoint, &param), "flushing before a notification");
     pending.flush->close();
     auto handle = std::make_unique<UcxHandle>(worker_, pending.send, found->abandon);
     pending_notifications_.push_back(std::move(pending));
@@ -575,8 +572,7 @@ class UcxTransferEngine final : public TransferEngine {
     ucp_request_param_t param = request_param(send.get());
     param.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
     param.flags = UCP_AM_SEND_FLAG_EAGER;
-    send->track(*worker_, send,
-                ucp_am_send_nbx((*peer)->endpoint, kNotifyAmId, &payload->header, sizeof(NotifyWire),
+    send->track(ucp_am_send_nbx((*peer)->endpoint, kNotifyAmId, &payload->header, sizeof(NotifyWire),
                                 payload->data.data(), payload->data.size(), &param),
                 "sending the notification (ucp_am_send_nbx)");
     send->close();
