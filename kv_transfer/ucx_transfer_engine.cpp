@@ -26,9 +26,9 @@
 // anything later (so a notification still comes after the bytes landed). Its key carries no rkey.
 //
 // Peer failure: endpoints use UCP_ERR_HANDLING_MODE_PEER; the error handler marks the peer dead, so its
-// pending requests complete with an error (kUnavailable on the handle) and later submissions are refused.
-// UCX 1.13's shared-memory transports (posix, cma) refuse that mode; over them the engine falls back to no
-// failure detection, and a dead peer shows only as kDeadlineExceeded on waits.
+// pending requests complete with an error (kUnavailable on the handle) and later submissions are refused. UCX 1.13's
+// shared-memory transports (posix, cma) refuse that mode; an engine configured with only those has no failure detection
+// (detects_peer_failure), and a dead peer shows only as kDeadlineExceeded on waits.
 #include <poll.h>
 #include <ucp/api/ucp.h>
 
@@ -114,11 +114,13 @@ struct IncomingNotification {
 class UcxTransferEngine final : public TransferEngine {
  public:
   UcxTransferEngine(std::string name, std::shared_ptr<UcxWorker> worker, uint64_t memory_types,
-                    WriteOperation write_operation, std::shared_ptr<DeviceCopier> device_copier)
+                    WriteOperation write_operation, bool peer_failure_detection,
+                    std::shared_ptr<DeviceCopier> device_copier)
       : name_(std::move(name)),
         worker_(std::move(worker)),
         memory_types_(memory_types),
         write_operation_(write_operation),
+        peer_failure_detection_(peer_failure_detection),
         staged_(std::move(device_copier), [this] {
           std::lock_guard lock(inbox_mutex_);  // so a waiter between its check and its sleep cannot miss it
           inbox_changed_.notify_all();
@@ -593,15 +595,14 @@ class UcxTransferEngine final : public TransferEngine {
     if (current != current_by_uuid_.end() && peers_[current->second].connected) return current->second;
     const auto* address = reinterpret_cast<const ucp_address_t*>(endpoint.data() + sizeof(EndpointWire));
     ucp_ep_h created = nullptr;
-    ucs_status_t status = UCS_ERR_UNREACHABLE;
-    if (peer_failure_detection_) {
-      QuietProbe quiet;  // a refusal is expected over shared memory and handled below
-      status = create_endpoint_locked(address, UCP_ERR_HANDLING_MODE_PEER, &created);
-      // UCX 1.13's shared-memory transports cannot detect a peer's failure and refuse this mode; use them
-      // without it (a dead peer then shows as kDeadlineExceeded on handles, not as kUnavailable).
-      if (status == UCS_ERR_UNREACHABLE) peer_failure_detection_ = false;
+    const ucs_status_t status = create_endpoint_locked(
+        address, peer_failure_detection_ ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE, &created);
+    if (status == UCS_ERR_UNREACHABLE && peer_failure_detection_) {
+      return ucx_failure(
+          "ucp_ep_create for the ucx endpoint, with peer failure detection (the peer refused the "
+          "connection, or none of the transports in tls can detect a dead peer)",
+          status);
     }
-    if (!peer_failure_detection_) status = create_endpoint_locked(address, UCP_ERR_HANDLING_MODE_NONE, &created);
     if (status != UCS_OK) return ucx_failure("ucp_ep_create for the ucx endpoint", status);
     const PeerId id = next_peer_id_++;
     peers_[id] = Peer{
@@ -720,6 +721,7 @@ class UcxTransferEngine final : public TransferEngine {
   const std::shared_ptr<UcxWorker> worker_;
   const uint64_t memory_types_;
   const WriteOperation write_operation_;
+  const bool peer_failure_detection_;  // endpoints ask for UCP_ERR_HANDLING_MODE_PEER (detects_peer_failure)
   const uint64_t uuid_ = random_uuid();
   Bytes endpoint_;
   int event_fd_ = -1;
@@ -727,7 +729,6 @@ class UcxTransferEngine final : public TransferEngine {
   std::thread progress_thread_;
 
   // Guarded by worker_->mutex.
-  bool peer_failure_detection_ = true;  // false once UCX refused UCP_ERR_HANDLING_MODE_PEER for a peer
   LocalRegionId next_region_id_ = 1;
   PeerId next_peer_id_ = 1;
   RemoteRegionId next_remote_region_id_ = 1;
@@ -752,7 +753,7 @@ Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(const Transfe
   uint64_t memory_types = 0;
   RECGPT_RETURN_IF_ERROR(open_ucx_worker(settings, name, *worker, &memory_types));
   auto engine = std::make_unique<UcxTransferEngine>(name, std::move(worker), memory_types, settings.write_operation,
-                                                    std::move(device_copier));
+                                                    detects_peer_failure(settings.tls), std::move(device_copier));
   RECGPT_RETURN_IF_ERROR(engine->start());
   return std::unique_ptr<TransferEngine>(std::move(engine));
 }

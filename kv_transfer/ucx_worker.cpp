@@ -4,7 +4,10 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <set>
+#include <string_view>
 
 namespace recgpt::kv {
 
@@ -14,13 +17,11 @@ Status ucx_failure(const std::string& what, ucs_status_t status) {
 
 namespace {
 
-thread_local bool quiet_probe = false;
-
 // UCX logs to stdout by default, where `recgpt` commands print their results (JSON, npy paths). Its messages go
-// to stderr instead, at the levels UCX_LOG_LEVEL allows, except the errors of an expected refusal (QuietProbe).
+// to stderr instead, at the levels UCX_LOG_LEVEL allows.
 ucs_log_func_rc_t log_to_stderr(const char* file, unsigned line, const char*, ucs_log_level_t level,
                                 const ucs_log_component_config_t* component, const char* format, va_list arguments) {
-  if (level > component->log_level || quiet_probe) return UCS_LOG_FUNC_RC_STOP;
+  if (level > component->log_level) return UCS_LOG_FUNC_RC_STOP;
   char message[1024];
   std::vsnprintf(message, sizeof(message), format, arguments);
   const char* base = std::strrchr(file, '/');
@@ -30,9 +31,6 @@ ucs_log_func_rc_t log_to_stderr(const char* file, unsigned line, const char*, uc
 }
 
 }  // namespace
-
-QuietProbe::QuietProbe() { quiet_probe = true; }
-QuietProbe::~QuietProbe() { quiet_probe = false; }
 
 Result<UcxSettings> parse_ucx_settings(const TransferEngineOptions& options) {
   UcxSettings settings;
@@ -52,6 +50,29 @@ Result<UcxSettings> parse_ucx_settings(const TransferEngineOptions& options) {
     }
   }
   return settings;
+}
+
+bool detects_peer_failure(std::string_view tls) {
+  std::string list(tls);
+  if (list.empty()) {
+    const char* environment = std::getenv("UCX_TLS");
+    list = environment != nullptr ? environment : "";
+  }
+  if (list.empty() || list.front() == '^') return true;  // all transports, or all but some: tcp among them
+  static const std::set<std::string, std::less<>> kWithout = {
+      "sm",   "shm",       "mm",       "posix",    "sysv", "xpmem",     "cma",      "knem",    "self",
+      "cuda", "cuda_copy", "cuda_ipc", "gdr_copy", "rocm", "rocm_copy", "rocm_ipc", "rocm_gdr"};
+  size_t begin = 0;
+  while (begin <= list.size()) {
+    size_t end = list.find(',', begin);
+    if (end == std::string::npos) end = list.size();
+    std::string_view name = std::string_view(list).substr(begin, end - begin);
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    if (!name.empty() && kWithout.count(name) == 0) return true;
+    begin = end + 1;
+  }
+  return false;
 }
 
 Status open_ucx_worker(const UcxSettings& settings, const std::string& name, UcxWorker& worker,

@@ -43,18 +43,15 @@ struct UcxSettings {
   WriteOperation write_operation = WriteOperation::kAuto;
 };
 
-// While one lives, UCX messages logged on this thread are dropped: for calls whose failure is expected and
-// handled (asking for peer failure detection over shared memory).
-class QuietProbe {
- public:
-  QuietProbe();
-  ~QuietProbe();
-  QuietProbe(const QuietProbe&) = delete;
-  QuietProbe& operator=(const QuietProbe&) = delete;
-};
-
 // kInvalidArgument for unknown keys or values (tls, devices, write_op).
 Result<UcxSettings> parse_ucx_settings(const TransferEngineOptions& options);
+
+// Whether endpoints over these transports (UCX_TLS syntax; empty: the environment's UCX_TLS, else all) can detect
+// a peer's failure (UCP_ERR_HANDLING_MODE_PEER): unless every transport named is a shared-memory, loopback or GPU
+// copy one, which UCX 1.13 cannot give failure detection. Decided from the configuration, never from a failed
+// connection: a peer that refuses the connection (dead) must not switch the engine to endpoints without failure
+// detection, over which UCX 1.13 aborts the process when a peer dies.
+bool detects_peer_failure(std::string_view tls);
 
 // Creates the context (RMA, AM and wakeup features, the tls/devices settings) and a serialized-mode worker in
 // `worker`; `memory_types` receives the context's UCS_BIT(ucs_memory_type) mask.

@@ -1,7 +1,8 @@
 // Nodes dying under the router while it serves: a decode node killed mid-generation costs its calls a retry on
 // the other decode node (the clients see only correct answers), and later calls go to the survivor; the only
 // prefill node killed leaves the decode node prefilling locally, with the same greedy output; a call past its own
-// deadline gets a clear error. Each ends with every surviving node's KV blocks free.
+// deadline gets a clear error; decode nodes killed under load and started again on their ports serve again. Each
+// ends with every surviving node's KV blocks free.
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/router/router_fixtures.h"
@@ -213,6 +214,64 @@ TEST_CASE("a prefill node that hangs is cut off after its silence: the decode no
   CHECK(decode_node.shows_used(0));
   CHECK(decode_node.metric("recgpt_decode_kv_fences_lapsed_total\\{.*\\}") == 0);
   CHECK(decode_node.metric("recgpt_decode_local_prefills_total\\{.*\\}") == 1);
+}
+
+TEST_CASE("decode nodes killed under load and started again on their ports serve again, every time",
+          "[router][failure][restart]") {
+  // The prefill node is asked to write to a decode node that just died, and over loopback the connection is
+  // refused at once. The ucx engine once took that refusal for transports without failure detection and made
+  // every later endpoint without it: then each restarted decode node crashed on its first calls (UCX 1.13 over
+  // tcp: SIGSEGV in its tcp receive path, or ucp_put_handler's assertion `(*ep_p)->worker == worker`), in every
+  // run of this test before the fix.
+  TinyModel tiny;
+  Node prefill("prefill", tiny, "tcp", 32);
+  const std::vector<std::string> names = {"decode-a", "decode-b"};
+  std::vector<std::unique_ptr<Node>> decode;
+  std::vector<std::string> ports;
+  for (const std::string& name : names) {
+    decode.push_back(std::make_unique<Node>("decode", tiny, "tcp", 32, std::vector<std::string>{"--node-id", name}));
+    ports.push_back(std::to_string(decode.back()->port));
+  }
+  RouterProcess router(tiny, {prefill.port}, {decode[0]->port, decode[1]->port},
+                       {"--policy", "round_robin", "--request-timeout-seconds", "30"});
+  const auto up = [&](int index) { return router.metric("recgpt_node_up\\{.*node=\"" + names[index] + "\".*\\}"); };
+  int round = 0;
+  std::string context;
+  for (int i = 0; i < 150; ++i) context += std::to_string(i) + "w ";
+  const auto start_round = [&] {  // with round robin, half of the calls on each decode node
+    std::vector<std::string> prompts;
+    for (int i = 0; i < 16; ++i) {
+      prompts.push_back("round " + std::to_string(round) + " call " + std::to_string(i) + ": " + context);
+    }
+    ++round;
+    return start_calls(router, prompts, 64);
+  };
+  const auto require_answers = [](std::vector<Subprocess>& calls) {
+    for (Subprocess& call : calls) {
+      const CurlReply reply = finish_curl(call, seconds(70));
+      INFO(reply.body.substr(0, 300));
+      CHECK(reply.status == 200);
+    }
+  };
+  for (int victim : {0, 1, 1, 1, 0, 0, 1}) {
+    INFO("restart " << round << " of decode node " << victim);
+    std::vector<Subprocess> load = start_round();
+    std::this_thread::sleep_for(milliseconds(100));
+    decode[victim]->process.kill(SIGKILL);
+    (void)decode[victim]->process.wait(Clock::now() + seconds(10));
+    decode[victim] = std::make_unique<Node>(
+        "decode", tiny, "tcp", 32, std::vector<std::string>{"--node-id", names[victim], "--port", ports[victim]});
+    require_answers(load);
+    REQUIRE(eventually([&] { return up(victim) == 1; }, seconds(20)));
+    std::vector<Subprocess> after = start_round();
+    require_answers(after);
+    Result<int> exited = decode[victim]->process.wait(Clock::now() + milliseconds(10));
+    INFO("the restarted node exited with " << (exited.is_ok() ? std::to_string(*exited) : "nothing"));
+    REQUIRE_FALSE(exited.is_ok());  // still running
+  }
+  CHECK(decode[0]->shows_used(0, seconds(40)));
+  CHECK(decode[1]->shows_used(0, seconds(40)));
+  CHECK(prefill.shows_used(0));
 }
 
 }  // namespace

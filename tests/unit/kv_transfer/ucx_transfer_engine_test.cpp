@@ -310,6 +310,42 @@ TEST_CASE("connecting to a destroyed ucx engine fails within the deadline", "[kv
          connected.status().code() == StatusCode::kDeadlineExceeded));
 }
 
+TEST_CASE("a dead engine refusing a connection leaves failure detection on for the next peer", "[kv_transfer][ucx]") {
+  // A prefill node asked to write to a decode node that just died: over loopback tcp the connection is refused at
+  // once. The engine once took that refusal for a transport without failure detection and made every later
+  // endpoint without it; the next decode node to die then left the writer's handles waiting for their deadlines
+  // (and UCX 1.13 aborted the restarted decode nodes, seen under the router integration tests' restarts).
+  auto writer = make_engine("writer", "tcp", "auto");
+  auto dead = make_engine("dead", "tcp");
+  if (writer == nullptr || dead == nullptr) return;
+  const Bytes dead_endpoint = dead->local_endpoint().value();
+  dead.reset();
+  REQUIRE_FALSE(writer->connect(dead_endpoint, after(milliseconds(2000))).is_ok());
+
+  std::vector<std::byte> source = random_bytes(kBufferBytes, 3);
+  std::vector<std::byte> destination(kBufferBytes);
+  auto reader = make_engine("reader", "tcp");
+  REQUIRE(reader != nullptr);
+  const LocalRegionId source_region =
+      writer->register_memory({source.data(), source.size(), MemoryKind::kHost, -1}).value();
+  const LocalRegionId destination_region =
+      reader->register_memory({destination.data(), destination.size(), MemoryKind::kHost, -1}).value();
+  const PeerId peer = writer->connect(reader->local_endpoint().value(), after(kWait)).value();
+  const RemoteRegionId remote = writer->import_region(peer, reader->export_region(destination_region).value()).value();
+  const std::vector<WriteOp> ops = testing::permuted_block_ops(source_region, remote, kBlockBytes, shuffled_blocks(4));
+  REQUIRE(writer->submit_writes(peer, ops).value()->wait(after(kWait)).is_ok());
+  CHECK(testing::permuted_blocks_landed(source, destination, kBlockBytes, shuffled_blocks(4)));
+
+  reader.reset();
+  // The error handler marks the peer dead well before any deadline: submissions are refused, or fail on the handle.
+  const Deadline deadline = after(kWait);
+  while (writer->peer_status(peer).is_ok() && Clock::now() < deadline) {
+    auto writes = writer->submit_writes(peer, ops);
+    if (writes.is_ok()) (void)(*writes)->wait(after(milliseconds(200)));
+  }
+  CHECK(writer->peer_status(peer).code() == StatusCode::kUnavailable);
+}
+
 TEST_CASE("cancelling a ucx batch returns once its writes stopped and leaves it cancelled or done",
           "[kv_transfer][ucx]") {
   const std::string write_op = GENERATE(as<std::string>{}, "put", "am");
