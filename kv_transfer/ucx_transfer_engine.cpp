@@ -26,9 +26,10 @@
 // anything later (so a notification still comes after the bytes landed). Its key carries no rkey.
 //
 // Peer failure: endpoints use UCP_ERR_HANDLING_MODE_PEER; the error handler marks the peer dead, so its
-// pending requests complete with an error (kUnavailable on the handle) and later submissions are refused. UCX 1.13's
-// shared-memory transports (posix, cma) refuse that mode; an engine configured with only those has no failure detection
-// (detects_peer_failure), and a dead peer shows only as kDeadlineExceeded on waits.
+// pending requests complete with an error (kUnavailable on the handle) and later submissions are refused, and
+// the progress thread then closes its endpoint. UCX 1.13's shared-memory transports (posix, cma) refuse that
+// mode; an engine configured with only those has no failure detection (detects_peer_failure), and a dead peer
+// shows only as kDeadlineExceeded on waits.
 #include <poll.h>
 #include <ucp/api/ucp.h>
 
@@ -42,6 +43,8 @@
 #include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "kv_transfer/backends.h"
 #include "kv_transfer/device_copy.h"
@@ -502,6 +505,7 @@ class UcxTransferEngine final : public TransferEngine {
       if (peer.endpoint != endpoint || !peer.connected) continue;
       peer.connected = false;
       peer.failure = ucx_failure("peer " + std::to_string(id) + " failed", status);
+      engine->failed_peers_.push_back(id);
     }
   }
 
@@ -514,6 +518,7 @@ class UcxTransferEngine final : public TransferEngine {
         }
         send_flushed_notifications_locked();
         close_abandoned_peers_locked();
+        close_failed_endpoints_locked();
         armed = ucp_worker_arm(worker_->worker) == UCS_OK;
       }
       if (!armed) continue;
@@ -539,6 +544,20 @@ class UcxTransferEngine final : public TransferEngine {
       peer.failure =
           unavailable("peer " + std::to_string(id) +
                       " was abandoned: writes to it did not stop after a cancel (connect again to reuse it)");
+    }
+    drain_locked(closing);
+  }
+
+  // Closes the endpoints UCX reported failed, after the progress call that reported them (the error handler runs
+  // inside it). A failed endpoint is unusable but stays allocated in the worker until its owner closes it.
+  void close_failed_endpoints_locked() {
+    if (failed_peers_.empty()) return;
+    std::vector<ucs_status_ptr_t> closing;
+    for (PeerId id : std::exchange(failed_peers_, {})) {
+      auto it = peers_.find(id);
+      if (it != peers_.end() && it->second.endpoint != nullptr) {
+        close_endpoint_locked(it->second, &closing, EndpointClose::kForce);
+      }
     }
     drain_locked(closing);
   }
@@ -685,6 +704,16 @@ class UcxTransferEngine final : public TransferEngine {
 
   void close_peer_locked(Peer& peer, std::vector<ucs_status_ptr_t>* closing,
                          EndpointClose mode = EndpointClose::kForce) {
+    close_endpoint_locked(peer, closing, mode);
+    if (peer.connected) {
+      peer.connected = false;
+      peer.failure = unavailable("the peer was disconnected");
+    }
+    current_by_uuid_.erase(peer.uuid);
+  }
+
+  // Releases the peer's remote keys and closes its endpoint; the peer's state is the caller's to set.
+  void close_endpoint_locked(Peer& peer, std::vector<ucs_status_ptr_t>* closing, EndpointClose mode) {
     for (auto& [id, imported] : peer.imported) {
       if (imported.rkey != nullptr) ucp_rkey_destroy(imported.rkey);
     }
@@ -697,11 +726,6 @@ class UcxTransferEngine final : public TransferEngine {
       if (request != nullptr && UCS_PTR_IS_PTR(request)) closing->push_back(request);
       peer.endpoint = nullptr;
     }
-    if (peer.connected) {
-      peer.connected = false;
-      peer.failure = unavailable("the peer was disconnected");
-    }
-    current_by_uuid_.erase(peer.uuid);
   }
 
   // Progresses until the endpoint closes finished, for at most kCloseTimeout (a forced close needs no answer from
@@ -729,12 +753,14 @@ class UcxTransferEngine final : public TransferEngine {
   std::thread progress_thread_;
 
   // Guarded by worker_->mutex.
+
   LocalRegionId next_region_id_ = 1;
   PeerId next_peer_id_ = 1;
   RemoteRegionId next_remote_region_id_ = 1;
   std::unordered_map<LocalRegionId, Region> regions_;
   std::unordered_map<PeerId, Peer> peers_;
   std::unordered_map<uint64_t, PeerId> current_by_uuid_;  // engine uuid -> its connected PeerId
+  std::vector<PeerId> failed_peers_;                      // their endpoints failed and are still to be closed
   std::deque<PendingNotification> pending_notifications_;
 
   std::mutex inbox_mutex_;

@@ -104,18 +104,25 @@ struct LocalReader {
   }
 };
 
-// This process as the writer: a source cache with the scenario's pattern, connected to a reader child.
+// This process as the writer: a source cache with the scenario's pattern, streamed to reader children one at a
+// time (as a prefill node outlives the decode nodes it writes to).
 struct LocalWriter {
   StreamScenario scenario;
   std::unique_ptr<TransferEngine> engine;
   CacheMemory source;
-  std::unique_ptr<KvStreamWriter> writer;
+  LocalRegionId source_region = 0;
+  std::unique_ptr<KvStreamWriter> writer;  // to the reader connected last
 
-  LocalWriter(uint64_t seed, int layers, const std::string& tls, Peer& reader)
+  LocalWriter(uint64_t seed, int layers, const std::string& tls)
       : scenario(StreamScenario::from_seed(seed, layers)), engine(make_engine("writer", tls)), source(scenario.source) {
     fill_source_pattern(source, scenario.seed);
-    auto source_region = engine->register_memory(source.region());
-    REQUIRE(source_region.is_ok());
+    auto registered = engine->register_memory(source.region());
+    REQUIRE(registered.is_ok());
+    source_region = *registered;
+  }
+
+  // Connects to a reader child that printed its endpoint and region key, and makes `writer` a stream to it.
+  void connect(Peer& reader) {
     std::vector<std::string> endpoint = reader.expect("endpoint");
     auto peer = engine->connect(bytes_of(endpoint.at(1)), after(kStepTimeout));
     REQUIRE(peer.is_ok());
@@ -125,8 +132,7 @@ struct LocalWriter {
     REQUIRE(own_endpoint.is_ok());
     reader.say("writer " + to_hex(*own_endpoint));
     reader.expect("expecting");
-    auto created =
-        KvStreamWriter::create(*engine, writer_config(scenario, *peer, *source_region, *destination, source));
+    auto created = KvStreamWriter::create(*engine, writer_config(scenario, *peer, source_region, *destination, source));
     REQUIRE(created.is_ok());
     writer = std::move(created).value();
   }
@@ -148,7 +154,8 @@ TEST_CASE("this writer streams into a reader process, which checks every byte", 
   const Transport via = transport();
   INFO("tls=" << via.tls);
   Peer reader("reader", via.tls, 23, 6);
-  LocalWriter writer(23, 6, via.tls, reader);
+  LocalWriter writer(23, 6, via.tls);
+  writer.connect(reader);
   for (int layer = 0; layer < writer.scenario.source.num_layers; ++layer) {
     REQUIRE(writer.writer->write_layer(layer).is_ok());
   }
@@ -200,7 +207,8 @@ TEST_CASE("a reader killed mid-stream fails the writer within its deadline", "[k
   const Transport via = transport();
   INFO("tls=" << via.tls);
   Peer reader("reader", via.tls, 41, 8);
-  LocalWriter writer(41, 8, via.tls, reader);
+  LocalWriter writer(41, 8, via.tls);
+  writer.connect(reader);
   REQUIRE(writer.writer->write_layer(0).is_ok());
   reader.process().kill(SIGKILL);
   REQUIRE(reader.process().wait(after(kStepTimeout)).value() == -SIGKILL);
@@ -215,6 +223,33 @@ TEST_CASE("a reader killed mid-stream fails the writer within its deadline", "[k
   INFO("write_layer: " << status.to_string() << "; finish: " << finished.to_string());
   REQUIRE_FALSE(finished.is_ok());
   CHECK(waited <= kFailureDeadline + kDeadlineSlack);
+}
+
+TEST_CASE("a writer outlives readers killed mid-stream: the next reader gets the whole stream",
+          "[kv_transfer][ucx][two_process]") {
+  // As a prefill node outlives the decode nodes that die and come back: each dead reader's endpoint failed (and
+  // the writer's engine closed it), and the writer still connects to and streams into the next reader.
+  constexpr int kDeadReaders = 6;
+  LocalWriter writer(53, 8, "tcp");
+  for (int i = 0; i < kDeadReaders; ++i) {
+    Peer reader("reader", "tcp", 53, 8);
+    writer.connect(reader);
+    REQUIRE(writer.writer->write_layer(0).is_ok());
+    reader.process().kill(SIGKILL);
+    REQUIRE(reader.process().wait(after(kStepTimeout)).value() == -SIGKILL);
+    for (int layer = 1; layer < writer.scenario.source.num_layers; ++layer) (void)writer.writer->write_layer(layer);
+    REQUIRE_FALSE(writer.writer->finish(after(kFailureDeadline)).is_ok());
+  }
+  Peer reader("reader", "tcp", 53, 8);
+  writer.connect(reader);
+  for (int layer = 0; layer < writer.scenario.source.num_layers; ++layer) {
+    REQUIRE(writer.writer->write_layer(layer).is_ok());
+  }
+  REQUIRE(writer.writer->finish(after(kStepTimeout)).is_ok());
+  std::vector<std::string> received = reader.expect("received");
+  CHECK(received.at(1) == "ok");
+  reader.process().close_stdin();
+  CHECK(reader.process().wait(after(kStepTimeout)).value() == 0);
 }
 
 }  // namespace
