@@ -66,7 +66,9 @@ Result<ConstraintMaker> Constraints::maker(const control::SamplingParams& sampli
       return invalid_argument("a constraint names a catalogue or gives choices, not both");
     auto found = catalogues_.find(constraint.catalogue());
     if (found == catalogues_.end()) {
-      return not_found("catalogue '" + constraint.catalogue() + "' is not loaded on this node");
+      // The node's configuration, not the caller's request: another node may hold it (the router retries there).
+      return failed_precondition("catalogue '" + constraint.catalogue() + "' is not loaded on this node (--catalogue " +
+                                 constraint.catalogue() + "=PATH)");
     }
     trie = found->second;
   } else {

@@ -6,6 +6,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <map>
@@ -73,6 +74,21 @@ ApiError call_error(const Status& status) {
       return api_error(504, "server_error", "the request's deadline passed: " + status.message(), "timeout");
     default: return api_error(503, "server_error", status.message(), "unavailable");
   }
+}
+
+bool answered(const StepRun& step) {
+  return std::any_of(step.calls.begin(), step.calls.end(), [](const AgentRun& call) { return call.status.is_ok(); });
+}
+
+// Why a workflow whose last step produced nothing failed: the first step none of whose calls answered (the steps
+// after it failed for want of its output), by its first call's error.
+Status workflow_failure(const WorkflowRun& run) {
+  for (const StepRun& step : run.steps) {
+    if (step.calls.empty() || answered(step)) continue;
+    const Status& first = step.calls.front().status;
+    return Status(first.code(), "step '" + step.name + "': every call failed; the first: " + first.message());
+  }
+  return unavailable("the last step ran no call");
 }
 
 bool is_completion_path(std::string_view path) { return path == "/v1/completions" || path == "/v1/chat/completions"; }
@@ -302,13 +318,8 @@ class Service final : public std::enable_shared_from_this<Service> {
       co_return;
     }
     // The last step produced nothing: the workflow failed (every call of it was dropped).
-    const StepRun& last = run.steps.back();
-    const auto answered =
-        std::find_if(last.calls.begin(), last.calls.end(), [](const AgentRun& c) { return c.status.is_ok(); });
-    if (answered == last.calls.end()) {
-      const ApiError error =
-          call_error(last.calls.empty() ? unavailable("the last step ran no call") : last.calls.front().status);
-      co_await fail(exchange, error, streaming);
+    if (!answered(run.steps.back())) {
+      co_await fail(exchange, call_error(workflow_failure(run)), streaming);
       co_return;
     }
     const std::string body =

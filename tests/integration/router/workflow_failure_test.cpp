@@ -1,6 +1,7 @@
 // Workflows when things go wrong: the decode node the workflow ran on dies after the planner (seen in the
 // stream's step event), and the experts and the arbiter run on the other one; a step that misses its stage
-// deadline is dropped, named in the answer, and the workflow goes on with what finished.
+// deadline is dropped, named in the answer, and the workflow goes on with what finished; nodes without the
+// workflow's catalogue fail it with that cause.
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -92,6 +93,24 @@ TEST_CASE("a step past its stage deadline is dropped and named, the workflow goe
     CHECK_THAT(dropped["error"].get<std::string>(), Catch::Contains("deadline"));
   }
   CHECK(result["steps"][1]["calls"][0]["status"] == "ok");
+  CHECK(decode.shows_used(0));
+}
+
+TEST_CASE("a workflow whose nodes lack its catalogue fails naming the step and the catalogue, not a later symptom",
+          "[router][workflow][workflow_failure]") {
+  // Started without --catalogue: every expert call fails on the nodes; the arbiter then has nothing to choose among.
+  TinyModel tiny;
+  Node decode("decode", tiny, "tcp", 16);
+  Node prefill("prefill", tiny, "tcp", 16);
+  RouterProcess router(tiny, {prefill.port}, {decode.port},
+                       {"--workflows", std::string(RECGPT_SOURCE_DIR) + "/workflows"});
+  const CurlReply reply = router.post("/v1/workflows/intent", sample_request().dump(), {"--max-time", "60"});
+  INFO(reply.body);
+  CHECK(reply.status == 503);  // the cluster's configuration, not the request
+  const json error = json::parse(reply.body)["error"];
+  CHECK(error["code"] == "unavailable");
+  CHECK_THAT(error["message"].get<std::string>(),
+             Catch::Contains("step 'experts'") && Catch::Contains("catalogue 'tags' is not loaded on this node"));
   CHECK(decode.shows_used(0));
 }
 
