@@ -198,6 +198,9 @@ Result<int64_t> Generator::add_prefilled(GenerationRequest request, std::vector<
   if (first_token < 0 || first_token >= config.vocab_size) {
     return invalid_argument("first token " + std::to_string(first_token) + " is outside the vocabulary");
   }
+  // The prefill node sampled the first token with the generator's output first_draw: decoding draws after it,
+  // as the same sequence prefilled here would (the same seed gives the same tokens either way).
+  ++request.sampling.first_draw;
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Sequence> sequence, make_sequence(std::move(request), false));
   RECGPT_RETURN_IF_ERROR(check_block_table(*sequence, block_table));
   sequence->id = next_sequence_id_++;

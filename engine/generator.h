@@ -88,7 +88,8 @@ class Generator {
   // from it. The prompt's full blocks enter the prefix index. kInvalidArgument (and no reference taken) for an
   // invalid request, a block table too short for the prompt, a max_new_tokens that leaves nothing to decode, or
   // a prompt with entity tokens but no entity_keys (this node needs no vectors, only their keys).
-  // Note: a seeded non-greedy sampler starts afresh here, so only greedy output equals a colocated run.
+  // The sequence's sampler starts one output after the request's first_draw (the prefill node's draw), so a
+  // seeded non-greedy sequence gives the tokens a colocated run of it gives.
   Result<int64_t> add_prefilled(GenerationRequest request, std::vector<int32_t> block_table, int32_t first_token);
 
   // Adds a sequence that computes its own prompt into blocks reserved for it beforehand (a decode node that

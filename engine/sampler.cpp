@@ -56,15 +56,21 @@ Status SamplingParams::validate() const {
   if (!(std::isfinite(repetition_penalty) && repetition_penalty > 0)) {
     return invalid_argument("sampling repetition_penalty must be > 0, got " + std::to_string(repetition_penalty));
   }
+  if (first_draw > kMaxFirstDraw) {
+    return invalid_argument("sampling first_draw must be at most " + std::to_string(kMaxFirstDraw) + ", got " +
+                            std::to_string(first_draw));
+  }
   return Status::ok();
 }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), random_(params.seed) {
   RECGPT_CHECK_MSG(params.validate().is_ok(), params.validate().message());
+  random_.discard(params.first_draw);
 }
 
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> previous_tokens) {
   RECGPT_CHECK_MSG(!logits.empty(), "sample() needs a non-empty vocabulary");
+  const double uniform = next_uniform();  // taken by every call: token i uses output first_draw + i
   if (params_.repetition_penalty != 1.0f) apply_repetition_penalty(logits, previous_tokens);
   if (params_.temperature == 0.0f || params_.top_k == 1) return argmax_lowest_id(logits);
 
@@ -90,9 +96,9 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> previo
   } else if (params_.top_p < 1.0f) {
     select_nucleus(logits, total);
   } else {
-    return draw_from_all(total);
+    return draw_from_all(total, uniform);
   }
-  return draw_from_candidates(logits);
+  return draw_from_candidates(logits, uniform);
 }
 
 void Sampler::apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> previous_tokens) {
@@ -225,11 +231,11 @@ void Sampler::keep_nucleus(double needed, size_t sure) {
   candidates_.resize(std::max<size_t>(high, 1));  // rounding short of top_p keeps everything up to high
 }
 
-int32_t Sampler::draw_from_all(double total) {
+int32_t Sampler::draw_from_all(double total, double uniform) {
   // In token id order: whole blocks are passed while the running sum stays at or below the target, then tokens
   // one by one from the block that holds it (on past its end, should the block's vector sum have rounded above
   // its tokens' running sum).
-  const double target = next_uniform() * total;
+  const double target = uniform * total;
   double cumulative = 0;
   size_t block = 0;
   while (block + 1 < block_weights_.size() && cumulative + block_weights_[block] <= target) {
@@ -246,7 +252,7 @@ int32_t Sampler::draw_from_all(double total) {
   return 0;  // unreachable: the most likely token weighs 1
 }
 
-int32_t Sampler::draw_from_candidates(std::span<const float> logits) {
+int32_t Sampler::draw_from_candidates(std::span<const float> logits, double uniform) {
   // In token id order, so the result does not depend on how selection arranged the candidates: a few are sorted
   // by id; many (a flat distribution's nucleus) are walked in the row as every token at least as likely as the
   // least likely of them, which costs less than sorting them.
@@ -263,7 +269,7 @@ int32_t Sampler::draw_from_candidates(std::span<const float> logits) {
   }
   double total = 0;
   for (const Candidate& candidate : candidates_) total += weights_[candidate.second];
-  const double target = next_uniform() * total;
+  const double target = uniform * total;
   double cumulative = 0;
   int32_t last_possible = candidates_.front().second;  // replaced below: the most likely candidate weighs 1
   for (const Candidate& candidate : candidates_) {

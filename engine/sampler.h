@@ -9,6 +9,9 @@
 //   5. top-p: keep the smallest set of most likely tokens whose softmax probability (over what top-k kept)
 //      sums to >= top_p, at least one token;
 //   6. draw from the softmax of what is left with the sampler's own random generator.
+// Every sample() takes the generator's next output, whether it draws or not (greedy), so the i-th token of a
+// sequence always uses output first_draw + i: a sequence whose first token was sampled on another node (the
+// prefill node), or continued on other nodes after its own died, draws as if it had never moved.
 // Logits of -inf (masked by a constraint) are never drawn unless nothing else is left.
 //
 // Cost for a vocabulary of V: O(V) per token in every mode, in vector passes over the row (engine/cpu/ops.h:
@@ -34,9 +37,12 @@ struct SamplingParams {
   float top_p = 1;               // 1 = off
   float repetition_penalty = 1;  // 1 = off
   uint64_t seed = 0;
+  uint64_t first_draw = 0;  // the generator's outputs already used by this sequence's earlier tokens (elsewhere)
+
+  static constexpr uint64_t kMaxFirstDraw = uint64_t{1} << 24;  // skipping is O(first_draw)
 
   // kInvalidArgument naming the field: temperature negative or not finite, top_k negative, top_p outside
-  // (0, 1], repetition_penalty <= 0 or not finite.
+  // (0, 1], repetition_penalty <= 0 or not finite, first_draw above kMaxFirstDraw.
   Status validate() const;
 };
 
@@ -67,8 +73,9 @@ class Sampler {
   // Keeps candidates_[0, sure) and, of the rest, the fewest most likely that add `needed` weight (any order).
   void keep_nucleus(double needed, size_t sure);
   // Draw from the softmax over the whole row, or over candidates_.
-  int32_t draw_from_all(double total);  // `total`: the row's weight
-  int32_t draw_from_candidates(std::span<const float> logits);
+  // `uniform`: this call's draw in [0, 1).
+  int32_t draw_from_all(double total, double uniform);  // `total`: the row's weight
+  int32_t draw_from_candidates(std::span<const float> logits, double uniform);
   double next_uniform();  // [0, 1), 53 random bits; portable, unlike std::uniform_real_distribution
 
   SamplingParams params_;

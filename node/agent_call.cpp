@@ -12,6 +12,7 @@ control::SamplingParams sampling_to_proto(const AgentCall& call) {
   proto.set_top_p(call.sampling.top_p);
   proto.set_repetition_penalty(call.sampling.repetition_penalty);
   proto.set_seed(call.sampling.seed);
+  proto.set_first_draw(call.sampling.first_draw);
   proto.set_max_tokens(static_cast<uint32_t>(call.max_new_tokens));
   for (int32_t token : call.stop_tokens) proto.add_stop_token_ids(static_cast<uint32_t>(token));
   if (call.constraint.any()) {

@@ -192,6 +192,7 @@ SamplingParams sampling_from_proto(const control::SamplingParams& proto) {
   sampling.top_p = proto.top_p() == 0 ? 1.0f : proto.top_p();
   sampling.repetition_penalty = proto.repetition_penalty() == 0 ? 1.0f : proto.repetition_penalty();
   sampling.seed = proto.seed();
+  sampling.first_draw = proto.first_draw();
   return sampling;
 }
 

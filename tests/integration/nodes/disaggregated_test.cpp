@@ -49,12 +49,12 @@ TEST_CASE(
 
   drive_pair(tiny, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
     CallResult first = co_await driver.run(plain);
-    CHECK(first.tokens == colocated_greedy(*tiny.model, plain));
+    CHECK(first.tokens == colocated_tokens(*tiny.model, plain));
     CHECK(first.prefill.tokens_computed() == 53);
     CHECK(first.decode_cached_tokens == 0);
 
     CallResult second = co_await driver.run(shared);
-    CHECK(second.tokens == colocated_greedy(*tiny.model, shared));
+    CHECK(second.tokens == colocated_tokens(*tiny.model, shared));
     CHECK(second.prefill.tokens_cached() == 48);  // computed once, on the prefill node
     CHECK(second.prefill.tokens_computed() == 17);
     CHECK(second.decode_cached_tokens == 48);  // and not moved again
@@ -63,7 +63,7 @@ TEST_CASE(
       GenerationRequest another = shared;
       for (int i = 48; i < 65; ++i) another.prompt[static_cast<size_t>(i)] = 300 + 20 * tail + i;
       CallResult more = co_await driver.run(another);
-      CHECK(more.tokens == colocated_greedy(*tiny.model, another));
+      CHECK(more.tokens == colocated_tokens(*tiny.model, another));
     }
     // From the prefill node's counters: the context was computed once (53 tokens, then 17 per other agent)
     // and moved once, only the prompt's rows of a partial last block (53 token rows, then 17 per other agent).
@@ -74,7 +74,7 @@ TEST_CASE(
     CHECK(prefill_node.metric("recgpt_kv_transfer_bytes_total\\{.*outcome=\"ok\".*\\}") == (53 + 3 * 17) * row_bytes);
 
     CallResult entities = co_await driver.run(with_entities);
-    CHECK(entities.tokens == colocated_greedy(*tiny.model, with_entities));
+    CHECK(entities.tokens == colocated_tokens(*tiny.model, with_entities));
   });
 }
 
@@ -132,12 +132,41 @@ TEST_CASE("concurrent calls are prefilled in shared batches and each still decod
   const std::vector<CallResult> results = run_concurrently(tiny, decode_node, prefill_node, requests);
   for (int c = 0; c < kCalls; ++c) {
     INFO("call " << c);
-    CHECK(results[static_cast<size_t>(c)].tokens == colocated_greedy(*tiny.model, requests[static_cast<size_t>(c)]));
+    CHECK(results[static_cast<size_t>(c)].tokens == colocated_tokens(*tiny.model, requests[static_cast<size_t>(c)]));
   }
   const double batches = prefill_node.metric("recgpt_prefill_batches_total\\{.*\\}");
   INFO("forward passes for " << kCalls << " calls: " << batches);
   CHECK(batches >= 1);
   CHECK(batches < kCalls);
+}
+
+TEST_CASE(
+    "seeded sampling prefilled on another node gives the colocated tokens, and so does a call continued "
+    "from its first_draw",
+    "[nodes][disaggregated][sampling]") {
+  // The prefill node samples the first token with the generator's first output, the decode node the rest with
+  // the following ones. A call continued after a node died carries its earlier tokens in the prompt and their
+  // count as first_draw (the router's migration): its tokens are the rest of the uninterrupted call's.
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp");
+  GenerationRequest request;
+  for (int i = 0; i < 40; ++i) request.prompt.push_back(11 + (i * 17) % 170);
+  request.max_new_tokens = 16;
+  request.sampling = {.temperature = 3.0f, .repetition_penalty = 1.3f, .seed = 17};  // flat: every draw matters
+  const std::vector<int32_t> expected = colocated_tokens(*tiny.model, request);
+  REQUIRE(expected.size() == 16);
+  constexpr size_t kBefore = 5;
+  GenerationRequest continued = request;
+  continued.prompt.insert(continued.prompt.end(), expected.begin(), expected.begin() + kBefore);
+  continued.max_new_tokens = 16 - static_cast<int>(kBefore);
+  continued.sampling.first_draw = kBefore;
+  drive_pair(tiny, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
+    CallResult whole = co_await driver.run(request);
+    CHECK(whole.tokens == expected);
+    CallResult rest = co_await driver.run(continued);
+    CHECK(rest.tokens == std::vector<int32_t>(expected.begin() + kBefore, expected.end()));
+  });
 }
 
 TEST_CASE("a prompt over the prefill step's token budget is computed in chunks, sharing steps with short ones",
@@ -163,7 +192,7 @@ TEST_CASE("a prompt over the prefill step's token budget is computed in chunks, 
   const std::vector<CallResult> results = run_concurrently(tiny, decode_node, prefill_node, requests);
   for (size_t c = 0; c < requests.size(); ++c) {
     INFO("call " << c);
-    CHECK(results[c].tokens == colocated_greedy(*tiny.model, requests[c]));
+    CHECK(results[c].tokens == colocated_tokens(*tiny.model, requests[c]));
     CHECK(results[c].prefill.tokens_computed() == requests[c].prompt.size());
   }
   const double batches = prefill_node.metric("recgpt_prefill_batches_total\\{.*\\}");
@@ -187,7 +216,7 @@ TEST_CASE("prompts that together overflow the prefill node's cache wait for bloc
   const std::vector<CallResult> results = run_concurrently(tiny, decode_node, prefill_node, requests);
   for (size_t c = 0; c < requests.size(); ++c) {
     INFO("call " << c);
-    CHECK(results[c].tokens == colocated_greedy(*tiny.model, requests[c]));
+    CHECK(results[c].tokens == colocated_tokens(*tiny.model, requests[c]));
   }
   CHECK(prefill_node.shows_used(0));
 }
@@ -214,7 +243,7 @@ TEST_CASE("colocated mode (recgpt serve) gives the colocated engine's greedy out
         Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
                       config.entity_adaptor->entity_dim);
         CallResult result = co_await driver.run(request);
-        CHECK(result.tokens == colocated_greedy(*tiny.model, request));
+        CHECK(result.tokens == colocated_tokens(*tiny.model, request));
         decode->close(Status::ok());
         prefill->close(Status::ok());
         finished = true;
@@ -246,7 +275,7 @@ TEST_CASE(
   auto opened = EntityStore::open(store);
   REQUIRE(opened.is_ok());
   REQUIRE(attach_entities_by_id(expected_request, config, *opened, ids).is_ok());
-  const std::vector<int32_t> expected = colocated_greedy(*tiny.model, expected_request);
+  const std::vector<int32_t> expected = colocated_tokens(*tiny.model, expected_request);
 
   node::AgentCall call;
   call.prompt = expected_request.prompt;

@@ -332,7 +332,8 @@ class Driver {
   node::EntityShape shape_;
 };
 
-inline std::vector<int32_t> colocated_greedy(const ModelFiles& model, const GenerationRequest& request) {
+// The tokens the colocated engine generates for `request` (any sampling: the reference of disaggregated runs).
+inline std::vector<int32_t> colocated_tokens(const ModelFiles& model, const GenerationRequest& request) {
   auto generator = Generator::create(model, {}).value();
   REQUIRE(generator->add(request).is_ok());
   std::vector<int32_t> tokens;

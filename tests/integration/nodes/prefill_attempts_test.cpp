@@ -44,7 +44,7 @@ TEST_CASE("a StartDecode waits for the prefill attempt it names, not for an earl
     for (const control::TokenChunk& chunk : co_await driver.finished_stream(stream)) {
       tokens.insert(tokens.end(), chunk.token_ids().begin(), chunk.token_ids().end());
     }
-    CHECK(tokens == colocated_greedy(*tiny.model, request));
+    CHECK(tokens == colocated_tokens(*tiny.model, request));
     // Attempt 1 ended before the start: nothing stays fenced.
     CHECK(decode_node.shows_used(0));
     CHECK(decode_node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") == 0);

@@ -52,7 +52,7 @@ inline std::string expected_text(const TinyModel& model, const std::string& text
   for (const char* stop : {"<|im_end|>", "<|endoftext|>"}) request.stop_tokens.push_back(*tokenizer.token_to_id(stop));
   StreamingDetokenizer detokenizer(tokenizer, true);
   std::string out;
-  for (int32_t token : colocated_greedy(*model.model, request)) out += detokenizer.push(token);
+  for (int32_t token : colocated_tokens(*model.model, request)) out += detokenizer.push(token);
   return out + detokenizer.finish();
 }
 

@@ -43,6 +43,7 @@ TEST_CASE("invalid sampling params are kInvalidArgument naming the field") {
   CHECK_THAT(message_of({.top_p = 0.0f}), Catch::Contains("top_p"));
   CHECK_THAT(message_of({.top_p = 1.5f}), Catch::Contains("top_p"));
   CHECK_THAT(message_of({.repetition_penalty = 0.0f}), Catch::Contains("repetition_penalty"));
+  CHECK_THAT(message_of({.first_draw = SamplingParams::kMaxFirstDraw + 1}), Catch::Contains("first_draw"));
   CHECK(SamplingParams{.temperature = std::nanf("")}.validate().code() == StatusCode::kInvalidArgument);
 }
 
@@ -70,6 +71,33 @@ TEST_CASE("the same seed gives the same tokens, another seed other tokens") {
   CHECK(draw(params, logits, 64) == first);
   params.seed = 43;
   CHECK(draw(params, logits, 64) != first);
+}
+
+TEST_CASE("a sampler from first_draw k draws the tokens a sequence's sampler draws from its k-th token on") {
+  // Rows differ per token, and one of them masks everything (no draw is made, an output is still used).
+  std::vector<std::vector<float>> rows;
+  for (uint64_t i = 0; i < 12; ++i) rows.push_back(random_logits(3000, 100 + i));
+  std::fill(rows[3].begin(), rows[3].end(), -std::numeric_limits<float>::infinity());
+  for (const SamplingParams& base :
+       {SamplingParams{.temperature = 0.9f, .seed = 7}, SamplingParams{.temperature = 1.2f, .top_k = 40, .seed = 8},
+        SamplingParams{.temperature = 0.7f, .top_p = 0.9f, .seed = 9}}) {
+    Sampler whole(base);
+    std::vector<int32_t> tokens;
+    for (const std::vector<float>& row : rows) {
+      std::vector<float> copy = row;
+      tokens.push_back(whole.sample(copy, {}));
+    }
+    for (uint64_t k : {1, 3, 4, 9}) {
+      SamplingParams later = base;
+      later.first_draw = k;
+      Sampler continued(later);
+      for (size_t i = k; i < rows.size(); ++i) {
+        std::vector<float> copy = rows[i];
+        INFO("temperature " << base.temperature << ", first_draw " << k << ", token " << i);
+        CHECK(continued.sample(copy, {}) == tokens[i]);
+      }
+    }
+  }
 }
 
 // Chi-square statistic of observed counts against expected probabilities.

@@ -48,7 +48,7 @@ kv::MemoryRegion region_of(KvCache& cache) {
   return {cache.storage_data(), cache.storage_bytes(), kv::MemoryKind::kHost, -1};
 }
 
-std::vector<int32_t> colocated_greedy(const ModelFiles& model, const GenerationRequest& request) {
+std::vector<int32_t> colocated_tokens(const ModelFiles& model, const GenerationRequest& request) {
   auto generator = Generator::create(model, {});
   REQUIRE(generator.is_ok());
   auto id = (*generator)->add(request);
@@ -190,7 +190,7 @@ TEST_CASE("prefill streamed layer by layer into decode's reserved blocks decodes
   first.max_new_tokens = 10;
   for (int i = 0; i < 53; ++i) first.prompt.push_back(3 + (i * 37) % 200);
   const auto run_first = tiers.run(first, "first");
-  CHECK(run_first.tokens == colocated_greedy(*tiny.model, first));
+  CHECK(run_first.tokens == colocated_tokens(*tiny.model, first));
   CHECK(run_first.prefill.tokens_cached == 0);
   CHECK(run_first.decode_cached_tokens == 0);
 
@@ -200,7 +200,7 @@ TEST_CASE("prefill streamed layer by layer into decode's reserved blocks decodes
   for (int i = 0; i < 20; ++i) second.prompt.push_back(100 + i);
   const uint64_t bytes_before = tiers.kv_bytes_moved;
   const auto run_second = tiers.run(second, "second");
-  CHECK(run_second.tokens == colocated_greedy(*tiny.model, second));
+  CHECK(run_second.tokens == colocated_tokens(*tiny.model, second));
   CHECK(run_second.prefill.tokens_cached == 48);
   CHECK(run_second.prefill.tokens_computed == 20);
   CHECK(run_second.decode_cached_tokens == 48);
