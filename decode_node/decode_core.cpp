@@ -80,7 +80,9 @@ void DecodeCore::start(StartRequest request, TokenSink sink) {
     generation.max_new_tokens = pending->second.max_new_tokens;
     generation.sampling = request.sampling;
     generation.stop_tokens = request.stop_tokens;
-    if (request.constraint) generation.logits_processor = request.constraint(generation.prompt.size());
+    if (request.constraint) {
+      generation.logits_processor = request.constraint(generation_start(generation.prompt.size(), generation.sampling));
+    }
     pending_.erase(pending);
     if (request.prefill_locally) {
       generation.entity_vectors = std::move(request.entity_vectors);

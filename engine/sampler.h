@@ -21,6 +21,8 @@
 // CPUs of the same vector width (AVX-512 or AVX2).
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <span>
@@ -45,6 +47,13 @@ struct SamplingParams {
   // (0, 1], repetition_penalty <= 0 or not finite, first_draw above kMaxFirstDraw.
   Status validate() const;
 };
+
+// Where generation began in a prompt of `prompt_tokens`: a call continued on other nodes after its own died
+// carries the tokens it generated there (as many as first_draw) at the end of its prompt; a decoding constraint
+// replays them from here.
+inline size_t generation_start(size_t prompt_tokens, const SamplingParams& sampling) {
+  return prompt_tokens - static_cast<size_t>(std::min<uint64_t>(sampling.first_draw, prompt_tokens));
+}
 
 // One sequence's sampler. Deterministic: the same params (seed included) and the same logits give the same
 // tokens, whatever other sequences in the batch do. Not thread-safe; one sequence, one thread at a time.

@@ -23,7 +23,7 @@ class ModelFiles;
 
 namespace recgpt::node {
 
-// Makes a call's constraint for a sequence whose prompt has `prompt_tokens` tokens.
+// Makes a call's constraint for a sequence whose generation begins after `prompt_tokens` tokens of its prompt.
 using ConstraintMaker = std::function<std::shared_ptr<LogitsProcessor>(size_t prompt_tokens)>;
 
 class Constraints {

@@ -273,7 +273,9 @@ Status PrefillWorker::prepare(Job& job) {
   job.input =
       PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, node::sampling_from_proto(request.sampling()), {}};
   RECGPT_ASSIGN_OR_RETURN(node::ConstraintMaker constraint, constraints_->maker(request.sampling()));
-  if (constraint) job.input.logits_processor = constraint(job.prompt.size());
+  if (constraint) {
+    job.input.logits_processor = constraint(generation_start(job.prompt.size(), job.input.sampling));
+  }
 
   if (request.attempt() == 0) return invalid_argument("the request names no prefill attempt (1 or more)");
   const auto block_size = static_cast<uint32_t>(executor_.block_size());

@@ -392,8 +392,10 @@ class Service final : public std::enable_shared_from_this<Service> {
     bool streaming_started = false;
     bool first_chunk = true;
     std::optional<Clock::time_point> first_token_at;
+    std::vector<int32_t> generated;  // every token of the call, across the pairs it ran on
     TokenSink sink = [&](std::vector<int32_t> tokens) -> asio::awaitable<bool> {
       if (!first_token_at) first_token_at = Clock::now();
+      generated.insert(generated.end(), tokens.begin(), tokens.end());
       const bool go_on = text->push(tokens);
       std::string piece = text->take();
       if (request.stream && (!piece.empty() || first_chunk)) {
@@ -410,18 +412,20 @@ class Service final : public std::enable_shared_from_this<Service> {
       co_return go_on && !exchange.client_gone();
     };
     auto outcome = co_await run_call(*cluster_, policy_, counter_++, plan, sink, cancel);
-    // A node that failed (e.g. the decode node died mid-call) before anything reached the client: run the call
-    // once more on another pair. A stream already sent to the client ends with an error event instead.
-    if (!outcome.is_ok() && outcome.status().code() == StatusCode::kUnavailable && !streaming_started &&
-        !cancel.cancelled() && !exchange.client_gone() && Clock::now() < plan.deadline) {
-      log_event(LogLevel::kWarning, "router", "call failed, running it again on another pair",
-                {{"request", result.id}, {"error", outcome.status().to_string()}});
+    // A node that failed (e.g. the decode node died mid-call): the call goes on on another pair from the tokens it
+    // generated, streamed to the client or not (migration). Once: a request that kills its nodes must not take
+    // the whole cluster down.
+    size_t tokens_before = 0;  // generated on the pair that failed
+    if (!outcome.is_ok() && outcome.status().code() == StatusCode::kUnavailable && !cancel.cancelled() &&
+        !exchange.client_gone() && Clock::now() < plan.deadline && can_continue(plan, generated)) {
+      log_event(LogLevel::kWarning, "router", "call failed, continuing it on another pair",
+                {{"request", result.id},
+                 {"error", outcome.status().to_string()},
+                 {"tokens_before", static_cast<int64_t>(generated.size())}});
       retries_->Increment();
-      matcher.emplace(*tokenizer_, request.stop);
-      text = &*matcher;
-      result.text.clear();
-      first_token_at.reset();
-      outcome = co_await run_call(*cluster_, policy_, counter_++, plan, sink, cancel);
+      tokens_before = generated.size();
+      const CallPlan continued = continued_plan(plan, generated);  // named: run_call keeps references into it
+      outcome = co_await run_call(*cluster_, policy_, counter_++, continued, sink, cancel);
     }
     if (first_token_at) ttft_->Observe(std::chrono::duration<double>(*first_token_at - received).count());
 
@@ -438,8 +442,8 @@ class Service final : public std::enable_shared_from_this<Service> {
     result.finish_reason = text->matched() || outcome->finish_reason == "stop" || outcome->finish_reason == "constraint"
                                ? "stop"
                                : "length";
-    result.usage.completion_tokens = outcome->completion_tokens;
-    result.usage.cached_tokens = outcome->cached_tokens;
+    result.usage.completion_tokens = static_cast<int64_t>(tokens_before) + outcome->completion_tokens;
+    result.usage.cached_tokens = std::min(outcome->cached_tokens, result.usage.prompt_tokens);
     result.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - received).count();
     result.ttft_ms = first_token_at ? std::chrono::duration<double, std::milli>(*first_token_at - received).count() : 0;
     result.prefill_node = outcome->prefill_node;
@@ -533,6 +537,24 @@ class Service final : public std::enable_shared_from_this<Service> {
     return plan;
   }
 
+  // Whether `plan` can go on after the tokens it generated: some are left to generate, and none of them is the
+  // entity token (its prompt would then hold an entity token without an entity).
+  bool can_continue(const CallPlan& plan, const std::vector<int32_t>& generated) const {
+    return generated.size() < static_cast<size_t>(plan.call.max_new_tokens) &&
+           std::find(generated.begin(), generated.end(), entities_.entity_token) == generated.end();
+  }
+
+  // `plan` continued after the tokens it generated: they end its prompt, its sampler draws after theirs (and its
+  // constraint replays them), and it generates the rest of its max_new_tokens, by the same deadline.
+  CallPlan continued_plan(const CallPlan& plan, const std::vector<int32_t>& generated) const {
+    CallPlan next = plan;
+    next.call.prompt.insert(next.call.prompt.end(), generated.begin(), generated.end());
+    next.call.max_new_tokens -= static_cast<int32_t>(generated.size());
+    next.call.sampling.first_draw += generated.size();
+    complete_plan(next, entities_, block_size(), plan.deadline);
+    return next;
+  }
+
   int block_size() const {
     for (const ClusterNode& entry : cluster_->nodes(Tier::kDecode)) {
       if (entry.link != nullptr && entry.link->hello().kv_layout().block_size() > 0)
@@ -581,7 +603,7 @@ class Service final : public std::enable_shared_from_this<Service> {
                            .Register(*registry_);
     retries_ = &prometheus::BuildCounter()
                     .Name("recgpt_router_call_retries_total")
-                    .Help("Calls run again on another node pair after a node failed before any output was sent")
+                    .Help("Calls continued on another node pair after a node failed (from the tokens they generated)")
                     .Register(*registry_)
                     .Add({});
   }

@@ -1,5 +1,6 @@
 // Nodes dying under the router while it serves: a decode node killed mid-generation costs its calls a retry on
-// the other decode node (the clients see only correct answers), and later calls go to the survivor; the only
+// the other decode node, which goes on from the tokens they had (the clients see only correct answers, a stream
+// too), and later calls go to the survivor; the only
 // prefill node killed leaves the decode node prefilling locally, with the same greedy output; a call past its own
 // deadline gets a clear error; decode nodes killed under load and started again on their ports serve again. Each
 // ends with every surviving node's KV blocks free.
@@ -81,6 +82,64 @@ TEST_CASE("a decode node killed under load costs its calls a retry on the other 
       json{{"model", "recgpt"}, {"prompt", "too long to wait for"}, {"max_tokens", 4000}, {"timeout", 0.05}}.dump());
   CHECK(late.status == 504);
   CHECK(json::parse(late.body)["error"]["code"] == "timeout");
+  CHECK(decode_b.shows_used(0));
+  CHECK(prefill.shows_used(0));
+}
+
+TEST_CASE("a stream whose decode node dies mid-generation goes on on the other one: the client gets the whole text",
+          "[router][failure][migration]") {
+  TinyModel small("small");  // slow enough to be mid-stream when its node dies
+  Node decode_a("decode", small, "tcp", 32, {"--node-id", "decode-a"});
+  Node decode_b("decode", small, "tcp", 32, {"--node-id", "decode-b"});
+  Node prefill("prefill", small, "tcp", 32);
+  // Round robin from the first decode node: the call reserves on decode-a.
+  RouterProcess router(small, {prefill.port}, {decode_a.port, decode_b.port}, {"--policy", "round_robin"});
+  const std::string prompt = "Once upon a time in a land far away there lived";
+  constexpr int kTokens = 300;
+  int64_t prompt_tokens = 0;
+  const std::string expected = expected_text(small, prompt, kTokens, &prompt_tokens);
+  const json body = {{"model", "recgpt"},
+                     {"prompt", prompt},
+                     {"max_tokens", kTokens},
+                     {"temperature", 0},
+                     {"stream", true},
+                     {"repetition_penalty", 1.8},
+                     {"stream_options", {{"include_usage", true}}}};
+  Subprocess stream =
+      start_curl(router.url("/v1/completions"),
+                 {"-N", "--max-time", "60", "-H", "Content-Type: application/json", "--data-binary", body.dump()});
+  std::string text, finish_reason;
+  json usage;
+  int chunks = 0;
+  bool killed = false, done = false;
+  for (auto line = stream.read_line(Clock::now() + seconds(60)); line.is_ok();
+       line = stream.read_line(Clock::now() + seconds(60))) {
+    if (*line == "data: [DONE]") {
+      done = true;
+      break;
+    }
+    if (line->rfind("data: ", 0) != 0) continue;
+    const json event = json::parse(line->substr(6));
+    INFO(*line);
+    REQUIRE_FALSE(event.contains("error"));
+    if (!event["choices"].empty()) {
+      text += event["choices"][0]["text"].get<std::string>();
+      if (!event["choices"][0]["finish_reason"].is_null()) finish_reason = event["choices"][0]["finish_reason"];
+    }
+    if (event.contains("usage")) usage = event["usage"];
+    if (!killed && ++chunks == 3) {  // mid-stream: frozen at once, then killed
+      decode_a.process.kill(SIGSTOP);
+      decode_a.process.kill(SIGKILL);
+      killed = true;
+    }
+  }
+  REQUIRE(killed);
+  CHECK(done);
+  CHECK(text == expected);  // greedy: the tokens the uninterrupted call gives
+  CHECK(finish_reason == "length");
+  CHECK(usage["completion_tokens"] == kTokens);
+  CHECK(usage["prompt_tokens"] == prompt_tokens);
+  CHECK(router.metric("recgpt_router_call_retries_total(?:\\{\\})?") == 1);
   CHECK(decode_b.shows_used(0));
   CHECK(prefill.shows_used(0));
 }
