@@ -93,9 +93,10 @@ class Process:
         if self.starts > 1 and ARGS.ucx_log_restarted:
             env["UCX_LOG_LEVEL"] = ARGS.ucx_log_restarted
         stderr = open(os.path.join(ARGS.logs, f"{self.name}.{self.starts}.err"), "w")
-        self.expected_exit = False
+        # The new process first: the watcher must never see the old (killed) one as unexpected.
         self.proc = subprocess.Popen(self.argv_for(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=stderr, env=env)
+        self.expected_exit = False
 
     def log_file(self):
         return os.path.join(ARGS.logs, f"{self.name}.{self.starts}.err")
