@@ -93,10 +93,10 @@ class Process:
         if self.starts > 1 and ARGS.ucx_log_restarted:
             env["UCX_LOG_LEVEL"] = ARGS.ucx_log_restarted
         stderr = open(os.path.join(ARGS.logs, f"{self.name}.{self.starts}.err"), "w")
-        # The new process first: the watcher must never see the old (killed) one as unexpected.
-        self.proc = subprocess.Popen(self.argv_for(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=stderr, env=env)
-        self.expected_exit = False
+        proc = subprocess.Popen(self.argv_for(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr, env=env)
+        with LOCK:  # the watcher reads both at once
+            self.proc, self.expected_exit = proc, False
 
     def log_file(self):
         return os.path.join(ARGS.logs, f"{self.name}.{self.starts}.err")
@@ -266,8 +266,9 @@ def watch(processes):
     reported = set()
     while not STOP.wait(0.05):
         for process in processes:
-            p = process.proc
-            if p.poll() is not None and not process.expected_exit and p.pid not in reported:
+            with LOCK:
+                p, expected = process.proc, process.expected_exit
+            if p.poll() is not None and not expected and p.pid not in reported:
                 reported.add(p.pid)
                 count(f"exited on its own: {process.role}")
                 finding(f"{process.name} (pid {p.pid}) exited on its own with {p.returncode}; log {process.log_file()}")
