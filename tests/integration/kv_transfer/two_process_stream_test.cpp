@@ -136,6 +136,16 @@ struct LocalWriter {
     REQUIRE(created.is_ok());
     writer = std::move(created).value();
   }
+
+  // Writes every layer to the reader connected last, which must find every byte right and exit 0.
+  void stream_whole_to(Peer& reader) {
+    for (int layer = 0; layer < scenario.source.num_layers; ++layer) REQUIRE(writer->write_layer(layer).is_ok());
+    REQUIRE(writer->finish(after(kStepTimeout)).is_ok());
+    std::vector<std::string> received = reader.expect("received");
+    CHECK(received.at(1) == "ok");
+    reader.process().close_stdin();
+    CHECK(reader.process().wait(after(kStepTimeout)).value() == 0);
+  }
 };
 
 TEST_CASE("a writer process streams a random block mapping and this reader checks every byte",
@@ -156,14 +166,7 @@ TEST_CASE("this writer streams into a reader process, which checks every byte", 
   Peer reader("reader", via.tls, 23, 6);
   LocalWriter writer(23, 6, via.tls);
   writer.connect(reader);
-  for (int layer = 0; layer < writer.scenario.source.num_layers; ++layer) {
-    REQUIRE(writer.writer->write_layer(layer).is_ok());
-  }
-  REQUIRE(writer.writer->finish(after(kStepTimeout)).is_ok());
-  std::vector<std::string> received = reader.expect("received");
-  CHECK(received.at(1) == "ok");
-  reader.process().close_stdin();
-  CHECK(reader.process().wait(after(kStepTimeout)).value() == 0);
+  writer.stream_whole_to(reader);
 }
 
 TEST_CASE("a writer killed mid-stream fails the reader's wait within its deadline, and the blocks take a new stream",
@@ -242,14 +245,7 @@ TEST_CASE("a writer outlives readers killed mid-stream: the next reader gets the
   }
   Peer reader("reader", "tcp", 53, 8);
   writer.connect(reader);
-  for (int layer = 0; layer < writer.scenario.source.num_layers; ++layer) {
-    REQUIRE(writer.writer->write_layer(layer).is_ok());
-  }
-  REQUIRE(writer.writer->finish(after(kStepTimeout)).is_ok());
-  std::vector<std::string> received = reader.expect("received");
-  CHECK(received.at(1) == "ok");
-  reader.process().close_stdin();
-  CHECK(reader.process().wait(after(kStepTimeout)).value() == 0);
+  writer.stream_whole_to(reader);
 }
 
 }  // namespace
