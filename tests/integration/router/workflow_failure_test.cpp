@@ -31,17 +31,25 @@ std::filesystem::path workflows_folder(const TinyModel& tiny, const std::string&
 
 TEST_CASE("a workflow whose decode node dies after the planner finishes on the other decode node",
           "[router][workflow][workflow_failure]") {
-  TinyModel tiny;
-  const std::string tags = "tags=" + std::string(RECGPT_SOURCE_DIR) + "/data/tag_catalogue.txt";
-  Node decode_a("decode", tiny, "tcp", 16, {"--node-id", "decode-a", "--catalogue", tags});
-  Node decode_b("decode", tiny, "tcp", 16, {"--node-id", "decode-b", "--catalogue", tags});
-  Node prefill("prefill", tiny, "tcp", 16, {"--node-id", "prefill-a", "--catalogue", tags});
-  RouterProcess router(tiny, {prefill.port}, {decode_a.port, decode_b.port},
-                       {"--workflows", std::string(RECGPT_SOURCE_DIR) + "/workflows"});
+  // The experts write long enough on the small model to be running when the node dies: the intent workflow's
+  // short tag lists could all finish on it in the milliseconds between the planner's event and the kill (seen
+  // once in a run of the [router] tests).
+  TinyModel small("small");
+  const std::filesystem::path dir = workflows_folder(small, "relay", R"({
+    "name": "relay",
+    "steps": [
+      {"name": "planner", "prompt": "Name three topics.", "max_tokens": 4},
+      {"name": "experts", "fan_out": ["a", "b", "c"], "prompt": "Write about {{item}}.", "max_tokens": 150},
+      {"name": "arbiter", "prompt": "Sum up: {{steps.experts.text}}", "max_tokens": 8}
+    ]})");
+  Node decode_a("decode", small, "tcp", 16, {"--node-id", "decode-a"});
+  Node decode_b("decode", small, "tcp", 16, {"--node-id", "decode-b"});
+  Node prefill("prefill", small, "tcp", 16, {"--node-id", "prefill-a"});
+  RouterProcess router(small, {prefill.port}, {decode_a.port, decode_b.port}, {"--workflows", dir.string()});
   json request = sample_request();
   request["options"]["stream"] = true;
   Subprocess stream =
-      start_curl(router.url("/v1/workflows/intent"),
+      start_curl(router.url("/v1/workflows/relay"),
                  {"-N", "--max-time", "120", "-H", "Content-Type: application/json", "--data-binary", request.dump()});
   // The planner's step event names the decode node the workflow prefers: kill it.
   std::string planner_node;
@@ -67,7 +75,7 @@ TEST_CASE("a workflow whose decode node dies after the planner finishes on the o
     if (step["name"] == "planner") continue;
     for (const json& call : step["calls"]) CHECK(call["decode_node"] == survivor);
   }
-  CHECK_FALSE(result["output"]["final_tags"].empty());
+  CHECK(result["steps"].size() == 3);
 }
 
 TEST_CASE("a step past its stage deadline is dropped and named, the workflow goes on with what finished",
