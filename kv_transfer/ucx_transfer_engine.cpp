@@ -100,6 +100,12 @@ struct NotificationPayload {
   Bytes data;  // the sender's endpoint then the message
 };
 
+// What closing endpoints leaves to release once their closes finished (drain_locked).
+struct Closing {
+  std::vector<ucs_status_ptr_t> requests;  // of ucp_ep_close_nbx (or a worker flush)
+  std::vector<ucp_rkey_h> rkeys;           // the closed endpoints' remote keys
+};
+
 // A notification waiting for the flush of its peer's earlier writes.
 struct PendingNotification {
   PeerId peer = 0;
@@ -145,10 +151,10 @@ class UcxTransferEngine final : public TransferEngine {
     pending_notifications_.clear();
     // Lets wire-up messages still queued (e.g. a reply to a peer's connection) leave first: UCX 1.13 aborts in
     // ucp_worker_destroy when it has to purge a pending wire-up reply.
-    std::vector<ucs_status_ptr_t> closing;
+    Closing closing;
     ucp_request_param_t flush_param{};
     ucs_status_ptr_t flushing = ucp_worker_flush_nbx(worker_->worker, &flush_param);
-    if (flushing != nullptr && UCS_PTR_IS_PTR(flushing)) closing.push_back(flushing);
+    if (flushing != nullptr && UCS_PTR_IS_PTR(flushing)) closing.requests.push_back(flushing);
     drain_locked(closing);
     for (auto& [id, peer] : peers_) close_peer_locked(peer, &closing);
     drain_locked(closing);
@@ -537,7 +543,7 @@ class UcxTransferEngine final : public TransferEngine {
   }
 
   void close_abandoned_peers_locked() {
-    std::vector<ucs_status_ptr_t> closing;
+    Closing closing;
     for (auto& [id, peer] : peers_) {
       if (!peer.connected || !peer.abandon->load()) continue;
       close_peer_locked(peer, &closing);
@@ -552,7 +558,7 @@ class UcxTransferEngine final : public TransferEngine {
   // inside it). A failed endpoint is unusable but stays allocated in the worker until its owner closes it.
   void close_failed_endpoints_locked() {
     if (failed_peers_.empty()) return;
-    std::vector<ucs_status_ptr_t> closing;
+    Closing closing;
     for (PeerId id : std::exchange(failed_peers_, {})) {
       auto it = peers_.find(id);
       if (it != peers_.end() && it->second.endpoint != nullptr) {
@@ -696,14 +702,13 @@ class UcxTransferEngine final : public TransferEngine {
     std::lock_guard lock(worker_->mutex);
     auto it = peers_.find(peer);
     if (it == peers_.end() || !it->second.connected) return;
-    std::vector<ucs_status_ptr_t> closing;
+    Closing closing;
     close_peer_locked(it->second, &closing, mode);
     it->second.failure = unavailable("peer " + std::to_string(peer) + " was disconnected");
     drain_locked(closing);
   }
 
-  void close_peer_locked(Peer& peer, std::vector<ucs_status_ptr_t>* closing,
-                         EndpointClose mode = EndpointClose::kForce) {
+  void close_peer_locked(Peer& peer, Closing* closing, EndpointClose mode = EndpointClose::kForce) {
     close_endpoint_locked(peer, closing, mode);
     if (peer.connected) {
       peer.connected = false;
@@ -712,10 +717,11 @@ class UcxTransferEngine final : public TransferEngine {
     current_by_uuid_.erase(peer.uuid);
   }
 
-  // Releases the peer's remote keys and closes its endpoint; the peer's state is the caller's to set.
-  void close_endpoint_locked(Peer& peer, std::vector<ucs_status_ptr_t>* closing, EndpointClose mode) {
+  // Closes the peer's endpoint; its remote keys go once the close finished (drain_locked), so no request of the
+  // endpoint still uses one. The peer's state is the caller's to set.
+  void close_endpoint_locked(Peer& peer, Closing* closing, EndpointClose mode) {
     for (auto& [id, imported] : peer.imported) {
-      if (imported.rkey != nullptr) ucp_rkey_destroy(imported.rkey);
+      if (imported.rkey != nullptr) closing->rkeys.push_back(imported.rkey);
     }
     peer.imported.clear();
     if (peer.endpoint != nullptr) {
@@ -723,22 +729,24 @@ class UcxTransferEngine final : public TransferEngine {
       param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
       param.flags = mode == EndpointClose::kForce ? UCP_EP_CLOSE_FLAG_FORCE : 0;
       ucs_status_ptr_t request = ucp_ep_close_nbx(peer.endpoint, &param);
-      if (request != nullptr && UCS_PTR_IS_PTR(request)) closing->push_back(request);
+      if (request != nullptr && UCS_PTR_IS_PTR(request)) closing->requests.push_back(request);
       peer.endpoint = nullptr;
     }
   }
 
   // Progresses until the endpoint closes finished, for at most kCloseTimeout (a forced close needs no answer from
-  // the peer; a flushing one still pending then finishes or fails in the background).
-  void drain_locked(std::vector<ucs_status_ptr_t>& closing) {
+  // the peer; a flushing one still pending then finishes or fails in the background), then destroys the remote
+  // keys of the closed endpoints.
+  void drain_locked(Closing& closing) {
     const Deadline deadline = Clock::now() + kCloseTimeout;
-    for (ucs_status_ptr_t request : closing) {
+    for (ucs_status_ptr_t request : closing.requests) {
       while (ucp_request_check_status(request) == UCS_INPROGRESS && Clock::now() < deadline) {
         ucp_worker_progress(worker_->worker);
       }
       ucp_request_free(request);
     }
-    closing.clear();
+    for (ucp_rkey_h rkey : closing.rkeys) ucp_rkey_destroy(rkey);
+    closing = {};
   }
 
   const std::string name_;
