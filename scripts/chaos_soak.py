@@ -45,6 +45,7 @@ def parse_args():
     p.add_argument("--gap", type=float, nargs=2, default=[3, 6], help="seconds between chaos events (min max)")
     p.add_argument("--restart-after", type=float, nargs=2, default=[0.5, 3], help="seconds down (min max)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tls", default="tcp", help="the nodes' UCX transports (shared memory: posix,cma,self)")
     p.add_argument("--logs", default=os.path.join(tempfile.gettempdir(), "recgpt-chaos-soak"))
     p.add_argument("--ucx-log-restarted", metavar="LEVEL", help="UCX_LOG_LEVEL of nodes started again")
     return p.parse_args()
@@ -107,7 +108,7 @@ def node_process(role, index, model):
     name = f"{role}-{index}"
     process = Process(role, name, lambda: [
         ARGS.recgpt, role, "--model", model, "--kv-cache-mib", "16", "--threads", "1", "--port", str(port),
-        "--admin-port", str(admin), "--node-id", name, "--transfer-setting", "tls=tcp", "--drain-seconds", "5",
+        "--admin-port", str(admin), "--node-id", name, "--transfer-setting", f"tls={ARGS.tls}", "--drain-seconds", "5",
         "--catalogue", "tags=builtin"])
     process.port, process.admin = port, admin
     return process
