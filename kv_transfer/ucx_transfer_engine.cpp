@@ -91,7 +91,6 @@ struct Peer {
   Status failure;  // why it is no longer connected
   std::unordered_map<RemoteRegionId, ImportedRegion> imported;
   AbandonFlag abandon = std::make_shared<std::atomic<bool>>(false);  // shared with the handles of its writes
-  bool detects_failure = true;                                       // its endpoint uses UCP_ERR_HANDLING_MODE_PEER
 };
 
 // What a notification's active message carries; UCX reads it until the send completes.
@@ -331,7 +330,7 @@ class UcxTransferEngine final : public TransferEngine {
       if (ops[i].length == 0) continue;
       const auto [local, remote] = resolved[i];
       const std::byte* source = sources[i];
-      if (uses_puts(*found) && remote->rkey != nullptr) {
+      if (uses_puts() && remote->rkey != nullptr) {
         batch->track(ucp_put_nbx(found->endpoint, source, ops[i].length, remote->base_address + ops[i].remote_offset,
                                  remote->rkey, &param),
                      op_label(i) + " (ucp_put_nbx)");
@@ -537,9 +536,9 @@ class UcxTransferEngine final : public TransferEngine {
   // error as fatal (an active message's rendezvous reads the writer's memory, and aborts this process when the
   // writer died); active messages over the network, where UCX 1.13 emulates puts in software over tcp (slow,
   // and its put handler aborts the receiver when the writer dies mid-put). Both seen in the two-process tests.
-  bool uses_puts(const Peer& peer) const {
+  bool uses_puts() const {
     return write_operation_ == WriteOperation::kPut ||
-           (write_operation_ == WriteOperation::kAuto && !peer.detects_failure);
+           (write_operation_ == WriteOperation::kAuto && !peer_failure_detection_);
   }
 
   void close_abandoned_peers_locked() {
@@ -630,8 +629,7 @@ class UcxTransferEngine final : public TransferEngine {
     }
     if (status != UCS_OK) return ucx_failure("ucp_ep_create for the ucx endpoint", status);
     const PeerId id = next_peer_id_++;
-    peers_[id] = Peer{
-        uuid, created, true, Status::ok(), {}, std::make_shared<std::atomic<bool>>(false), peer_failure_detection_};
+    peers_[id] = Peer{uuid, created, true, Status::ok(), {}, std::make_shared<std::atomic<bool>>(false)};
     current_by_uuid_[uuid] = id;
     return id;
   }
@@ -761,7 +759,6 @@ class UcxTransferEngine final : public TransferEngine {
   std::thread progress_thread_;
 
   // Guarded by worker_->mutex.
-
   LocalRegionId next_region_id_ = 1;
   PeerId next_peer_id_ = 1;
   RemoteRegionId next_remote_region_id_ = 1;

@@ -386,9 +386,7 @@ class Service final : public std::enable_shared_from_this<Service> {
 
     CallCancel cancel;
     exchange.on_client_gone([&cancel] { cancel.cancel(); });
-    std::optional<StopMatcher> matcher;
-    matcher.emplace(*tokenizer_, request.stop);
-    StopMatcher* text = &*matcher;
+    StopMatcher text(*tokenizer_, request.stop);
     bool streaming_started = false;
     bool first_chunk = true;
     std::optional<Clock::time_point> first_token_at;
@@ -396,8 +394,8 @@ class Service final : public std::enable_shared_from_this<Service> {
     TokenSink sink = [&](std::vector<int32_t> tokens) -> asio::awaitable<bool> {
       if (!first_token_at) first_token_at = Clock::now();
       generated.insert(generated.end(), tokens.begin(), tokens.end());
-      const bool go_on = text->push(tokens);
-      std::string piece = text->take();
+      const bool go_on = text.push(tokens);
+      std::string piece = text.take();
       if (request.stream && (!piece.empty() || first_chunk)) {
         if (!streaming_started) {
           streaming_started = true;
@@ -436,10 +434,10 @@ class Service final : public std::enable_shared_from_this<Service> {
       co_await fail(exchange, error, streaming_started);
       co_return;
     }
-    text->finish();
-    const std::string rest = text->take();
+    text.finish();
+    const std::string rest = text.take();
     // "constraint": the decoding constraint allowed nothing more (its list is complete).
-    result.finish_reason = text->matched() || outcome->finish_reason == "stop" || outcome->finish_reason == "constraint"
+    result.finish_reason = text.matched() || outcome->finish_reason == "stop" || outcome->finish_reason == "constraint"
                                ? "stop"
                                : "length";
     result.usage.completion_tokens = static_cast<int64_t>(tokens_before) + outcome->completion_tokens;
