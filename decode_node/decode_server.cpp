@@ -37,6 +37,17 @@ namespace {
 
 namespace asio = boost::asio;
 
+// A Prometheus counter that follows a count kept elsewhere (the engine thread's or the arrivals' counters), which
+// only grows.
+struct MirroredCounter {
+  prometheus::Counter* counter = nullptr;
+  double seen = 0;
+  void follow(double now) {
+    counter->Increment(now - seen);
+    seen = now;
+  }
+};
+
 constexpr std::chrono::milliseconds kDefaultReservationLifetime(30000);
 constexpr std::chrono::milliseconds kMaxReservationLifetime(600000);
 constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
@@ -46,6 +57,7 @@ constexpr int kLoadReportEvery = 10;  // housekeeping periods: a LoadReport each
 constexpr std::chrono::seconds kKvArrivalWait(10);
 // More prefill attempts into one reservation than a router makes (it tries two prefill nodes).
 constexpr uint32_t kMaxPrefillAttempts = 64;
+constexpr size_t kMaxEndpointBytes = 64 << 10;  // a transfer engine's endpoint (a UCX worker address: ~100 bytes)
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
@@ -73,6 +85,12 @@ struct Session {
   bool has_prefix_index = false;                               // a LoadReport gave it this node's whole prefix index
   std::unordered_map<uint64_t, uint64_t> reservation_of_call;  // ReserveKv / StartDecode request id -> reservation
   std::unordered_set<uint64_t> owned;                          // reservations not finished yet
+  std::unordered_set<uint64_t> started;                        // of those, the ones a StartDecode fenced
+
+  void finish(uint64_t reservation) {
+    owned.erase(reservation);
+    started.erase(reservation);
+  }
 };
 
 // The server's state, shared with its coroutines and callbacks. DecodeCore's thread calls back into it; the
@@ -130,17 +148,18 @@ class Server final : public std::enable_shared_from_this<Server> {
                            .Help("Calls whose prompt this decode node computed itself (no prefill node could)")
                            .Register(*registry_)
                            .Add({{"role", "decode"}, {"node", options_.node_id}});
-    constrained_steps_ = &prometheus::BuildCounter()
-                              .Name("recgpt_constraint_steps_total")
-                              .Help("Tokens sampled under a decoding constraint")
-                              .Register(*registry_)
-                              .Add({{"role", "decode"}, {"node", options_.node_id}});
-    constraint_seconds_ = &prometheus::BuildCounter()
-                               .Name("recgpt_constraint_mask_seconds_total")
-                               .Help("Time spent masking logits for constrained tokens (per step: divide by the steps)")
-                               .Register(*registry_)
-                               .Add({{"role", "decode"}, {"node", options_.node_id}});
-    sampling_seconds_ =
+    constrained_steps_.counter = &prometheus::BuildCounter()
+                                      .Name("recgpt_constraint_steps_total")
+                                      .Help("Tokens sampled under a decoding constraint")
+                                      .Register(*registry_)
+                                      .Add({{"role", "decode"}, {"node", options_.node_id}});
+    constraint_seconds_.counter =
+        &prometheus::BuildCounter()
+             .Name("recgpt_constraint_mask_seconds_total")
+             .Help("Time spent masking logits for constrained tokens (per step: divide by the steps)")
+             .Register(*registry_)
+             .Add({{"role", "decode"}, {"node", options_.node_id}});
+    sampling_seconds_.counter =
         &prometheus::BuildCounter()
              .Name("recgpt_decode_sampling_seconds_total")
              .Help("Time the step thread spends drawing tokens from logits, constraint masks not included")
@@ -164,13 +183,23 @@ class Server final : public std::enable_shared_from_this<Server> {
                               "gave up on may still write them")
                           .Register(*registry_)
                           .Add({{"role", "decode"}, {"node", options_.node_id}});
-    fences_lapsed_ = &prometheus::BuildCounter()
-                          .Name("recgpt_decode_kv_fences_lapsed_total")
-                          .Help(
-                              "Fences released at their deadline rather than by their writers' ends (expired "
-                              "reservations, dead or silent prefill nodes, closed router connections)")
-                          .Register(*registry_)
-                          .Add({{"role", "decode"}, {"node", options_.node_id}});
+    fences_lapsed_.counter = &prometheus::BuildCounter()
+                                  .Name("recgpt_decode_kv_fences_lapsed_total")
+                                  .Help(
+                                      "Fences released at their deadline rather than by their writers' ends (expired "
+                                      "reservations, dead or silent prefill nodes, closed router connections)")
+                                  .Register(*registry_)
+                                  .Add({{"role", "decode"}, {"node", options_.node_id}});
+    auto& stream_ends = prometheus::BuildCounter()
+                            .Name("recgpt_decode_kv_stream_ends_total")
+                            .Help(
+                                "Prefill attempts' KV streams over here, by how: completed or aborted by their "
+                                "prefill node, or writer_died (the prefill node died before the stream's end)")
+                            .Register(*registry_);
+    for (auto [end, counter] : {std::pair{"completed", &streams_completed_}, std::pair{"aborted", &streams_aborted_},
+                                std::pair{"writer_died", &writers_died_}}) {
+      counter->counter = &stream_ends.Add({{"role", "decode"}, {"node", options_.node_id}, {"end", end}});
+    }
     sequences_ = &prometheus::BuildCounter()
                       .Name("recgpt_decode_sequences_total")
                       .Help("Sequences this decode node finished, by reason")
@@ -242,15 +271,17 @@ class Server final : public std::enable_shared_from_this<Server> {
       blocks_free_->Set(static_cast<double>(counters.kv_blocks_total - counters.kv_blocks_used));
       running_->Set(static_cast<double>(counters.running));
       reserved_->Set(static_cast<double>(counters.reservations));
-      constrained_steps_->Increment(static_cast<double>(counters.constrained_steps - constrained_steps_seen_));
-      constrained_steps_seen_ = counters.constrained_steps;
-      constraint_seconds_->Increment(counters.constraint_seconds - constraint_seconds_seen_);
-      constraint_seconds_seen_ = counters.constraint_seconds;
-      sampling_seconds_->Increment(counters.sampling_seconds - sampling_seconds_seen_);
-      sampling_seconds_seen_ = counters.sampling_seconds;
+      constrained_steps_.follow(static_cast<double>(counters.constrained_steps));
+      constraint_seconds_.follow(counters.constraint_seconds);
+      sampling_seconds_.follow(counters.sampling_seconds);
       blocks_fenced_->Set(static_cast<double>(counters.kv_blocks_fenced));
-      fences_lapsed_->Increment(static_cast<double>(counters.fences_lapsed - fences_lapsed_seen_));
-      fences_lapsed_seen_ = counters.fences_lapsed;
+      fences_lapsed_.follow(static_cast<double>(counters.fences_lapsed));
+      if (arrivals_ != nullptr) {
+        const KvArrivalCounters arrived = arrivals_->counters();
+        streams_completed_.follow(static_cast<double>(arrived.completed));
+        streams_aborted_.follow(static_cast<double>(arrived.aborted));
+        writers_died_.follow(static_cast<double>(arrived.writers_died));
+      }
       if (++housekeeping_ticks_ % kLoadReportEvery == 0) send_load_report(counters);
       housekeeping_.expires_after(kHousekeepingPeriod);
       boost::system::error_code error;
@@ -283,9 +314,11 @@ class Server final : public std::enable_shared_from_this<Server> {
                {"cancelled", it->second.owned.size()}});
     if (core_ != nullptr) {
       for (uint64_t reservation : it->second.owned) {
-        // Which prefill attempts the router sent is unknown now: a reservation not started yet stays fenced until
-        // its deadline (plus the grace); a started one was fenced at its start.
-        (void)core_->fence(reservation);
+        // The router named each prefill attempt before sending it (PrefillAttempt): a reservation not started yet
+        // stays fenced until those ended; a started one was fenced at its start.
+        if (arrivals_ != nullptr && it->second.started.count(reservation) == 0) {
+          fence_attempts(reservation, arrivals_->attempts_sent(reservation), 0);
+        }
         core_->cancel(reservation);
         if (arrivals_ != nullptr) arrivals_->forget(reservation);
       }
@@ -310,6 +343,7 @@ class Server final : public std::enable_shared_from_this<Server> {
         }
         return on_reserve(session, id, envelope.reserve_kv());
       case control::Envelope::kStartDecode: return on_start(session, id, envelope.start_decode());
+      case control::Envelope::kPrefillAttempt: return on_prefill_attempt(session, envelope.prefill_attempt());
       case control::Envelope::kCancel: {
         auto call = session.reservation_of_call.find(id);
         if (call != session.reservation_of_call.end()) {
@@ -317,7 +351,7 @@ class Server final : public std::enable_shared_from_this<Server> {
           fence_attempts(call->second, attempts, 0);
           core_->cancel(call->second);
           if (arrivals_ != nullptr) arrivals_->forget(call->second);
-          session.owned.erase(call->second);
+          session.finish(call->second);
         }
         return;
       }
@@ -376,6 +410,29 @@ class Server final : public std::enable_shared_from_this<Server> {
         (void)connection->send(reply);
       });
     });
+  }
+
+  // A one-way frame: a bad one is logged (an attempt without a usable endpoint still counts, unwatched). One for
+  // a reservation that ended already is moot.
+  void on_prefill_attempt(const Session& session, const control::PrefillAttempt& attempt) {
+    if (session.owned.count(attempt.reservation_id()) == 0 || arrivals_ == nullptr) return;
+    const std::string& endpoint = attempt.prefill_transfer_endpoint();
+    const bool attempt_ok = attempt.attempt() != 0 && attempt.attempt() <= kMaxPrefillAttempts;
+    const bool endpoint_ok = !endpoint.empty() && endpoint.size() <= kMaxEndpointBytes;
+    if (!attempt_ok || !endpoint_ok) {
+      log_event(LogLevel::kWarning, "decode",
+                attempt_ok ? "a PrefillAttempt names no usable writer" : "a PrefillAttempt frame was ignored",
+                {{"node", options_.node_id},
+                 {"peer", session.connection->peer_name()},
+                 {"attempt", attempt.attempt()},
+                 {"endpoint_bytes", endpoint.size()},
+                 {"limits", "attempt 1.." + std::to_string(kMaxPrefillAttempts) + ", endpoint 1.." +
+                                std::to_string(kMaxEndpointBytes) + " bytes"}});
+      if (!attempt_ok) return;
+    }
+    const auto* bytes = reinterpret_cast<const std::byte*>(endpoint.data());
+    arrivals_->sent(attempt.reservation_id(), attempt.attempt(),
+                    endpoint_ok ? kv::Bytes(bytes, bytes + endpoint.size()) : kv::Bytes());
   }
 
   // kInvalidArgument unless a StartDecode names its prefill attempt sensibly: none with prefill_locally, else
@@ -454,6 +511,7 @@ class Server final : public std::enable_shared_from_this<Server> {
     session.reservation_of_call[id] = start.reservation_id();
     request.reservation_id = start.reservation_id();
     fence_attempts(start.reservation_id(), start.prefill_attempts(), start.prefill_attempt());
+    session.started.insert(start.reservation_id());
     request.first_token = static_cast<int32_t>(std::min<uint32_t>(start.first_token(), INT32_MAX));
     request.sampling = *sampling;
     for (uint32_t token : start.sampling().stop_token_ids()) request.stop_tokens.push_back(static_cast<int32_t>(token));
@@ -513,7 +571,7 @@ class Server final : public std::enable_shared_from_this<Server> {
           chunk.mutable_token_chunk()->set_finished(true);
           chunk.mutable_token_chunk()->set_finish_reason(finish_reason_name(finish));
           auto session = self->sessions_.find(connection);
-          if (session != self->sessions_.end()) session->second.owned.erase(reservation);
+          if (session != self->sessions_.end()) session->second.finish(reservation);
         }
         (void)connection->send(chunk);
       });
@@ -546,15 +604,14 @@ class Server final : public std::enable_shared_from_this<Server> {
   prometheus::Histogram* kv_arrival_wait_ = nullptr;
   prometheus::Counter* kv_arrival_timeouts_ = nullptr;
   prometheus::Counter* local_prefills_ = nullptr;
-  prometheus::Counter* constrained_steps_ = nullptr;
-  prometheus::Counter* constraint_seconds_ = nullptr;
-  prometheus::Counter* sampling_seconds_ = nullptr;
+  MirroredCounter constrained_steps_;
+  MirroredCounter constraint_seconds_;
+  MirroredCounter sampling_seconds_;
   prometheus::Gauge* blocks_fenced_ = nullptr;
-  prometheus::Counter* fences_lapsed_ = nullptr;
-  int64_t fences_lapsed_seen_ = 0;
-  int64_t constrained_steps_seen_ = 0;
-  double constraint_seconds_seen_ = 0;
-  double sampling_seconds_seen_ = 0;
+  MirroredCounter fences_lapsed_;
+  MirroredCounter streams_completed_;
+  MirroredCounter streams_aborted_;
+  MirroredCounter writers_died_;
 };
 
 // The face's owner: stops the shared server (whose coroutines may outlive this handle briefly).

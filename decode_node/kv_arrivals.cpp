@@ -14,7 +14,11 @@ std::string attempt_label(uint64_t reservation, uint32_t attempt) {
 
 }  // namespace
 
-KvArrivals::KvArrivals(kv::TransferEngine& engine) : engine_(engine), thread_([this] { run(); }) {}
+KvArrivals::KvArrivals(kv::TransferEngine& engine, std::chrono::milliseconds gone_writer_grace)
+    : engine_(engine),
+      gone_writer_grace_(gone_writer_grace),
+      thread_([this] { run(); }),
+      watcher_([this] { watch_writers(); }) {}
 
 KvArrivals::~KvArrivals() {
   std::vector<LandingWaiter> landing;
@@ -23,7 +27,9 @@ KvArrivals::~KvArrivals() {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
+  watches_changed_.notify_all();
   thread_.join();
+  watcher_.join();  // within kWatchTimeout
   {
     std::lock_guard lock(mutex_);
     landing.swap(landing_);
@@ -58,7 +64,7 @@ void KvArrivals::when_ended(uint64_t reservation, std::vector<uint32_t> attempts
     std::lock_guard lock(mutex_);
     EndsWaiter waiter{reservation, std::move(attempts), deadline, std::move(ended)};
     if (!stopping_) {
-      all_ended = take_ends(waiter);
+      all_ended = take_ends(waiter, kv::Clock::now());
       if (!all_ended) {
         ending_.push_back(std::move(waiter));
         return;
@@ -67,6 +73,23 @@ void KvArrivals::when_ended(uint64_t reservation, std::vector<uint32_t> attempts
     ended = std::move(waiter.ended);
   }
   ended(all_ended);
+}
+
+void KvArrivals::sent(uint64_t reservation, uint32_t attempt, kv::Bytes writer) {
+  std::lock_guard lock(mutex_);
+  Stream& stream = streams_[{reservation, attempt}];
+  if (stream.at == kv::Clock::time_point{}) stream.at = kv::Clock::now();
+  stream.sent = true;
+  stream.writer_endpoint = std::move(writer);
+}
+
+uint32_t KvArrivals::attempts_sent(uint64_t reservation) const {
+  std::lock_guard lock(mutex_);
+  uint32_t highest = 0;
+  for (auto it = streams_.lower_bound({reservation, 0}); it != streams_.end() && it->first.first == reservation; ++it) {
+    if (it->second.sent) highest = it->first.second;
+  }
+  return highest;
 }
 
 void KvArrivals::forget(uint64_t reservation) {
@@ -118,6 +141,49 @@ void KvArrivals::run() {
   }
 }
 
+void KvArrivals::watch_writers() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    watches_changed_.wait(lock, [this] { return stopping_ || !watches_.empty(); });
+    if (stopping_) return;
+    const kv::Bytes endpoint = watches_.front().second;
+    lock.unlock();
+    Result<kv::PeerId> watched = engine_.watch(endpoint, kv::Clock::now() + kWatchTimeout);
+    lock.lock();
+    ++counters_.writers_watched;
+    const auto now = kv::Clock::now();
+    // The answer holds for every queued watch of that engine (many attempts may have gone to one dead node).
+    std::erase_if(watches_, [&](const std::pair<StreamKey, kv::Bytes>& queued) {
+      if (queued.second != endpoint) return false;
+      auto found = streams_.find(queued.first);
+      if (found == streams_.end()) return true;  // taken meanwhile
+      Stream& stream = found->second;
+      stream.watching = false;
+      if (watched.is_ok()) {
+        stream.writer = stream.writer.value_or(*watched);
+      } else if (watched.status().code() == StatusCode::kUnavailable) {
+        stream.writer_gone_at = stream.writer_gone_at.value_or(now);
+      } else {
+        stream.next_watch = now + kWatchRetry;
+      }
+      return true;
+    });
+  }
+}
+
+bool KvArrivals::writer_gone(const StreamKey& key, Stream& stream, kv::Clock::time_point now) {
+  if (!stream.writer_gone_at.has_value() && stream.writer.has_value() && !engine_.peer_status(*stream.writer).is_ok()) {
+    stream.writer_gone_at = now;
+  }
+  if (stream.writer_gone_at.has_value()) return now >= *stream.writer_gone_at + gone_writer_grace_;
+  if (!stream.writer.has_value() && !stream.writer_endpoint.empty() && !stream.watching && now >= stream.next_watch) {
+    stream.watching = true;
+    watches_.emplace_back(key, stream.writer_endpoint);
+    watches_changed_.notify_one();
+  }
+  return false;
+}
+
 void KvArrivals::record(const kv::Notification& notification) {
   Result<kv::StreamNotification> stream = kv::decode_stream_notification(notification.message);
   std::optional<node::KvStreamName> name = stream.is_ok() ? node::parse_kv_stream_id(stream->request_id) : std::nullopt;
@@ -154,13 +220,12 @@ std::optional<Status> KvArrivals::landing_result(const LandingWaiter& waiter, kv
                            " did not arrive from its prefill node in time");
 }
 
-bool KvArrivals::take_ends(EndsWaiter& waiter) {
+bool KvArrivals::take_ends(EndsWaiter& waiter, kv::Clock::time_point now) {
   std::erase_if(waiter.open, [&](uint32_t attempt) {
     auto stream = streams_.find({waiter.reservation, attempt});
     if (stream == streams_.end()) return false;
     const bool ended = stream->second.completed.has_value();
-    const bool writer_died =
-        !ended && stream->second.writer.has_value() && !engine_.peer_status(*stream->second.writer).is_ok();
+    const bool writer_died = !ended && writer_gone(stream->first, stream->second, now);
     if (!ended && !writer_died) return false;
     if (writer_died) ++counters_.writers_died;
     streams_.erase(stream);
@@ -179,7 +244,7 @@ std::vector<std::function<void()>> KvArrivals::take_resolved(kv::Clock::time_poi
     return true;
   });
   std::erase_if(ending_, [&](EndsWaiter& waiter) {
-    const bool all_ended = take_ends(waiter);
+    const bool all_ended = take_ends(waiter, now);
     if (!all_ended && now < waiter.deadline) return false;
     if (!all_ended) ++counters_.ends_timed_out;
     answers.push_back([ended = std::move(waiter.ended), all_ended] { ended(all_ended); });

@@ -7,12 +7,16 @@
 // prefill node's writes left it, which over a network transport (UCX active messages over tcp) can be before
 // this node has handled them; and a late `completed` of an attempt the router gave up on must not stand in for
 // it. The blocks' write fences (write_fences.h) wait for the other attempts to be over: their stream ended here
-// (`completed` or `aborted`), or the peer that said it `started` the stream died (a dead writer writes nothing
-// more; one that never started cannot be told from one whose `started` is on its way).
+// (`completed` or `aborted`), or their writer died: the peer that said it `started` the stream, or, for an attempt
+// whose `started` has not come, the prefill node's engine the router named (sent(): a writer found gone then
+// cannot be told from one whose `started` is on its way, so the engine is watched). A dead writer writes nothing
+// more, and what it sent before it died lands within kGoneWriterGrace.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -26,13 +30,14 @@
 namespace recgpt::decode {
 
 struct KvArrivalCounters {
-  uint64_t completed = 0;       // `completed` notifications of prefill attempts
-  uint64_t aborted = 0;         // `aborted` ones (a prefill attempt failed; a retry may still fill the blocks)
-  uint64_t started = 0;         // `started` ones
-  uint64_t ignored = 0;         // notifications that are not of a KV stream into a reservation
-  uint64_t writers_died = 0;    // attempts over because their writer died before their stream ended
-  uint64_t timed_out = 0;       // landing waits that reached their deadline
-  uint64_t ends_timed_out = 0;  // waits for attempts' ends that reached their deadline
+  uint64_t completed = 0;        // `completed` notifications of prefill attempts
+  uint64_t aborted = 0;          // `aborted` ones (a prefill attempt failed; a retry may still fill the blocks)
+  uint64_t started = 0;          // `started` ones
+  uint64_t ignored = 0;          // notifications that are not of a KV stream into a reservation
+  uint64_t writers_died = 0;     // attempts over because their writer died before their stream ended
+  uint64_t writers_watched = 0;  // watches of a named writer's engine (TransferEngine::watch) that answered
+  uint64_t timed_out = 0;        // landing waits that reached their deadline
+  uint64_t ends_timed_out = 0;   // waits for attempts' ends that reached their deadline
 };
 
 class KvArrivals {
@@ -40,8 +45,9 @@ class KvArrivals {
   using Landed = std::function<void(Status)>;
   using Ended = std::function<void(bool all_ended)>;
 
-  explicit KvArrivals(kv::TransferEngine& engine);  // the engine must outlive it
-  ~KvArrivals();                                    // waits still open get kUnavailable
+  // Attempts end `gone_writer_grace` after their writer was found dead. The engine must outlive this.
+  explicit KvArrivals(kv::TransferEngine& engine, std::chrono::milliseconds gone_writer_grace = kGoneWriterGrace);
+  ~KvArrivals();  // waits still open get kUnavailable
   KvArrivals(const KvArrivals&) = delete;
   KvArrivals& operator=(const KvArrivals&) = delete;
 
@@ -51,9 +57,15 @@ class KvArrivals {
   // arrivals thread. Each arrival opens one wait.
   void when_landed(uint64_t reservation, uint32_t attempt, kv::Deadline deadline, Landed landed);
   // `ended(true)` once every one of `attempts` of the reservation is over here (its `completed` or `aborted`
-  // came, or the peer that `started` it died; at once, on this thread, if they all are), `ended(false)` at
-  // `deadline` or while stopping. Not ended by forget(): a cancelled reservation's attempts may still be writing.
+  // came, or its writer died; at once, on this thread, if they all are), `ended(false)` at `deadline` or while
+  // stopping. Not ended by forget(): a cancelled reservation's attempts may still be writing.
   void when_ended(uint64_t reservation, std::vector<uint32_t> attempts, kv::Deadline deadline, Ended ended);
+  // The router sent prefill attempt `attempt` of the reservation to the prefill node whose transfer engine is at
+  // `writer` (control.proto, PrefillAttempt): while the attempt's `started` has not come, a wait for its end
+  // watches that engine (none when `writer` is empty).
+  void sent(uint64_t reservation, uint32_t attempt, kv::Bytes writer);
+  // The highest attempt of the reservation that sent() named and no wait took yet (0: none).
+  uint32_t attempts_sent(uint64_t reservation) const;
   // The reservation ended (cancelled, or its connection closed): its ended streams are dropped, and a landing
   // wait for it ends now with kFailedPrecondition rather than at its deadline.
   void forget(uint64_t reservation);
@@ -69,13 +81,24 @@ class KvArrivals {
   // fence lapsed) are dropped after this long: longer than a reservation may live (decode_server.cpp: 10
   // minutes) plus the wait.
   static constexpr std::chrono::minutes kRetention{15};
+  // As DecodeCore::kLateWriteGrace: what a writer sent before it died has landed by then.
+  static constexpr std::chrono::seconds kGoneWriterGrace{5};
+  // A watch of a writer's engine gives up after kWatchTimeout; one that could not tell is tried again after
+  // kWatchRetry.
+  static constexpr std::chrono::seconds kWatchTimeout{1};
+  static constexpr std::chrono::seconds kWatchRetry{2};
 
  private:
   using StreamKey = std::pair<uint64_t, uint32_t>;  // (reservation, attempt)
   struct Stream {
-    std::optional<kv::PeerId> writer;  // from its `started`
-    std::optional<bool> completed;     // its end: completed, or aborted
-    kv::Clock::time_point at;          // of the last notification
+    std::optional<kv::PeerId> writer;                     // from its `started`, or from a watch of writer_endpoint
+    std::optional<bool> completed;                        // its end: completed, or aborted
+    kv::Clock::time_point at;                             // of the last notification (or sent())
+    bool sent = false;                                    // sent() named it
+    kv::Bytes writer_endpoint;                            // from sent()
+    bool watching = false;                                // a watch of writer_endpoint is queued or running
+    kv::Clock::time_point next_watch;                     // not before: the last watch could not tell
+    std::optional<kv::Clock::time_point> writer_gone_at;  // when the writer was first found dead
   };
   struct LandingWaiter {
     StreamKey stream;
@@ -90,15 +113,20 @@ class KvArrivals {
   };
 
   void run();
+  void watch_writers();  // the watcher thread
   void record(const kv::Notification& notification);
+  // Whether the stream's writer died kGoneWriterGrace ago; queues a watch of a named writer not known yet.
+  // Under mutex_.
+  bool writer_gone(const StreamKey& key, Stream& stream, kv::Clock::time_point now);
   // The result of a landing wait if it ends now; takes the end it consumed. Under mutex_.
   std::optional<Status> landing_result(const LandingWaiter& waiter, kv::Clock::time_point now);
   // Takes the attempts of `waiter.open` that are over; true once none is open. Under mutex_.
-  bool take_ends(EndsWaiter& waiter);
+  bool take_ends(EndsWaiter& waiter, kv::Clock::time_point now);
   // The answers of the waits that end now (to call outside the lock); drops stale ends.
   std::vector<std::function<void()>> take_resolved(kv::Clock::time_point now);
 
   kv::TransferEngine& engine_;
+  const std::chrono::milliseconds gone_writer_grace_;
   mutable std::mutex mutex_;
   std::map<StreamKey, Stream> streams_;  // streams heard of here that no wait has taken yet
   std::vector<LandingWaiter> landing_;
@@ -106,7 +134,11 @@ class KvArrivals {
   KvArrivalCounters counters_;
   Status receive_status_;
   bool stopping_ = false;
-  std::thread thread_;  // last: starts after every other member exists
+  std::deque<std::pair<StreamKey, kv::Bytes>> watches_;  // for the watcher thread
+  std::condition_variable watches_changed_;
+  // Last: they start after every other member exists.
+  std::thread thread_;
+  std::thread watcher_;
 };
 
 }  // namespace recgpt::decode

@@ -409,6 +409,11 @@ class LocalTransferEngine final : public TransferEngine {
     return core_->peers.peer_for({target->id(), target->name(), target});
   }
 
+  // connect() sets nothing up in this backend either.
+  Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline deadline) override {
+    return connect(endpoint, deadline);
+  }
+
   Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key_bytes) override {
     RECGPT_ASSIGN_OR_RETURN(PeerLink link, core_->peers.link(peer));
     RECGPT_ASSIGN_OR_RETURN(RegionKeyWire key,

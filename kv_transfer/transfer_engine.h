@@ -114,6 +114,12 @@ class TransferEngine {
   // Connects to the engine described by `endpoint` (from its local_endpoint()). kInvalidArgument for bytes
   // that are not an endpoint of this backend; kUnavailable or kDeadlineExceeded for an unreachable peer.
   virtual Result<PeerId> connect(std::span<const std::byte> endpoint, Deadline deadline) = 0;
+  // The peer for the engine at `endpoint`, to follow with peer_status(), without setting up writes to it (where
+  // connect() sets up a data channel, as nccl's does, this does not): the same PeerId that connect() and that
+  // engine's notifications give. kUnavailable when that engine is gone: it refused the connection, or its
+  // transport reported it failed (as peer_status() would); kDeadlineExceeded when it did not answer in time; any
+  // other code is a failure here, which says nothing of the peer.
+  virtual Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline deadline) = 0;
   // Makes a region exported by `peer` writable from here. kInvalidArgument for malformed key bytes.
   virtual Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key) = 0;
   // Drops the connection; later submissions to it fail with kUnavailable.

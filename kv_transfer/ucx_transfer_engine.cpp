@@ -292,6 +292,11 @@ class UcxTransferEngine final : public TransferEngine {
     return unavailable("cannot reach the ucx endpoint: " + reached.message());
   }
 
+  // A ucx endpoint is the connection a watch needs, and no more.
+  Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline deadline) override {
+    return connect(endpoint, deadline);
+  }
+
   Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key) override {
     std::lock_guard lock(worker_->mutex);
     RECGPT_ASSIGN_OR_RETURN(Peer * found, connected_peer_locked(peer));
@@ -627,7 +632,12 @@ class UcxTransferEngine final : public TransferEngine {
           "connection, or none of the transports in tls can detect a dead peer)",
           status);
     }
-    if (status != UCS_OK) return ucx_failure("ucp_ep_create for the ucx endpoint", status);
+    if (status == UCS_ERR_UNREACHABLE) return ucx_failure("ucp_ep_create for the ucx endpoint", status);
+    // Anything else failed here (memory, file descriptors), which says nothing of the peer (watch()).
+    if (status != UCS_OK) {
+      return internal_error(std::string("ucp_ep_create for the ucx endpoint failed here: ") +
+                            ucs_status_string(status));
+    }
     const PeerId id = next_peer_id_++;
     peers_[id] = Peer{uuid, created, true, Status::ok(), {}, std::make_shared<std::atomic<bool>>(false)};
     current_by_uuid_[uuid] = id;

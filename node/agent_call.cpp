@@ -132,6 +132,17 @@ control::Envelope make_local_start(const AgentCall& call, const EntityShape& sha
   return envelope;
 }
 
+control::Envelope make_prefill_attempt(uint64_t reserve_call, uint64_t reservation, uint32_t attempt,
+                                       const control::Hello& prefill_hello) {
+  control::Envelope envelope;
+  envelope.set_request_id(reserve_call);
+  control::PrefillAttempt& sent = *envelope.mutable_prefill_attempt();
+  sent.set_reservation_id(reservation);
+  sent.set_attempt(attempt);
+  sent.set_prefill_transfer_endpoint(prefill_hello.transfer_endpoint());
+  return envelope;
+}
+
 control::Envelope make_cancel(uint64_t request_id, const std::string& reason, uint32_t prefill_attempts) {
   control::Envelope envelope;
   envelope.set_request_id(request_id);

@@ -65,6 +65,8 @@ class Server : public std::enable_shared_from_this<Server> {
     transfer_options.metrics = registry_;
     RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<kv::TransferEngine> transfer,
                             kv::create_transfer_engine(options_.transfer_backend, transfer_options));
+    // In the hello, for the router to name this node's engine to the decode nodes it writes to (PrefillAttempt).
+    RECGPT_ASSIGN_OR_RETURN(kv::Bytes endpoint, transfer->local_endpoint());
     RECGPT_ASSIGN_OR_RETURN(std::optional<EntityStore> entities,
                             node::open_entity_store(options_.entity_store, config));
     RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<node::Constraints> constraints,
@@ -108,6 +110,7 @@ class Server : public std::enable_shared_from_this<Server> {
                     .Add({{"role", "prefill"}, {"node", options_.node_id}});
     hello_ = node::make_hello(control::ROLE_PREFILL, options_.node_id, fingerprint_, options_.transfer_backend,
                               worker_->cache());
+    hello_.mutable_hello()->set_transfer_endpoint(endpoint.data(), endpoint.size());
     return Status::ok();
   }
 

@@ -362,6 +362,14 @@ def main():
         print(f"  {n:7d}  {kind}")
     print(f"after the chaos: completions {dict(final)}, workflow {status}; KV blocks free "
           f"{time.time() - settled:.1f} s after the last request")
+    for n in nodes:
+        text = http(f"http://127.0.0.1:{n.admin}/metrics")[1]
+        lapsed = metric_samples(text, "recgpt_decode_kv_fences_lapsed_total")
+        if lapsed:
+            ends = {label.split('end="')[1].split('"')[0]: int(v)
+                    for label, v in metric_samples(text, "recgpt_decode_kv_stream_ends_total")}
+            print(f"  {n.name}: {sum(v for _, v in lapsed):.0f} write fences lapsed at their deadline; KV streams "
+                  f"ended {ends}")
     for p in processes:
         rss = next((line.split()[1] for line in open(f"/proc/{p.proc.pid}/status") if line.startswith("VmRSS")), "?")
         print(f"  {p.name}: started {p.starts} times, RSS {rss} kB")

@@ -14,7 +14,7 @@
 namespace recgpt::rpc {
 
 // The protocol version of this build's control plane; a peer with another is refused at the handshake.
-inline constexpr uint32_t kProtocolVersion = 2;  // 2: prefill attempts name their KV streams
+inline constexpr uint32_t kProtocolVersion = 3;  // 2: prefill attempts name their KV streams; 3: and their writers
 
 class Listener : public std::enable_shared_from_this<Listener> {
  public:

@@ -155,12 +155,18 @@ class NcclTransferEngine final : public TransferEngine {
     return bytes;
   }
 
+  // The control plane's connection only: no NCCL channel (peer_status() follows the control plane).
+  Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline deadline) override {
+    RECGPT_ASSIGN_OR_RETURN(ParsedEndpoint parsed, parse_endpoint(endpoint));
+    RECGPT_ASSIGN_OR_RETURN(PeerId peer, control_->watch(parsed.control, deadline));
+    RECGPT_RETURN_IF_ERROR(connection_for(peer, parsed.wire.engine_uuid).status());
+    return peer;
+  }
+
   Result<PeerId> connect(std::span<const std::byte> endpoint, Deadline deadline) override {
-    WireReader reader(endpoint, "an nccl endpoint");
-    RECGPT_ASSIGN_OR_RETURN(EndpointWire wire, reader.read<EndpointWire>());
-    if (wire.magic != kEndpointMagic) return invalid_argument("the bytes are not an nccl endpoint (bad magic)");
-    if (reader.rest().size() != wire.control_bytes) return invalid_argument("an nccl endpoint has a wrong length");
-    RECGPT_ASSIGN_OR_RETURN(PeerId peer, control_->connect(reader.rest(), deadline));
+    RECGPT_ASSIGN_OR_RETURN(ParsedEndpoint parsed, parse_endpoint(endpoint));
+    const EndpointWire& wire = parsed.wire;
+    RECGPT_ASSIGN_OR_RETURN(PeerId peer, control_->connect(parsed.control, deadline));
     RECGPT_ASSIGN_OR_RETURN(std::shared_ptr<Connection> connection, connection_for(peer, wire.engine_uuid));
     {
       std::unique_lock lock(connection->mutex);
@@ -321,6 +327,18 @@ class NcclTransferEngine final : public TransferEngine {
   }
 
  private:
+  struct ParsedEndpoint {
+    EndpointWire wire;
+    std::span<const std::byte> control;  // the control plane's endpoint, inside the parsed bytes
+  };
+  static Result<ParsedEndpoint> parse_endpoint(std::span<const std::byte> endpoint) {
+    WireReader reader(endpoint, "an nccl endpoint");
+    RECGPT_ASSIGN_OR_RETURN(EndpointWire wire, reader.read<EndpointWire>());
+    if (wire.magic != kEndpointMagic) return invalid_argument("the bytes are not an nccl endpoint (bad magic)");
+    if (reader.rest().size() != wire.control_bytes) return invalid_argument("an nccl endpoint has a wrong length");
+    return ParsedEndpoint{wire, reader.rest()};
+  }
+
   struct ResolvedOp {
     const std::byte* source = nullptr;
     std::byte* mapped_destination = nullptr;  // IPC only

@@ -89,7 +89,7 @@ TEST_CASE("a decode node refuses a handshake of another protocol version or mode
 
 TEST_CASE(
     "decode node reservations: blocks for prompt and budget, no room at once, cancel and a vanished "
-    "client return every block (a vanished client's prompt blocks after its deadline)",
+    "client return every block (the prompt blocks of a prefill attempt it named after their deadline)",
     "[nodes][decode]") {
   TinyModel model;
   DecodeNode node(model);
@@ -123,9 +123,19 @@ TEST_CASE(
     REQUIRE(second->reserve_kv_reply().has_reservation());
     INFO("used blocks " << node.used_blocks());
     CHECK(node.shows_used(7));
-  });  // the connection closes with a live reservation
-  // Which prefill attempts its client sent into it is unknown now: its 5 prompt blocks stay fenced until its
-  // deadline plus the grace (decode_core.h), its 2 budget blocks come back at once.
+    // Its client names a prefill attempt into it, by an endpoint nobody can tell dead or alive.
+    control::Envelope attempt;
+    attempt.mutable_prefill_attempt()->set_reservation_id(second->reserve_kv_reply().reservation().reservation_id());
+    attempt.mutable_prefill_attempt()->set_attempt(1);
+    attempt.mutable_prefill_attempt()->set_prefill_transfer_endpoint("not an endpoint");
+    REQUIRE(connection->send(attempt).is_ok());
+    auto third = co_await connection->call(reserve(40, 8), Clock::now() + seconds(10));
+    REQUIRE(third.is_ok());
+    REQUIRE(third->reserve_kv_reply().has_reservation());
+    CHECK(node.shows_used(10));
+  });  // the connection closes with two live reservations
+  // The attempt its client named may still write the second one's 5 prompt blocks: they stay fenced until its
+  // deadline plus the grace (decode_core.h). Nothing can write the third one's: every block of both comes back.
   CHECK(node.shows_used(5));
   CHECK(node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") == 5);
   CHECK(node.pool_whole_again());

@@ -93,9 +93,10 @@ std::vector<CallResult> run_concurrently(const TinyModel& tiny, const Node& deco
       [&]() -> asio::awaitable<void> {
         control::Hello decode_hello;
         auto decode = co_await greet(decode_node.port, tiny.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, nullptr);
-        driver = std::make_unique<Driver>(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
-                                          config.entity_adaptor->entity_dim);
+        control::Hello prefill_hello;
+        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, &prefill_hello);
+        driver = std::make_unique<Driver>(prefill, decode, decode_hello, prefill_hello, chunks,
+                                          config.entity_adaptor->entity_token_id, config.entity_adaptor->entity_dim);
         asio::steady_timer all_done(io, Clock::time_point::max());
         for (size_t c = 0; c < requests.size(); ++c) {
           asio::co_spawn(
@@ -238,9 +239,10 @@ TEST_CASE("colocated mode (recgpt serve) gives the colocated engine's greedy out
       [&]() -> asio::awaitable<void> {
         control::Hello decode_hello;
         auto decode = co_await greet(nodes.decode_port, tiny.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(nodes.prefill_port, tiny.fingerprint, nullptr, nullptr);
+        control::Hello prefill_hello;
+        auto prefill = co_await greet(nodes.prefill_port, tiny.fingerprint, nullptr, &prefill_hello);
         CHECK(decode_hello.transfer_backend() == "local");
-        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
+        Driver driver(prefill, decode, decode_hello, prefill_hello, chunks, config.entity_adaptor->entity_token_id,
                       config.entity_adaptor->entity_dim);
         CallResult result = co_await driver.run(request);
         CHECK(result.tokens == colocated_tokens(*tiny.model, request));

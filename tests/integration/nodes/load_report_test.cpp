@@ -50,8 +50,9 @@ TEST_CASE("both nodes report their prefix index to peers: whole at first, then t
         std::map<uint64_t, std::vector<control::TokenChunk>> chunks;
         control::Hello decode_hello;
         auto decode = co_await greet(decode_node.port, tiny.fingerprint, &chunks, &decode_hello, &decode_reports);
-        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, nullptr, &prefill_reports);
-        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
+        control::Hello prefill_hello;
+        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, &prefill_hello, &prefill_reports);
+        Driver driver(prefill, decode, decode_hello, prefill_hello, chunks, config.entity_adaptor->entity_token_id,
                       config.entity_adaptor->entity_dim);
         asio::steady_timer wait(io);
         // The first reports (the whole, still empty, index) before any call: the calls then arrive as changes.

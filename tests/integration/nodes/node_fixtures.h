@@ -217,10 +217,12 @@ struct CallResult {
 class Driver {
  public:
   Driver(std::shared_ptr<rpc::Connection> prefill, std::shared_ptr<rpc::Connection> decode, control::Hello decode_hello,
-         std::map<uint64_t, std::vector<control::TokenChunk>>& chunks, int32_t entity_token, int entity_dim)
+         control::Hello prefill_hello, std::map<uint64_t, std::vector<control::TokenChunk>>& chunks,
+         int32_t entity_token, int entity_dim)
       : prefill_(std::move(prefill)),
         decode_(std::move(decode)),
         decode_hello_(std::move(decode_hello)),
+        prefill_hello_(std::move(prefill_hello)),
         chunks_(chunks),
         shape_{entity_token, entity_dim} {}
 
@@ -234,10 +236,13 @@ class Driver {
   }
 
   // The prefill node's reply (PrefillDone or an Error) to filling `reservation` with the request's prompt, or the
-  // call's failure (the node died, the deadline passed).
+  // call's failure (the node died, the deadline passed). As the router does, the decode node first learns which
+  // prefill node writes the attempt.
   asio::awaitable<Result<control::Envelope>> try_prefill(const GenerationRequest& request,
                                                          const control::Reservation& reservation,
                                                          Clock::duration timeout = seconds(60), uint32_t attempt = 1) {
+    REQUIRE(
+        decode_->send(node::make_prefill_attempt(0, reservation.reservation_id(), attempt, prefill_hello_)).is_ok());
     control::Envelope prefill =
         node::make_prefill_request(agent_call(request), shape_, reservation, decode_hello_, attempt);
     co_return co_await prefill_->call(prefill, Clock::now() + timeout);
@@ -270,10 +275,16 @@ class Driver {
   const control::Hello& decode_hello() const { return decode_hello_; }
   // A driver over the same prefill node (and token chunks) and another greeted decode node.
   Driver with_decode(std::shared_ptr<rpc::Connection> decode, control::Hello hello) const {
-    return Driver(prefill_, std::move(decode), std::move(hello), chunks_, shape_.entity_token, shape_.entity_dim);
+    return Driver(prefill_, std::move(decode), std::move(hello), prefill_hello_, chunks_, shape_.entity_token,
+                  shape_.entity_dim);
   }
   // Closes the connection to the prefill node, as a router that died would.
   void hang_up_prefill() { prefill_->close(Status::ok()); }
+  // Closes both connections, as a router that died would.
+  void hang_up() {
+    hang_up_prefill();
+    decode_->close(Status::ok());
+  }
 
   // The stream's chunks so far.
   const std::vector<control::TokenChunk>& chunks_of(uint64_t id) { return chunks_[id]; }
@@ -328,6 +339,7 @@ class Driver {
   std::shared_ptr<rpc::Connection> prefill_;
   std::shared_ptr<rpc::Connection> decode_;
   control::Hello decode_hello_;
+  control::Hello prefill_hello_;
   std::map<uint64_t, std::vector<control::TokenChunk>>& chunks_;
   node::EntityShape shape_;
 };
@@ -374,10 +386,11 @@ inline void drive_pair(const TinyModel& model, const Node& decode_node, const No
       io,
       [&]() -> asio::awaitable<void> {
         control::Hello decode_hello;
+        control::Hello prefill_hello;
         auto decode = co_await greet(decode_node.port, model.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, model.fingerprint, nullptr, nullptr);
+        auto prefill = co_await greet(prefill_node.port, model.fingerprint, nullptr, &prefill_hello);
         const ModelConfig& config = model.model->config();
-        Driver driver(prefill, decode, decode_hello, chunks, config.entity_adaptor->entity_token_id,
+        Driver driver(prefill, decode, decode_hello, prefill_hello, chunks, config.entity_adaptor->entity_token_id,
                       config.entity_adaptor->entity_dim);
         co_await body(driver);
         decode->close(Status::ok());

@@ -1,7 +1,13 @@
 // Prefill attempts the router gave up on, between a real prefill process and a real decode process over ucx
 // (tcp): a StartDecode waits for the KV of the attempt it names, not for an earlier attempt's; and blocks a
-// late attempt may still write stay out of reuse until that attempt ended on the decode node. Every wait has a
-// deadline; the processes are killed at the end.
+// late attempt may still write stay out of reuse until that attempt ended on the decode node, or its prefill
+// node was found dead, or dropped the attempt because the router died. Every wait has a deadline; the processes
+// are killed at the end.
+#include <signal.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
 #include "tests/integration/nodes/node_fixtures.h"
 
 namespace recgpt::testing {
@@ -78,6 +84,77 @@ TEST_CASE("a cancelled reservation's prompt blocks stay out of reuse until the l
     CHECK(decode_node.metric("recgpt_decode_kv_blocks_fenced\\{.*\\}") == 0);
     CHECK(decode_node.metric("recgpt_decode_kv_fences_lapsed_total\\{.*\\}") == 0);
   });
+}
+
+// Sends the prefill attempt and forgets it; `ended` is set once its call ended (the caller must keep the driver and
+// `ended` alive until then).
+asio::awaitable<void> send_attempt(Driver& driver, GenerationRequest request, control::Reservation reservation,
+                                   bool& ended) {
+  (void)co_await driver.try_prefill(request, reservation, seconds(60), 1);
+  ended = true;
+}
+
+asio::awaitable<void> sleep_for(milliseconds duration) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
+  co_await timer.async_wait(asio::use_awaitable);
+}
+
+// The fence of a reservation's prompt blocks is released long before the reservation's deadline (60 s here): within
+// the decode node's grace for a dead writer (5 s), plus the checks' own latency.
+constexpr milliseconds kReleasedWithin(seconds(20));
+
+TEST_CASE("a prefill attempt whose node died before it started frees its blocks once the node is found dead",
+          "[nodes][attempts][writer_died]") {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp");
+  drive_pair(tiny, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
+    GenerationRequest request = forty_token_request();
+    control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(seconds(60)));
+    REQUIRE(reserved.reserve_kv_reply().has_reservation());
+    // The prefill node takes the attempt into its socket but never gets to announce it (`started`): it is
+    // stopped, then killed.
+    prefill_node.process.kill(SIGSTOP);
+    bool ended = false;
+    asio::co_spawn(co_await asio::this_coro::executor,
+                   send_attempt(driver, request, reserved.reserve_kv_reply().reservation(), ended), asio::detached);
+    co_await sleep_for(milliseconds(300));
+    prefill_node.process.kill(SIGKILL);
+    for (int i = 0; i < 500 && !ended; ++i) co_await sleep_for(milliseconds(10));
+    REQUIRE(ended);
+
+    driver.cancel(reserved.request_id(), 1);  // the router gives up on the call
+    const auto cancelled = Clock::now();
+    CHECK(decode_node.shows_used(0, kReleasedWithin));
+    INFO("released after " << std::chrono::duration_cast<milliseconds>(Clock::now() - cancelled).count() << " ms");
+    CHECK(decode_node.metric("recgpt_decode_kv_stream_ends_total\\{.*end=\"writer_died\".*\\}") == 1);
+    CHECK(decode_node.metric("recgpt_decode_kv_fences_lapsed_total\\{.*\\}") == 0);
+  });
+}
+
+TEST_CASE("a router that dies mid-prefill: the blocks come back once the prefill node dropped the attempt",
+          "[nodes][attempts][router_died]") {
+  TinyModel small("small");
+  Node decode_node("decode", small, "tcp", 128);
+  Node prefill_node("prefill", small, "tcp", 128);
+  drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
+    GenerationRequest request;  // long enough that the prefill still runs when the router goes
+    for (int i = 0; i < 7000; ++i) request.prompt.push_back(5 + (i * 7) % 200);
+    request.max_new_tokens = 4;
+    control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(seconds(60)));
+    REQUIRE(reserved.reserve_kv_reply().has_reservation());
+    bool ended = false;
+    asio::co_spawn(co_await asio::this_coro::executor,
+                   send_attempt(driver, request, reserved.reserve_kv_reply().reservation(), ended), asio::detached);
+    co_await sleep_for(milliseconds(500));
+    REQUIRE_FALSE(ended);
+    driver.hang_up();  // with the reservation held and its attempt running
+    for (int i = 0; i < 500 && !ended; ++i) co_await sleep_for(milliseconds(10));
+    REQUIRE(ended);
+  });
+  CHECK(decode_node.shows_used(0, kReleasedWithin));
+  CHECK(decode_node.metric("recgpt_decode_kv_stream_ends_total\\{.*end=\"aborted\".*\\}") == 1);
+  CHECK(decode_node.metric("recgpt_decode_kv_fences_lapsed_total\\{.*\\}") == 0);
 }
 
 }  // namespace

@@ -37,14 +37,15 @@ TEST_CASE("a prefill node refuses another model and a mismatched KV layout by na
         }
         control::Hello decode_hello;
         auto decode = co_await greet(decode_node.port, tiny.fingerprint, &chunks, &decode_hello);
-        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, nullptr);
+        control::Hello prefill_hello;
+        auto prefill = co_await greet(prefill_node.port, tiny.fingerprint, nullptr, &prefill_hello);
         GenerationRequest request;
         request.prompt = std::vector<int32_t>(40, 9);
         request.max_new_tokens = 3;
 
         control::Hello wrong = decode_hello;
         wrong.mutable_kv_layout()->set_block_size(32);
-        Driver mismatched(prefill, decode, wrong, chunks, entity_token, entity_dim);
+        Driver mismatched(prefill, decode, wrong, prefill_hello, chunks, entity_token, entity_dim);
         control::Envelope reserved = co_await mismatched.reserve(request);
         REQUIRE(reserved.reserve_kv_reply().has_reservation());
         control::Envelope refused = co_await mismatched.prefill(request, reserved.reserve_kv_reply().reservation());
@@ -52,7 +53,7 @@ TEST_CASE("a prefill node refuses another model and a mismatched KV layout by na
         CHECK_THAT(refused.error().message(), Catch::Contains("block_size"));
         mismatched.cancel(reserved.request_id());
 
-        Driver driver(prefill, decode, decode_hello, chunks, entity_token, entity_dim);
+        Driver driver(prefill, decode, decode_hello, prefill_hello, chunks, entity_token, entity_dim);
         CallResult result = co_await driver.run(request);
         CHECK(result.tokens.size() == 3);
         decode->close(Status::ok());

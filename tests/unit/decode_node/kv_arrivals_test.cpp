@@ -189,10 +189,10 @@ TEST_CASE("a wait for attempts' ends ends once each completed or aborted, before
   CHECK(already.get());
 }
 
-TEST_CASE("an attempt whose writer died is over for a wait for ends, but does not fail a landing wait",
+TEST_CASE("an attempt whose writer died is over for a wait for ends after the grace, but does not fail a landing wait",
           "[decode][arrivals]") {
   EnginePair engines;
-  KvArrivals arrivals(*engines.reader);
+  KvArrivals arrivals(*engines.reader, milliseconds(600));
   engines.send_stream(kv::StreamEventKind::kStarted, stream(40, 1));
   engines.send_stream(kv::StreamEventKind::kStarted, stream(41, 1));
   for (int i = 0; i < 400 && arrivals.counters().started < 2; ++i) std::this_thread::sleep_for(milliseconds(5));
@@ -202,11 +202,51 @@ TEST_CASE("an attempt whose writer died is over for a wait for ends, but does no
   CHECK_FALSE(outcome(fence, milliseconds(100)).has_value());  // a live writer that started: still writing
 
   engines.writer.reset();  // the writer's engine is destroyed: it writes nothing more
+  // What it sent before it died may still be landing: not over before the grace.
+  CHECK_FALSE(outcome(fence, milliseconds(200)).has_value());
   CHECK(outcome(fence) == std::optional<bool>(true));
   CHECK(arrivals.counters().writers_died == 1);
   // Its `completed` might still be on its way: the landing wait keeps to its deadline.
   const Status landed = ended(landing);
   CHECK(landed.code() == StatusCode::kDeadlineExceeded);
+}
+
+TEST_CASE("an attempt not started is over once the writer the router named is found gone, and not while it lives",
+          "[decode][arrivals]") {
+  EnginePair engines;
+  std::unique_ptr<kv::TransferEngine> gone = EnginePair::make("gone");
+  const kv::Bytes gone_endpoint = gone->local_endpoint().value();
+  gone.reset();
+  KvArrivals arrivals(*engines.reader, milliseconds(300));
+  arrivals.sent(50, 1, gone_endpoint);
+  arrivals.sent(51, 1, engines.writer->local_endpoint().value());
+  arrivals.sent(51, 2, gone_endpoint);
+  CHECK(arrivals.attempts_sent(50) == 1);
+  CHECK(arrivals.attempts_sent(51) == 2);
+  CHECK(arrivals.attempts_sent(52) == 0);
+
+  std::future<bool> gone_writer = ends_of(arrivals, 50, {1}, milliseconds(60000));
+  std::future<bool> live_writer = ends_of(arrivals, 51, {1}, milliseconds(60000));
+  CHECK_FALSE(outcome(gone_writer, milliseconds(100)).has_value());  // the grace: its `started` may be landing
+  CHECK(outcome(gone_writer) == std::optional<bool>(true));
+  CHECK_FALSE(outcome(live_writer, milliseconds(500)).has_value());  // a live writer may still start
+  CHECK(arrivals.counters().writers_watched >= 2);
+
+  engines.writer.reset();  // found by the watch; its death ends the attempt too
+  CHECK(outcome(live_writer) == std::optional<bool>(true));
+  CHECK(arrivals.counters().writers_died == 2);
+  // A named attempt is watched once a wait asks for its end.
+  std::future<bool> named = ends_of(arrivals, 51, {2}, milliseconds(60000));
+  CHECK(outcome(named) == std::optional<bool>(true));
+}
+
+TEST_CASE("an attempt whose named writer cannot be told dead or alive stays open", "[decode][arrivals]") {
+  EnginePair engines;
+  KvArrivals arrivals(*engines.reader, milliseconds(0));
+  arrivals.sent(60, 1, kv::Bytes(16, std::byte{7}));  // not an endpoint: the watch fails, which says nothing
+  std::future<bool> open = ends_of(arrivals, 60, {1}, milliseconds(800));
+  CHECK(outcome(open) == std::optional<bool>(false));  // its deadline came
+  CHECK(arrivals.counters().writers_died == 0);
 }
 
 TEST_CASE("a reservation that ends ends its wait at once and drops its arrival", "[decode][arrivals]") {
@@ -249,6 +289,7 @@ class FailingEngine final : public kv::TransferEngine {
   Result<kv::Bytes> export_region(kv::LocalRegionId) override { return no(); }
   Result<kv::Bytes> local_endpoint() override { return no(); }
   Result<kv::PeerId> connect(std::span<const std::byte>, kv::Deadline) override { return no(); }
+  Result<kv::PeerId> watch(std::span<const std::byte>, kv::Deadline) override { return no(); }
   Result<kv::RemoteRegionId> import_region(kv::PeerId, std::span<const std::byte>) override { return no(); }
   void disconnect(kv::PeerId) override {}
   Result<std::unique_ptr<kv::TransferHandle>> submit_writes(kv::PeerId, std::span<const kv::WriteOp>) override {
