@@ -132,10 +132,8 @@ control::Envelope make_local_start(const AgentCall& call, const EntityShape& sha
   return envelope;
 }
 
-control::Envelope make_prefill_attempt(uint64_t reserve_call, uint64_t reservation, uint32_t attempt,
-                                       const control::Hello& prefill_hello) {
+control::Envelope make_prefill_attempt(uint64_t reservation, uint32_t attempt, const control::Hello& prefill_hello) {
   control::Envelope envelope;
-  envelope.set_request_id(reserve_call);
   control::PrefillAttempt& sent = *envelope.mutable_prefill_attempt();
   sent.set_reservation_id(reservation);
   sent.set_attempt(attempt);

@@ -63,10 +63,9 @@ control::Envelope make_start(const AgentCall& call, uint64_t reservation_id, uin
 // `attempts` prefill attempts failed.
 control::Envelope make_local_start(const AgentCall& call, const EntityShape& shape, uint64_t reservation_id,
                                    uint32_t attempts);
-// Tells the decode node holding reservation `reservation` (the ReserveKv call `reserve_call`) that prefill
-// attempt `attempt` goes to the prefill node greeted with `prefill_hello`.
-control::Envelope make_prefill_attempt(uint64_t reserve_call, uint64_t reservation, uint32_t attempt,
-                                       const control::Hello& prefill_hello);
+// Tells the decode node holding reservation `reservation` that prefill attempt `attempt` goes to the prefill
+// node greeted with `prefill_hello`.
+control::Envelope make_prefill_attempt(uint64_t reservation, uint32_t attempt, const control::Hello& prefill_hello);
 // `prefill_attempts`: when cancelling a reservation, the prefill attempts sent into it.
 control::Envelope make_cancel(uint64_t request_id, const std::string& reason, uint32_t prefill_attempts = 0);
 

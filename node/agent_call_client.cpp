@@ -33,6 +33,7 @@ asio::awaitable<Result<control::Envelope>> AgentCallClient::prefill(const AgentC
                                                                     const control::Reservation& reservation,
                                                                     rpc::Deadline deadline) {
   RECGPT_CO_RETURN_IF_ERROR(check_entities(call, shape_));
+  RECGPT_CO_RETURN_IF_ERROR(decode_->send(make_prefill_attempt(reservation.reservation_id(), 1, prefill_->hello())));
   co_return co_await prefill_->call(make_prefill_request(call, shape_, reservation, decode_->hello(), 1), deadline);
 }
 

@@ -151,8 +151,7 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
     const uint64_t decode_watch =
         decode->watch_close([&] { stop_attempt(unavailable("the decode node holding the call's blocks went away")); });
     // First the decode node learns which engine writes this attempt, so that it can tell when that one is gone.
-    (void)decode->send(node::make_prefill_attempt(reserved->request_id, reserved->reservation.reservation_id(),
-                                                  attempts, link->hello()));
+    (void)decode->send(node::make_prefill_attempt(reserved->reservation.reservation_id(), attempts, link->hello()));
     prefilled = co_await link->call(
         prefill_call,
         node::make_prefill_request(plan.call, plan.entities, reserved->reservation, decode->hello(), attempts),

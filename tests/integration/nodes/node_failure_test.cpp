@@ -1,6 +1,6 @@
 // A node killed in the middle of an agent call (a 7000-token prompt on the `small` model, so the prefill runs
 // long enough to be interrupted): killing the prefill node fails the caller's prefill call at once, and the
-// decode node's reservation returns its blocks at its deadline; killing the decode node fails the prefill
+// decode node's reservation returns its blocks once that writer is over; killing the decode node fails the prefill
 // (its KV stream to a dead peer) within the deadline, and the prefill node frees its blocks and keeps serving.
 #include <signal.h>
 
@@ -15,13 +15,6 @@ namespace {
 constexpr milliseconds kKillAfter(300);
 constexpr milliseconds kReservationLifetime(3000);
 constexpr milliseconds kFailureDeadline(5000);  // how soon after the kill the caller must know
-
-GenerationRequest long_prompt() {
-  GenerationRequest request;
-  for (int i = 0; i < 7000; ++i) request.prompt.push_back(5 + (i * 7) % 200);
-  request.max_new_tokens = 4;
-  return request;
-}
 
 // A prefill call whose answer nobody reads (it fails once the caller hung up); counts itself in `ended` when done.
 // `driver` and `ended` must outlive it: await_calls() before they go.
@@ -56,7 +49,7 @@ TEST_CASE("killing the prefill node mid-request fails the call at once, the deco
   Node decode_node("decode", small, "tcp", 128);
   Node prefill_node("prefill", small, "tcp", 128);
   drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
-    const GenerationRequest request = long_prompt();
+    const GenerationRequest request = long_prompt_request();
     control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(kReservationLifetime));
     REQUIRE(reserved.reserve_kv_reply().has_reservation());
     CHECK(decode_node.shows_used((7000 + 4 + 15) / 16));
@@ -70,8 +63,8 @@ TEST_CASE("killing the prefill node mid-request fails the call at once, the deco
     CHECK_FALSE(reply.is_ok());
     CHECK(Clock::now() - killed_at < kFailureDeadline);
   });
-  // The caller's connection closed with the reservation live: which prefill attempts it sent is unknown there, so
-  // the prompt blocks stay fenced until the reservation's deadline plus 5 s.
+  // The caller's connection closed with the reservation live: the prompt blocks stay fenced until the attempt it
+  // named is over, its writer dead for 5 s (or the reservation's deadline plus 5 s, whichever comes first).
   CHECK(decode_node.shows_used(0, kReservationLifetime + seconds(20)));
 }
 
@@ -83,7 +76,7 @@ TEST_CASE(
   Node decode_node("decode", small, "tcp", 128);
   Node prefill_node("prefill", small, "tcp", 128);
   drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
-    const GenerationRequest request = long_prompt();
+    const GenerationRequest request = long_prompt_request();
     control::Envelope reserved = co_await driver.reserve(request);
     REQUIRE(reserved.reserve_kv_reply().has_reservation());
 
@@ -105,7 +98,7 @@ TEST_CASE("a caller that hangs up frees the prefill node: its running and queued
   TinyModel small("small");
   Node decode_node("decode", small, "tcp", 128);
   Node prefill_node("prefill", small, "tcp", 128, {"--max-batch-tokens", "64"});  // ~110 steps for the long one
-  const GenerationRequest long_prompt_request = long_prompt();
+  const GenerationRequest long_one = long_prompt_request();
   drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
     std::vector<control::LoadReport> reports;
     auto observer = co_await greet(prefill_node.port, small.fingerprint, nullptr, nullptr, &reports);
@@ -113,7 +106,7 @@ TEST_CASE("a caller that hangs up frees the prefill node: its running and queued
     short_one.prompt = std::vector<int32_t>(40, 9);
     short_one.max_new_tokens = 4;
     std::vector<control::Reservation> reservations;
-    for (const GenerationRequest* request : std::vector<const GenerationRequest*>{&long_prompt_request, &short_one}) {
+    for (const GenerationRequest* request : std::vector<const GenerationRequest*>{&long_one, &short_one}) {
       control::Envelope reserved = co_await driver.reserve(*request, unix_ms_from_now(seconds(60)));
       REQUIRE(reserved.reserve_kv_reply().has_reservation());
       reservations.push_back(reserved.reserve_kv_reply().reservation());
@@ -121,7 +114,7 @@ TEST_CASE("a caller that hangs up frees the prefill node: its running and queued
     // Both sent; the short one queues behind the long one (which takes the whole step budget).
     auto executor = co_await asio::this_coro::executor;
     int ended = 0;
-    asio::co_spawn(executor, send_prefill(driver, long_prompt_request, reservations[0], ended), asio::detached);
+    asio::co_spawn(executor, send_prefill(driver, long_one, reservations[0], ended), asio::detached);
     asio::co_spawn(executor, send_prefill(driver, short_one, reservations[1], ended), asio::detached);
     // Hang up once the prefill node reports both in hand (its load reports come each second).
     asio::steady_timer wait(executor);
@@ -155,13 +148,13 @@ TEST_CASE(
   TinyModel small("small");
   Node decode_node("decode", small, "tcp", 128);
   Node prefill_node("prefill", small, "tcp", 128, {"--max-batch-tokens", "64"});
-  const GenerationRequest long_prompt_request = long_prompt();
+  const GenerationRequest long_one = long_prompt_request();
   drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
     GenerationRequest short_one;
     short_one.prompt = std::vector<int32_t>(40, 9);
     short_one.max_new_tokens = 4;
     std::vector<control::Envelope> reserved;
-    for (const GenerationRequest* request : std::vector<const GenerationRequest*>{&long_prompt_request, &short_one}) {
+    for (const GenerationRequest* request : std::vector<const GenerationRequest*>{&long_one, &short_one}) {
       reserved.push_back(co_await driver.reserve(*request, unix_ms_from_now(seconds(60))));
       REQUIRE(reserved.back().reserve_kv_reply().has_reservation());
     }
@@ -169,7 +162,7 @@ TEST_CASE(
     int ended = 0;
     for (int i = 0; i < 2; ++i) {
       asio::co_spawn(executor,
-                     send_prefill(driver, i == 0 ? long_prompt_request : short_one,
+                     send_prefill(driver, i == 0 ? long_one : short_one,
                                   reserved[static_cast<size_t>(i)].reserve_kv_reply().reservation(), ended),
                      asio::detached);
     }

@@ -206,6 +206,14 @@ struct ColocatedNodes {
   }
 };
 
+// A 7000-token prompt: on the `small` model its prefill runs long enough (seconds) to be interrupted.
+inline GenerationRequest long_prompt_request() {
+  GenerationRequest request;
+  for (int i = 0; i < 7000; ++i) request.prompt.push_back(5 + (i * 7) % 200);
+  request.max_new_tokens = 4;
+  return request;
+}
+
 struct CallResult {
   std::vector<int32_t> tokens;
   uint32_t decode_cached_tokens = 0;
@@ -241,8 +249,7 @@ class Driver {
   asio::awaitable<Result<control::Envelope>> try_prefill(const GenerationRequest& request,
                                                          const control::Reservation& reservation,
                                                          Clock::duration timeout = seconds(60), uint32_t attempt = 1) {
-    REQUIRE(
-        decode_->send(node::make_prefill_attempt(0, reservation.reservation_id(), attempt, prefill_hello_)).is_ok());
+    REQUIRE(decode_->send(node::make_prefill_attempt(reservation.reservation_id(), attempt, prefill_hello_)).is_ok());
     control::Envelope prefill =
         node::make_prefill_request(agent_call(request), shape_, reservation, decode_hello_, attempt);
     co_return co_await prefill_->call(prefill, Clock::now() + timeout);

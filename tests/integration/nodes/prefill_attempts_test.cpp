@@ -99,6 +99,12 @@ asio::awaitable<void> sleep_for(milliseconds duration) {
   co_await timer.async_wait(asio::use_awaitable);
 }
 
+// Waits (up to 5 s) for a send_attempt() to end.
+asio::awaitable<void> await_end(const bool& ended) {
+  for (int i = 0; i < 500 && !ended; ++i) co_await sleep_for(milliseconds(10));
+  REQUIRE(ended);
+}
+
 // The fence of a reservation's prompt blocks is released long before the reservation's deadline (60 s here): within
 // the decode node's grace for a dead writer (5 s), plus the checks' own latency.
 constexpr milliseconds kReleasedWithin(seconds(20));
@@ -120,8 +126,7 @@ TEST_CASE("a prefill attempt whose node died before it started frees its blocks 
                    send_attempt(driver, request, reserved.reserve_kv_reply().reservation(), ended), asio::detached);
     co_await sleep_for(milliseconds(300));
     prefill_node.process.kill(SIGKILL);
-    for (int i = 0; i < 500 && !ended; ++i) co_await sleep_for(milliseconds(10));
-    REQUIRE(ended);
+    co_await await_end(ended);
 
     driver.cancel(reserved.request_id(), 1);  // the router gives up on the call
     const auto cancelled = Clock::now();
@@ -138,9 +143,7 @@ TEST_CASE("a router that dies mid-prefill: the blocks come back once the prefill
   Node decode_node("decode", small, "tcp", 128);
   Node prefill_node("prefill", small, "tcp", 128);
   drive_pair(small, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
-    GenerationRequest request;  // long enough that the prefill still runs when the router goes
-    for (int i = 0; i < 7000; ++i) request.prompt.push_back(5 + (i * 7) % 200);
-    request.max_new_tokens = 4;
+    const GenerationRequest request = long_prompt_request();  // still prefilling when the router goes
     control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(seconds(60)));
     REQUIRE(reserved.reserve_kv_reply().has_reservation());
     bool ended = false;
@@ -149,8 +152,7 @@ TEST_CASE("a router that dies mid-prefill: the blocks come back once the prefill
     co_await sleep_for(milliseconds(500));
     REQUIRE_FALSE(ended);
     driver.hang_up();  // with the reservation held and its attempt running
-    for (int i = 0; i < 500 && !ended; ++i) co_await sleep_for(milliseconds(10));
-    REQUIRE(ended);
+    co_await await_end(ended);
   });
   CHECK(decode_node.shows_used(0, kReleasedWithin));
   CHECK(decode_node.metric("recgpt_decode_kv_stream_ends_total\\{.*end=\"aborted\".*\\}") == 1);
