@@ -1,5 +1,7 @@
 #include "router/call_runner.h"
 
+#include <algorithm>
+
 #include "common/log.h"
 #include "common/rpc/listener.h"
 #include "engine/block_hash.h"
@@ -97,6 +99,20 @@ void complete_plan(CallPlan& plan, const node::EntityShape& entities, int block_
     if (plan.call.prompt[i] == entities.entity_token && e < entity_keys.size()) keys[i] = entity_keys[e++];
   }
   plan.block_hashes = compute_block_hashes(plan.call.prompt, keys, block_size);
+}
+
+bool can_continue(const CallPlan& plan, std::span<const int32_t> generated) {
+  return generated.size() < static_cast<size_t>(plan.call.max_new_tokens) &&
+         std::find(generated.begin(), generated.end(), plan.entities.entity_token) == generated.end();
+}
+
+CallPlan continued_plan(const CallPlan& plan, std::span<const int32_t> generated) {
+  CallPlan next = plan;
+  next.call.prompt.insert(next.call.prompt.end(), generated.begin(), generated.end());
+  next.call.max_new_tokens -= static_cast<int32_t>(generated.size());
+  next.call.sampling.first_draw += generated.size();
+  complete_plan(next, plan.entities, plan.block_size, plan.deadline);
+  return next;
 }
 
 asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOptions& policy, uint64_t counter,

@@ -66,6 +66,14 @@ struct CallPlan {
 // block size and the prompt's block hashes (for placement).
 void complete_plan(CallPlan& plan, const node::EntityShape& entities, int block_size, rpc::Deadline deadline);
 
+// Whether a call that failed after generating `generated` can go on on another node pair from those tokens
+// (migration): some of its max_new_tokens are left, and none of them is the entity token (whose vector the
+// continued prompt would lack).
+bool can_continue(const CallPlan& plan, std::span<const int32_t> generated);
+// `plan` continued after the tokens it generated: they end its prompt, its sampler draws after theirs (and its
+// constraint replays them), and it generates the rest of its max_new_tokens, by the same deadline.
+CallPlan continued_plan(const CallPlan& plan, std::span<const int32_t> generated);
+
 // Errors: kResourceExhausted when no decode node has room; kUnavailable when no node can take the call (none
 // healthy, or the retries failed); kDeadlineExceeded at the deadline; kInvalidArgument or kNotFound as a node
 // refused the call's content (e.g. an entity id its store lacks). A cancelled call returns its outcome so far.

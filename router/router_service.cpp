@@ -537,22 +537,6 @@ class Service final : public std::enable_shared_from_this<Service> {
 
   // Whether `plan` can go on after the tokens it generated: some are left to generate, and none of them is the
   // entity token (its prompt would then hold an entity token without an entity).
-  bool can_continue(const CallPlan& plan, const std::vector<int32_t>& generated) const {
-    return generated.size() < static_cast<size_t>(plan.call.max_new_tokens) &&
-           std::find(generated.begin(), generated.end(), entities_.entity_token) == generated.end();
-  }
-
-  // `plan` continued after the tokens it generated: they end its prompt, its sampler draws after theirs (and its
-  // constraint replays them), and it generates the rest of its max_new_tokens, by the same deadline.
-  CallPlan continued_plan(const CallPlan& plan, const std::vector<int32_t>& generated) const {
-    CallPlan next = plan;
-    next.call.prompt.insert(next.call.prompt.end(), generated.begin(), generated.end());
-    next.call.max_new_tokens -= static_cast<int32_t>(generated.size());
-    next.call.sampling.first_draw += generated.size();
-    complete_plan(next, entities_, block_size(), plan.deadline);
-    return next;
-  }
-
   int block_size() const {
     for (const ClusterNode& entry : cluster_->nodes(Tier::kDecode)) {
       if (entry.link != nullptr && entry.link->hello().kv_layout().block_size() > 0)

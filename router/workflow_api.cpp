@@ -17,6 +17,7 @@ json step_json(const StepRun& step) {
                  {"prompt_tokens", call.prompt_tokens},
                  {"cached_tokens", call.cached_tokens},
                  {"completion_tokens", call.completion_tokens},
+                 {"continued_tokens", call.continued_tokens},
                  {"prefill_node", call.prefill_node},
                  {"decode_node", call.decode_node},
                  {"ms", call.ms}};

@@ -105,21 +105,24 @@ Result<node::CallConstraint> constraint_of(const WorkflowState& state, const Wor
   return constraint;
 }
 
-// One agent call, retried while its stage deadline allows.
+// One agent call, retried while its stage deadline allows. A call whose node failed mid-generation goes on on
+// another pair from the tokens it had (as completions do, router_service.cpp); any other failure starts it over.
 asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, node::AgentCall call,
                                 rpc::Deadline stage_deadline, AgentRun& out) {
   const auto start = Clock::now();
   out.prompt_tokens = static_cast<int64_t>(call.prompt.size());
   out.status = failed_precondition("the workflow was cancelled");  // unless a call runs
+  std::vector<int32_t> tokens;                                     // generated so far, across the pairs the call ran on
   for (int attempt = 0; attempt <= step.retries && !state.cancel.cancelled(); ++attempt) {
     ++out.attempts;
-    CallPlan plan;
-    plan.call = call;
-    complete_plan(plan, state.settings.entities, state.settings.block_size, stage_deadline);
+    CallPlan whole;
+    whole.call = call;
+    complete_plan(whole, state.settings.entities, state.settings.block_size, stage_deadline);
     const bool affinity = state.request.affinity && !state.request.v1;
-    plan.preferred_prefill = affinity ? state.preferred_prefill : -1;
-    plan.preferred_decode = affinity ? state.preferred_decode : -1;
-    std::vector<int32_t> tokens;
+    whole.preferred_prefill = affinity ? state.preferred_prefill : -1;
+    whole.preferred_decode = affinity ? state.preferred_decode : -1;
+    const CallPlan plan = tokens.empty() ? whole : continued_plan(whole, tokens);  // run_call keeps references
+    const auto tokens_before = static_cast<int64_t>(tokens.size());
     TokenSink sink = [&tokens](std::vector<int32_t> more) -> asio::awaitable<bool> {
       tokens.insert(tokens.end(), more.begin(), more.end());
       co_return true;
@@ -136,8 +139,9 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
       out.status = Status::ok();
       out.text = state.settings.tokenizer->decode(tokens, true);
       out.items = parse_output(step, out.text);
-      out.cached_tokens = outcome->cached_tokens;
-      out.completion_tokens = outcome->completion_tokens;
+      out.cached_tokens = std::min(outcome->cached_tokens, out.prompt_tokens);
+      out.completion_tokens = tokens_before + outcome->completion_tokens;
+      out.continued_tokens = tokens_before;
       out.prefill_node = outcome->prefill_node;
       out.decode_node = outcome->decode_node;
       if (state.preferred_decode < 0) {
@@ -150,8 +154,13 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
     const bool callers_fault =
         out.status.code() == StatusCode::kInvalidArgument || out.status.code() == StatusCode::kNotFound;
     if (callers_fault || Clock::now() >= stage_deadline) break;
-    log_event(LogLevel::kWarning, "workflow", "agent call failed, retrying",
-              {{"step", step.name}, {"item", out.item}, {"error", out.status.to_string()}});
+    if (out.status.code() != StatusCode::kUnavailable || !can_continue(whole, tokens)) tokens.clear();
+    log_event(LogLevel::kWarning, "workflow",
+              tokens.empty() ? "agent call failed, retrying" : "agent call failed, continuing it on another pair",
+              {{"step", step.name},
+               {"item", out.item},
+               {"error", out.status.to_string()},
+               {"tokens_before", static_cast<int64_t>(tokens.size())}});
   }
   out.ms = ms_since(start);
 }

@@ -37,6 +37,7 @@ struct AgentRun {
   int64_t prompt_tokens = 0;
   int64_t cached_tokens = 0;  // prompt tokens whose KV was reused
   int64_t completion_tokens = 0;
+  int64_t continued_tokens = 0;  // of those, generated on nodes that failed: the call went on from them
   std::string prefill_node;
   std::string decode_node;
   double ms = 0;

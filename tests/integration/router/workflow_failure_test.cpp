@@ -78,6 +78,64 @@ TEST_CASE("a workflow whose decode node dies after the planner finishes on the o
   CHECK(result["steps"].size() == 3);
 }
 
+TEST_CASE("a workflow whose decode node dies mid-expert: each expert goes on from its tokens on the other node",
+          "[router][workflow][workflow_failure][migration]") {
+  TinyModel small("small");
+  const std::filesystem::path dir = workflows_folder(small, "essays", R"({
+    "name": "essays",
+    "steps": [
+      {"name": "planner", "prompt": "Name three topics.", "max_tokens": 4},
+      {"name": "experts", "fan_out": ["a", "b", "c"], "prompt": "Write about {{item}}.", "max_tokens": 400,
+       "temperature": 2, "retries": 1}
+    ]})");
+  Node decode_a("decode", small, "tcp", 32, {"--node-id", "decode-a"});
+  Node decode_b("decode", small, "tcp", 32, {"--node-id", "decode-b"});
+  Node prefill("prefill", small, "tcp", 32, {"--node-id", "prefill-a"});
+  RouterProcess router(small, {prefill.port}, {decode_a.port, decode_b.port}, {"--workflows", dir.string()});
+  json request = sample_request();  // its seed fixes every expert's draws
+  request["options"]["stream"] = true;
+  Subprocess stream =
+      start_curl(router.url("/v1/workflows/essays"),
+                 {"-N", "--max-time", "120", "-H", "Content-Type: application/json", "--data-binary", request.dump()});
+  // The experts run on the planner's decode node (affinity): once all three decode there, it is killed.
+  std::string planner_node;
+  std::vector<json> events;
+  for (;;) {
+    auto line = stream.read_line(Clock::now() + seconds(60));
+    if (!line.is_ok()) break;
+    if (line->rfind("data: ", 0) != 0 || *line == "data: [DONE]") continue;
+    events.push_back(json::parse(line->substr(6)));
+    if (events.back()["object"] == "workflow.step" && events.back()["name"] == "planner") {
+      planner_node = events.back()["calls"][0]["decode_node"];
+      Node& doomed = planner_node == "decode-a" ? decode_a : decode_b;
+      REQUIRE(doomed.shows("recgpt_requests\\{.*state=\"running\".*\\}", 3));
+      doomed.process.kill(SIGKILL);
+    }
+  }
+  REQUIRE_FALSE(planner_node.empty());
+  REQUIRE_FALSE(events.empty());
+  const json disturbed = events.back();
+  INFO(disturbed.dump());
+  REQUIRE(disturbed["object"] == "workflow.result");
+  REQUIRE(disturbed["steps"].size() == 2);
+  const std::string survivor = planner_node == "decode-a" ? "decode-b" : "decode-a";
+
+  // The same workflow undisturbed, on the survivor: the same seed gives the same essays.
+  request["options"]["stream"] = false;
+  const CurlReply again = router.post("/v1/workflows/essays", request.dump(), {"--max-time", "120"});
+  REQUIRE(again.status == 200);
+  const json undisturbed = json::parse(again.body);
+  for (size_t i = 0; i < 3; ++i) {
+    const json& call = disturbed["steps"][1]["calls"][i];
+    CHECK(call["decode_node"] == survivor);
+    CHECK(call["attempts"] == 2);
+    CHECK(call["continued_tokens"].get<int64_t>() >= 1);  // not started over
+    CHECK(call["completion_tokens"] == undisturbed["steps"][1]["calls"][i]["completion_tokens"]);
+    CHECK(call["text"] == undisturbed["steps"][1]["calls"][i]["text"]);
+  }
+  CHECK(undisturbed["steps"][1]["calls"][0]["continued_tokens"] == 0);
+}
+
 TEST_CASE("a step past its stage deadline is dropped and named, the workflow goes on with what finished",
           "[router][workflow][workflow_failure]") {
   TinyModel tiny;
