@@ -184,9 +184,10 @@ TEST_CASE("with its only prefill node killed under load, the decode node prefill
     CHECK(body["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>() >= 64);
   }
   CHECK(decode.metric("recgpt_decode_local_prefills_total\\{.*\\}") - local_before == 3);
-  // A call whose prefill attempt reached the node only as it died (or not at all) cannot be told from one its
-  // node still holds: its prompt blocks stay fenced until the call's deadline (30 s) plus 5 s (write_fences.h).
-  CHECK(decode.shows_used(0, seconds(40)));
+  // A call whose prefill attempt reached the node only as it died (or not at all) keeps its prompt blocks fenced
+  // until the decode node found that node dead, plus 5 s (kv_arrivals.h), not until the call's deadline.
+  CHECK(decode.shows_used(0, seconds(15)));
+  CHECK(decode.metric("recgpt_decode_kv_fences_lapsed_total\\{.*\\}") == 0);
 }
 
 TEST_CASE("a decode node killed while its call's prompt waits on a prefill node: the call fails at once",
