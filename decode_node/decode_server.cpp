@@ -57,7 +57,7 @@ constexpr int kLoadReportEvery = 10;  // housekeeping periods: a LoadReport each
 constexpr std::chrono::seconds kKvArrivalWait(10);
 // More prefill attempts into one reservation than a router makes (it tries two prefill nodes).
 constexpr uint32_t kMaxPrefillAttempts = 64;
-constexpr size_t kMaxEndpointBytes = 64 << 10;  // a transfer engine's endpoint (a UCX worker address: ~100 bytes)
+constexpr size_t kMaxEndpointBytes = 64 << 10;  // a transfer engine's endpoint (ucx: a worker address)
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
