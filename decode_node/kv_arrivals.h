@@ -8,8 +8,9 @@
 // this node has handled them; and a late `completed` of an attempt the router gave up on must not stand in for
 // it. The blocks' write fences (write_fences.h) wait for the other attempts to be over: their stream ended here
 // (`completed` or `aborted`), or their writer died: the peer that said it `started` the stream, or, for an attempt
-// whose `started` has not come, the prefill node's engine the router named (sent(): a writer found gone then
-// cannot be told from one whose `started` is on its way, so the engine is watched). A dead writer writes nothing
+// whose `started` has not come, the prefill node's engine the router named (sent(): TransferEngine::watch finds
+// the peer the engine has for it, so that engine's death is seen as a started writer's is; ucx knows only the
+// engines it is in contact with, which is every prefill node that wrote here before). A dead writer writes nothing
 // more, and what it sent before it died lands within kGoneWriterGrace.
 #pragma once
 

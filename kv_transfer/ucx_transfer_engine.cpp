@@ -292,9 +292,17 @@ class UcxTransferEngine final : public TransferEngine {
     return unavailable("cannot reach the ucx endpoint: " + reached.message());
   }
 
-  // A ucx endpoint is the connection a watch needs, and no more.
-  Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline deadline) override {
-    return connect(endpoint, deadline);
+  // A lookup: no endpoint is created. UCX 1.13 aborts (an assertion on a pending wire-up reply, removed upstream
+  // in openucx/ucx#8175) when an endpoint this worker creates meets the peer's own connection set-up and the peer
+  // dies in between, which is just when a watch would be asked for (seen once in CI).
+  Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline) override {
+    RECGPT_ASSIGN_OR_RETURN(EndpointWire wire, parse_wire<EndpointWire>(endpoint, kEndpointMagic, "a ucx endpoint"));
+    std::lock_guard lock(worker_->mutex);
+    auto known = current_by_uuid_.find(wire.engine_uuid);
+    if (known == current_by_uuid_.end()) return not_found("this ucx engine has not been in contact with that one");
+    const Peer& peer = peers_[known->second];
+    if (!peer.connected) return peer.failure;
+    return known->second;
   }
 
   Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key) override {

@@ -116,6 +116,10 @@ TEST_CASE("a prefill attempt whose node died before it started frees its blocks 
   Node prefill_node("prefill", tiny, "tcp");
   drive_pair(tiny, decode_node, prefill_node, [&](Driver& driver) -> asio::awaitable<void> {
     GenerationRequest request = forty_token_request();
+    // A call first: the decode node's transfer engine is in contact with the prefill node's, as in any cluster
+    // that has served (it watches only engines it knows).
+    CallResult first = co_await driver.run(request);
+    CHECK(first.tokens == colocated_tokens(*tiny.model, request));
     control::Envelope reserved = co_await driver.reserve(request, unix_ms_from_now(seconds(60)));
     REQUIRE(reserved.reserve_kv_reply().has_reservation());
     // The prefill node takes the attempt into its socket but never gets to announce it (`started`): it is

@@ -8,6 +8,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kv_transfer/transfer_engine.h"
@@ -344,6 +345,35 @@ TEST_CASE("a dead engine refusing a connection leaves failure detection on for t
     if (writes.is_ok()) (void)(*writes)->wait(after(milliseconds(200)));
   }
   CHECK(writer->peer_status(peer).code() == StatusCode::kUnavailable);
+}
+
+TEST_CASE("a ucx watch finds the peer of an engine in contact, creates none for a stranger, and sees it die",
+          "[kv_transfer][ucx][watch]") {
+  ConnectedPair pair("tcp", "am");
+  if (!pair.ready) return;
+  // The reader has heard from the writer (a notification): it has a peer for it, the one notifications carry.
+  const Bytes writer_endpoint = pair.writer->local_endpoint().value();
+  CHECK(pair.reader->watch(writer_endpoint, after(kWait)).status().code() == StatusCode::kNotFound);
+  const Bytes hello = as_bytes("hello");
+  REQUIRE(pair.writer->notify(pair.peer, hello).value()->wait(after(kWait)).is_ok());
+  const std::optional<Notification> heard = pair.reader->wait_notification(after(kWait)).value();
+  REQUIRE(heard.has_value());
+  Result<PeerId> watched = pair.reader->watch(writer_endpoint, after(kWait));
+  REQUIRE(watched.is_ok());
+  CHECK(*watched == heard->peer);
+  // A stranger is not connected to: not found, at once.
+  auto stranger = make_engine("stranger", "tcp");
+  REQUIRE(stranger != nullptr);
+  CHECK(pair.reader->watch(stranger->local_endpoint().value(), after(kWait)).status().code() == StatusCode::kNotFound);
+  CHECK(pair.reader->watch(as_bytes("not an endpoint"), after(kWait)).status().code() == StatusCode::kInvalidArgument);
+
+  pair.writer.reset();  // its engine dies: the peer fails, and a later watch says so
+  const Deadline deadline = after(kWait);
+  while (pair.reader->peer_status(*watched).is_ok() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  CHECK(pair.reader->peer_status(*watched).code() == StatusCode::kUnavailable);
+  CHECK(pair.reader->watch(writer_endpoint, after(kWait)).status().code() == StatusCode::kUnavailable);
 }
 
 TEST_CASE("cancelling a ucx batch returns once its writes stopped and leaves it cancelled or done",
