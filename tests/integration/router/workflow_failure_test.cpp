@@ -4,6 +4,7 @@
 // workflow's catalogue fail it with that cause.
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -29,6 +30,25 @@ std::filesystem::path workflows_folder(const TinyModel& tiny, const std::string&
   return dir;
 }
 
+// Streams workflow `name` for `request` through the router and returns its events; the planner's step event (which
+// names the decode node the workflow prefers) is handed to `on_planner` as it comes.
+std::vector<json> stream_workflow(const RouterProcess& router, const std::string& name, json request,
+                                  const std::function<void(const json&)>& on_planner) {
+  request["options"]["stream"] = true;
+  Subprocess stream =
+      start_curl(router.url("/v1/workflows/" + name),
+                 {"-N", "--max-time", "120", "-H", "Content-Type: application/json", "--data-binary", request.dump()});
+  std::vector<json> events;
+  for (;;) {
+    auto line = stream.read_line(Clock::now() + seconds(60));
+    if (!line.is_ok()) break;
+    if (line->rfind("data: ", 0) != 0 || *line == "data: [DONE]") continue;
+    events.push_back(json::parse(line->substr(6)));
+    if (events.back()["object"] == "workflow.step" && events.back()["name"] == "planner") on_planner(events.back());
+  }
+  return events;
+}
+
 TEST_CASE("a workflow whose decode node dies after the planner finishes on the other decode node",
           "[router][workflow][workflow_failure]") {
   // The experts write long enough on the small model to be running when the node dies: the intent workflow's
@@ -46,24 +66,12 @@ TEST_CASE("a workflow whose decode node dies after the planner finishes on the o
   Node decode_b("decode", small, "tcp", 16, {"--node-id", "decode-b"});
   Node prefill("prefill", small, "tcp", 16, {"--node-id", "prefill-a"});
   RouterProcess router(small, {prefill.port}, {decode_a.port, decode_b.port}, {"--workflows", dir.string()});
-  json request = sample_request();
-  request["options"]["stream"] = true;
-  Subprocess stream =
-      start_curl(router.url("/v1/workflows/relay"),
-                 {"-N", "--max-time", "120", "-H", "Content-Type: application/json", "--data-binary", request.dump()});
   // The planner's step event names the decode node the workflow prefers: kill it.
   std::string planner_node;
-  std::vector<json> events;
-  for (;;) {
-    auto line = stream.read_line(Clock::now() + seconds(60));
-    if (!line.is_ok()) break;
-    if (line->rfind("data: ", 0) != 0 || *line == "data: [DONE]") continue;
-    events.push_back(json::parse(line->substr(6)));
-    if (events.back()["object"] == "workflow.step" && events.back()["name"] == "planner") {
-      planner_node = events.back()["calls"][0]["decode_node"];
-      (planner_node == "decode-a" ? decode_a : decode_b).process.kill(SIGKILL);
-    }
-  }
+  const std::vector<json> events = stream_workflow(router, "relay", sample_request(), [&](const json& planner) {
+    planner_node = planner["calls"][0]["decode_node"];
+    (planner_node == "decode-a" ? decode_a : decode_b).process.kill(SIGKILL);
+  });
   REQUIRE_FALSE(planner_node.empty());
   REQUIRE_FALSE(events.empty());
   const json& result = events.back();
@@ -93,25 +101,14 @@ TEST_CASE("a workflow whose decode node dies mid-expert: each expert goes on fro
   Node prefill("prefill", small, "tcp", 32, {"--node-id", "prefill-a"});
   RouterProcess router(small, {prefill.port}, {decode_a.port, decode_b.port}, {"--workflows", dir.string()});
   json request = sample_request();  // its seed fixes every expert's draws
-  request["options"]["stream"] = true;
-  Subprocess stream =
-      start_curl(router.url("/v1/workflows/essays"),
-                 {"-N", "--max-time", "120", "-H", "Content-Type: application/json", "--data-binary", request.dump()});
   // The experts run on the planner's decode node (affinity): once all three decode there, it is killed.
   std::string planner_node;
-  std::vector<json> events;
-  for (;;) {
-    auto line = stream.read_line(Clock::now() + seconds(60));
-    if (!line.is_ok()) break;
-    if (line->rfind("data: ", 0) != 0 || *line == "data: [DONE]") continue;
-    events.push_back(json::parse(line->substr(6)));
-    if (events.back()["object"] == "workflow.step" && events.back()["name"] == "planner") {
-      planner_node = events.back()["calls"][0]["decode_node"];
-      Node& doomed = planner_node == "decode-a" ? decode_a : decode_b;
-      REQUIRE(doomed.shows("recgpt_requests\\{.*state=\"running\".*\\}", 3));
-      doomed.process.kill(SIGKILL);
-    }
-  }
+  const std::vector<json> events = stream_workflow(router, "essays", request, [&](const json& planner) {
+    planner_node = planner["calls"][0]["decode_node"];
+    Node& doomed = planner_node == "decode-a" ? decode_a : decode_b;
+    REQUIRE(doomed.shows("recgpt_requests\\{.*state=\"running\".*\\}", 3));
+    doomed.process.kill(SIGKILL);
+  });
   REQUIRE_FALSE(planner_node.empty());
   REQUIRE_FALSE(events.empty());
   const json disturbed = events.back();
@@ -121,7 +118,6 @@ TEST_CASE("a workflow whose decode node dies mid-expert: each expert goes on fro
   const std::string survivor = planner_node == "decode-a" ? "decode-b" : "decode-a";
 
   // The same workflow undisturbed, on the survivor: the same seed gives the same essays.
-  request["options"]["stream"] = false;
   const CurlReply again = router.post("/v1/workflows/essays", request.dump(), {"--max-time", "120"});
   REQUIRE(again.status == 200);
   const json undisturbed = json::parse(again.body);
