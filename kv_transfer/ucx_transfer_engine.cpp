@@ -48,6 +48,7 @@
 
 #include "kv_transfer/backends.h"
 #include "kv_transfer/device_copy.h"
+#include "kv_transfer/ucx_engine_records.h"
 #include "kv_transfer/ucx_operation.h"
 #include "kv_transfer/ucx_staging.h"
 #include "kv_transfer/ucx_wire.h"
@@ -55,6 +56,8 @@
 
 namespace recgpt::kv {
 namespace {
+
+using namespace ucx_records;  // NOLINT(google-build-using-namespace): this file's own records
 
 constexpr unsigned kNotifyAmId = 1;
 constexpr unsigned kWriteAmId = 2;
@@ -66,58 +69,6 @@ uint64_t random_uuid() {
   std::random_device random;
   return (static_cast<uint64_t>(random()) << 32) ^ random();
 }
-
-struct Region {
-  std::byte* base = nullptr;
-  uint64_t bytes = 0;
-  ucp_mem_h memory = nullptr;  // null for a staged region
-  int staged_device = -1;      // >= 0: memory of that CUDA device, which UCX cannot reach here
-};
-
-struct ImportedRegion {
-  uint64_t base_address = 0;
-  uint64_t bytes = 0;
-  ucp_rkey_h rkey = nullptr;  // null for a region its owner stages: active messages only
-  LocalRegionId region_at_peer = 0;
-};
-
-// The local and the remote region of each op of a batch.
-using ResolvedOps = std::vector<std::pair<const Region*, const ImportedRegion*>>;
-
-struct Peer {
-  uint64_t uuid = 0;
-  ucp_ep_h endpoint = nullptr;
-  bool connected = true;
-  Status failure;  // why it is no longer connected
-  std::unordered_map<RemoteRegionId, ImportedRegion> imported;
-  AbandonFlag abandon = std::make_shared<std::atomic<bool>>(false);  // shared with the handles of its writes
-};
-
-// What a notification's active message carries; UCX reads it until the send completes.
-struct NotificationPayload {
-  NotifyWire header;
-  Bytes data;  // the sender's endpoint then the message
-};
-
-// What closing endpoints leaves to release once their closes finished (drain_locked).
-struct Closing {
-  std::vector<ucs_status_ptr_t> requests;  // of ucp_ep_close_nbx (or a worker flush)
-  std::vector<ucp_rkey_h> rkeys;           // the closed endpoints' remote keys
-};
-
-// A notification waiting for the flush of its peer's earlier writes.
-struct PendingNotification {
-  PeerId peer = 0;
-  std::shared_ptr<Operation> flush;
-  std::shared_ptr<Operation> send;
-  NotificationPayload payload;
-};
-
-struct IncomingNotification {
-  uint64_t sender_uuid = 0;
-  Bytes sender_endpoint;
-  Bytes message;
-};
 
 class UcxTransferEngine final : public TransferEngine {
  public:
