@@ -15,10 +15,7 @@ std::string attempt_label(uint64_t reservation, uint32_t attempt) {
 }  // namespace
 
 KvArrivals::KvArrivals(kv::TransferEngine& engine, std::chrono::milliseconds gone_writer_grace)
-    : engine_(engine),
-      gone_writer_grace_(gone_writer_grace),
-      thread_([this] { run(); }),
-      watcher_([this] { watch_writers(); }) {}
+    : engine_(engine), gone_writer_grace_(gone_writer_grace), thread_([this] { run(); }) {}
 
 KvArrivals::~KvArrivals() {
   std::vector<LandingWaiter> landing;
@@ -27,9 +24,7 @@ KvArrivals::~KvArrivals() {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
-  watches_changed_.notify_all();
   thread_.join();
-  watcher_.join();  // within kWatchTimeout
   {
     std::lock_guard lock(mutex_);
     landing.swap(landing_);
@@ -141,47 +136,23 @@ void KvArrivals::run() {
   }
 }
 
-void KvArrivals::watch_writers() {
-  std::unique_lock lock(mutex_);
-  for (;;) {
-    watches_changed_.wait(lock, [this] { return stopping_ || !watches_.empty(); });
-    if (stopping_) return;
-    const kv::Bytes endpoint = watches_.front().second;
-    lock.unlock();
-    Result<kv::PeerId> watched = engine_.watch(endpoint, kv::Clock::now() + kWatchTimeout);
-    lock.lock();
+bool KvArrivals::writer_gone(Stream& stream, kv::Clock::time_point now) {
+  if (!stream.writer.has_value() && !stream.writer_gone_at.has_value() && !stream.writer_endpoint.empty() &&
+      now >= stream.next_watch) {
+    Result<kv::PeerId> watched = engine_.watch(stream.writer_endpoint);
     ++counters_.writers_watched;
-    const auto now = kv::Clock::now();
-    // The answer holds for every queued watch of that engine (many attempts may have gone to one dead node).
-    std::erase_if(watches_, [&](const std::pair<StreamKey, kv::Bytes>& queued) {
-      if (queued.second != endpoint) return false;
-      auto found = streams_.find(queued.first);
-      if (found == streams_.end()) return true;  // taken meanwhile
-      Stream& stream = found->second;
-      stream.watching = false;
-      if (watched.is_ok()) {
-        stream.writer = stream.writer.value_or(*watched);
-      } else if (watched.status().code() == StatusCode::kUnavailable) {
-        stream.writer_gone_at = stream.writer_gone_at.value_or(now);
-      } else {
-        stream.next_watch = now + kWatchRetry;
-      }
-      return true;
-    });
+    if (watched.is_ok()) {
+      stream.writer = *watched;
+    } else if (watched.status().code() == StatusCode::kUnavailable) {
+      stream.writer_gone_at = now;
+    } else {
+      stream.next_watch = now + kWatchRetry;  // cannot tell (not in contact): ask again later, not every poll
+    }
   }
-}
-
-bool KvArrivals::writer_gone(const StreamKey& key, Stream& stream, kv::Clock::time_point now) {
   if (!stream.writer_gone_at.has_value() && stream.writer.has_value() && !engine_.peer_status(*stream.writer).is_ok()) {
     stream.writer_gone_at = now;
   }
-  if (stream.writer_gone_at.has_value()) return now >= *stream.writer_gone_at + gone_writer_grace_;
-  if (!stream.writer.has_value() && !stream.writer_endpoint.empty() && !stream.watching && now >= stream.next_watch) {
-    stream.watching = true;
-    watches_.emplace_back(key, stream.writer_endpoint);
-    watches_changed_.notify_one();
-  }
-  return false;
+  return stream.writer_gone_at.has_value() && now >= *stream.writer_gone_at + gone_writer_grace_;
 }
 
 void KvArrivals::record(const kv::Notification& notification) {
@@ -225,7 +196,7 @@ bool KvArrivals::take_ends(EndsWaiter& waiter, kv::Clock::time_point now) {
     auto stream = streams_.find({waiter.reservation, attempt});
     if (stream == streams_.end()) return false;
     const bool ended = stream->second.completed.has_value();
-    const bool writer_died = !ended && writer_gone(stream->first, stream->second, now);
+    const bool writer_died = !ended && writer_gone(stream->second, now);
     if (!ended && !writer_died) return false;
     if (writer_died) ++counters_.writers_died;
     streams_.erase(stream);

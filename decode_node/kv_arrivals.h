@@ -15,9 +15,7 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -36,7 +34,7 @@ struct KvArrivalCounters {
   uint64_t started = 0;          // `started` ones
   uint64_t ignored = 0;          // notifications that are not of a KV stream into a reservation
   uint64_t writers_died = 0;     // attempts over because their writer died before their stream ended
-  uint64_t writers_watched = 0;  // watches of a named writer's engine (TransferEngine::watch) that answered
+  uint64_t writers_watched = 0;  // watches of a named writer's engine (TransferEngine::watch)
   uint64_t timed_out = 0;        // landing waits that reached their deadline
   uint64_t ends_timed_out = 0;   // waits for attempts' ends that reached their deadline
 };
@@ -84,9 +82,7 @@ class KvArrivals {
   static constexpr std::chrono::minutes kRetention{15};
   // As DecodeCore::kLateWriteGrace: what a writer sent before it died has landed by then.
   static constexpr std::chrono::seconds kGoneWriterGrace{5};
-  // A watch of a writer's engine gives up after kWatchTimeout; one that could not tell is tried again after
-  // kWatchRetry.
-  static constexpr std::chrono::seconds kWatchTimeout{1};
+  // A watch of a writer's engine that could not tell is tried again after this.
   static constexpr std::chrono::seconds kWatchRetry{2};
 
  private:
@@ -97,7 +93,6 @@ class KvArrivals {
     kv::Clock::time_point at;                             // of the last notification (or sent())
     bool sent = false;                                    // sent() named it
     kv::Bytes writer_endpoint;                            // from sent()
-    bool watching = false;                                // a watch of writer_endpoint is queued or running
     kv::Clock::time_point next_watch;                     // not before: the last watch could not tell
     std::optional<kv::Clock::time_point> writer_gone_at;  // when the writer was first found dead
   };
@@ -114,11 +109,9 @@ class KvArrivals {
   };
 
   void run();
-  void watch_writers();  // the watcher thread
   void record(const kv::Notification& notification);
-  // Whether the stream's writer died kGoneWriterGrace ago; queues a watch of a named writer not known yet.
-  // Under mutex_.
-  bool writer_gone(const StreamKey& key, Stream& stream, kv::Clock::time_point now);
+  // Whether the stream's writer died gone_writer_grace_ ago; watches a named writer not known yet. Under mutex_.
+  bool writer_gone(Stream& stream, kv::Clock::time_point now);
   // The result of a landing wait if it ends now; takes the end it consumed. Under mutex_.
   std::optional<Status> landing_result(const LandingWaiter& waiter, kv::Clock::time_point now);
   // Takes the attempts of `waiter.open` that are over; true once none is open. Under mutex_.
@@ -135,11 +128,7 @@ class KvArrivals {
   KvArrivalCounters counters_;
   Status receive_status_;
   bool stopping_ = false;
-  std::deque<std::pair<StreamKey, kv::Bytes>> watches_;  // for the watcher thread
-  std::condition_variable watches_changed_;
-  // Last: they start after every other member exists.
-  std::thread thread_;
-  std::thread watcher_;
+  std::thread thread_;  // last: starts after every other member exists
 };
 
 }  // namespace recgpt::decode

@@ -409,10 +409,8 @@ class LocalTransferEngine final : public TransferEngine {
     return core_->peers.peer_for({target->id(), target->name(), target});
   }
 
-  // connect() sets nothing up in this backend either.
-  Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline deadline) override {
-    return connect(endpoint, deadline);
-  }
+  // connect() sets nothing up in this backend either, and is immediate.
+  Result<PeerId> watch(std::span<const std::byte> endpoint) override { return connect(endpoint, Clock::now()); }
 
   Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key_bytes) override {
     RECGPT_ASSIGN_OR_RETURN(PeerLink link, core_->peers.link(peer));

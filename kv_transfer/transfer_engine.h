@@ -115,11 +115,11 @@ class TransferEngine {
   // that are not an endpoint of this backend; kUnavailable or kDeadlineExceeded for an unreachable peer.
   virtual Result<PeerId> connect(std::span<const std::byte> endpoint, Deadline deadline) = 0;
   // The peer for the engine at `endpoint`, to follow with peer_status(), without setting up writes to it: the
-  // same PeerId that connect() and that engine's notifications give. kUnavailable when that engine is gone (it
-  // refused a connection, or its transport reported it failed, as peer_status() would). ucx and nccl only look
-  // up the engines they are in contact with (it connected here, or this engine to it) and answer kNotFound for
-  // others; local connects. Any other code says nothing of the peer.
-  virtual Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline deadline) = 0;
+  // same PeerId that connect() and that engine's notifications give. Does not block. kUnavailable when that
+  // engine is gone (it refused a connection, or its transport reported it failed, as peer_status() would). ucx
+  // and nccl only look up the engines they are in contact with (it connected here, or this engine to it) and
+  // answer kNotFound for others; local connects. Any other code says nothing of the peer.
+  virtual Result<PeerId> watch(std::span<const std::byte> endpoint) = 0;
   // Makes a region exported by `peer` writable from here. kInvalidArgument for malformed key bytes.
   virtual Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key) = 0;
   // Drops the connection; later submissions to it fail with kUnavailable.

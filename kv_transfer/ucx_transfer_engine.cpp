@@ -246,7 +246,7 @@ class UcxTransferEngine final : public TransferEngine {
   // A lookup: no endpoint is created. UCX 1.13 aborts (an assertion on a pending wire-up reply, removed upstream
   // in openucx/ucx#8175) when an endpoint this worker creates meets the peer's own connection set-up and the peer
   // dies in between, which is just when a watch would be asked for (seen once in CI).
-  Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline) override {
+  Result<PeerId> watch(std::span<const std::byte> endpoint) override {
     RECGPT_ASSIGN_OR_RETURN(EndpointWire wire, parse_wire<EndpointWire>(endpoint, kEndpointMagic, "a ucx endpoint"));
     std::lock_guard lock(worker_->mutex);
     auto known = current_by_uuid_.find(wire.engine_uuid);

@@ -156,9 +156,9 @@ class NcclTransferEngine final : public TransferEngine {
   }
 
   // The control plane's connection only: no NCCL channel (peer_status() follows the control plane).
-  Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline deadline) override {
+  Result<PeerId> watch(std::span<const std::byte> endpoint) override {
     RECGPT_ASSIGN_OR_RETURN(ParsedEndpoint parsed, parse_endpoint(endpoint));
-    RECGPT_ASSIGN_OR_RETURN(PeerId peer, control_->watch(parsed.control, deadline));
+    RECGPT_ASSIGN_OR_RETURN(PeerId peer, control_->watch(parsed.control));
     RECGPT_RETURN_IF_ERROR(connection_for(peer, parsed.wire.engine_uuid).status());
     return peer;
   }

@@ -289,7 +289,7 @@ class FailingEngine final : public kv::TransferEngine {
   Result<kv::Bytes> export_region(kv::LocalRegionId) override { return no(); }
   Result<kv::Bytes> local_endpoint() override { return no(); }
   Result<kv::PeerId> connect(std::span<const std::byte>, kv::Deadline) override { return no(); }
-  Result<kv::PeerId> watch(std::span<const std::byte>, kv::Deadline) override { return no(); }
+  Result<kv::PeerId> watch(std::span<const std::byte>) override { return no(); }
   Result<kv::RemoteRegionId> import_region(kv::PeerId, std::span<const std::byte>) override { return no(); }
   void disconnect(kv::PeerId) override {}
   Result<std::unique_ptr<kv::TransferHandle>> submit_writes(kv::PeerId, std::span<const kv::WriteOp>) override {

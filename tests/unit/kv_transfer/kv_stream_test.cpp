@@ -167,9 +167,7 @@ class ForwardingEngine : public TransferEngine {
   Result<PeerId> connect(std::span<const std::byte> endpoint, Deadline deadline) override {
     return inner_.connect(endpoint, deadline);
   }
-  Result<PeerId> watch(std::span<const std::byte> endpoint, Deadline deadline) override {
-    return inner_.watch(endpoint, deadline);
-  }
+  Result<PeerId> watch(std::span<const std::byte> endpoint) override { return inner_.watch(endpoint); }
   Result<RemoteRegionId> import_region(PeerId peer, std::span<const std::byte> key) override {
     return inner_.import_region(peer, key);
   }

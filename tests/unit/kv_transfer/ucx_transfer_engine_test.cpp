@@ -353,19 +353,19 @@ TEST_CASE("a ucx watch finds the peer of an engine in contact, creates none for 
   if (!pair.ready) return;
   // The reader has heard from the writer (a notification): it has a peer for it, the one notifications carry.
   const Bytes writer_endpoint = pair.writer->local_endpoint().value();
-  CHECK(pair.reader->watch(writer_endpoint, after(kWait)).status().code() == StatusCode::kNotFound);
+  CHECK(pair.reader->watch(writer_endpoint).status().code() == StatusCode::kNotFound);
   const Bytes hello = as_bytes("hello");
   REQUIRE(pair.writer->notify(pair.peer, hello).value()->wait(after(kWait)).is_ok());
   const std::optional<Notification> heard = pair.reader->wait_notification(after(kWait)).value();
   REQUIRE(heard.has_value());
-  Result<PeerId> watched = pair.reader->watch(writer_endpoint, after(kWait));
+  Result<PeerId> watched = pair.reader->watch(writer_endpoint);
   REQUIRE(watched.is_ok());
   CHECK(*watched == heard->peer);
   // A stranger is not connected to: not found, at once.
   auto stranger = make_engine("stranger", "tcp");
   REQUIRE(stranger != nullptr);
-  CHECK(pair.reader->watch(stranger->local_endpoint().value(), after(kWait)).status().code() == StatusCode::kNotFound);
-  CHECK(pair.reader->watch(as_bytes("not an endpoint"), after(kWait)).status().code() == StatusCode::kInvalidArgument);
+  CHECK(pair.reader->watch(stranger->local_endpoint().value()).status().code() == StatusCode::kNotFound);
+  CHECK(pair.reader->watch(as_bytes("not an endpoint")).status().code() == StatusCode::kInvalidArgument);
 
   pair.writer.reset();  // its engine dies: the peer fails, and a later watch says so
   const Deadline deadline = after(kWait);
@@ -373,7 +373,7 @@ TEST_CASE("a ucx watch finds the peer of an engine in contact, creates none for 
     std::this_thread::sleep_for(milliseconds(10));
   }
   CHECK(pair.reader->peer_status(*watched).code() == StatusCode::kUnavailable);
-  CHECK(pair.reader->watch(writer_endpoint, after(kWait)).status().code() == StatusCode::kUnavailable);
+  CHECK(pair.reader->watch(writer_endpoint).status().code() == StatusCode::kUnavailable);
 }
 
 TEST_CASE("cancelling a ucx batch returns once its writes stopped and leaves it cancelled or done",
