@@ -585,13 +585,13 @@ class UcxTransferEngine final : public TransferEngine {
     ucp_ep_h created = nullptr;
     const ucs_status_t status = create_endpoint_locked(
         address, peer_failure_detection_ ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE, &created);
-    if (status == UCS_ERR_UNREACHABLE && peer_failure_detection_) {
-      return ucx_failure(
-          "ucp_ep_create for the ucx endpoint, with peer failure detection (the peer refused the "
-          "connection, or none of the transports in tls can detect a dead peer)",
-          status);
+    if (status == UCS_ERR_UNREACHABLE) {
+      return ucx_failure(peer_failure_detection_
+                             ? "ucp_ep_create for the ucx endpoint, with peer failure detection (the peer refused the "
+                               "connection, or none of the transports in tls can detect a dead peer)"
+                             : "ucp_ep_create for the ucx endpoint",
+                         status);
     }
-    if (status == UCS_ERR_UNREACHABLE) return ucx_failure("ucp_ep_create for the ucx endpoint", status);
     // Anything else failed here (memory, file descriptors), which says nothing of the peer (watch()).
     if (status != UCS_OK) {
       return internal_error(std::string("ucp_ep_create for the ucx endpoint failed here: ") +

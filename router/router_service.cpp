@@ -535,8 +535,6 @@ class Service final : public std::enable_shared_from_this<Service> {
     return plan;
   }
 
-  // Whether `plan` can go on after the tokens it generated: some are left to generate, and none of them is the
-  // entity token (its prompt would then hold an entity token without an entity).
   int block_size() const {
     for (const ClusterNode& entry : cluster_->nodes(Tier::kDecode)) {
       if (entry.link != nullptr && entry.link->hello().kv_layout().block_size() > 0)
