@@ -49,6 +49,21 @@ std::vector<json> stream_workflow(const RouterProcess& router, const std::string
   return events;
 }
 
+// Two decode nodes (decode-a, decode-b) and a prefill node of `model` with `kv_mib` each, behind a router serving
+// the workflows of `dir`.
+struct TwoDecodeCluster {
+  Node decode_a;
+  Node decode_b;
+  Node prefill;
+  RouterProcess router;
+  TwoDecodeCluster(const TinyModel& model, int kv_mib, const std::filesystem::path& dir)
+      : decode_a("decode", model, "tcp", kv_mib, {"--node-id", "decode-a"}),
+        decode_b("decode", model, "tcp", kv_mib, {"--node-id", "decode-b"}),
+        prefill("prefill", model, "tcp", kv_mib, {"--node-id", "prefill-a"}),
+        router(model, {prefill.port}, {decode_a.port, decode_b.port}, {"--workflows", dir.string()}) {}
+  Node& decode(const std::string& name) { return name == "decode-a" ? decode_a : decode_b; }
+};
+
 TEST_CASE("a workflow whose decode node dies after the planner finishes on the other decode node",
           "[router][workflow][workflow_failure]") {
   // The experts write long enough on the small model to be running when the node dies: the intent workflow's
@@ -62,15 +77,12 @@ TEST_CASE("a workflow whose decode node dies after the planner finishes on the o
       {"name": "experts", "fan_out": ["a", "b", "c"], "prompt": "Write about {{item}}.", "max_tokens": 150},
       {"name": "arbiter", "prompt": "Sum up: {{steps.experts.text}}", "max_tokens": 8}
     ]})");
-  Node decode_a("decode", small, "tcp", 16, {"--node-id", "decode-a"});
-  Node decode_b("decode", small, "tcp", 16, {"--node-id", "decode-b"});
-  Node prefill("prefill", small, "tcp", 16, {"--node-id", "prefill-a"});
-  RouterProcess router(small, {prefill.port}, {decode_a.port, decode_b.port}, {"--workflows", dir.string()});
+  TwoDecodeCluster cluster(small, 16, dir);
   // The planner's step event names the decode node the workflow prefers: kill it.
   std::string planner_node;
-  const std::vector<json> events = stream_workflow(router, "relay", sample_request(), [&](const json& planner) {
+  const std::vector<json> events = stream_workflow(cluster.router, "relay", sample_request(), [&](const json& planner) {
     planner_node = planner["calls"][0]["decode_node"];
-    (planner_node == "decode-a" ? decode_a : decode_b).process.kill(SIGKILL);
+    cluster.decode(planner_node).process.kill(SIGKILL);
   });
   REQUIRE_FALSE(planner_node.empty());
   REQUIRE_FALSE(events.empty());
@@ -96,16 +108,13 @@ TEST_CASE("a workflow whose decode node dies mid-expert: each expert goes on fro
       {"name": "experts", "fan_out": ["a", "b", "c"], "prompt": "Write about {{item}}.", "max_tokens": 400,
        "temperature": 2, "retries": 1}
     ]})");
-  Node decode_a("decode", small, "tcp", 32, {"--node-id", "decode-a"});
-  Node decode_b("decode", small, "tcp", 32, {"--node-id", "decode-b"});
-  Node prefill("prefill", small, "tcp", 32, {"--node-id", "prefill-a"});
-  RouterProcess router(small, {prefill.port}, {decode_a.port, decode_b.port}, {"--workflows", dir.string()});
+  TwoDecodeCluster cluster(small, 32, dir);
   json request = sample_request();  // its seed fixes every expert's draws
   // The experts run on the planner's decode node (affinity): once all three decode there, it is killed.
   std::string planner_node;
-  const std::vector<json> events = stream_workflow(router, "essays", request, [&](const json& planner) {
+  const std::vector<json> events = stream_workflow(cluster.router, "essays", request, [&](const json& planner) {
     planner_node = planner["calls"][0]["decode_node"];
-    Node& doomed = planner_node == "decode-a" ? decode_a : decode_b;
+    Node& doomed = cluster.decode(planner_node);
     REQUIRE(doomed.shows("recgpt_requests\\{.*state=\"running\".*\\}", 3));
     doomed.process.kill(SIGKILL);
   });
@@ -118,7 +127,7 @@ TEST_CASE("a workflow whose decode node dies mid-expert: each expert goes on fro
   const std::string survivor = planner_node == "decode-a" ? "decode-b" : "decode-a";
 
   // The same workflow undisturbed, on the survivor: the same seed gives the same essays.
-  const CurlReply again = router.post("/v1/workflows/essays", request.dump(), {"--max-time", "120"});
+  const CurlReply again = cluster.router.post("/v1/workflows/essays", request.dump(), {"--max-time", "120"});
   REQUIRE(again.status == 200);
   const json undisturbed = json::parse(again.body);
   for (size_t i = 0; i < 3; ++i) {
