@@ -23,11 +23,6 @@ Status status_of(const control::Error& error) {
   return status;
 }
 
-// The caller's fault, not the node's: retrying elsewhere would fail the same way.
-bool is_call_error(const Status& status) {
-  return status.code() == StatusCode::kInvalidArgument || status.code() == StatusCode::kNotFound;
-}
-
 // Counts a call on a node while it lives.
 class InFlight {
  public:
@@ -99,6 +94,10 @@ void complete_plan(CallPlan& plan, const node::EntityShape& entities, int block_
     if (plan.call.prompt[i] == entities.entity_token && e < entity_keys.size()) keys[i] = entity_keys[e++];
   }
   plan.block_hashes = compute_block_hashes(plan.call.prompt, keys, block_size);
+}
+
+bool is_call_error(const Status& status) {
+  return status.code() == StatusCode::kInvalidArgument || status.code() == StatusCode::kNotFound;
 }
 
 bool can_continue(const CallPlan& plan, std::span<const int32_t> generated) {

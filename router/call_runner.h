@@ -66,6 +66,10 @@ struct CallPlan {
 // block size and the prompt's block hashes (for placement).
 void complete_plan(CallPlan& plan, const node::EntityShape& entities, int block_size, rpc::Deadline deadline);
 
+// Whether a call's error is the caller's fault, not the node's (kInvalidArgument, kNotFound): retrying it
+// elsewhere would fail the same way.
+bool is_call_error(const Status& status);
+
 // Whether a call that failed after generating `generated` can go on on another node pair from those tokens
 // (migration): some of its max_new_tokens are left, and none of them is the entity token (whose vector the
 // continued prompt would lack).

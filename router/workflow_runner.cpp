@@ -151,9 +151,7 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
       break;
     }
     out.status = outcome.status();
-    const bool callers_fault =
-        out.status.code() == StatusCode::kInvalidArgument || out.status.code() == StatusCode::kNotFound;
-    if (callers_fault || Clock::now() >= stage_deadline) break;
+    if (is_call_error(out.status) || Clock::now() >= stage_deadline) break;
     if (out.status.code() != StatusCode::kUnavailable || !can_continue(whole, tokens)) tokens.clear();
     log_event(LogLevel::kWarning, "workflow",
               tokens.empty() ? "agent call failed, retrying" : "agent call failed, continuing it on another pair",

@@ -31,6 +31,7 @@
 #include "node/agent_call.h"
 #include "node/node_protocol.h"
 #include "tests/integration/programs.h"
+#include "tests/support/colocated.h"
 #include "tests/support/curl.h"
 
 namespace recgpt::testing {
@@ -350,21 +351,6 @@ class Driver {
   std::map<uint64_t, std::vector<control::TokenChunk>>& chunks_;
   node::EntityShape shape_;
 };
-
-// The tokens the colocated engine generates for `request` (any sampling: the reference of disaggregated runs).
-inline std::vector<int32_t> colocated_tokens(const ModelFiles& model, const GenerationRequest& request) {
-  auto generator = Generator::create(model, {}).value();
-  REQUIRE(generator->add(request).is_ok());
-  std::vector<int32_t> tokens;
-  for (int step = 0; step < 500 && !generator->idle(); ++step) {
-    auto produced = generator->step();
-    REQUIRE(produced.is_ok());
-    for (const StepToken& token : *produced) {
-      if (token.token >= 0) tokens.push_back(token.token);
-    }
-  }
-  return tokens;
-}
 
 // Connects and exchanges hellos as a router. Token chunks land in `chunks`, load reports in `reports` (each
 // optional).

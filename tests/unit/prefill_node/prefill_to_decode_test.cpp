@@ -17,12 +17,14 @@
 #include "kv_transfer/transfer_engine.h"
 #include "node/node_protocol.h"
 #include "prefill_node/prefill_executor.h"
+#include "tests/support/colocated.h"
 
 namespace recgpt {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::seconds;
+using testing::colocated_tokens;
 
 struct TinyModel {
   std::filesystem::path dir = std::filesystem::temp_directory_path() / ("recgpt_tiers_" + std::to_string(::getpid()));
@@ -46,22 +48,6 @@ std::unique_ptr<kv::TransferEngine> local_engine(const std::string& name) {
 
 kv::MemoryRegion region_of(KvCache& cache) {
   return {cache.storage_data(), cache.storage_bytes(), kv::MemoryKind::kHost, -1};
-}
-
-std::vector<int32_t> colocated_tokens(const ModelFiles& model, const GenerationRequest& request) {
-  auto generator = Generator::create(model, {});
-  REQUIRE(generator.is_ok());
-  auto id = (*generator)->add(request);
-  REQUIRE(id.is_ok());
-  std::vector<int32_t> tokens;
-  for (int step = 0; step < 200 && !(*generator)->idle(); ++step) {
-    auto produced = (*generator)->step();
-    REQUIRE(produced.is_ok());
-    for (const StepToken& token : *produced) {
-      if (token.token >= 0) tokens.push_back(token.token);
-    }
-  }
-  return tokens;
 }
 
 // A prefill side and a decode side of one model, each with its own cache and transfer engine.
