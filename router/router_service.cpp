@@ -1,11 +1,5 @@
 #include "router/router_service.h"
 
-#include <prometheus/counter.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
-#include <prometheus/text_serializer.h>
-
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -24,6 +18,7 @@
 #include "node/entity_inputs.h"
 #include "router/call_runner.h"
 #include "router/openai_api.h"
+#include "router/router_metrics.h"
 #include "router/stop_matcher.h"
 #include "router/workflow_api.h"
 #include "router/workflow_runner.h"
@@ -155,7 +150,6 @@ class Service final : public std::enable_shared_from_this<Service> {
         cluster_->add_dns_source(tier, std::move(name), options_.dns_refresh);
       }
     }
-    register_metrics();
 
     http::ServerOptions server_options;
     server_options.address = options_.address;
@@ -198,12 +192,12 @@ class Service final : public std::enable_shared_from_this<Service> {
       co_return;
     }
     if (path.rfind(kWorkflowsPath, 0) == 0 && request.method == "POST") {
-      RunningRequest running(*running_, path_label(path));
+      RouterMetrics::Running running = metrics_.running(path_label(path));
       co_await workflow(exchange, path.substr(kWorkflowsPath.size()));
       co_return;
     }
     if (is_completion_path(path) && request.method == "POST") {
-      RunningRequest running(*running_, path_label(path));
+      RouterMetrics::Running running = metrics_.running(path_label(path));
       co_await completion(exchange, path == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChatCompletions);
       co_return;
     }
@@ -256,8 +250,7 @@ class Service final : public std::enable_shared_from_this<Service> {
       text.body += "\n";
     } else {
       text.content_type = "text/plain; version=0.0.4; charset=utf-8";
-      refresh_node_up();
-      text.body = prometheus::TextSerializer().Serialize(registry_->Collect());
+      text.body = metrics_.serialize(*cluster_);
     }
     return text;
   }
@@ -324,11 +317,7 @@ class Service final : public std::enable_shared_from_this<Service> {
     }
     const std::string body =
         workflow_result_json("wf-" + std::to_string(next_id_++), definition, request, context, run);
-    workflow_duration_->Observe(std::chrono::duration<double>(Clock::now() - received).count());
-    for (const StepRun& step : run.steps) {
-      stage_duration_->Add({{"role", "router"}, {"workflow", name}, {"stage", step.name}}, stage_buckets())
-          .Observe(step.ms / 1e3);
-    }
+    metrics_.workflow_answered(name, run, std::chrono::duration<double>(Clock::now() - received).count());
     if (exchange.client_gone()) co_return;
     if (request.stream) {
       if (!streaming) co_await exchange.start_events();
@@ -389,10 +378,10 @@ class Service final : public std::enable_shared_from_this<Service> {
     StopMatcher text(*tokenizer_, request.stop);
     bool streaming_started = false;
     bool first_chunk = true;
-    std::optional<Clock::time_point> first_token_at;
+    TokenTiming timing(received);
     std::vector<int32_t> generated;  // every token of the call, across the pairs it ran on
     TokenSink sink = [&](std::vector<int32_t> tokens) -> asio::awaitable<bool> {
-      if (!first_token_at) first_token_at = Clock::now();
+      timing.arrived(tokens.size());
       generated.insert(generated.end(), tokens.begin(), tokens.end());
       const bool go_on = text.push(tokens);
       std::string piece = text.take();
@@ -420,12 +409,12 @@ class Service final : public std::enable_shared_from_this<Service> {
                 {{"request", result.id},
                  {"error", outcome.status().to_string()},
                  {"tokens_before", static_cast<int64_t>(generated.size())}});
-      retries_->Increment();
+      metrics_.call_continued();
       tokens_before = generated.size();
       const CallPlan continued = continued_plan(plan, generated);  // named: run_call keeps references into it
       outcome = co_await run_call(*cluster_, policy_, counter_++, continued, sink, cancel);
     }
-    if (first_token_at) ttft_->Observe(std::chrono::duration<double>(*first_token_at - received).count());
+    metrics_.completion_tokens_arrived(timing);
 
     if (!outcome.is_ok()) {
       const ApiError error = call_error(outcome.status());
@@ -443,12 +432,11 @@ class Service final : public std::enable_shared_from_this<Service> {
     result.usage.completion_tokens = static_cast<int64_t>(tokens_before) + outcome->completion_tokens;
     result.usage.cached_tokens = std::min(outcome->cached_tokens, result.usage.prompt_tokens);
     result.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - received).count();
-    result.ttft_ms = first_token_at ? std::chrono::duration<double, std::milli>(*first_token_at - received).count() : 0;
+    result.ttft_ms = timing.first_token_seconds().value_or(0) * 1e3;
     result.prefill_node = outcome->prefill_node;
     result.decode_node = outcome->decode_node;
-    prompt_tokens_->Increment(static_cast<double>(result.usage.prompt_tokens));
-    completion_tokens_->Increment(static_cast<double>(result.usage.completion_tokens));
-    duration_->Observe(std::chrono::duration<double>(Clock::now() - received).count());
+    metrics_.completion_answered(std::chrono::duration<double>(Clock::now() - received).count(),
+                                 result.usage.prompt_tokens, result.usage.completion_tokens);
     if (exchange.client_gone()) {
       count_request(exchange.request().path, kClientClosedRequest);
       co_return;
@@ -543,99 +531,13 @@ class Service final : public std::enable_shared_from_this<Service> {
     return 16;
   }
 
-  void register_metrics() {
-    requests_ = &prometheus::BuildCounter()
-                     .Name("recgpt_router_requests_total")
-                     .Help("HTTP requests answered, by path and status (499: the client went away first)")
-                     .Register(*registry_);
-    node_up_ = &prometheus::BuildGauge()
-                    .Name("recgpt_node_up")
-                    .Help("Whether the router counts a node healthy: its link is open and it reported load in 5 s")
-                    .Register(*registry_);
-    running_ = &prometheus::BuildGauge()
-                    .Name("recgpt_router_requests_running")
-                    .Help("Completion and workflow requests being answered, by path")
-                    .Register(*registry_);
-    const prometheus::Histogram::BucketBoundaries buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                                             1,     2.5,  5,     10,   30,  60};
-    duration_ = &prometheus::BuildHistogram()
-                     .Name("recgpt_request_duration_seconds")
-                     .Help("End-to-end completion latency")
-                     .Register(*registry_)
-                     .Add({{"role", "router"}, {"stage", "completion"}}, buckets);
-    ttft_ = &prometheus::BuildHistogram()
-                 .Name("recgpt_time_to_first_token_seconds")
-                 .Help("Time from the request to its first token")
-                 .Register(*registry_)
-                 .Add({{"role", "router"}, {"stage", "completion"}}, buckets);
-    auto& tokens =
-        prometheus::BuildCounter().Name("recgpt_router_tokens_total").Help("Tokens by kind").Register(*registry_);
-    prompt_tokens_ = &tokens.Add({{"kind", "prompt"}});
-    completion_tokens_ = &tokens.Add({{"kind", "completion"}});
-    workflow_duration_ = &prometheus::BuildHistogram()
-                              .Name("recgpt_workflow_duration_seconds")
-                              .Help("End-to-end workflow latency")
-                              .Register(*registry_)
-                              .Add({{"role", "router"}, {"stage", "workflow"}}, buckets);
-    stage_duration_ = &prometheus::BuildHistogram()
-                           .Name("recgpt_workflow_stage_duration_seconds")
-                           .Help("Workflow stage latency, by workflow and stage (planner, experts, arbiter, ...)")
-                           .Register(*registry_);
-    retries_ = &prometheus::BuildCounter()
-                    .Name("recgpt_router_call_retries_total")
-                    .Help("Calls continued on another node pair after a node failed (from the tokens they generated)")
-                    .Register(*registry_)
-                    .Add({});
-  }
-
-  static prometheus::Histogram::BucketBoundaries stage_buckets() {
-    return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-  }
-
-  // recgpt_node_up per member node, named by its node id once it said one (its address until then).
-  void refresh_node_up() {
-    for (Tier tier : {Tier::kPrefill, Tier::kDecode}) {
-      const std::string role = tier == Tier::kPrefill ? "prefill" : "decode";
-      for (const ClusterNode& entry : cluster_->nodes(tier)) {
-        auto& [name, gauge] = node_up_series_[role + " " + entry.address.text()];
-        if (gauge != nullptr && (name != entry.name() || !entry.member)) {
-          node_up_->Remove(gauge);
-          gauge = nullptr;
-        }
-        if (!entry.member) continue;
-        if (gauge == nullptr) {
-          name = entry.name();
-          gauge = &node_up_->Add({{"role", role}, {"node", name}});
-        }
-        gauge->Set(entry.healthy() ? 1 : 0);
-      }
-    }
-  }
-
   static std::string path_label(const std::string& path) {
     return path.rfind(kWorkflowsPath, 0) == 0 ? std::string("/v1/workflows")
            : is_known_path(path)              ? path
                                               : std::string("other");
   }
 
-  void count_request(const std::string& path, int status) {
-    requests_->Add({{"path", path_label(path)}, {"code", std::to_string(status)}}).Increment();
-  }
-
-  // A request on its path's gauge while its handler runs.
-  class RunningRequest {
-   public:
-    RunningRequest(prometheus::Family<prometheus::Gauge>& family, const std::string& path)
-        : gauge_(family.Add({{"path", path}})) {
-      gauge_.Increment();
-    }
-    ~RunningRequest() { gauge_.Decrement(); }
-    RunningRequest(const RunningRequest&) = delete;
-    RunningRequest& operator=(const RunningRequest&) = delete;
-
-   private:
-    prometheus::Gauge& gauge_;
-  };
+  void count_request(const std::string& path, int status) { metrics_.count_request(path_label(path), status); }
 
   asio::io_context& io_;
   const ModelFiles& model_;
@@ -647,18 +549,7 @@ class Service final : public std::enable_shared_from_this<Service> {
   std::vector<int32_t> stop_tokens_;
   std::shared_ptr<Cluster> cluster_;
   std::unique_ptr<http::Server> server_;
-  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
-  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
-  prometheus::Family<prometheus::Gauge>* running_ = nullptr;
-  prometheus::Family<prometheus::Gauge>* node_up_ = nullptr;
-  std::map<std::string, std::pair<std::string, prometheus::Gauge*>> node_up_series_;  // by role and address
-  prometheus::Histogram* duration_ = nullptr;
-  prometheus::Histogram* ttft_ = nullptr;
-  prometheus::Counter* prompt_tokens_ = nullptr;
-  prometheus::Counter* completion_tokens_ = nullptr;
-  prometheus::Counter* retries_ = nullptr;
-  prometheus::Histogram* workflow_duration_ = nullptr;
-  prometheus::Family<prometheus::Histogram>* stage_duration_ = nullptr;
+  RouterMetrics metrics_;
   std::map<std::string, WorkflowDefinition> workflows_;
   std::optional<EntityStore> entity_store_;
   std::string entity_token_text_;

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "engine/tokenizer.h"
+#include "router/token_timing.h"
 
 namespace recgpt::router {
 namespace {
@@ -113,6 +114,7 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
   out.prompt_tokens = static_cast<int64_t>(call.prompt.size());
   out.status = failed_precondition("the workflow was cancelled");  // unless a call runs
   std::vector<int32_t> tokens;                                     // generated so far, across the pairs the call ran on
+  TokenTiming timing(start);  // every token received, attempts started over included
   for (int attempt = 0; attempt <= step.retries && !state.cancel.cancelled(); ++attempt) {
     ++out.attempts;
     CallPlan whole;
@@ -123,7 +125,8 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
     whole.preferred_decode = affinity ? state.preferred_decode : -1;
     const CallPlan plan = tokens.empty() ? whole : continued_plan(whole, tokens);  // run_call keeps references
     const auto tokens_before = static_cast<int64_t>(tokens.size());
-    TokenSink sink = [&tokens](std::vector<int32_t> more) -> asio::awaitable<bool> {
+    TokenSink sink = [&tokens, &timing](std::vector<int32_t> more) -> asio::awaitable<bool> {
+      timing.arrived(more.size());
       tokens.insert(tokens.end(), more.begin(), more.end());
       co_return true;
     };
@@ -161,6 +164,8 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
                {"tokens_before", static_cast<int64_t>(tokens.size())}});
   }
   out.ms = ms_since(start);
+  out.first_token_seconds = timing.first_token_seconds();
+  out.per_output_token_seconds = timing.per_output_token_seconds();
 }
 
 // The calls of one step, concurrently.

@@ -14,6 +14,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,8 @@ struct AgentRun {
   std::string prefill_node;
   std::string decode_node;
   double ms = 0;
+  std::optional<double> first_token_seconds;       // from the call's start (its first attempt's)
+  std::optional<double> per_output_token_seconds;  // mean, after the first token (router/token_timing.h)
 };
 
 struct StepRun {
