@@ -9,16 +9,18 @@ namespace recgpt::decode {
 
 constexpr auto kIdleWait = std::chrono::milliseconds(20);
 
-Result<std::unique_ptr<DecodeCore>> DecodeCore::create(const ModelFiles& model, const GeneratorOptions& options) {
+Result<std::unique_ptr<DecodeCore>> DecodeCore::create(const ModelFiles& model, const GeneratorOptions& options,
+                                                       TokenGapObserver on_token_gap) {
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<Generator> generator, Generator::create(model, options));
-  return std::unique_ptr<DecodeCore>(new DecodeCore(std::move(generator)));
+  return std::unique_ptr<DecodeCore>(new DecodeCore(std::move(generator), std::move(on_token_gap)));
 }
 
-DecodeCore::DecodeCore(std::unique_ptr<Generator> generator)
+DecodeCore::DecodeCore(std::unique_ptr<Generator> generator, TokenGapObserver on_token_gap)
     : generator_(std::move(generator)),
       reservations_(std::make_unique<ReservationTable>(generator_->kv_cache().blocks(),
                                                        generator_->kv_cache().config().block_size)),
-      fences_(std::make_unique<WriteFences>(generator_->kv_cache().blocks())) {
+      fences_(std::make_unique<WriteFences>(generator_->kv_cache().blocks())),
+      on_token_gap_(std::move(on_token_gap)) {
   counters_.kv_blocks_total = generator_->kv_cache().blocks().num_blocks();
   generator_->kv_cache().blocks().set_journal(&journal_);
   thread_ = std::thread([this] { run(); });
@@ -91,7 +93,8 @@ void DecodeCore::start(StartRequest request, TokenSink sink) {
         std::lock_guard counters_lock(mutex_);
         counters_.prompt_tokens_prefilled_locally += taken->prompt_tokens - taken->cached_tokens;
       }
-      start_running(request.reservation_id, std::move(sink), std::move(added), taken->blocks);
+      start_running(request.reservation_id, std::move(sink), std::move(added), taken->blocks,
+                    /*has_first_token=*/false);
       return;
     }
     const std::vector<int32_t> blocks = taken->blocks;
@@ -104,19 +107,22 @@ void DecodeCore::start(StartRequest request, TokenSink sink) {
       return;
     }
     start_running(request.reservation_id, std::move(sink),
-                  generator_->add_prefilled(std::move(generation), blocks, request.first_token), blocks);
+                  generator_->add_prefilled(std::move(generation), blocks, request.first_token), blocks,
+                  /*has_first_token=*/true);
   });
   wake_.notify_all();
 }
 
 void DecodeCore::start_running(uint64_t reservation_id, TokenSink sink, Result<int64_t> added,
-                               const std::vector<int32_t>& blocks) {
+                               const std::vector<int32_t>& blocks, bool has_first_token) {
   if (!added.is_ok()) {  // the generator took no reference: the reservation's go back here
     generator_->kv_cache().blocks().release(blocks);
     sink({}, FinishReason::kCancelled);
     return;
   }
-  running_[*added] = {reservation_id, std::move(sink)};
+  std::optional<Clock::time_point> first_token_at;
+  if (has_first_token) first_token_at = Clock::now();
+  running_[*added] = {reservation_id, std::move(sink), first_token_at};
   sequence_of_[reservation_id] = *added;
 }
 
@@ -225,9 +231,16 @@ void DecodeCore::step_batch() {
     if (token.token >= 0) tokens[token.sequence_id].push_back(token.token);
     if (token.finish != FinishReason::kNone) finished[token.sequence_id] = token.finish;
   }
+  const auto now = Clock::now();
   for (auto& [sequence, list] : tokens) {
     auto running = running_.find(sequence);
     if (running == running_.end()) continue;
+    std::optional<Clock::time_point>& last = running->second.last_token_at;
+    if (last && on_token_gap_) {
+      const double each = std::chrono::duration<double>(now - *last).count() / static_cast<double>(list.size());
+      for (size_t i = 0; i < list.size(); ++i) on_token_gap_(each);
+    }
+    last = now;
     auto finish = finished.find(sequence);
     running->second.sink(std::move(list), finish == finished.end() ? FinishReason::kNone : finish->second);
   }

@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -53,6 +54,9 @@ struct StartRequest {
 // Tokens of one step for one sequence; `finish` is kNone while it goes on, and the last call has it set.
 using TokenSink = std::function<void(std::vector<int32_t> tokens, FinishReason finish)>;
 using ReserveDone = std::function<void(Result<Reservation>)>;
+// The seconds between two consecutive tokens of a sequence, once per token after its first (a sequence prefilled
+// elsewhere counts from its start here): the inter-token latency. Runs on the engine thread.
+using TokenGapObserver = std::function<void(double seconds)>;
 
 struct DecodeCounters {
   int64_t kv_blocks_total = 0;
@@ -71,7 +75,8 @@ struct DecodeCounters {
 
 class DecodeCore {
  public:
-  static Result<std::unique_ptr<DecodeCore>> create(const ModelFiles& model, const GeneratorOptions& options);
+  static Result<std::unique_ptr<DecodeCore>> create(const ModelFiles& model, const GeneratorOptions& options,
+                                                    TokenGapObserver on_token_gap = {});
   ~DecodeCore();  // ends every reservation and sequence (sinks get kCancelled), then stops the thread
 
   // The cache whose memory the transfer engine registers (stable for the core's life). Read its layout only.
@@ -100,16 +105,18 @@ class DecodeCore {
   PrefixIndexJournal& prefix_journal() { return journal_; }
 
  private:
-  explicit DecodeCore(std::unique_ptr<Generator> generator);
+  DecodeCore(std::unique_ptr<Generator> generator, TokenGapObserver on_token_gap);
   void run();
   void step_batch();
   // A taken reservation's sequence as the generator `added` it (or its blocks back and kCancelled on error).
-  void start_running(uint64_t reservation_id, TokenSink sink, Result<int64_t> added,
-                     const std::vector<int32_t>& blocks);
+  // `has_first_token`: its first token came with it (prefilled elsewhere), so its next one is an inter-token gap.
+  void start_running(uint64_t reservation_id, TokenSink sink, Result<int64_t> added, const std::vector<int32_t>& blocks,
+                     bool has_first_token);
 
   struct Running {
     uint64_t reservation_id = 0;
     TokenSink sink;
+    std::optional<Clock::time_point> last_token_at;
   };
   struct Pending {
     std::vector<int32_t> prompt;
@@ -121,6 +128,7 @@ class DecodeCore {
   std::unique_ptr<Generator> generator_;
   std::unique_ptr<ReservationTable> reservations_;
   std::unique_ptr<WriteFences> fences_;  // engine thread only
+  const TokenGapObserver on_token_gap_;
   std::atomic<uint64_t> next_fence_id_{1};
 
   mutable std::mutex mutex_;  // commands_, stopping_, counters_

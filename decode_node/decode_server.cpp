@@ -104,7 +104,17 @@ class Server final : public std::enable_shared_from_this<Server> {
   Status open() {
     node::route_protobuf_logs();
     RECGPT_ASSIGN_OR_RETURN(fingerprint_, model_fingerprint(model_));
-    RECGPT_ASSIGN_OR_RETURN(core_, DecodeCore::create(model_, options_.engine));
+    // Before the core, whose engine thread observes it; the registry outlives the core (member order).
+    prometheus::Histogram& token_gaps =
+        prometheus::BuildHistogram()
+            .Name("recgpt_inter_token_latency_seconds")
+            .Help("Time between consecutive tokens of a sequence here (for one prefilled elsewhere, from its start)")
+            .Register(*registry_)
+            .Add({{"role", "decode"}, {"node", options_.node_id}},
+                 prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
+                                                         0.3, 0.5, 1, 2.5});
+    RECGPT_ASSIGN_OR_RETURN(core_, DecodeCore::create(model_, options_.engine,
+                                                      [&token_gaps](double seconds) { token_gaps.Observe(seconds); }));
     RECGPT_ASSIGN_OR_RETURN(entities_, node::open_entity_store(options_.entity_store, model_.config()));
     RECGPT_ASSIGN_OR_RETURN(constraints_, node::Constraints::create(model_, options_.catalogues));
     kv::TransferEngineOptions transfer_options;

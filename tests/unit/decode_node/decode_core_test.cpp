@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <future>
@@ -155,6 +156,38 @@ TEST_CASE(
     cached_before = core->counters().prompt_tokens_prefilled_locally;
     CHECK(eventually([&] { return core->counters().kv_blocks_used == 0 && core->counters().running == 0; }));
   }
+}
+
+TEST_CASE("the token-gap observer sees one gap per token after each sequence's first", "[decode][core][metrics]") {
+  TinyModel tiny;
+  std::atomic<int> gaps = 0;
+  std::atomic<bool> negative = false;
+  auto core = DecodeCore::create(*tiny.model, small_pool(), [&](double seconds) {
+                ++gaps;
+                if (seconds < 0) negative = true;
+              }).value();
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 29; ++i) prompt.push_back(2 + (i * 13) % 150);
+  // Prefilled elsewhere: its first token comes with the start, so each of the 8 decoded here follows a gap.
+  auto pushed = reserve(*core, prompt, 9);
+  REQUIRE(pushed.is_ok());
+  Stream first_stream;
+  core->start({pushed->id, prefill_into(*tiny.model, *core, *pushed, prompt), {}, {}}, first_stream.sink());
+  REQUIRE(first_stream.wait());
+  CHECK(first_stream.tokens.size() == 8);
+  CHECK(gaps == 8);
+  // Prefilled here: its first token is the prompt's (time to first token), the other 6 follow gaps.
+  auto local = reserve(*core, prompt, 7);
+  REQUIRE(local.is_ok());
+  Stream second_stream;
+  StartRequest start;
+  start.reservation_id = local->id;
+  start.prefill_locally = true;
+  core->start(std::move(start), second_stream.sink());
+  REQUIRE(second_stream.wait());
+  CHECK(second_stream.tokens.size() == 7);
+  CHECK(gaps == 8 + 6);
+  CHECK_FALSE(negative);
 }
 
 TEST_CASE("a local prefill the engine refuses (entity vectors missing) ends cancelled and returns the blocks",
