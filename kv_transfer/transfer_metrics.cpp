@@ -21,6 +21,9 @@ const Histogram::BucketBoundaries& duration_buckets() {
   return buckets;
 }
 
+// What became of an operation (outcome_of, and "refused" at submission).
+constexpr const char* kOutcomes[] = {"ok", "failed", "cancelled", "dropped", "refused"};
+
 // The metric families of one engine, with its node and backend as labels.
 class TransferMetrics {
  public:
@@ -40,7 +43,16 @@ class TransferMetrics {
                        .Name("recgpt_kv_transfer_duration_seconds")
                        .Help("KV transfer write batches and notifications, submission to completion")
                        .Labels({{"node", node}})
-                       .Register(registry)) {}
+                       .Register(registry)) {
+    // Every series at 0 from the start, so that rates and alerts on failures see a 0 before the first one.
+    for (const char* operation : {"writes", "notify"}) {
+      for (const char* outcome : kOutcomes) {
+        operations_.Add({{"backend", backend_}, {"operation", operation}, {"outcome", outcome}});
+      }
+      durations_.Add({{"backend", backend_}, {"operation", operation}}, duration_buckets());
+    }
+    for (const char* outcome : kOutcomes) bytes_.Add({{"backend", backend_}, {"outcome", outcome}});
+  }
 
   void record(const char* operation, const char* outcome, uint64_t bytes, double seconds) {
     operations_.Add({{"backend", backend_}, {"operation", operation}, {"outcome", outcome}}).Increment();

@@ -4,6 +4,7 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -97,7 +98,11 @@ class Server : public std::enable_shared_from_this<Server> {
     tokens_cached_ = &tokens.Add({{"role", "prefill"}, {"node", options_.node_id}, {"kind", "cached"}});
     auto& blocks = prometheus::BuildGauge().Name("recgpt_kv_blocks").Help("KV blocks by state").Register(*registry_);
     blocks_used_ = &blocks.Add({{"role", "prefill"}, {"node", options_.node_id}, {"state", "used"}});
-    blocks_used_->Set(0);
+    blocks_free_ = &blocks.Add({{"role", "prefill"}, {"node", options_.node_id}, {"state", "free"}});
+    auto& requests = prometheus::BuildGauge().Name("recgpt_requests").Help("Requests by state").Register(*registry_);
+    waiting_ = &requests.Add({{"role", "prefill"}, {"node", options_.node_id}, {"state", "waiting"}});
+    running_ = &requests.Add({{"role", "prefill"}, {"node", options_.node_id}, {"state", "running"}});
+    refresh_gauges();
     batches_ = &prometheus::BuildCounter()
                     .Name("recgpt_prefill_batches_total")
                     .Help("Forward passes of the prefill node (each runs every request it batched)")
@@ -158,7 +163,7 @@ class Server : public std::enable_shared_from_this<Server> {
       boost::system::error_code error;
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, error));
       if (error || worker_ == nullptr || stopped_) co_return;
-      blocks_used_->Set(static_cast<double>(worker_->used_blocks()));
+      refresh_gauges();
       control::LoadReport load;
       load.set_queue_depth(static_cast<uint32_t>(worker_->pending()));
       load.set_kv_blocks_used(static_cast<uint32_t>(worker_->used_blocks()));
@@ -169,6 +174,15 @@ class Server : public std::enable_shared_from_this<Server> {
       }
       node::send_load_reports(load, worker_->prefix_journal(), peers);
     }
+  }
+
+  void refresh_gauges() {
+    const int64_t used = worker_->used_blocks();
+    blocks_used_->Set(static_cast<double>(used));
+    blocks_free_->Set(static_cast<double>(worker_->cache().blocks().num_blocks() - used));
+    const int64_t running = worker_->computing();
+    running_->Set(static_cast<double>(running));
+    waiting_->Set(static_cast<double>(std::max<int64_t>(0, worker_->pending() - running)));
   }
 
   void accept(const std::shared_ptr<rpc::Connection>& connection) {
@@ -292,6 +306,9 @@ class Server : public std::enable_shared_from_this<Server> {
   prometheus::Counter* tokens_computed_ = nullptr;
   prometheus::Counter* tokens_cached_ = nullptr;
   prometheus::Gauge* blocks_used_ = nullptr;
+  prometheus::Gauge* blocks_free_ = nullptr;
+  prometheus::Gauge* waiting_ = nullptr;
+  prometheus::Gauge* running_ = nullptr;
   prometheus::Counter* batches_ = nullptr;
   prometheus::Counter* dropped_ = nullptr;
 };

@@ -161,7 +161,9 @@ void PrefillWorker::run() {
       std::lock_guard lock(mutex_);
       queue_.insert(queue_.begin(), std::make_move_iterator(deferred.begin()), std::make_move_iterator(deferred.end()));
     }
+    computing_ = static_cast<int64_t>(active_.size());
     if (!active_.empty()) run_step();
+    computing_ = static_cast<int64_t>(active_.size());
     used_blocks_ = cache_->blocks().num_used_blocks();
   }
   for (auto& job : active_) {

@@ -55,8 +55,9 @@ class PrefillWorker {
   Status register_cache();
   void submit(control::PrefillRequest request, Done done, Abandoned abandoned = nullptr);
 
-  bool busy() const { return pending_.load() > 0; }    // a request is queued or running
-  int64_t pending() const { return pending_.load(); }  // requests queued or running
+  bool busy() const { return pending_.load() > 0; }        // a request is queued or running
+  int64_t pending() const { return pending_.load(); }      // requests queued or running
+  int64_t computing() const { return computing_.load(); }  // of those, in the steps being run (admitted)
   const KvCache& cache() const { return *cache_; }
   int64_t used_blocks() const { return used_blocks_.load(); }  // held by requests in progress
   PrefixIndexJournal& prefix_journal() { return journal_; }    // thread-safe
@@ -116,6 +117,7 @@ class PrefillWorker {
   std::map<std::string, Unreachable> unreachable_;  // by endpoint + key
   std::atomic<int64_t> used_blocks_ = 0;
   std::atomic<int64_t> pending_ = 0;
+  std::atomic<int64_t> computing_ = 0;
   std::atomic<int64_t> batches_ = 0;
   std::atomic<int64_t> dropped_ = 0;
   std::vector<std::unique_ptr<Job>> active_;  // prepared, computing a chunk per step; the worker thread's own
