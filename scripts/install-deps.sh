@@ -11,7 +11,10 @@ debian_packages=(
   catch2 libucx-dev ucx-utils libpcre2-dev libopenblas-dev prometheus-cpp-dev
   libcli11-dev libicu-dev curl
   python3-numpy
+  prometheus
 )
+# prometheus: the real server and promtool the metrics test scrapes with (it runs its own instance on a free
+# port; where systemd runs, the package also enables its own service on :9090).
 
 # Node.js may come from another source already; only add Debian's when absent.
 command -v node >/dev/null || debian_packages+=(nodejs)
