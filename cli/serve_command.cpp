@@ -42,8 +42,8 @@ Status run_serve(ServeFlags& flags) {
                           decode::DecodeServer::start(io, *model, flags.decode));
   RECGPT_ASSIGN_OR_RETURN(std::unique_ptr<prefill::PrefillServer> prefill,
                           prefill::PrefillServer::start(io, *model, flags.prefill));
-  std::printf("recgpt serve: prefill port=%u admin_port=%u\n", static_cast<unsigned>(prefill->port()),
-              static_cast<unsigned>(prefill->admin_port()));
+  std::printf("recgpt serve: prefill node=%s port=%u admin_port=%u\n", flags.prefill.node_id.c_str(),
+              static_cast<unsigned>(prefill->port()), static_cast<unsigned>(prefill->admin_port()));
   run_node_until_signal(
       io, "serve", flags.decode.node_id, decode->port(), decode->admin_port(),
       [&](std::function<void()> done) {

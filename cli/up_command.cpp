@@ -48,24 +48,27 @@ Result<std::string> builtin_model() {
   return dir.string();
 }
 
-// A node process and the control ports it printed (a colocated one prints prefill's, then decode's).
+// A node process and the control ports it printed (a colocated one prints prefill's, then decode's), with the
+// node ids and admin ports (/metrics, /healthz, /readyz) of those lines.
 struct NodeProcess {
   Subprocess process;
   std::vector<uint16_t> ports;
+  std::vector<std::pair<std::string, uint16_t>> admin;
 };
 
 Result<NodeProcess> start_node(const std::vector<std::string>& argv, int port_lines) {
   RECGPT_ASSIGN_OR_RETURN(Subprocess process, Subprocess::spawn(argv));
-  NodeProcess node{std::move(process), {}};
+  NodeProcess node{std::move(process), {}, {}};
   const auto deadline = std::chrono::steady_clock::now() + kNodeStartTimeout;
   for (int i = 0; i < port_lines; ++i) {
     Result<std::string> line = node.process.read_line(deadline);
     if (!line.is_ok()) return unavailable("`" + argv[1] + "` did not start: " + line.status().message());
     std::smatch match;
-    if (!std::regex_search(*line, match, std::regex(" port=(\\d+)"))) {
+    if (!std::regex_search(*line, match, std::regex(" node=(\\S+) port=(\\d+) admin_port=(\\d+)"))) {
       return unavailable("`" + argv[1] + "` printed an unexpected line: " + *line);
     }
-    node.ports.push_back(static_cast<uint16_t>(std::stoi(match[1])));
+    node.ports.push_back(static_cast<uint16_t>(std::stoi(match[2])));
+    node.admin.emplace_back(match[1], static_cast<uint16_t>(std::stoi(match[3])));
   }
   return node;
 }
@@ -123,6 +126,14 @@ Status run_up(UpFlags& flags) {
   std::printf("recgpt up: serving http://%s:%u/v1 (model %s; %d prefill, %d decode%s)\n", flags.router.address.c_str(),
               static_cast<unsigned>(service->port()), flags.router.model_name.c_str(),
               static_cast<int>(flags.router.prefill_nodes.size()), flags.decode, flags.colocated ? ", colocated" : "");
+  std::string metrics;
+  for (const NodeProcess& child : children) {
+    for (const auto& [node_id, admin_port] : child.admin) {
+      metrics +=
+          (metrics.empty() ? " " : ", ") + node_id + " http://127.0.0.1:" + std::to_string(admin_port) + "/metrics";
+    }
+  }
+  std::printf("recgpt up: node metrics (docs/metrics.md):%s\n", metrics.c_str());
   std::fflush(stdout);
   run_node_until_signal(
       io, "up", "router", service->port(), service->port(),

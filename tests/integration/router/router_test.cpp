@@ -238,6 +238,20 @@ TEST_CASE("recgpt up starts a local cluster that answers, and Ctrl-C stops all o
   std::smatch match;
   REQUIRE(std::regex_search(*line, match, std::regex("serving (http://127.0.0.1:\\d+)/v1")));
   const std::string base = match[1];
+  // Next, every node's metrics address: each answers with its KV pool.
+  auto metrics_line = up->read_line(Clock::now() + seconds(10));
+  REQUIRE(metrics_line.is_ok());
+  INFO(*metrics_line);
+  int nodes_with_metrics = 0;
+  const std::regex metrics_url("http://127.0.0.1:\\d+/metrics");
+  for (auto it = std::sregex_iterator(metrics_line->begin(), metrics_line->end(), metrics_url);
+       it != std::sregex_iterator(); ++it) {
+    const CurlReply metrics = curl(it->str());
+    CHECK(metrics.status == 200);
+    CHECK(metrics.body.find("recgpt_kv_blocks{") != std::string::npos);
+    ++nodes_with_metrics;
+  }
+  CHECK(nodes_with_metrics == 2);
   bool ready = false;
   for (int i = 0; i < 100 && !ready; ++i) {
     ready = curl(base + "/readyz").status == 200;
