@@ -10,7 +10,9 @@ refused, an `intent` workflow), checks each /metrics with `promtool check metric
   table for its kind of process;
 - each figure of ../shared/DESIGN.md §5 is there, with the values the traffic implies (request counts by code,
   one latency observation per completion, every workflow stage, inter-token gaps for every decoded token, cached
-  prefix tokens, KV bytes moved and no failed transfer, blocks used + free = the pool, nodes up).
+  prefix tokens, KV bytes moved and no failed transfer, blocks used + free = the pool, nodes up);
+- deploy/prometheus/recgpt-rules.yml loads and evaluates without error, its recording rules have values and no
+  alert is pending or firing; every query of deploy/grafana's dashboards returns a finite value.
 Exits 1 on any failed check; every process it started is stopped, whatever happens.
 """
 import json
@@ -135,6 +137,46 @@ def documented_families(metrics_md):
     return families
 
 
+def finite(samples):
+    return [sample for _, sample in samples if math.isfinite(sample)]
+
+
+def check_rules_and_dashboards(source_dir, checks, get, query):
+    """deploy/prometheus's rules evaluate cleanly on live series, record values and alert on nothing (the cluster
+    is healthy); every query of deploy/grafana's dashboards returns data."""
+    rules_file = os.path.join(source_dir, "deploy", "prometheus", "recgpt-rules.yml")
+    with open(rules_file) as text:
+        declared = re.findall(r"^\s*- (record|alert): (\S+)", text.read(), re.MULTILINE)
+    records = [name for kind, name in declared if kind == "record"]
+    try:
+        wait_for("the recording rules' first values", SCRAPE_SECONDS,
+                 lambda: all(finite(query(name)) for name in records), interval=0.5)
+    except Failed as failure:  # the checks below name the rules without one
+        print(f"note: {failure}")
+    loaded = [rule for group in get("rules")["groups"] for rule in group["rules"]]
+    unhealthy = [(rule["name"], rule.get("lastError")) for rule in loaded if rule["health"] != "ok"]
+    checks.expect(len(loaded) == len(declared) and not unhealthy,
+                  f"rules: {len(loaded)} loaded of {len(declared)} in recgpt-rules.yml, unhealthy {unhealthy}")
+    alerts = query("ALERTS")
+    checks.expect(not alerts, f"no alert pending or firing on the healthy cluster: {[a[0] for a in alerts]}")
+    for name in records:
+        checks.expect(bool(finite(query(name))), f"recording rule {name}: {finite(query(name))[:3]}")
+    dashboards = os.path.join(source_dir, "deploy", "grafana")
+    for file_name in sorted(os.listdir(dashboards)):
+        with open(os.path.join(dashboards, file_name)) as text:
+            dashboard = json.load(text)
+        empty, queries = [], 0
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                # Grafana's variables as a dashboard of every node would set them (the range: all the test's).
+                expr = target["expr"].replace("$__rate_interval", "5m").replace("$node", ".+")
+                queries += 1
+                if not finite(query(expr)):
+                    empty.append(f"{panel['title']}: {target['legendFormat']}")
+        checks.expect(queries > 0 and not empty,
+                      f"{file_name}: {queries} panel queries, those without a finite value: {empty}")
+
+
 class Checks:
     def __init__(self):
         self.failures = 0
@@ -182,46 +224,15 @@ def run(recgpt, model, source_dir, work_dir, processes):
     base = f"http://127.0.0.1:{router_port}"
     wait_for("the router's /readyz", STARTUP_SECONDS, lambda: http(base + "/readyz", timeout=5)[0] == 200)
 
-    # Traffic. The same prompt three times: the later ones find its prefix cached on the prefill node.
-    chat = {"model": "recgpt", "max_tokens": 12, "temperature": 0,
-            "messages": [{"role": "user", "content": "The user bought hiking boots and a rain jacket. Suggest gear."}]}
-    completion_tokens = []
-    for _ in range(3):
-        status, text = http(base + "/v1/chat/completions", chat)
-        if status != 200:
-            raise Failed(f"a chat completion answered {status}: {text[:300]}")
-        completion_tokens.append(json.loads(text)["usage"]["completion_tokens"])
-    status, text = http(base + "/v1/chat/completions",
-                        dict(chat, stream=True, stream_options={"include_usage": True}))
-    usage = [json.loads(line[6:])["usage"] for line in text.splitlines()
-             if line.startswith("data: {") and '"usage":{' in line]
-    if status != 200 or not usage:
-        raise Failed(f"the streamed completion answered {status} without usage: {text[-300:]}")
-    completion_tokens.append(usage[-1]["completion_tokens"])
-    status, text = http(base + "/v1/chat/completions", {"model": "recgpt", "messages": "not a list"})
-    checks.expect(status == 400, f"a malformed completion is refused: {status}")
-    with open(os.path.join(source_dir, "examples", "intent_request.json")) as request:
-        intent = json.load(request)
-    status, text = http(base + "/v1/workflows/intent", intent, timeout=120)
-    if status != 200:
-        raise Failed(f"the intent workflow answered {status}: {text[:300]}")
-    workflow_steps = set(json.loads(text)["timings"]["steps"])
-
-    # Each exposition passes promtool's format and naming checks.
+    # A real Prometheus scrapes them each second from before the traffic (so that rates see it), and evaluates
+    # deploy/prometheus's rules.
     targets = {"router": router_port, "prefill": ports["prefill"][1], "decode": ports["decode"][1]}
-    for job, port in targets.items():
-        status, exposition = http(f"http://127.0.0.1:{port}/metrics")
-        lint = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True,
-                              timeout=60)
-        problems = (lint.stdout + lint.stderr).strip()
-        checks.expect(status == 200 and lint.returncode == 0 and not problems,
-                      f"{job} /metrics passes `promtool check metrics`" + (f": {problems[:500]}" if problems else ""))
-
-    # A real Prometheus scrapes them.
     prometheus_port = free_port()
     config = os.path.join(work_dir, "prometheus.yml")
     with open(config, "w") as out:
-        out.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n")
+        out.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n")
+        out.write(f"rule_files:\n  - {os.path.join(source_dir, 'deploy', 'prometheus', 'recgpt-rules.yml')}\n")
+        out.write("scrape_configs:\n")
         for job, port in targets.items():
             out.write(f"  - job_name: recgpt-{job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n")
     checked = subprocess.run(["promtool", "check", "config", config], capture_output=True, text=True, timeout=60)
@@ -253,8 +264,47 @@ def run(recgpt, model, source_dir, work_dir, processes):
         return len(active) == 3 and all(target["health"] == "up" for target in active)
 
     wait_for("Prometheus scraping all three targets", SCRAPE_SECONDS, all_up, interval=0.5)
-    wait_for("the workflow's scrape", SCRAPE_SECONDS,
-             lambda: query('recgpt_router_requests_total{path="/v1/workflows",code="200"} == 1'), interval=0.5)
+
+    # Traffic, twice: series a first round creates exist in the second's scrapes, so rates over them see the
+    # second. The same prompt three times a round: the later ones find its prefix cached on the prefill node.
+    chat = {"model": "recgpt", "max_tokens": 12, "temperature": 0,
+            "messages": [{"role": "user", "content": "The user bought hiking boots and a rain jacket. Suggest gear."}]}
+    with open(os.path.join(source_dir, "examples", "intent_request.json")) as request:
+        intent = json.load(request)
+    completion_tokens = []
+    workflow_steps = set()
+    for round_number in (1, 2):
+        for _ in range(3):
+            status, text = http(base + "/v1/chat/completions", chat)
+            if status != 200:
+                raise Failed(f"a chat completion answered {status}: {text[:300]}")
+            completion_tokens.append(json.loads(text)["usage"]["completion_tokens"])
+        status, text = http(base + "/v1/chat/completions",
+                            dict(chat, stream=True, stream_options={"include_usage": True}))
+        usage = [json.loads(line[6:])["usage"] for line in text.splitlines()
+                 if line.startswith("data: {") and '"usage":{' in line]
+        if status != 200 or not usage:
+            raise Failed(f"the streamed completion answered {status} without usage: {text[-300:]}")
+        completion_tokens.append(usage[-1]["completion_tokens"])
+        status, text = http(base + "/v1/chat/completions", {"model": "recgpt", "messages": "not a list"})
+        checks.expect(status == 400, f"a malformed completion is refused: {status}")
+        status, text = http(base + "/v1/workflows/intent", intent, timeout=120)
+        if status != 200:
+            raise Failed(f"the intent workflow answered {status}: {text[:300]}")
+        workflow_steps |= set(json.loads(text)["timings"]["steps"])
+        wait_for(f"the scrape of traffic round {round_number}", SCRAPE_SECONDS,
+                 lambda: query(f'recgpt_router_requests_total{{path="/v1/workflows",code="200"}} == {round_number}'),
+                 interval=0.5)
+
+    # Each exposition passes promtool's format and naming checks.
+    for job, port in targets.items():
+        status, exposition = http(f"http://127.0.0.1:{port}/metrics")
+        lint = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True,
+                              timeout=60)
+        problems = (lint.stdout + lint.stderr).strip()
+        checks.expect(status == 200 and lint.returncode == 0 and not problems,
+                      f"{job} /metrics passes `promtool check metrics`" + (f": {problems[:500]}" if problems else ""))
+
     checks.expect(value("sum(up)") == 3, "every target is up")
 
     # docs/metrics.md's tables against what each kind of process exposes.
@@ -277,7 +327,7 @@ def run(recgpt, model, source_dir, work_dir, processes):
     count = value('sum(recgpt_router_requests_total{path="/v1/chat/completions",code="200"})')
     checks.expect(count == answered, f"completions answered 200: {count:g} (sent {answered})")
     count = value('sum(recgpt_router_requests_total{path="/v1/chat/completions",code="400"})')
-    checks.expect(count == 1, f"completions refused 400: {count:g} (sent 1)")
+    checks.expect(count == 2, f"completions refused 400: {count:g} (sent 2)")
     count = value('sum(recgpt_request_duration_seconds_count{stage="completion"})')
     checks.expect(count == answered, f"end-to-end completion latencies observed: {count:g}")
     count = value('sum(recgpt_time_to_first_token_seconds_count{stage="completion"})')
@@ -299,7 +349,7 @@ def run(recgpt, model, source_dir, work_dir, processes):
     ttft_stages = {labels["stage"] for labels, _ in query('recgpt_time_to_first_token_seconds_count{workflow="intent"}')}
     checks.expect(ttft_stages == workflow_steps, f"time to first token by workflow stage: {sorted(ttft_stages)}")
     count = value('sum(recgpt_workflow_duration_seconds_count)')
-    checks.expect(count == 1, f"workflow latencies observed: {count:g}")
+    checks.expect(count == 2, f"workflow latencies observed: {count:g} (answered 2)")
     states = {(labels["role"], labels["state"]) for labels, _ in query("recgpt_requests")}
     checks.expect(states == {("prefill", "waiting"), ("prefill", "running"), ("decode", "reserved"),
                              ("decode", "running")}, f"requests by state: {sorted(states)}")
@@ -330,6 +380,7 @@ def run(recgpt, model, source_dir, work_dir, processes):
     checks.expect(len(up) == 2 and all(sample == 1 for _, sample in up),
                   f"nodes up: {[(labels['role'], labels['node'], sample) for labels, sample in up]}")
 
+    check_rules_and_dashboards(source_dir, checks, get, query)
     print(f"{'FAIL' if checks.failures else 'PASS'}: prometheus scrape, {checks.failures} failed check(s)")
     return 1 if checks.failures else 0
 
