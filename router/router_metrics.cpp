@@ -40,30 +40,30 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                   .Name("recgpt_router_requests_running")
                   .Help("Completion and workflow requests being answered, by path")
                   .Register(*registry_);
-  duration_ = &prometheus::BuildHistogram()
-                   .Name("recgpt_request_duration_seconds")
-                   .Help("End-to-end completion latency")
-                   .Register(*registry_);
-  duration_->Add(kCompletion, request_buckets());
+  auto& durations = prometheus::BuildHistogram()
+                        .Name("recgpt_request_duration_seconds")
+                        .Help("End-to-end completion latency")
+                        .Register(*registry_);
+  completion_duration_ = &durations.Add(kCompletion, request_buckets());
   ttft_ = &prometheus::BuildHistogram()
                .Name("recgpt_time_to_first_token_seconds")
                .Help("Time from the request (or the workflow's start) to a call's first token, by stage")
                .Register(*registry_);
-  ttft_->Add(kCompletion, request_buckets());
+  completion_ttft_ = &ttft_->Add(kCompletion, request_buckets());
   tpot_ = &prometheus::BuildHistogram()
                .Name("recgpt_time_per_output_token_seconds")
                .Help("A call's mean time between its tokens after the first, as the router received them, by stage")
                .Register(*registry_);
-  tpot_->Add(kCompletion, token_buckets());
+  completion_tpot_ = &tpot_->Add(kCompletion, token_buckets());
   auto& tokens =
       prometheus::BuildCounter().Name("recgpt_router_tokens_total").Help("Tokens by kind").Register(*registry_);
   prompt_tokens_ = &tokens.Add({{"kind", "prompt"}});
   completion_tokens_ = &tokens.Add({{"kind", "completion"}});
-  workflow_duration_ = &prometheus::BuildHistogram()
-                            .Name("recgpt_workflow_duration_seconds")
-                            .Help("End-to-end workflow latency")
-                            .Register(*registry_);
-  workflow_duration_->Add({{"role", "router"}, {"stage", "workflow"}}, request_buckets());
+  auto& workflow_durations = prometheus::BuildHistogram()
+                                 .Name("recgpt_workflow_duration_seconds")
+                                 .Help("End-to-end workflow latency")
+                                 .Register(*registry_);
+  workflow_total_ = &workflow_durations.Add({{"role", "router"}, {"stage", "workflow"}}, request_buckets());
   stage_duration_ = &prometheus::BuildHistogram()
                          .Name("recgpt_workflow_stage_duration_seconds")
                          .Help("Workflow stage latency, by workflow and stage (planner, experts, arbiter, ...)")
@@ -111,18 +111,18 @@ RouterMetrics::Running RouterMetrics::running(const std::string& path) {
 void RouterMetrics::call_continued() { retries_->Increment(); }
 
 void RouterMetrics::completion_tokens_arrived(const TokenTiming& timing) {
-  if (auto seconds = timing.first_token_seconds()) ttft_->Add(kCompletion, request_buckets()).Observe(*seconds);
-  if (auto seconds = timing.per_output_token_seconds()) tpot_->Add(kCompletion, token_buckets()).Observe(*seconds);
+  if (auto seconds = timing.first_token_seconds()) completion_ttft_->Observe(*seconds);
+  if (auto seconds = timing.per_output_token_seconds()) completion_tpot_->Observe(*seconds);
 }
 
 void RouterMetrics::completion_answered(double seconds, int64_t prompt_tokens, int64_t completion_tokens) {
   prompt_tokens_->Increment(static_cast<double>(prompt_tokens));
   completion_tokens_->Increment(static_cast<double>(completion_tokens));
-  duration_->Add(kCompletion, request_buckets()).Observe(seconds);
+  completion_duration_->Observe(seconds);
 }
 
 void RouterMetrics::workflow_answered(const std::string& workflow, const WorkflowRun& run, double seconds) {
-  workflow_duration_->Add({{"role", "router"}, {"stage", "workflow"}}, request_buckets()).Observe(seconds);
+  workflow_total_->Observe(seconds);
   for (const StepRun& step : run.steps) {
     const prometheus::Labels labels = {{"role", "router"}, {"workflow", workflow}, {"stage", step.name}};
     stage_duration_->Add(labels, stage_buckets()).Observe(step.ms / 1e3);

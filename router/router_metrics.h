@@ -63,11 +63,13 @@ class RouterMetrics {
   prometheus::Family<prometheus::Gauge>* running_ = nullptr;
   prometheus::Family<prometheus::Gauge>* node_up_ = nullptr;
   std::map<std::string, std::pair<std::string, prometheus::Gauge*>> node_up_series_;  // by role and address
-  prometheus::Family<prometheus::Histogram>* duration_ = nullptr;
   prometheus::Family<prometheus::Histogram>* ttft_ = nullptr;
   prometheus::Family<prometheus::Histogram>* tpot_ = nullptr;
-  prometheus::Family<prometheus::Histogram>* workflow_duration_ = nullptr;
   prometheus::Family<prometheus::Histogram>* stage_duration_ = nullptr;
+  prometheus::Histogram* completion_duration_ = nullptr;  // the series of stage="completion"
+  prometheus::Histogram* completion_ttft_ = nullptr;
+  prometheus::Histogram* completion_tpot_ = nullptr;
+  prometheus::Histogram* workflow_total_ = nullptr;
   prometheus::Counter* prompt_tokens_ = nullptr;
   prometheus::Counter* completion_tokens_ = nullptr;
   prometheus::Counter* retries_ = nullptr;

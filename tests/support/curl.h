@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/subprocess.h"
+#include "tests/support/time_scale.h"
 
 namespace recgpt::testing {
 
@@ -15,10 +16,11 @@ struct CurlReply {
   int status = 0;    // 0: no HTTP answer (curl's %{http_code} of a failed connection)
 };
 
-// Starts `curl -s --max-time 5 <extra...> <url>` (a later --max-time in `extra` wins), its status code to be
-// printed on a last line of its own; finish_curl collects it. Many may run at once.
+// Starts `curl -s --max-time 5 <extra...> <url>` (5 s scaled by time_scale(); a later --max-time in `extra` wins),
+// its status code to be printed on a last line of its own; finish_curl collects it. Many may run at once.
 inline Subprocess start_curl(const std::string& url, const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> argv = {"/usr/bin/curl", "-s", "--max-time", "5", "-w", "\n%{http_code}\n"};
+  const std::string max_time = std::to_string(scaled(std::chrono::seconds(5)).count() / 1000.0);
+  std::vector<std::string> argv = {"/usr/bin/curl", "-s", "--max-time", max_time, "-w", "\n%{http_code}\n"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.push_back(url);
   auto spawned = Subprocess::spawn(argv);
@@ -30,7 +32,7 @@ inline Subprocess start_curl(const std::string& url, const std::vector<std::stri
 inline CurlReply finish_curl(Subprocess& process, std::chrono::seconds line_wait = std::chrono::seconds(15)) {
   std::vector<std::string> lines;
   for (;;) {
-    auto line = process.read_line(std::chrono::steady_clock::now() + line_wait);
+    auto line = process.read_line(std::chrono::steady_clock::now() + scaled(line_wait));
     if (!line.is_ok()) break;  // end of output
     lines.push_back(*line);
   }

@@ -33,6 +33,7 @@
 #include "tests/integration/programs.h"
 #include "tests/support/colocated.h"
 #include "tests/support/curl.h"
+#include "tests/support/time_scale.h"
 
 namespace recgpt::testing {
 
@@ -64,13 +65,13 @@ struct TinyModel {
   ~TinyModel() { std::filesystem::remove_all(dir); }
 };
 
-// Starts `argv` and reads its first `count` lines (each within 30 s) into `lines`: the ports a child prints.
+// Starts `argv` and reads its first `count` lines (each within 30 s, scaled) into `lines`: the ports a child prints.
 inline Subprocess start_child(const std::vector<std::string>& argv, int count, std::vector<std::string>& lines) {
   auto spawned = Subprocess::spawn(argv);
   REQUIRE(spawned.is_ok());
   Subprocess process = std::move(spawned).value();
   for (int i = 0; i < count; ++i) {
-    auto line = process.read_line(Clock::now() + seconds(30));
+    auto line = process.read_line(Clock::now() + scaled(seconds(30)));
     REQUIRE(line.is_ok());
     lines.push_back(*line);
   }
@@ -85,9 +86,9 @@ inline uint16_t port_in(const std::string& line, const std::string& key) {
 }
 
 // A `recgpt prefill` or `recgpt decode` child and the control port it printed.
-// Whether `condition` holds within `within`, polled every 50 ms.
+// Whether `condition` holds within `within` (scaled), polled every 50 ms.
 inline bool eventually(const std::function<bool()>& condition, milliseconds within = seconds(10)) {
-  for (const auto end = Clock::now() + within; Clock::now() < end;) {
+  for (const auto end = Clock::now() + scaled(within); Clock::now() < end;) {
     if (condition()) return true;
     std::this_thread::sleep_for(milliseconds(50));
   }
@@ -297,10 +298,10 @@ class Driver {
   // The stream's chunks so far.
   const std::vector<control::TokenChunk>& chunks_of(uint64_t id) { return chunks_[id]; }
 
-  // The stream's chunks once one says finished (the test fails if none does within 60 s).
+  // The stream's chunks once one says finished (the test fails if none does within 60 s, scaled).
   asio::awaitable<std::vector<control::TokenChunk>> finished_stream(uint64_t id) {
     asio::steady_timer wait(co_await asio::this_coro::executor);
-    for (int i = 0; i < 6000; ++i) {
+    for (const auto end = Clock::now() + scaled(seconds(60)); Clock::now() < end;) {
       const auto& stream = chunks_[id];
       if (!stream.empty() && stream.back().finished()) break;
       wait.expires_after(milliseconds(10));
@@ -391,7 +392,7 @@ inline void drive_pair(const TinyModel& model, const Node& decode_node, const No
         finished = true;
       },
       asio::detached);
-  io.run_for(budget);
+  io.run_for(scaled(budget));
   REQUIRE(finished);
 }
 

@@ -21,12 +21,7 @@ struct RouterProcess {
     std::vector<std::string> lines;
     process = start_child(argv, 1, lines);
     port = port_in(lines[0], "port");
-    bool ready = false;
-    for (int i = 0; i < 100 && !ready; ++i) {
-      ready = curl(url("/readyz")).status == 200;
-      if (!ready) std::this_thread::sleep_for(milliseconds(100));
-    }
-    REQUIRE(ready);
+    REQUIRE(eventually([&] { return curl(url("/readyz")).status == 200; }));
   }
   ~RouterProcess() {
     process.kill(SIGTERM);
