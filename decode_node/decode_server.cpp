@@ -214,6 +214,10 @@ class Server final : public std::enable_shared_from_this<Server> {
                       .Name("recgpt_decode_sequences_total")
                       .Help("Sequences this decode node finished, by reason")
                       .Register(*registry_);
+    // Every reason at 0 from the start (finish_reason_name's), so that rates see a 0 before the first.
+    for (const char* reason : {"stop", "length", "constraint", "cancelled", "error"}) {
+      sequences_->Add({{"role", "decode"}, {"node", options_.node_id}, {"reason", reason}});
+    }
     return Status::ok();
   }
 
