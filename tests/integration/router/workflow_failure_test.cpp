@@ -223,7 +223,10 @@ TEST_CASE("a workflow whose client goes away stops: its running call is cancelle
   CHECK(decode.shows_used(0));
   CHECK(prefill.metric("recgpt_prefill_tokens_total\\{.*kind=\"computed\".*\\}") == 0);
   CHECK(decode.metric("recgpt_decode_local_prefills_total\\{.*\\}") <= 0);
-  CHECK(decode.metric("recgpt_decode_sequences_total\\{.*\\}") <= 0);
+  for (const char* reason : {"stop", "length", "constraint", "cancelled", "error"}) {
+    INFO(reason);
+    CHECK(decode.metric("recgpt_decode_sequences_total\\{.*reason=\"" + std::string(reason) + "\".*\\}") <= 0);
+  }
 }
 
 }  // namespace
