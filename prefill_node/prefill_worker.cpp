@@ -354,6 +354,10 @@ Result<std::pair<kv::PeerId, kv::RemoteRegionId>> PrefillWorker::decode_destinat
     return why;
   }
   unreachable_.erase(key);
+  // Destinations whose decode node failed go too: a restarted node comes back under a new endpoint, so they would
+  // never be asked for again. The map stays bounded by the live ones.
+  std::erase_if(destinations_,
+                [this](const auto& entry) { return !transfer_->peer_status(entry.second.first).is_ok(); });
   destinations_[key] = {*peer, *region};
   return destinations_[key];
 }

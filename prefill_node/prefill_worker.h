@@ -109,7 +109,8 @@ class PrefillWorker {
   PrefillExecutor executor_;
   const PrefillWorkerLimits limits_;
   kv::LocalRegionId region_ = 0;
-  std::map<std::string, std::pair<kv::PeerId, kv::RemoteRegionId>> destinations_;  // by endpoint + key
+  // By endpoint + key; failed ones go when a new one is made.
+  std::map<std::string, std::pair<kv::PeerId, kv::RemoteRegionId>> destinations_;
   struct Unreachable {
     kv::Clock::time_point until;  // requests for it fail at once until then
     Status why;
