@@ -3,9 +3,9 @@
 
 Usage: check_prometheus.py RECGPT_BINARY MODEL_DIR SOURCE_DIR WORK_DIR
 
-Starts the three processes on 127.0.0.1, sends them a little traffic (chat completions, one streamed, one
-refused, an `intent` workflow), checks each /metrics with `promtool check metrics`, then starts `prometheus`
-(Debian's) scraping all three each second and, through its HTTP API:
+Starts the three processes on 127.0.0.1 and `prometheus` (Debian's) scraping them each second with
+deploy/prometheus's rules loaded, sends two rounds of traffic (chat completions, one streamed, one refused, an
+`intent` workflow), checks each /metrics with `promtool check metrics`, then, through Prometheus's HTTP API:
 - every target is up, and the metric families each one exposes (name and type) are exactly docs/metrics.md's
   table for its kind of process;
 - each figure of ../shared/DESIGN.md §5 is there, with the values the traffic implies (request counts by code,
