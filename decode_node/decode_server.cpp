@@ -19,6 +19,7 @@
 #include <unordered_set>
 
 #include "common/admin/admin_server.h"
+#include "common/admin/latency_buckets.h"
 #include "common/log.h"
 #include "common/rpc/connection.h"
 #include "common/rpc/listener.h"
@@ -110,9 +111,7 @@ class Server final : public std::enable_shared_from_this<Server> {
             .Name("recgpt_inter_token_latency_seconds")
             .Help("Time between consecutive tokens of a sequence here (for one prefilled elsewhere, from its start)")
             .Register(*registry_)
-            .Add({{"role", "decode"}, {"node", options_.node_id}},
-                 prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
-                                                         0.3, 0.5, 1, 2.5});
+            .Add({{"role", "decode"}, {"node", options_.node_id}}, admin::token_gap_buckets());
     RECGPT_ASSIGN_OR_RETURN(core_, DecodeCore::create(model_, options_.engine,
                                                       [&token_gaps](double seconds) { token_gaps.Observe(seconds); }));
     RECGPT_ASSIGN_OR_RETURN(entities_, node::open_entity_store(options_.entity_store, model_.config()));
@@ -214,9 +213,11 @@ class Server final : public std::enable_shared_from_this<Server> {
                       .Name("recgpt_decode_sequences_total")
                       .Help("Sequences this decode node finished, by reason")
                       .Register(*registry_);
-    // Every reason at 0 from the start (finish_reason_name's), so that rates see a 0 before the first.
-    for (const char* reason : {"stop", "length", "constraint", "cancelled", "error"}) {
-      sequences_->Add({{"role", "decode"}, {"node", options_.node_id}, {"reason", reason}});
+    // Every reason at 0 from the start, so that rates see a 0 before the first.
+    for (FinishReason finish :
+         {FinishReason::kNone, FinishReason::kLength, FinishReason::kStopToken, FinishReason::kContextFull,
+          FinishReason::kOutOfKvBlocks, FinishReason::kCancelled, FinishReason::kConstraint}) {
+      sequences_->Add({{"role", "decode"}, {"node", options_.node_id}, {"reason", finish_reason_name(finish)}});
     }
     return Status::ok();
   }

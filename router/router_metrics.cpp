@@ -6,6 +6,8 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include "common/admin/latency_buckets.h"
+
 namespace recgpt::router {
 namespace {
 
@@ -17,10 +19,6 @@ Histogram::BucketBoundaries request_buckets() {
 }
 Histogram::BucketBoundaries stage_buckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-}
-// A decode step: a millisecond on a GPU to a second on a loaded CPU node.
-Histogram::BucketBoundaries token_buckets() {
-  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5};
 }
 
 const prometheus::Labels kCompletion = {{"role", "router"}, {"stage", "completion"}};
@@ -54,7 +52,7 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                .Name("recgpt_time_per_output_token_seconds")
                .Help("A call's mean time between its tokens after the first, as the router received them, by stage")
                .Register(*registry_);
-  completion_tpot_ = &tpot_->Add(kCompletion, token_buckets());
+  completion_tpot_ = &tpot_->Add(kCompletion, admin::token_gap_buckets());
   auto& tokens =
       prometheus::BuildCounter().Name("recgpt_router_tokens_total").Help("Tokens by kind").Register(*registry_);
   prompt_tokens_ = &tokens.Add({{"kind", "prompt"}});
@@ -128,7 +126,8 @@ void RouterMetrics::workflow_answered(const std::string& workflow, const Workflo
     stage_duration_->Add(labels, stage_buckets()).Observe(step.ms / 1e3);
     for (const AgentRun& call : step.calls) {
       if (call.first_token_seconds) ttft_->Add(labels, request_buckets()).Observe(*call.first_token_seconds);
-      if (call.per_output_token_seconds) tpot_->Add(labels, token_buckets()).Observe(*call.per_output_token_seconds);
+      if (call.per_output_token_seconds)
+        tpot_->Add(labels, admin::token_gap_buckets()).Observe(*call.per_output_token_seconds);
     }
   }
 }
