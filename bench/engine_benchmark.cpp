@@ -15,6 +15,7 @@
 #include "engine/cpu/openblas_setup.h"
 #include "engine/cpu/thread_pool.h"
 #include "engine/kv_cache.h"
+#include "engine/model_cost.h"
 #include "engine/model_files.h"
 
 namespace recgpt {
@@ -62,16 +63,6 @@ double total_bytes(std::span<const MemoryRegion> regions) {
   double bytes = 0;
   for (const MemoryRegion& region : regions) bytes += static_cast<double>(region.bytes);
   return bytes;
-}
-
-// Multiply-adds x2 of one token through the projections, plus attention over `context` earlier tokens.
-double flops_per_token(const ModelConfig& config, double context) {
-  double hidden = config.hidden_size;
-  double q_width = static_cast<double>(config.num_attention_heads) * config.head_dim;
-  double kv_width = static_cast<double>(config.num_key_value_heads) * config.head_dim;
-  double projections = hidden * (q_width + 2 * kv_width) + q_width * hidden + 3 * hidden * config.intermediate_size;
-  double attention = 2 * q_width * context;  // QK^T and PV
-  return 2 * config.num_hidden_layers * (projections + attention);
 }
 
 std::vector<int32_t> random_prompt(const ModelConfig& config, int count, uint32_t seed) {
@@ -293,9 +284,8 @@ Result<EngineBenchReport> run_engine_bench(const EngineBenchOptions& options) {
   }
   report.weight_bytes_on_huge_pages = huge_page_bytes_of(weight_regions);
   report.prefill_tokens_per_second = options.prefill_tokens / prefill_seconds;
-  report.prefill_flops_per_token =
-      flops_per_token(config, (options.prefill_tokens - 1) / 2.0) +
-      2.0 * config.vocab_size * config.hidden_size / options.prefill_tokens;  // LM head of the last token
+  report.prefill_flops_per_token = decoder_flops_per_token(config, (options.prefill_tokens - 1) / 2.0) +
+                                   lm_head_flops(config) / options.prefill_tokens;  // LM head of the last token
   report.prefill_fraction_of_gemm =
       report.prefill_tokens_per_second * report.prefill_flops_per_token / report.gemm_flops_per_second;
   return report;

@@ -23,6 +23,7 @@ void add_serve_command(CLI::App& app, int& exit_code);
 void add_router_command(CLI::App& app, int& exit_code);
 void add_up_command(CLI::App& app, int& exit_code);
 void add_make_entity_store_command(CLI::App& app, int& exit_code);
+void add_plan_command(CLI::App& app, int& exit_code);
 
 // Prints "recgpt: error: <code name>: <message>" to stderr and returns the exit code for `status`.
 int report_failure(const Status& status);

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   recgpt::cli::add_up_command(app, exit_code);
   recgpt::cli::add_prefill_command(app, exit_code);
   recgpt::cli::add_serve_command(app, exit_code);
+  recgpt::cli::add_plan_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }
