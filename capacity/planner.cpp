@@ -138,11 +138,16 @@ Result<Plan> plan_capacity(const PlanRequest& request) {
   plan.colocated = std::move(colocated.plan);
   // Decode nodes to spare while the prefill pool is sized: as many as colocated nodes suffice for (they hold the
   // same KV and run fewer steps), which keeps these runs small.
+  auto size_prefill = [&](int spare_decode) {
+    return smallest_over_budgets(request.max_nodes, largest_budget, [&](int nodes, int64_t budget) {
+      return trial(request.workload, Pools{false, nodes, spare_decode}, budget, true);
+    });
+  };
   const int spare_decode = plan.colocated.feasible ? plan.colocated.nodes() : request.max_nodes;
-  RECGPT_ASSIGN_OR_RETURN(Searched prefill,
-                          smallest_over_budgets(request.max_nodes, largest_budget, [&](int nodes, int64_t budget) {
-                            return trial(request.workload, Pools{false, nodes, spare_decode}, budget, true);
-                          }));
+  RECGPT_ASSIGN_OR_RETURN(Searched prefill, size_prefill(spare_decode));
+  if (!prefill.plan.feasible && spare_decode < request.max_nodes) {  // the decode side may have been short
+    RECGPT_ASSIGN_OR_RETURN(prefill, size_prefill(request.max_nodes));
+  }
   if (!prefill.plan.feasible) {
     plan.disaggregated = std::move(prefill.plan);
   } else {

@@ -61,7 +61,7 @@ struct SimulationResult {
   LatencySummary itl;       // per token after a call's first
   LatencySummary workflow_latency;
   std::map<std::string, LatencySummary> ttft_by_stage;
-  double prefill_utilization = 0;  // busy share of the run, averaged over the prefill (or colocated) pool
+  double prefill_utilization = 0;  // share of the run spent stepping, averaged over the prefill (or colocated) pool
   double decode_utilization = 0;
   double peak_kv_used_fraction = 0;        // highest share of a decode (or colocated) node's pool in use
   double prefill_tokens_per_workflow = 0;  // prompt tokens computed

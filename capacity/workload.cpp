@@ -73,7 +73,7 @@ Result<WorkloadShape> shape_workflow(const router::WorkflowDefinition& workflow,
   RECGPT_RETURN_IF_ERROR(check_stages_exist(workflow, given.suffix_tokens, "--suffix-tokens"));
   WorkloadShape shape;
   shape.workflow = workflow.name;
-  shape.system_tokens = estimated_tokens(workflow.system.size());
+  shape.system_tokens = given.system_tokens >= 0 ? given.system_tokens : estimated_tokens(workflow.system.size());
   shape.context_tokens = given.context_tokens;
   std::map<std::string, size_t> earlier;  // index into shape.stages
   std::map<std::string, int64_t> items;

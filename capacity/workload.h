@@ -37,8 +37,9 @@ struct WorkloadShape {
 
 struct WorkloadOptions {
   int64_t context_tokens = 0;
-  int64_t request_field_tokens = 32;             // each {{request.*}} a template names (item, candidate, environment)
-  std::map<std::string, int32_t> options;        // the request's options (experts, ...); defaults from kWorkflowOptions
+  int64_t system_tokens = -1;              // every call's shared lead; -1: estimated from the workflow's system text
+  int64_t request_field_tokens = 32;       // each {{request.*}} a template names (item, candidate, environment)
+  std::map<std::string, int32_t> options;  // the request's options (experts, ...); defaults from kWorkflowOptions
   std::map<std::string, int64_t> output_tokens;  // per stage; default: the step's max_tokens
   std::map<std::string, int64_t> suffix_tokens;  // per stage; default: estimated from its template (see .cpp)
 };

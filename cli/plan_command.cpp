@@ -31,6 +31,7 @@ struct PlanFlags {
   double rate = 0;
   int64_t context_tokens = 5158;        // RecGPT-V2's hybrid context of its example user
   int64_t text_context_tokens = 21349;  // the same user's context as text (RecGPT-V1)
+  int64_t system_tokens = -1;
   int64_t request_field_tokens = 32;
   std::vector<std::string> options;
   std::vector<std::string> output_tokens;
@@ -152,7 +153,8 @@ void print_pool(const char* label, const capacity::PoolPlan& plan) {
               result.ttft.p50, result.ttft.p99, result.itl.p50, result.itl.p99, result.workflow_latency.p50,
               result.workflow_latency.p99);
   std::printf(
-      "  %-14s busy: prefill %.0f%%, decode %.0f%%; KV pool peak %.0f%%; per workflow: %.0f of %.0f prompt "
+      "  %-14s stepping: prefill %.0f%%, decode %.0f%% of the time; KV pool peak %.0f%%; per workflow: %.0f of %.0f "
+      "prompt "
       "tokens computed, %.1f MB of KV moved\n",
       "", 100 * result.prefill_utilization, 100 * result.decode_utilization, 100 * result.peak_kv_used_fraction,
       result.prefill_tokens_per_workflow, result.prompt_tokens_per_workflow, result.kv_bytes_per_workflow / 1e6);
@@ -161,7 +163,8 @@ void print_pool(const char* label, const capacity::PoolPlan& plan) {
 // Simulates the pools the flags name, without searching: what a given cluster does under the load.
 Status evaluate(const PlanFlags& flags, const capacity::PlanRequest& request) {
   const bool colocated = flags.colocated_nodes > 0;
-  if (colocated == (flags.decode_nodes > 0 || flags.prefill_nodes > 0)) {
+  if (colocated ? flags.decode_nodes > 0 || flags.prefill_nodes > 0
+                : flags.decode_nodes < 1 || flags.prefill_nodes < 1) {
     return invalid_argument("give either --colocated-nodes, or --prefill-nodes with --decode-nodes");
   }
   capacity::Pools pools{colocated, flags.prefill_nodes, colocated ? flags.colocated_nodes : flags.decode_nodes};
@@ -208,6 +211,7 @@ Status run(const PlanFlags& flags) {
   capacity::WorkloadOptions workload_options;
   workload_options.context_tokens = flags.context_tokens;
   workload_options.request_field_tokens = flags.request_field_tokens;
+  workload_options.system_tokens = flags.system_tokens;
   RECGPT_ASSIGN_OR_RETURN(workload_options.options, parse_assignments<int32_t>(flags.options, "--option"));
   RECGPT_ASSIGN_OR_RETURN(workload_options.output_tokens,
                           parse_assignments<int64_t>(flags.output_tokens, "--output-tokens"));
@@ -228,7 +232,7 @@ Status run(const PlanFlags& flags) {
   request.simulation.max_step_tokens = flags.max_step_tokens;
   request.simulation.max_batch = flags.max_batch;
   RECGPT_ASSIGN_OR_RETURN(request.simulation.policy.kind, router::parse_policy(flags.policy));
-  if (flags.decode_nodes > 0 || flags.colocated_nodes > 0) return evaluate(flags, request);
+  if (flags.prefill_nodes > 0 || flags.decode_nodes > 0 || flags.colocated_nodes > 0) return evaluate(flags, request);
   RECGPT_ASSIGN_OR_RETURN(capacity::Plan plan, capacity::plan_capacity(request));
 
   const double prefill_cost = prefill_hardware.cost_per_hour;
@@ -326,6 +330,10 @@ void add_plan_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   command->add_option("--text-context-tokens", flags->text_context_tokens, "The same context as text, for the baseline")
       ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  command
+      ->add_option("--system-tokens", flags->system_tokens,
+                   "Tokens every call of every workflow starts with (default: estimated from the system text)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   command
       ->add_option("--request-field-tokens", flags->request_field_tokens,

@@ -40,6 +40,8 @@ TEST_CASE("the intent workflow is a planner, one expert per persona, and an arbi
   CHECK(shape->prompt_tokens() == 5 * (shape->system_tokens + 5158) + stage_named(*shape, "planner").suffix_tokens +
                                       3 * experts.suffix_tokens + stage_named(*shape, "arbiter").suffix_tokens);
 
+  options.system_tokens = 100;  // given instead of estimated from the system text
+  CHECK(shape_workflow(builtin("intent"), options)->system_tokens == 100);
   options.options["experts"] = 5;
   options.output_tokens["experts"] = 10;
   options.suffix_tokens["planner"] = 7;
