@@ -5,9 +5,10 @@ and bad input refused with a named error.
 Usage: check_plan.py RECGPT_BINARY WORK_DIR PLAN_MODEL_DIR [MODEL_DIR...]
 - For each model folder, the parameter count the planner prices (`--json`: model.parameters) equals the element
   count of every tensor in its safetensors files, read here from their headers.
-- A plan for the first model (one big enough that the load needs several nodes, e.g. the qwen3-0.6b preset): every pool it calls feasible meets the objectives it was given, its figures are
-  self-consistent, and simulating the planned disaggregated pools again (`--prefill-nodes/--decode-nodes`)
-  meets them while one decode node fewer does not, when there is one to take away.
+- A plan for the first model (one big enough that the load needs several nodes, e.g. the qwen3-0.6b preset):
+  every pool it calls feasible meets the objectives it was given, its figures are self-consistent, and
+  simulating the planned disaggregated pools again (`--prefill-nodes/--decode-nodes`) meets them while one
+  decode node fewer does not, when there is one to take away.
 - Bad flags, hardware files and model folders exit with a status code (10..30) and `recgpt: error: <code>: ...`
   naming the culprit, never a crash or a hang.
 """
