@@ -5,7 +5,8 @@
 //   - the router's --prefill-dns / --decode-dns name a headless Service and a port it serves, whose pods listen
 //     on it for control traffic;
 //   - every flag a container passes is one its `recgpt` subcommand knows (from the binary's --help), none twice;
-//   - $(VAR) references in args resolve to the container's env; a pod's grace period outlasts its drain;
+//   - $(VAR) references in args resolve to the container's env; a pod's grace period outlasts its drain; a CPU
+//     node's memory limit holds its KV pool;
 //   - every claimed PersistentVolumeClaim is part of the render; one image per overlay.
 // Usage: node check_manifests.mjs KUBECTL RECGPT_BINARY KUSTOMIZE_DIR... (the deployable overlays)
 import { execFileSync } from "node:child_process";
@@ -29,6 +30,12 @@ function flagsOf(subcommand) {
   return helpFlags.get(subcommand);
 }
 
+const units = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, K: 1e3, M: 1e6, G: 1e9, T: 1e12 };
+function bytesOf(quantity) {
+  const match = String(quantity).match(/^(\d+(?:\.\d+)?)([KMGT]i?)?$/);
+  return match ? Number(match[1]) * (units[match[2]] ?? 1) : NaN;
+}
+
 const labelsMatch = (selector, labels) =>
   Object.entries(selector ?? {}).every(([key, value]) => labels?.[key] === value);
 
@@ -50,6 +57,12 @@ function checkContainer(where, pod, container) {
   const grace = pod.terminationGracePeriodSeconds ?? 30;
   if (drain && !(grace > Number(drain.split("=")[1]))) {
     fail(where, `terminationGracePeriodSeconds ${grace} does not outlast ${drain}`);
+  }
+  const pool = args.find((arg) => arg.startsWith("--kv-cache-mib="));
+  const limit = container.resources?.limits?.memory;
+  const onHost = !args.includes("--backend=cuda");  // the cuda backend keeps its pool in device memory
+  if (pool && onHost && !(limit && bytesOf(limit) > Number(pool.split("=")[1]) * 2 ** 20)) {
+    fail(where, `memory limit ${limit} does not hold ${pool} (the pool is allocated at start)`);
   }
   const portNames = new Set((container.ports ?? []).map((port) => port.name));
   for (const probe of ["readinessProbe", "livenessProbe", "startupProbe"]) {
