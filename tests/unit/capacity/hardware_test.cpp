@@ -3,6 +3,7 @@
 #include "capacity/hardware.h"
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 
 namespace recgpt::capacity {
 namespace {
@@ -19,6 +20,17 @@ TEST_CASE("built-in profiles load by name and carry their datasheet figures", "[
   auto missing = load_hardware("/nonexistent/profile.json");
   CHECK(missing.status().code() == StatusCode::kNotFound);
   CHECK_THAT(missing.status().message(), Catch::Contains("h100, h200"));
+}
+
+TEST_CASE("the profiles shipped in capacity/profiles load", "[capacity][hardware]") {
+  int loaded = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(RECGPT_SOURCE_DIR "/capacity/profiles")) {
+    INFO(entry.path());
+    auto profile = load_hardware(entry.path().string());
+    CHECK(profile.is_ok());
+    ++loaded;
+  }
+  CHECK(loaded >= 1);
 }
 
 TEST_CASE("a profile file sets its fields and keeps the defaults of the optional ones", "[capacity][hardware]") {
