@@ -108,13 +108,52 @@ std::string missed_objective(const SimulationResult& result, const Objectives& o
   return "";
 }
 
+namespace {
+
+using TrialFn = std::function<Result<Trial>(const WorkloadShape&, Pools, int64_t step_tokens, bool ttft_only)>;
+
+// The designs that serve the workload as this project does: colocated first, whose size then lends the
+// disaggregated prefill search its decode nodes to spare (they hold the same KV and run fewer steps, which keeps
+// those runs small), then the decode pool under every objective.
+Status plan_served_workload(const PlanRequest& request, const TrialFn& trial, Plan& plan) {
+  const int64_t largest_budget = request.simulation.max_step_tokens;
+  RECGPT_ASSIGN_OR_RETURN(Searched colocated,
+                          smallest_over_budgets(request.max_nodes, largest_budget, [&](int nodes, int64_t budget) {
+                            return trial(request.workload, Pools{true, 0, nodes}, budget, false);
+                          }));
+  plan.colocated = std::move(colocated.plan);
+  auto size_prefill = [&](int spare_decode) {
+    return smallest_over_budgets(request.max_nodes, largest_budget, [&](int nodes, int64_t budget) {
+      return trial(request.workload, Pools{false, nodes, spare_decode}, budget, true);
+    });
+  };
+  const int spare_decode = plan.colocated.feasible ? plan.colocated.nodes() : request.max_nodes;
+  RECGPT_ASSIGN_OR_RETURN(Searched prefill, size_prefill(spare_decode));
+  if (!prefill.plan.feasible && spare_decode < request.max_nodes) {  // the decode side may have been short
+    RECGPT_ASSIGN_OR_RETURN(prefill, size_prefill(request.max_nodes));
+  }
+  if (!prefill.plan.feasible) {
+    plan.disaggregated = std::move(prefill.plan);
+    return Status::ok();
+  }
+  RECGPT_ASSIGN_OR_RETURN(
+      Searched decode, smallest_passing(request.max_nodes, [&](int nodes) {
+        return trial(request.workload, Pools{false, prefill.size, nodes}, prefill.plan.step_tokens, false);
+      }));
+  plan.disaggregated = std::move(decode.plan);
+  return Status::ok();
+}
+
+}  // namespace
+
 Result<Plan> plan_capacity(const PlanRequest& request) {
   if (request.prefill_model == nullptr || request.decode_model == nullptr) {
     return invalid_argument("plan_capacity needs both performance models");
   }
   if (request.max_nodes < 1) return invalid_argument("--max-nodes must be at least 1");
   Plan plan;
-  auto trial = [&](const WorkloadShape& workload, Pools pools, int64_t step_tokens, bool ttft_only) -> Result<Trial> {
+  const TrialFn trial = [&](const WorkloadShape& workload, Pools pools, int64_t step_tokens,
+                            bool ttft_only) -> Result<Trial> {
     ++plan.simulations;
     SimulationOptions options = request.simulation;
     options.max_step_tokens = step_tokens;
@@ -129,38 +168,12 @@ Result<Plan> plan_capacity(const PlanRequest& request) {
     std::string missed = missed_objective(result, objectives);
     return Trial{pools, step_tokens, std::move(result), std::move(missed)};
   };
-  const int64_t largest_budget = request.simulation.max_step_tokens;
-
-  RECGPT_ASSIGN_OR_RETURN(Searched colocated,
-                          smallest_over_budgets(request.max_nodes, largest_budget, [&](int nodes, int64_t budget) {
-                            return trial(request.workload, Pools{true, 0, nodes}, budget, false);
-                          }));
-  plan.colocated = std::move(colocated.plan);
-  // Decode nodes to spare while the prefill pool is sized: as many as colocated nodes suffice for (they hold the
-  // same KV and run fewer steps), which keeps these runs small.
-  auto size_prefill = [&](int spare_decode) {
-    return smallest_over_budgets(request.max_nodes, largest_budget, [&](int nodes, int64_t budget) {
-      return trial(request.workload, Pools{false, nodes, spare_decode}, budget, true);
-    });
-  };
-  const int spare_decode = plan.colocated.feasible ? plan.colocated.nodes() : request.max_nodes;
-  RECGPT_ASSIGN_OR_RETURN(Searched prefill, size_prefill(spare_decode));
-  if (!prefill.plan.feasible && spare_decode < request.max_nodes) {  // the decode side may have been short
-    RECGPT_ASSIGN_OR_RETURN(prefill, size_prefill(request.max_nodes));
-  }
-  if (!prefill.plan.feasible) {
-    plan.disaggregated = std::move(prefill.plan);
-  } else {
-    RECGPT_ASSIGN_OR_RETURN(
-        Searched decode, smallest_passing(request.max_nodes, [&](int nodes) {
-          return trial(request.workload, Pools{false, prefill.size, nodes}, prefill.plan.step_tokens, false);
-        }));
-    plan.disaggregated = std::move(decode.plan);
-  }
-  RECGPT_ASSIGN_OR_RETURN(Searched baseline,
-                          smallest_over_budgets(request.max_nodes, largest_budget, [&](int nodes, int64_t budget) {
-                            return trial(request.baseline, Pools{true, 0, nodes}, budget, false);
-                          }));
+  RECGPT_RETURN_IF_ERROR(plan_served_workload(request, trial, plan));
+  RECGPT_ASSIGN_OR_RETURN(
+      Searched baseline,
+      smallest_over_budgets(request.max_nodes, request.simulation.max_step_tokens, [&](int nodes, int64_t budget) {
+        return trial(request.baseline, Pools{true, 0, nodes}, budget, false);
+      }));
   plan.baseline = std::move(baseline.plan);
   return plan;
 }
