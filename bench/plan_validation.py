@@ -6,13 +6,18 @@ simulated by `recgpt plan --prefill-nodes 1 --decode-nodes 1` with a hardware pr
 1. Calibrate: `recgpt bench engine --threads 1 --json` on the model. The profile's FLOP rate is the measured
    prefill rate (its FLOPs per token times tokens per second, efficiency 1); its step overhead and memory
    bandwidth are fitted to the measured decode step times at batch 1, 8 and 32 (least squares on log time).
-2. For each rate and each mode (`colocated`: `recgpt serve`, a prefill and a decode engine in one process, KV
-   copied in memory; `disaggregated`: two processes, KV over UCX tcp), measure with `recgpt bench serve`
-   (one compute thread per engine: on a 2-core machine each engine has a core, as the simulator assumes), then
-   simulate one prefill and one decode node under the same load.
+2. For each mode (`colocated`: `recgpt serve`, a prefill and a decode engine in one process, KV copied in
+   memory; `disaggregated`: two processes, KV over UCX tcp), measure with `recgpt bench serve` (one compute thread
+   per engine: on a 2-core machine each engine has a core, as the simulator assumes) at each rate, and simulate
+   one prefill and one decode node under the same load, twice:
+   - "engine": with the engine's profile alone;
+   - "served": with the serving path calibrated at the lowest rate, where nothing queues: the measured ITL p50
+     less the simulated one is added to every step (token streaming through the control plane and the router),
+     the measured TTFT p50 less the simulated one to every call (`--call-overhead`: HTTP, tokenization,
+     placement, round trips). The higher rates then test the simulator's queueing and batching alone.
 3. Print predicted against measured TTFT and ITL percentiles (and write them with --json).
 
-  /usr/bin/python3 bench/plan_validation.py --recgpt build/ci/recgpt --model /tmp/small [--rates 5,10,15]
+  /usr/bin/python3 bench/plan_validation.py --recgpt build/ci/recgpt --model /tmp/small [--rates 1,5,10,15]
 """
 
 import argparse
@@ -38,6 +43,13 @@ def run_json(args):
     if result.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout)
+
+
+def write_profile(work, name, profile):
+    path = os.path.join(work, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(profile, f)
+    return path
 
 
 def calibrate(recgpt, model, kv_cache_mib):
@@ -84,8 +96,9 @@ def measure(recgpt, model, mode, rate, args):
     return {"ttft": figures["ttft"], "itl": figures["itl"], "requests": figures["requests"]}
 
 
-def predict(recgpt, model, profile_path, workflows_dir, rate, args):
+def predict(recgpt, model, profile_path, workflows_dir, rate, args, call_overhead=0.0):
     result = run_json([recgpt, "plan", "--model", model, "--hardware", profile_path, "--workflows", workflows_dir,
+                       "--call-overhead", str(call_overhead),
                        "--workflow", "chat", "--system-tokens", str(args.shared_prefix_len), "--context-tokens",
                        str(args.prompt_len - args.shared_prefix_len), "--suffix-tokens", "reply=0",
                        "--output-tokens", f"reply={args.output_len}", "--prefill-nodes", "1", "--decode-nodes", "1",
@@ -99,7 +112,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recgpt", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--rates", default="5,10,15")
+    parser.add_argument("--rates", default="1,5,10,15", help="the first, lowest, also calibrates the serving path")
     parser.add_argument("--modes", default="colocated,disaggregated")
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--prompt-len", type=int, default=1024)
@@ -120,22 +133,35 @@ def main():
     print(f"profile: {profile['peak_flops'] / 1e9:.1f} GFLOP/s, {profile['memory_bandwidth'] / 1e9:.1f} GB/s, "
           f"{profile['step_overhead_seconds'] * 1e3:.3f} ms per step")
     rows = []
+    rates = sorted(float(r) for r in args.rates.split(","))
     for mode in args.modes.split(","):
-        mode_profile = dict(profile, kv_link_bandwidth=LINK_BANDWIDTH[mode])
-        profile_path = os.path.join(work, f"{mode}.json")
-        with open(profile_path, "w") as f:
-            json.dump(mode_profile, f)
-        for rate in [float(r) for r in args.rates.split(",")]:
-            measured = measure(args.recgpt, args.model, mode, rate, args)
-            predicted = predict(args.recgpt, args.model, profile_path, workflows_dir, rate, args)
-            rows.append({"mode": mode, "rate": rate, "measured": measured, "predicted": predicted})
-    print(f"\n{'mode':<14} {'rate':>5}  {'TTFT p50 meas/pred ms':>22} {'TTFT p90':>16} {'TTFT p99':>16}"
-          f"  {'ITL p50 meas/pred ms':>21} {'ITL p90':>14}")
+        engine_profile = dict(profile, kv_link_bandwidth=LINK_BANDWIDTH[mode])
+        engine_path = write_profile(work, f"{mode}-engine", engine_profile)
+        measured = {rate: measure(args.recgpt, args.model, mode, rate, args) for rate in rates}
+        low = rates[0]
+        engine_low = predict(args.recgpt, args.model, engine_path, workflows_dir, low, args)
+        step_extra = max(0.0, measured[low]["itl"]["p50_s"] - engine_low["itl"]["p50_s"])
+        served_profile = dict(engine_profile, step_overhead_seconds=profile["step_overhead_seconds"] + step_extra)
+        served_path = write_profile(work, f"{mode}-served", served_profile)
+        served_low = predict(args.recgpt, args.model, served_path, workflows_dir, low, args)
+        call_overhead = max(0.0, measured[low]["ttft"]["p50_s"] - served_low["ttft"]["p50_s"])
+        print(f"{mode}: serving path calibrated at {low:g}/s: +{step_extra * 1e3:.3f} ms a step, "
+              f"{call_overhead * 1e3:.2f} ms a call")
+        for rate in rates:
+            rows.append({"mode": mode, "rate": rate, "measured": measured[rate],
+                         "engine": predict(args.recgpt, args.model, engine_path, workflows_dir, rate, args),
+                         "served": predict(args.recgpt, args.model, served_path, workflows_dir, rate, args,
+                                           call_overhead),
+                         "step_overhead_added_s": step_extra, "call_overhead_s": call_overhead})
+    print(f"\n{'mode':<14} {'rate':>5}  TTFT p50 / p90 / p99 ms: measured | engine | served"
+          f"{'':<16}  ITL p50 / p90 ms: measured | engine | served")
     for row in rows:
-        m, p = row["measured"], row["predicted"]
-        cell = lambda kind, q: f"{m[kind][q] * 1e3:.2f}/{p[kind][q] * 1e3:.2f}"
-        print(f"{row['mode']:<14} {row['rate']:>5g}  {cell('ttft', 'p50_s'):>22} {cell('ttft', 'p90_s'):>16} "
-              f"{cell('ttft', 'p99_s'):>16}  {cell('itl', 'p50_s'):>21} {cell('itl', 'p90_s'):>14}")
+        def cells(kind, quantiles):
+            return " | ".join("/".join(f"{row[source][kind][q] * 1e3:.1f}" if kind == "ttft" else
+                                       f"{row[source][kind][q] * 1e3:.2f}" for q in quantiles)
+                              for source in ("measured", "engine", "served"))
+        print(f"{row['mode']:<14} {row['rate']:>5g}  {cells('ttft', ('p50_s', 'p90_s', 'p99_s')):<56}"
+              f"  {cells('itl', ('p50_s', 'p90_s'))}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"profile": profile, "calibration": fit, "rows": rows, "options": vars(args)}, f, indent=2)

@@ -78,7 +78,7 @@ struct Node {
   std::vector<int64_t> step_decodes;
 };
 
-enum class EventKind { kArrival, kStepEnd, kKvArrived, kLateCheck };
+enum class EventKind { kArrival, kPlace, kStepEnd, kKvArrived, kLateCheck };
 struct Event {
   double time;
   uint64_t order;  // ties go to the earlier scheduled
@@ -146,6 +146,7 @@ class Simulation {
       }
       switch (event.kind) {
         case EventKind::kArrival: arrive(event.subject); break;
+        case EventKind::kPlace: place_or_wait(event.subject); break;
         case EventKind::kStepEnd: end_step(node_at(event.subject)); break;
         case EventKind::kKvArrived: kv_arrived(event.subject); break;
         case EventKind::kLateCheck: check_late(); break;
@@ -229,10 +230,18 @@ class Simulation {
                                   : block_hash(Scope::kWorkflow, workflow_index, block));
       }
       waiting_first_token_.push_back(call_index);
-      if (!place(call_index)) {
-        ++result_.calls_waited_for_room;
-        backlog_.push_back(call_index);
+      if (options_.call_overhead_seconds > 0) {
+        schedule(now_ + options_.call_overhead_seconds, EventKind::kPlace, call_index);
+      } else {
+        place_or_wait(call_index);
       }
+    }
+  }
+
+  void place_or_wait(int64_t call_index) {
+    if (!backlog_.empty() || !place(call_index)) {  // behind the calls already waiting, in order
+      ++result_.calls_waited_for_room;
+      backlog_.push_back(call_index);
     }
   }
 

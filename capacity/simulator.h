@@ -36,6 +36,10 @@ struct SimulationOptions {
   int64_t max_step_tokens = 8192;  // prompt tokens + decode tokens in one step
   int max_batch = 256;             // sequences one decode step runs
   router::PolicyOptions policy;
+  // The serving path around the nodes' steps, per call: the router's HTTP handling, tokenization, placement and
+  // the control-plane round trips, between a call's stage starting and its prompt joining a node's queue. Counts
+  // in its TTFT and its workflow's latency.
+  double call_overhead_seconds = 0;
   // A run whose simulated clock passes duration * this factor is overloaded: it stops and says so.
   double overload_factor = 10;
   // When set (> 0), the run also stops, as `late`, once more than `late_share` of the calls it expects to measure

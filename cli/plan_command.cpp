@@ -41,6 +41,7 @@ struct PlanFlags {
   int block_size = 16;
   int64_t max_step_tokens = 8192;
   int max_batch = 256;
+  double call_overhead = 0;
   double duration = 0;  // 0: enough for 2000 workflows, at least 60 s
   uint64_t seed = 1;
   int max_nodes = 64;
@@ -231,6 +232,7 @@ Status run(const PlanFlags& flags) {
   request.simulation.seed = flags.seed;
   request.simulation.max_step_tokens = flags.max_step_tokens;
   request.simulation.max_batch = flags.max_batch;
+  request.simulation.call_overhead_seconds = flags.call_overhead;
   RECGPT_ASSIGN_OR_RETURN(request.simulation.policy.kind, router::parse_policy(flags.policy));
   if (flags.prefill_nodes > 0 || flags.decode_nodes > 0 || flags.colocated_nodes > 0) return evaluate(flags, request);
   RECGPT_ASSIGN_OR_RETURN(capacity::Plan plan, capacity::plan_capacity(request));
@@ -366,6 +368,11 @@ void add_plan_command(CLI::App& app, int& exit_code) {
                    "Largest step budget tried, tokens (chunked prefill: halvings down to 256 are tried too)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  command
+      ->add_option("--call-overhead", flags->call_overhead,
+                   "Seconds each call spends in the router and the control plane before a node queues it")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 60.0));
   command->add_option("--max-batch", flags->max_batch, "Sequences one decode step runs")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));

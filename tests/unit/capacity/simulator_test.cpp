@@ -92,6 +92,23 @@ TEST_CASE("a lone sequence decodes at the roofline's step time for its length", 
   CHECK(result->itl.count == result->ttft.count * (output - 1));
 }
 
+TEST_CASE("the serving path's per-call overhead adds to every first token of an idle cluster",
+          "[capacity][simulator]") {
+  const PerfModel model = perf();
+  SimulationOptions options;
+  options.workflows_per_second = 0.01;  // one call at a time
+  options.duration_seconds = 2000;
+  auto bare = simulate(model, model, single_call(512, 4, 4), Pools{false, 1, 1}, options);
+  options.call_overhead_seconds = 0.0125;
+  auto served = simulate(model, model, single_call(512, 4, 4), Pools{false, 1, 1}, options);
+  REQUIRE(bare.is_ok());
+  REQUIRE(served.is_ok());
+  REQUIRE(bare->ttft.count == served->ttft.count);
+  CHECK(served->ttft.p50 == Approx(bare->ttft.p50 + 0.0125));
+  CHECK(served->ttft.p99 == Approx(bare->ttft.p99 + 0.0125));
+  CHECK(served->itl.p50 == Approx(bare->itl.p50));
+}
+
 TEST_CASE("a workflow computes and moves the shared context once and every call's own suffix",
           "[capacity][simulator]") {
   const PerfModel model = perf();
