@@ -5,10 +5,10 @@
 // block stays cached, evictable least-recently-used first, until its room is needed.
 #pragma once
 
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cstdint>
 #include <list>
 #include <span>
-#include <unordered_map>
 #include <unordered_set>
 
 namespace recgpt::capacity {
@@ -27,7 +27,7 @@ class LruHashSet {
  private:
   int64_t capacity_;
   std::list<uint64_t> order_;  // least recently used first
-  std::unordered_map<uint64_t, std::list<uint64_t>::iterator> where_;
+  boost::unordered_flat_map<uint64_t, std::list<uint64_t>::iterator> where_;
   std::unordered_set<uint64_t> held_;
 };
 
@@ -58,9 +58,9 @@ class SimKvPool {
 
   int64_t blocks_;
   int64_t private_blocks_ = 0;
-  std::unordered_map<uint64_t, int64_t> references_;  // hashed blocks in use, by sequences using each
-  std::list<uint64_t> cached_order_;                  // unreferenced hashed blocks, least recently used first
-  std::unordered_map<uint64_t, std::list<uint64_t>::iterator> cached_;
+  boost::unordered_flat_map<uint64_t, int64_t> references_;  // hashed blocks in use, by sequences using each
+  std::list<uint64_t> cached_order_;                         // unreferenced hashed blocks, least recently used first
+  boost::unordered_flat_map<uint64_t, std::list<uint64_t>::iterator> cached_;
   std::unordered_set<uint64_t> held_;
 };
 
