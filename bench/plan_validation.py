@@ -11,10 +11,11 @@ simulated by `recgpt plan --prefill-nodes 1 --decode-nodes 1` with a hardware pr
    per engine: on a 2-core machine each engine has a core, as the simulator assumes) at each rate, and simulate
    one prefill and one decode node under the same load, twice:
    - "engine": with the engine's profile alone;
-   - "served": with the serving path calibrated at the lowest rate, where nothing queues: the measured ITL p50
-     less the simulated one is added to every step (token streaming through the control plane and the router),
-     the measured TTFT p50 less the simulated one to every call (`--call-overhead`: HTTP, tokenization,
-     placement, round trips). The higher rates then test the simulator's queueing and batching alone.
+   - "served": with the serving path calibrated at the lowest rate, where nothing queues: the measured ITL's
+     p90 / p50 sets the steps' spread (`step_time_sigma`), the measured ITL p50 less the simulated one is added
+     to every step (token streaming through the control plane and the router), the measured TTFT p50 less the
+     simulated one to every call (`--call-overhead`: HTTP, tokenization, placement, round trips). The higher
+     rates then test the simulator's queueing and batching alone.
 3. Print predicted against measured TTFT and ITL percentiles (and write them with --json).
 
   /usr/bin/python3 bench/plan_validation.py --recgpt build/ci/recgpt --model /tmp/small [--rates 1,5,10,15]
@@ -140,19 +141,25 @@ def main():
         measured = {rate: measure(args.recgpt, args.model, mode, rate, args) for rate in rates}
         low = rates[0]
         engine_low = predict(args.recgpt, args.model, engine_path, workflows_dir, low, args)
-        step_extra = max(0.0, measured[low]["itl"]["p50_s"] - engine_low["itl"]["p50_s"])
-        served_profile = dict(engine_profile, step_overhead_seconds=profile["step_overhead_seconds"] + step_extra)
+        # The spread of equal steps: a log-normal's p90 / p50 is exp(1.2816 sigma); its median is exp(-sigma^2 / 2)
+        # of its mean, which the added step time makes up for.
+        itl = measured[low]["itl"]
+        sigma = max(0.0, math.log(itl["p90_s"] / itl["p50_s"]) / 1.2816)
+        step_extra = max(0.0, itl["p50_s"] * math.exp(sigma * sigma / 2) - engine_low["itl"]["p50_s"])
+        served_profile = dict(engine_profile, step_overhead_seconds=profile["step_overhead_seconds"] + step_extra,
+                              step_time_sigma=min(sigma, 2.0))
         served_path = write_profile(work, f"{mode}-served", served_profile)
         served_low = predict(args.recgpt, args.model, served_path, workflows_dir, low, args)
         call_overhead = max(0.0, measured[low]["ttft"]["p50_s"] - served_low["ttft"]["p50_s"])
         print(f"{mode}: serving path calibrated at {low:g}/s: +{step_extra * 1e3:.3f} ms a step, "
-              f"{call_overhead * 1e3:.2f} ms a call")
+              f"{call_overhead * 1e3:.2f} ms a call, step time sigma {sigma:.3f}")
         for rate in rates:
             rows.append({"mode": mode, "rate": rate, "measured": measured[rate],
                          "engine": predict(args.recgpt, args.model, engine_path, workflows_dir, rate, args),
                          "served": predict(args.recgpt, args.model, served_path, workflows_dir, rate, args,
                                            call_overhead),
-                         "step_overhead_added_s": step_extra, "call_overhead_s": call_overhead})
+                         "step_overhead_added_s": step_extra, "call_overhead_s": call_overhead,
+                         "step_time_sigma": sigma})
     print(f"\n{'mode':<14} {'rate':>5}  TTFT p50 / p90 / p99 ms: measured | engine | served"
           f"{'':<16}  ITL p50 / p90 ms: measured | engine | served")
     for row in rows:

@@ -50,6 +50,7 @@ const Field kFields[] = {
     {"peak_flops", &HardwareProfile::peak_flops, 1, kHuge, true},
     {"flops_efficiency", &HardwareProfile::flops_efficiency, 0.01, 1, false},
     {"step_overhead_seconds", &HardwareProfile::step_overhead_seconds, 0, 10, false},
+    {"step_time_sigma", &HardwareProfile::step_time_sigma, 0, 2, false},
     {"kv_link_bandwidth", &HardwareProfile::kv_link_bandwidth, 1, kHuge, true},
     {"kv_link_latency_seconds", &HardwareProfile::kv_link_latency_seconds, 0, 10, false},
     {"cost_per_hour", &HardwareProfile::cost_per_hour, 0, kHuge, false},

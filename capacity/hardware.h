@@ -22,9 +22,13 @@ struct HardwareProfile {
   double peak_flops = 0;                  // dense FLOP/s in the weights' precision
   double flops_efficiency = 0.6;          // fraction of peak_flops a prefill step reaches
   double step_overhead_seconds = 0;       // per forward: launches, scheduling, sampling
-  double kv_link_bandwidth = 0;           // bytes/s one node's KV pushes move at
-  double kv_link_latency_seconds = 0;     // per push
-  double cost_per_hour = 0;               // optional: price of one node, for the plan's cost line
+  // How much equal steps vary: each step's time is scaled by a log-normal factor of mean 1 and this sigma (0: every
+  // step takes exactly the model's time). Host jitter, clocks, other tenants; p90/p50 of equal steps is
+  // exp(1.2816 sigma).
+  double step_time_sigma = 0;
+  double kv_link_bandwidth = 0;        // bytes/s one node's KV pushes move at
+  double kv_link_latency_seconds = 0;  // per push
+  double cost_per_hour = 0;            // optional: price of one node, for the plan's cost line
 };
 
 // "h100", "h200" (SXM parts, one GPU per node, a 400 Gb/s NIC per GPU).

@@ -113,7 +113,11 @@ class Simulation {
  public:
   Simulation(const PerfModel& prefill_model, const PerfModel& decode_model, const WorkloadShape& workload,
              const Pools& pools, const SimulationOptions& options)
-      : workload_(workload), options_(options), colocated_(pools.colocated), random_(options.seed) {
+      : workload_(workload),
+        options_(options),
+        colocated_(pools.colocated),
+        random_(options.seed),
+        step_random_(options.seed ^ 0x5DEECE66Dull) {
     if (!colocated_) {
       for (int i = 0; i < pools.prefill_nodes; ++i) {
         Node& node = prefill_.emplace_back();
@@ -199,6 +203,12 @@ class Simulation {
   }
 
   void schedule(double time, EventKind kind, int64_t subject) { events_.push({time, next_order_++, kind, subject}); }
+  // A log-normal factor of mean 1: exp(sigma z - sigma^2 / 2). Its own generator, so the arrivals do not depend
+  // on it.
+  double step_noise(double sigma) {
+    if (sigma <= 0) return 1;
+    return std::exp(sigma * std::normal_distribution<double>(0, 1)(step_random_) - sigma * sigma / 2);
+  }
   double next_arrival_gap() { return std::exponential_distribution<double>(options_.workflows_per_second)(random_); }
 
   void arrive(int64_t) {
@@ -350,7 +360,7 @@ class Simulation {
       budget -= take;
     }
     if (work.prompt_tokens == 0 && work.decode_tokens == 0) return;
-    const double seconds = node.model->step_seconds(work);
+    const double seconds = node.model->step_seconds(work) * step_noise(node.model->hardware().step_time_sigma);
     node.stepping = true;
     node.step_started = now_;
     node.busy_seconds += seconds;
@@ -478,7 +488,8 @@ class Simulation {
   const SimulationOptions& options_;
   const bool colocated_;
   int block_size_ = 16;
-  std::mt19937_64 random_;
+  std::mt19937_64 random_;       // arrivals
+  std::mt19937_64 step_random_;  // step-time noise
   std::vector<Node> prefill_;
   std::vector<Node> decode_;
   std::deque<Workflow> workflows_;

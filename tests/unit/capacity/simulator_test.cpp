@@ -4,6 +4,7 @@
 #include "capacity/simulator.h"
 
 #include <catch2/catch.hpp>
+#include <cmath>
 
 namespace recgpt::capacity {
 namespace {
@@ -90,6 +91,26 @@ TEST_CASE("a lone sequence decodes at the roofline's step time for its length", 
   CHECK(result->itl.p50 >= step(prompt + 1) * (1 - 1e-9));
   CHECK(result->itl.p99 <= step(prompt + output) * (1 + 1e-9));
   CHECK(result->itl.count == result->ttft.count * (output - 1));
+}
+
+TEST_CASE("step times spread log-normally by the profile's sigma, around the same mean", "[capacity][simulator]") {
+  HardwareProfile noisy = test_hardware();
+  noisy.step_time_sigma = 0.3;
+  const PerfModel model = perf(noisy);
+  const PerfModel exact = perf();
+  const int64_t output = 401;  // 400 decode steps per call, each the same work but for one token of context
+  SimulationOptions options;
+  options.workflows_per_second = 0.01;  // one call at a time
+  options.duration_seconds = 3000;
+  auto spread = simulate(model, model, single_call(64, output, output), Pools{false, 1, 1}, options);
+  auto steady = simulate(exact, exact, single_call(64, output, output), Pools{false, 1, 1}, options);
+  REQUIRE(spread.is_ok());
+  REQUIRE(steady.is_ok());
+  REQUIRE(spread->itl.count > 10000);
+  // A log-normal's p90 / p50 is exp(1.2816 sigma) and its mean is kept: exp(sigma z - sigma^2 / 2) has mean 1.
+  CHECK(spread->itl.p90 / spread->itl.p50 == Approx(std::exp(1.2816 * 0.3)).epsilon(0.03));
+  CHECK(spread->itl.mean == Approx(steady->itl.mean).epsilon(0.02));
+  CHECK(steady->itl.p90 / steady->itl.p50 < 1.03);  // without noise only the growing context spreads the steps
 }
 
 TEST_CASE("the serving path's per-call overhead adds to every first token of an idle cluster",
