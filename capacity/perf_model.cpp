@@ -4,6 +4,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "engine/model_cost.h"
+
 namespace recgpt::capacity {
 
 Result<PerfModel> PerfModel::create(const ModelConfig& config, const HardwareProfile& hardware, DType weight_dtype,
@@ -12,11 +14,15 @@ Result<PerfModel> PerfModel::create(const ModelConfig& config, const HardwarePro
   PerfModel model;
   model.config_ = config;
   model.hardware_ = hardware;
-  model.cost_ = model_cost(config);
+  const ModelCost cost = model_cost(config);
   model.block_size_ = block_size;
-  model.weight_bytes_ = static_cast<double>(model.cost_.parameters) * static_cast<double>(dtype_size(weight_dtype));
+  // decoder_flops_per_token is linear in its context: the projections once per token, attention per pair.
+  model.projection_flops_ = decoder_flops_per_token(config, 0);
+  model.attention_flops_per_pair_ = decoder_flops_per_token(config, 1) - model.projection_flops_;
+  model.lm_head_flops_ = lm_head_flops(config);
+  model.weight_bytes_ = static_cast<double>(cost.parameters) * static_cast<double>(dtype_size(weight_dtype));
   model.kv_bytes_per_token_ =
-      static_cast<double>(model.cost_.kv_elements_per_token) * static_cast<double>(dtype_size(kv_dtype));
+      static_cast<double>(cost.kv_elements_per_token) * static_cast<double>(dtype_size(kv_dtype));
   const double kv_pool = hardware.memory_bytes * (1 - hardware.memory_reserved_fraction) - model.weight_bytes_;
   model.kv_blocks_ =
       static_cast<int64_t>(std::floor(std::max(kv_pool, 0.0) / (model.kv_bytes_per_token_ * block_size)));
@@ -34,11 +40,9 @@ double PerfModel::step_seconds(const StepWork& work) const {
   const int64_t new_tokens = work.prompt_tokens + work.decode_tokens;
   if (new_tokens == 0) return 0;
   const double attention_pairs = work.prompt_attention_pairs + work.decode_context_tokens;
-  // decoder_flops_per_token is linear in its context: the projections once per token, attention per pair.
-  const double projection_flops = decoder_flops_per_token(config_, 0);
-  const double attention_flops_per_pair = decoder_flops_per_token(config_, 1) - projection_flops;
-  const double flops = static_cast<double>(new_tokens) * projection_flops + attention_pairs * attention_flops_per_pair +
-                       static_cast<double>(work.logits_rows) * lm_head_flops(config_);
+  const double flops = static_cast<double>(new_tokens) * projection_flops_ +
+                       attention_pairs * attention_flops_per_pair_ +
+                       static_cast<double>(work.logits_rows) * lm_head_flops_;
   // Weights once; the KV read by decode tokens and by prompt tokens over earlier chunks is bounded by what the
   // step attends to, approximated as each decode context read once plus every new token's KV written once.
   const double bytes =

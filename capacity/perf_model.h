@@ -15,7 +15,6 @@
 #include "capacity/hardware.h"
 #include "engine/dtype.h"
 #include "engine/model_config.h"
-#include "engine/model_cost.h"
 
 namespace recgpt::capacity {
 
@@ -49,7 +48,10 @@ class PerfModel {
 
   ModelConfig config_;
   HardwareProfile hardware_;
-  ModelCost cost_;
+  // Per step, from engine/model_cost.h: a new token's projections, one attended pair, one row of logits.
+  double projection_flops_ = 0;
+  double attention_flops_per_pair_ = 0;
+  double lm_head_flops_ = 0;
   double weight_bytes_ = 0;
   double kv_bytes_per_token_ = 0;
   int64_t kv_blocks_ = 0;

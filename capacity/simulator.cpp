@@ -62,8 +62,7 @@ struct Workflow {
 
 struct Node {
   const PerfModel* model = nullptr;
-  bool prefills = false;
-  bool decodes = false;
+  bool decodes = false;                      // a decode or colocated node (a prefill node pushes what it computes)
   std::deque<int64_t> prompts;               // calls whose prompts it computes, first come first served
   int64_t prompt_tokens_left = 0;            // over `prompts`
   std::vector<int64_t> running;              // sequences decoding here
@@ -122,7 +121,6 @@ class Simulation {
       for (int i = 0; i < pools.prefill_nodes; ++i) {
         Node& node = prefill_.emplace_back();
         node.model = &prefill_model;
-        node.prefills = true;
         node.prefix_cache = std::make_unique<LruHashSet>(prefill_model.kv_blocks());
       }
     }
@@ -130,7 +128,6 @@ class Simulation {
       Node& node = decode_.emplace_back();
       node.model = &decode_model;
       node.decodes = true;
-      node.prefills = colocated_;
       node.pool = std::make_unique<SimKvPool>(decode_model.kv_blocks());
     }
     block_size_ = decode_model.block_size();
@@ -152,7 +149,7 @@ class Simulation {
         case EventKind::kArrival: arrive(event.subject); break;
         case EventKind::kPlace: place_or_wait(event.subject); break;
         case EventKind::kStepEnd: end_step(node_at(event.subject)); break;
-        case EventKind::kKvArrived: kv_arrived(event.subject); break;
+        case EventKind::kKvArrived: first_token(event.subject); break;
         case EventKind::kLateCheck: check_late(); break;
       }
       if (result_.late) break;
@@ -374,17 +371,13 @@ class Simulation {
     const std::vector<std::pair<int64_t, int64_t>> chunks = std::move(node.step_chunks);
     node.step_decodes.clear();
     node.step_chunks.clear();
+    std::vector<int64_t> done;
     for (int64_t call_index : decodes) {
       Call& call = calls_[static_cast<size_t>(call_index)];
       ++call.generated;
       if (workflows_[static_cast<size_t>(call.workflow)].measured) itl_.push_back(now_ - call.last_token_at);
       call.last_token_at = now_;
-    }
-    std::vector<int64_t> done;
-    for (int64_t call_index : decodes) {
-      if (calls_[static_cast<size_t>(call_index)].generated >= calls_[static_cast<size_t>(call_index)].output_tokens) {
-        done.push_back(call_index);
-      }
+      if (call.generated >= call.output_tokens) done.push_back(call_index);
     }
     if (!done.empty()) {
       std::erase_if(node.running,
@@ -420,8 +413,6 @@ class Simulation {
     node.link_free_at = landed;
     schedule(landed, EventKind::kKvArrived, call_index);
   }
-
-  void kv_arrived(int64_t call_index) { first_token(call_index); }
 
   // The prompt's last position gave the first token; the call decodes on from here.
   void first_token(int64_t call_index) {

@@ -57,12 +57,6 @@ int64_t WorkloadShape::prompt_tokens() const {
   return total;
 }
 
-int64_t WorkloadShape::output_tokens() const {
-  int64_t total = 0;
-  for (const StageShape& stage : stages) total += stage.calls * stage.output_tokens;
-  return total;
-}
-
 // A stage's own prompt: its template's text, plus what each {{variable}} expands to: an earlier stage's output
 // (all of its calls'), the fan-out item (one item of the stage it fans out over), a request field, an option.
 Result<WorkloadShape> shape_workflow(const router::WorkflowDefinition& workflow, const WorkloadOptions& given) {

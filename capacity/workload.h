@@ -32,7 +32,6 @@ struct WorkloadShape {
 
   int64_t calls() const;
   int64_t prompt_tokens() const;  // over every call of one workflow
-  int64_t output_tokens() const;
 };
 
 struct WorkloadOptions {

@@ -15,6 +15,7 @@
 #include "capacity/planner.h"
 #include "cli/commands.h"
 #include "cli/model_flags.h"
+#include "engine/model_cost.h"
 
 namespace recgpt::cli {
 namespace {
