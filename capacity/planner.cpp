@@ -14,55 +14,38 @@ std::string over(const char* what, double value, double limit) {
   return text.str();
 }
 
-struct Trial {
-  Pools pools;
-  int64_t step_tokens = 0;
-  SimulationResult result;
-  std::string missed;
-};
-
-PoolPlan plan_of(Trial trial, bool feasible) {
-  PoolPlan plan;
-  plan.feasible = feasible;
-  plan.pools = trial.pools;
-  plan.step_tokens = trial.step_tokens;
-  plan.result = std::move(trial.result);
-  plan.missed = std::move(trial.missed);
-  return plan;
-}
-
 struct Searched {
   int size = 0;  // the n found (max_n when none passed)
   PoolPlan plan;
 };
 
-// The smallest n in [1, max_n] for which `run(n)` passes (empty `missed`), doubling then bisecting. When none
-// does, the trial of max_n with feasible = false.
-Result<Searched> smallest_passing(int max_n, const std::function<Result<Trial>(int)>& run) {
+// The smallest n in [1, max_n] whose pools `run(n)` finds feasible, doubling then bisecting. When none is, the
+// pools of max_n, infeasible.
+Result<Searched> smallest_passing(int max_n, const std::function<Result<PoolPlan>(int)>& run) {
   int failing = 0;  // largest size known to fail
   int passing = 0;  // smallest size known to pass
-  Trial best;
+  PoolPlan best;
   for (int n = 1;; n = std::min(2 * n, max_n)) {
-    RECGPT_ASSIGN_OR_RETURN(Trial trial, run(n));
-    if (trial.missed.empty()) {
+    RECGPT_ASSIGN_OR_RETURN(PoolPlan trial, run(n));
+    if (trial.feasible) {
       passing = n;
       best = std::move(trial);
       break;
     }
     failing = n;
-    if (n == max_n) return Searched{n, plan_of(std::move(trial), false)};
+    if (n == max_n) return Searched{n, std::move(trial)};
   }
   while (passing - failing > 1) {
     const int middle = failing + (passing - failing) / 2;
-    RECGPT_ASSIGN_OR_RETURN(Trial trial, run(middle));
-    if (trial.missed.empty()) {
+    RECGPT_ASSIGN_OR_RETURN(PoolPlan trial, run(middle));
+    if (trial.feasible) {
       passing = middle;
       best = std::move(trial);
     } else {
       failing = middle;
     }
   }
-  return Searched{passing, plan_of(std::move(best), true)};
+  return Searched{passing, std::move(best)};
 }
 
 // The step budgets tried for a pool that computes prompts: the configured one, then halvings down to
@@ -78,7 +61,7 @@ std::vector<int64_t> step_budgets(int64_t largest) {
 // The smallest n over every step budget; ties go to the larger budget, since a budget is only searched below
 // the best size found so far.
 Result<Searched> smallest_over_budgets(int max_n, int64_t largest_budget,
-                                       const std::function<Result<Trial>(int, int64_t)>& run) {
+                                       const std::function<Result<PoolPlan>(int, int64_t)>& run) {
   std::optional<Searched> best;
   for (int64_t budget : step_budgets(largest_budget)) {
     const int limit = best && best->plan.feasible ? best->size - 1 : max_n;
@@ -110,7 +93,7 @@ std::string missed_objective(const SimulationResult& result, const Objectives& o
 
 namespace {
 
-using TrialFn = std::function<Result<Trial>(const WorkloadShape&, Pools, int64_t step_tokens, bool ttft_only)>;
+using TrialFn = std::function<Result<PoolPlan>(const WorkloadShape&, Pools, int64_t step_tokens, bool ttft_only)>;
 
 // The designs that serve the workload as this project does: colocated first, whose size then lends the
 // disaggregated prefill search its decode nodes to spare (they hold the same KV and run fewer steps, which keeps
@@ -146,6 +129,16 @@ Status plan_served_workload(const PlanRequest& request, const TrialFn& trial, Pl
 
 }  // namespace
 
+PoolPlan judged(Pools pools, int64_t step_tokens, SimulationResult result, const Objectives& objectives) {
+  PoolPlan plan;
+  plan.pools = pools;
+  plan.step_tokens = step_tokens;
+  plan.missed = missed_objective(result, objectives);
+  plan.feasible = plan.missed.empty();
+  plan.result = std::move(result);
+  return plan;
+}
+
 Result<Plan> plan_capacity(const PlanRequest& request) {
   if (request.prefill_model == nullptr || request.decode_model == nullptr) {
     return invalid_argument("plan_capacity needs both performance models");
@@ -153,7 +146,7 @@ Result<Plan> plan_capacity(const PlanRequest& request) {
   if (request.max_nodes < 1) return invalid_argument("--max-nodes must be at least 1");
   Plan plan;
   const TrialFn trial = [&](const WorkloadShape& workload, Pools pools, int64_t step_tokens,
-                            bool ttft_only) -> Result<Trial> {
+                            bool ttft_only) -> Result<PoolPlan> {
     ++plan.simulations;
     SimulationOptions options = request.simulation;
     options.max_step_tokens = step_tokens;
@@ -165,8 +158,7 @@ Result<Plan> plan_capacity(const PlanRequest& request) {
       objectives.itl_p99_seconds = 1e30;
       objectives.workflow_p99_seconds = 0;
     }
-    std::string missed = missed_objective(result, objectives);
-    return Trial{pools, step_tokens, std::move(result), std::move(missed)};
+    return judged(pools, step_tokens, std::move(result), objectives);
   };
   RECGPT_RETURN_IF_ERROR(plan_served_workload(request, trial, plan));
   RECGPT_ASSIGN_OR_RETURN(

@@ -36,6 +36,9 @@ struct PoolPlan {
   int nodes() const { return pools.colocated ? pools.decode_nodes : pools.prefill_nodes + pools.decode_nodes; }
 };
 
+// `result` of simulating `pools` at `step_tokens`, judged against `objectives`.
+PoolPlan judged(Pools pools, int64_t step_tokens, SimulationResult result, const Objectives& objectives);
+
 struct PlanRequest {
   const PerfModel* prefill_model = nullptr;
   const PerfModel* decode_model = nullptr;  // the colocated pools run on this hardware too

@@ -170,16 +170,11 @@ Status evaluate(const PlanFlags& flags, const capacity::PlanRequest& request) {
     return invalid_argument("give either --colocated-nodes, or --prefill-nodes with --decode-nodes");
   }
   capacity::Pools pools{colocated, flags.prefill_nodes, colocated ? flags.colocated_nodes : flags.decode_nodes};
-  capacity::SimulationOptions options = request.simulation;
   RECGPT_ASSIGN_OR_RETURN(
       capacity::SimulationResult result,
-      capacity::simulate(*request.prefill_model, *request.decode_model, request.workload, pools, options));
-  capacity::PoolPlan plan;
-  plan.pools = pools;
-  plan.step_tokens = options.max_step_tokens;
-  plan.missed = capacity::missed_objective(result, request.objectives);
-  plan.feasible = plan.missed.empty();
-  plan.result = std::move(result);
+      capacity::simulate(*request.prefill_model, *request.decode_model, request.workload, pools, request.simulation));
+  const capacity::PoolPlan plan =
+      capacity::judged(pools, request.simulation.max_step_tokens, std::move(result), request.objectives);
   if (flags.json) {
     std::printf("%s\n", pool_json(plan, request.prefill_model->hardware().cost_per_hour,
                                   request.decode_model->hardware().cost_per_hour)
