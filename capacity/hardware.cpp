@@ -1,9 +1,10 @@
 #include "capacity/hardware.h"
 
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "common/mapped_file.h"
 
 namespace recgpt::capacity {
 namespace {
@@ -100,16 +101,14 @@ Result<HardwareProfile> parse_hardware(std::string_view json_text, const std::st
 Result<HardwareProfile> load_hardware(const std::string& name_or_path) {
   auto builtin = builtins().find(name_or_path);
   if (builtin != builtins().end()) return builtin->second;
-  std::ifstream file(name_or_path, std::ios::binary);
-  if (!file) {
+  Result<std::string> text = read_text_file(name_or_path);
+  if (!text.is_ok()) {
     std::string names;
     for (const std::string& name : builtin_hardware_names()) names += (names.empty() ? "" : ", ") + name;
-    return not_found("hardware '" + name_or_path + "' is neither a built-in profile (" + names +
-                     ") nor a readable JSON file");
+    return Status(text.status().code(), "hardware '" + name_or_path + "' is neither a built-in profile (" + names +
+                                            ") nor a readable JSON file");
   }
-  std::stringstream text;
-  text << file.rdbuf();
-  return parse_hardware(text.str(), name_or_path);
+  return parse_hardware(*text, name_or_path);
 }
 
 }  // namespace recgpt::capacity

@@ -5,16 +5,15 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "capacity/planner.h"
 #include "cli/commands.h"
 #include "cli/model_flags.h"
+#include "common/mapped_file.h"
 #include "engine/model_cost.h"
 
 namespace recgpt::cli {
@@ -72,11 +71,8 @@ Result<std::map<std::string, Value>> parse_assignments(const std::vector<std::st
 
 Result<ModelConfig> read_model_config(const std::string& path) {
   const std::string file = path.ends_with(".json") ? path : path + "/config.json";
-  std::ifstream input(file, std::ios::binary);
-  if (!input) return not_found("cannot open '" + file + "'");
-  std::stringstream text;
-  text << input.rdbuf();
-  Result<ModelConfig> config = parse_model_config(text.str());
+  RECGPT_ASSIGN_OR_RETURN(std::string text, read_text_file(file));
+  Result<ModelConfig> config = parse_model_config(text);
   if (!config.is_ok()) return config.status().with_context(file);
   return config;
 }
