@@ -77,12 +77,12 @@ Result<ModelConfig> read_model_config(const std::string& path) {
   return config;
 }
 
-Result<DType> dtype_flag(const std::string& name, const char* flag, DType fallback) {
+// A dtype by engine/dtype.h's name (f32, bf16, f16; fp8_e4m3 for KV only, as the nodes' --kv-dtype spells it).
+Result<DType> dtype_flag(const std::string& name, const char* flag, DType fallback, bool kv) {
   if (name.empty()) return fallback;
-  if (name == "f32") return DType::kF32;
-  if (name == "bf16") return DType::kBF16;
-  if (name == "f16") return DType::kF16;
-  if (name == "fp8" && std::string(flag) == "--kv-dtype") return DType::kFP8E4M3;
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16, DType::kFP8E4M3}) {
+    if (name == dtype_name(dtype) && (kv || dtype != DType::kFP8E4M3)) return dtype;
+  }
   return invalid_argument(std::string(flag) + ": unknown dtype '" + name + "'");
 }
 
@@ -186,8 +186,8 @@ Status evaluate(const PlanFlags& flags, const capacity::PlanRequest& request) {
 
 Status run(const PlanFlags& flags) {
   RECGPT_ASSIGN_OR_RETURN(ModelConfig config, read_model_config(flags.model));
-  RECGPT_ASSIGN_OR_RETURN(DType weight_dtype, dtype_flag(flags.dtype, "--dtype", config.torch_dtype));
-  RECGPT_ASSIGN_OR_RETURN(DType kv_dtype, dtype_flag(flags.kv_dtype, "--kv-dtype", weight_dtype));
+  RECGPT_ASSIGN_OR_RETURN(DType weight_dtype, dtype_flag(flags.dtype, "--dtype", config.torch_dtype, false));
+  RECGPT_ASSIGN_OR_RETURN(DType kv_dtype, dtype_flag(flags.kv_dtype, "--kv-dtype", weight_dtype, true));
   RECGPT_ASSIGN_OR_RETURN(
       capacity::HardwareProfile prefill_hardware,
       capacity::load_hardware(flags.prefill_hardware.empty() ? flags.hardware : flags.prefill_hardware));
@@ -308,7 +308,7 @@ void add_plan_command(CLI::App& app, int& exit_code) {
       ->required();
   command->add_option("--rate", flags->rate, "Workflows per second to serve")->required()->check(CLI::PositiveNumber);
   command->add_option("--dtype", flags->dtype, "Weights: f32, bf16 or f16 (default: the config's torch_dtype)");
-  command->add_option("--kv-dtype", flags->kv_dtype, "KV cache: f32, bf16, f16 or fp8 (default: the weights')");
+  command->add_option("--kv-dtype", flags->kv_dtype, "KV cache: f32, bf16, f16 or fp8_e4m3 (default: the weights')");
   command
       ->add_option("--hardware", flags->hardware,
                    "Node profile of both pools: h100, h200 or a JSON file (docs/capacity.md)")
