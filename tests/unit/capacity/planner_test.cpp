@@ -4,26 +4,14 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/unit/capacity/test_shapes.h"
+
 namespace recgpt::capacity {
 namespace {
 
 PerfModel test_model() {
-  ModelConfig config;
-  config.hidden_size = 512;
-  config.intermediate_size = 1536;
-  config.num_hidden_layers = 8;
-  config.num_attention_heads = 8;
-  config.num_key_value_heads = 4;
-  config.head_dim = 64;
-  config.vocab_size = 8192;
-  HardwareProfile hardware;
-  hardware.name = "test";
-  hardware.memory_bytes = 4e9;
-  hardware.memory_bandwidth = 2e11;
-  hardware.peak_flops = 2e12;
-  hardware.step_overhead_seconds = 2e-4;
-  hardware.kv_link_bandwidth = 5e9;
-  auto model = PerfModel::create(config, hardware, DType::kBF16, DType::kBF16, 16);
+  auto model =
+      PerfModel::create(testing::qwen3_like(512, 8), testing::test_machine(2, 5e9), DType::kBF16, DType::kBF16, 16);
   REQUIRE(model.is_ok());
   return *model;
 }

@@ -6,34 +6,16 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "tests/unit/capacity/test_shapes.h"
+
 namespace recgpt::capacity {
 namespace {
 
-ModelConfig small_config() {
-  ModelConfig config;
-  config.hidden_size = 256;
-  config.intermediate_size = 768;
-  config.num_hidden_layers = 4;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.head_dim = 64;
-  config.vocab_size = 4096;
-  return config;
-}
-
-HardwareProfile test_hardware() {
-  HardwareProfile hardware;
-  hardware.name = "test";
-  hardware.memory_bytes = 2e9;
-  hardware.memory_bandwidth = 1e11;
-  hardware.peak_flops = 1e12;
-  hardware.step_overhead_seconds = 1e-4;
-  hardware.kv_link_bandwidth = 1e30;  // pushes take no time unless a test says otherwise
-  return hardware;
-}
+// pushes take no time unless a test says otherwise
+HardwareProfile test_hardware() { return testing::test_machine(1, 1e30); }
 
 PerfModel perf(const HardwareProfile& hardware = test_hardware()) {
-  auto model = PerfModel::create(small_config(), hardware, DType::kBF16, DType::kBF16, 16);
+  auto model = PerfModel::create(testing::qwen3_like(256, 4), hardware, DType::kBF16, DType::kBF16, 16);
   REQUIRE(model.is_ok());
   return *model;
 }
