@@ -107,11 +107,15 @@ nlohmann::json summary_json(const capacity::LatencySummary& summary) {
           {"p99", summary.p99}};
 }
 
+// A pool's price per hour (a colocated pool's nodes count as decode nodes: they run on that hardware).
+double cost_per_hour(const capacity::PoolPlan& plan, double prefill_cost, double decode_cost) {
+  return plan.pools.prefill_nodes * prefill_cost + plan.pools.decode_nodes * decode_cost;
+}
+
 nlohmann::json pool_json(const capacity::PoolPlan& plan, double prefill_cost, double decode_cost) {
   const auto& result = plan.result;
   nlohmann::json stages = nlohmann::json::object();
   for (const auto& [stage, summary] : result.ttft_by_stage) stages[stage] = summary_json(summary);
-  const double cost = plan.pools.prefill_nodes * prefill_cost + plan.pools.decode_nodes * decode_cost;
   return {{"feasible", plan.feasible},
           {"missed", plan.missed},
           {"prefill_nodes", plan.pools.prefill_nodes},
@@ -119,7 +123,7 @@ nlohmann::json pool_json(const capacity::PoolPlan& plan, double prefill_cost, do
           {"colocated", plan.pools.colocated},
           {"step_tokens", plan.step_tokens},
           {"nodes", plan.nodes()},
-          {"cost_per_hour", cost},
+          {"cost_per_hour", cost_per_hour(plan, prefill_cost, decode_cost)},
           {"workflows_measured", result.workflows},
           {"ttft_seconds", summary_json(result.ttft)},
           {"ttft_seconds_by_stage", stages},
@@ -152,8 +156,7 @@ void print_pool(const char* label, const capacity::PoolPlan& plan) {
               result.workflow_latency.p99);
   std::printf(
       "  %-14s stepping: prefill %.0f%%, decode %.0f%% of the time; KV pool peak %.0f%%; per workflow: %.0f of %.0f "
-      "prompt "
-      "tokens computed, %.1f MB of KV moved\n",
+      "prompt tokens computed, %.1f MB of KV moved\n",
       "", 100 * result.prefill_utilization, 100 * result.decode_utilization, 100 * result.peak_kv_used_fraction,
       result.prefill_tokens_per_workflow, result.prompt_tokens_per_workflow, result.kv_bytes_per_workflow / 1e6);
 }
@@ -186,6 +189,7 @@ Status evaluate(const PlanFlags& flags, const capacity::PlanRequest& request) {
 
 Status run(const PlanFlags& flags) {
   RECGPT_ASSIGN_OR_RETURN(ModelConfig config, read_model_config(flags.model));
+  const int64_t parameters = model_cost(config).parameters;
   RECGPT_ASSIGN_OR_RETURN(DType weight_dtype, dtype_flag(flags.dtype, "--dtype", config.torch_dtype, false));
   RECGPT_ASSIGN_OR_RETURN(DType kv_dtype, dtype_flag(flags.kv_dtype, "--kv-dtype", weight_dtype, true));
   RECGPT_ASSIGN_OR_RETURN(
@@ -236,7 +240,7 @@ Status run(const PlanFlags& flags) {
         {"workflow", request.workload.workflow},
         {"workflows_per_second", flags.rate},
         {"model",
-         {{"parameters", model_cost(config).parameters},
+         {{"parameters", parameters},
           {"weight_bytes", decode_model.weight_bytes()},
           {"kv_bytes_per_token", decode_model.kv_bytes_per_token()}}},
         {"hardware", {{"prefill", prefill_hardware.name}, {"decode", decode_hardware.name}}},
@@ -247,8 +251,8 @@ Status run(const PlanFlags& flags) {
           {"itl_p99_seconds", flags.objectives.itl_p99_seconds},
           {"workflow_p99_seconds", flags.objectives.workflow_p99_seconds}}},
         {"disaggregated", pool_json(plan.disaggregated, prefill_cost, decode_cost)},
-        {"colocated", pool_json(plan.colocated, decode_cost, decode_cost)},
-        {"baseline", pool_json(plan.baseline, decode_cost, decode_cost)},
+        {"colocated", pool_json(plan.colocated, prefill_cost, decode_cost)},
+        {"baseline", pool_json(plan.baseline, prefill_cost, decode_cost)},
         {"simulations", plan.simulations}};
     std::printf("%s\n", out.dump(2).c_str());
     return Status::ok();
@@ -259,8 +263,8 @@ Status run(const PlanFlags& flags) {
               std::to_string(stage.suffix_tokens) + " own + " + std::to_string(stage.output_tokens) + " out)";
   }
   std::printf("recgpt plan: workflow '%s' at %g workflows/s; %.2fB parameters (%.1f GB), KV %.0f KiB/token\n",
-              request.workload.workflow.c_str(), flags.rate, model_cost(config).parameters / 1e9,
-              decode_model.weight_bytes() / 1e9, decode_model.kv_bytes_per_token() / 1024);
+              request.workload.workflow.c_str(), flags.rate, parameters / 1e9, decode_model.weight_bytes() / 1e9,
+              decode_model.kv_bytes_per_token() / 1024);
   std::printf("  hardware: prefill %s, decode %s (%lld KV blocks of %d tokens per decode node)\n",
               prefill_hardware.name.c_str(), decode_hardware.name.c_str(),
               static_cast<long long>(decode_model.kv_blocks()), flags.block_size);
@@ -288,12 +292,10 @@ Status run(const PlanFlags& flags) {
                 100.0 * (1.0 - static_cast<double>(fewest->nodes()) / plan.baseline.nodes()));
   }
   if (prefill_cost > 0 || decode_cost > 0) {
-    auto cost = [&](const capacity::PoolPlan& pool, double prefill) {
-      return pool.pools.prefill_nodes * prefill + pool.pools.decode_nodes * decode_cost;
-    };
     std::printf("  cost per hour: disaggregated %.2f, colocated %.2f, baseline %.2f\n",
-                cost(plan.disaggregated, prefill_cost), cost(plan.colocated, decode_cost),
-                cost(plan.baseline, decode_cost));
+                cost_per_hour(plan.disaggregated, prefill_cost, decode_cost),
+                cost_per_hour(plan.colocated, prefill_cost, decode_cost),
+                cost_per_hour(plan.baseline, prefill_cost, decode_cost));
   }
   return Status::ok();
 }
