@@ -37,7 +37,11 @@ Status run_generate(const GenerateFlags& flags) {
   GenerationRequest request;
   request.prompt = tokenizer.encode(build_prompt(flags));
   request.max_new_tokens = flags.max_tokens;
-  request.sampling = {flags.temperature, flags.top_k, flags.top_p, flags.repetition_penalty, flags.seed};
+  request.sampling = {.temperature = flags.temperature,
+                      .top_k = flags.top_k,
+                      .top_p = flags.top_p,
+                      .repetition_penalty = flags.repetition_penalty,
+                      .seed = flags.seed};
   for (const char* stop : {"<|im_end|>", "<|endoftext|>"}) {
     if (auto id = tokenizer.token_to_id(stop)) request.stop_tokens.push_back(*id);
   }

@@ -73,7 +73,7 @@ void DecodeCore::start(StartRequest request, TokenSink sink) {
     auto pending = pending_.find(request.reservation_id);
     Result<Reservation> taken = reservations_->take(request.reservation_id);
     if (!taken.is_ok() || pending == pending_.end()) {
-      sink({}, FinishReason::kCancelled);
+      sink({}, {}, FinishReason::kCancelled);
       return;
     }
     GenerationRequest generation;
@@ -103,7 +103,7 @@ void DecodeCore::start(StartRequest request, TokenSink sink) {
                                                     request.first_token) != generation.stop_tokens.end();
     if (first_ends) {  // nothing to decode: the first token was the whole answer
       generator_->kv_cache().blocks().release(blocks);
-      sink({}, generation.max_new_tokens <= 1 ? FinishReason::kLength : FinishReason::kStopToken);
+      sink({}, {}, generation.max_new_tokens <= 1 ? FinishReason::kLength : FinishReason::kStopToken);
       return;
     }
     start_running(request.reservation_id, std::move(sink),
@@ -117,7 +117,7 @@ void DecodeCore::start_running(uint64_t reservation_id, TokenSink sink, Result<i
                                const std::vector<int32_t>& blocks, bool has_first_token) {
   if (!added.is_ok()) {  // the generator took no reference: the reservation's go back here
     generator_->kv_cache().blocks().release(blocks);
-    sink({}, FinishReason::kCancelled);
+    sink({}, {}, FinishReason::kCancelled);
     return;
   }
   std::optional<Clock::time_point> first_token_at;
@@ -138,7 +138,7 @@ void DecodeCore::cancel(uint64_t reservation_id) {
     generator_->cancel(sequence->second);
     auto running = running_.find(sequence->second);
     if (running != running_.end()) {
-      running->second.sink({}, FinishReason::kCancelled);
+      running->second.sink({}, {}, FinishReason::kCancelled);
       running_.erase(running);
     }
     sequence_of_.erase(sequence);
@@ -207,7 +207,7 @@ void DecodeCore::run() {
   // Shutting down: every sequence and reservation ends here, on the thread that owns them.
   for (auto& [sequence, running] : running_) {
     generator_->cancel(sequence);
-    running.sink({}, FinishReason::kCancelled);
+    running.sink({}, {}, FinishReason::kCancelled);
   }
   running_.clear();
   reservations_.reset();
@@ -219,16 +219,18 @@ void DecodeCore::step_batch() {
   if (!produced.is_ok()) {
     // The generator ended the step's sequences and returned their blocks; tell their sinks.
     for (auto it = running_.begin(); it != running_.end();) {
-      it->second.sink({}, FinishReason::kCancelled);
+      it->second.sink({}, {}, FinishReason::kCancelled);
       sequence_of_.erase(it->second.reservation_id);
       it = running_.erase(it);
     }
     return;
   }
   std::unordered_map<int64_t, std::vector<int32_t>> tokens;
+  std::unordered_map<int64_t, std::vector<TokenLogprobs>> logprobs;
   std::unordered_map<int64_t, FinishReason> finished;
-  for (const StepToken& token : *produced) {
+  for (StepToken& token : *produced) {
     if (token.token >= 0) tokens[token.sequence_id].push_back(token.token);
+    if (token.token >= 0 && token.logprobs) logprobs[token.sequence_id].push_back(std::move(*token.logprobs));
     if (token.finish != FinishReason::kNone) finished[token.sequence_id] = token.finish;
   }
   const auto now = Clock::now();
@@ -242,12 +244,15 @@ void DecodeCore::step_batch() {
     }
     last = now;
     auto finish = finished.find(sequence);
-    running->second.sink(std::move(list), finish == finished.end() ? FinishReason::kNone : finish->second);
+    auto listed = logprobs.find(sequence);
+    running->second.sink(std::move(list),
+                         listed == logprobs.end() ? std::vector<TokenLogprobs>{} : std::move(listed->second),
+                         finish == finished.end() ? FinishReason::kNone : finish->second);
   }
   for (auto& [sequence, reason] : finished) {
     auto running = running_.find(sequence);
     if (running == running_.end()) continue;
-    if (tokens.count(sequence) == 0) running->second.sink({}, reason);
+    if (tokens.count(sequence) == 0) running->second.sink({}, {}, reason);
     sequence_of_.erase(running->second.reservation_id);
     running_.erase(running);
   }

@@ -51,8 +51,10 @@ struct StartRequest {
   std::function<std::shared_ptr<LogitsProcessor>(size_t prompt_tokens)> constraint = {};
 };
 
-// Tokens of one step for one sequence; `finish` is kNone while it goes on, and the last call has it set.
-using TokenSink = std::function<void(std::vector<int32_t> tokens, FinishReason finish)>;
+// Tokens of one step for one sequence, with their logprobs when its sampling asked (one per token, else none);
+// `finish` is kNone while it goes on, and the last call has it set.
+using TokenSink =
+    std::function<void(std::vector<int32_t> tokens, std::vector<TokenLogprobs> logprobs, FinishReason finish)>;
 using ReserveDone = std::function<void(Result<Reservation>)>;
 // The seconds between two consecutive tokens of a sequence, once per token after its first (a sequence prefilled
 // elsewhere counts from its start here): the inter-token latency. Runs on the engine thread.

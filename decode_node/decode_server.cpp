@@ -571,26 +571,30 @@ class Server final : public std::enable_shared_from_this<Server> {
   // Hands a started call to the engine; its tokens go back as TokenChunks under `id`.
   void start_decoding(const std::weak_ptr<rpc::Connection>& weak, uint64_t id, StartRequest request) {
     const uint64_t reservation = request.reservation_id;
-    core_->start(std::move(request), [self = shared_from_this(), weak, id, reservation](std::vector<int32_t> tokens,
-                                                                                        FinishReason finish) {
-      asio::post(self->io_, [self, weak, id, reservation, tokens = std::move(tokens), finish] {
-        auto connection = weak.lock();
-        if (connection == nullptr) return;
-        control::Envelope chunk;
-        chunk.set_request_id(id);
-        for (int32_t token : tokens) chunk.mutable_token_chunk()->add_token_ids(static_cast<uint32_t>(token));
-        if (finish != FinishReason::kNone) {
-          self->sequences_
-              ->Add({{"role", "decode"}, {"node", self->options_.node_id}, {"reason", finish_reason_name(finish)}})
-              .Increment();
-          chunk.mutable_token_chunk()->set_finished(true);
-          chunk.mutable_token_chunk()->set_finish_reason(finish_reason_name(finish));
-          auto session = self->sessions_.find(connection);
-          if (session != self->sessions_.end()) session->second.finish(reservation);
-        }
-        (void)connection->send(chunk);
-      });
-    });
+    auto sink = [self = shared_from_this(), weak, id, reservation](
+                    std::vector<int32_t> tokens, std::vector<TokenLogprobs> logprobs, FinishReason finish) {
+      asio::post(
+          self->io_, [self, weak, id, reservation, tokens = std::move(tokens), logprobs = std::move(logprobs), finish] {
+            auto connection = weak.lock();
+            if (connection == nullptr) return;
+            control::Envelope chunk;
+            chunk.set_request_id(id);
+            for (int32_t token : tokens) chunk.mutable_token_chunk()->add_token_ids(static_cast<uint32_t>(token));
+            for (const TokenLogprobs& each : logprobs)
+              node::logprobs_to_proto(each, *chunk.mutable_token_chunk()->add_logprobs());
+            if (finish != FinishReason::kNone) {
+              self->sequences_
+                  ->Add({{"role", "decode"}, {"node", self->options_.node_id}, {"reason", finish_reason_name(finish)}})
+                  .Increment();
+              chunk.mutable_token_chunk()->set_finished(true);
+              chunk.mutable_token_chunk()->set_finish_reason(finish_reason_name(finish));
+              auto session = self->sessions_.find(connection);
+              if (session != self->sessions_.end()) session->second.finish(reservation);
+            }
+            (void)connection->send(chunk);
+          });
+    };
+    core_->start(std::move(request), std::move(sink));
   }
 
   asio::io_context& io_;

@@ -26,8 +26,10 @@ struct Generator::Sequence {
   bool finished = false;
   int32_t num_generated = 0;
   Sampler sampler;
+  std::unique_ptr<LogprobRecorder> logprobs;  // when the request asked for them (sampling.logprobs)
 
-  explicit Sequence(const SamplingParams& params) : sampler(params) {}
+  explicit Sequence(const SamplingParams& params)
+      : sampler(params), logprobs(params.logprobs ? std::make_unique<LogprobRecorder>() : nullptr) {}
   int64_t prompt_size() const { return static_cast<int64_t>(request.prompt.size()); }
   bool prefilling() const { return num_computed < prompt_size(); }
   int64_t num_entities() const {
@@ -297,8 +299,9 @@ void Generator::release(Sequence& sequence) {
   sequence.admitted = false;
 }
 
-void Generator::finish(Sequence& sequence, int32_t token, FinishReason reason, std::vector<StepToken>& produced) {
-  produced.push_back({sequence.id, token, reason});
+void Generator::finish(Sequence& sequence, int32_t token, FinishReason reason, std::vector<StepToken>& produced,
+                       std::optional<TokenLogprobs> logprobs) {
+  produced.push_back({sequence.id, token, reason, std::move(logprobs)});
   release(sequence);
   sequence.finished = true;
 }
@@ -365,6 +368,7 @@ void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>&
     if (step.logits == LogitsWanted::kNone) continue;
     std::span<float> row = std::span(logits_).subspan(logit_row * config.vocab_size, config.vocab_size);
     ++logit_row;
+    if (sequence.logprobs != nullptr) sequence.logprobs->record(row);  // the model's own row, before any mask
     if (entity_token >= 0) row[entity_token] = kMaskedLogit;  // an entity token needs a vector: never sample one
     if (sequence.request.logits_processor) {
       const auto start = std::chrono::steady_clock::now();
@@ -375,14 +379,19 @@ void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>&
       // to the first allowed token (26 us to mid-row against 6 us, Qwen3's vocabulary).
       if (max_value(row.data(), static_cast<int64_t>(row.size())) == kMaskedLogit) row = {};
     }
-    draws_.push_back({&sequence, row, -1});
+    draws_.push_back({&sequence, row, -1, std::nullopt});
   }
   // The draws, spread over the sampling pool: each sequence has its own sampler and row, so its token does not
   // depend on which thread drew it, nor on what the others drew.
   auto sample = [this](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       Draw& draw = draws_[j];
-      if (!draw.row.empty()) draw.token = draw.sequence->sampler.sample(draw.row, draw.sequence->tokens);
+      if (draw.row.empty()) continue;
+      Sequence& sequence = *draw.sequence;
+      draw.token = sequence.sampler.sample(draw.row, sequence.tokens);
+      if (sequence.logprobs != nullptr) {
+        draw.logprobs = sequence.logprobs->read(draw.token, sequence.sampler.params().top_logprobs);
+      }
     }
   };
   const auto draws = static_cast<int64_t>(draws_.size());
@@ -394,7 +403,7 @@ void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>&
   }
   stats_.sampling_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - sampling_start).count();
   // In step order again: the tokens, and the sequences they end.
-  for (const Draw& draw : draws_) {
+  for (Draw& draw : draws_) {
     Sequence& sequence = *draw.sequence;
     if (draw.row.empty()) {
       finish(sequence, -1, FinishReason::kConstraint, produced);  // the constraint allows nothing here
@@ -415,9 +424,9 @@ void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>&
       reason = FinishReason::kContextFull;
     }
     if (reason == FinishReason::kNone) {
-      produced.push_back({sequence.id, token, reason});
+      produced.push_back({sequence.id, token, reason, std::move(draw.logprobs)});
     } else {
-      finish(sequence, token, reason, produced);
+      finish(sequence, token, reason, produced, std::move(draw.logprobs));
     }
   }
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -19,6 +20,7 @@
 #include "engine/logits_processor.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
+#include "engine/token_logprobs.h"
 
 namespace recgpt {
 
@@ -62,6 +64,8 @@ struct StepToken {
   int64_t sequence_id;
   int32_t token;        // -1 when the sequence ended without a token (out of KV blocks, cancelled)
   FinishReason finish;  // kNone while the sequence goes on
+  // The token's log-probabilities when its request asked (sampling.logprobs), else none.
+  std::optional<TokenLogprobs> logprobs = std::nullopt;
 };
 
 struct GeneratorStats {
@@ -135,7 +139,8 @@ class Generator {
   void schedule_decodes(StepPlan& plan, std::vector<StepToken>& produced);
   void schedule_prompts(StepPlan& plan, std::vector<StepToken>& produced);
   void sample_next_tokens(const StepPlan& plan, std::vector<StepToken>& produced);
-  void finish(Sequence& sequence, int32_t token, FinishReason reason, std::vector<StepToken>& produced);
+  void finish(Sequence& sequence, int32_t token, FinishReason reason, std::vector<StepToken>& produced,
+              std::optional<TokenLogprobs> logprobs = std::nullopt);
   int64_t entity_dim() const;
   Status admit(Sequence& sequence);
   // kInvalidArgument unless `block_table` holds live blocks for the whole prompt, any indexed ones this prompt's.
@@ -157,6 +162,7 @@ class Generator {
     Sequence* sequence;
     std::span<float> row;
     int32_t token;
+    std::optional<TokenLogprobs> logprobs;  // when the sequence asked for them
   };
   std::vector<Draw> draws_;                    // this step's, reused
   std::unique_ptr<ThreadPool> sampling_pool_;  // null: sampling on the step thread

@@ -56,6 +56,17 @@ Status SamplingParams::validate() const {
   if (!(std::isfinite(repetition_penalty) && repetition_penalty > 0)) {
     return invalid_argument("sampling repetition_penalty must be > 0, got " + std::to_string(repetition_penalty));
   }
+  for (auto [name, value] :
+       {std::pair{"frequency_penalty", frequency_penalty}, {"presence_penalty", presence_penalty}}) {
+    if (!(value >= -kMaxPenalty && value <= kMaxPenalty)) {
+      return invalid_argument(std::string("sampling ") + name + " must be in [-2, 2], got " + std::to_string(value));
+    }
+  }
+  if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs) {
+    return invalid_argument("sampling top_logprobs must be in [0, " + std::to_string(kMaxTopLogprobs) + "], got " +
+                            std::to_string(top_logprobs));
+  }
+  if (top_logprobs > 0 && !logprobs) return invalid_argument("sampling top_logprobs needs logprobs");
   if (first_draw > kMaxFirstDraw) {
     return invalid_argument("sampling first_draw must be at most " + std::to_string(kMaxFirstDraw) + ", got " +
                             std::to_string(first_draw));
@@ -72,6 +83,10 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> previo
   RECGPT_CHECK_MSG(!logits.empty(), "sample() needs a non-empty vocabulary");
   const double uniform = next_uniform();  // taken by every call: token i uses output first_draw + i
   if (params_.repetition_penalty != 1.0f) apply_repetition_penalty(logits, previous_tokens);
+  if (params_.frequency_penalty != 0.0f || params_.presence_penalty != 0.0f) {
+    apply_output_penalties(logits, previous_tokens);
+  }
+  ++draws_;
   if (params_.temperature == 0.0f || params_.top_k == 1) return argmax_lowest_id(logits);
 
   const float inverse_temperature = 1.0f / params_.temperature;
@@ -114,6 +129,24 @@ void Sampler::apply_repetition_penalty(std::span<float> logits, std::span<const 
     penalized_[i] = logit > 0 ? logit / penalty : logit * penalty;
   }
   for (size_t i = 0; i < previous_tokens.size(); ++i) logits[previous_tokens[i]] = penalized_[i];
+}
+
+void Sampler::apply_output_penalties(std::span<float> logits, std::span<const int32_t> previous_tokens) {
+  const size_t generated = static_cast<size_t>(std::min<uint64_t>(params_.first_draw + draws_, previous_tokens.size()));
+  const size_t from = previous_tokens.size() - generated;
+  if (from != counted_from_ || counted_until_ > previous_tokens.size()) {  // not the same sequence as before
+    output_counts_.clear();
+    counted_from_ = counted_until_ = from;
+  }
+  for (; counted_until_ < previous_tokens.size(); ++counted_until_) {
+    const int32_t token = previous_tokens[counted_until_];
+    RECGPT_CHECK_MSG(token >= 0 && static_cast<size_t>(token) < logits.size(),
+                     "previous token " + std::to_string(token) + " outside the vocabulary");
+    ++output_counts_[token];
+  }
+  for (auto [token, count] : output_counts_) {
+    logits[token] -= params_.frequency_penalty * static_cast<float>(count) + params_.presence_penalty;
+  }
 }
 
 void Sampler::select_top_k(std::span<const float> logits) {

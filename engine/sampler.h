@@ -1,8 +1,12 @@
-// Per-sequence token sampling: repetition penalty, temperature, top-k, top-p, then a draw.
+// Per-sequence token sampling: repetition, frequency and presence penalties, temperature, top-k, top-p, then a
+// draw.
 //
-// The order and rules follow Hugging Face's logits processors (and vLLM):
-//   1. repetition penalty over the SET of previous tokens: a positive logit is divided by the penalty, a
-//      negative one multiplied (each distinct token once);
+// The order and rules follow Hugging Face's logits processors, OpenAI's penalties and vLLM:
+//   1. repetition penalty over the SET of previous tokens (prompt and generated): a positive logit is divided by
+//      the penalty, a negative one multiplied (each distinct token once);
+//      frequency and presence penalties over the GENERATED tokens only (the last first_draw + calls-so-far of
+//      previous_tokens): logit -= frequency_penalty * count + presence_penalty for each token generated count > 0
+//      times (OpenAI's definition);
 //   2. greedy when temperature == 0 or top_k == 1: the argmax, lowest id on ties;
 //   3. otherwise logits / temperature;
 //   4. top-k: keep the k largest (ties broken by lower id);
@@ -26,6 +30,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -38,13 +43,22 @@ struct SamplingParams {
   int top_k = 0;                 // 0 = off
   float top_p = 1;               // 1 = off
   float repetition_penalty = 1;  // 1 = off
+  float frequency_penalty = 0;   // 0 = off; in [-2, 2]
+  float presence_penalty = 0;    // 0 = off; in [-2, 2]
   uint64_t seed = 0;
   uint64_t first_draw = 0;  // the generator's outputs already used by this sequence's earlier tokens (elsewhere)
+  // Not sampling but reported with each token (engine/token_logprobs.h): its log-probability, and that of the
+  // top_logprobs most likely tokens.
+  bool logprobs = false;
+  int top_logprobs = 0;  // 0..kMaxTopLogprobs; needs logprobs
 
   static constexpr uint64_t kMaxFirstDraw = uint64_t{1} << 24;  // skipping is O(first_draw)
+  static constexpr float kMaxPenalty = 2;                       // OpenAI's bound on frequency/presence penalties
+  static constexpr int kMaxTopLogprobs = 20;
 
   // kInvalidArgument naming the field: temperature negative or not finite, top_k negative, top_p outside
-  // (0, 1], repetition_penalty <= 0 or not finite, first_draw above kMaxFirstDraw.
+  // (0, 1], repetition_penalty <= 0 or not finite, frequency or presence penalty outside [-2, 2], first_draw
+  // above kMaxFirstDraw, top_logprobs outside [0, kMaxTopLogprobs] or set without logprobs.
   Status validate() const;
 };
 
@@ -73,6 +87,8 @@ class Sampler {
   using Candidate = std::pair<float, int32_t>;  // (logit, token)
 
   void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> previous_tokens);
+  // Frequency and presence penalties over the generated tokens at the end of previous_tokens.
+  void apply_output_penalties(std::span<float> logits, std::span<const int32_t> previous_tokens);
   // candidates_ = what top-k, then top-p if set, keep of the row (any order).
   void select_top_k(std::span<const float> logits);
   // Below this weight a token cannot be in the top-p nucleus of `tokens` tokens weighing `total`.
@@ -94,6 +110,12 @@ class Sampler {
   std::vector<float> penalized_;       // scratch for the repetition penalty
   std::vector<float> weights_;         // [vocab] exp(logit - max logit) of the current call
   std::vector<double> block_weights_;  // sums of weights_ by blocks of the row (sampler.cpp)
+  uint64_t draws_ = 0;                 // sample() calls so far
+  // Generated tokens by id, counted from previous_tokens[counted_from_] up to counted_until_ (the calls'
+  // tokens only grow, so each call counts only the new ones).
+  std::unordered_map<int32_t, int32_t> output_counts_;
+  size_t counted_from_ = 0;
+  size_t counted_until_ = 0;
 };
 
 }  // namespace recgpt

@@ -13,6 +13,10 @@ control::SamplingParams sampling_to_proto(const AgentCall& call) {
   proto.set_repetition_penalty(call.sampling.repetition_penalty);
   proto.set_seed(call.sampling.seed);
   proto.set_first_draw(call.sampling.first_draw);
+  proto.set_frequency_penalty(call.sampling.frequency_penalty);
+  proto.set_presence_penalty(call.sampling.presence_penalty);
+  proto.set_logprobs(call.sampling.logprobs);
+  proto.set_top_logprobs(static_cast<uint32_t>(call.sampling.top_logprobs));
   proto.set_max_tokens(static_cast<uint32_t>(call.max_new_tokens));
   for (int32_t token : call.stop_tokens) proto.add_stop_token_ids(static_cast<uint32_t>(token));
   if (call.constraint.any()) {

@@ -193,7 +193,41 @@ SamplingParams sampling_from_proto(const control::SamplingParams& proto) {
   sampling.repetition_penalty = proto.repetition_penalty() == 0 ? 1.0f : proto.repetition_penalty();
   sampling.seed = proto.seed();
   sampling.first_draw = proto.first_draw();
+  sampling.frequency_penalty = proto.frequency_penalty();
+  sampling.presence_penalty = proto.presence_penalty();
+  sampling.logprobs = proto.logprobs();
+  // Clamped into int range; SamplingParams::validate() refuses anything above kMaxTopLogprobs.
+  sampling.top_logprobs = static_cast<int>(std::min<uint32_t>(proto.top_logprobs(), INT32_MAX));
   return sampling;
+}
+
+void logprobs_to_proto(const TokenLogprobs& logprobs, control::TokenLogprobs& proto) {
+  proto.set_logprob(logprobs.logprob);
+  for (const TokenLogprob& entry : logprobs.top) {
+    proto.add_top_token_ids(static_cast<uint32_t>(entry.token));
+    proto.add_top_logprobs(entry.logprob);
+  }
+}
+
+Result<TokenLogprobs> logprobs_from_proto(const control::TokenLogprobs& proto, int32_t vocab_size) {
+  if (proto.top_token_ids_size() != proto.top_logprobs_size()) {
+    return invalid_argument("token logprobs: " + std::to_string(proto.top_token_ids_size()) + " top tokens but " +
+                            std::to_string(proto.top_logprobs_size()) + " top logprobs");
+  }
+  if (proto.top_token_ids_size() > SamplingParams::kMaxTopLogprobs) {
+    return invalid_argument("token logprobs: more than " + std::to_string(SamplingParams::kMaxTopLogprobs) +
+                            " top tokens");
+  }
+  TokenLogprobs logprobs;
+  logprobs.logprob = proto.logprob();
+  for (int i = 0; i < proto.top_token_ids_size(); ++i) {
+    if (proto.top_token_ids(i) >= static_cast<uint32_t>(vocab_size)) {
+      return invalid_argument("token logprobs: top token " + std::to_string(proto.top_token_ids(i)) +
+                              " is outside the vocabulary");
+    }
+    logprobs.top.push_back({static_cast<int32_t>(proto.top_token_ids(i)), proto.top_logprobs(i)});
+  }
+  return logprobs;
 }
 
 void send_load_reports(const control::LoadReport& load, PrefixIndexJournal& journal,

@@ -15,6 +15,7 @@
 #include "engine/kv_cache.h"
 #include "engine/prefix_index_journal.h"
 #include "engine/sampler.h"
+#include "engine/token_logprobs.h"
 #include "kv_transfer/kv_layout.h"
 #include "kv_transfer/transfer_engine.h"
 
@@ -75,6 +76,12 @@ void send_load_reports(const control::LoadReport& load, PrefixIndexJournal& jour
 
 // A call's sampling parameters from the wire: 0 for top_p or repetition_penalty means off (1). Not validated.
 SamplingParams sampling_from_proto(const control::SamplingParams& proto);
+
+// One token's logprobs on the wire (PrefillDone, TokenChunk).
+void logprobs_to_proto(const TokenLogprobs& logprobs, control::TokenLogprobs& proto);
+// kInvalidArgument for a peer's malformed entry: top ids and logprobs of different counts, more than
+// kMaxTopLogprobs of them, or a top token outside the vocabulary.
+Result<TokenLogprobs> logprobs_from_proto(const control::TokenLogprobs& proto, int32_t vocab_size);
 
 // A node's graceful end: polls `idle` every 50 ms on `io` and runs `drained` once it holds or `within` passed.
 void call_when_idle(boost::asio::io_context& io, std::chrono::milliseconds within, std::function<bool()> idle,

@@ -111,12 +111,15 @@ Result<std::vector<std::optional<PrefillOutcome>>> PrefillExecutor::compute_chun
     if (!plan.complete(input)) continue;
     std::span<float> row = std::span(logits_).subspan(row_index++ * static_cast<size_t>(config_.vocab_size),
                                                       static_cast<size_t>(config_.vocab_size));
+    std::optional<LogprobRecorder> recorder;
+    if (input.sampling.logprobs) recorder.emplace().record(row);  // the model's own row, before any mask
     if (entity_token >= 0) row[static_cast<size_t>(entity_token)] = -std::numeric_limits<float>::infinity();
     // A constraint allows a first token whenever it has a choice (checked when the request was prepared).
     if (input.logits_processor) input.logits_processor->process(row, input.prompt);
     Sampler sampler(input.sampling);
     PrefillOutcome outcome;
     outcome.first_token = sampler.sample(row, input.prompt);
+    if (recorder) outcome.first_token_logprobs = recorder->read(outcome.first_token, input.sampling.top_logprobs);
     outcome.tokens_cached = plan.cached_tokens;
     outcome.tokens_computed = static_cast<int64_t>(input.prompt.size()) - plan.cached_tokens;
     if (prefix_caching_) {

@@ -24,6 +24,7 @@
 #include "engine/logits_processor.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
+#include "engine/token_logprobs.h"
 
 namespace recgpt::prefill {
 
@@ -58,6 +59,7 @@ struct PrefillChunk {
 
 struct PrefillOutcome {
   int32_t first_token = -1;
+  std::optional<TokenLogprobs> first_token_logprobs;  // when the request's sampling asked for them
   int64_t tokens_computed = 0;
   int64_t tokens_cached = 0;
 };

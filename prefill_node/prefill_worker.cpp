@@ -254,6 +254,9 @@ void PrefillWorker::answer(Job& job, const PrefillOutcome* outcome) {
   }
   control::PrefillDone done;
   done.set_first_token(static_cast<uint32_t>(outcome->first_token));
+  if (outcome->first_token_logprobs) {
+    node::logprobs_to_proto(*outcome->first_token_logprobs, *done.mutable_first_token_logprobs());
+  }
   done.set_tokens_computed(static_cast<uint32_t>(outcome->tokens_computed));
   done.set_tokens_cached(static_cast<uint32_t>(outcome->tokens_cached));
   done.set_kv_bytes_moved(job.kv_bytes);

@@ -114,6 +114,32 @@ CallPlan continued_plan(const CallPlan& plan, std::span<const int32_t> generated
   return next;
 }
 
+namespace {
+
+// The logprobs a node sent with `tokens` tokens: one each when the call asked for them (none otherwise, whatever
+// came). kUnavailable for a node's malformed answer (a count or token that does not fit), like a node failure.
+template <typename Sent>  // a range of control::TokenLogprobs
+Result<std::vector<TokenLogprobs>> call_logprobs(const CallPlan& plan, size_t tokens, const Sent& sent) {
+  std::vector<TokenLogprobs> logprobs;
+  if (!plan.call.sampling.logprobs) return logprobs;
+  if (static_cast<size_t>(sent.size()) != tokens) {
+    return unavailable("a node sent logprobs for " + std::to_string(sent.size()) + " of " + std::to_string(tokens) +
+                       " tokens");
+  }
+  for (const control::TokenLogprobs& each : sent) {
+    Result<TokenLogprobs> parsed = node::logprobs_from_proto(each, plan.vocab_size);
+    if (!parsed.is_ok()) return unavailable("a node sent malformed logprobs: " + parsed.status().message());
+    if (parsed->top.size() != static_cast<size_t>(plan.call.sampling.top_logprobs)) {
+      return unavailable("a node sent " + std::to_string(parsed->top.size()) + " top logprobs, not " +
+                         std::to_string(plan.call.sampling.top_logprobs));
+    }
+    logprobs.push_back(std::move(*parsed));
+  }
+  return logprobs;
+}
+
+}  // namespace
+
 asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOptions& policy, uint64_t counter,
                                               const CallPlan& plan, const TokenSink& sink, CallCancel& cancel) {
   const CallShape shape{plan.block_hashes,        static_cast<int64_t>(plan.call.prompt.size()),
@@ -217,7 +243,14 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
     outcome.completion_tokens = 1;
     // The first token came from the prefill node; the decode node's chunks repeat none of it.
     std::vector<int32_t> first = {static_cast<int32_t>(done.first_token())};  // named: GCC 12 and temporaries
-    if (!co_await sink(std::move(first))) {
+    auto first_logprobs =
+        call_logprobs(plan, first.size(), std::span<const control::TokenLogprobs>(&done.first_token_logprobs(), 1));
+    if (!first_logprobs.is_ok()) {
+      release_reservation();
+      (void)decode->send(node::make_cancel(stream_id, "the prefill node's answer was malformed"));
+      co_return first_logprobs.status();
+    }
+    if (!co_await sink(std::move(first), std::move(*first_logprobs))) {
       stopped_by_sink = true;
       (void)decode->send(node::make_cancel(stream_id, "a stop string matched"));
     }
@@ -234,9 +267,15 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
       co_return chunk.status();
     }
     std::vector<int32_t> tokens(chunk->token_ids().begin(), chunk->token_ids().end());
+    auto logprobs = call_logprobs(plan, tokens.size(), chunk->logprobs());
+    if (!logprobs.is_ok()) {
+      decode->end_stream(stream_id);
+      (void)decode->send(node::make_cancel(stream_id, "its token chunk was malformed"));
+      co_return logprobs.status();
+    }
     if (!stopped_by_sink && !cancel.cancelled() && !tokens.empty()) {
       outcome.completion_tokens += static_cast<int64_t>(tokens.size());
-      if (!co_await sink(std::move(tokens))) {
+      if (!co_await sink(std::move(tokens), std::move(*logprobs))) {
         stopped_by_sink = true;
         (void)decode->send(node::make_cancel(stream_id, "a stop string matched"));
       }

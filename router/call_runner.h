@@ -17,6 +17,7 @@
 
 #include "common/rpc/connection.h"
 #include "common/status.h"
+#include "engine/token_logprobs.h"
 #include "node/agent_call.h"
 #include "router/cluster.h"
 
@@ -33,8 +34,10 @@ struct CallOutcome {
 };
 
 // Receives each chunk of generated tokens (the first token included), e.g. to write them to the client before
-// the next chunk is read; returns false to end the call early (a stop string matched). Runs on the io thread.
-using TokenSink = std::function<boost::asio::awaitable<bool>(std::vector<int32_t> tokens)>;
+// the next chunk is read, with one TokenLogprobs per token when the call's sampling asked for them (else none);
+// returns false to end the call early (a stop string matched). Runs on the io thread.
+using TokenSink =
+    std::function<boost::asio::awaitable<bool>(std::vector<int32_t> tokens, std::vector<TokenLogprobs> logprobs)>;
 
 // Lets the caller end a call from outside (the client went away): cancel() stops it at its next step and sends
 // Cancel to the node holding its reservation or stream.
@@ -57,6 +60,7 @@ struct CallPlan {
   node::EntityShape entities;
   std::vector<uint64_t> block_hashes;  // the prompt's full blocks, for placement
   int block_size = 16;
+  int32_t vocab_size = 0;  // the model's: the nodes' logprobs name tokens below it
   rpc::Deadline deadline;
   int preferred_prefill = -1;  // workflow affinity (placement_policy.h); -1: none
   int preferred_decode = -1;

@@ -4,6 +4,8 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "engine/utf8.h"
+
 namespace recgpt::router {
 namespace {
 
@@ -241,6 +243,66 @@ void parse_entities(const json& entities, CompletionRequest& request, Fields& fi
   }
 }
 
+ApiError unsupported(const std::string& field, const std::string& why) {
+  return invalid_request("'" + field + "' is not supported by this server: " + why, field, "unsupported_parameter");
+}
+
+void parse_logprobs(Fields& fields, CompletionRequest& request, Endpoint endpoint, const ApiLimits& limits) {
+  if (endpoint == Endpoint::kCompletions) {
+    // The legacy shape: `logprobs` is the number of most likely tokens listed at each position.
+    std::optional<int32_t> top;
+    if (fields.find("logprobs") != nullptr) {
+      int32_t count = 0;
+      fields.integer("logprobs", count, 0, limits.max_top_logprobs);
+      top = count;
+    }
+    request.logprobs = top.has_value();
+    request.top_logprobs = top.value_or(0);
+    return;
+  }
+  fields.boolean("logprobs", request.logprobs);
+  fields.integer("top_logprobs", request.top_logprobs, 0, limits.max_top_logprobs);
+  if (fields.find("top_logprobs") != nullptr && !request.logprobs) {
+    fields.fail(invalid_request("'top_logprobs' needs 'logprobs': true", "top_logprobs"));
+  }
+}
+
+// OpenAI fields this server does not implement: refused when they ask for something, accepted at their
+// do-nothing values (SDKs send some of them by default).
+void refuse_unsupported(Fields& fields, Endpoint endpoint) {
+  if (const json* bias = fields.find("logit_bias")) {
+    if (!bias->is_object()) return fields.fail(wrong_type("logit_bias", "an object", *bias));
+    if (!bias->empty()) return fields.fail(unsupported("logit_bias", "use 'allowed' to constrain the output"));
+  }
+  if (const json* format = fields.find("response_format")) {
+    const json* type = format->is_object() && format->contains("type") ? &(*format)["type"] : nullptr;
+    if (type == nullptr || !type->is_string()) {
+      return fields.fail(
+          invalid_request("'response_format' must be an object with a string 'type'", "response_format"));
+    }
+    if (type->get<std::string>() != "text") {
+      return fields.fail(unsupported("response_format", "only {\"type\": \"text\"}; use 'allowed' for a fixed set"));
+    }
+  }
+  if (endpoint == Endpoint::kCompletions) {
+    bool echo = false;
+    fields.boolean("echo", echo);
+    if (echo) return fields.fail(unsupported("echo", "the prompt is not repeated in the answer"));
+    std::string suffix;
+    fields.string("suffix", suffix);
+    if (!suffix.empty()) return fields.fail(unsupported("suffix", "no insertion mode"));
+    int32_t best_of = 1;
+    fields.integer("best_of", best_of, 1, 1);
+    return;
+  }
+  for (const char* name : {"tools", "functions"}) {
+    const json* list = fields.find(name);
+    if (list == nullptr) continue;
+    if (!list->is_array()) return fields.fail(wrong_type(name, "an array", *list));
+    if (!list->empty()) return fields.fail(unsupported(name, "no tool calling"));
+  }
+}
+
 json usage_json(const Usage& usage) {
   return {{"prompt_tokens", usage.prompt_tokens},
           {"completion_tokens", usage.completion_tokens},
@@ -304,6 +366,10 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   fields.integer("top_k", request.top_k, -1, 1 << 20);
   if (request.top_k < 0) request.top_k = 0;  // -1: off, as vLLM takes it
   fields.number("repetition_penalty", request.repetition_penalty, 0.01, 100);
+  fields.number("frequency_penalty", request.frequency_penalty, -2, 2);
+  fields.number("presence_penalty", request.presence_penalty, -2, 2);
+  parse_logprobs(fields, request, endpoint, limits);
+  refuse_unsupported(fields, endpoint);
   uint64_t seed = 0;
   if (fields.find("seed") != nullptr) {
     const json& value = *fields.find("seed");
@@ -372,10 +438,53 @@ void add_timings(const CompletionResult& result, json& body) {
                      {"decode_node", result.decode_node}};
 }
 
+// JSON has no -inf (a token the model rules out); OpenAI writes -9999 for it.
+double json_logprob(float logprob) { return std::isfinite(logprob) ? static_cast<double>(logprob) : -9999.0; }
+
+std::string token_text(const std::string& bytes) {
+  std::string text;
+  append_utf8_lossy(bytes, /*end_of_input=*/true, text);
+  return text;
+}
+
+json chat_token_json(const TokenChoice& choice) {
+  json bytes = json::array();
+  for (unsigned char byte : choice.bytes) bytes.push_back(static_cast<int>(byte));
+  return {{"token", token_text(choice.bytes)}, {"logprob", json_logprob(choice.logprob)}, {"bytes", bytes}};
+}
+
+// Completions: the legacy parallel lists. Chat: one object per token under `content`.
+json logprobs_json(Endpoint endpoint, const std::vector<LogprobEntry>& entries) {
+  if (endpoint == Endpoint::kChatCompletions) {
+    json content = json::array();
+    for (const LogprobEntry& entry : entries) {
+      json token = chat_token_json(entry.token);
+      token["top_logprobs"] = json::array();
+      for (const TokenChoice& top : entry.top) token["top_logprobs"].push_back(chat_token_json(top));
+      content.push_back(std::move(token));
+    }
+    return {{"content", std::move(content)}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), logprobs = json::array(), tops = json::array(), offsets = json::array();
+  for (const LogprobEntry& entry : entries) {
+    tokens.push_back(token_text(entry.token.bytes));
+    logprobs.push_back(json_logprob(entry.token.logprob));
+    json top = json::object();
+    for (const TokenChoice& choice : entry.top) top[token_text(choice.bytes)] = json_logprob(choice.logprob);
+    tops.push_back(std::move(top));
+    offsets.push_back(entry.text_offset);
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(logprobs)},
+          {"top_logprobs", std::move(tops)},
+          {"text_offset", std::move(offsets)}};
+}
+
 }  // namespace
 
 std::string completion_json(Endpoint endpoint, const CompletionResult& result) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullable(result.finish_reason)}};
+  if (result.logprobs) choice["logprobs"] = logprobs_json(endpoint, *result.logprobs);
   json body;
   if (endpoint == Endpoint::kCompletions) {
     body = head_json(endpoint, result, "text_completion");
@@ -391,8 +500,9 @@ std::string completion_json(Endpoint endpoint, const CompletionResult& result) {
 }
 
 std::string chunk_json(Endpoint endpoint, const CompletionResult& head, std::string_view text, bool first,
-                       std::string_view finish_reason) {
+                       std::string_view finish_reason, const std::vector<LogprobEntry>* logprobs) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullable(finish_reason)}};
+  if (logprobs != nullptr) choice["logprobs"] = logprobs_json(endpoint, *logprobs);
   json body;
   if (endpoint == Endpoint::kCompletions) {
     body = head_json(endpoint, head, "text_completion");

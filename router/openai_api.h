@@ -48,6 +48,12 @@ struct CompletionRequest {
   float top_p = 1.0f;
   int32_t top_k = 0;                // extension: 0 = off
   float repetition_penalty = 1.0f;  // extension
+  float frequency_penalty = 0.0f;   // [-2, 2]
+  float presence_penalty = 0.0f;    // [-2, 2]
+  // Each generated token's log-probability and the top_logprobs most likely tokens'. Completions: `logprobs`
+  // as an integer (the top count); chat: `logprobs: true` and `top_logprobs`.
+  bool logprobs = false;
+  int32_t top_logprobs = 0;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;  // up to 4 strings
   bool stream = false;
@@ -69,10 +75,13 @@ struct ApiLimits {
   size_t entity_dim = 0;      // the model's adaptor input size (vectors must have it); 0: no adaptor
   size_t max_allowed = 4096;  // strings in `allowed`
   size_t max_allowed_bytes = 256;
+  int32_t max_top_logprobs = 20;
 };
 
 // Parses a request body for `endpoint`. Unknown fields are ignored (as OpenAI's SDKs send extras); known fields
-// with wrong types or values are refused naming the field.
+// with wrong types or values are refused naming the field, and so are OpenAI fields this server does not
+// implement when they ask for something (`logit_bias`, `echo`, `suffix`, `best_of` above 1, `n` above 1, tools,
+// a `response_format` other than text): an answer that silently ignored them would be wrong.
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body, Endpoint endpoint,
                                                                    const ApiLimits& limits);
 
@@ -85,12 +94,28 @@ struct Usage {
   int64_t cached_tokens = 0;  // prompt tokens whose KV was reused
 };
 
+// A token in a logprobs answer: its bytes (maybe part of a UTF-8 character; shown as text with U+FFFD for what is
+// not valid) and log-probability.
+struct TokenChoice {
+  std::string bytes;
+  float logprob = 0;
+};
+
+// One generated token's logprobs: itself, the most likely tokens at its position, and where its text starts in
+// the completion's text (in characters; completions' `text_offset`).
+struct LogprobEntry {
+  TokenChoice token;
+  std::vector<TokenChoice> top;
+  int64_t text_offset = 0;
+};
+
 struct CompletionResult {
   std::string id;  // "cmpl-..." or "chatcmpl-..."
   int64_t created = 0;
   std::string model;
   std::string text;
-  std::string finish_reason;  // "stop" or "length"
+  std::string finish_reason;                          // "stop" or "length"
+  std::optional<std::vector<LogprobEntry>> logprobs;  // when the request asked for them: one per generated token
   Usage usage;
   // Extension `timings` of a whole response and of a stream's usage chunk (absent when total_ms is 0): where and
   // how fast the call ran.
@@ -102,9 +127,10 @@ struct CompletionResult {
 
 // The whole (non-streaming) response body.
 std::string completion_json(Endpoint endpoint, const CompletionResult& result);
-// One stream chunk: text (chat: a delta; `first` adds role "assistant") and, on the last, the finish reason.
+// One stream chunk: text (chat: a delta; `first` adds role "assistant") and, on the last, the finish reason;
+// with `logprobs`, those of the chunk's tokens.
 std::string chunk_json(Endpoint endpoint, const CompletionResult& head, std::string_view text, bool first,
-                       std::string_view finish_reason);
+                       std::string_view finish_reason, const std::vector<LogprobEntry>* logprobs = nullptr);
 // The usage chunk of stream_options.include_usage: no choices; the `timings` extension when the result has them.
 std::string usage_chunk_json(Endpoint endpoint, const CompletionResult& head);
 

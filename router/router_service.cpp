@@ -17,6 +17,7 @@
 #include "engine/tokenizer.h"
 #include "node/entity_inputs.h"
 #include "router/call_runner.h"
+#include "router/logprob_entries.h"
 #include "router/openai_api.h"
 #include "router/router_metrics.h"
 #include "router/stop_matcher.h"
@@ -376,25 +377,32 @@ class Service final : public std::enable_shared_from_this<Service> {
     CallCancel cancel;
     exchange.on_client_gone([&cancel] { cancel.cancel(); });
     StopMatcher text(*tokenizer_, request.stop);
+    LogprobEntries logprob_entries(*tokenizer_);
+    if (request.logprobs) result.logprobs.emplace();
     bool streaming_started = false;
     bool first_chunk = true;
     TokenTiming timing(received);
     std::vector<int32_t> generated;  // every token of the call, across the pairs it ran on
-    TokenSink sink = [&](std::vector<int32_t> tokens) -> asio::awaitable<bool> {
+    TokenSink sink = [&](std::vector<int32_t> tokens, std::vector<TokenLogprobs> logprobs) -> asio::awaitable<bool> {
       timing.arrived(tokens.size());
       generated.insert(generated.end(), tokens.begin(), tokens.end());
+      std::vector<LogprobEntry> entries;
+      if (request.logprobs) entries = logprob_entries.add(tokens, logprobs);
       const bool go_on = text.push(tokens);
       std::string piece = text.take();
-      if (request.stream && (!piece.empty() || first_chunk)) {
+      // With logprobs every token's chunk goes out, its text held back (a stop string's start) or not.
+      if (request.stream && (!piece.empty() || first_chunk || !entries.empty())) {
         if (!streaming_started) {
           streaming_started = true;
           co_await exchange.start_events();
         }
-        const std::string chunk = chunk_json(endpoint, result, piece, first_chunk, "");
+        const std::string chunk =
+            chunk_json(endpoint, result, piece, first_chunk, "", request.logprobs ? &entries : nullptr);
         first_chunk = false;
         co_await exchange.event(chunk);
       } else {
         result.text += piece;
+        if (request.logprobs) result.logprobs->insert(result.logprobs->end(), entries.begin(), entries.end());
       }
       co_return go_on && !exchange.client_gone();
     };
@@ -443,7 +451,9 @@ class Service final : public std::enable_shared_from_this<Service> {
     }
     if (request.stream) {
       if (!streaming_started) co_await exchange.start_events();
-      const std::string last = chunk_json(endpoint, result, rest, first_chunk, result.finish_reason);
+      const std::vector<LogprobEntry> none;
+      const std::string last =
+          chunk_json(endpoint, result, rest, first_chunk, result.finish_reason, request.logprobs ? &none : nullptr);
       co_await exchange.event(last);
       if (request.include_usage) {
         const std::string usage = usage_chunk_json(endpoint, result);
@@ -512,6 +522,11 @@ class Service final : public std::enable_shared_from_this<Service> {
     plan.call.sampling.top_p = request.top_p;
     plan.call.sampling.top_k = request.top_k;
     plan.call.sampling.repetition_penalty = request.repetition_penalty;
+    plan.call.sampling.frequency_penalty = request.frequency_penalty;
+    plan.call.sampling.presence_penalty = request.presence_penalty;
+    plan.call.sampling.logprobs = request.logprobs;
+    plan.call.sampling.top_logprobs = request.top_logprobs;
+    plan.vocab_size = model_.config().vocab_size;
     plan.call.sampling.seed = request.seed ? *request.seed : random_();
     if (!request.ignore_eos) plan.call.stop_tokens = stop_tokens_;
     plan.call.constraint.allowed = request.allowed;

@@ -125,7 +125,8 @@ asio::awaitable<void> run_agent(WorkflowState& state, const WorkflowStep& step, 
     whole.preferred_decode = affinity ? state.preferred_decode : -1;
     const CallPlan plan = tokens.empty() ? whole : continued_plan(whole, tokens);  // run_call keeps references
     const auto tokens_before = static_cast<int64_t>(tokens.size());
-    TokenSink sink = [&tokens, &timing](std::vector<int32_t> more) -> asio::awaitable<bool> {
+    TokenSink sink = [&tokens, &timing](std::vector<int32_t> more,
+                                        std::vector<TokenLogprobs>) -> asio::awaitable<bool> {
       timing.arrived(more.size());
       tokens.insert(tokens.end(), more.begin(), more.end());
       co_return true;

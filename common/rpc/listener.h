@@ -14,7 +14,9 @@
 namespace recgpt::rpc {
 
 // The protocol version of this build's control plane; a peer with another is refused at the handshake.
-inline constexpr uint32_t kProtocolVersion = 3;  // 2: prefill attempts name their KV streams; 3: and their writers
+// 2: prefill attempts name their KV streams; 3: and their writers; 4: frequency and presence penalties and
+// logprobs (a node of 3 would ignore them).
+inline constexpr uint32_t kProtocolVersion = 4;
 
 class Listener : public std::enable_shared_from_this<Listener> {
  public:

@@ -44,7 +44,7 @@ struct Stream {
   FinishReason finish = FinishReason::kNone;
   std::promise<void> ended;
   TokenSink sink() {
-    return [this](std::vector<int32_t> more, FinishReason reason) {
+    return [this](std::vector<int32_t> more, std::vector<TokenLogprobs>, FinishReason reason) {
       std::lock_guard lock(mutex);
       tokens.insert(tokens.end(), more.begin(), more.end());
       if (reason != FinishReason::kNone) {

@@ -45,6 +45,34 @@ TEST_CASE("invalid sampling params are kInvalidArgument naming the field") {
   CHECK_THAT(message_of({.repetition_penalty = 0.0f}), Catch::Contains("repetition_penalty"));
   CHECK_THAT(message_of({.first_draw = SamplingParams::kMaxFirstDraw + 1}), Catch::Contains("first_draw"));
   CHECK(SamplingParams{.temperature = std::nanf("")}.validate().code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(message_of({.frequency_penalty = 2.5f}), Catch::Contains("frequency_penalty"));
+  CHECK_THAT(message_of({.presence_penalty = -2.01f}), Catch::Contains("presence_penalty"));
+  CHECK_THAT(message_of({.presence_penalty = std::nanf("")}), Catch::Contains("presence_penalty"));
+  CHECK_THAT(message_of({.logprobs = true, .top_logprobs = 21}), Catch::Contains("top_logprobs"));
+  CHECK_THAT(message_of({.top_logprobs = 2}), Catch::Contains("needs logprobs"));
+  CHECK(SamplingParams{.frequency_penalty = -2, .presence_penalty = 2, .logprobs = true, .top_logprobs = 20}
+            .validate()
+            .is_ok());
+}
+
+TEST_CASE("frequency and presence penalties count generated tokens only, as OpenAI defines them") {
+  // Prompt {0, 0, 1}, then tokens {2, 2, 3} generated before this sampler (first_draw 3: e.g. on a node that died).
+  std::vector<int32_t> previous = {0, 0, 1, 2, 2, 3};
+  Sampler sampler({.frequency_penalty = 0.5f, .presence_penalty = 0.25f, .first_draw = 3});
+  std::vector<float> logits(5, 1.0f);
+  CHECK(sampler.sample(logits, previous) == 0);  // greedy: the row keeps the penalties applied
+  CHECK(logits == std::vector<float>{1.0f, 1.0f, 1.0f - 2 * 0.5f - 0.25f, 1.0f - 0.5f - 0.25f, 1.0f});
+  // The next call counts the token just generated too.
+  previous.push_back(2);
+  logits.assign(5, 1.0f);
+  sampler.sample(logits, previous);
+  CHECK(logits[2] == 1.0f - 3 * 0.5f - 0.25f);
+  CHECK(logits[0] == 1.0f);
+  // They move the argmax; a negative penalty favours repeating.
+  CHECK(sample_once({.frequency_penalty = 0.6f, .first_draw = 2}, {2.0f, 1.0f}, {1, 0, 0}) == 1);
+  CHECK(sample_once({.presence_penalty = -1.5f, .first_draw = 1}, {2.0f, 1.0f}, {0, 1}) == 1);
+  // A fresh sequence's first token has no generated tokens to penalise.
+  CHECK(sample_once({.frequency_penalty = 2.0f, .presence_penalty = 2.0f}, {2.0f, 1.0f}, {0, 0, 0}) == 0);
 }
 
 TEST_CASE("greedy sampling is the argmax, lowest id on ties") {

@@ -3,6 +3,7 @@
 #include "router/openai_api.h"
 
 #include <catch2/catch.hpp>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 namespace recgpt::router {
@@ -57,6 +58,62 @@ TEST_CASE("a completion request parses with OpenAI's fields and our extensions",
   CHECK(parse_ok(R"({"model": "m", "prompt": [1, 2, 3]})").prompt_token_ids == std::vector<int32_t>{1, 2, 3});
   CHECK(parse_ok(R"({"model": "m", "prompt": ["one"]})").prompt == "one");
   CHECK(parse_ok(R"({"model": "m", "prompt": "x"})").max_tokens == 16);
+}
+
+TEST_CASE("penalties and logprobs parse in each endpoint's shape", "[router][openai]") {
+  const CompletionRequest completion =
+      parse_ok(R"({"model": "m", "prompt": "x", "frequency_penalty": -1.5, "presence_penalty": 2, "logprobs": 3})");
+  CHECK(completion.frequency_penalty == -1.5f);
+  CHECK(completion.presence_penalty == 2.0f);
+  CHECK(completion.logprobs);
+  CHECK(completion.top_logprobs == 3);
+  const CompletionRequest zero = parse_ok(R"({"model": "m", "prompt": "x", "logprobs": 0})");
+  CHECK(zero.logprobs);
+  CHECK(zero.top_logprobs == 0);
+  const CompletionRequest plain = parse_ok(R"({"model": "m", "prompt": "x", "logprobs": null})");
+  CHECK_FALSE(plain.logprobs);
+  CHECK(plain.frequency_penalty == 0);
+  const std::string messages = R"("messages": [{"role": "user", "content": "x"}])";
+  const CompletionRequest chat = parse_ok(
+      R"({"model": "m", )" + messages + R"(, "logprobs": true, "top_logprobs": 20})", Endpoint::kChatCompletions);
+  CHECK(chat.logprobs);
+  CHECK(chat.top_logprobs == 20);
+  CHECK_FALSE(
+      parse_ok(R"({"model": "m", )" + messages + R"(, "logprobs": false})", Endpoint::kChatCompletions).logprobs);
+  // OpenAI fields at their do-nothing values, as SDKs send them, are accepted.
+  parse_ok(R"({"model": "m", "prompt": "x", "logit_bias": {}, "echo": false, "suffix": "", "best_of": 1,
+      "response_format": {"type": "text"}})");
+  parse_ok(R"({"model": "m", )" + messages + R"(, "tools": [], "response_format": {"type": "text"}})",
+           Endpoint::kChatCompletions);
+}
+
+TEST_CASE("logprobs answer in each endpoint's shape", "[router][openai]") {
+  CompletionResult result;
+  result.id = "cmpl-2";
+  result.text = "a\xc3\xa9";
+  // "a", then "é" split over two tokens: each token's text shows what of it is valid, `bytes` the exact bytes.
+  result.logprobs =
+      std::vector<LogprobEntry>{{{"a", -0.25f}, {{"a", -0.25f}, {"b", -std::numeric_limits<float>::infinity()}}, 0},
+                                {{"\xc3", -1.5f}, {{"\xc3", -1.5f}, {"c", -2.0f}}, 1},
+                                {{"\xa9", -0.5f}, {{"\xa9", -0.5f}, {"d", -3.0f}}, 1}};
+  const json legacy = json::parse(completion_json(Endpoint::kCompletions, result))["choices"][0]["logprobs"];
+  CHECK(legacy["tokens"] == json({"a", "\xef\xbf\xbd", "\xef\xbf\xbd"}));
+  CHECK(legacy["token_logprobs"] == json({-0.25, -1.5, -0.5}));
+  CHECK(legacy["top_logprobs"][0] == json({{"a", -0.25}, {"b", -9999.0}}));  // -inf has no JSON
+  CHECK(legacy["text_offset"] == json({0, 1, 1}));
+  const json chat = json::parse(completion_json(Endpoint::kChatCompletions, result))["choices"][0]["logprobs"];
+  REQUIRE(chat["content"].size() == 3);
+  CHECK(chat["content"][1]["logprob"] == -1.5);
+  CHECK(chat["content"][1]["bytes"] == json({0xc3}));
+  CHECK(chat["content"][2]["top_logprobs"][1] == json({{"token", "d"}, {"logprob", -3.0}, {"bytes", {100}}}));
+  CHECK(chat["refusal"].is_null());
+  const std::vector<LogprobEntry> chunk = {result.logprobs->front()};
+  const json streamed = json::parse(chunk_json(Endpoint::kChatCompletions, result, "a", false, "", &chunk));
+  CHECK(streamed["choices"][0]["logprobs"]["content"][0]["token"] == "a");
+  CHECK(
+      json::parse(chunk_json(Endpoint::kChatCompletions, result, "a", false, ""))["choices"][0]["logprobs"].is_null());
+  result.logprobs.reset();
+  CHECK(json::parse(completion_json(Endpoint::kCompletions, result))["choices"][0]["logprobs"].is_null());
 }
 
 TEST_CASE("a chat request parses messages and formats them as ChatML", "[router][openai]") {
@@ -115,6 +172,25 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
       {R"({"model": "m", "prompt": "x", "allowed": ["red"], "max_items": 0})", "max_items"},
       {R"({"model": "m", "prompt": "x", "max_items": 2})", "max_items"},
       {R"({"model": "m", "prompt": "x", "allowed": ["red"], "ignore_eos": true})", "ignore_eos"},
+      {R"({"model": "m", "prompt": "x", "frequency_penalty": 2.5})", "frequency_penalty"},
+      {R"({"model": "m", "prompt": "x", "presence_penalty": "high"})", "presence_penalty"},
+      {R"({"model": "m", "prompt": "x", "logprobs": 21})", "logprobs"},
+      {R"({"model": "m", "prompt": "x", "logprobs": true})", "logprobs"},
+      {R"({"model": "m", "prompt": "x", "logit_bias": {"50256": -100}})", "logit_bias"},
+      {R"({"model": "m", "prompt": "x", "logit_bias": [1]})", "logit_bias"},
+      {R"({"model": "m", "prompt": "x", "echo": true})", "echo"},
+      {R"({"model": "m", "prompt": "x", "suffix": "end"})", "suffix"},
+      {R"({"model": "m", "prompt": "x", "best_of": 3})", "best_of"},
+      {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_object"}})", "response_format"},
+      {R"({"model": "m", "prompt": "x", "response_format": "json"})", "response_format"},
+      {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": 3})", "logprobs",
+       Endpoint::kChatCompletions},
+      {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", "top_logprobs",
+       Endpoint::kChatCompletions},
+      {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})",
+       "top_logprobs", Endpoint::kChatCompletions},
+      {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})", "tools",
+       Endpoint::kChatCompletions},
       {R"({"model": "m"})", "messages", Endpoint::kChatCompletions},
       {R"({"model": "m", "messages": {}})", "messages", Endpoint::kChatCompletions},
       {R"({"model": "m", "messages": [{"content": "x"}]})", "messages[0].role", Endpoint::kChatCompletions},
@@ -143,6 +219,7 @@ TEST_CASE("responses and stream chunks have OpenAI's shapes", "[router][openai]"
                           .model = "m",
                           .text = "Hi",
                           .finish_reason = "stop",
+                          .logprobs = std::nullopt,
                           .usage = {12, 3, 8}};
   const json chat = json::parse(completion_json(Endpoint::kChatCompletions, result));
   CHECK(chat["object"] == "chat.completion");
