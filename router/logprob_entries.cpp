@@ -6,7 +6,7 @@
 namespace recgpt::router {
 
 TokenChoice LogprobEntries::choice(int32_t token, float logprob) const {
-  return {std::string(tokenizer_.token_bytes(token)), logprob};
+  return {std::string(tokenizer_.token_bytes(token)), logprob, token};
 }
 
 std::vector<LogprobEntry> LogprobEntries::add(std::span<const int32_t> tokens,

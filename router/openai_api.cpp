@@ -369,6 +369,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   fields.number("frequency_penalty", request.frequency_penalty, -2, 2);
   fields.number("presence_penalty", request.presence_penalty, -2, 2);
   parse_logprobs(fields, request, endpoint, limits);
+  fields.boolean("return_tokens_as_token_ids", request.tokens_as_ids);
   refuse_unsupported(fields, endpoint);
   uint64_t seed = 0;
   if (fields.find("seed") != nullptr) {
@@ -441,36 +442,38 @@ void add_timings(const CompletionResult& result, json& body) {
 // JSON has no -inf (a token the model rules out); OpenAI writes -9999 for it.
 double json_logprob(float logprob) { return std::isfinite(logprob) ? static_cast<double>(logprob) : -9999.0; }
 
-std::string token_text(const std::string& bytes) {
+// The token's text, valid UTF-8 (U+FFFD for bytes that are not), or "token_id:N".
+std::string token_text(const TokenChoice& choice, bool as_id) {
+  if (as_id) return "token_id:" + std::to_string(choice.id);
   std::string text;
-  append_utf8_lossy(bytes, /*end_of_input=*/true, text);
+  append_utf8_lossy(choice.bytes, /*end_of_input=*/true, text);
   return text;
 }
 
-json chat_token_json(const TokenChoice& choice) {
+json chat_token_json(const TokenChoice& choice, bool as_id) {
   json bytes = json::array();
   for (unsigned char byte : choice.bytes) bytes.push_back(static_cast<int>(byte));
-  return {{"token", token_text(choice.bytes)}, {"logprob", json_logprob(choice.logprob)}, {"bytes", bytes}};
+  return {{"token", token_text(choice, as_id)}, {"logprob", json_logprob(choice.logprob)}, {"bytes", bytes}};
 }
 
 // Completions: the legacy parallel lists. Chat: one object per token under `content`.
-json logprobs_json(Endpoint endpoint, const std::vector<LogprobEntry>& entries) {
+json logprobs_json(Endpoint endpoint, const std::vector<LogprobEntry>& entries, bool as_ids) {
   if (endpoint == Endpoint::kChatCompletions) {
     json content = json::array();
     for (const LogprobEntry& entry : entries) {
-      json token = chat_token_json(entry.token);
+      json token = chat_token_json(entry.token, as_ids);
       token["top_logprobs"] = json::array();
-      for (const TokenChoice& top : entry.top) token["top_logprobs"].push_back(chat_token_json(top));
+      for (const TokenChoice& top : entry.top) token["top_logprobs"].push_back(chat_token_json(top, as_ids));
       content.push_back(std::move(token));
     }
     return {{"content", std::move(content)}, {"refusal", nullptr}};
   }
   json tokens = json::array(), logprobs = json::array(), tops = json::array(), offsets = json::array();
   for (const LogprobEntry& entry : entries) {
-    tokens.push_back(token_text(entry.token.bytes));
+    tokens.push_back(token_text(entry.token, as_ids));
     logprobs.push_back(json_logprob(entry.token.logprob));
     json top = json::object();
-    for (const TokenChoice& choice : entry.top) top[token_text(choice.bytes)] = json_logprob(choice.logprob);
+    for (const TokenChoice& choice : entry.top) top[token_text(choice, as_ids)] = json_logprob(choice.logprob);
     tops.push_back(std::move(top));
     offsets.push_back(entry.text_offset);
   }
@@ -484,7 +487,7 @@ json logprobs_json(Endpoint endpoint, const std::vector<LogprobEntry>& entries) 
 
 std::string completion_json(Endpoint endpoint, const CompletionResult& result) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullable(result.finish_reason)}};
-  if (result.logprobs) choice["logprobs"] = logprobs_json(endpoint, *result.logprobs);
+  if (result.logprobs) choice["logprobs"] = logprobs_json(endpoint, *result.logprobs, result.tokens_as_ids);
   json body;
   if (endpoint == Endpoint::kCompletions) {
     body = head_json(endpoint, result, "text_completion");
@@ -502,7 +505,7 @@ std::string completion_json(Endpoint endpoint, const CompletionResult& result) {
 std::string chunk_json(Endpoint endpoint, const CompletionResult& head, std::string_view text, bool first,
                        std::string_view finish_reason, const std::vector<LogprobEntry>* logprobs) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullable(finish_reason)}};
-  if (logprobs != nullptr) choice["logprobs"] = logprobs_json(endpoint, *logprobs);
+  if (logprobs != nullptr) choice["logprobs"] = logprobs_json(endpoint, *logprobs, head.tokens_as_ids);
   json body;
   if (endpoint == Endpoint::kCompletions) {
     body = head_json(endpoint, head, "text_completion");

@@ -54,6 +54,7 @@ struct CompletionRequest {
   // as an integer (the top count); chat: `logprobs: true` and `top_logprobs`.
   bool logprobs = false;
   int32_t top_logprobs = 0;
+  bool tokens_as_ids = false;  // extension (vLLM's return_tokens_as_token_ids): logprobs name tokens "token_id:N"
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;  // up to 4 strings
   bool stream = false;
@@ -99,6 +100,7 @@ struct Usage {
 struct TokenChoice {
   std::string bytes;
   float logprob = 0;
+  int32_t id = 0;
 };
 
 // One generated token's logprobs: itself, the most likely tokens at its position, and where its text starts in
@@ -116,6 +118,7 @@ struct CompletionResult {
   std::string text;
   std::string finish_reason;                          // "stop" or "length"
   std::optional<std::vector<LogprobEntry>> logprobs;  // when the request asked for them: one per generated token
+  bool tokens_as_ids = false;                         // logprobs name tokens "token_id:N" (the request's choice)
   Usage usage;
   // Extension `timings` of a whole response and of a stream's usage chunk (absent when total_ms is 0): where and
   // how fast the call ran.

@@ -379,6 +379,7 @@ class Service final : public std::enable_shared_from_this<Service> {
     StopMatcher text(*tokenizer_, request.stop);
     LogprobEntries logprob_entries(*tokenizer_);
     if (request.logprobs) result.logprobs.emplace();
+    result.tokens_as_ids = request.tokens_as_ids;
     bool streaming_started = false;
     bool first_chunk = true;
     TokenTiming timing(received);

@@ -70,6 +70,8 @@ TEST_CASE("penalties and logprobs parse in each endpoint's shape", "[router][ope
   const CompletionRequest zero = parse_ok(R"({"model": "m", "prompt": "x", "logprobs": 0})");
   CHECK(zero.logprobs);
   CHECK(zero.top_logprobs == 0);
+  CHECK_FALSE(zero.tokens_as_ids);
+  CHECK(parse_ok(R"({"model": "m", "prompt": "x", "logprobs": 1, "return_tokens_as_token_ids": true})").tokens_as_ids);
   const CompletionRequest plain = parse_ok(R"({"model": "m", "prompt": "x", "logprobs": null})");
   CHECK_FALSE(plain.logprobs);
   CHECK(plain.frequency_penalty == 0);
@@ -112,6 +114,10 @@ TEST_CASE("logprobs answer in each endpoint's shape", "[router][openai]") {
   CHECK(streamed["choices"][0]["logprobs"]["content"][0]["token"] == "a");
   CHECK(
       json::parse(chunk_json(Endpoint::kChatCompletions, result, "a", false, ""))["choices"][0]["logprobs"].is_null());
+  result.tokens_as_ids = true;
+  (*result.logprobs)[0].token.id = 64;
+  const json ids = json::parse(completion_json(Endpoint::kCompletions, result))["choices"][0]["logprobs"];
+  CHECK(ids["tokens"][0] == "token_id:64");
   result.logprobs.reset();
   CHECK(json::parse(completion_json(Endpoint::kCompletions, result))["choices"][0]["logprobs"].is_null());
 }
