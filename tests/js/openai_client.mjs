@@ -25,15 +25,17 @@ async function collect(stream, piece) {
   let finish = null;
   let usage = null;
   let chunks = 0;
+  const logprobs = [];
   for await (const chunk of stream) {
     chunks += 1;
     if (chunk.usage) usage = chunk.usage;
     for (const choice of chunk.choices) {
       text += piece(choice) ?? "";
       if (choice.finish_reason) finish = choice.finish_reason;
+      logprobs.push(...(choice.logprobs?.content ?? []));
     }
   }
-  return { text, finish, usage, chunks };
+  return { text, finish, usage, chunks, logprobs };
 }
 
 const completionStream = await collect(
@@ -42,6 +44,14 @@ const completionStream = await collect(
 );
 const chatStream = await collect(
   await client.chat.completions.create({ ...sampling, messages, stream: true, stream_options: { include_usage: true } }),
+  (choice) => choice.delta?.content,
+);
+
+// Logprobs of the raw model (no penalty), each token's and its two most likely alternatives'.
+const withLogprobs = { model, max_tokens, temperature: 0, logprobs: true, top_logprobs: 2 };
+const chatLogprobs = await client.chat.completions.create({ ...withLogprobs, messages });
+const chatLogprobsStream = await collect(
+  await client.chat.completions.create({ ...withLogprobs, messages, stream: true, stream_options: { include_usage: true } }),
   (choice) => choice.delta?.content,
 );
 
@@ -58,6 +68,12 @@ console.log(
     chat: { text: chat.choices[0].message.content, finish: chat.choices[0].finish_reason, usage: chat.usage },
     completion_stream: completionStream,
     chat_stream: chatStream,
+    chat_logprobs: {
+      text: chatLogprobs.choices[0].message.content,
+      usage: chatLogprobs.usage,
+      logprobs: chatLogprobs.choices[0].logprobs?.content ?? null,
+    },
+    chat_logprobs_stream: chatLogprobsStream,
     not_found: notFound,
   }),
 );

@@ -52,6 +52,23 @@ TEST_CASE("the openai client gets the colocated greedy output through the router
     CHECK(results[call]["usage"]["prompt_tokens"] == chat_prompt_tokens);
   }
   CHECK(results["completion_stream"]["chunks"].get<int>() >= 2);
+  // Logprobs, through the client's own types: one entry per generated token, greedy (no penalty) takes the most
+  // likely, the alternatives are sorted, and the tokens' bytes spell the text (then an end token, if any).
+  const json& logprobs = results["chat_logprobs"]["logprobs"];
+  REQUIRE(logprobs.is_array());
+  CHECK(logprobs.size() == results["chat_logprobs"]["usage"]["completion_tokens"].get<size_t>());
+  std::string spelled;
+  for (const json& entry : logprobs) {
+    REQUIRE(entry["top_logprobs"].size() == 2);
+    CHECK(entry["logprob"].get<double>() <= 0);
+    CHECK(entry["token"] == entry["top_logprobs"][0]["token"]);
+    CHECK(entry["logprob"] == entry["top_logprobs"][0]["logprob"]);
+    CHECK(entry["top_logprobs"][0]["logprob"].get<double>() >= entry["top_logprobs"][1]["logprob"].get<double>());
+    for (const json& byte : entry["bytes"]) spelled += static_cast<char>(byte.get<int>());
+  }
+  CHECK(spelled.rfind(results["chat_logprobs"]["text"].get<std::string>(), 0) == 0);
+  CHECK(results["chat_logprobs_stream"]["logprobs"] == logprobs);
+  CHECK(results["chat_logprobs_stream"]["text"] == results["chat_logprobs"]["text"]);
   CHECK(results["not_found"]["status"] == 404);
   CHECK(results["not_found"]["code"] == "model_not_found");
   // The same prompt again: its whole blocks are cached now (on this prefill node's prefix cache).
