@@ -121,7 +121,7 @@ Result<std::unique_ptr<Generator::Sequence>> Generator::make_sequence(Generation
   const ModelConfig& config = model_.config();
   if (request.prompt.empty()) return invalid_argument("prompt is empty");
   if (request.max_new_tokens <= 0) return invalid_argument("max_new_tokens must be positive");
-  RECGPT_RETURN_IF_ERROR(request.sampling.validate());
+  RECGPT_RETURN_IF_ERROR(request.sampling.validate(config.vocab_size));
   if (static_cast<int64_t>(request.prompt.size()) >= config.max_position_embeddings) {
     return invalid_argument("prompt of " + std::to_string(request.prompt.size()) +
                             " tokens does not fit the context of " + std::to_string(config.max_position_embeddings));

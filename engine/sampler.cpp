@@ -67,9 +67,37 @@ Status SamplingParams::validate() const {
                             std::to_string(top_logprobs));
   }
   if (top_logprobs > 0 && !logprobs) return invalid_argument("sampling top_logprobs needs logprobs");
+  if (logit_bias.size() > kMaxLogitBiasTokens) {
+    return invalid_argument("sampling logit_bias lists " + std::to_string(logit_bias.size()) + " tokens, at most " +
+                            std::to_string(kMaxLogitBiasTokens));
+  }
+  std::vector<int32_t> biased;
+  for (auto [token, bias] : logit_bias) {
+    if (token < 0) return invalid_argument("sampling logit_bias token " + std::to_string(token) + " is negative");
+    if (!(bias >= -kMaxLogitBias && bias <= kMaxLogitBias)) {
+      return invalid_argument("sampling logit_bias of token " + std::to_string(token) +
+                              " must be in [-100, 100], got " + std::to_string(bias));
+    }
+    biased.push_back(token);
+  }
+  std::sort(biased.begin(), biased.end());
+  if (std::adjacent_find(biased.begin(), biased.end()) != biased.end()) {
+    return invalid_argument("sampling logit_bias lists a token twice");
+  }
   if (first_draw > kMaxFirstDraw) {
     return invalid_argument("sampling first_draw must be at most " + std::to_string(kMaxFirstDraw) + ", got " +
                             std::to_string(first_draw));
+  }
+  return Status::ok();
+}
+
+Status SamplingParams::validate(int64_t vocab_size) const {
+  RECGPT_RETURN_IF_ERROR(validate());
+  for (auto [token, bias] : logit_bias) {
+    if (token >= vocab_size) {
+      return invalid_argument("sampling logit_bias token " + std::to_string(token) + " is outside the vocabulary of " +
+                              std::to_string(vocab_size));
+    }
   }
   return Status::ok();
 }
@@ -82,6 +110,11 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), random_(params
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> previous_tokens) {
   RECGPT_CHECK_MSG(!logits.empty(), "sample() needs a non-empty vocabulary");
   const double uniform = next_uniform();  // taken by every call: token i uses output first_draw + i
+  for (auto [token, bias] : params_.logit_bias) {
+    RECGPT_CHECK_MSG(static_cast<size_t>(token) < logits.size(),
+                     "logit_bias token " + std::to_string(token) + " outside the vocabulary");
+    logits[token] += bias;
+  }
   if (params_.repetition_penalty != 1.0f) apply_repetition_penalty(logits, previous_tokens);
   if (params_.frequency_penalty != 0.0f || params_.presence_penalty != 0.0f) {
     apply_output_penalties(logits, previous_tokens);

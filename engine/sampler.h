@@ -2,6 +2,7 @@
 // draw.
 //
 // The order and rules follow Hugging Face's logits processors, OpenAI's penalties and vLLM:
+//   0. logit_bias: each listed token's bias added to its logit (OpenAI's; -100 bans a token in practice);
 //   1. repetition penalty over the SET of previous tokens (prompt and generated): a positive logit is divided by
 //      the penalty, a negative one multiplied (each distinct token once);
 //      frequency and presence penalties over the GENERATED tokens only (the last first_draw + calls-so-far of
@@ -47,6 +48,7 @@ struct SamplingParams {
   float presence_penalty = 0;    // 0 = off; in [-2, 2]
   uint64_t seed = 0;
   uint64_t first_draw = 0;  // the generator's outputs already used by this sequence's earlier tokens (elsewhere)
+  std::vector<std::pair<int32_t, float>> logit_bias = {};  // (token, bias in [-100, 100]), each token once
   // Not sampling but reported with each token (engine/token_logprobs.h): its log-probability, and that of the
   // top_logprobs most likely tokens.
   bool logprobs = false;
@@ -55,11 +57,16 @@ struct SamplingParams {
   static constexpr uint64_t kMaxFirstDraw = uint64_t{1} << 24;  // skipping is O(first_draw)
   static constexpr float kMaxPenalty = 2;                       // OpenAI's bound on frequency/presence penalties
   static constexpr int kMaxTopLogprobs = 20;
+  static constexpr float kMaxLogitBias = 100;
+  static constexpr size_t kMaxLogitBiasTokens = 1024;
 
   // kInvalidArgument naming the field: temperature negative or not finite, top_k negative, top_p outside
   // (0, 1], repetition_penalty <= 0 or not finite, frequency or presence penalty outside [-2, 2], first_draw
-  // above kMaxFirstDraw, top_logprobs outside [0, kMaxTopLogprobs] or set without logprobs.
+  // above kMaxFirstDraw, top_logprobs outside [0, kMaxTopLogprobs] or set without logprobs, logit_bias with more
+  // than kMaxLogitBiasTokens tokens, a negative or repeated token, or a bias outside [-100, 100].
   Status validate() const;
+  // validate(), and every logit_bias token below `vocab_size` (the sampler's rows are that long).
+  Status validate(int64_t vocab_size) const;
 };
 
 // Where generation began in a prompt of `prompt_tokens`: a call continued on other nodes after its own died
@@ -76,9 +83,9 @@ class Sampler {
   // `params` must be valid (validate(); RECGPT_CHECK).
   explicit Sampler(const SamplingParams& params);
 
-  // Picks the next token from `logits` [vocab] (modified in place: penalty and temperature are applied).
+  // Picks the next token from `logits` [vocab] (modified in place: bias, penalties and temperature are applied).
   // `previous_tokens` are the prompt and generated tokens so far; ids outside [0, vocab) abort
-  // (RECGPT_CHECK), as does an empty `logits`.
+  // (RECGPT_CHECK), as do an empty `logits` and a logit_bias token outside it (validate(vocab_size)).
   int32_t sample(std::span<float> logits, std::span<const int32_t> previous_tokens);
 
   const SamplingParams& params() const { return params_; }

@@ -17,6 +17,10 @@ control::SamplingParams sampling_to_proto(const AgentCall& call) {
   proto.set_presence_penalty(call.sampling.presence_penalty);
   proto.set_logprobs(call.sampling.logprobs);
   proto.set_top_logprobs(static_cast<uint32_t>(call.sampling.top_logprobs));
+  for (auto [token, bias] : call.sampling.logit_bias) {
+    proto.add_logit_bias_tokens(static_cast<uint32_t>(token));
+    proto.add_logit_bias_values(bias);
+  }
   proto.set_max_tokens(static_cast<uint32_t>(call.max_new_tokens));
   for (int32_t token : call.stop_tokens) proto.add_stop_token_ids(static_cast<uint32_t>(token));
   if (call.constraint.any()) {

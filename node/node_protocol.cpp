@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <charconv>
+#include <cmath>
 #include <mutex>
 #include <optional>
 
@@ -198,6 +199,13 @@ SamplingParams sampling_from_proto(const control::SamplingParams& proto) {
   sampling.logprobs = proto.logprobs();
   // Clamped into int range; SamplingParams::validate() refuses anything above kMaxTopLogprobs.
   sampling.top_logprobs = static_cast<int>(std::min<uint32_t>(proto.top_logprobs(), INT32_MAX));
+  // Tokens past INT32_MAX become -1 and a values list of another length a NaN bias: validate() refuses both.
+  for (int i = 0; i < proto.logit_bias_tokens_size(); ++i) {
+    const uint32_t token = proto.logit_bias_tokens(i);
+    sampling.logit_bias.emplace_back(token > INT32_MAX ? -1 : static_cast<int32_t>(token),
+                                     i < proto.logit_bias_values_size() ? proto.logit_bias_values(i) : std::nanf(""));
+  }
+  if (proto.logit_bias_values_size() > proto.logit_bias_tokens_size()) sampling.logit_bias.emplace_back(-1, 0.0f);
   return sampling;
 }
 

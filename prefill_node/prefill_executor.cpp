@@ -21,7 +21,7 @@ Result<PrefillPlan> PrefillExecutor::plan(const PrefillInput& input) {
                             " tokens does not fit the context of " + std::to_string(config_.max_position_embeddings));
   }
   RECGPT_RETURN_IF_ERROR(validate_tokens(input.prompt, input.entity_vectors.size(), config_));
-  RECGPT_RETURN_IF_ERROR(input.sampling.validate());
+  RECGPT_RETURN_IF_ERROR(input.sampling.validate(config_.vocab_size));
   const int32_t entity_token = config_.entity_adaptor ? config_.entity_adaptor->entity_token_id : -1;
   const int64_t entity_dim = config_.entity_adaptor ? config_.entity_adaptor->entity_dim : 0;
   PrefillPlan plan;

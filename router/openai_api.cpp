@@ -1,5 +1,6 @@
 #include "router/openai_api.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -267,13 +268,31 @@ void parse_logprobs(Fields& fields, CompletionRequest& request, Endpoint endpoin
   }
 }
 
+// {"token id": bias}: ids as decimal strings (the vocabulary is checked when the prompt is tokenized).
+void parse_logit_bias(const json& bias, CompletionRequest& request, Fields& fields, const ApiLimits& limits) {
+  if (!bias.is_object()) return fields.fail(wrong_type("logit_bias", "an object", bias));
+  if (bias.size() > limits.max_logit_bias_tokens) {
+    return fields.fail(invalid_request("'logit_bias' lists " + std::to_string(bias.size()) + " tokens, at most " +
+                                           std::to_string(limits.max_logit_bias_tokens),
+                                       "logit_bias"));
+  }
+  for (const auto& [key, value] : bias.items()) {
+    int32_t token = -1;
+    const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), token);
+    if (error != std::errc() || end != key.data() + key.size() || token < 0) {
+      return fields.fail(invalid_request("'logit_bias' keys must be token ids, not '" + key + "'", "logit_bias"));
+    }
+    if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100)) {
+      return fields.fail(
+          invalid_request("'logit_bias' of token " + key + " must be a number from -100 to 100", "logit_bias"));
+    }
+    request.logit_bias.emplace_back(token, value.get<float>());
+  }
+}
+
 // OpenAI fields this server does not implement: refused when they ask for something, accepted at their
 // do-nothing values (SDKs send some of them by default).
 void refuse_unsupported(Fields& fields, Endpoint endpoint) {
-  if (const json* bias = fields.find("logit_bias")) {
-    if (!bias->is_object()) return fields.fail(wrong_type("logit_bias", "an object", *bias));
-    if (!bias->empty()) return fields.fail(unsupported("logit_bias", "use 'allowed' to constrain the output"));
-  }
   if (const json* format = fields.find("response_format")) {
     const json* type = format->is_object() && format->contains("type") ? &(*format)["type"] : nullptr;
     if (type == nullptr || !type->is_string()) {
@@ -370,6 +389,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   fields.number("presence_penalty", request.presence_penalty, -2, 2);
   parse_logprobs(fields, request, endpoint, limits);
   fields.boolean("return_tokens_as_token_ids", request.tokens_as_ids);
+  if (const json* bias = fields.find("logit_bias")) parse_logit_bias(*bias, request, fields, limits);
   refuse_unsupported(fields, endpoint);
   uint64_t seed = 0;
   if (fields.find("seed") != nullptr) {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -55,6 +56,7 @@ struct CompletionRequest {
   bool logprobs = false;
   int32_t top_logprobs = 0;
   bool tokens_as_ids = false;  // extension (vLLM's return_tokens_as_token_ids): logprobs name tokens "token_id:N"
+  std::vector<std::pair<int32_t, float>> logit_bias;  // (token, bias in [-100, 100])
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;  // up to 4 strings
   bool stream = false;
@@ -77,12 +79,13 @@ struct ApiLimits {
   size_t max_allowed = 4096;  // strings in `allowed`
   size_t max_allowed_bytes = 256;
   int32_t max_top_logprobs = 20;
+  size_t max_logit_bias_tokens = 1024;
 };
 
 // Parses a request body for `endpoint`. Unknown fields are ignored (as OpenAI's SDKs send extras); known fields
 // with wrong types or values are refused naming the field, and so are OpenAI fields this server does not
-// implement when they ask for something (`logit_bias`, `echo`, `suffix`, `best_of` above 1, `n` above 1, tools,
-// a `response_format` other than text): an answer that silently ignored them would be wrong.
+// implement when they ask for something (`echo`, `suffix`, `best_of` above 1, `n` above 1, tools, a
+// `response_format` other than text): an answer that silently ignored them would be wrong.
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body, Endpoint endpoint,
                                                                    const ApiLimits& limits);
 

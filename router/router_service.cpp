@@ -527,6 +527,10 @@ class Service final : public std::enable_shared_from_this<Service> {
     plan.call.sampling.presence_penalty = request.presence_penalty;
     plan.call.sampling.logprobs = request.logprobs;
     plan.call.sampling.top_logprobs = request.top_logprobs;
+    plan.call.sampling.logit_bias = request.logit_bias;
+    if (Status valid = plan.call.sampling.validate(model_.config().vocab_size); !valid.is_ok()) {
+      return invalid_request(valid.message(), "logit_bias");  // the rest was checked when parsed
+    }
     plan.vocab_size = model_.config().vocab_size;
     plan.call.sampling.seed = request.seed ? *request.seed : random_();
     if (!request.ignore_eos) plan.call.stop_tokens = stop_tokens_;

@@ -10,7 +10,8 @@ sends greedy completions whose prompts are token ids, with `ignore_eos` (so ever
    decode node.
 2. `frequency_penalty` and `presence_penalty`: the tokens are those of a greedy decode over the reference logits
    minus OpenAI's penalties (frequency * count + presence, over generated tokens only); the same prompt without
-   them must give other tokens, or the check proves nothing.
+   them must give other tokens, or the check proves nothing. Then with `logit_bias` too (-100 on the plain run's
+   first token, which must then never appear, and +12.5 on another): the reference's greedy tokens under both.
 
   /usr/bin/python3 check_served_logprobs.py --recgpt build/recgpt --work /tmp/served_logprobs
 
@@ -108,8 +109,9 @@ def token_id(name):
     return int(name[len("token_id:"):])
 
 
-def reference_greedy(reference, prompt, count, frequency=0.0, presence=0.0):
-    """`count` greedy tokens of the reference with OpenAI's penalties, and the raw logit rows they came from."""
+def reference_greedy(reference, prompt, count, frequency=0.0, presence=0.0, bias=None):
+    """`count` greedy tokens of the reference with OpenAI's logit bias ({token: bias}) and penalties, and the raw
+    logit rows they came from."""
     entity_token = reference.config.entity_token_id
     tokens = list(prompt)
     rows = []
@@ -117,6 +119,8 @@ def reference_greedy(reference, prompt, count, frequency=0.0, presence=0.0):
         row = reference.forward(np.array(tokens))[-1]
         rows.append(row)
         scores = row.copy()
+        for token, value in (bias or {}).items():
+            scores[token] += value
         if entity_token is not None:
             scores[entity_token] = -np.inf  # the engine never samples an entity token
         generated = tokens[len(prompt):]
@@ -171,6 +175,15 @@ def check_penalties(base, reference, prompt, index):
     expected, _ = reference_greedy(reference, prompt, PENALTY_TOKENS, frequency, presence)
     if penalized != expected:
         raise Failed(f"prompt {index}: with penalties served {penalized}, the reference {expected}")
+    # logit_bias: ban the plain run's favourite token, lift another; the biases and penalties add up.
+    bias = {plain[0]: -100.0, (plain[0] + 1) % 64: 12.5}
+    body["logit_bias"] = {str(token): value for token, value in bias.items()}
+    biased = [token_id(name) for name in complete(base, body)["choices"][0]["logprobs"]["tokens"]]
+    expected, _ = reference_greedy(reference, prompt, PENALTY_TOKENS, frequency, presence, bias)
+    if biased != expected:
+        raise Failed(f"prompt {index}: with logit_bias {bias} served {biased}, the reference {expected}")
+    if plain[0] in biased:
+        raise Failed(f"prompt {index}: token {plain[0]}, biased by -100, was generated: {biased}")
     return penalized != plain
 
 
@@ -203,7 +216,7 @@ def main():
             raise Failed("the penalties changed no prompt's tokens: the check would pass without them")
         print(f"ok: {PROMPTS} prompts x {MAX_TOKENS} tokens: greedy tokens and top-{TOP} logprobs match the reference "
               f"(worst difference {worst:.2g} of the tolerance); penalties as the reference ({changed} of {PROMPTS} "
-              f"prompts changed by them)")
+              f"prompts changed by them), with logit_bias too")
         return 0
     except Failed as failure:
         print("FAIL:", failure)

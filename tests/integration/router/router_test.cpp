@@ -104,6 +104,10 @@ TEST_CASE("bad requests get a 4xx in OpenAI's shape naming the field, and the ro
       {"/v1/completions", R"({"model": "recgpt", "prompt": "x <|entity|>", "entities": ["no-such-item"]})", 400,
        "entities"},
       {"/v1/completions", R"({"model": "recgpt", "prompt": "x <|entity|>"})", 400, "entities"},
+      {"/v1/completions", R"({"model": "recgpt", "prompt": "x", "logit_bias": {"99999999": 5}})", 400, "logit_bias"},
+      {"/v1/chat/completions",
+       R"({"model": "recgpt", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})",
+       400, "response_format"},
       {"/v1/nothing", "{}", 404, ""},
   };
   for (const Case& c : cases) {

@@ -55,6 +55,26 @@ TEST_CASE("invalid sampling params are kInvalidArgument naming the field") {
             .is_ok());
 }
 
+TEST_CASE("logit_bias adds to the listed tokens' logits and is checked against the vocabulary") {
+  std::vector<float> logits = {2.0f, 1.0f, 0.5f};
+  Sampler sampler({.logit_bias = {{0, -100.0f}, {2, 1.75f}}});
+  CHECK(sampler.sample(logits, {}) == 2);
+  CHECK(logits == std::vector<float>{-98.0f, 1.0f, 2.25f});
+  using Bias = std::vector<std::pair<int32_t, float>>;
+  auto message_of = [](Bias bias, int64_t vocab = 1 << 20) {
+    return SamplingParams{.logit_bias = std::move(bias)}.validate(vocab).message();
+  };
+  CHECK(SamplingParams{.logit_bias = {{3, 1.0f}}}.validate(4).is_ok());
+  CHECK_THAT(message_of({{3, 1.0f}}, 3), Catch::Contains("outside the vocabulary"));
+  CHECK_THAT(message_of({{1, 100.5f}}), Catch::Contains("[-100, 100]"));
+  CHECK_THAT(message_of({{1, std::nanf("")}}), Catch::Contains("[-100, 100]"));
+  CHECK_THAT(message_of({{-1, 1.0f}}), Catch::Contains("negative"));
+  CHECK_THAT(message_of({{1, 1.0f}, {1, 2.0f}}), Catch::Contains("twice"));
+  Bias many(SamplingParams::kMaxLogitBiasTokens + 1);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = {static_cast<int32_t>(i), 1.0f};
+  CHECK_THAT(message_of(many), Catch::Contains("at most"));
+}
+
 TEST_CASE("frequency and presence penalties count generated tokens only, as OpenAI defines them") {
   // Prompt {0, 0, 1}, then tokens {2, 2, 3} generated before this sampler (first_draw 3: e.g. on a node that died).
   std::vector<int32_t> previous = {0, 0, 1, 2, 2, 3};

@@ -82,6 +82,8 @@ TEST_CASE("penalties and logprobs parse in each endpoint's shape", "[router][ope
   CHECK(chat.top_logprobs == 20);
   CHECK_FALSE(
       parse_ok(R"({"model": "m", )" + messages + R"(, "logprobs": false})", Endpoint::kChatCompletions).logprobs);
+  const CompletionRequest biased = parse_ok(R"({"model": "m", "prompt": "x", "logit_bias": {"7": -100, "12": 2.5}})");
+  CHECK(biased.logit_bias == std::vector<std::pair<int32_t, float>>{{12, 2.5f}, {7, -100.0f}});  // JSON's key order
   // OpenAI fields at their do-nothing values, as SDKs send them, are accepted.
   parse_ok(R"({"model": "m", "prompt": "x", "logit_bias": {}, "echo": false, "suffix": "", "best_of": 1,
       "response_format": {"type": "text"}})");
@@ -182,7 +184,10 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
       {R"({"model": "m", "prompt": "x", "presence_penalty": "high"})", "presence_penalty"},
       {R"({"model": "m", "prompt": "x", "logprobs": 21})", "logprobs"},
       {R"({"model": "m", "prompt": "x", "logprobs": true})", "logprobs"},
-      {R"({"model": "m", "prompt": "x", "logit_bias": {"50256": -100}})", "logit_bias"},
+      {R"({"model": "m", "prompt": "x", "logit_bias": {"50256": -101}})", "logit_bias"},
+      {R"({"model": "m", "prompt": "x", "logit_bias": {"tok": 1}})", "logit_bias"},
+      {R"({"model": "m", "prompt": "x", "logit_bias": {"-3": 1}})", "logit_bias"},
+      {R"({"model": "m", "prompt": "x", "logit_bias": {"7": "up"}})", "logit_bias"},
       {R"({"model": "m", "prompt": "x", "logit_bias": [1]})", "logit_bias"},
       {R"({"model": "m", "prompt": "x", "echo": true})", "echo"},
       {R"({"model": "m", "prompt": "x", "suffix": "end"})", "suffix"},
