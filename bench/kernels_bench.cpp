@@ -30,6 +30,7 @@
 #include "engine/cpu/ops.h"
 #include "engine/cpu/tiled_weights.h"
 #include "engine/sampler.h"
+#include "engine/token_logprobs.h"
 
 namespace recgpt {
 namespace {
@@ -295,7 +296,11 @@ void bench_sampling(double bandwidth) {
                         {"temperature 0.7, top_p 0.9, penalty 1.1",
                          {.temperature = 0.7f, .top_p = 0.9f, .repetition_penalty = 1.1f},
                          &logits},
-                        {"temperature 0.7, top_p 0.9, flat row", {.temperature = 0.7f, .top_p = 0.9f}, &flat}};
+                        {"temperature 0.7, top_p 0.9, flat row", {.temperature = 0.7f, .top_p = 0.9f}, &flat},
+                        // The last 300 previous tokens generated: OpenAI's penalties count them.
+                        {"greedy, frequency and presence penalties",
+                         {.frequency_penalty = 0.5f, .presence_penalty = 0.5f, .first_draw = 300},
+                         &logits}};
   const double read_seconds = static_cast<double>(kVocab * sizeof(float)) / bandwidth;
   for (const auto& [name, params, source] : modes) {
     Sampler sampler(params);
@@ -307,6 +312,16 @@ void bench_sampling(double bandwidth) {
     std::printf("sampling, %-40s %7.1f us a row (copy in included), %5.1f x the row's read time (%ld)\n", name,
                 seconds * 1e6, seconds / read_seconds, static_cast<long>(sink % 10));
   }
+  // What a sequence asking for logprobs adds to its sampling: the raw row's copy and log-sum-exp, then its token's
+  // logprob and the 20 most likely.
+  LogprobRecorder recorder;
+  int64_t sink = 0;
+  const double seconds = median_seconds([&](int64_t) {
+    recorder.record(logits);
+    sink += recorder.read(static_cast<int32_t>(sink % kVocab), SamplingParams::kMaxTopLogprobs).top.front().token;
+  });
+  std::printf("logprobs, %-40s %7.1f us a row, %5.1f x the row's read time (%ld)\n", "record, then read with top 20",
+              seconds * 1e6, seconds / read_seconds, static_cast<long>(sink % 10));
 }
 
 // Cost of one parallel_for with trivial tasks, back to back (decode issues ~200 of them per token).

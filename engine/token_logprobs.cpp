@@ -46,19 +46,29 @@ TokenLogprobs LogprobRecorder::read(int32_t token, int top) const {
   result.logprob = logprob(static_cast<size_t>(token));
   const size_t wanted = std::min(static_cast<size_t>(top), raw_.size());
   if (wanted == 0) return result;
-  // The `wanted` largest logits as a heap whose front is the least likely kept: most of the row costs one
-  // comparison a token.
+  // The `wanted` largest logits as a heap whose front is the least likely kept. Once it is full, a block whose
+  // maximum (one vector pass) is below that front is skipped whole, and within a block a token below it costs
+  // one comparison.
   std::vector<TokenLogprob>& heap = result.top;
   heap.reserve(wanted);
-  for (size_t i = 0; i < raw_.size(); ++i) {
-    const TokenLogprob candidate{static_cast<int32_t>(i), raw_[i]};
-    if (heap.size() < wanted) {
-      heap.push_back(candidate);
-      std::push_heap(heap.begin(), heap.end(), more_likely);
-    } else if (more_likely(candidate, heap.front())) {
-      std::pop_heap(heap.begin(), heap.end(), more_likely);
-      heap.back() = candidate;
-      std::push_heap(heap.begin(), heap.end(), more_likely);
+  float floor = -std::numeric_limits<float>::infinity();
+  for (size_t begin = 0; begin < raw_.size(); begin += kBlock) {
+    const size_t end = std::min(raw_.size(), begin + kBlock);
+    if (heap.size() == wanted && max_value(raw_.data() + begin, static_cast<int64_t>(end - begin)) < floor) continue;
+    for (size_t i = begin; i < end; ++i) {
+      if (raw_[i] < floor) continue;
+      const TokenLogprob candidate{static_cast<int32_t>(i), raw_[i]};
+      if (heap.size() < wanted) {
+        heap.push_back(candidate);
+        std::push_heap(heap.begin(), heap.end(), more_likely);
+      } else if (more_likely(candidate, heap.front())) {
+        std::pop_heap(heap.begin(), heap.end(), more_likely);
+        heap.back() = candidate;
+        std::push_heap(heap.begin(), heap.end(), more_likely);
+      } else {
+        continue;
+      }
+      if (heap.size() == wanted) floor = heap.front().logprob;
     }
   }
   std::sort_heap(heap.begin(), heap.end(), more_likely);
