@@ -401,8 +401,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
       request.seed = seed;
     }
   }
-  int32_t n = 1;
-  fields.integer("n", n, 1, 1);
+  fields.integer("n", request.n, 1, limits.max_choices);
   fields.boolean("stream", request.stream);
   fields.boolean("ignore_eos", request.ignore_eos);
   if (const json* options = fields.find("stream_options")) {
@@ -506,25 +505,28 @@ json logprobs_json(Endpoint endpoint, const std::vector<LogprobEntry>& entries, 
 }  // namespace
 
 std::string completion_json(Endpoint endpoint, const CompletionResult& result) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullable(result.finish_reason)}};
-  if (result.logprobs) choice["logprobs"] = logprobs_json(endpoint, *result.logprobs, result.tokens_as_ids);
-  json body;
-  if (endpoint == Endpoint::kCompletions) {
-    body = head_json(endpoint, result, "text_completion");
-    choice["text"] = result.text;
-  } else {
-    body = head_json(endpoint, result, "chat.completion");
-    choice["message"] = {{"role", "assistant"}, {"content", result.text}};
+  json choices = json::array();
+  for (size_t index = 0; index < result.choices.size(); ++index) {
+    const CompletionChoice& each = result.choices[index];
+    json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", nullable(each.finish_reason)}};
+    if (each.logprobs) choice["logprobs"] = logprobs_json(endpoint, *each.logprobs, result.tokens_as_ids);
+    if (endpoint == Endpoint::kCompletions) {
+      choice["text"] = each.text;
+    } else {
+      choice["message"] = {{"role", "assistant"}, {"content", each.text}};
+    }
+    choices.push_back(std::move(choice));
   }
-  body["choices"] = json::array({choice});
+  json body = head_json(endpoint, result, endpoint == Endpoint::kCompletions ? "text_completion" : "chat.completion");
+  body["choices"] = std::move(choices);
   body["usage"] = usage_json(result.usage);
   add_timings(result, body);
   return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string chunk_json(Endpoint endpoint, const CompletionResult& head, std::string_view text, bool first,
+std::string chunk_json(Endpoint endpoint, const CompletionResult& head, int index, std::string_view text, bool first,
                        std::string_view finish_reason, const std::vector<LogprobEntry>* logprobs) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullable(finish_reason)}};
+  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", nullable(finish_reason)}};
   if (logprobs != nullptr) choice["logprobs"] = logprobs_json(endpoint, *logprobs, head.tokens_as_ids);
   json body;
   if (endpoint == Endpoint::kCompletions) {

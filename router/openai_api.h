@@ -55,6 +55,7 @@ struct CompletionRequest {
   // as an integer (the top count); chat: `logprobs: true` and `top_logprobs`.
   bool logprobs = false;
   int32_t top_logprobs = 0;
+  int32_t n = 1;               // choices, each its own call (seed + i when a seed is given)
   bool tokens_as_ids = false;  // extension (vLLM's return_tokens_as_token_ids): logprobs name tokens "token_id:N"
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token, bias in [-100, 100])
   std::optional<uint64_t> seed;
@@ -79,13 +80,14 @@ struct ApiLimits {
   size_t max_allowed = 4096;  // strings in `allowed`
   size_t max_allowed_bytes = 256;
   int32_t max_top_logprobs = 20;
+  int32_t max_choices = 16;  // `n`
   size_t max_logit_bias_tokens = 1024;
 };
 
 // Parses a request body for `endpoint`. Unknown fields are ignored (as OpenAI's SDKs send extras); known fields
 // with wrong types or values are refused naming the field, and so are OpenAI fields this server does not
-// implement when they ask for something (`echo`, `suffix`, `best_of` above 1, `n` above 1, tools, a
-// `response_format` other than text): an answer that silently ignored them would be wrong.
+// implement when they ask for something (`echo`, `suffix`, `best_of` above 1, tools, a `response_format`
+// other than text): an answer that silently ignored them would be wrong.
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body, Endpoint endpoint,
                                                                    const ApiLimits& limits);
 
@@ -114,14 +116,19 @@ struct LogprobEntry {
   int64_t text_offset = 0;
 };
 
+// One of a response's `n` choices.
+struct CompletionChoice {
+  std::string text;
+  std::string finish_reason;                          // "stop" or "length"
+  std::optional<std::vector<LogprobEntry>> logprobs;  // when the request asked for them: one per generated token
+};
+
 struct CompletionResult {
   std::string id;  // "cmpl-..." or "chatcmpl-..."
   int64_t created = 0;
   std::string model;
-  std::string text;
-  std::string finish_reason;                          // "stop" or "length"
-  std::optional<std::vector<LogprobEntry>> logprobs;  // when the request asked for them: one per generated token
-  bool tokens_as_ids = false;                         // logprobs name tokens "token_id:N" (the request's choice)
+  std::vector<CompletionChoice> choices;  // `index` is the position
+  bool tokens_as_ids = false;             // logprobs name tokens "token_id:N" (the request's choice)
   Usage usage;
   // Extension `timings` of a whole response and of a stream's usage chunk (absent when total_ms is 0): where and
   // how fast the call ran.
@@ -133,9 +140,9 @@ struct CompletionResult {
 
 // The whole (non-streaming) response body.
 std::string completion_json(Endpoint endpoint, const CompletionResult& result);
-// One stream chunk: text (chat: a delta; `first` adds role "assistant") and, on the last, the finish reason;
-// with `logprobs`, those of the chunk's tokens.
-std::string chunk_json(Endpoint endpoint, const CompletionResult& head, std::string_view text, bool first,
+// One stream chunk of choice `index`: text (chat: a delta; `first` adds role "assistant") and, on the choice's
+// last, its finish reason; with `logprobs`, those of the chunk's tokens. `head.choices` is not read.
+std::string chunk_json(Endpoint endpoint, const CompletionResult& head, int index, std::string_view text, bool first,
                        std::string_view finish_reason, const std::vector<LogprobEntry>* logprobs = nullptr);
 // The usage chunk of stream_options.include_usage: no choices; the `timings` extension when the result has them.
 std::string usage_chunk_json(Endpoint endpoint, const CompletionResult& head);

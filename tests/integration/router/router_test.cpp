@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 #include "tests/integration/router/router_fixtures.h"
 
@@ -77,6 +79,75 @@ TEST_CASE("the openai client gets the colocated greedy output through the router
   REQUIRE(again.status == 200);
   CHECK(json::parse(again.body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>() ==
         (completion_prompt_tokens - 1) / 16 * 16);
+}
+
+TEST_CASE("n choices each answer as the one call with seed + i would, streamed or not", "[router][choices]") {
+  TinyModel tiny;
+  Node decode_node("decode", tiny, "tcp");
+  Node prefill_node("prefill", tiny, "tcp");
+  RouterProcess router(tiny, {prefill_node.port}, {decode_node.port});
+  constexpr int kChoices = 8;
+  // A choice among a few strings at temperature 2: random models are too sure of their free text for seeds to
+  // show, but not of these.
+  json body = {{"model", "recgpt"},
+               {"prompt", "A shopper who likes hiking and camping in the mountains wants"},
+               {"max_tokens", 12},
+               {"temperature", 2},
+               {"seed", 7},
+               {"allowed", {"red dress", "tent", "summer sale", "running shoes", "hat", "boots", "sleeping bag"}},
+               {"max_items", 2}};
+  std::vector<std::string> single_texts;
+  int64_t single_tokens = 0;
+  for (int i = 0; i < kChoices; ++i) {
+    json one = body;
+    one["seed"] = 7 + i;
+    const CurlReply reply = router.post("/v1/completions", one.dump());
+    REQUIRE(reply.status == 200);
+    const json answer = json::parse(reply.body);
+    single_texts.push_back(answer["choices"][0]["text"]);
+    single_tokens += answer["usage"]["completion_tokens"].get<int64_t>();
+  }
+  // The seeds matter, or this test would pass with every choice drawn the same.
+  CHECK(std::set<std::string>(single_texts.begin(), single_texts.end()).size() > 1);
+  body["n"] = kChoices;
+  const CurlReply whole = router.post("/v1/completions", body.dump());
+  REQUIRE(whole.status == 200);
+  const json answer = json::parse(whole.body);
+  INFO(answer.dump(2));
+  REQUIRE(answer["choices"].size() == kChoices);
+  for (int i = 0; i < kChoices; ++i) {
+    CHECK(answer["choices"][i]["index"] == i);
+    CHECK(answer["choices"][i]["text"] == single_texts[i]);
+  }
+  CHECK(answer["usage"]["completion_tokens"] == single_tokens);
+  // Streamed: each choice's chunks carry its index, and its last one its finish reason; then usage, then [DONE].
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  const CurlReply streamed = router.post("/v1/completions", body.dump());
+  REQUIRE(streamed.status == 200);
+  std::vector<std::string> texts(kChoices);
+  std::vector<int> finishes(kChoices, 0);
+  std::vector<std::string> data;
+  std::istringstream lines(streamed.body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) == 0) data.push_back(line.substr(6));
+  }
+  REQUIRE(data.size() >= 3);
+  CHECK(data.back() == "[DONE]");
+  const json usage = json::parse(data[data.size() - 2]);
+  CHECK(usage["usage"]["completion_tokens"] == single_tokens);
+  for (size_t e = 0; e + 2 < data.size(); ++e) {
+    const json event = json::parse(data[e]);
+    REQUIRE(event["choices"].size() == 1);
+    const int index = event["choices"][0]["index"];
+    REQUIRE(index >= 0);
+    REQUIRE(index < kChoices);
+    CHECK(finishes[index] == 0);  // nothing of a choice after its last chunk
+    texts[index] += event["choices"][0]["text"].get<std::string>();
+    if (!event["choices"][0]["finish_reason"].is_null()) ++finishes[index];
+  }
+  CHECK(texts == single_texts);
+  CHECK(finishes == std::vector<int>(kChoices, 1));
 }
 
 TEST_CASE("bad requests get a 4xx in OpenAI's shape naming the field, and the router keeps serving",

@@ -70,6 +70,8 @@ TEST_CASE("penalties and logprobs parse in each endpoint's shape", "[router][ope
   const CompletionRequest zero = parse_ok(R"({"model": "m", "prompt": "x", "logprobs": 0})");
   CHECK(zero.logprobs);
   CHECK(zero.top_logprobs == 0);
+  CHECK(zero.n == 1);
+  CHECK(parse_ok(R"({"model": "m", "prompt": "x", "n": 16})").n == 16);
   CHECK_FALSE(zero.tokens_as_ids);
   CHECK(parse_ok(R"({"model": "m", "prompt": "x", "logprobs": 1, "return_tokens_as_token_ids": true})").tokens_as_ids);
   const CompletionRequest plain = parse_ok(R"({"model": "m", "prompt": "x", "logprobs": null})");
@@ -94,9 +96,10 @@ TEST_CASE("penalties and logprobs parse in each endpoint's shape", "[router][ope
 TEST_CASE("logprobs answer in each endpoint's shape", "[router][openai]") {
   CompletionResult result;
   result.id = "cmpl-2";
-  result.text = "a\xc3\xa9";
+  result.choices.push_back({.text = "a\xc3\xa9", .finish_reason = "length", .logprobs = std::nullopt});
   // "a", then "é" split over two tokens: each token's text shows what of it is valid, `bytes` the exact bytes.
-  result.logprobs =
+  std::optional<std::vector<LogprobEntry>>& logprobs = result.choices[0].logprobs;
+  logprobs =
       std::vector<LogprobEntry>{{{"a", -0.25f}, {{"a", -0.25f}, {"b", -std::numeric_limits<float>::infinity()}}, 0},
                                 {{"\xc3", -1.5f}, {{"\xc3", -1.5f}, {"c", -2.0f}}, 1},
                                 {{"\xa9", -0.5f}, {{"\xa9", -0.5f}, {"d", -3.0f}}, 1}};
@@ -111,16 +114,16 @@ TEST_CASE("logprobs answer in each endpoint's shape", "[router][openai]") {
   CHECK(chat["content"][1]["bytes"] == json({0xc3}));
   CHECK(chat["content"][2]["top_logprobs"][1] == json({{"token", "d"}, {"logprob", -3.0}, {"bytes", {100}}}));
   CHECK(chat["refusal"].is_null());
-  const std::vector<LogprobEntry> chunk = {result.logprobs->front()};
-  const json streamed = json::parse(chunk_json(Endpoint::kChatCompletions, result, "a", false, "", &chunk));
+  const std::vector<LogprobEntry> chunk = {logprobs->front()};
+  const json streamed = json::parse(chunk_json(Endpoint::kChatCompletions, result, 0, "a", false, "", &chunk));
   CHECK(streamed["choices"][0]["logprobs"]["content"][0]["token"] == "a");
-  CHECK(
-      json::parse(chunk_json(Endpoint::kChatCompletions, result, "a", false, ""))["choices"][0]["logprobs"].is_null());
+  CHECK(json::parse(chunk_json(Endpoint::kChatCompletions, result, 0, "a", false, ""))["choices"][0]["logprobs"]
+            .is_null());
   result.tokens_as_ids = true;
-  (*result.logprobs)[0].token.id = 64;
+  (*logprobs)[0].token.id = 64;
   const json ids = json::parse(completion_json(Endpoint::kCompletions, result))["choices"][0]["logprobs"];
   CHECK(ids["tokens"][0] == "token_id:64");
-  result.logprobs.reset();
+  logprobs.reset();
   CHECK(json::parse(completion_json(Endpoint::kCompletions, result))["choices"][0]["logprobs"].is_null());
 }
 
@@ -161,7 +164,8 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
       {R"({"model": "m", "prompt": "x", "temperature": 3})", "temperature"},
       {R"({"model": "m", "prompt": "x", "temperature": "hot"})", "temperature"},
       {R"({"model": "m", "prompt": "x", "top_p": 0})", "top_p"},
-      {R"({"model": "m", "prompt": "x", "n": 2})", "n"},
+      {R"({"model": "m", "prompt": "x", "n": 17})", "n"},
+      {R"({"model": "m", "prompt": "x", "n": 0})", "n"},
       {R"({"model": "m", "prompt": "x", "stream": "yes"})", "stream"},
       {R"({"model": "m", "prompt": "x", "ignore_eos": 1})", "ignore_eos"},
       {R"({"model": "m", "prompt": "x", "stream_options": {"include_usage": 1}})", "stream_options.include_usage"},
@@ -228,14 +232,16 @@ TEST_CASE("responses and stream chunks have OpenAI's shapes", "[router][openai]"
   CompletionResult result{.id = "chatcmpl-1",
                           .created = 1700000000,
                           .model = "m",
-                          .text = "Hi",
-                          .finish_reason = "stop",
-                          .logprobs = std::nullopt,
+                          .choices = {{.text = "Hi", .finish_reason = "stop", .logprobs = std::nullopt},
+                                      {.text = "Ho", .finish_reason = "length", .logprobs = std::nullopt}},
                           .usage = {12, 3, 8}};
   const json chat = json::parse(completion_json(Endpoint::kChatCompletions, result));
   CHECK(chat["object"] == "chat.completion");
   CHECK(chat["choices"][0]["message"]["content"] == "Hi");
   CHECK(chat["choices"][0]["finish_reason"] == "stop");
+  CHECK(chat["choices"][1]["index"] == 1);
+  CHECK(chat["choices"][1]["message"]["content"] == "Ho");
+  CHECK(chat["choices"][1]["finish_reason"] == "length");
   CHECK(chat["usage"]["total_tokens"] == 15);
   CHECK(chat["usage"]["prompt_tokens_details"]["cached_tokens"] == 8);
   CHECK_FALSE(chat.contains("timings"));
@@ -246,14 +252,15 @@ TEST_CASE("responses and stream chunks have OpenAI's shapes", "[router][openai]"
   CHECK(timed["timings"]["total_ms"] == 12.5);
   CHECK(timed["timings"]["decode_node"] == "decode-0");
   result.total_ms = 0;
-  const json first = json::parse(chunk_json(Endpoint::kChatCompletions, result, "", true, ""));
+  const json first = json::parse(chunk_json(Endpoint::kChatCompletions, result, 0, "", true, ""));
   CHECK(first["object"] == "chat.completion.chunk");
   CHECK(first["choices"][0]["delta"]["role"] == "assistant");
   CHECK(first["choices"][0]["finish_reason"].is_null());
-  const json last = json::parse(chunk_json(Endpoint::kChatCompletions, result, "", false, "length"));
+  const json last = json::parse(chunk_json(Endpoint::kChatCompletions, result, 1, "", false, "length"));
   CHECK(last["choices"][0]["delta"].empty());
   CHECK(last["choices"][0]["finish_reason"] == "length");
-  const json text = json::parse(chunk_json(Endpoint::kCompletions, result, "lo", false, ""));
+  CHECK(last["choices"][0]["index"] == 1);
+  const json text = json::parse(chunk_json(Endpoint::kCompletions, result, 0, "lo", false, ""));
   CHECK(text["object"] == "text_completion");
   CHECK(text["choices"][0]["text"] == "lo");
   const json usage = json::parse(usage_chunk_json(Endpoint::kCompletions, result));
