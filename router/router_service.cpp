@@ -384,13 +384,16 @@ class Service final : public std::enable_shared_from_this<Service> {
   };
 
   // Runs one choice to its end: its chunks stream as they come (its last one with its finish reason), or its text
-  // and logprobs collect in choice.result. `on_first_token` runs once, when its first tokens arrived.
+  // and logprobs collect in choice.result. `on_decoding` runs once, with the call's second chunk of tokens: the
+  // first is the prefill node's first token, the second the decode node's, which by then holds the prompt's blocks
+  // in its prefix index (when the decode node prefilled the call itself, one chunk later than needed).
   asio::awaitable<void> run_choice(const CompletionContext& context, int index, ChoiceRun& choice,
-                                   std::function<void()> on_first_token) {
+                                   std::function<void()> on_decoding) {
     const CompletionRequest& request = context.request;
     const Endpoint endpoint = request.endpoint;
+    int chunks = 0;
     TokenSink sink = [&](std::vector<int32_t> tokens, std::vector<TokenLogprobs> logprobs) -> asio::awaitable<bool> {
-      if (on_first_token) std::exchange(on_first_token, nullptr)();
+      if (++chunks == 2 && on_decoding) std::exchange(on_decoding, nullptr)();
       choice.timing.arrived(tokens.size());
       choice.generated.insert(choice.generated.end(), tokens.begin(), tokens.end());
       std::vector<LogprobEntry> entries;
@@ -483,11 +486,13 @@ class Service final : public std::enable_shared_from_this<Service> {
     exchange.on_client_gone(cancel_all);
     EventWriter events(exchange);
     const CompletionContext context{exchange, request, result, events};
-    // Choice 0 first, the others once its first tokens came: its prompt's KV is then held by its nodes, which the
-    // placement prefers, so the others compute only what it does not cover.
+    // Choice 0 first, the others once its decode node streams: the prompt's KV is then held by both of its nodes
+    // (prefix indexes), which the placement prefers, so the others compute and move only what it does not cover.
     int running = 0;
+    bool others_started = false;
     asio::steady_timer others_done(io_, asio::steady_timer::time_point::max());
     const auto start_others = [&] {
+      if (std::exchange(others_started, true)) return;
       for (int i = 1; i < request.n; ++i) {
         ++running;
         const std::function<void()> no_hook;  // named: GCC 12 and temporaries passed to coroutines
@@ -498,9 +503,13 @@ class Service final : public std::enable_shared_from_this<Service> {
       }
     };
     // Coroutine arguments are named: GCC 12 mishandles temporaries passed to coroutines.
-    std::function<void()> after_first_tokens = request.n > 1 ? std::function<void()>(start_others) : nullptr;
-    co_await run_choice(context, 0, *choices[0], std::move(after_first_tokens));
-    if (!choices[0]->outcome.is_ok()) cancel_all();
+    std::function<void()> when_decoding = request.n > 1 ? std::function<void()>(start_others) : nullptr;
+    co_await run_choice(context, 0, *choices[0], std::move(when_decoding));
+    if (!choices[0]->outcome.is_ok()) {
+      cancel_all();
+    } else if (request.n > 1) {
+      start_others();  // choice 0 ended at its first token (e.g. max_tokens 1): nothing came from a decode node
+    }
     while (running > 0) {
       boost::system::error_code ignored;
       co_await others_done.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
