@@ -188,6 +188,22 @@ void parse_stop(const json& stop, CompletionRequest& request, Fields& fields, co
   }
 }
 
+// vLLM's `stop_token_ids`: token ids (the vocabulary is checked when the prompt is tokenized).
+void parse_stop_token_ids(const json& ids, CompletionRequest& request, Fields& fields, const ApiLimits& limits) {
+  if (!ids.is_array()) return fields.fail(wrong_type("stop_token_ids", "an array of token ids", ids));
+  if (ids.size() > limits.max_stop_token_ids) {
+    return fields.fail(invalid_request(
+        "'stop_token_ids' has more than " + std::to_string(limits.max_stop_token_ids) + " ids", "stop_token_ids"));
+  }
+  for (const json& id : ids) {
+    int64_t token = -1;
+    if (!id.is_number_integer() || !integer_in(id, 0, std::numeric_limits<int32_t>::max(), token)) {
+      return fields.fail(wrong_type("stop_token_ids", "an array of token ids (integers >= 0)", id));
+    }
+    request.stop_token_ids.push_back(static_cast<int32_t>(token));
+  }
+}
+
 // The `allowed` extension: the strings the output may list, one per line (see CompletionRequest).
 void parse_allowed(const json& allowed, CompletionRequest& request, Fields& fields, const ApiLimits& limits) {
   if (!allowed.is_array()) return fields.fail(wrong_type("allowed", "an array of strings", allowed));
@@ -418,6 +434,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
     }
   }
   if (const json* stop = fields.find("stop")) parse_stop(*stop, request, fields, limits);
+  if (const json* ids = fields.find("stop_token_ids")) parse_stop_token_ids(*ids, request, fields, limits);
   if (const json* entities = fields.find("entities")) parse_entities(*entities, request, fields, limits);
   if (const json* allowed = fields.find("allowed")) parse_allowed(*allowed, request, fields, limits);
   fields.integer("max_items", request.max_items, 1, static_cast<int64_t>(limits.max_allowed));

@@ -59,7 +59,8 @@ struct CompletionRequest {
   bool tokens_as_ids = false;  // extension (vLLM's return_tokens_as_token_ids): logprobs name tokens "token_id:N"
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token, bias in [-100, 100])
   std::optional<uint64_t> seed;
-  std::vector<std::string> stop;  // up to 4 strings
+  std::vector<std::string> stop;        // up to 4 strings
+  std::vector<int32_t> stop_token_ids;  // extension (vLLM's): generation ends after emitting one of these
   bool stream = false;
   bool include_usage = false;             // stream_options.include_usage
   std::vector<EntityInput> entities;      // extension
@@ -75,6 +76,7 @@ struct ApiLimits {
   int32_t max_tokens_limit = 32768;       // max_tokens above it is refused
   int32_t default_chat_max_tokens = 512;  // chat requests without max_tokens
   size_t max_stop_strings = 4;
+  size_t max_stop_token_ids = 64;
   size_t max_entities = 4096;
   size_t entity_dim = 0;      // the model's adaptor input size (vectors must have it); 0: no adaptor
   size_t max_allowed = 4096;  // strings in `allowed`

@@ -471,6 +471,15 @@ class Service final : public std::enable_shared_from_this<Service> {
     plan.vocab_size = model_.config().vocab_size;
     plan.call.sampling.seed = request.seed ? *request.seed : random_();
     if (!request.ignore_eos) plan.call.stop_tokens = stop_tokens_;
+    for (int32_t token : request.stop_token_ids) {  // after the end tokens: a constraint ends at the first
+      if (token >= model_.config().vocab_size) {
+        return invalid_request("stop token id " + std::to_string(token) + " is outside the vocabulary of " +
+                                   std::to_string(model_.config().vocab_size),
+                               "stop_token_ids");
+      }
+      auto& stops = plan.call.stop_tokens;
+      if (std::find(stops.begin(), stops.end(), token) == stops.end()) stops.push_back(token);
+    }
     plan.call.constraint.allowed = request.allowed;
     plan.call.constraint.max_items = request.max_items;
     const auto timeout = request.timeout_seconds ? std::chrono::duration_cast<std::chrono::milliseconds>(

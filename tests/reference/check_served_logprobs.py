@@ -12,6 +12,7 @@ sends greedy completions whose prompts are token ids, with `ignore_eos` (so ever
    minus OpenAI's penalties (frequency * count + presence, over generated tokens only); the same prompt without
    them must give other tokens, or the check proves nothing. Then with `logit_bias` too (-100 on the plain run's
    first token, which must then never appear, and +12.5 on another): the reference's greedy tokens under both.
+   And `stop_token_ids` (vLLM's) ends the plain run at the first of them, included, with finish_reason stop.
 
   /usr/bin/python3 check_served_logprobs.py --recgpt build/recgpt --work /tmp/served_logprobs
 
@@ -170,6 +171,13 @@ def check_penalties(base, reference, prompt, index):
     body = {"model": "recgpt", "prompt": prompt, "max_tokens": PENALTY_TOKENS, "temperature": 0, "ignore_eos": True,
             "logprobs": 0, "return_tokens_as_token_ids": True}
     plain = [token_id(name) for name in complete(base, body)["choices"][0]["logprobs"]["tokens"]]
+    # vLLM's stop_token_ids end the greedy run at the first of them, which is part of the output.
+    stop = plain[2]
+    stopped = complete(base, dict(body, stop_token_ids=[stop]))["choices"][0]
+    expected_stop = plain[:plain.index(stop) + 1]
+    if [token_id(name) for name in stopped["logprobs"]["tokens"]] != expected_stop or stopped["finish_reason"] != "stop":
+        raise Failed(f"prompt {index}: stop_token_ids [{stop}] gave {stopped['logprobs']['tokens']} "
+                     f"({stopped['finish_reason']}), expected {expected_stop} (stop)")
     body.update(frequency_penalty=frequency, presence_penalty=presence)
     penalized = [token_id(name) for name in complete(base, body)["choices"][0]["logprobs"]["tokens"]]
     expected, _ = reference_greedy(reference, prompt, PENALTY_TOKENS, frequency, presence)
@@ -216,7 +224,7 @@ def main():
             raise Failed("the penalties changed no prompt's tokens: the check would pass without them")
         print(f"ok: {PROMPTS} prompts x {MAX_TOKENS} tokens: greedy tokens and top-{TOP} logprobs match the reference "
               f"(worst difference {worst:.2g} of the tolerance); penalties as the reference ({changed} of {PROMPTS} "
-              f"prompts changed by them), with logit_bias too")
+              f"prompts changed by them), with logit_bias too; stop_token_ids end the run")
         return 0
     except Failed as failure:
         print("FAIL:", failure)

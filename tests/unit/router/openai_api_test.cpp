@@ -71,6 +71,9 @@ TEST_CASE("penalties and logprobs parse in each endpoint's shape", "[router][ope
   CHECK(zero.logprobs);
   CHECK(zero.top_logprobs == 0);
   CHECK(zero.n == 1);
+  CHECK(zero.stop_token_ids.empty());
+  CHECK(parse_ok(R"({"model": "m", "prompt": "x", "stop_token_ids": [7, 0]})").stop_token_ids ==
+        std::vector<int32_t>{7, 0});
   CHECK(parse_ok(R"({"model": "m", "prompt": "x", "n": 16})").n == 16);
   CHECK_FALSE(zero.tokens_as_ids);
   CHECK(parse_ok(R"({"model": "m", "prompt": "x", "logprobs": 1, "return_tokens_as_token_ids": true})").tokens_as_ids);
@@ -165,6 +168,9 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
       {R"({"model": "m", "prompt": "x", "temperature": "hot"})", "temperature"},
       {R"({"model": "m", "prompt": "x", "top_p": 0})", "top_p"},
       {R"({"model": "m", "prompt": "x", "n": 17})", "n"},
+      {R"({"model": "m", "prompt": "x", "stop_token_ids": 5})", "stop_token_ids"},
+      {R"({"model": "m", "prompt": "x", "stop_token_ids": [5, -1]})", "stop_token_ids"},
+      {R"({"model": "m", "prompt": "x", "stop_token_ids": ["5"]})", "stop_token_ids"},
       {R"({"model": "m", "prompt": "x", "n": 0})", "n"},
       {R"({"model": "m", "prompt": "x", "stream": "yes"})", "stream"},
       {R"({"model": "m", "prompt": "x", "ignore_eos": 1})", "ignore_eos"},
