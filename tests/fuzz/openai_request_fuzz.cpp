@@ -28,6 +28,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     RECGPT_CHECK(request.temperature >= 0 && request.temperature <= 2);
     RECGPT_CHECK(request.top_p > 0 && request.top_p <= 1);
     RECGPT_CHECK(request.stop.size() <= limits.max_stop_strings);
+    RECGPT_CHECK(request.n >= 1 && request.n <= limits.max_choices);
+    RECGPT_CHECK(request.top_logprobs >= 0 && request.top_logprobs <= limits.max_top_logprobs);
+    RECGPT_CHECK(request.logprobs || request.top_logprobs == 0);
+    RECGPT_CHECK(request.logit_bias.size() <= limits.max_logit_bias_tokens);
+    RECGPT_CHECK(request.stop_token_ids.size() <= limits.max_stop_token_ids);
+    for (int32_t token : request.stop_token_ids) RECGPT_CHECK(token >= 0);
+    // The ranges engine/sampler.h's SamplingParams::validate() takes.
+    RECGPT_CHECK(request.frequency_penalty >= -2 && request.frequency_penalty <= 2);
+    RECGPT_CHECK(request.presence_penalty >= -2 && request.presence_penalty <= 2);
+    for (auto [token, bias] : request.logit_bias) RECGPT_CHECK(token >= 0 && bias >= -100 && bias <= 100);
     for (const EntityInput& entity : request.entities)
       RECGPT_CHECK(!entity.id.empty() || entity.vector.size() == limits.entity_dim);
     if (endpoint == Endpoint::kChatCompletions) RECGPT_CHECK(!format_chatml(request.messages).empty());
