@@ -1,5 +1,5 @@
-// Per-sequence token sampling: repetition, frequency and presence penalties, temperature, top-k, top-p, then a
-// draw.
+// Per-sequence token sampling: logit bias, repetition, frequency and presence penalties, temperature, top-k,
+// top-p, then a draw.
 //
 // The order and rules follow Hugging Face's logits processors, OpenAI's penalties and vLLM:
 //   0. logit_bias: each listed token's bias added to its logit (OpenAI's; -100 bans a token in practice);

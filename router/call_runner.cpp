@@ -246,7 +246,7 @@ asio::awaitable<Result<CallOutcome>> run_call(Cluster& cluster, const PolicyOpti
     auto first_logprobs =
         call_logprobs(plan, first.size(), std::span<const control::TokenLogprobs>(&done.first_token_logprobs(), 1));
     if (!first_logprobs.is_ok()) {
-      release_reservation();
+      decode->end_stream(stream_id);
       (void)decode->send(node::make_cancel(stream_id, "the prefill node's answer was malformed"));
       co_return first_logprobs.status();
     }

@@ -16,7 +16,7 @@ class EventWriter {
   explicit EventWriter(http::Exchange& exchange) : exchange_(exchange) {}
 
   // Starts the stream on the first event. A write that fails (the client went away) shows in
-  // exchange.client_gone(); later events are dropped with it.
+  // exchange.client_gone(); later writes fail the same way, unnoticed here.
   boost::asio::awaitable<void> send(std::string event) {
     queue_.push_back(std::move(event));
     if (writing_) co_return;
