@@ -73,12 +73,6 @@ const char* finish_reason_name(FinishReason reason) {
   return "error";
 }
 
-Result<SamplingParams> sampling_from(const control::SamplingParams& proto) {
-  SamplingParams params = node::sampling_from_proto(proto);
-  RECGPT_RETURN_IF_ERROR(params.validate());
-  return params;
-}
-
 // What one connection reserved or started: ended with it.
 struct Session {
   std::shared_ptr<rpc::Connection> connection;
@@ -495,7 +489,7 @@ class Server final : public std::enable_shared_from_this<Server> {
           id, not_found("reservation " + std::to_string(start.reservation_id()) + " is not held by this connection")));
       return;
     }
-    Result<SamplingParams> sampling = sampling_from(start.sampling());
+    Result<SamplingParams> sampling = node::sampling_from_proto(start.sampling());
     if (!sampling.is_ok()) {
       (void)session.connection->send(rpc::error_frame(id, sampling.status()));
       return;

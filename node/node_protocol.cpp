@@ -10,7 +10,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <charconv>
-#include <cmath>
 #include <mutex>
 #include <optional>
 
@@ -186,7 +185,11 @@ std::chrono::steady_clock::time_point deadline_from_unix_ms(uint64_t deadline_un
   return now + std::clamp<std::chrono::milliseconds>(wanted - unix_now, std::chrono::milliseconds(0), longest);
 }
 
-SamplingParams sampling_from_proto(const control::SamplingParams& proto) {
+Result<SamplingParams> sampling_from_proto(const control::SamplingParams& proto) {
+  if (proto.logit_bias_tokens_size() != proto.logit_bias_values_size()) {
+    return invalid_argument("sampling logit_bias has " + std::to_string(proto.logit_bias_tokens_size()) +
+                            " tokens but " + std::to_string(proto.logit_bias_values_size()) + " values");
+  }
   SamplingParams sampling;
   sampling.temperature = proto.temperature();
   sampling.top_k = static_cast<int>(proto.top_k());
@@ -199,13 +202,12 @@ SamplingParams sampling_from_proto(const control::SamplingParams& proto) {
   sampling.logprobs = proto.logprobs();
   // Clamped into int range; SamplingParams::validate() refuses anything above kMaxTopLogprobs.
   sampling.top_logprobs = static_cast<int>(std::min<uint32_t>(proto.top_logprobs(), INT32_MAX));
-  // Tokens past INT32_MAX become -1 and a values list of another length a NaN bias: validate() refuses both.
+  // Tokens past INT32_MAX become -1, which validate() refuses.
   for (int i = 0; i < proto.logit_bias_tokens_size(); ++i) {
     const uint32_t token = proto.logit_bias_tokens(i);
-    sampling.logit_bias.emplace_back(token > INT32_MAX ? -1 : static_cast<int32_t>(token),
-                                     i < proto.logit_bias_values_size() ? proto.logit_bias_values(i) : std::nanf(""));
+    sampling.logit_bias.emplace_back(token > INT32_MAX ? -1 : static_cast<int32_t>(token), proto.logit_bias_values(i));
   }
-  if (proto.logit_bias_values_size() > proto.logit_bias_tokens_size()) sampling.logit_bias.emplace_back(-1, 0.0f);
+  RECGPT_RETURN_IF_ERROR(sampling.validate());
   return sampling;
 }
 

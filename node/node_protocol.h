@@ -74,8 +74,10 @@ struct ReportPeer {
 };
 void send_load_reports(const control::LoadReport& load, PrefixIndexJournal& journal, std::span<const ReportPeer> peers);
 
-// A call's sampling parameters from the wire: 0 for top_p or repetition_penalty means off (1). Not validated.
-SamplingParams sampling_from_proto(const control::SamplingParams& proto);
+// A call's sampling parameters from the wire: 0 for top_p or repetition_penalty means off (1). kInvalidArgument
+// naming the field for what SamplingParams::validate() refuses and for logit_bias lists of different lengths
+// (the vocabulary is the engine's to check: validate(vocab_size)).
+Result<SamplingParams> sampling_from_proto(const control::SamplingParams& proto);
 
 // One token's logprobs on the wire (PrefillDone, TokenChunk).
 void logprobs_to_proto(const TokenLogprobs& logprobs, control::TokenLogprobs& proto);

@@ -275,8 +275,8 @@ Status PrefillWorker::prepare(Job& job) {
       node::resolve_entities(request.entities(), entity_dim, entities_ ? &*entities_ : nullptr, "prefill"));
   job.entity_vectors = std::move(entities.vectors);
   job.entity_keys = std::move(entities.keys);
-  job.input =
-      PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, node::sampling_from_proto(request.sampling()), {}};
+  RECGPT_ASSIGN_OR_RETURN(SamplingParams sampling, node::sampling_from_proto(request.sampling()));
+  job.input = PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, std::move(sampling), {}};
   RECGPT_ASSIGN_OR_RETURN(node::ConstraintMaker constraint, constraints_->maker(request.sampling()));
   if (constraint) {
     job.input.logits_processor = constraint(generation_start(job.prompt.size(), job.input.sampling));
