@@ -35,8 +35,7 @@ struct ChoiceRun {
   CompletionChoice result;
   CallCancel cancel;
   bool first_chunk = true;
-  std::vector<int32_t> generated;  // every token of the call, across the pairs it ran on
-  int64_t tokens_before = 0;       // generated on a pair that failed
+  std::vector<int32_t> generated;  // every token of the call, across the pairs it ran on (its completion tokens)
   Result<CallOutcome> outcome = unavailable("the choice did not run");
 };
 
@@ -95,7 +94,6 @@ asio::awaitable<void> run_choice(const CompletionContext& context, int index, Ch
                {"error", choice.outcome.status().to_string()},
                {"tokens_before", static_cast<int64_t>(choice.generated.size())}});
     services.metrics.call_continued();
-    choice.tokens_before = static_cast<int64_t>(choice.generated.size());
     const CallPlan continued = continued_plan(choice.plan, choice.generated);  // run_call keeps references
     choice.outcome =
         co_await run_call(services.cluster, services.policy, services.counter++, continued, sink, choice.cancel);
@@ -190,7 +188,7 @@ asio::awaitable<CompletionRun> run_completion(const CompletionServices& services
   result.decode_node = first.decode_node;
   double first_token_seconds = 0;
   for (const auto& choice : choices) {
-    result.usage.completion_tokens += choice->tokens_before + choice->outcome->completion_tokens;
+    result.usage.completion_tokens += static_cast<int64_t>(choice->generated.size());
     const double seconds = choice->timing.first_token_seconds().value_or(0);
     if (first_token_seconds == 0 || (seconds > 0 && seconds < first_token_seconds)) first_token_seconds = seconds;
     result.choices.push_back(std::move(choice->result));

@@ -108,6 +108,17 @@ class Fields {
   std::optional<ApiError> error_;
 };
 
+// Appends the token ids of a JSON array to `out`; the index of the first item that is not one (an integer in
+// [0, INT32_MAX]), if any. The vocabulary is checked when the prompt is tokenized.
+std::optional<size_t> read_token_ids(const json& array, std::vector<int32_t>& out) {
+  for (size_t i = 0; i < array.size(); ++i) {
+    int64_t id = 0;
+    if (!array[i].is_number_integer() || !integer_in(array[i], 0, INT32_MAX, id)) return i;
+    out.push_back(static_cast<int32_t>(id));
+  }
+  return std::nullopt;
+}
+
 void parse_prompt(const json& prompt, CompletionRequest& request, Fields& fields) {
   if (prompt.is_string()) {
     request.prompt = prompt.get<std::string>();
@@ -122,13 +133,8 @@ void parse_prompt(const json& prompt, CompletionRequest& request, Fields& fields
   if (prompt[0].is_string() || prompt[0].is_array()) {
     return fields.fail(invalid_request("only one prompt per request is supported", "prompt"));
   }
-  for (size_t i = 0; i < prompt.size(); ++i) {
-    const json& token = prompt[i];
-    int64_t id = 0;
-    if (!token.is_number_integer() || !integer_in(token, 0, INT32_MAX, id)) {
-      return fields.fail(invalid_request("'prompt[" + std::to_string(i) + "]' must be a token id", "prompt"));
-    }
-    request.prompt_token_ids.push_back(static_cast<int32_t>(id));
+  if (auto bad = read_token_ids(prompt, request.prompt_token_ids)) {
+    return fields.fail(invalid_request("'prompt[" + std::to_string(*bad) + "]' must be a token id", "prompt"));
   }
 }
 
@@ -188,19 +194,15 @@ void parse_stop(const json& stop, CompletionRequest& request, Fields& fields, co
   }
 }
 
-// vLLM's `stop_token_ids`: token ids (the vocabulary is checked when the prompt is tokenized).
+// vLLM's `stop_token_ids`.
 void parse_stop_token_ids(const json& ids, CompletionRequest& request, Fields& fields, const ApiLimits& limits) {
   if (!ids.is_array()) return fields.fail(wrong_type("stop_token_ids", "an array of token ids", ids));
   if (ids.size() > limits.max_stop_token_ids) {
     return fields.fail(invalid_request(
         "'stop_token_ids' has more than " + std::to_string(limits.max_stop_token_ids) + " ids", "stop_token_ids"));
   }
-  for (const json& id : ids) {
-    int64_t token = -1;
-    if (!id.is_number_integer() || !integer_in(id, 0, std::numeric_limits<int32_t>::max(), token)) {
-      return fields.fail(wrong_type("stop_token_ids", "an array of token ids (integers >= 0)", id));
-    }
-    request.stop_token_ids.push_back(static_cast<int32_t>(token));
+  if (auto bad = read_token_ids(ids, request.stop_token_ids)) {
+    return fields.fail(wrong_type("stop_token_ids", "an array of token ids (integers >= 0)", ids[*bad]));
   }
 }
 
@@ -267,14 +269,8 @@ ApiError unsupported(const std::string& field, const std::string& why) {
 void parse_logprobs(Fields& fields, CompletionRequest& request, Endpoint endpoint, const ApiLimits& limits) {
   if (endpoint == Endpoint::kCompletions) {
     // The legacy shape: `logprobs` is the number of most likely tokens listed at each position.
-    std::optional<int32_t> top;
-    if (fields.find("logprobs") != nullptr) {
-      int32_t count = 0;
-      fields.integer("logprobs", count, 0, limits.max_top_logprobs);
-      top = count;
-    }
-    request.logprobs = top.has_value();
-    request.top_logprobs = top.value_or(0);
+    request.logprobs = fields.find("logprobs") != nullptr;
+    fields.integer("logprobs", request.top_logprobs, 0, limits.max_top_logprobs);
     return;
   }
   fields.boolean("logprobs", request.logprobs);

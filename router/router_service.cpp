@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <span>
 
 #include "common/http/http_server.h"
 #include "common/log.h"
@@ -406,6 +407,18 @@ class Service final : public std::enable_shared_from_this<Service> {
     }
   }
 
+  // A 400 naming `param` for the first of `tokens` outside the model's vocabulary.
+  std::optional<ApiError> outside_vocabulary(std::span<const int32_t> tokens, const std::string& param) const {
+    for (int32_t token : tokens) {
+      if (token >= model_.config().vocab_size) {
+        return invalid_request("token id " + std::to_string(token) + " is outside the vocabulary of " +
+                                   std::to_string(model_.config().vocab_size),
+                               param);
+      }
+    }
+    return std::nullopt;
+  }
+
   // Tokenizes and checks the request against the model; the call to run.
   std::variant<CallPlan, ApiError> plan_call(const CompletionRequest& request, Clock::time_point received) {
     if (request.model != options_.model_name) {
@@ -417,13 +430,7 @@ class Service final : public std::enable_shared_from_this<Service> {
     CallPlan plan;
     const std::string param = request.endpoint == Endpoint::kCompletions ? "prompt" : "messages";
     if (!request.prompt_token_ids.empty()) {
-      for (int32_t token : request.prompt_token_ids) {
-        if (token >= model_.config().vocab_size) {
-          return invalid_request("token id " + std::to_string(token) + " is outside the vocabulary of " +
-                                     std::to_string(model_.config().vocab_size),
-                                 "prompt");
-        }
-      }
+      if (auto error = outside_vocabulary(request.prompt_token_ids, "prompt")) return *error;
       plan.call.prompt = request.prompt_token_ids;
     } else {
       plan.call.prompt = tokenizer_->encode(
@@ -471,12 +478,8 @@ class Service final : public std::enable_shared_from_this<Service> {
     plan.vocab_size = model_.config().vocab_size;
     plan.call.sampling.seed = request.seed ? *request.seed : random_();
     if (!request.ignore_eos) plan.call.stop_tokens = stop_tokens_;
+    if (auto error = outside_vocabulary(request.stop_token_ids, "stop_token_ids")) return *error;
     for (int32_t token : request.stop_token_ids) {  // after the end tokens: a constraint ends at the first
-      if (token >= model_.config().vocab_size) {
-        return invalid_request("stop token id " + std::to_string(token) + " is outside the vocabulary of " +
-                                   std::to_string(model_.config().vocab_size),
-                               "stop_token_ids");
-      }
       auto& stops = plan.call.stop_tokens;
       if (std::find(stops.begin(), stops.end(), token) == stops.end()) stops.push_back(token);
     }
