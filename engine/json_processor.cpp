@@ -1,0 +1,112 @@
+#include "engine/json_processor.h"
+
+#include <limits>
+
+namespace recgpt {
+namespace {
+
+// Adds every token below `node` whose bytes `matcher` accepts; the matcher is back where it was on return.
+void collect(const TokenByteTrie& trie, uint32_t node, JsonMatcher& matcher, TokenMask& mask) {
+  for (const TokenByteTrie::Edge& edge : trie.edges(node)) {
+    const JsonMatcher::Snapshot before = matcher.save();
+    if (matcher.feed(edge.byte)) {
+      for (int32_t token : trie.tokens_at(edge.child)) mask.insert(token);
+      collect(trie, edge.child, matcher, mask);
+    }
+    matcher.restore(before);
+  }
+}
+
+}  // namespace
+
+JsonGrammar::JsonGrammar(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const TokenByteTrie> vocabulary,
+                         size_t cached_masks)
+    : schema_(std::move(schema)), vocabulary_(std::move(vocabulary)), capacity_(std::max<size_t>(cached_masks, 1)) {}
+
+TokenMask JsonGrammar::compute_next_tokens(const JsonMatcher& matcher) const {
+  TokenMask mask{std::vector<uint64_t>((static_cast<size_t>(vocabulary_->vocab_size()) + 63) / 64, 0)};
+  JsonMatcher walker = matcher;
+  collect(*vocabulary_, TokenByteTrie::kRoot, walker, mask);
+  return mask;
+}
+
+std::shared_ptr<const TokenMask> JsonGrammar::next_tokens(const JsonMatcher& matcher) const {
+  std::string key;
+  matcher.state_key(key);
+  {
+    std::lock_guard lock(mutex_);
+    if (auto found = cache_.find(key); found != cache_.end()) {
+      recent_.splice(recent_.begin(), recent_, found->second);
+      ++stats_.hits;
+      return found->second->second;
+    }
+    ++stats_.misses;
+  }
+  // Computed outside the lock: another sequence may compute the same mask meanwhile, which costs time, not
+  // correctness.
+  auto mask = std::make_shared<const TokenMask>(compute_next_tokens(matcher));
+  std::lock_guard lock(mutex_);
+  if (cache_.count(key) == 0) {
+    recent_.emplace_front(key, mask);
+    cache_.emplace(std::move(key), recent_.begin());
+    if (recent_.size() > capacity_) {
+      cache_.erase(recent_.back().first);
+      recent_.pop_back();
+    }
+  }
+  return mask;
+}
+
+JsonGrammar::CacheStats JsonGrammar::cache_stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+JsonProcessor::JsonProcessor(std::shared_ptr<const JsonGrammar> grammar, int32_t end, size_t prompt_tokens)
+    : grammar_(std::move(grammar)), matcher_(grammar_->schema()), end_(end), consumed_(prompt_tokens) {}
+
+bool JsonProcessor::allows(int32_t token) const {
+  if (ended_ || broken_) return false;
+  if (token == end_) return matcher_.complete();
+  if (token < 0 || token >= grammar_->vocabulary().vocab_size()) return false;
+  const std::string_view bytes = grammar_->vocabulary().token(token);
+  JsonMatcher copy = matcher_;
+  return !bytes.empty() && copy.feed(bytes);
+}
+
+bool JsonProcessor::advance(int32_t token) {
+  if (!allows(token)) {
+    broken_ = true;
+    return false;
+  }
+  if (token == end_) {
+    ended_ = true;
+    return true;
+  }
+  (void)matcher_.feed(grammar_->vocabulary().token(token));
+  return true;
+}
+
+void JsonProcessor::process(std::span<float> logits, std::span<const int32_t> tokens) {
+  for (; consumed_ < tokens.size(); ++consumed_) {
+    if (!broken_) (void)advance(tokens[consumed_]);
+  }
+  constexpr float kForbidden = -std::numeric_limits<float>::infinity();
+  const bool end_allowed = allows(end_);
+  const bool end_in_row = end_ >= 0 && static_cast<size_t>(end_) < logits.size();
+  const float end_logit = end_in_row ? logits[static_cast<size_t>(end_)] : kForbidden;
+  if (ended_ || broken_ || matcher_.finished()) {
+    std::fill(logits.begin(), logits.end(), kForbidden);
+    if (end_in_row && end_allowed) logits[static_cast<size_t>(end_)] = end_logit;
+    return;
+  }
+  const std::shared_ptr<const TokenMask> mask = grammar_->next_tokens(matcher_);
+  for (size_t token = 0; token < logits.size(); ++token) {
+    const size_t word = token / 64;
+    if (word >= mask->words.size() || ((mask->words[word] >> (token % 64)) & 1) == 0) logits[token] = kForbidden;
+  }
+  // The end token only ends a whole value, even where its bytes would go on with it.
+  if (end_in_row) logits[static_cast<size_t>(end_)] = end_allowed ? end_logit : kForbidden;
+}
+
+}  // namespace recgpt
