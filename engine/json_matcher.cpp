@@ -228,23 +228,49 @@ JsonMatcher::Step JsonMatcher::array_byte(Frame& frame, uint8_t byte) {
 }
 
 JsonMatcher::Step JsonMatcher::string_byte(Frame& frame, uint8_t byte) {
+  StringState state{frame.phase, frame.count};
+  switch (string_step(state, byte)) {
+    case StringStep::kInside:
+      frame.phase = state.phase;
+      frame.count = state.count;
+      return Step::kTaken;
+    case StringStep::kCloses: close_top(); return Step::kTaken;
+    default: return Step::kRefused;
+  }
+}
+
+std::optional<JsonMatcher::StringState> JsonMatcher::string_state() const {
+  if (depth_ == 0 || frames_[static_cast<size_t>(depth_ - 1)].kind != kString) return std::nullopt;
+  const Frame& top = frames_[static_cast<size_t>(depth_ - 1)];
+  return StringState{top.phase, top.count};
+}
+
+void JsonMatcher::set_string_state(StringState state) {
+  Frame& top = frames_[static_cast<size_t>(depth_ - 1)];
+  RECGPT_CHECK(depth_ > 0 && top.kind == kString);
+  top.phase = state.phase;
+  top.count = state.count;
+}
+
+JsonMatcher::StringState JsonMatcher::string_start() { return StringState{kChars, 0}; }
+
+JsonMatcher::StringStep JsonMatcher::string_step(StringState& frame, uint8_t byte) {
+  using Step = StringStep;
   const auto tail = [&](uint8_t low, uint8_t high) {
     if (byte < low || byte > high) return Step::kRefused;
     frame.phase = --frame.count == 0 ? kChars : kUtf8;
-    return Step::kTaken;
+    return Step::kInside;
   };
+  constexpr Step kTaken = Step::kInside;
   switch (frame.phase) {
     case kChars:
-      if (byte == '"') {
-        close_top();
-        return Step::kTaken;
-      }
+      if (byte == '"') return Step::kCloses;
       if (byte == '\\') {
         frame.phase = kEscape;
-        return Step::kTaken;
+        return kTaken;
       }
       if (byte < 0x20) return Step::kRefused;
-      if (byte < 0x80) return Step::kTaken;
+      if (byte < 0x80) return kTaken;
       // A UTF-8 lead byte: how many continuation bytes follow, and which range the first must fall in
       // (no overlong forms, no surrogates, nothing past U+10FFFF).
       if (byte >= 0xC2 && byte <= 0xDF) {
@@ -259,19 +285,19 @@ JsonMatcher::Step JsonMatcher::string_byte(Frame& frame, uint8_t byte) {
       } else {
         return Step::kRefused;
       }
-      return Step::kTaken;
+      return kTaken;
     case kEscape:
       if (byte == 'u') {
         frame.phase = kHex1;
-        return Step::kTaken;
+        return kTaken;
       }
       if (std::strchr("\"\\/bfnrt", byte) == nullptr || byte == 0) return Step::kRefused;
       frame.phase = kChars;
-      return Step::kTaken;
+      return kTaken;
     case kHex1:
       if (!is_hex(byte)) return Step::kRefused;
       frame.phase = (byte == 'd' || byte == 'D') ? kHex2AfterD : kHex2;
-      return Step::kTaken;
+      return kTaken;
     case kHex2AfterD: {
       const uint8_t digit = static_cast<uint8_t>(byte | 0x20);  // lower case
       if (is_digit(byte) && byte <= '7')
@@ -280,7 +306,7 @@ JsonMatcher::Step JsonMatcher::string_byte(Frame& frame, uint8_t byte) {
         frame.phase = kHighHex3;
       else
         return Step::kRefused;  // a lone low surrogate
-      return Step::kTaken;
+      return kTaken;
     }
     case kHex2:
     case kHex3:
@@ -290,7 +316,7 @@ JsonMatcher::Step JsonMatcher::string_byte(Frame& frame, uint8_t byte) {
       if (!is_hex(byte)) return Step::kRefused;
       constexpr uint8_t kAfter[] = {0, 0, 0, kHex3, 0, kHex4, kChars, kHighHex4, kLowBackslash};
       frame.phase = kAfter[frame.phase];
-      return Step::kTaken;
+      return kTaken;
     }
     case kLowBackslash:
     case kLowU:
@@ -303,7 +329,7 @@ JsonMatcher::Step JsonMatcher::string_byte(Frame& frame, uint8_t byte) {
                                                    : (lower >= 'c' && lower <= 'f');
       if (!ok) return Step::kRefused;
       frame.phase = frame.phase == kLow2 ? uint8_t{kHex3} : static_cast<uint8_t>(frame.phase + 1);
-      return Step::kTaken;
+      return kTaken;
     }
     case kUtf8: return tail(0x80, 0xBF);
     case kUtf8E0: return tail(0xA0, 0xBF);

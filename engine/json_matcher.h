@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -43,6 +44,22 @@ class JsonMatcher {
   struct Snapshot;
   Snapshot save() const;
   void restore(const Snapshot& snapshot);
+
+  // Inside a string, what the string's own state is: every byte of a string is decided by it alone, up to
+  // its closing quote (engine/json_processor.h precomputes per string state which tokens stay inside).
+  struct StringState {
+    uint8_t phase;
+    uint32_t count;
+    bool operator==(const StringState&) const = default;
+  };
+  enum class StringStep { kInside, kCloses, kRefused };
+  static StringStep string_step(StringState& state, uint8_t byte);
+  // The state at a string's opening quote (and after any whole character).
+  static StringState string_start();
+  // The top value's, when it is a string.
+  std::optional<StringState> string_state() const;
+  // Precondition: the top value is a string.
+  void set_string_state(StringState state);
 
   // Appends bytes that name this state: two matchers of the same schema with equal keys accept the same bytes.
   void state_key(std::string& out) const;

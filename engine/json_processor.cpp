@@ -1,5 +1,7 @@
 #include "engine/json_processor.h"
 
+#include <algorithm>
+#include <bit>
 #include <limits>
 
 namespace recgpt {
@@ -19,14 +21,23 @@ void collect(const TokenByteTrie& trie, uint32_t node, JsonMatcher& matcher, Tok
 
 }  // namespace
 
-JsonGrammar::JsonGrammar(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const TokenByteTrie> vocabulary,
+JsonGrammar::JsonGrammar(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const JsonVocabulary> vocabulary,
                          size_t cached_masks)
     : schema_(std::move(schema)), vocabulary_(std::move(vocabulary)), capacity_(std::max<size_t>(cached_masks, 1)) {}
 
 TokenMask JsonGrammar::compute_next_tokens(const JsonMatcher& matcher) const {
-  TokenMask mask{std::vector<uint64_t>((static_cast<size_t>(vocabulary_->vocab_size()) + 63) / 64, 0)};
   JsonMatcher walker = matcher;
-  collect(*vocabulary_, TokenByteTrie::kRoot, walker, mask);
+  if (const auto inside = matcher.string_state()) {
+    // Up to its quote a closing token's bytes stay inside the string (the split checked them from this state),
+    // which they leave in its plain state.
+    const JsonVocabulary::StringSplit& split = vocabulary_->string_split(*inside);
+    TokenMask mask = split.inside;
+    walker.set_string_state(JsonMatcher::string_start());
+    collect(split.closing, TokenByteTrie::kRoot, walker, mask);
+    return mask;
+  }
+  TokenMask mask = TokenMask::empty(vocabulary_->vocab_size());
+  collect(vocabulary_->trie(), TokenByteTrie::kRoot, walker, mask);
   return mask;
 }
 
@@ -101,9 +112,20 @@ void JsonProcessor::process(std::span<float> logits, std::span<const int32_t> to
     return;
   }
   const std::shared_ptr<const TokenMask> mask = grammar_->next_tokens(matcher_);
-  for (size_t token = 0; token < logits.size(); ++token) {
-    const size_t word = token / 64;
-    if (word >= mask->words.size() || ((mask->words[word] >> (token % 64)) & 1) == 0) logits[token] = kForbidden;
+  // A word at a time: most are all allowed (inside strings) or all forbidden (elsewhere).
+  for (size_t begin = 0; begin < logits.size(); begin += 64) {
+    const size_t word = begin / 64;
+    const uint64_t allowed = word < mask->words.size() ? mask->words[word] : 0;
+    const size_t end = std::min(begin + 64, logits.size());
+    if (allowed == 0) {
+      std::fill(logits.begin() + static_cast<std::ptrdiff_t>(begin), logits.begin() + static_cast<std::ptrdiff_t>(end),
+                kForbidden);
+    } else {
+      const uint64_t in_row = end - begin == 64 ? ~uint64_t{0} : (uint64_t{1} << (end - begin)) - 1;
+      for (uint64_t forbidden = ~allowed & in_row; forbidden != 0; forbidden &= forbidden - 1) {
+        logits[begin + static_cast<size_t>(std::countr_zero(forbidden))] = kForbidden;
+      }
+    }
   }
   // The end token only ends a whole value, even where its bytes would go on with it.
   if (end_in_row) logits[static_cast<size_t>(end_)] = end_allowed ? end_logit : kForbidden;

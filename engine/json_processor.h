@@ -1,8 +1,8 @@
 // Structured output: decoding constrained to JSON under a schema (OpenAI's response_format json_object and
 // json_schema). Each step allows exactly the tokens whose bytes the sequence's JsonMatcher accepts next, found
-// by walking the vocabulary's byte trie; masks are cached by matcher state (JsonMatcher::state_key), so the
-// inside of a long string or the same place in a repeated shape costs one lookup. The end token is allowed once
-// the value is whole, and is all that is allowed once it is closed.
+// by walking the vocabulary's byte trie (inside a string: its precomputed split, engine/json_vocabulary.h);
+// masks are cached by matcher state (JsonMatcher::state_key), so the same place in a repeated shape costs one
+// lookup. The end token is allowed once the value is whole, and is all that is allowed once it is closed.
 //
 // Like the other processors, it reads the generated tokens past the prompt from `tokens`, so a decode node picks
 // up the state from a prefill node's first token.
@@ -17,31 +17,21 @@
 #include <vector>
 
 #include "engine/json_matcher.h"
+#include "engine/json_vocabulary.h"
 #include "engine/logits_processor.h"
-#include "engine/token_byte_trie.h"
 
 namespace recgpt {
-
-// A set of token ids, a bit each.
-struct TokenMask {
-  std::vector<uint64_t> words;
-  bool contains(int32_t token) const {
-    const auto index = static_cast<size_t>(token);
-    return token >= 0 && index / 64 < words.size() && ((words[index / 64] >> (index % 64)) & 1) != 0;
-  }
-  void insert(int32_t token) { words[static_cast<size_t>(token) / 64] |= uint64_t{1} << (token % 64); }
-};
 
 // A schema with its vocabulary and mask cache, shared by every sequence decoding under it. Thread-safe.
 class JsonGrammar {
  public:
   static constexpr size_t kDefaultCachedMasks = 256;
 
-  JsonGrammar(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const TokenByteTrie> vocabulary,
+  JsonGrammar(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const JsonVocabulary> vocabulary,
               size_t cached_masks = kDefaultCachedMasks);
 
   const std::shared_ptr<const JsonSchema>& schema() const { return schema_; }
-  const TokenByteTrie& vocabulary() const { return *vocabulary_; }
+  const JsonVocabulary& vocabulary() const { return *vocabulary_; }
 
   // The tokens `matcher` accepts whole as its next bytes (not the end token).
   std::shared_ptr<const TokenMask> next_tokens(const JsonMatcher& matcher) const;
@@ -56,7 +46,7 @@ class JsonGrammar {
 
  private:
   std::shared_ptr<const JsonSchema> schema_;
-  std::shared_ptr<const TokenByteTrie> vocabulary_;
+  std::shared_ptr<const JsonVocabulary> vocabulary_;
   size_t capacity_;
 
   using Entry = std::pair<std::string, std::shared_ptr<const TokenMask>>;

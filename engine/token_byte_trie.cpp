@@ -3,26 +3,23 @@
 #include <algorithm>
 #include <numeric>
 
-#include "engine/tokenizer.h"
-
 namespace recgpt {
 
-TokenByteTrie::TokenByteTrie(std::span<const std::string> tokens)
-    : vocab_size_(static_cast<int32_t>(tokens.size())), tokens_(tokens.begin(), tokens.end()) {
+TokenByteTrie::TokenByteTrie(std::span<const std::string> tokens) : vocab_size_(static_cast<int32_t>(tokens.size())) {
   // Sorting the tokens by bytes lays out each node's subtree contiguously: one pass builds the trie in
   // depth-first order, a node's children by byte.
   std::vector<int32_t> order(tokens.size());
   std::iota(order.begin(), order.end(), 0);
-  std::erase_if(order, [&](int32_t id) { return tokens_[static_cast<size_t>(id)].empty(); });
+  std::erase_if(order, [&](int32_t id) { return tokens[static_cast<size_t>(id)].empty(); });
   std::sort(order.begin(), order.end(),
-            [&](int32_t a, int32_t b) { return tokens_[static_cast<size_t>(a)] < tokens_[static_cast<size_t>(b)]; });
+            [&](int32_t a, int32_t b) { return tokens[static_cast<size_t>(a)] < tokens[static_cast<size_t>(b)]; });
   // Nodes are created in depth-first order; children lists are gathered per node then flattened.
   std::vector<std::vector<Edge>> children(1);
   std::vector<std::vector<int32_t>> ends(1);
   std::vector<uint32_t> path = {kRoot};  // path[d]: the node at depth d of the previous token
   std::string_view previous;
   for (int32_t id : order) {
-    const std::string_view bytes = tokens_[static_cast<size_t>(id)];
+    const std::string_view bytes = tokens[static_cast<size_t>(id)];
     size_t shared = 0;
     while (shared < previous.size() && shared < bytes.size() && previous[shared] == bytes[shared]) ++shared;
     path.resize(shared + 1);
@@ -46,14 +43,6 @@ TokenByteTrie::TokenByteTrie(std::span<const std::string> tokens)
   }
   edge_begin_.push_back(static_cast<uint32_t>(edges_.size()));
   token_begin_.push_back(static_cast<uint32_t>(token_ids_.size()));
-}
-
-TokenByteTrie TokenByteTrie::from_tokenizer(const Tokenizer& tokenizer) {
-  std::vector<std::string> tokens(static_cast<size_t>(tokenizer.vocab_size()));
-  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) {
-    if (!tokenizer.is_special(id)) tokens[static_cast<size_t>(id)] = std::string(tokenizer.token_bytes(id));
-  }
-  return TokenByteTrie(tokens);
 }
 
 }  // namespace recgpt

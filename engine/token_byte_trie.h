@@ -1,24 +1,19 @@
 // A vocabulary as a trie over its tokens' bytes, for masks that a byte-level automaton decides
-// (engine/json_processor.h): walking the trie feeds each shared prefix once and drops a whole subtree at the
-// first byte refused, instead of feeding every token's bytes. Immutable after build; built once per tokenizer.
+// (engine/json_vocabulary.h): walking the trie feeds each shared prefix once and drops a whole subtree at the
+// first byte refused, instead of feeding every token's bytes. Immutable after build.
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace recgpt {
 
-class Tokenizer;
-
 class TokenByteTrie {
  public:
-  // tokens[id] are token id's bytes; empty ones (special tokens, unused ids) are in no mask.
+  // tokens[id] are token id's bytes; empty ones (special tokens, unused ids) are in no node.
   explicit TokenByteTrie(std::span<const std::string> tokens);
-  // The tokenizer's non-special tokens.
-  static TokenByteTrie from_tokenizer(const Tokenizer& tokenizer);
 
   struct Edge {
     uint8_t byte;
@@ -34,11 +29,9 @@ class TokenByteTrie {
   }
   size_t num_nodes() const { return edge_begin_.size() - 1; }
   int32_t vocab_size() const { return vocab_size_; }
-  std::string_view token(int32_t id) const { return tokens_[static_cast<size_t>(id)]; }
 
  private:
   int32_t vocab_size_ = 0;
-  std::vector<std::string> tokens_;
   std::vector<uint32_t> edge_begin_;  // per node, and one past the last
   std::vector<Edge> edges_;           // each node's, by byte
   std::vector<uint32_t> token_begin_;

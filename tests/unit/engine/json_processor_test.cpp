@@ -37,7 +37,7 @@ std::shared_ptr<const JsonSchema> compiled(const char* text) {
 }
 
 // Every token whose bytes `matcher` accepts, fed one by one.
-std::set<int32_t> brute_force(const TokenByteTrie& vocabulary, const JsonMatcher& matcher) {
+std::set<int32_t> brute_force(const JsonVocabulary& vocabulary, const JsonMatcher& matcher) {
   std::set<int32_t> tokens;
   for (int32_t id = 0; id < vocabulary.vocab_size(); ++id) {
     JsonMatcher copy = matcher;
@@ -75,7 +75,7 @@ std::vector<std::string> synthetic_vocabulary(std::mt19937& random) {
 
 TEST_CASE("json token masks equal the tokens the automaton accepts", "[json]") {
   std::mt19937 random(11);
-  const auto vocabulary = std::make_shared<const TokenByteTrie>(synthetic_vocabulary(random));
+  const auto vocabulary = std::make_shared<const JsonVocabulary>(synthetic_vocabulary(random));
   for (const char* schema_text : kSchemas) {
     INFO(schema_text);
     const JsonGrammar grammar(compiled(schema_text), vocabulary, /*cached_masks=*/8);
@@ -112,7 +112,7 @@ struct TinyTokenizer {
 
 TEST_CASE("json processor draws JSON that a parser reads with a real tokenizer", "[json]") {
   TinyTokenizer tiny;
-  const auto vocabulary = std::make_shared<const TokenByteTrie>(TokenByteTrie::from_tokenizer(tiny.tokenizer));
+  const auto vocabulary = JsonVocabulary::from_tokenizer(tiny.tokenizer);
   const int32_t end = tiny.tokenizer.token_to_id("<|endoftext|>").value();
   const int32_t rows = tiny.tokenizer.vocab_size() + 7;  // the model's rows may outnumber the tokenizer's ids
   std::mt19937 random(5);
@@ -165,7 +165,7 @@ TEST_CASE("json processor draws JSON that a parser reads with a real tokenizer",
 
 TEST_CASE("json processor refuses a token the schema does not allow and allows the end only when whole", "[json]") {
   const std::vector<std::string> tokens = {"{", "}", "\"a\"", ":", "1", "x", ""};
-  const auto vocabulary = std::make_shared<const TokenByteTrie>(tokens);
+  const auto vocabulary = std::make_shared<const JsonVocabulary>(tokens);
   const auto grammar = std::make_shared<const JsonGrammar>(JsonSchema::any_object(), vocabulary);
   const int32_t end = 6;
   JsonProcessor processor(grammar, end, 0);
