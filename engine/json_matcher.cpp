@@ -114,7 +114,7 @@ void JsonMatcher::close_top() {
 }
 
 JsonMatcher::Step JsonMatcher::value_byte(Frame& frame, uint8_t byte) {
-  if (whitespace(byte)) return Step::kTaken;
+  if (depth_ > 1 && whitespace(byte)) return Step::kTaken;  // the output starts with its value
   return start_value(frame, byte);
 }
 
@@ -134,7 +134,7 @@ JsonMatcher::Step JsonMatcher::start_value(Frame& frame, uint8_t byte) {
       return Step::kTaken;
     }
     if ((byte == '-' || is_digit(byte)) && (node.types & (kJsonInteger | kJsonNumber))) {
-      frame = Frame{frame.node, kNumber, byte == '-' ? kMinus : byte == '0' ? kZero : kInt, 1, 0};
+      frame = Frame{frame.node, kNumber, byte == '-' ? kMinus : byte == '0' ? kZero : kInt, 1, byte == '-' ? 1u : 0u};
       return Step::kTaken;
     }
   }
@@ -379,6 +379,7 @@ JsonMatcher::Step JsonMatcher::number_byte(Frame& frame, uint8_t byte) {
   }
   if (next == 0xFF) return number_whole(frame.phase) ? Step::kEnded : Step::kRefused;
   if (frame.count >= kMaxNumberBytes) return Step::kRefused;
+  if (integer_only && frame.count - frame.aux >= kMaxIntegerDigits) return Step::kRefused;
   ++frame.count;
   frame.phase = next;
   return Step::kTaken;

@@ -5,8 +5,10 @@
 //
 // Beyond RFC 8259, it refuses what a model should not write and some parsers reject: surrogate escapes other
 // than a high one followed by a low one, invalid UTF-8 in strings, nesting deeper than kMaxDepth, whitespace runs
-// longer than kMaxWhitespaceRun, numbers longer than kMaxNumberBytes or with exponents of more than two digits, and
-// anything after the value.
+// longer than kMaxWhitespaceRun, numbers longer than kMaxNumberBytes or with exponents of more than two digits,
+// integers (of schemas that ask for them) of more than kMaxIntegerDigits digits, which JavaScript's numbers and
+// doubles would not hold exactly, and
+// whitespace before or anything after the value.
 //
 // The state is a small fixed array, so a walker can save() before a byte and restore() after it cheaply (the
 // token mask's trie walk does this at every node); state_key() names the state for caching masks.
@@ -28,6 +30,7 @@ class JsonMatcher {
   static constexpr int kMaxDepth = 32;              // open objects, arrays and the value inside the innermost
   static constexpr uint8_t kMaxWhitespaceRun = 16;  // bytes of whitespace between two tokens of the JSON grammar
   static constexpr uint32_t kMaxNumberBytes = 32;
+  static constexpr uint32_t kMaxIntegerDigits = 15;  // below 2^53
 
   explicit JsonMatcher(std::shared_ptr<const JsonSchema> schema);
 
@@ -70,7 +73,8 @@ class JsonMatcher {
     uint8_t kind;    // Kind
     uint8_t phase;   // where inside it
     uint32_t count;  // object: the next listed key; array: items; number, literal: bytes read
-    uint64_t aux;    // object: the node of the value after the current key; literal: candidates (a bit each)
+    uint64_t aux;    // object: the node of the value after the current key; literal: candidates (a bit each);
+                     // number: 1 when it starts with '-'
   };
 
  private:
