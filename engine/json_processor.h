@@ -64,6 +64,7 @@ class JsonProcessor final : public LogitsProcessor {
   bool advance(int32_t token);
   bool allows(int32_t token) const;
   const JsonMatcher& matcher() const { return matcher_; }
+  const std::shared_ptr<const JsonGrammar>& grammar() const { return grammar_; }
 
  private:
   std::shared_ptr<const JsonGrammar> grammar_;

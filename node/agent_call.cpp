@@ -32,6 +32,8 @@ control::SamplingParams sampling_to_proto(const AgentCall& call) {
     constraint.set_lines(given.lines);
     constraint.set_line_prefix(given.line_prefix);
     constraint.set_max_line_tokens(static_cast<uint32_t>(given.max_line_tokens));
+    constraint.set_json(given.json);
+    constraint.set_json_schema(given.json_schema);
   }
   return proto;
 }

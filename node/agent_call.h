@@ -15,7 +15,7 @@ namespace recgpt::node {
 
 // A decoding constraint (proto Constraint), ended by the call's first stop token: up to max_items of `allowed`
 // (or of the nodes' `catalogue`), one per line; or with `lines`, up to max_items lines of `line_prefix` and free
-// text. None when nothing is set.
+// text; or with `json`, one JSON value under `json_schema` (empty: any object). None when nothing is set.
 struct CallConstraint {
   std::vector<std::string> allowed;
   std::string catalogue;
@@ -23,8 +23,10 @@ struct CallConstraint {
   std::string line_prefix;
   int32_t max_items = 1;
   int32_t max_line_tokens = 32;
+  bool json = false;
+  std::string json_schema = {};
 
-  bool any() const { return !allowed.empty() || !catalogue.empty() || lines; }
+  bool any() const { return !allowed.empty() || !catalogue.empty() || lines || json; }
 };
 
 struct AgentCall {

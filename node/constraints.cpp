@@ -16,6 +16,9 @@ Result<std::unique_ptr<Constraints>> Constraints::create(
   const std::vector<int32_t> line_break = constraints->tokenizer_.encode("\n");
   if (line_break.size() == 1) constraints->separator_ = line_break[0];
   constraints->line_tokens_ = std::make_shared<LineTokens>(constraints->tokenizer_);
+  constraints->json_vocabulary_ = JsonVocabulary::from_tokenizer(constraints->tokenizer_);
+  constraints->any_object_ =
+      std::make_shared<const JsonGrammar>(JsonSchema::any_object(), constraints->json_vocabulary_);
   for (const auto& [name, path] : catalogues) {
     if (constraints->separator_ < 0) {
       return invalid_argument("catalogue '" + name + "': the tokenizer writes a line break as several tokens");
@@ -33,10 +36,11 @@ Result<std::unique_ptr<Constraints>> Constraints::create(
 Result<ConstraintMaker> Constraints::maker(const control::SamplingParams& sampling) const {
   if (!sampling.has_constraint()) return ConstraintMaker();
   const control::Constraint& constraint = sampling.constraint();
-  if (separator_ < 0) return unimplemented("this model's tokenizer writes a line break as several tokens");
   if (sampling.stop_token_ids_size() == 0) {
-    return invalid_argument("a constrained call needs a stop token to end its list");
+    return invalid_argument("a constrained call needs a stop token to end its output");
   }
+  if (constraint.json() || !constraint.json_schema().empty()) return json_maker(sampling);
+  if (separator_ < 0) return unimplemented("this model's tokenizer writes a line break as several tokens");
   if (constraint.max_items() == 0) return invalid_argument("a constraint's max_items must be at least 1");
   if (constraint.lines()) {
     if (constraint.choices_size() > 0 || !constraint.catalogue().empty()) {
@@ -85,6 +89,43 @@ Result<ConstraintMaker> Constraints::maker(const control::SamplingParams& sampli
   return ConstraintMaker([trie, shape](size_t prompt_tokens) -> std::shared_ptr<LogitsProcessor> {
     return std::make_shared<ChoiceListProcessor>(trie, shape, prompt_tokens);
   });
+}
+
+Result<ConstraintMaker> Constraints::json_maker(const control::SamplingParams& sampling) const {
+  const control::Constraint& constraint = sampling.constraint();
+  if (!constraint.json()) return invalid_argument("a constraint gives a JSON schema without asking for JSON");
+  if (constraint.choices_size() > 0 || !constraint.catalogue().empty() || constraint.lines()) {
+    return invalid_argument("a JSON constraint takes no choices, catalogue or lines");
+  }
+  RECGPT_ASSIGN_OR_RETURN(std::shared_ptr<const JsonGrammar> grammar, json_grammar(constraint.json_schema()));
+  const auto end = static_cast<int32_t>(sampling.stop_token_ids(0));
+  return ConstraintMaker([grammar, end](size_t prompt_tokens) -> std::shared_ptr<LogitsProcessor> {
+    return std::make_shared<JsonProcessor>(grammar, end, prompt_tokens);
+  });
+}
+
+Result<std::shared_ptr<const JsonGrammar>> Constraints::json_grammar(const std::string& schema_text) const {
+  if (schema_text.empty()) return any_object_;
+  if (schema_text.size() > kMaxSchemaBytes) {
+    return invalid_argument("a JSON schema of " + std::to_string(schema_text.size()) + " bytes, at most " +
+                            std::to_string(kMaxSchemaBytes) + " are allowed");
+  }
+  {
+    std::lock_guard lock(schemas_mutex_);
+    for (auto it = schemas_.begin(); it != schemas_.end(); ++it) {
+      if (it->first == schema_text) {
+        schemas_.splice(schemas_.begin(), schemas_, it);
+        return schemas_.front().second;
+      }
+    }
+  }
+  auto schema = JsonSchema::compile(schema_text);
+  if (!schema.is_ok()) return invalid_argument("the JSON schema: " + schema.status().message());
+  auto grammar = std::make_shared<const JsonGrammar>(std::move(schema).value(), json_vocabulary_);
+  std::lock_guard lock(schemas_mutex_);
+  schemas_.emplace_front(schema_text, grammar);
+  if (schemas_.size() > kCachedSchemas) schemas_.pop_back();
+  return grammar;
 }
 
 }  // namespace recgpt::node

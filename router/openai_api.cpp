@@ -1,16 +1,20 @@
 #include "router/openai_api.h"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "engine/json_schema.h"
 #include "engine/utf8.h"
 
 namespace recgpt::router {
 namespace {
 
-using nlohmann::json;
+// ordered_json keeps an object's keys in the body's order: a json_schema's keys are written in its order.
+using json = nlohmann::ordered_json;
 
 std::string describe(const json& value) {
   switch (value.type()) {
@@ -266,6 +270,56 @@ ApiError unsupported(const std::string& field, const std::string& why) {
   return invalid_request("'" + field + "' is not supported by this server: " + why, field, "unsupported_parameter");
 }
 
+// OpenAI's structured output: {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema":
+// {"name", "schema", "strict", "description"}}. The schema is compiled here so a request the nodes would refuse
+// is refused by name now.
+void parse_response_format(const json& format, CompletionRequest& request, Fields& fields) {
+  const json* type = format.is_object() && format.contains("type") ? &format["type"] : nullptr;
+  if (type == nullptr || !type->is_string()) {
+    return fields.fail(invalid_request("'response_format' must be an object with a string 'type'", "response_format"));
+  }
+  const std::string kind = type->get<std::string>();
+  if (kind == "text") return;
+  if (kind == "json_object") {
+    request.response_format = ResponseFormat::kJsonObject;
+    return;
+  }
+  if (kind != "json_schema") {
+    return fields.fail(invalid_request(
+        "'response_format.type' must be text, json_object or json_schema, not '" + kind + "'", "response_format.type"));
+  }
+  const json* spec = format.contains("json_schema") ? &format["json_schema"] : nullptr;
+  if (spec == nullptr || !spec->is_object()) {
+    return fields.fail(invalid_request("'response_format.json_schema' must be an object with 'name' and 'schema'",
+                                       "response_format.json_schema"));
+  }
+  const json* name = spec->contains("name") ? &(*spec)["name"] : nullptr;
+  const auto name_ok = [](const std::string& text) {
+    return !text.empty() && text.size() <= 64 && std::all_of(text.begin(), text.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+    });
+  };
+  if (name == nullptr || !name->is_string() || !name_ok(name->get<std::string>())) {
+    return fields.fail(invalid_request("'response_format.json_schema.name' must be 1 to 64 letters, digits, '_' or '-'",
+                                       "response_format.json_schema.name"));
+  }
+  if (spec->contains("strict") && !(*spec)["strict"].is_boolean() && !(*spec)["strict"].is_null()) {
+    return fields.fail(invalid_request("'response_format.json_schema.strict' must be a boolean",
+                                       "response_format.json_schema.strict"));
+  }
+  const json* schema = spec->contains("schema") ? &(*spec)["schema"] : nullptr;
+  if (schema == nullptr || !(schema->is_object() || schema->is_boolean())) {
+    return fields.fail(invalid_request("'response_format.json_schema.schema' must be a JSON Schema object",
+                                       "response_format.json_schema.schema"));
+  }
+  request.json_schema = schema->dump();
+  if (auto compiled = JsonSchema::compile(request.json_schema); !compiled.is_ok()) {
+    return fields.fail(invalid_request("'response_format.json_schema.schema': " + compiled.status().message(),
+                                       "response_format.json_schema.schema", "unsupported_schema"));
+  }
+  request.response_format = ResponseFormat::kJsonSchema;
+}
+
 void parse_logprobs(Fields& fields, CompletionRequest& request, Endpoint endpoint, const ApiLimits& limits) {
   if (endpoint == Endpoint::kCompletions) {
     // The legacy shape: `logprobs` is the number of most likely tokens listed at each position.
@@ -305,16 +359,6 @@ void parse_logit_bias(const json& bias, CompletionRequest& request, Fields& fiel
 // OpenAI fields this server does not implement: refused when they ask for something, accepted at their
 // do-nothing values (SDKs send some of them by default).
 void refuse_unsupported(Fields& fields, Endpoint endpoint) {
-  if (const json* format = fields.find("response_format")) {
-    const json* type = format->is_object() && format->contains("type") ? &(*format)["type"] : nullptr;
-    if (type == nullptr || !type->is_string()) {
-      return fields.fail(
-          invalid_request("'response_format' must be an object with a string 'type'", "response_format"));
-    }
-    if (type->get<std::string>() != "text") {
-      return fields.fail(unsupported("response_format", "only {\"type\": \"text\"}; use 'allowed' for a fixed set"));
-    }
-  }
   if (endpoint == Endpoint::kCompletions) {
     bool echo = false;
     fields.boolean("echo", echo);
@@ -440,6 +484,18 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   if (!request.allowed.empty() && request.ignore_eos) {
     fields.fail(
         invalid_request("'ignore_eos' cannot be used with 'allowed' (the list ends at the end token)", "ignore_eos"));
+  }
+  if (const json* format = fields.find("response_format")) parse_response_format(*format, request, fields);
+  if (request.response_format != ResponseFormat::kText) {
+    if (!request.allowed.empty()) {
+      fields.fail(invalid_request("'allowed' and a JSON 'response_format' cannot be used together", "allowed"));
+    }
+    if (request.ignore_eos) {
+      fields.fail(
+          invalid_request("'ignore_eos' cannot be used with a JSON 'response_format' (the value ends at the "
+                          "end token)",
+                          "ignore_eos"));
+    }
   }
   if (const json* timeout = fields.find("timeout")) {
     if (!timeout->is_number() || !(timeout->get<double>() > 0) || timeout->get<double>() > 3600) {

@@ -38,6 +38,10 @@ struct ChatMessage {
 
 enum class Endpoint { kCompletions, kChatCompletions };
 
+// OpenAI's response_format: free text, any JSON object, or JSON under a schema (engine/json_schema.h says which
+// schemas).
+enum class ResponseFormat { kText, kJsonObject, kJsonSchema };
+
 struct CompletionRequest {
   Endpoint endpoint = Endpoint::kCompletions;
   std::string model;
@@ -70,6 +74,8 @@ struct CompletionRequest {
   // line, as the tokenizer writes them (docs/api.md).
   std::vector<std::string> allowed;
   int32_t max_items = 1;
+  ResponseFormat response_format = ResponseFormat::kText;
+  std::string json_schema;  // kJsonSchema: the schema as compact JSON text, its keys in the request's order
 };
 
 struct ApiLimits {
@@ -88,8 +94,8 @@ struct ApiLimits {
 
 // Parses a request body for `endpoint`. Unknown fields are ignored (as OpenAI's SDKs send extras); known fields
 // with wrong types or values are refused naming the field, and so are OpenAI fields this server does not
-// implement when they ask for something (`echo`, `suffix`, `best_of` above 1, tools, a `response_format`
-// other than text): an answer that silently ignored them would be wrong.
+// implement when they ask for something (`echo`, `suffix`, `best_of` above 1, tools): an answer that silently
+// ignored them would be wrong.
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body, Endpoint endpoint,
                                                                    const ApiLimits& limits);
 

@@ -485,6 +485,8 @@ class Service final : public std::enable_shared_from_this<Service> {
     }
     plan.call.constraint.allowed = request.allowed;
     plan.call.constraint.max_items = request.max_items;
+    plan.call.constraint.json = request.response_format != ResponseFormat::kText;
+    plan.call.constraint.json_schema = request.json_schema;
     const auto timeout = request.timeout_seconds ? std::chrono::duration_cast<std::chrono::milliseconds>(
                                                        std::chrono::duration<double>(*request.timeout_seconds))
                                                  : options_.request_timeout;

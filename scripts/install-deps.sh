@@ -14,7 +14,7 @@ debian_packages=(
 build_only=false
 [ "${1:-}" = "--build-only" ] && build_only=true
 if ! $build_only; then
-  debian_packages+=(clang-format clang-tidy ucx-utils curl python3-numpy python3-yaml prometheus)
+  debian_packages+=(clang-format clang-tidy ucx-utils curl python3-numpy python3-yaml python3-jsonschema prometheus)
 fi
 # prometheus: the real server and promtool the metrics test scrapes with (it runs its own instance on a free
 # port; where systemd runs, the package also enables its own service on :9090).

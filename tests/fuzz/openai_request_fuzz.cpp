@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "engine/json_schema.h"
 #include "router/openai_api.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -41,6 +42,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const EntityInput& entity : request.entities)
       RECGPT_CHECK(!entity.id.empty() || entity.vector.size() == limits.entity_dim);
     if (endpoint == Endpoint::kChatCompletions) RECGPT_CHECK(!format_chatml(request.messages).empty());
+    // A JSON schema the router passes on compiles (the nodes compile it again), and JSON excludes `allowed`.
+    RECGPT_CHECK((request.response_format == ResponseFormat::kJsonSchema) == !request.json_schema.empty());
+    if (!request.json_schema.empty()) RECGPT_CHECK(JsonSchema::compile(request.json_schema).is_ok());
+    if (request.response_format != ResponseFormat::kText) RECGPT_CHECK(request.allowed.empty() && !request.ignore_eos);
   }
   return 0;
 }

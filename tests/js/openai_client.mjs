@@ -55,6 +55,28 @@ const chatLogprobsStream = await collect(
   (choice) => choice.delta?.content,
 );
 
+// Structured output under a schema with bounded values (enum, boolean, integer), so it finishes; JSON.parse reads
+// the content.
+const intentSchema = {
+  type: "object",
+  properties: { intent: { enum: ["buy", "browse"] }, urgent: { type: "boolean" }, count: { type: "integer" } },
+  required: ["intent", "urgent", "count"],
+  additionalProperties: false,
+};
+const structured = await client.chat.completions.create({
+  model,
+  max_tokens: 400,
+  temperature: 0,
+  messages,
+  response_format: { type: "json_schema", json_schema: { name: "intent", strict: true, schema: intentSchema } },
+});
+let structuredValue = null;
+try {
+  structuredValue = JSON.parse(structured.choices[0].message.content);
+} catch (error) {
+  structuredValue = { parse_error: String(error) };
+}
+
 let notFound = null;
 try {
   await client.completions.create({ ...sampling, model: "no-such-model", prompt });
@@ -74,6 +96,7 @@ console.log(
       logprobs: chatLogprobs.choices[0].logprobs?.content ?? null,
     },
     chat_logprobs_stream: chatLogprobsStream,
+    json_schema: { finish: structured.choices[0].finish_reason, value: structuredValue },
     not_found: notFound,
   }),
 );

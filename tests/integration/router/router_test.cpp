@@ -71,6 +71,14 @@ TEST_CASE("the openai client gets the colocated greedy output through the router
   CHECK(spelled.rfind(results["chat_logprobs"]["text"].get<std::string>(), 0) == 0);
   CHECK(results["chat_logprobs_stream"]["logprobs"] == logprobs);
   CHECK(results["chat_logprobs_stream"]["text"] == results["chat_logprobs"]["text"]);
+  // Structured output: the content parses in JavaScript and has the schema's shape, keys in its order.
+  const json& structured = results["json_schema"]["value"];
+  CHECK(results["json_schema"]["finish"] == "stop");
+  REQUIRE(structured.is_object());
+  CHECK((structured["intent"] == "buy" || structured["intent"] == "browse"));
+  CHECK(structured["urgent"].is_boolean());
+  CHECK(structured["count"].is_number_integer());
+  CHECK(structured.size() == 3);
   CHECK(results["not_found"]["status"] == 404);
   CHECK(results["not_found"]["code"] == "model_not_found");
   // The same prompt again: its whole blocks are cached now (on this prefill node's prefix cache).
@@ -177,8 +185,9 @@ TEST_CASE("bad requests get a 4xx in OpenAI's shape naming the field, and the ro
       {"/v1/completions", R"({"model": "recgpt", "prompt": "x <|entity|>"})", 400, "entities"},
       {"/v1/completions", R"({"model": "recgpt", "prompt": "x", "logit_bias": {"99999999": 5}})", 400, "logit_bias"},
       {"/v1/chat/completions",
-       R"({"model": "recgpt", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})",
-       400, "response_format"},
+       R"({"model": "recgpt", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema",
+           "json_schema": {"name": "a", "schema": {"type": "object", "properties": {"a": {"minLength": 2}}}}}})",
+       400, "response_format.json_schema.schema"},
       {"/v1/nothing", "{}", 404, ""},
   };
   for (const Case& c : cases) {

@@ -75,7 +75,7 @@ TEST_CASE("json matcher accepts JSON and refuses what is not JSON", "[json]") {
   const auto any = schema_of("{}");
   for (const char* text :
        {"{}", "[]", "0", "-0", "1.5e-3", "-12E+4", "true", "false", "null", R"("a\"b\\c\/\u00e9")",
-        " { \"a\" : [ 1 , 2 , { \"b\" : null } ] }", R"("\ud83d\ude00")", "[\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"]",
+        "{ \"a\" : [ 1 , 2 , { \"b\" : null } ] }", R"("\ud83d\ude00")", "[\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"]",
         "{\"\":{}}", "[[[[]]]]", "1e99", "-0.5E-07", "123456789012345678901234567890"}) {
     INFO(text);
     CHECK(json::accept(text));
@@ -110,6 +110,8 @@ TEST_CASE("json matcher accepts JSON and refuses what is not JSON", "[json]") {
                            "{}{}",
                            "1 2",
                            "[1]]",
+                           " {}",
+                           "{} ",
                            "",
                            "   ",
                            "1e100",
@@ -155,6 +157,12 @@ TEST_CASE("json matcher limits depth whitespace and numbers", "[json]") {
   CHECK_FALSE(accepts(any, spaced(JsonMatcher::kMaxWhitespaceRun + 1)));
   CHECK(accepts(any, std::string(JsonMatcher::kMaxNumberBytes, '1')));
   CHECK_FALSE(accepts(any, std::string(JsonMatcher::kMaxNumberBytes + 1, '1')));
+  const auto integer = schema_of(R"({"type": "integer"})");
+  const std::string digits(JsonMatcher::kMaxIntegerDigits, '9');
+  CHECK(accepts(integer, digits));
+  CHECK(accepts(integer, "-" + digits));
+  CHECK_FALSE(accepts(integer, digits + "9"));
+  CHECK_FALSE(accepts(integer, "-" + digits + "9"));
 }
 
 TEST_CASE("json matcher completes a root number only when whole", "[json]") {

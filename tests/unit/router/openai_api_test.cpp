@@ -88,12 +88,30 @@ TEST_CASE("penalties and logprobs parse in each endpoint's shape", "[router][ope
   CHECK_FALSE(
       parse_ok(R"({"model": "m", )" + messages + R"(, "logprobs": false})", Endpoint::kChatCompletions).logprobs);
   const CompletionRequest biased = parse_ok(R"({"model": "m", "prompt": "x", "logit_bias": {"7": -100, "12": 2.5}})");
-  CHECK(biased.logit_bias == std::vector<std::pair<int32_t, float>>{{12, 2.5f}, {7, -100.0f}});  // JSON's key order
+  CHECK(biased.logit_bias == std::vector<std::pair<int32_t, float>>{{7, -100.0f}, {12, 2.5f}});  // the body's order
   // OpenAI fields at their do-nothing values, as SDKs send them, are accepted.
   parse_ok(R"({"model": "m", "prompt": "x", "logit_bias": {}, "echo": false, "suffix": "", "best_of": 1,
       "response_format": {"type": "text"}})");
   parse_ok(R"({"model": "m", )" + messages + R"(, "tools": [], "response_format": {"type": "text"}})",
            Endpoint::kChatCompletions);
+}
+
+TEST_CASE("response_format parses json_object and json_schema keeping the schema's key order", "[router][openai]") {
+  const std::string messages = R"("messages": [{"role": "user", "content": "x"}])";
+  const CompletionRequest object = parse_ok(
+      R"({"model": "m", )" + messages + R"(, "response_format": {"type": "json_object"}})", Endpoint::kChatCompletions);
+  CHECK(object.response_format == ResponseFormat::kJsonObject);
+  CHECK(object.json_schema.empty());
+  const CompletionRequest schema = parse_ok(
+      R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "intent-1",
+          "strict": true, "schema": {"type": "object", "properties": {"zeta": {"type": "string"},
+          "alpha": {"type": "integer"}}, "required": ["zeta", "alpha"]}}}})");
+  CHECK(schema.response_format == ResponseFormat::kJsonSchema);
+  CHECK(
+      schema.json_schema ==
+      R"({"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"integer"}},"required":["zeta","alpha"]})");
+  CHECK(parse_ok(R"({"model": "m", "prompt": "x", "response_format": {"type": "text"}})").response_format ==
+        ResponseFormat::kText);
 }
 
 TEST_CASE("logprobs answer in each endpoint's shape", "[router][openai]") {
@@ -202,8 +220,25 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
       {R"({"model": "m", "prompt": "x", "echo": true})", "echo"},
       {R"({"model": "m", "prompt": "x", "suffix": "end"})", "suffix"},
       {R"({"model": "m", "prompt": "x", "best_of": 3})", "best_of"},
-      {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_object"}})", "response_format"},
       {R"({"model": "m", "prompt": "x", "response_format": "json"})", "response_format"},
+      {R"({"model": "m", "prompt": "x", "response_format": {"type": "xml"}})", "response_format.type"},
+      {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema"}})", "response_format.json_schema"},
+      {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}})",
+       "response_format.json_schema.name"},
+      {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a b",
+          "schema": {}}}})",
+       "response_format.json_schema.name"},
+      {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a"}}})",
+       "response_format.json_schema.schema"},
+      {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a",
+          "schema": {"type": "string", "pattern": "^a"}}}})",
+       "response_format.json_schema.schema"},
+      {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a",
+          "strict": "yes", "schema": {}}}})",
+       "response_format.json_schema.strict"},
+      {R"({"model": "m", "prompt": "x", "allowed": ["a"], "response_format": {"type": "json_object"}})", "allowed"},
+      {R"({"model": "m", "prompt": "x", "ignore_eos": true, "response_format": {"type": "json_object"}})",
+       "ignore_eos"},
       {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": 3})", "logprobs",
        Endpoint::kChatCompletions},
       {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", "top_logprobs",
