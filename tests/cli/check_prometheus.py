@@ -22,7 +22,6 @@ import re
 import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from recgpt_up import free_port  # noqa: E402
 
 STARTUP_SECONDS = 60
 SCRAPE_SECONDS = 60
@@ -97,12 +99,6 @@ def port_in(line, key):
     if not match:
         raise Failed(f"no {key}= in: {line.strip()}")
     return int(match.group(1))
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http(url, body=None, timeout=30):

@@ -20,10 +20,7 @@ the cluster is stopped whatever happens.
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -33,7 +30,6 @@ except ImportError:
     print("SKIP: jsonschema is not available to", sys.executable)
     sys.exit(77)
 
-STARTUP_SECONDS = 60
 REQUEST_SECONDS = 120
 CHOICES = 8
 MAX_TOKENS = 400
@@ -60,42 +56,13 @@ TREE_SCHEMA = {
 }
 
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from recgpt_up import ClusterError, start_cluster, stop_cluster  # noqa: E402
+
+
 class Failed(Exception):
     pass
 
-
-def start_cluster(recgpt, model_dir, log_path):
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [recgpt, "up", "--model", model_dir, "--port", "0", "--prefill", "1", "--decode", "1", "--kv-cache-mib", "32",
-         "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-    deadline = time.monotonic() + STARTUP_SECONDS
-    line = process.stdout.readline()  # "recgpt up: serving http://127.0.0.1:PORT/v1 ..."
-    if "serving http://" not in line:
-        raise Failed(f"recgpt up printed {line!r} first (log: {log_path})")
-    base = line.split("serving ")[1].split()[0].rstrip("/")
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(base.replace("/v1", "/readyz"), timeout=2) as answer:
-                if answer.status == 200:
-                    return process, base
-        except (urllib.error.URLError, OSError):
-            pass
-        if process.poll() is not None:
-            raise Failed(f"recgpt up exited with {process.returncode} (log: {log_path})")
-        time.sleep(0.2)
-    raise Failed(f"the router was not ready within {STARTUP_SECONDS} s (log: {log_path})")
-
-
-def stop_cluster(process):
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def post(base, path, body):
@@ -230,7 +197,7 @@ def main():
     os.makedirs(work_dir, exist_ok=True)
     try:
         report = run(recgpt, model_dir, work_dir)
-    except Failed as failure:
+    except (Failed, ClusterError) as failure:
         print("FAIL:", failure)
         return 1
     print("PASS: structured output:", "; ".join(report))

@@ -24,10 +24,8 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -39,7 +37,6 @@ except ImportError:
 
 from qwen3_reference import Qwen3Reference
 
-STARTUP_SECONDS = 60
 REQUEST_SECONDS = 60
 PROMPTS = 3
 MAX_TOKENS = 8
@@ -50,6 +47,10 @@ TOP = 5
 RELATIVE_TOLERANCE = 2e-4
 
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from recgpt_up import ClusterError, start_cluster, stop_cluster  # noqa: E402
+
+
 class Failed(Exception):
     pass
 
@@ -58,40 +59,6 @@ def log_softmax(row):
     shifted = row - np.max(row)
     return shifted - np.log(np.sum(np.exp(shifted)))
 
-
-def start_cluster(recgpt, model_dir, log_path):
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [recgpt, "up", "--model", model_dir, "--port", "0", "--prefill", "1", "--decode", "1", "--kv-cache-mib", "32",
-         "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-    deadline = time.monotonic() + STARTUP_SECONDS
-    # The first line names the router's URL ("recgpt up: serving http://127.0.0.1:PORT/v1 ...").
-    line = process.stdout.readline()
-    if "serving http://" not in line:
-        raise Failed(f"recgpt up printed {line!r} first (log: {log_path})")
-    base = line.split("serving ")[1].split()[0].rstrip("/")
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(base.replace("/v1", "/readyz"), timeout=2) as answer:
-                if answer.status == 200:
-                    return process, base
-        except (urllib.error.URLError, OSError):
-            pass
-        if process.poll() is not None:
-            raise Failed(f"recgpt up exited with {process.returncode} (log: {log_path})")
-        time.sleep(0.2)
-    raise Failed(f"the router was not ready within {STARTUP_SECONDS} s (log: {log_path})")
-
-
-def stop_cluster(process):
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def complete(base, body):
@@ -226,7 +193,7 @@ def main():
               f"(worst difference {worst:.2g} of the tolerance); penalties as the reference ({changed} of {PROMPTS} "
               f"prompts changed by them), with logit_bias too; stop_token_ids end the run")
         return 0
-    except Failed as failure:
+    except (Failed, ClusterError) as failure:
         print("FAIL:", failure)
         return 1
     finally:

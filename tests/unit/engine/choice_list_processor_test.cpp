@@ -3,10 +3,7 @@
 // decoding under the constraint (every item it writes is a catalogue choice).
 #include "engine/choice_list_processor.h"
 
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -14,23 +11,12 @@
 #include <set>
 
 #include "engine/generator.h"
-#include "engine/model_files.h"
-#include "engine/model_maker.h"
+#include "tests/unit/engine/tiny_preset.h"
 
 namespace recgpt {
 namespace {
 
-struct TinyModelWithTokenizer {
-  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("recgpt_choice_" + std::to_string(::getpid()));
-  std::unique_ptr<ModelFiles> model = made(dir);
-  Tokenizer tokenizer = Tokenizer::load(model->tokenizer_path()).value();
-  static std::unique_ptr<ModelFiles> made(const std::filesystem::path& dir) {
-    REQUIRE(make_model({"tiny", 4, DType::kF32, dir.string()}).is_ok());
-    return ModelFiles::open(dir.string()).value();
-  }
-  ~TinyModelWithTokenizer() { std::filesystem::remove_all(dir); }
-  int32_t id(const char* token) const { return *tokenizer.token_to_id(token); }
-};
+using TinyModelWithTokenizer = testing::TinyPreset;
 
 const std::vector<std::string> kCatalogue = {
     "red dress", "red", "summer sale", "blue jeans", "running shoes", "shoes", "red dress shoes",
@@ -102,7 +88,7 @@ TEST_CASE("bad choices and catalogues are refused naming the choice or the file'
     CHECK(trie.status().code() == StatusCode::kInvalidArgument);
     CHECK_THAT(trie.status().message(), Catch::Contains(fragment));
   }
-  const std::string path = (tiny.dir / "tags.txt").string();
+  const std::string path = tiny.dir.file("tags.txt");
   std::ofstream(path) << "red dress\n\n  shoes \r\nbad <|im_start|> tag\n";
   auto loaded = ChoiceTrie::load(tiny.tokenizer, path);
   REQUIRE_FALSE(loaded.is_ok());

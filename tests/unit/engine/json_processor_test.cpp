@@ -3,18 +3,14 @@
 // tokenizer are JSON that an independent parser reads, shaped as the schema says.
 #include "engine/json_processor.h"
 
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 
-#include "engine/model_files.h"
-#include "engine/model_maker.h"
 #include "engine/tokenizer.h"
+#include "tests/unit/engine/tiny_preset.h"
 
 namespace recgpt {
 namespace {
@@ -104,19 +100,8 @@ TEST_CASE("json token masks equal the tokens the automaton accepts", "[json]") {
   }
 }
 
-struct TinyTokenizer {
-  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("recgpt_json_" + std::to_string(::getpid()));
-  std::unique_ptr<ModelFiles> model = made(dir);
-  Tokenizer tokenizer = Tokenizer::load(model->tokenizer_path()).value();
-  static std::unique_ptr<ModelFiles> made(const std::filesystem::path& dir) {
-    REQUIRE(make_model({"tiny", 4, DType::kF32, dir.string()}).is_ok());
-    return ModelFiles::open(dir.string()).value();
-  }
-  ~TinyTokenizer() { std::filesystem::remove_all(dir); }
-};
-
 TEST_CASE("json processor draws JSON that a parser reads with a real tokenizer", "[json]") {
-  TinyTokenizer tiny;
+  testing::TinyPreset tiny;
   const auto vocabulary = JsonVocabulary::from_tokenizer(tiny.tokenizer);
   const int32_t end = tiny.tokenizer.token_to_id("<|endoftext|>").value();
   const int32_t rows = tiny.tokenizer.vocab_size() + 7;  // the model's rows may outnumber the tokenizer's ids

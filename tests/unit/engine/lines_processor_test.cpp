@@ -2,31 +2,18 @@
 // under the constraint always write lines of that shape, within the line and token limits.
 #include "engine/lines_processor.h"
 
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <limits>
 #include <map>
 #include <random>
 
 #include "engine/generator.h"
-#include "engine/model_files.h"
-#include "engine/model_maker.h"
+#include "tests/unit/engine/tiny_preset.h"
 
 namespace recgpt {
 namespace {
 
-struct TinyTokenizer {
-  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("recgpt_lines_" + std::to_string(::getpid()));
-  std::unique_ptr<ModelFiles> model = made(dir);
-  Tokenizer tokenizer = Tokenizer::load(model->tokenizer_path()).value();
-  static std::unique_ptr<ModelFiles> made(const std::filesystem::path& dir) {
-    REQUIRE(make_model({"tiny", 4, DType::kF32, dir.string()}).is_ok());
-    return ModelFiles::open(dir.string()).value();
-  }
-  ~TinyTokenizer() { std::filesystem::remove_all(dir); }
-};
+using TinyTokenizer = testing::TinyPreset;
 
 // Splits decoded text into lines; checks each against the shape.
 void check_lines(const std::string& text, const std::string& prefix, int max_lines) {

@@ -3,28 +3,17 @@
 // reuses its compiled grammar.
 #include "node/constraints.h"
 
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <filesystem>
 
-#include "engine/model_files.h"
-#include "engine/model_maker.h"
 #include "node/agent_call.h"
+#include "tests/unit/engine/tiny_preset.h"
 
 namespace recgpt::node {
 namespace {
 
 struct TinyNode {
-  std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("recgpt_constraints_" + std::to_string(::getpid()));
-  std::unique_ptr<ModelFiles> model = made(dir);
-  std::unique_ptr<Constraints> constraints = Constraints::create(*model, {}).value();
-  static std::unique_ptr<ModelFiles> made(const std::filesystem::path& dir) {
-    REQUIRE(make_model({"tiny", 4, DType::kF32, dir.string()}).is_ok());
-    return ModelFiles::open(dir.string()).value();
-  }
-  ~TinyNode() { std::filesystem::remove_all(dir); }
+  testing::TinyPreset tiny;
+  std::unique_ptr<Constraints> constraints = Constraints::create(*tiny.model, {}).value();
 };
 
 // The sampling parameters a decode node receives for `call`.
