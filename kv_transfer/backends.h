@@ -18,6 +18,9 @@ Result<std::unique_ptr<TransferEngine>> create_local_transfer_engine(const Trans
 // host memory with `device_copier` (tests pass their own; null refuses them).
 Result<std::unique_ptr<TransferEngine>> create_ucx_transfer_engine(
     const TransferEngineOptions& options, std::shared_ptr<DeviceCopier> device_copier = cuda_device_copier());
+// A ucx engine keeps the records of this many dead or disconnected peers (the most recent), so that their ids
+// still answer why they fail; older ids are unknown.
+inline constexpr size_t kUcxRetainedDeadPeers = 64;
 
 // CUDA device memory between GPUs: NCCL send/recv of block lists, CUDA IPC copies between engines on one GPU,
 // an inner ucx engine as control channel (nccl/nccl_transfer_engine.cpp; built with RECGPT_WITH_NCCL only).

@@ -106,7 +106,7 @@ class UcxTransferEngine final : public TransferEngine {
     ucs_status_ptr_t flushing = ucp_worker_flush_nbx(worker_->worker, &flush_param);
     if (flushing != nullptr && UCS_PTR_IS_PTR(flushing)) closing.requests.push_back(flushing);
     drain_locked(closing);
-    for (auto& [id, peer] : peers_) close_peer_locked(peer, &closing);
+    for (auto& [id, peer] : peers_) close_peer_locked(id, peer, &closing);
     drain_locked(closing);
     for (auto& [id, region] : regions_) {
       if (region.memory != nullptr) ucp_mem_unmap(worker_->context, region.memory);
@@ -475,6 +475,7 @@ class UcxTransferEngine final : public TransferEngine {
       peer.connected = false;
       peer.failure = ucx_failure("peer " + std::to_string(id) + " failed", status);
       engine->failed_peers_.push_back(id);
+      engine->dead_peers_.push_back(id);
     }
   }
 
@@ -488,6 +489,7 @@ class UcxTransferEngine final : public TransferEngine {
         send_flushed_notifications_locked();
         close_abandoned_peers_locked();
         close_failed_endpoints_locked();
+        forget_old_peers_locked();
         armed = ucp_worker_arm(worker_->worker) == UCS_OK;
       }
       if (!armed) continue;
@@ -509,7 +511,7 @@ class UcxTransferEngine final : public TransferEngine {
     Closing closing;
     for (auto& [id, peer] : peers_) {
       if (!peer.connected || !peer.abandon->load()) continue;
-      close_peer_locked(peer, &closing);
+      close_peer_locked(id, peer, &closing);
       peer.failure =
           unavailable("peer " + std::to_string(id) +
                       " was abandoned: writes to it did not stop after a cancel (connect again to reuse it)");
@@ -670,18 +672,36 @@ class UcxTransferEngine final : public TransferEngine {
     auto it = peers_.find(peer);
     if (it == peers_.end() || !it->second.connected) return;
     Closing closing;
-    close_peer_locked(it->second, &closing, mode);
+    close_peer_locked(peer, it->second, &closing, mode);
     it->second.failure = unavailable("peer " + std::to_string(peer) + " was disconnected");
     drain_locked(closing);
+    forget_old_peers_locked();
   }
 
-  void close_peer_locked(Peer& peer, Closing* closing, EndpointClose mode = EndpointClose::kForce) {
+  void close_peer_locked(PeerId id, Peer& peer, Closing* closing, EndpointClose mode = EndpointClose::kForce) {
     close_endpoint_locked(peer, closing, mode);
     if (peer.connected) {
       peer.connected = false;
       peer.failure = unavailable("the peer was disconnected");
+      dead_peers_.push_back(id);
     }
     current_by_uuid_.erase(peer.uuid);
+  }
+
+  // A peer's record outlives its connection, so that a caller still holding its id learns why it fails
+  // (peer_status, submit_writes); the oldest go once more than kUcxRetainedDeadPeers died, their ids then unknown
+  // (kNotFound). A cluster whose nodes come and go would otherwise keep a record per engine it ever met.
+  void forget_old_peers_locked() {
+    while (dead_peers_.size() > kUcxRetainedDeadPeers) {
+      auto it = peers_.find(dead_peers_.front());
+      if (it != peers_.end()) {
+        if (it->second.endpoint != nullptr) return;  // closed after the progress call that failed it
+        auto current = current_by_uuid_.find(it->second.uuid);
+        if (current != current_by_uuid_.end() && current->second == it->first) current_by_uuid_.erase(current);
+        peers_.erase(it);
+      }
+      dead_peers_.pop_front();
+    }
   }
 
   // Closes the peer's endpoint; its remote keys go once the close finished (drain_locked), so no request of the
@@ -735,6 +755,7 @@ class UcxTransferEngine final : public TransferEngine {
   std::unordered_map<PeerId, Peer> peers_;
   std::unordered_map<uint64_t, PeerId> current_by_uuid_;  // engine uuid -> its connected PeerId
   std::vector<PeerId> failed_peers_;                      // their endpoints failed and are still to be closed
+  std::deque<PeerId> dead_peers_;                         // no longer connected, oldest first
   std::deque<PendingNotification> pending_notifications_;
 
   std::mutex inbox_mutex_;

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "kv_transfer/backends.h"
 #include "kv_transfer/transfer_engine.h"
 #include "tests/unit/kv_transfer/transfer_test_support.h"
 
@@ -402,6 +403,30 @@ TEST_CASE("a disconnected ucx peer refuses later submissions", "[kv_transfer][uc
   REQUIRE_FALSE(writes.is_ok());
   CHECK(writes.status().code() == StatusCode::kUnavailable);
   CHECK(pair.writer->peer_status(pair.peer).code() == StatusCode::kUnavailable);
+}
+
+TEST_CASE("a ucx engine keeps the records of its most recent dead peers only", "[kv_transfer][ucx]") {
+  ConnectedPair pair("tcp");
+  if (!pair.ready) return;
+  auto endpoint = pair.reader->local_endpoint();
+  REQUIRE(endpoint.is_ok());
+  std::vector<PeerId> ids = {pair.peer};
+  pair.writer->disconnect(pair.peer);
+  for (size_t i = 0; i < kUcxRetainedDeadPeers + 1; ++i) {
+    auto connected = pair.writer->connect(*endpoint, after(kWait));
+    REQUIRE(connected.is_ok());
+    ids.push_back(*connected);
+    pair.writer->disconnect(*connected);
+  }
+  // The two oldest are forgotten; the rest still say they were disconnected.
+  CHECK(pair.writer->peer_status(ids[0]).code() == StatusCode::kNotFound);
+  CHECK(pair.writer->peer_status(ids[1]).code() == StatusCode::kNotFound);
+  CHECK(pair.writer->peer_status(ids[2]).code() == StatusCode::kUnavailable);
+  CHECK(pair.writer->peer_status(ids.back()).code() == StatusCode::kUnavailable);
+  // And the engine still connects and writes.
+  auto again = pair.writer->connect(*endpoint, after(kWait));
+  REQUIRE(again.is_ok());
+  CHECK(pair.writer->peer_status(*again).is_ok());
 }
 
 TEST_CASE("ucx wait_notification without a message returns nullopt at its deadline", "[kv_transfer][ucx]") {
