@@ -370,6 +370,8 @@ void Generator::sample_next_tokens(const StepPlan& plan, std::vector<StepToken>&
     ++logit_row;
     if (sequence.logprobs != nullptr) sequence.logprobs->record(row);  // the model's own row, before any mask
     if (entity_token >= 0) row[entity_token] = kMaskedLogit;  // an entity token needs a vector: never sample one
+    mask_early_stop_tokens(row, sequence.request.stop_tokens, sequence.sampler.next_index(),
+                           sequence.sampler.params().min_tokens);
     if (sequence.request.logits_processor) {
       const auto start = std::chrono::steady_clock::now();
       sequence.request.logits_processor->process(row, sequence.tokens);

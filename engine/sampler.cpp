@@ -45,6 +45,16 @@ int32_t argmax_lowest_id(std::span<const float> logits) {
 
 }  // namespace
 
+void mask_early_stop_tokens(std::span<float> logits, std::span<const int32_t> stop_tokens, uint64_t next_index,
+                            int min_tokens) {
+  if (min_tokens <= 0 || next_index >= static_cast<uint64_t>(min_tokens)) return;
+  for (int32_t stop : stop_tokens) {
+    if (stop >= 0 && static_cast<size_t>(stop) < logits.size()) {
+      logits[static_cast<size_t>(stop)] = -std::numeric_limits<float>::infinity();
+    }
+  }
+}
+
 Status SamplingParams::validate() const {
   if (!(std::isfinite(temperature) && temperature >= 0)) {
     return invalid_argument("sampling temperature must be >= 0, got " + std::to_string(temperature));
@@ -83,6 +93,10 @@ Status SamplingParams::validate() const {
   std::sort(biased.begin(), biased.end());
   if (std::adjacent_find(biased.begin(), biased.end()) != biased.end()) {
     return invalid_argument("sampling logit_bias lists a token twice");
+  }
+  if (min_tokens < 0 || min_tokens > kMaxMinTokens) {
+    return invalid_argument("sampling min_tokens must be in [0, " + std::to_string(kMaxMinTokens) + "], got " +
+                            std::to_string(min_tokens));
   }
   if (first_draw > kMaxFirstDraw) {
     return invalid_argument("sampling first_draw must be at most " + std::to_string(kMaxFirstDraw) + ", got " +

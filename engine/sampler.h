@@ -53,17 +53,22 @@ struct SamplingParams {
   // top_logprobs most likely tokens.
   bool logprobs = false;
   int top_logprobs = 0;  // 0..kMaxTopLogprobs; needs logprobs
+  // Not sampling either: vLLM's min_tokens, which the generator applies (engine/generator.h): the sequence's
+  // stop tokens are masked until it generated this many tokens (first_draw counted).
+  int min_tokens = 0;
 
   static constexpr uint64_t kMaxFirstDraw = uint64_t{1} << 24;  // skipping is O(first_draw)
   static constexpr float kMaxPenalty = 2;                       // OpenAI's bound on frequency/presence penalties
   static constexpr int kMaxTopLogprobs = 20;
   static constexpr float kMaxLogitBias = 100;
   static constexpr size_t kMaxLogitBiasTokens = 1024;
+  static constexpr int kMaxMinTokens = 1 << 20;
 
   // kInvalidArgument naming the field: temperature negative or not finite, top_k negative, top_p outside
   // (0, 1], repetition_penalty <= 0 or not finite, frequency or presence penalty outside [-2, 2], first_draw
   // above kMaxFirstDraw, top_logprobs outside [0, kMaxTopLogprobs] or set without logprobs, logit_bias with more
-  // than kMaxLogitBiasTokens tokens, a negative or repeated token, or a bias outside [-100, 100].
+  // than kMaxLogitBiasTokens tokens, a negative or repeated token, or a bias outside [-100, 100], min_tokens
+  // outside [0, kMaxMinTokens].
   Status validate() const;
   // validate(), and every logit_bias token below `vocab_size` (the sampler's rows are that long).
   Status validate(int64_t vocab_size) const;
@@ -75,6 +80,11 @@ struct SamplingParams {
 inline size_t generation_start(size_t prompt_tokens, const SamplingParams& sampling) {
   return prompt_tokens - static_cast<size_t>(std::min<uint64_t>(sampling.first_draw, prompt_tokens));
 }
+
+// vLLM's min_tokens: sets `stop_tokens` (those inside `logits`) to -inf while the sequence has generated fewer
+// than `min_tokens` tokens (`next_index`, the index of its next one, first_draw counted).
+void mask_early_stop_tokens(std::span<float> logits, std::span<const int32_t> stop_tokens, uint64_t next_index,
+                            int min_tokens);
 
 // One sequence's sampler. Deterministic: the same params (seed included) and the same logits give the same
 // tokens, whatever other sequences in the batch do. Not thread-safe; one sequence, one thread at a time.
@@ -89,6 +99,8 @@ class Sampler {
   int32_t sample(std::span<float> logits, std::span<const int32_t> previous_tokens);
 
   const SamplingParams& params() const { return params_; }
+  // The index of the sequence's next token among its generated ones: first_draw plus the calls so far.
+  uint64_t next_index() const { return params_.first_draw + draws_; }
 
  private:
   using Candidate = std::pair<float, int32_t>;  // (logit, token)

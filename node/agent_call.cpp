@@ -17,6 +17,7 @@ control::SamplingParams sampling_to_proto(const AgentCall& call) {
   proto.set_presence_penalty(call.sampling.presence_penalty);
   proto.set_logprobs(call.sampling.logprobs);
   proto.set_top_logprobs(static_cast<uint32_t>(call.sampling.top_logprobs));
+  proto.set_min_tokens(static_cast<uint32_t>(call.sampling.min_tokens));
   for (auto [token, bias] : call.sampling.logit_bias) {
     proto.add_logit_bias_tokens(static_cast<uint32_t>(token));
     proto.add_logit_bias_values(bias);

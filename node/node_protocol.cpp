@@ -202,6 +202,7 @@ Result<SamplingParams> sampling_from_proto(const control::SamplingParams& proto)
   sampling.logprobs = proto.logprobs();
   // Clamped into int range; SamplingParams::validate() refuses anything above kMaxTopLogprobs.
   sampling.top_logprobs = static_cast<int>(std::min<uint32_t>(proto.top_logprobs(), INT32_MAX));
+  sampling.min_tokens = static_cast<int>(std::min<uint32_t>(proto.min_tokens(), INT32_MAX));
   // Tokens past INT32_MAX become -1, which validate() refuses.
   for (int i = 0; i < proto.logit_bias_tokens_size(); ++i) {
     const uint32_t token = proto.logit_bias_tokens(i);

@@ -114,6 +114,7 @@ Result<std::vector<std::optional<PrefillOutcome>>> PrefillExecutor::compute_chun
     std::optional<LogprobRecorder> recorder;
     if (input.sampling.logprobs) recorder.emplace().record(row);  // the model's own row, before any mask
     if (entity_token >= 0) row[static_cast<size_t>(entity_token)] = -std::numeric_limits<float>::infinity();
+    mask_early_stop_tokens(row, input.stop_tokens, input.sampling.first_draw, input.sampling.min_tokens);
     // A constraint allows a first token whenever it has a choice (checked when the request was prepared).
     if (input.logits_processor) input.logits_processor->process(row, input.prompt);
     Sampler sampler(input.sampling);

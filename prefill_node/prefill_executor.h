@@ -34,6 +34,7 @@ struct PrefillInput {
   std::span<const uint64_t> entity_keys;  // one per entity token; empty: keys from the vectors
   SamplingParams sampling;
   std::shared_ptr<LogitsProcessor> logits_processor = {};  // the call's constraint on its first token, or null
+  std::vector<int32_t> stop_tokens = {};  // the call's: masked for its first token under sampling.min_tokens
 };
 
 struct PrefillPlan {

@@ -276,7 +276,10 @@ Status PrefillWorker::prepare(Job& job) {
   job.entity_vectors = std::move(entities.vectors);
   job.entity_keys = std::move(entities.keys);
   RECGPT_ASSIGN_OR_RETURN(SamplingParams sampling, node::sampling_from_proto(request.sampling()));
-  job.input = PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, std::move(sampling), {}};
+  job.input = PrefillInput{job.prompt, job.entity_vectors, job.entity_keys, std::move(sampling), {}, {}};
+  for (uint32_t stop : request.sampling().stop_token_ids()) {
+    if (stop <= static_cast<uint32_t>(INT32_MAX)) job.input.stop_tokens.push_back(static_cast<int32_t>(stop));
+  }
   RECGPT_ASSIGN_OR_RETURN(node::ConstraintMaker constraint, constraints_->maker(request.sampling()));
   if (constraint) {
     job.input.logits_processor = constraint(generation_start(job.prompt.size(), job.input.sampling));

@@ -25,7 +25,10 @@ using Clock = std::chrono::steady_clock;
 // client sees of it (cut at the stop strings) and its logprobs.
 struct ChoiceRun {
   ChoiceRun(const Tokenizer& tokenizer, const CompletionRequest& request, CallPlan call_plan, Clock::time_point start)
-      : plan(std::move(call_plan)), text(tokenizer, request.stop), logprob_entries(tokenizer), timing(start) {
+      : plan(std::move(call_plan)),
+        text(tokenizer, request.stop, request.min_tokens),
+        logprob_entries(tokenizer),
+        timing(start) {
     if (request.logprobs) result.logprobs.emplace();
   }
   CallPlan plan;

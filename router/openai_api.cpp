@@ -435,6 +435,12 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   fields.integer("max_tokens", request.max_tokens, 1, limits.max_tokens_limit);
   if (endpoint == Endpoint::kChatCompletions)
     fields.integer("max_completion_tokens", request.max_tokens, 1, limits.max_tokens_limit);
+  fields.integer("min_tokens", request.min_tokens, 0, limits.max_tokens_limit);
+  if (request.min_tokens > request.max_tokens) {
+    fields.fail(invalid_request("'min_tokens' (" + std::to_string(request.min_tokens) + ") is above 'max_tokens' (" +
+                                    std::to_string(request.max_tokens) + ")",
+                                "min_tokens"));
+  }
   fields.number("temperature", request.temperature, 0, 2);
   fields.number("top_p", request.top_p, 0, 1);
   if (fields.find("top_p") && request.top_p == 0) fields.fail(invalid_request("'top_p' must be above 0", "top_p"));
@@ -486,6 +492,11 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
         invalid_request("'ignore_eos' cannot be used with 'allowed' (the list ends at the end token)", "ignore_eos"));
   }
   if (const json* format = fields.find("response_format")) parse_response_format(*format, request, fields);
+  if (request.min_tokens > 0 && (!request.allowed.empty() || request.response_format != ResponseFormat::kText)) {
+    // A constraint ends at its end token when its output is whole, which min_tokens would forbid.
+    fields.fail(
+        invalid_request("'min_tokens' cannot be used with 'allowed' or a JSON 'response_format'", "min_tokens"));
+  }
   if (request.response_format != ResponseFormat::kText) {
     if (!request.allowed.empty()) {
       fields.fail(invalid_request("'allowed' and a JSON 'response_format' cannot be used together", "allowed"));

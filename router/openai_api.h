@@ -49,6 +49,7 @@ struct CompletionRequest {
   std::vector<int32_t> prompt_token_ids;  // completions: a prompt given as token ids
   std::vector<ChatMessage> messages;      // chat
   int32_t max_tokens = 16;
+  int32_t min_tokens = 0;  // extension (vLLM's): no end token, stop token or stop string before this many tokens
   float temperature = 1.0f;
   float top_p = 1.0f;
   int32_t top_k = 0;                // extension: 0 = off

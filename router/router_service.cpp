@@ -472,6 +472,7 @@ class Service final : public std::enable_shared_from_this<Service> {
     plan.call.sampling.logprobs = request.logprobs;
     plan.call.sampling.top_logprobs = request.top_logprobs;
     plan.call.sampling.logit_bias = request.logit_bias;
+    plan.call.sampling.min_tokens = request.min_tokens;
     if (Status valid = plan.call.sampling.validate(model_.config().vocab_size); !valid.is_ok()) {
       return invalid_request(valid.message(), "logit_bias");  // the rest was checked when parsed
     }

@@ -15,7 +15,8 @@ namespace recgpt::rpc {
 
 // The protocol version of this build's control plane; a peer with another is refused at the handshake.
 // 2: prefill attempts name their KV streams; 3: and their writers; 4: frequency and presence penalties,
-// logit_bias and logprobs (a node of 3 would ignore them); 5: JSON constraints (a node of 4 would write free text).
+// logit_bias and logprobs (a node of 3 would ignore them); 5: JSON constraints and min_tokens (a node of 4 would write
+// free text, end early).
 inline constexpr uint32_t kProtocolVersion = 5;
 
 class Listener : public std::enable_shared_from_this<Listener> {

@@ -26,6 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     const CompletionRequest& request = std::get<CompletionRequest>(parsed);
     RECGPT_CHECK(request.max_tokens >= 1 && request.max_tokens <= limits.max_tokens_limit);
+    RECGPT_CHECK(request.min_tokens >= 0 && request.min_tokens <= request.max_tokens);
     RECGPT_CHECK(request.temperature >= 0 && request.temperature <= 2);
     RECGPT_CHECK(request.top_p > 0 && request.top_p <= 1);
     RECGPT_CHECK(request.stop.size() <= limits.max_stop_strings);

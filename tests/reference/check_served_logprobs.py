@@ -12,7 +12,9 @@ sends greedy completions whose prompts are token ids, with `ignore_eos` (so ever
    minus OpenAI's penalties (frequency * count + presence, over generated tokens only); the same prompt without
    them must give other tokens, or the check proves nothing. Then with `logit_bias` too (-100 on the plain run's
    first token, which must then never appear, and +12.5 on another): the reference's greedy tokens under both.
-   And `stop_token_ids` (vLLM's) ends the plain run at the first of them, included, with finish_reason stop.
+   And `stop_token_ids` (vLLM's) ends the plain run at the first of them, included, with finish_reason stop;
+   with `min_tokens` too (vLLM's) the stop token is masked until that many tokens were generated (on the prefill
+   node for the first token, on the decode node after): the reference's greedy tokens under that mask.
 
   /usr/bin/python3 check_served_logprobs.py --recgpt build/recgpt --work /tmp/served_logprobs
 
@@ -77,9 +79,9 @@ def token_id(name):
     return int(name[len("token_id:"):])
 
 
-def reference_greedy(reference, prompt, count, frequency=0.0, presence=0.0, bias=None):
-    """`count` greedy tokens of the reference with OpenAI's logit bias ({token: bias}) and penalties, and the raw
-    logit rows they came from."""
+def reference_greedy(reference, prompt, count, frequency=0.0, presence=0.0, bias=None, masked=(), masked_until=0):
+    """`count` greedy tokens of the reference with OpenAI's logit bias ({token: bias}) and penalties, `masked`
+    tokens never drawn before the `masked_until`-th (vLLM's min_tokens), and the raw logit rows they came from."""
     entity_token = reference.config.entity_token_id
     tokens = list(prompt)
     rows = []
@@ -94,6 +96,9 @@ def reference_greedy(reference, prompt, count, frequency=0.0, presence=0.0, bias
         generated = tokens[len(prompt):]
         for token in set(generated):
             scores[token] -= frequency * generated.count(token) + presence
+        if len(generated) < masked_until:
+            for token in masked:
+                scores[token] = -np.inf
         tokens.append(int(np.argmax(scores)))
     return tokens[len(prompt):], rows
 
@@ -145,6 +150,16 @@ def check_penalties(base, reference, prompt, index):
     if [token_id(name) for name in stopped["logprobs"]["tokens"]] != expected_stop or stopped["finish_reason"] != "stop":
         raise Failed(f"prompt {index}: stop_token_ids [{stop}] gave {stopped['logprobs']['tokens']} "
                      f"({stopped['finish_reason']}), expected {expected_stop} (stop)")
+    # vLLM's min_tokens: the stop token cannot come before that many tokens; the first from the prefill node.
+    for stop, minimum in ((plain[2], plain.index(plain[2]) + 2), (plain[0], 2)):
+        answer = complete(base, dict(body, stop_token_ids=[stop], min_tokens=minimum))["choices"][0]
+        served = [token_id(name) for name in answer["logprobs"]["tokens"]]
+        greedy, _ = reference_greedy(reference, prompt, PENALTY_TOKENS, masked=[stop], masked_until=minimum)
+        expected = greedy[:greedy.index(stop) + 1] if stop in greedy else greedy
+        reason = "stop" if stop in greedy else "length"
+        if served != expected or answer["finish_reason"] != reason:
+            raise Failed(f"prompt {index}: stop_token_ids [{stop}] with min_tokens {minimum} gave {served} "
+                         f"({answer['finish_reason']}), the reference {expected} ({reason})")
     body.update(frequency_penalty=frequency, presence_penalty=presence)
     penalized = [token_id(name) for name in complete(base, body)["choices"][0]["logprobs"]["tokens"]]
     expected, _ = reference_greedy(reference, prompt, PENALTY_TOKENS, frequency, presence)
@@ -191,7 +206,7 @@ def main():
             raise Failed("the penalties changed no prompt's tokens: the check would pass without them")
         print(f"ok: {PROMPTS} prompts x {MAX_TOKENS} tokens: greedy tokens and top-{TOP} logprobs match the reference "
               f"(worst difference {worst:.2g} of the tolerance); penalties as the reference ({changed} of {PROMPTS} "
-              f"prompts changed by them), with logit_bias too; stop_token_ids end the run")
+              f"prompts changed by them), with logit_bias too; stop_token_ids end the run, not before min_tokens")
         return 0
     except (Failed, ClusterError) as failure:
         print("FAIL:", failure)

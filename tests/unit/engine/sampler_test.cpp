@@ -50,9 +50,24 @@ TEST_CASE("invalid sampling params are kInvalidArgument naming the field") {
   CHECK_THAT(message_of({.presence_penalty = std::nanf("")}), Catch::Contains("presence_penalty"));
   CHECK_THAT(message_of({.logprobs = true, .top_logprobs = 21}), Catch::Contains("top_logprobs"));
   CHECK_THAT(message_of({.top_logprobs = 2}), Catch::Contains("needs logprobs"));
+  CHECK_THAT(message_of({.min_tokens = -1}), Catch::Contains("min_tokens"));
+  CHECK_THAT(message_of({.min_tokens = SamplingParams::kMaxMinTokens + 1}), Catch::Contains("min_tokens"));
   CHECK(SamplingParams{.frequency_penalty = -2, .presence_penalty = 2, .logprobs = true, .top_logprobs = 20}
             .validate()
             .is_ok());
+}
+
+TEST_CASE("min_tokens masks the stop tokens until that many tokens were generated") {
+  const auto masked = [](uint64_t next_index, int min_tokens) {
+    std::vector<float> row(8, 1.0f);
+    const std::vector<int32_t> stops = {2, 5, 99};  // 99 is outside the row: ignored
+    mask_early_stop_tokens(row, stops, next_index, min_tokens);
+    return std::vector<bool>{std::isinf(row[2]), std::isinf(row[5]), std::isinf(row[0])};
+  };
+  CHECK(masked(0, 0) == std::vector<bool>{false, false, false});
+  CHECK(masked(0, 3) == std::vector<bool>{true, true, false});
+  CHECK(masked(2, 3) == std::vector<bool>{true, true, false});
+  CHECK(masked(3, 3) == std::vector<bool>{false, false, false});
 }
 
 TEST_CASE("logit_bias adds to the listed tokens' logits and is checked against the vocabulary") {

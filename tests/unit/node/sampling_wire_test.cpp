@@ -21,13 +21,15 @@ TEST_CASE("sampling parameters survive the wire, and a peer's bad ones are refus
                    .first_draw = 4,
                    .logit_bias = {{7, -100.0f}, {12, 2.5f}},
                    .logprobs = true,
-                   .top_logprobs = 3};
+                   .top_logprobs = 3,
+                   .min_tokens = 6};
   const control::Envelope start = make_start(call, 1, 5, 1, 1);
   Result<SamplingParams> read = sampling_from_proto(start.start_decode().sampling());
   REQUIRE(read.is_ok());
   CHECK(read->temperature == 0.7f);
   CHECK(read->top_k == 40);
   CHECK(read->frequency_penalty == -0.5f);
+  CHECK(read->min_tokens == 6);
   CHECK(read->presence_penalty == 1.5f);
   CHECK(read->first_draw == 4);
   CHECK(read->logit_bias == call.sampling.logit_bias);

@@ -87,6 +87,9 @@ TEST_CASE("penalties and logprobs parse in each endpoint's shape", "[router][ope
   CHECK(chat.top_logprobs == 20);
   CHECK_FALSE(
       parse_ok(R"({"model": "m", )" + messages + R"(, "logprobs": false})", Endpoint::kChatCompletions).logprobs);
+  const CompletionRequest bounded = parse_ok(R"({"model": "m", "prompt": "x", "max_tokens": 9, "min_tokens": 9})");
+  CHECK(bounded.min_tokens == 9);
+  CHECK(parse_ok(R"({"model": "m", "prompt": "x"})").min_tokens == 0);
   const CompletionRequest biased = parse_ok(R"({"model": "m", "prompt": "x", "logit_bias": {"7": -100, "12": 2.5}})");
   CHECK(biased.logit_bias == std::vector<std::pair<int32_t, float>>{{7, -100.0f}, {12, 2.5f}});  // the body's order
   // OpenAI fields at their do-nothing values, as SDKs send them, are accepted.
@@ -221,6 +224,10 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
       {R"({"model": "m", "prompt": "x", "suffix": "end"})", "suffix"},
       {R"({"model": "m", "prompt": "x", "best_of": 3})", "best_of"},
       {R"({"model": "m", "prompt": "x", "response_format": "json"})", "response_format"},
+      {R"({"model": "m", "prompt": "x", "max_tokens": 4, "min_tokens": 5})", "min_tokens"},
+      {R"({"model": "m", "prompt": "x", "min_tokens": -1})", "min_tokens"},
+      {R"({"model": "m", "prompt": "x", "min_tokens": 2, "allowed": ["a"]})", "min_tokens"},
+      {R"({"model": "m", "prompt": "x", "min_tokens": 2, "response_format": {"type": "json_object"}})", "min_tokens"},
       {R"({"model": "m", "prompt": "x", "response_format": {"type": "xml"}})", "response_format.type"},
       {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema"}})", "response_format.json_schema"},
       {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}})",
