@@ -5,7 +5,13 @@
 namespace recgpt::router {
 namespace {
 
-using nlohmann::json;
+// ordered_json: a JSON step's values keep the order their schema wrote their keys in.
+using json = nlohmann::ordered_json;
+
+// A JSON step's call's value: its one item parsed; null when the output was cut short.
+json value_of(const AgentRun& call) {
+  return call.items.empty() ? json(nullptr) : json::parse(call.items.front(), nullptr, /*allow_exceptions=*/false);
+}
 
 json step_json(const StepRun& step) {
   json calls = json::array();
@@ -22,6 +28,7 @@ json step_json(const StepRun& step) {
                  {"decode_node", call.decode_node},
                  {"ms", call.ms}};
     if (!call.item.empty()) item["item"] = call.item;
+    if (step.json) item["value"] = value_of(call);
     if (!call.status.is_ok()) item["error"] = call.status.to_string();
     calls.push_back(std::move(item));
   }
@@ -75,7 +82,16 @@ std::string workflow_result_json(const std::string& id, const WorkflowDefinition
     output["expert_tags"] = expert_tags;
     output["final_tags"] = arbiter ? arbiter->items() : std::vector<std::string>{};
   } else if (!run.steps.empty()) {
-    for (const StepRun& step : run.steps) output[step.name] = step.items();
+    for (const StepRun& step : run.steps) {
+      if (!step.json) {
+        output[step.name] = step.items();
+        continue;
+      }
+      // A step run once: its value; a fan-out: one per call, in order.
+      json values = json::array();
+      for (const AgentRun& call : step.calls) values.push_back(value_of(call));
+      output[step.name] = step.calls.size() == 1 ? values.front() : values;
+    }
   }
   const double ratio = context.hybrid_tokens > 0 ? static_cast<double>(context.text_tokens) / context.hybrid_tokens : 0;
   json body = {{"id", id},

@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include "engine/json_schema.h"
+
 namespace recgpt {
 std::string_view builtin_workflow_intent();  // generated: cmake/EmbedText.cmake
 std::string_view builtin_workflow_explain();
@@ -16,7 +18,8 @@ std::string_view builtin_workflow_judge();
 namespace recgpt::router {
 namespace {
 
-using nlohmann::json;
+// ordered_json keeps an object's keys in the file's order: a step's JSON schema is written in its order.
+using json = nlohmann::ordered_json;
 
 // Reads one JSON object's fields, failing with the field's path on the first problem.
 class Reader {
@@ -81,8 +84,8 @@ bool is_option(const std::string& name) {
 Status parse_constraint(const json& value, const std::string& path, StepConstraint& constraint) {
   if (!value.is_object()) return invalid_argument(path + " must be an object");
   Reader reader(value, path);
-  RECGPT_RETURN_IF_ERROR(
-      reader.only({"kind", "catalogue", "choices", "items_of", "line_prefix", "max_line_tokens", "max_items"}));
+  RECGPT_RETURN_IF_ERROR(reader.only(
+      {"kind", "catalogue", "choices", "items_of", "line_prefix", "max_line_tokens", "max_items", "schema"}));
   std::string kind;
   RECGPT_RETURN_IF_ERROR(reader.string("kind", kind, true));
   if (kind == "catalogue") {
@@ -99,8 +102,17 @@ Status parse_constraint(const json& value, const std::string& path, StepConstrai
     constraint.kind = ConstraintKind::kLines;
     RECGPT_RETURN_IF_ERROR(reader.string("line_prefix", constraint.line_prefix, false));
     RECGPT_RETURN_IF_ERROR(reader.integer("max_line_tokens", constraint.max_line_tokens, 1, 1024));
+  } else if (kind == "json") {
+    constraint.kind = ConstraintKind::kJson;
+    if (const json* schema = reader.find("schema")) {
+      constraint.json_schema = schema->dump();
+      if (auto compiled = JsonSchema::compile(constraint.json_schema); !compiled.is_ok()) {
+        return invalid_argument(reader.at("schema") + ": " + compiled.status().message());
+      }
+    }
   } else {
-    return invalid_argument(reader.at("kind") + " must be catalogue, choices, items_of or lines, not '" + kind + "'");
+    return invalid_argument(reader.at("kind") + " must be catalogue, choices, items_of, lines or json, not '" + kind +
+                            "'");
   }
   if (const json* max_items = reader.find("max_items")) {
     if (max_items->is_string()) {
@@ -178,8 +190,13 @@ Status parse_step(const json& value, const std::string& path, const std::set<std
     step.output = OutputKind::kLines;
   } else if (output == "choice_list") {
     step.output = OutputKind::kChoiceList;
+  } else if (output == "json") {
+    step.output = OutputKind::kJson;
+    if (step.constraint.kind != ConstraintKind::kJson) {
+      return invalid_argument(reader.at("output") + " is json, which needs a constraint of kind json");
+    }
   } else {
-    return invalid_argument(reader.at("output") + " must be text, lines or choice_list, not '" + output + "'");
+    return invalid_argument(reader.at("output") + " must be text, lines, choice_list or json, not '" + output + "'");
   }
   step.line_prefix = step.constraint.line_prefix;
   RECGPT_RETURN_IF_ERROR(reader.string("line_prefix", step.line_prefix, false));

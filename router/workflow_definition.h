@@ -23,8 +23,8 @@
 
 namespace recgpt::router {
 
-enum class ConstraintKind { kNone, kCatalogue, kChoices, kItemsOf, kLines };
-enum class OutputKind { kText, kLines, kChoiceList };
+enum class ConstraintKind { kNone, kCatalogue, kChoices, kItemsOf, kLines, kJson };
+enum class OutputKind { kText, kLines, kChoiceList, kJson };
 
 struct StepConstraint {
   ConstraintKind kind = ConstraintKind::kNone;
@@ -33,6 +33,7 @@ struct StepConstraint {
   std::string items_of;              // kItemsOf: an earlier step whose items are the choices
   std::string line_prefix;           // kLines
   int32_t max_line_tokens = 24;      // kLines
+  std::string json_schema;           // kJson: the schema's JSON text (its keys in the file's order); empty: any object
   int32_t max_items = 1;             // or, when max_items_option is set, that option's value
   std::string max_items_option;
 };

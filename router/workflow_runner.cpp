@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "common/log.h"
@@ -43,6 +44,12 @@ std::vector<std::string> parse_output(const WorkflowStep& step, const std::strin
   std::vector<std::string> items;
   if (step.output == OutputKind::kText) {
     if (std::string item = trim(text); !item.empty()) items.push_back(item);
+    return items;
+  }
+  if (step.output == OutputKind::kJson) {  // one item: the value, compact; none when the output was cut short
+    const auto value = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!value.is_discarded())
+      items.push_back(value.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
     return items;
   }
   for (const std::string& line : lines_of(text)) {
@@ -101,6 +108,10 @@ Result<node::CallConstraint> constraint_of(const WorkflowState& state, const Wor
       constraint.lines = true;
       constraint.line_prefix = given.line_prefix;
       constraint.max_line_tokens = given.max_line_tokens;
+      break;
+    case ConstraintKind::kJson:
+      constraint.json = true;
+      constraint.json_schema = given.json_schema;
       break;
   }
   return constraint;
@@ -175,6 +186,7 @@ asio::awaitable<StepRun> run_step(WorkflowState& state, const WorkflowStep& step
   const auto start = Clock::now();
   StepRun run;
   run.name = step.name;
+  run.json = step.output == OutputKind::kJson;
   std::vector<std::string> fan_out = step.fan_out_list;
   if (!step.fan_out_step.empty()) {
     for (const StepRun& earlier : done) {

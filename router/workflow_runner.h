@@ -48,6 +48,7 @@ struct AgentRun {
 
 struct StepRun {
   std::string name;
+  bool json = false;  // its calls' items are each one JSON value's text
   std::vector<AgentRun> calls;
   double ms = 0;
   std::vector<std::string> items() const;  // every call's items, in order, each once

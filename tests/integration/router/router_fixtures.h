@@ -2,6 +2,11 @@
 // generates for a prompt (the reference for greedy outputs through the cluster).
 #pragma once
 
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
 #include "engine/tokenizer.h"
 #include "tests/integration/nodes/node_fixtures.h"
 #include "tests/support/curl.h"
@@ -34,6 +39,23 @@ struct RouterProcess {
     return curl(url(path), extra);
   }
 };
+
+// The repository's sample workflow request (examples/intent_request.json).
+inline nlohmann::json sample_request() {
+  std::ifstream file(std::string(RECGPT_SOURCE_DIR) + "/examples/intent_request.json");
+  std::stringstream text;
+  text << file.rdbuf();
+  return nlohmann::json::parse(text.str());
+}
+
+// A folder for the router's --workflows holding one workflow, `name`, defined by `definition` (JSON).
+inline std::filesystem::path workflows_folder(const TinyModel& tiny, const std::string& name,
+                                              const std::string& definition) {
+  const std::filesystem::path dir = tiny.dir / "workflows";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / (name + ".json")) << definition;
+  return dir;
+}
 
 // The text the colocated engine generates greedily (repetition penalty 1.8, ChatML stop tokens) for `text`.
 inline std::string expected_text(const TinyModel& model, const std::string& text, int max_tokens,

@@ -15,21 +15,6 @@ namespace {
 
 using nlohmann::json;
 
-json sample_request() {
-  std::ifstream file(std::string(RECGPT_SOURCE_DIR) + "/examples/intent_request.json");
-  std::stringstream text;
-  text << file.rdbuf();
-  return json::parse(text.str());
-}
-
-// A folder for the router's --workflows holding one workflow, `name`, defined by `definition` (JSON).
-std::filesystem::path workflows_folder(const TinyModel& tiny, const std::string& name, const std::string& definition) {
-  const std::filesystem::path dir = tiny.dir / "workflows";
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir / (name + ".json")) << definition;
-  return dir;
-}
-
 // Streams workflow `name` for `request` through the router and returns its events; the planner's step event (which
 // names the decode node the workflow prefers) is handed to `on_planner` as it comes.
 std::vector<json> stream_workflow(const RouterProcess& router, const std::string& name, json request,

@@ -3,6 +3,7 @@
 // same seed; its prompt tokens computed stay within the shared context plus each agent's own suffix, while the
 // `v1` baseline computes the whole text context for every agent; `explain` and `judge` give well-formed results;
 // bad requests are 4xx naming the field.
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -151,6 +152,49 @@ TEST_CASE("intent, explain and judge run over HTTP on 2 prefill and 2 decode nod
   CHECK(over.status == 400);
   CHECK(json::parse(over.body)["error"]["code"] == "context_length_exceeded");
   CHECK(router.post("/v1/workflows/intent", request.dump(), {"--max-time", "120"}).status == 200);
+}
+
+TEST_CASE("a workflow's JSON steps answer values their schema shapes, fanned out or not", "[router][workflow][json]") {
+  TinyModel tiny;
+  const std::filesystem::path dir = workflows_folder(tiny, "verdicts", R"({
+    "name": "verdicts",
+    "steps": [
+      {"name": "rate", "fan_out": ["price", "fit"], "prompt": "Rate the {{item}} for this user.", "output": "json",
+       "constraint": {"kind": "json", "schema": {"type": "object", "properties": {"score": {"enum": [1, 2, 3]},
+         "keep": {"type": "boolean"}}, "required": ["score", "keep"], "additionalProperties": false}},
+       "max_tokens": 200, "temperature": 1.0},
+      {"name": "verdict", "prompt": "Ratings: {{steps.rate.items}}\nThe verdict.", "output": "json",
+       "constraint": {"kind": "json", "schema": {"type": "object", "properties": {"buy": {"type": "boolean"}},
+         "required": ["buy"]}}, "max_tokens": 200, "temperature": 1.0}
+    ]})");
+  Node decode("decode", tiny, "tcp", 16);
+  Node prefill("prefill", tiny, "tcp", 16);
+  RouterProcess router(tiny, {prefill.port}, {decode.port}, {"--workflows", dir.string()});
+  const CurlReply reply = router.post("/v1/workflows/verdicts", sample_request().dump(), {"--max-time", "120"});
+  INFO(reply.body);
+  REQUIRE(reply.status == 200);
+  const json result = json::parse(reply.body);
+  // The fan-out: one value per call, each as the schema says (its keys in the schema's order).
+  const json& rates = result["output"]["rate"];
+  REQUIRE(rates.is_array());
+  REQUIRE(rates.size() == 2);
+  for (size_t i = 0; i < rates.size(); ++i) {
+    const json& call = result["steps"][0]["calls"][i];
+    REQUIRE(call["status"] == "ok");
+    CHECK(call["value"] == rates[i]);
+    CHECK(json::parse(call["text"].get<std::string>()) == rates[i]);
+    REQUIRE(rates[i].is_object());
+    CHECK(rates[i].size() == 2);
+    const int score = rates[i]["score"].get<int>();
+    CHECK((score >= 1 && score <= 3));
+    CHECK(rates[i]["keep"].is_boolean());
+    CHECK(call["text"].get<std::string>().find("\"score\"") < call["text"].get<std::string>().find("\"keep\""));
+  }
+  // A step run once: its value itself.
+  const json& verdict = result["output"]["verdict"];
+  REQUIRE(verdict.is_object());
+  CHECK(verdict["buy"].is_boolean());
+  CHECK(decode.shows_used(0));
 }
 
 }  // namespace

@@ -54,6 +54,11 @@ TEST_CASE("a bad workflow definition is refused naming the file and the field", 
       {R"({"name": "x", "steps": [{"name": "a", "prompt": "p", "max_tokens": 0}]})", "steps[0].max_tokens must be"},
       {R"({"name": "x", "steps": [{"name": "a", "prompt": "p", "output": "xml"}]})", "steps[0].output must be"},
       {R"({"name": "x", "steps": [{"name": "a", "prompt": "p", "retries": 9}]})", "steps[0].retries must be"},
+      {R"({"name": "x", "steps": [{"name": "a", "prompt": "p", "output": "json"}]})",
+       "needs a constraint of kind json"},
+      {R"({"name": "x", "steps": [{"name": "a", "prompt": "p", "constraint": {"kind": "json", "schema":
+          {"type": "object", "properties": {"e": {"type": "string", "format": "email"}}}}}]})",
+       "steps[0].constraint.schema: keyword 'format' at '/properties/e'"},
   };
   for (const Case& c : cases) {
     INFO(c.json);
@@ -62,6 +67,24 @@ TEST_CASE("a bad workflow definition is refused naming the file and the field", 
     CHECK(parsed.status().code() == StatusCode::kInvalidArgument);
     CHECK_THAT(parsed.status().message(), Catch::Contains(c.fragment));
   }
+}
+
+TEST_CASE("a JSON step keeps its schema in the file's key order", "[workflow]") {
+  auto parsed = parse_workflow(R"({"name": "x", "steps": [{"name": "verdict", "prompt": "p", "output": "json",
+      "constraint": {"kind": "json", "schema": {"type": "object", "properties": {"zeta": {"type": "boolean"},
+      "alpha": {"enum": ["a", "b"]}}, "required": ["zeta", "alpha"]}}}, {"name": "free", "prompt": "p",
+      "constraint": {"kind": "json"}}]})",
+                               "w.json");
+  REQUIRE(parsed.is_ok());
+  const WorkflowStep& verdict = parsed->steps[0];
+  CHECK(verdict.output == OutputKind::kJson);
+  CHECK(verdict.constraint.kind == ConstraintKind::kJson);
+  CHECK(
+      verdict.constraint.json_schema ==
+      R"({"type":"object","properties":{"zeta":{"type":"boolean"},"alpha":{"enum":["a","b"]}},"required":["zeta","alpha"]})");
+  CHECK(parsed->steps[1].constraint.kind == ConstraintKind::kJson);
+  CHECK(parsed->steps[1].constraint.json_schema.empty());
+  CHECK(parsed->steps[1].output == OutputKind::kText);
 }
 
 TEST_CASE("templates list and render their variables", "[workflow]") {
