@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/json_depth.h"
+
 namespace recgpt {
 namespace {
 
@@ -432,6 +434,9 @@ std::shared_ptr<const JsonSchema> JsonSchema::any_object() {
 }
 
 Result<std::shared_ptr<const JsonSchema>> JsonSchema::compile(std::string_view schema_json) {
+  if (json_text_depth(schema_json, kMaxNesting) > kMaxNesting) {
+    return invalid_argument("the schema nests deeper than " + std::to_string(kMaxNesting) + " levels");
+  }
   const json schema = json::parse(schema_json, nullptr, /*allow_exceptions=*/false);
   if (schema.is_discarded()) return invalid_argument("the schema is not valid JSON");
   return JsonSchemaCompiler(schema).run();

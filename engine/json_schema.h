@@ -64,11 +64,13 @@ class JsonSchema {
   static constexpr size_t kMaxKeys = 64;      // listed keys per object
   static constexpr size_t kMaxLiterals = 64;  // enum values per node
   static constexpr size_t kMaxLiteralBytes = 256;
+  static constexpr size_t kMaxNesting = 64;  // levels of JSON in the schema's text
 
   // Any JSON object (OpenAI's response_format {"type": "json_object"}).
   static std::shared_ptr<const JsonSchema> any_object();
   // Compiles a schema given as JSON text. kInvalidArgument naming the keyword and its JSON pointer for a
-  // malformed schema, an unsupported keyword or one past the limits above.
+  // malformed schema, an unsupported keyword or one past the limits above (its text nested deeper than
+  // kMaxNesting included).
   static Result<std::shared_ptr<const JsonSchema>> compile(std::string_view schema_json);
 
   const JsonSchemaNode& node(size_t index) const { return nodes_[index]; }

@@ -7,6 +7,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "common/json_depth.h"
 #include "engine/json_schema.h"
 #include "engine/utf8.h"
 
@@ -312,6 +313,11 @@ void parse_response_format(const json& format, CompletionRequest& request, Field
     return fields.fail(invalid_request("'response_format.json_schema.schema' must be a JSON Schema object",
                                        "response_format.json_schema.schema"));
   }
+  if (json_depth(*schema, JsonSchema::kMaxNesting) > JsonSchema::kMaxNesting) {  // before dump(), which recurses
+    return fields.fail(invalid_request(
+        "'response_format.json_schema.schema' nests deeper than " + std::to_string(JsonSchema::kMaxNesting) + " levels",
+        "response_format.json_schema.schema", "unsupported_schema"));
+  }
   request.json_schema = schema->dump();
   if (auto compiled = JsonSchema::compile(request.json_schema); !compiled.is_ok()) {
     return fields.fail(invalid_request("'response_format.json_schema.schema': " + compiled.status().message(),
@@ -412,6 +418,9 @@ std::string error_json(const ApiError& error) {
 
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body, Endpoint endpoint,
                                                                    const ApiLimits& limits) {
+  if (json_text_depth(body, limits.max_body_nesting) > limits.max_body_nesting) {
+    return invalid_request("the body nests deeper than " + std::to_string(limits.max_body_nesting) + " levels");
+  }
   const json document = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) return invalid_request("the request body is not valid JSON", {}, "invalid_json");
   if (!document.is_object())

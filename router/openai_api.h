@@ -91,6 +91,7 @@ struct ApiLimits {
   int32_t max_top_logprobs = 20;
   int32_t max_choices = 16;  // `n`
   size_t max_logit_bias_tokens = 1024;
+  size_t max_body_nesting = 128;  // arrays and objects in the body (a response_format's schema: 64)
 };
 
 // Parses a request body for `endpoint`. Unknown fields are ignored (as OpenAI's SDKs send extras); known fields

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/json_depth.h"
 #include "engine/json_schema.h"
 
 namespace recgpt {
@@ -105,6 +106,10 @@ Status parse_constraint(const json& value, const std::string& path, StepConstrai
   } else if (kind == "json") {
     constraint.kind = ConstraintKind::kJson;
     if (const json* schema = reader.find("schema")) {
+      if (json_depth(*schema, JsonSchema::kMaxNesting) > JsonSchema::kMaxNesting) {
+        return invalid_argument(reader.at("schema") + " nests deeper than " + std::to_string(JsonSchema::kMaxNesting) +
+                                " levels");
+      }
       constraint.json_schema = schema->dump();
       if (auto compiled = JsonSchema::compile(constraint.json_schema); !compiled.is_ok()) {
         return invalid_argument(reader.at("schema") + ": " + compiled.status().message());
@@ -247,6 +252,10 @@ std::string render_template(std::string_view text, const std::map<std::string, s
 }
 
 Result<WorkflowDefinition> parse_workflow(std::string_view json_text, const std::string& source) {
+  constexpr size_t kMaxNesting = 128;
+  if (json_text_depth(json_text, kMaxNesting) > kMaxNesting) {
+    return invalid_argument(source + ": nests deeper than " + std::to_string(kMaxNesting) + " levels");
+  }
   const json document = json::parse(json_text, nullptr, false);
   auto fail = [&](const Status& status) { return invalid_argument(source + ": " + status.message()); };
   if (document.is_discarded() || !document.is_object()) return fail(invalid_argument("not a JSON object"));

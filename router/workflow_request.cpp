@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json_depth.h"
 #include "engine/entity_store.h"
 #include "engine/tokenizer.h"
 #include "router/workflow_definition.h"
@@ -221,6 +222,9 @@ std::string join_pairs(const std::vector<std::pair<std::string, std::string>>& p
 }  // namespace
 
 std::variant<WorkflowRequest, ApiError> parse_workflow_request(std::string_view body, const WorkflowLimits& limits) {
+  if (json_text_depth(body, limits.max_body_nesting) > limits.max_body_nesting) {
+    return invalid_request("the body nests deeper than " + std::to_string(limits.max_body_nesting) + " levels");
+  }
   const json document = json::parse(body, nullptr, false);
   if (document.is_discarded()) return invalid_request("the body is not valid JSON");
   WorkflowRequest request;

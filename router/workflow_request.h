@@ -53,7 +53,8 @@ struct WorkflowLimits {
   size_t max_behaviours = 2000;
   size_t max_queries = 100;
   size_t max_field_bytes = 4096;
-  size_t entity_dim = 0;  // the model's adaptor input size; 0: no adaptor (no entity tokens)
+  size_t entity_dim = 0;          // the model's adaptor input size; 0: no adaptor (no entity tokens)
+  size_t max_body_nesting = 128;  // arrays and objects in the body (common/json_depth.h)
 };
 
 std::variant<WorkflowRequest, ApiError> parse_workflow_request(std::string_view body, const WorkflowLimits& limits);

@@ -208,6 +208,19 @@ TEST_CASE("bad requests get a 4xx in OpenAI's shape naming the field, and the ro
   std::vector<std::string> big = auth;
   big.insert(big.end(), {"-H", "Content-Type: application/json", "--data-binary", "@" + big_body});
   CHECK(curl(router.url("/v1/completions"), big).status == 413);
+  // Nested 200K deep in two fields (a parser keeping keys in order copied the first whole, recursively, when the
+  // second came: the router crashed).
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  const std::string deep_body = (tiny.dir / "deep_body.json").string();
+  std::ofstream(deep_body) << R"({"model": "recgpt", "messages": [{"role": "user", "content": )" << deep
+                           << R"(}], "stop": )" << deep << "}";
+  for (const char* path : {"/v1/chat/completions", "/v1/workflows/intent"}) {
+    std::vector<std::string> nested = auth;
+    nested.insert(nested.end(), {"-H", "Content-Type: application/json", "--data-binary", "@" + deep_body});
+    const CurlReply refused = curl(router.url(path), nested);
+    CHECK(refused.status == 400);
+    CHECK_THAT(refused.body, Catch::Contains("nests deeper than 128 levels"));
+  }
   CHECK(curl(router.url("/healthz")).status == 200);  // no auth outside /v1
   const CurlReply fine =
       router.post("/v1/completions", R"({"model": "recgpt", "prompt": "still here", "max_tokens": 3})", auth);

@@ -23,6 +23,14 @@ CompletionRequest parse_ok(const std::string& body, Endpoint endpoint = Endpoint
   return std::get<CompletionRequest>(parsed);
 }
 
+// A schema of `levels` objects, each the items of the one around it.
+std::string nested_items(int levels) {
+  std::string text;
+  for (int i = 0; i < levels; ++i) text += R"({"items": )";
+  text += "{}";
+  return text + std::string(static_cast<size_t>(levels), '}');
+}
+
 ApiError parse_error(const std::string& body, Endpoint endpoint = Endpoint::kCompletions) {
   auto parsed = parse_completion_request(body, endpoint, limits());
   REQUIRE(std::holds_alternative<ApiError>(parsed));
@@ -224,6 +232,11 @@ TEST_CASE("bad request bodies are refused naming the field", "[router][openai]")
       {R"({"model": "m", "prompt": "x", "suffix": "end"})", "suffix"},
       {R"({"model": "m", "prompt": "x", "best_of": 3})", "best_of"},
       {R"({"model": "m", "prompt": "x", "response_format": "json"})", "response_format"},
+      {R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a",
+          "schema": )" +
+           nested_items(70) + "}}}",
+       "response_format.json_schema.schema"},
+      {R"({"model": "m", "prompt": )" + std::string(200, '[') + std::string(200, ']') + "}", ""},
       {R"({"model": "m", "prompt": "x", "max_tokens": 4, "min_tokens": 5})", "min_tokens"},
       {R"({"model": "m", "prompt": "x", "min_tokens": -1})", "min_tokens"},
       {R"({"model": "m", "prompt": "x", "min_tokens": 2, "allowed": ["a"]})", "min_tokens"},

@@ -1,0 +1,33 @@
+// JSON nesting measured without recursion, on text and on parsed values: brackets inside strings (escaped quotes
+// included) do not count, and a deep input stops the count at the limit.
+#include "common/json_depth.h"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+namespace recgpt {
+namespace {
+
+TEST_CASE("json text depth counts arrays and objects outside strings", "[json_depth]") {
+  CHECK(json_text_depth("1", 10) == 0);
+  CHECK(json_text_depth("[]", 10) == 1);
+  CHECK(json_text_depth(R"({"a": [1, {"b": []}]})", 10) == 4);
+  CHECK(json_text_depth(R"({"a": "[[[[{{{{"})", 10) == 1);
+  CHECK(json_text_depth(R"({"a": "\"[[[[", "b": [1]})", 10) == 2);
+  CHECK(json_text_depth(R"(["\\", [[]]])", 10) == 3);
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  CHECK(json_text_depth(deep, 128) == 129);
+  CHECK(json_text_depth(deep, 2000000) == 1000000);
+}
+
+TEST_CASE("json depth of a parsed value stops at the limit", "[json_depth]") {
+  const auto value = nlohmann::json::parse(R"({"a": [1, {"b": []}], "c": 2})");
+  CHECK(json_depth(value, 10) == 4);
+  CHECK(json_depth(value, 2) == 3);
+  CHECK(json_depth(nlohmann::json(7), 10) == 1);
+  const auto deep = nlohmann::ordered_json::parse(std::string(100000, '[') + std::string(100000, ']'));
+  CHECK(json_depth(deep, 64) == 65);
+}
+
+}  // namespace
+}  // namespace recgpt
