@@ -132,7 +132,7 @@ int run(int argc, char** argv) {
       }
       ++documents;
     }
-    const auto stats = shared->cache_stats();
+    const auto stats = shared->cache().stats();
     std::printf(
         "%-12s %ld documents, %ld tokens: %.1f us a token (%.1f x the row's read time), mask cache hits %.0f%%\n", name,
         static_cast<long>(documents), static_cast<long>(steps), process_seconds / steps * 1e6,

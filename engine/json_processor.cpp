@@ -1,6 +1,7 @@
 #include "engine/json_processor.h"
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <limits>
 
@@ -21,9 +22,44 @@ void collect(const TokenByteTrie& trie, uint32_t node, JsonMatcher& matcher, Tok
 
 }  // namespace
 
+std::shared_ptr<const TokenMask> JsonMaskCache::find(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto found = entries_.find(key);
+  if (found == entries_.end()) {
+    ++stats_.misses;
+    return nullptr;
+  }
+  recent_.splice(recent_.begin(), recent_, found->second);
+  ++stats_.hits;
+  return found->second->second;
+}
+
+void JsonMaskCache::insert(std::string key, std::shared_ptr<const TokenMask> mask) {
+  std::lock_guard lock(mutex_);
+  if (entries_.count(key) > 0) return;  // another sequence computed it meanwhile
+  recent_.emplace_front(key, std::move(mask));
+  entries_.emplace(std::move(key), recent_.begin());
+  if (recent_.size() > capacity_) {
+    entries_.erase(recent_.back().first);
+    recent_.pop_back();
+  }
+}
+
+JsonMaskCache::Stats JsonMaskCache::stats() const {
+  std::lock_guard lock(mutex_);
+  Stats stats = stats_;
+  stats.masks = recent_.size();
+  return stats;
+}
+
 JsonGrammar::JsonGrammar(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const JsonVocabulary> vocabulary,
-                         size_t cached_masks)
-    : schema_(std::move(schema)), vocabulary_(std::move(vocabulary)), capacity_(std::max<size_t>(cached_masks, 1)) {}
+                         std::shared_ptr<JsonMaskCache> cache)
+    : schema_(std::move(schema)),
+      vocabulary_(std::move(vocabulary)),
+      cache_(cache != nullptr ? std::move(cache) : std::make_shared<JsonMaskCache>()) {
+  static std::atomic<uint64_t> next_id{1};
+  id_ = next_id.fetch_add(1);
+}
 
 TokenMask JsonGrammar::compute_next_tokens(const JsonMatcher& matcher) const {
   JsonMatcher walker = matcher;
@@ -42,35 +78,14 @@ TokenMask JsonGrammar::compute_next_tokens(const JsonMatcher& matcher) const {
 }
 
 std::shared_ptr<const TokenMask> JsonGrammar::next_tokens(const JsonMatcher& matcher) const {
-  std::string key;
+  std::string key(reinterpret_cast<const char*>(&id_), sizeof(id_));
   matcher.state_key(key);
-  {
-    std::lock_guard lock(mutex_);
-    if (auto found = cache_.find(key); found != cache_.end()) {
-      recent_.splice(recent_.begin(), recent_, found->second);
-      ++stats_.hits;
-      return found->second->second;
-    }
-    ++stats_.misses;
-  }
-  // Computed outside the lock: another sequence may compute the same mask meanwhile, which costs time, not
-  // correctness.
+  if (auto cached = cache_->find(key)) return cached;
+  // Computed outside the cache's lock: another sequence may compute the same mask meanwhile, which costs time,
+  // not correctness.
   auto mask = std::make_shared<const TokenMask>(compute_next_tokens(matcher));
-  std::lock_guard lock(mutex_);
-  if (cache_.count(key) == 0) {
-    recent_.emplace_front(key, mask);
-    cache_.emplace(std::move(key), recent_.begin());
-    if (recent_.size() > capacity_) {
-      cache_.erase(recent_.back().first);
-      recent_.pop_back();
-    }
-  }
+  cache_->insert(std::move(key), mask);
   return mask;
-}
-
-JsonGrammar::CacheStats JsonGrammar::cache_stats() const {
-  std::lock_guard lock(mutex_);
-  return stats_;
 }
 
 JsonProcessor::JsonProcessor(std::shared_ptr<const JsonGrammar> grammar, int32_t end, size_t prompt_tokens)

@@ -8,6 +8,7 @@
 // up the state from a prefill node's first token.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -22,13 +23,39 @@
 
 namespace recgpt {
 
-// A schema with its vocabulary and mask cache, shared by every sequence decoding under it. Thread-safe.
+// Token masks by grammar and automaton state, the most recently used kept: one per node, shared by its
+// grammars, so their masks (vocabulary / 8 bytes each: 19 KB for Qwen3's) have one bound. Thread-safe.
+class JsonMaskCache {
+ public:
+  static constexpr size_t kDefaultCapacity = 1024;
+
+  explicit JsonMaskCache(size_t capacity = kDefaultCapacity) : capacity_(std::max<size_t>(capacity, 1)) {}
+
+  std::shared_ptr<const TokenMask> find(const std::string& key);
+  void insert(std::string key, std::shared_ptr<const TokenMask> mask);
+
+  struct Stats {
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+    size_t masks = 0;
+  };
+  Stats stats() const;
+
+ private:
+  using Entry = std::pair<std::string, std::shared_ptr<const TokenMask>>;
+  const size_t capacity_;
+  mutable std::mutex mutex_;
+  std::list<Entry> recent_;  // most recently used first
+  std::unordered_map<std::string, std::list<Entry>::iterator> entries_;
+  Stats stats_;
+};
+
+// A schema with its vocabulary, shared by every sequence decoding under it; its masks go to `cache` (its own
+// when none is given). Thread-safe.
 class JsonGrammar {
  public:
-  static constexpr size_t kDefaultCachedMasks = 256;
-
   JsonGrammar(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const JsonVocabulary> vocabulary,
-              size_t cached_masks = kDefaultCachedMasks);
+              std::shared_ptr<JsonMaskCache> cache = nullptr);
 
   const std::shared_ptr<const JsonSchema>& schema() const { return schema_; }
   const JsonVocabulary& vocabulary() const { return *vocabulary_; }
@@ -38,22 +65,13 @@ class JsonGrammar {
   // The same, computed without the cache (for tests and the benchmark).
   TokenMask compute_next_tokens(const JsonMatcher& matcher) const;
 
-  struct CacheStats {
-    uint64_t hits = 0;
-    uint64_t misses = 0;
-  };
-  CacheStats cache_stats() const;
+  JsonMaskCache& cache() const { return *cache_; }
 
  private:
   std::shared_ptr<const JsonSchema> schema_;
   std::shared_ptr<const JsonVocabulary> vocabulary_;
-  size_t capacity_;
-
-  using Entry = std::pair<std::string, std::shared_ptr<const TokenMask>>;
-  mutable std::mutex mutex_;
-  mutable std::list<Entry> recent_;  // most recently used first
-  mutable std::unordered_map<std::string, std::list<Entry>::iterator> cache_;
-  mutable CacheStats stats_;
+  std::shared_ptr<JsonMaskCache> cache_;
+  uint64_t id_;  // names this grammar's keys in a shared cache
 };
 
 class JsonProcessor final : public LogitsProcessor {

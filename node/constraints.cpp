@@ -17,8 +17,9 @@ Result<std::unique_ptr<Constraints>> Constraints::create(
   if (line_break.size() == 1) constraints->separator_ = line_break[0];
   constraints->line_tokens_ = std::make_shared<LineTokens>(constraints->tokenizer_);
   constraints->json_vocabulary_ = JsonVocabulary::from_tokenizer(constraints->tokenizer_);
-  constraints->any_object_ =
-      std::make_shared<const JsonGrammar>(JsonSchema::any_object(), constraints->json_vocabulary_);
+  constraints->json_masks_ = std::make_shared<JsonMaskCache>();
+  constraints->any_object_ = std::make_shared<const JsonGrammar>(
+      JsonSchema::any_object(), constraints->json_vocabulary_, constraints->json_masks_);
   for (const auto& [name, path] : catalogues) {
     if (constraints->separator_ < 0) {
       return invalid_argument("catalogue '" + name + "': the tokenizer writes a line break as several tokens");
@@ -121,7 +122,7 @@ Result<std::shared_ptr<const JsonGrammar>> Constraints::json_grammar(const std::
   }
   auto schema = JsonSchema::compile(schema_text);
   if (!schema.is_ok()) return invalid_argument("the JSON schema: " + schema.status().message());
-  auto grammar = std::make_shared<const JsonGrammar>(std::move(schema).value(), json_vocabulary_);
+  auto grammar = std::make_shared<const JsonGrammar>(std::move(schema).value(), json_vocabulary_, json_masks_);
   std::lock_guard lock(schemas_mutex_);
   schemas_.emplace_front(schema_text, grammar);
   if (schemas_.size() > kCachedSchemas) schemas_.pop_back();

@@ -1,8 +1,8 @@
 // The decoding constraints a node applies (proto Constraint -> engine/choice_list_processor.h,
 // lines_processor.h, json_processor.h): catalogues loaded once at start (`--catalogue name=path`, each compiled
 // to a ChoiceTrie), choices given with a call compiled per call, JSON schemas compiled on first use and kept (the
-// most recent kCachedSchemas, with their mask caches: a workflow sends the same schema with every call). Prefill
-// and decode nodes hold one each.
+// most recent kCachedSchemas: a workflow sends the same schema with every call), their token masks in one cache
+// of JsonMaskCache::kDefaultCapacity masks (19 MB for Qwen3's vocabulary). Prefill and decode nodes hold one each.
 #pragma once
 
 #include <functional>
@@ -63,6 +63,7 @@ class Constraints {
   std::shared_ptr<const LineTokens> line_tokens_;
   std::map<std::string, std::shared_ptr<const ChoiceTrie>> catalogues_;
   std::shared_ptr<const JsonVocabulary> json_vocabulary_;
+  std::shared_ptr<JsonMaskCache> json_masks_;
   std::shared_ptr<const JsonGrammar> any_object_;
   mutable std::mutex schemas_mutex_;
   mutable std::list<std::pair<std::string, std::shared_ptr<const JsonGrammar>>> schemas_;  // most recent first
