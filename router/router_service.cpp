@@ -22,6 +22,7 @@
 #include "router/event_writer.h"
 #include "router/openai_api.h"
 #include "router/router_metrics.h"
+#include "router/tokenize_api.h"
 #include "router/workflow_api.h"
 #include "router/workflow_runner.h"
 
@@ -91,9 +92,12 @@ Status workflow_failure(const WorkflowRun& run) {
 bool is_completion_path(std::string_view path) { return path == "/v1/completions" || path == "/v1/chat/completions"; }
 
 // Every path the router answers (others are 404, and counted as "other" in metrics).
+// vLLM's, outside /v1 as vLLM serves them; behind the API key as /v1 is.
+bool is_tokenize_path(std::string_view path) { return path == "/tokenize" || path == "/detokenize"; }
+
 bool is_known_path(std::string_view path) {
-  return is_completion_path(path) || path == "/v1/models" || path == "/v1/cluster" || path == "/healthz" ||
-         path == "/readyz" || path == "/metrics";
+  return is_completion_path(path) || is_tokenize_path(path) || path == "/v1/models" || path == "/v1/cluster" ||
+         path == "/healthz" || path == "/readyz" || path == "/metrics";
 }
 
 bool same_secret(std::string_view a, std::string_view b) {
@@ -186,7 +190,7 @@ class Service final : public std::enable_shared_from_this<Service> {
   asio::awaitable<void> route(http::Exchange& exchange) {
     const http::Request& request = exchange.request();
     const std::string& path = request.path;
-    if (path.rfind("/v1/", 0) == 0 && !options_.api_key.empty() &&
+    if ((path.rfind("/v1/", 0) == 0 || is_tokenize_path(path)) && !options_.api_key.empty() &&
         !same_secret(request.header("authorization"), "Bearer " + options_.api_key)) {
       http::Response denied = error_response(api_error(
           401, "authentication_error", "a valid API key is required (Authorization: Bearer ...)", "invalid_api_key"));
@@ -207,18 +211,24 @@ class Service final : public std::enable_shared_from_this<Service> {
     co_await reply(exchange, std::move(response));
   }
 
-  // Everything but a completion: small GET endpoints, or an error.
+  // Everything but a completion or a workflow: small GET endpoints, the tokenizer's, or an error.
   http::Response answer_get(const http::Request& request) {
     const std::string& path = request.path;
     if (!is_known_path(path)) {
       return error_response(api_error(404, "invalid_request_error", "no route " + path, "not_found"));
     }
-    const bool completions = is_completion_path(path);
-    if (completions != (request.method == "POST") || (request.method != "GET" && request.method != "POST")) {
-      return error_response(
-          api_error(405, "invalid_request_error",
-                    request.method + " is not allowed on " + path + "; use " + (completions ? "POST" : "GET"),
-                    "method_not_allowed"));
+    const bool posted = is_completion_path(path) || is_tokenize_path(path);
+    if (posted != (request.method == "POST") || (request.method != "GET" && request.method != "POST")) {
+      return error_response(api_error(
+          405, "invalid_request_error",
+          request.method + " is not allowed on " + path + "; use " + (posted ? "POST" : "GET"), "method_not_allowed"));
+    }
+    if (is_tokenize_path(path)) {
+      const TokenizeSettings settings{options_.model_name, model_.config().max_position_embeddings};
+      auto answer = path == "/tokenize" ? tokenize_answer(request.body, *tokenizer_, limits_, settings)
+                                        : detokenize_answer(request.body, *tokenizer_, limits_, settings);
+      if (auto* error = std::get_if<ApiError>(&answer)) return error_response(*error);
+      return json_response(200, std::move(std::get<std::string>(answer)));
     }
     if (path == "/v1/models") {
       nlohmann::json body = {

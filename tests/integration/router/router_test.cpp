@@ -222,6 +222,17 @@ TEST_CASE("bad requests get a 4xx in OpenAI's shape naming the field, and the ro
     CHECK_THAT(refused.body, Catch::Contains("nests deeper than 128 levels"));
   }
   CHECK(curl(router.url("/healthz")).status == 200);  // no auth outside /v1
+  // The tokenizer's endpoints, behind the key; what they answer is the model's tokenizer's.
+  CHECK(router.post("/tokenize", R"({"model": "recgpt", "prompt": "x"})").status == 401);
+  const CurlReply tokenized = router.post("/tokenize", R"({"model": "recgpt", "prompt": "héllo wörld"})", auth);
+  REQUIRE(tokenized.status == 200);
+  const Tokenizer tokenizer = Tokenizer::load(tiny.model->tokenizer_path()).value();
+  const json tokens = json::parse(tokenized.body)["tokens"];
+  CHECK(tokens == tokenizer.encode("héllo wörld"));
+  const CurlReply detokenized = router.post("/detokenize", json{{"model", "recgpt"}, {"tokens", tokens}}.dump(), auth);
+  REQUIRE(detokenized.status == 200);
+  CHECK(json::parse(detokenized.body)["prompt"] == "héllo wörld");
+  CHECK(curl(router.url("/tokenize"), auth).status == 405);
   const CurlReply fine =
       router.post("/v1/completions", R"({"model": "recgpt", "prompt": "still here", "max_tokens": 3})", auth);
   CHECK(fine.status == 200);
