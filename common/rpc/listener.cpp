@@ -70,9 +70,9 @@ Status status_of(const control::Error& error) {
 }
 
 Status check_peer_hello(const control::Hello& hello, const std::string& model_fingerprint) {
-  if (hello.protocol_version() != kProtocolVersion) {
+  if (hello.protocol_version() < kOldestPeerProtocolVersion || hello.protocol_version() > kProtocolVersion) {
     return failed_precondition("protocol version " + std::to_string(hello.protocol_version()) + ", this node speaks " +
-                               std::to_string(kProtocolVersion));
+                               std::to_string(kOldestPeerProtocolVersion) + " to " + std::to_string(kProtocolVersion));
   }
   if (!hello.model_fingerprint().empty() && hello.model_fingerprint() != model_fingerprint) {
     return failed_precondition("model fingerprint " + hello.model_fingerprint() + " differs from this node's " +

@@ -13,11 +13,15 @@
 
 namespace recgpt::rpc {
 
-// The protocol version of this build's control plane; a peer with another is refused at the handshake.
+// The protocol version of this build's control plane.
 // 2: prefill attempts name their KV streams; 3: and their writers; 4: frequency and presence penalties,
 // logit_bias and logprobs (a node of 3 would ignore them); 5: JSON constraints and min_tokens (a node of 4 would write
 // free text, end early).
 inline constexpr uint32_t kProtocolVersion = 5;
+// The oldest version a node takes a peer's calls in: what changed since only adds fields an older router does not
+// send, so nodes upgrade first, then routers (a rolling upgrade; an older node refuses a newer router). A peer
+// speaking a newer version, or one older than this, is refused at the handshake.
+inline constexpr uint32_t kOldestPeerProtocolVersion = 4;
 
 class Listener : public std::enable_shared_from_this<Listener> {
  public:
@@ -44,8 +48,8 @@ control::Envelope error_frame(uint64_t request_id, const Status& status);
 // kUnavailable: the peer failed.
 Status status_of(const control::Error& error);
 
-// ok when a peer's Hello speaks this protocol version and, when it names one, this model fingerprint;
-// kFailedPrecondition naming both values otherwise.
+// ok when a peer's Hello speaks a protocol version from kOldestPeerProtocolVersion to this one and, when it names
+// one, this model fingerprint; kFailedPrecondition naming both values otherwise.
 Status check_peer_hello(const control::Hello& hello, const std::string& model_fingerprint);
 
 }  // namespace recgpt::rpc

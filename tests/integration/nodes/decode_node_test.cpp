@@ -63,11 +63,21 @@ TEST_CASE("a decode node refuses a handshake of another protocol version or mode
           "[nodes][decode]") {
   TinyModel model;
   DecodeNode node(model);
+  // Newer than this node, or older than the oldest it takes: refused. The oldest it takes: a rolling upgrade's
+  // router, greeted.
+  for (uint32_t version : {99u, rpc::kProtocolVersion + 1, rpc::kOldestPeerProtocolVersion - 1}) {
+    drive(node.port, [&](std::shared_ptr<rpc::Connection> connection) -> asio::awaitable<void> {
+      auto reply = co_await connection->call(hello(model.fingerprint, version), Clock::now() + seconds(10));
+      REQUIRE(reply.is_ok());
+      CHECK(reply->has_error());
+      CHECK_THAT(reply->error().message(), Catch::Contains("protocol version " + std::to_string(version)));
+    });
+  }
   drive(node.port, [&](std::shared_ptr<rpc::Connection> connection) -> asio::awaitable<void> {
-    auto reply = co_await connection->call(hello(model.fingerprint, 99), Clock::now() + seconds(10));
+    auto reply = co_await connection->call(hello(model.fingerprint, rpc::kOldestPeerProtocolVersion),
+                                           Clock::now() + seconds(10));
     REQUIRE(reply.is_ok());
-    CHECK(reply->has_error());
-    CHECK_THAT(reply->error().message(), Catch::Contains("protocol version 99"));
+    CHECK(reply->has_hello());
   });
   drive(node.port, [&](std::shared_ptr<rpc::Connection> connection) -> asio::awaitable<void> {
     auto reply = co_await connection->call(hello("0123456789abcdef"), Clock::now() + seconds(10));
