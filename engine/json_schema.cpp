@@ -434,8 +434,12 @@ std::shared_ptr<const JsonSchema> JsonSchema::any_object() {
 }
 
 Result<std::shared_ptr<const JsonSchema>> JsonSchema::compile(std::string_view schema_json) {
-  if (json_text_depth(schema_json, kMaxNesting) > kMaxNesting) {
+  const JsonTextShape shape = json_text_shape(schema_json, kMaxNesting, kMaxObjectMembers);
+  if (shape.depth > kMaxNesting) {
     return invalid_argument("the schema nests deeper than " + std::to_string(kMaxNesting) + " levels");
+  }
+  if (shape.object_members > kMaxObjectMembers) {
+    return invalid_argument("the schema has an object of more than " + std::to_string(kMaxObjectMembers) + " members");
   }
   const json schema = json::parse(schema_json, nullptr, /*allow_exceptions=*/false);
   if (schema.is_discarded()) return invalid_argument("the schema is not valid JSON");

@@ -64,7 +64,8 @@ class JsonSchema {
   static constexpr size_t kMaxKeys = 64;      // listed keys per object
   static constexpr size_t kMaxLiterals = 64;  // enum values per node
   static constexpr size_t kMaxLiteralBytes = 256;
-  static constexpr size_t kMaxNesting = 64;  // levels of JSON in the schema's text
+  static constexpr size_t kMaxNesting = 64;          // levels of JSON in the schema's text
+  static constexpr size_t kMaxObjectMembers = 4096;  // members of one of its objects
 
   // Any JSON object (OpenAI's response_format {"type": "json_object"}).
   static std::shared_ptr<const JsonSchema> any_object();

@@ -399,6 +399,18 @@ json nullable(std::string_view text) { return text.empty() ? json(nullptr) : jso
 
 }  // namespace
 
+std::optional<ApiError> check_body_shape(std::string_view body, const ApiLimits& limits) {
+  const JsonTextShape shape = json_text_shape(body, limits.max_body_nesting, limits.max_object_members);
+  if (shape.depth > limits.max_body_nesting) {
+    return invalid_request("the body nests deeper than " + std::to_string(limits.max_body_nesting) + " levels");
+  }
+  if (shape.object_members > limits.max_object_members) {
+    return invalid_request("the body has an object of more than " + std::to_string(limits.max_object_members) +
+                           " members");
+  }
+  return std::nullopt;
+}
+
 ApiError invalid_request(std::string message, std::string param, std::string code) {
   ApiError error;
   error.message = std::move(message);
@@ -418,9 +430,7 @@ std::string error_json(const ApiError& error) {
 
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body, Endpoint endpoint,
                                                                    const ApiLimits& limits) {
-  if (json_text_depth(body, limits.max_body_nesting) > limits.max_body_nesting) {
-    return invalid_request("the body nests deeper than " + std::to_string(limits.max_body_nesting) + " levels");
-  }
+  if (std::optional<ApiError> error = check_body_shape(body, limits)) return *error;
   const json document = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) return invalid_request("the request body is not valid JSON", {}, "invalid_json");
   if (!document.is_object())

@@ -91,8 +91,13 @@ struct ApiLimits {
   int32_t max_top_logprobs = 20;
   int32_t max_choices = 16;  // `n`
   size_t max_logit_bias_tokens = 1024;
-  size_t max_body_nesting = 128;  // arrays and objects in the body (a response_format's schema: 64)
+  size_t max_body_nesting = 128;     // arrays and objects in the body (a response_format's schema: 64)
+  size_t max_object_members = 4096;  // members of one object of the body (logit_bias takes 1024)
 };
+
+// A body nested deeper than max_body_nesting, or with an object of more than max_object_members members, is refused
+// before it is parsed (common/json_depth.h says why); nullopt when it may be parsed.
+std::optional<ApiError> check_body_shape(std::string_view body, const ApiLimits& limits);
 
 // Parses a request body for `endpoint`. Unknown fields are ignored (as OpenAI's SDKs send extras); known fields
 // with wrong types or values are refused naming the field, and so are OpenAI fields this server does not

@@ -23,8 +23,8 @@ ApiError model_not_found(const std::string& model, const TokenizeSettings& setti
 std::variant<std::string, ApiError> tokenize_answer(std::string_view body, const Tokenizer& tokenizer,
                                                     const ApiLimits& limits, const TokenizeSettings& settings) {
   // The completion endpoints' parser (which checks the depth first): a body with `messages` is a chat's.
-  const bool chat = json_text_depth(body, limits.max_body_nesting) <= limits.max_body_nesting &&
-                    json::parse(body, nullptr, /*allow_exceptions=*/false).contains("messages");
+  const bool chat =
+      !check_body_shape(body, limits) && json::parse(body, nullptr, /*allow_exceptions=*/false).contains("messages");
   auto parsed = parse_completion_request(body, chat ? Endpoint::kChatCompletions : Endpoint::kCompletions, limits);
   if (auto* error = std::get_if<ApiError>(&parsed)) return *error;
   const CompletionRequest& request = std::get<CompletionRequest>(parsed);
@@ -44,9 +44,7 @@ std::variant<std::string, ApiError> tokenize_answer(std::string_view body, const
 
 std::variant<std::string, ApiError> detokenize_answer(std::string_view body, const Tokenizer& tokenizer,
                                                       const ApiLimits& limits, const TokenizeSettings& settings) {
-  if (json_text_depth(body, limits.max_body_nesting) > limits.max_body_nesting) {
-    return invalid_request("the body nests deeper than " + std::to_string(limits.max_body_nesting) + " levels");
-  }
+  if (std::optional<ApiError> error = check_body_shape(body, limits)) return *error;
   const json document = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) return invalid_request("the request body is not valid JSON", {}, "invalid_json");
   if (!document.is_object()) return invalid_request("the request body must be a JSON object");

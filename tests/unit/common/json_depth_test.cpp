@@ -20,6 +20,17 @@ TEST_CASE("json text depth counts arrays and objects outside strings", "[json_de
   CHECK(json_text_depth(deep, 2000000) == 1000000);
 }
 
+TEST_CASE("json text shape counts an object's members outside strings and stops at the limit", "[json_depth]") {
+  CHECK(json_text_shape(R"({"a": 1, "b": {"c": 2}, "d": [{"e": 1, "f": 2, "g": 3}]})", 10, 10).object_members == 3);
+  CHECK(json_text_shape(R"({"a:b": "c:d", "e": "\":"})", 10, 10).object_members == 2);
+  CHECK(json_text_shape("[1, 2, 3, 4]", 10, 2).object_members == 0);
+  std::string wide = "{";
+  for (int i = 0; i < 100000; ++i) wide += (i ? ",\"k" : "\"k") + std::to_string(i) + "\": 0";
+  wide += "}";
+  CHECK(json_text_shape(wide, 10, 4096).object_members == 4097);
+  CHECK(json_text_shape(wide, 10, 1000000).object_members == 100000);
+}
+
 TEST_CASE("json depth of a parsed value stops at the limit", "[json_depth]") {
   const auto value = nlohmann::json::parse(R"({"a": [1, {"b": []}], "c": 2})");
   CHECK(json_depth(value, 10) == 4);
