@@ -120,12 +120,13 @@ JsonMatcher::Step JsonMatcher::value_byte(Frame& frame, uint8_t byte) {
 
 JsonMatcher::Step JsonMatcher::start_value(Frame& frame, uint8_t byte) {
   const JsonSchemaNode& node = schema_->node(frame.node);
+  const int at = depth_ - 1;  // this value's frame
   if (!node.is_enum) {
-    if (byte == '{' && (node.types & kJsonObject)) {
+    if (byte == '{' && (node.types & kJsonObject) && fits(at, node.object_depth)) {
       frame = Frame{frame.node, kObject, kKeyOrClose, 0, 0};
       return Step::kTaken;
     }
-    if (byte == '[' && (node.types & kJsonArray)) {
+    if (byte == '[' && (node.types & kJsonArray) && fits(at, node.array_depth)) {
       frame = Frame{frame.node, kArray, kItemOrClose, 0, 0};
       return Step::kTaken;
     }
@@ -161,17 +162,15 @@ JsonMatcher::Step JsonMatcher::object_byte(Frame& frame, uint8_t byte) {
       }
       if (byte != '"') return Step::kRefused;
       if (listed) {
-        // Any key from the next one up to and including the next required one.
-        const size_t last = std::min(node.next_required(frame.count), node.keys.size() - 1);
-        if (frame.count > last || frame.count >= node.keys.size()) return Step::kRefused;
-        uint64_t candidates = 0;
-        for (size_t i = frame.count; i <= last; ++i) candidates |= uint64_t{1} << i;
-        if (depth_ >= kMaxDepth) return Step::kRefused;
+        const uint64_t candidates = key_candidates(frame);
+        if (candidates == 0) return Step::kRefused;
         frame.phase = kInKey;
         frames_[static_cast<size_t>(depth_++)] = Frame{frame.node, kKey, 0, 1, candidates};
         return Step::kTaken;
       }
-      if (node.additional < 0 || depth_ >= kMaxDepth) return Step::kRefused;
+      if (node.additional < 0 || !fits(depth_, schema_->node(static_cast<size_t>(node.additional)).min_depth)) {
+        return Step::kRefused;
+      }
       frame.phase = kInKey;
       frame.aux = static_cast<uint64_t>(node.additional);
       frames_[static_cast<size_t>(depth_++)] = Frame{frame.node, kString, kChars, 0, 0};
@@ -185,13 +184,26 @@ JsonMatcher::Step JsonMatcher::object_byte(Frame& frame, uint8_t byte) {
         close_top();
         return Step::kTaken;
       }
-      if (byte == ',' && (listed ? frame.count < node.keys.size() : node.additional >= 0)) {
+      if (byte == ',' && (listed ? key_candidates(frame) != 0
+                                 : node.additional >= 0 &&
+                                       fits(depth_, schema_->node(static_cast<size_t>(node.additional)).min_depth))) {
         frame.phase = kKeyNext;
         return Step::kTaken;
       }
       return Step::kRefused;
     default: return Step::kRefused;
   }
+}
+
+uint64_t JsonMatcher::key_candidates(const Frame& object) const {
+  const JsonSchemaNode& node = schema_->node(object.node);
+  if (object.count >= node.keys.size()) return 0;
+  const size_t last = std::min(node.next_required(object.count), node.keys.size() - 1);
+  uint64_t candidates = 0;
+  for (size_t i = object.count; i <= last; ++i) {
+    if (fits(depth_, schema_->node(node.key_nodes[i]).min_depth)) candidates |= uint64_t{1} << i;
+  }
+  return candidates;
 }
 
 JsonMatcher::Step JsonMatcher::array_byte(Frame& frame, uint8_t byte) {
@@ -205,7 +217,9 @@ JsonMatcher::Step JsonMatcher::array_byte(Frame& frame, uint8_t byte) {
       }
       [[fallthrough]];
     case kItemNext: {
-      if (frame.count >= node.max_items || !push(node.items)) return Step::kRefused;
+      if (frame.count >= node.max_items || !fits(depth_, schema_->node(node.items).min_depth) || !push(node.items)) {
+        return Step::kRefused;
+      }
       frame.phase = kInItem;
       Frame& item = frames_[static_cast<size_t>(depth_ - 1)];
       const Step step = start_value(item, byte);
@@ -218,7 +232,7 @@ JsonMatcher::Step JsonMatcher::array_byte(Frame& frame, uint8_t byte) {
         close_top();
         return Step::kTaken;
       }
-      if (byte == ',' && frame.count < node.max_items) {
+      if (byte == ',' && frame.count < node.max_items && fits(depth_, schema_->node(node.items).min_depth)) {
         frame.phase = kItemNext;
         return Step::kTaken;
       }

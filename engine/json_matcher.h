@@ -10,6 +10,10 @@
 // doubles would not hold exactly, and
 // whitespace before or anything after the value.
 //
+// It never opens an object or array whose smallest instance would not fit within kMaxDepth (JsonSchemaNode's
+// depths), so from every state it reaches some bytes complete the value: decoding under it never dead-ends
+// (which would end a sequence as if it were whole).
+//
 // The state is a small fixed array, so a walker can save() before a byte and restore() after it cheaply (the
 // token mask's trie walk does this at every node); state_key() names the state for caching masks.
 #pragma once
@@ -27,7 +31,7 @@ namespace recgpt {
 
 class JsonMatcher {
  public:
-  static constexpr int kMaxDepth = 32;              // open objects, arrays and the value inside the innermost
+  static constexpr int kMaxDepth = JsonSchema::kMaxInstanceDepth;  // open objects, arrays, the innermost value
   static constexpr uint8_t kMaxWhitespaceRun = 16;  // bytes of whitespace between two tokens of the JSON grammar
   static constexpr uint32_t kMaxNumberBytes = 32;
   static constexpr uint32_t kMaxIntegerDigits = 15;  // below 2^53
@@ -91,6 +95,14 @@ class JsonMatcher {
   // Turns `frame` (a kValue) into the value `byte` starts.
   Step start_value(Frame& frame, uint8_t byte);
   bool push(uint16_t node);
+  // Whether a value whose smallest instance takes `depth` frames fits from frame index `at` on (never opening
+  // what could not be closed within kMaxDepth keeps every state completable).
+  static bool fits(int at, uint32_t depth) {
+    return depth != JsonSchema::kNoInstance && static_cast<uint64_t>(at) + depth <= kMaxDepth;
+  }
+  // The listed keys that may come next in the object on top: from its next one through the next required one,
+  // each whose value still fits.
+  uint64_t key_candidates(const Frame& object) const;
   // The top value is whole: pop it and move its parent on.
   void close_top();
   // A literal (or key) whose bytes so far spell one of its texts exactly: that text's index, else -1.

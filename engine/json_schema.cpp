@@ -85,8 +85,17 @@ class JsonSchemaCompiler {
     refs_[""] = 0;
     RECGPT_ASSIGN_OR_RETURN(uint16_t root_index, new_node());
     in_progress_.insert(root_index);
-    RECGPT_RETURN_IF_ERROR(fill(0, *root, pointer));
-    in_progress_.erase(0);
+    RECGPT_RETURN_IF_ERROR(fill(root_index, *root, pointer));
+    in_progress_.erase(root_index);
+    measure_depths();
+    const uint32_t root_depth = nodes()[JsonSchema::kRoot].min_depth;
+    if (root_depth == JsonSchema::kNoInstance) {
+      return invalid_argument("the schema has no finite instance (a recursion through required keys or items)");
+    }
+    if (root_depth > JsonSchema::kMaxInstanceDepth) {
+      return invalid_argument("the schema's smallest instance nests " + std::to_string(root_depth) +
+                              " levels deep, more than " + std::to_string(JsonSchema::kMaxInstanceDepth));
+    }
     return std::shared_ptr<const JsonSchema>(std::move(schema_));
   }
 
@@ -118,6 +127,35 @@ class JsonSchemaCompiler {
     if (node.is_enum) return;
     if (node.types & kJsonBoolean) node.literals.insert(node.literals.end(), {"true", "false"});
     if (node.types & kJsonNull) node.literals.emplace_back("null");
+  }
+
+  // Each node's smallest instance depths, by relaxation from "none" (a recursion stays none unless a branch ends
+  // it): values only fall, so at most one pass per node.
+  void measure_depths() {
+    constexpr uint32_t kNone = JsonSchema::kNoInstance;
+    const auto plus_one = [](uint32_t depth) { return depth == kNone ? kNone : depth + 1; };
+    for (JsonSchemaNode& node : nodes()) node.object_depth = node.array_depth = node.min_depth = kNone;
+    for (size_t pass = 0; pass <= nodes().size(); ++pass) {
+      bool changed = false;
+      for (JsonSchemaNode& node : nodes()) {
+        uint32_t object = kNone;
+        if (node.types & kJsonObject) {
+          object = 1;
+          for (size_t key = 0; key < node.keys.size(); ++key) {
+            if (node.required[key]) object = std::max(object, plus_one(nodes()[node.key_nodes[key]].min_depth));
+          }
+        }
+        uint32_t array = kNone;
+        if (node.types & kJsonArray) array = node.min_items == 0 ? 1 : plus_one(nodes()[node.items].min_depth);
+        const bool scalar = node.is_enum || (node.types & ~(kJsonObject | kJsonArray)) != 0;
+        const uint32_t any = std::min({scalar ? 1u : kNone, object, array});
+        changed = changed || object != node.object_depth || array != node.array_depth || any != node.min_depth;
+        node.object_depth = object;
+        node.array_depth = array;
+        node.min_depth = any;
+      }
+      if (!changed) return;
+    }
   }
 
   // The canonical "#/..." form of a $ref; only local references are supported.

@@ -53,6 +53,12 @@ struct JsonSchemaNode {
   // `is_enum` (then nothing else), else "true"/"false" for booleans, "null" for null.
   std::vector<std::string> literals = {};
   bool is_enum = false;
+  // The fewest nesting levels (automaton frames, the value's own included) an instance takes as an object, as an
+  // array, and of any kind: JsonSchema::kNoInstance when there is none (not that kind, or a required recursion).
+  // The matcher opens a value only where its smallest instance still fits, so generation never dead-ends.
+  uint32_t object_depth = 0;
+  uint32_t array_depth = 0;
+  uint32_t min_depth = 0;
 
   // The first listed key at or after `index` that is required, or keys.size().
   size_t next_required(size_t index) const;
@@ -66,12 +72,15 @@ class JsonSchema {
   static constexpr size_t kMaxLiteralBytes = 256;
   static constexpr size_t kMaxNesting = 64;          // levels of JSON in the schema's text
   static constexpr size_t kMaxObjectMembers = 4096;  // members of one of its objects
+  // Automaton frames an instance may use (JsonMatcher: open objects and arrays and the innermost value).
+  static constexpr uint32_t kMaxInstanceDepth = 32;
+  static constexpr uint32_t kNoInstance = UINT32_MAX;
 
   // Any JSON object (OpenAI's response_format {"type": "json_object"}).
   static std::shared_ptr<const JsonSchema> any_object();
   // Compiles a schema given as JSON text. kInvalidArgument naming the keyword and its JSON pointer for a
   // malformed schema, an unsupported keyword or one past the limits above (its text nested deeper than
-  // kMaxNesting included).
+  // kMaxNesting included), or one with no instance within kMaxInstanceDepth (a required recursion has none).
   static Result<std::shared_ptr<const JsonSchema>> compile(std::string_view schema_json);
 
   const JsonSchemaNode& node(size_t index) const { return nodes_[index]; }

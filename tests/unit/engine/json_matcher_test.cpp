@@ -230,6 +230,42 @@ TEST_CASE("json schemas shape what is accepted", "[json]") {
   CHECK_FALSE(accepts(map, R"({"a": "1"})"));
 }
 
+TEST_CASE("json matcher opens no value it could not close within its depth", "[json]") {
+  // Trees of any depth: at the limit, `{` is refused but the open arrays and objects still close.
+  const auto tree = schema_of(R"({"$ref": "#/$defs/n", "$defs": {"n": {"type": "object",
+      "properties": {"k": {"type": "array", "items": {"$ref": "#/$defs/n"}}}}}})");
+  JsonMatcher matcher(tree);
+  int levels = 0;
+  while (matcher.feed(R"({"k":[)")) ++levels;
+  CHECK(levels * 2 == JsonMatcher::kMaxDepth);  // an object and an array a level
+  JsonMatcher deepest(tree);  // the refused bytes left `matcher` unspecified: again, to the deepest state
+  for (int i = 0; i < levels; ++i) REQUIRE(deepest.feed(R"({"k":[)"));
+  for (int i = 0; i < levels; ++i) REQUIRE(deepest.feed("]}"));
+  CHECK(deepest.finished());
+  // A chain of required objects: its smallest instance must fit, or the schema is refused.
+  const auto chain = [](int levels) {
+    std::string schema = R"({"type": "integer"})";
+    for (int i = 0; i < levels; ++i) {
+      schema = R"({"type": "object", "properties": {"a": )" + schema + R"(}, "required": ["a"]})";
+    }
+    return schema;
+  };
+  CHECK(JsonSchema::compile(chain(JsonMatcher::kMaxDepth - 1)).is_ok());
+  CHECK_FALSE(JsonSchema::compile(chain(JsonMatcher::kMaxDepth)).is_ok());
+  // An optional key whose value cannot fit is not offered: the object closes instead.
+  const auto optional = schema_of(R"({"$ref": "#/$defs/n", "$defs": {"n": {"type": "object", "properties": {
+      "deep": {"$ref": "#/$defs/d"}, "next": {"$ref": "#/$defs/n"}}}, "d": )" +
+                                  chain(8) + "}}");
+  JsonMatcher walk(optional);
+  int depth = 0;
+  while (walk.feed(R"({"next":)")) ++depth;
+  JsonMatcher at_limit(optional);
+  for (int i = 0; i < depth; ++i) REQUIRE(at_limit.feed(R"({"next":)"));
+  REQUIRE(at_limit.feed("{"));
+  CHECK_FALSE(JsonMatcher(at_limit).feed(R"("deep":)"));
+  CHECK(at_limit.feed("}"));
+}
+
 // The error of compiling `schema`, which must fail.
 std::string compile_error(const std::string& schema) {
   auto compiled = JsonSchema::compile(schema);
@@ -251,6 +287,9 @@ TEST_CASE("json schema errors name the keyword and where it is", "[json]") {
   CHECK_THAT(compile_error("{not json"), Contains("not valid JSON"));
   CHECK_THAT(compile_error("false"), Contains("allows no value"));
   CHECK_THAT(compile_error(R"({"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}})"), Contains("$ref"));
+  CHECK_THAT(compile_error(R"({"$ref": "#/$defs/n", "$defs": {"n": {"type": "object",
+      "properties": {"child": {"$ref": "#/$defs/n"}}, "required": ["child"]}}})"),
+             Contains("no finite instance"));
 }
 
 }  // namespace
