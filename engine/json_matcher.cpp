@@ -393,6 +393,8 @@ JsonMatcher::Step JsonMatcher::number_byte(Frame& frame, uint8_t byte) {
   }
   if (next == 0xFF) return number_whole(frame.phase) ? Step::kEnded : Step::kRefused;
   if (frame.count >= kMaxNumberBytes) return Step::kRefused;
+  // A byte that leaves the number unfinished ('.', 'e', a sign) needs room for a digit after it.
+  if (!number_whole(next) && frame.count + 2 > kMaxNumberBytes) return Step::kRefused;
   if (integer_only && frame.count - frame.aux >= kMaxIntegerDigits) return Step::kRefused;
   ++frame.count;
   frame.phase = next;

@@ -156,6 +156,10 @@ TEST_CASE("json matcher limits depth whitespace and numbers", "[json]") {
   CHECK(accepts(any, spaced(JsonMatcher::kMaxWhitespaceRun)));
   CHECK_FALSE(accepts(any, spaced(JsonMatcher::kMaxWhitespaceRun + 1)));
   CHECK(accepts(any, std::string(JsonMatcher::kMaxNumberBytes, '1')));
+  JsonMatcher long_number(any);  // one byte short of the limit: no '.' (it would need a digit after it)
+  REQUIRE(long_number.feed(std::string(JsonMatcher::kMaxNumberBytes - 1, '1')));
+  CHECK_FALSE(JsonMatcher(long_number).feed("."));
+  CHECK(JsonMatcher(long_number).feed("2"));
   CHECK_FALSE(accepts(any, std::string(JsonMatcher::kMaxNumberBytes + 1, '1')));
   const auto integer = schema_of(R"({"type": "integer"})");
   const std::string digits(JsonMatcher::kMaxIntegerDigits, '9');
