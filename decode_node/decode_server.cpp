@@ -162,6 +162,12 @@ class Server final : public std::enable_shared_from_this<Server> {
              .Help("Time spent masking logits for constrained tokens (per step: divide by the steps)")
              .Register(*registry_)
              .Add({{"role", "decode"}, {"node", options_.node_id}});
+    auto& json_masks = prometheus::BuildCounter()
+                           .Name("recgpt_json_mask_lookups_total")
+                           .Help("JSON token masks looked up in the node's cache, by whether it held them")
+                           .Register(*registry_);
+    json_mask_hits_.counter = &json_masks.Add({{"role", "decode"}, {"node", options_.node_id}, {"result", "hit"}});
+    json_mask_misses_.counter = &json_masks.Add({{"role", "decode"}, {"node", options_.node_id}, {"result", "miss"}});
     sampling_seconds_.counter =
         &prometheus::BuildCounter()
              .Name("recgpt_decode_sampling_seconds_total")
@@ -282,6 +288,11 @@ class Server final : public std::enable_shared_from_this<Server> {
       reserved_->Set(static_cast<double>(counters.reservations));
       constrained_steps_.follow(static_cast<double>(counters.constrained_steps));
       constraint_seconds_.follow(counters.constraint_seconds);
+      if (constraints_ != nullptr) {
+        const JsonMaskCache::Stats masks = constraints_->json_mask_stats();
+        json_mask_hits_.follow(static_cast<double>(masks.hits));
+        json_mask_misses_.follow(static_cast<double>(masks.misses));
+      }
       sampling_seconds_.follow(counters.sampling_seconds);
       blocks_fenced_->Set(static_cast<double>(counters.kv_blocks_fenced));
       fences_lapsed_.follow(static_cast<double>(counters.fences_lapsed));
@@ -619,6 +630,8 @@ class Server final : public std::enable_shared_from_this<Server> {
   prometheus::Counter* local_prefills_ = nullptr;
   MirroredCounter constrained_steps_;
   MirroredCounter constraint_seconds_;
+  MirroredCounter json_mask_hits_;
+  MirroredCounter json_mask_misses_;
   MirroredCounter sampling_seconds_;
   prometheus::Gauge* blocks_fenced_ = nullptr;
   MirroredCounter fences_lapsed_;

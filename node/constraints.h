@@ -51,6 +51,8 @@ class Constraints {
   Result<ConstraintMaker> maker(const control::SamplingParams& sampling) const;
 
   const std::map<std::string, std::shared_ptr<const ChoiceTrie>>& catalogues() const { return catalogues_; }
+  // The JSON masks' cache: lookups that found a mask, and that had to compute one (the metrics follow them).
+  JsonMaskCache::Stats json_mask_stats() const { return json_masks_->stats(); }
 
  private:
   explicit Constraints(Tokenizer tokenizer) : tokenizer_(std::move(tokenizer)) {}

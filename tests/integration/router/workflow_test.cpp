@@ -195,6 +195,9 @@ TEST_CASE("a workflow's JSON steps answer values their schema shapes, fanned out
   REQUIRE(verdict.is_object());
   CHECK(verdict["buy"].is_boolean());
   CHECK(decode.shows_used(0));
+  // The decode node's JSON masks: some computed, some found again (the two rating calls share a schema).
+  CHECK(eventually([&] { return decode.metric("recgpt_json_mask_lookups_total\\{.*result=\"miss\".*\\}") > 0; }));
+  CHECK(eventually([&] { return decode.metric("recgpt_json_mask_lookups_total\\{.*result=\"hit\".*\\}") > 0; }));
 }
 
 }  // namespace
