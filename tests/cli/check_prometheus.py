@@ -288,6 +288,13 @@ def run(recgpt, model, source_dir, work_dir, processes):
         if status != 200 or not usage:
             raise Failed(f"the streamed completion answered {status} without usage: {text[-300:]}")
         completion_tokens.append(usage[-1]["completion_tokens"])
+        # Structured output, for the decode node's JSON mask lookups.
+        status, text = http(base + "/v1/chat/completions", dict(chat, max_tokens=80, response_format={
+            "type": "json_schema", "json_schema": {"name": "gear", "schema": {
+                "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}}))
+        if status != 200:
+            raise Failed(f"a structured completion answered {status}: {text[:300]}")
+        completion_tokens.append(json.loads(text)["usage"]["completion_tokens"])
         status, text = http(base + "/v1/chat/completions", {"model": "recgpt", "messages": "not a list"})
         checks.expect(status == 400, f"a malformed completion is refused: {status}")
         status, text = http(base + "/v1/workflows/intent", intent, timeout=120)
