@@ -9,7 +9,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace recgpt {
@@ -53,23 +52,6 @@ inline JsonTextShape json_text_shape(std::string_view text, size_t max_depth, si
 // The deepest nesting of arrays and objects in `text`, or `limit` + 1 as soon as it is known to be deeper.
 inline size_t json_text_depth(std::string_view text, size_t limit) {
   return json_text_shape(text, limit, SIZE_MAX).depth;
-}
-
-// The same for a parsed value (1 for a scalar or an empty container). `Json` is nlohmann::json or ordered_json.
-template <typename Json>
-size_t json_depth(const Json& value, size_t limit) {
-  size_t deepest = 0;
-  std::vector<std::pair<const Json*, size_t>> pending = {{&value, 1}};
-  while (!pending.empty()) {
-    const auto [node, depth] = pending.back();
-    pending.pop_back();
-    if (depth > limit) return limit + 1;
-    deepest = std::max(deepest, depth);
-    if (node->is_structured()) {
-      for (const Json& child : *node) pending.emplace_back(&child, depth + 1);
-    }
-  }
-  return deepest;
 }
 
 }  // namespace recgpt

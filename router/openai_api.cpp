@@ -313,11 +313,7 @@ void parse_response_format(const json& format, CompletionRequest& request, Field
     return fields.fail(invalid_request("'response_format.json_schema.schema' must be a JSON Schema object",
                                        "response_format.json_schema.schema"));
   }
-  if (json_depth(*schema, JsonSchema::kMaxNesting) > JsonSchema::kMaxNesting) {  // before dump(), which recurses
-    return fields.fail(invalid_request(
-        "'response_format.json_schema.schema' nests deeper than " + std::to_string(JsonSchema::kMaxNesting) + " levels",
-        "response_format.json_schema.schema", "unsupported_schema"));
-  }
+  // dump() recurses, on a body whose depth check_body_shape() bounded; compile() bounds the schema's own.
   request.json_schema = schema->dump();
   if (auto compiled = JsonSchema::compile(request.json_schema); !compiled.is_ok()) {
     return fields.fail(invalid_request("'response_format.json_schema.schema': " + compiled.status().message(),
