@@ -401,11 +401,6 @@ JsonMatcher::Step JsonMatcher::number_byte(Frame& frame, uint8_t byte) {
   return Step::kTaken;
 }
 
-size_t JsonMatcher::literal_count(const Frame& frame) const {
-  const JsonSchemaNode& node = schema_->node(frame.node);
-  return frame.kind == kKey ? node.keys.size() : node.literals.size();
-}
-
 const std::string& JsonMatcher::literal_text(const Frame& frame, int index) const {
   const JsonSchemaNode& node = schema_->node(frame.node);
   return frame.kind == kKey ? node.keys[static_cast<size_t>(index)] : node.literals[static_cast<size_t>(index)];

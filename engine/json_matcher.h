@@ -108,7 +108,6 @@ class JsonMatcher {
   // A literal (or key) whose bytes so far spell one of its texts exactly: that text's index, else -1.
   int whole_literal(const Frame& frame) const;
   const std::string& literal_text(const Frame& frame, int index) const;
-  size_t literal_count(const Frame& frame) const;
 
   std::shared_ptr<const JsonSchema> schema_;
   std::array<Frame, kMaxDepth> frames_{};
