@@ -101,16 +101,15 @@ bool JsonProcessor::allows(int32_t token) const {
 }
 
 bool JsonProcessor::advance(int32_t token) {
-  if (!allows(token)) {
-    broken_ = true;
-    return false;
-  }
-  if (token == end_) {
+  if (token == end_ && allows(token)) {
     ended_ = true;
     return true;
   }
-  (void)matcher_.feed(grammar_->vocabulary().token(token));
-  return true;
+  // Fed in place: a token refused part way leaves the matcher unspecified, which broken_ makes moot.
+  const bool fed = !ended_ && !broken_ && token != end_ && token >= 0 && token < grammar_->vocabulary().vocab_size() &&
+                   !grammar_->vocabulary().token(token).empty() && matcher_.feed(grammar_->vocabulary().token(token));
+  broken_ = broken_ || !fed;
+  return fed;
 }
 
 void JsonProcessor::process(std::span<float> logits, std::span<const int32_t> tokens) {
